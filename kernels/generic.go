@@ -1,0 +1,156 @@
+package kernels
+
+import (
+	"encoding/binary"
+	"math"
+)
+
+// Generic is the portable Go set: always compiled, the reference every
+// assembly set is tested against. Its arithmetic order is the contract:
+// per element, models are visited in order 0..n−1, each operation rounds to
+// float32, and nothing is fused (float32(a*b)+c stops Go from emitting FMA).
+var Generic = &Set{
+	Name:      "go",
+	Widen:     widenGeneric,
+	DeltaTrim: deltaTrimGeneric,
+	Vote:      voteGeneric,
+	Finish:    finishGeneric,
+}
+
+func load(src []byte, dt DType, i int) float32 {
+	switch dt {
+	case BF16:
+		return BF16ToF32(binary.LittleEndian.Uint16(src[2*i:]))
+	case F16:
+		return F16ToF32(binary.LittleEndian.Uint16(src[2*i:]))
+	default:
+		return math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
+	}
+}
+
+func store(dst []byte, dt DType, i int, f float32) {
+	switch dt {
+	case BF16:
+		binary.LittleEndian.PutUint16(dst[2*i:], F32ToBF16(f))
+	case F16:
+		binary.LittleEndian.PutUint16(dst[2*i:], F32ToF16(f))
+	default:
+		binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(f))
+	}
+}
+
+func widenGeneric(dst []float32, src []byte, dt DType) {
+	_ = src[:len(dst)*dt.Size()]
+	for i := range dst {
+		dst[i] = load(src, dt, i)
+	}
+}
+
+func deltaTrimGeneric(tau []float32, src []byte, dt DType, base []float32, thrBits uint32) int {
+	_, _ = base[:len(tau)], src[:len(tau)*dt.Size()]
+	kept := 0
+	for i := range tau {
+		t := load(src, dt, i) - base[i]
+		if AbsBits(t) < thrBits {
+			t = 0
+		} else {
+			kept++
+		}
+		tau[i] = t
+	}
+	return kept
+}
+
+// sign is +1, −1 or 0 (NaN counts as 0).
+func sign(v float32) float32 {
+	switch {
+	case v > 0:
+		return 1
+	case v < 0:
+		return -1
+	}
+	return 0
+}
+
+func voteGeneric(out []float32, taus []float32, stride int, p *VoteParams) VoteStats {
+	n := len(p.Weights)
+	var st VoteStats
+	for j := range out {
+		// The vote: s sums vote values (or their signs).
+		var s float32
+		pos, neg, nonzero := false, false, false
+		for i := 0; i < n; i++ {
+			v := taus[i*stride+j]
+			if p.WeightedVote {
+				v = p.Weights[i] * v
+			}
+			if p.Consensus == ConsensusCount {
+				s += sign(v)
+			} else {
+				s += v
+			}
+			pos = pos || v > 0
+			neg = neg || v < 0
+			nonzero = nonzero || v != 0
+		}
+		if pos && neg {
+			st.Conflicts++
+		}
+		up := !(s < 0) && s == s // s ≥ 0; NaN elects −1
+		switch {
+		case p.Consensus == ConsensusNone:
+		case s == 0 && nonzero:
+			st.ZeroSum++
+		case up:
+			st.Positive++
+		default:
+			st.Negative++
+		}
+
+		// The disjoint aggregate over values agreeing with the elected sign.
+		var num, den, mx float32
+		for i := 0; i < n; i++ {
+			t := taus[i*stride+j]
+			a := p.Weights[i] * t
+			v := t
+			if p.WeightedVote {
+				v = a
+			}
+			if p.Consensus != ConsensusNone && !(up && v > 0 || !up && v < 0) {
+				continue
+			}
+			num += a
+			if p.DivideByWeights {
+				den += p.Weights[i]
+			} else {
+				den++
+			}
+			if m := float32(math.Abs(float64(a))); m > mx {
+				mx = m
+			}
+		}
+		switch p.Aggregate {
+		case AggregateSum:
+			out[j] = num
+		case AggregateMax:
+			if up {
+				out[j] = mx
+			} else {
+				out[j] = -mx
+			}
+		default:
+			if den == 0 {
+				den = 1
+			}
+			out[j] = num / den
+		}
+	}
+	return st
+}
+
+func finishGeneric(dst []byte, dt DType, base, tm []float32, lambda float32) {
+	_, _ = base[:len(tm)], dst[:len(tm)*dt.Size()]
+	for i := range tm {
+		store(dst, dt, i, base[i]+float32(lambda*tm[i]))
+	}
+}

@@ -1,0 +1,171 @@
+// Package kernels owns the per-block arithmetic of a merge: widening stored
+// values to float32, task vectors with trimming, the sign vote with the disjoint
+// aggregate, and the final rounding to the output dtype.
+//
+// Every kernel exists as portable Go (generic.go), which is always compiled and
+// is the reference; assembly versions for AVX2, AVX-512 and NEON must match it
+// bit for bit on every input. A Set bundles one implementation of every kernel;
+// the set for this CPU is chosen once, at start-up, from cpuid.
+package kernels
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"strings"
+)
+
+// DType is a stored floating-point format the kernels read and write.
+type DType uint8
+
+const (
+	F32 DType = iota
+	F16
+	BF16
+)
+
+// Size is the number of bytes per element.
+func (d DType) Size() int {
+	if d == F32 {
+		return 4
+	}
+	return 2
+}
+
+func (d DType) String() string {
+	switch d {
+	case F32:
+		return "F32"
+	case F16:
+		return "F16"
+	case BF16:
+		return "BF16"
+	}
+	return fmt.Sprintf("DType(%d)", uint8(d))
+}
+
+// ParseDType accepts safetensors names (F32, BF16) and PyTorch/mergekit ones
+// (float32, bfloat16, float16).
+func ParseDType(s string) (DType, error) {
+	switch strings.ToLower(s) {
+	case "f32", "float32", "float":
+		return F32, nil
+	case "f16", "float16", "half", "fp16":
+		return F16, nil
+	case "bf16", "bfloat16":
+		return BF16, nil
+	}
+	return 0, fmt.Errorf("unsupported dtype %q (want float32, float16 or bfloat16)", s)
+}
+
+// Consensus is how the sign vote sums model values.
+type Consensus uint8
+
+const (
+	// ConsensusSum elects the sign of the sum of values ("mass", "total").
+	ConsensusSum Consensus = iota
+	// ConsensusCount elects the sign of the sum of signs ("frequency").
+	ConsensusCount
+	// ConsensusNone disables the vote: every value takes part (task arithmetic).
+	ConsensusNone
+)
+
+// Aggregate is how the agreeing values are combined.
+type Aggregate uint8
+
+const (
+	AggregateMean Aggregate = iota
+	AggregateSum
+	// AggregateMax takes the largest magnitude among agreeing values, times the sign.
+	AggregateMax
+)
+
+// VoteParams configures the vote and aggregate of one tensor. Weights apply to
+// task vectors as a_i = w_i·τ_i; WeightedVote says whether the vote sees a_i
+// (mergekit) or the unweighted τ_i (paper, peft).
+type VoteParams struct {
+	Weights      []float32 // one per model
+	WeightedVote bool
+	Consensus    Consensus
+	Aggregate    Aggregate
+	// DivideByWeights makes the mean Σ m·a / Σ m·w (a zero divisor becomes 1)
+	// instead of Σ m·a / max(1, Σ m).
+	DivideByWeights bool
+}
+
+// VoteStats counts what the vote decided over a block.
+type VoteStats struct {
+	Positive  int // elements whose elected sign is +1 and whose sum is not zero
+	Negative  int // elements whose elected sign is −1
+	ZeroSum   int // sum exactly zero while some vote value is not: sign provisionally +1
+	Conflicts int // elements where both a positive and a negative value voted
+}
+
+// Add accumulates other into s.
+func (s *VoteStats) Add(o VoteStats) {
+	s.Positive += o.Positive
+	s.Negative += o.Negative
+	s.ZeroSum += o.ZeroSum
+	s.Conflicts += o.Conflicts
+}
+
+// Set is one implementation of every kernel. Slices passed in must not overlap
+// unless a kernel says so; lengths are in elements.
+type Set struct {
+	Name string
+
+	// Widen converts len(dst) stored values from src to float32.
+	Widen func(dst []float32, src []byte, dt DType)
+
+	// DeltaTrim computes τ = θ − θ₀ from len(tau) stored values of src and the
+	// widened base, then zeroes every τ whose magnitude bit pattern
+	// (bits & 0x7fffffff) is below thrBits (an unsigned comparison: NaN
+	// magnitudes order above +Inf). It returns how many were kept.
+	DeltaTrim func(tau []float32, src []byte, dt DType, base []float32, thrBits uint32) int
+
+	// Vote reads n = len(taus)/stride models' trimmed task vectors, model i at
+	// taus[i*stride : i*stride+len(out)], and writes the merged task vector.
+	Vote func(out []float32, taus []float32, stride int, p *VoteParams) VoteStats
+
+	// Finish writes θ₀ + float32(λ·τₘ) rounded to dt into dst.
+	Finish func(dst []byte, dt DType, base, tm []float32, lambda float32)
+}
+
+// available lists the sets this CPU can run, best first; the Go set is last.
+// It is the dispatch table, filled once at init.
+var available = detect()
+
+// Available returns the kernel sets this CPU can run, best first.
+func Available() []*Set { return append([]*Set(nil), available...) }
+
+// Best returns the set named by TIESMM_KERNEL, or the fastest one this CPU runs.
+func Best() (*Set, error) {
+	if name := os.Getenv("TIESMM_KERNEL"); name != "" && name != "auto" {
+		s, err := Lookup(name)
+		if err != nil {
+			return nil, fmt.Errorf("TIESMM_KERNEL: %w", err)
+		}
+		return s, nil
+	}
+	return available[0], nil
+}
+
+// Lookup returns the named set ("auto" for Best), or an error if this CPU or
+// build lacks it.
+func Lookup(name string) (*Set, error) {
+	if name == "" || name == "auto" {
+		return Best()
+	}
+	var names []string
+	for _, s := range available {
+		if s.Name == name {
+			return s, nil
+		}
+		names = append(names, s.Name)
+	}
+	return nil, fmt.Errorf("kernel %q is not available on this CPU or build (available: %s)", name, strings.Join(names, ", "))
+}
+
+// AbsBits is the magnitude bit pattern of f, which orders like |f| for
+// non-NaN values; the trim thresholds and the top-k selection use it.
+func AbsBits(f float32) uint32 { return math.Float32bits(f) & 0x7fffffff }
