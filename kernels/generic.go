@@ -97,14 +97,15 @@ func voteGeneric(out []float32, taus []float32, stride int, p *VoteParams) VoteS
 			st.Conflicts++
 		}
 		up := !(s < 0) && s == s // s ≥ 0; NaN elects −1
-		switch {
-		case p.Consensus == ConsensusNone:
-		case s == 0 && nonzero:
-			st.ZeroSum++
-		case up:
-			st.Positive++
-		default:
-			st.Negative++
+		if p.Consensus != ConsensusNone {
+			switch {
+			case s > 0:
+				st.Positive++
+			case !up:
+				st.Negative++
+			case nonzero: // s is ±0 though some value is not
+				st.ZeroSum++
+			}
 		}
 
 		// The disjoint aggregate over values agreeing with the elected sign.

@@ -94,10 +94,12 @@ type VoteParams struct {
 }
 
 // VoteStats counts what the vote decided over a block.
+// Zero sums of all-zero values count in none of the first three; with
+// ConsensusNone only Conflicts counts.
 type VoteStats struct {
-	Positive  int // elements whose elected sign is +1 and whose sum is not zero
-	Negative  int // elements whose elected sign is −1
-	ZeroSum   int // sum exactly zero while some vote value is not: sign provisionally +1
+	Positive  int // vote sum > 0
+	Negative  int // vote sum < 0 or NaN (both elect −1)
+	ZeroSum   int // vote sum ±0 while some vote value is not 0: sign provisionally +1
 	Conflicts int // elements where both a positive and a negative value voted
 }
 

@@ -1,0 +1,133 @@
+package topk
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+)
+
+// sortedThreshold is the plain reference: sort magnitudes descending and read the k-th.
+func sortedThreshold(xs []float32, k int) Threshold {
+	mags := make([]uint32, len(xs))
+	for i, x := range xs {
+		mags[i] = math.Float32bits(x) & 0x7fffffff
+	}
+	slices.Sort(mags)
+	slices.Reverse(mags)
+	t := Threshold{Bits: mags[k-1]}
+	for _, m := range mags {
+		switch {
+		case m > t.Bits:
+			t.Greater++
+		case m == t.Bits:
+			t.Equal++
+		}
+	}
+	return t
+}
+
+func radix(t *testing.T, xs []float32, k uint64) Threshold {
+	t.Helper()
+	var high, low Hist
+	// Feed in two halves to check that merging partial histograms is exact.
+	var h2 Hist
+	high.AddHigh(xs[:len(xs)/2])
+	h2.AddHigh(xs[len(xs)/2:])
+	high.Merge(&h2)
+	hi, above, err := high.Pick(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	low.AddLow(xs, hi)
+	th, err := Exact(k, hi, above, &low)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return th
+}
+
+func TestExactMatchesSort(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for trial := 0; trial < 200; trial++ {
+		n := 1 + r.IntN(3000)
+		xs := make([]float32, n)
+		for i := range xs {
+			switch r.IntN(6) {
+			case 0:
+				xs[i] = 0
+			case 1: // a few repeated values make ties
+				xs[i] = float32(r.IntN(4)) * 0.5
+			case 2:
+				xs[i] = float32(r.NormFloat64() * 1e-30)
+			default:
+				xs[i] = float32(r.NormFloat64())
+			}
+			if r.IntN(2) == 0 {
+				xs[i] = -xs[i]
+			}
+		}
+		if trial%10 == 0 {
+			xs[0] = float32(math.NaN())
+			xs[1] = float32(math.Inf(-1))
+			xs[2] = math.Float32frombits(1) // smallest subnormal
+		}
+		k := uint64(1 + r.IntN(n))
+		got, want := radix(t, xs, k), sortedThreshold(xs, int(k))
+		if got != want {
+			t.Fatalf("n=%d k=%d: got %+v want %+v", n, k, got, want)
+		}
+		if !(got.Greater < k && k <= got.Greater+got.Equal) {
+			t.Fatalf("threshold %+v does not bracket k=%d", got, k)
+		}
+	}
+}
+
+func TestHandWorked(t *testing.T) {
+	// |x| = 4, 3, 3, 2, 1, 0: the 2nd and 3rd largest are both 3, so
+	// k=2 and k=3 give threshold 3 with one greater and two equal.
+	xs := []float32{1, -3, 4, 3, -2, 0}
+	for _, k := range []uint64{2, 3} {
+		got := radix(t, xs, k)
+		if got.Bits != math.Float32bits(3) || got.Greater != 1 || got.Equal != 2 {
+			t.Fatalf("k=%d: %+v", k, got)
+		}
+	}
+	if got := radix(t, xs, 6); got.Bits != 0 || got.Greater != 5 || got.Equal != 1 {
+		t.Fatalf("k=6: %+v", got)
+	}
+	var h Hist
+	h.AddHigh(xs)
+	if _, _, err := h.Pick(7); err == nil {
+		t.Fatal("rank beyond count: no error")
+	}
+	if _, _, err := h.Pick(0); err == nil {
+		t.Fatal("rank 0: no error")
+	}
+}
+
+func TestApproxKeepsAtLeastK(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	xs := make([]float32, 10000)
+	for i := range xs {
+		xs[i] = float32(r.NormFloat64())
+	}
+	var high Hist
+	high.AddHigh(xs)
+	for _, k := range []uint64{1, 17, 2000, 10000} {
+		hi, above, err := high.Pick(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := Approx(hi, above, &high)
+		kept := uint64(0)
+		for _, x := range xs {
+			if math.Float32bits(x)&0x7fffffff >= a.Bits {
+				kept++
+			}
+		}
+		if kept != a.Greater+a.Equal || kept < k || kept-k >= high[hi] {
+			t.Fatalf("k=%d: kept %d, approx %+v, bin %d", k, kept, a, high[hi])
+		}
+	}
+}
