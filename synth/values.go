@@ -1,0 +1,305 @@
+package synth
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/tiesmm/tiesmm/kernels"
+)
+
+// Every value is a pure function of (seed, tensor name, model, element index):
+// a splitmix64 finaliser over key + index·γ, so any chunk can be made by any
+// worker in any order and the bytes never depend on scheduling. Products are
+// wrapped in float32() wherever a sum follows, since Go may otherwise fuse
+// them into FMA on some architectures and change the bytes.
+
+const golden = 0x9E3779B97F4A7C15
+
+func mix64(z uint64) uint64 {
+	z = (z ^ z>>30) * 0xBF58476D1CE4E5B9
+	z = (z ^ z>>27) * 0x94D049BB133111EB
+	return z ^ z>>31
+}
+
+// at is element i of the counter-based stream key.
+func at(key uint64, i int64) uint64 { return mix64(key + uint64(i)*golden) }
+
+func hashString(s string) uint64 { // FNV-1a, then mixed
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint64(s[i])) * 1099511628211
+	}
+	return mix64(h)
+}
+
+// unit01 maps 53 bits of h to [0, 1).
+func unit01(h uint64) float64 { return float64(h>>11) / (1 << 53) }
+
+// normal4 is Irwin–Hall with four 16-bit uniforms: mean 0, variance 1 (to
+// 1e-9), bounded at ±√12/2·… ≈ ±3.46. Cheap and "normal-ish".
+func normal4(h uint64) float32 {
+	s := int32(h&0xffff) + int32(h>>16&0xffff) + int32(h>>32&0xffff) + int32(h>>48)
+	return float32(float32(s-131070) * (1.7320508 / 65536))
+}
+
+// normal3 uses the low 48 bits only (three uniforms, bounded at ±3), leaving
+// the top 16 bits free for the sparse draw of the same element.
+func normal3(h uint64) float32 {
+	s := int32(h&0xffff) + int32(h>>16&0xffff) + int32(h>>32&0xffff)
+	return float32((float32(s) - 98302.5) * (2.0 / 65536))
+}
+
+// Task-vector recipe, in units of the tensor's τ unit u:
+//
+//	τᵢ = u·(dᵢ + sᵢ + a·c + S)
+//
+// dᵢ dense noise of model i, c a dense component shared by every fine-tune
+// (pairwise sign agreement 1/2 + asin(a²/(1+a²))/π ≈ 2/3 for a = 1),
+// sᵢ a sparse large change of model i (probability pOwn) and S a sparse
+// large change shared by all (probability pShared); sparse magnitudes are
+// uniform in [sparseMin, sparseMin+sparseSpan) with a random sign. Dense
+// terms are bounded at |dᵢ + a·c| ≤ 6, below every sparse magnitude minus 6.
+const (
+	sharedCoef = 1.0
+	pOwn16     = 655 // ≈ 1.0% of elements, as a 16-bit threshold
+	pShared16  = 262 // ≈ 0.4%
+	sparseMin  = 12
+	sparseSpan = 24
+)
+
+// Probabilities exposed for tests and docs.
+const (
+	SparseOwnFraction    = float64(pOwn16) / 65536
+	SparseSharedFraction = float64(pShared16) / 65536
+)
+
+type kind uint8
+
+const (
+	kEmbed kind = iota
+	kQ
+	kK
+	kV
+	kO
+	kGate
+	kUp
+	kDown
+	kInNorm
+	kPostNorm
+	kNorm
+	kHead
+	kIntBuf
+)
+
+// tauOffset is log10 of the τ unit relative to the tensor's value spread, per
+// kind: embeddings move least, MLP down projections and norms most, as in
+// real fine-tunes; with the layer ramp and jitter it spreads scales over
+// more than 10× between tensors.
+var tauOffset = [...]float64{
+	kEmbed: -0.9, kQ: -0.5, kK: -0.5, kV: 0, kO: 0,
+	kGate: -0.2, kUp: -0.1, kDown: 0.1,
+	kInNorm: 0.5, kPostNorm: 0.5, kNorm: 0.5, kHead: -0.4,
+}
+
+const (
+	tauBase   = -2.0 // log10 of the typical τ unit over the value spread
+	layerRamp = 0.6  // later layers change more: + up to this many decades
+	jitter    = 0.2  // ± decades, per tensor
+	normStd   = 0.05 // spread of norm weights around 1
+)
+
+// tensorSpec is one tensor and the constants of its value streams.
+type tensorSpec struct {
+	name  string
+	kind  kind
+	layer int64 // −1 outside the layers
+	shape []int64
+	n     int64 // elements
+
+	mean, sigma float32 // base θ₀ = mean + sigma·normal4
+	unit        float32 // τ unit
+	key         uint64  // per-tensor key; streams derive from it
+}
+
+func (t *tensorSpec) isInt() bool { return t.kind == kIntBuf }
+
+// Stream selectors mixed into the tensor key.
+const (
+	streamBase = iota + 1
+	streamShared
+	streamSharedSparse
+	streamModel // + 2·model
+	streamModelSparse
+)
+
+func (t *tensorSpec) stream(s uint64) uint64 { return mix64(t.key ^ mix64(s*golden)) }
+
+func (t *tensorSpec) modelStream(m int) (dense, sparse uint64) {
+	return t.stream(streamModel + 2*uint64(m)), t.stream(streamModelSparse + 2*uint64(m))
+}
+
+// IntBufferName is the I64 tensor added by Options.IntBuffer.
+const IntBufferName = "model.rotary_emb.inv_freq_steps"
+
+// specs lists the tensors of a model of shape a, in Hugging Face order.
+func specs(a Arch, seed uint64, intBuf bool) []*tensorSpec {
+	h, i, kv := a.Hidden, a.Intermediate, a.KVHeads*a.HeadDim
+	var ts []*tensorSpec
+	add := func(name string, k kind, layer int64, shape ...int64) {
+		ts = append(ts, &tensorSpec{name: name, kind: k, layer: layer, shape: shape})
+	}
+	add("model.embed_tokens.weight", kEmbed, -1, a.Vocab, h)
+	for l := int64(0); l < a.Layers; l++ {
+		p := fmt.Sprintf("model.layers.%d.", l)
+		add(p+"self_attn.q_proj.weight", kQ, l, h, h)
+		add(p+"self_attn.k_proj.weight", kK, l, kv, h)
+		add(p+"self_attn.v_proj.weight", kV, l, kv, h)
+		add(p+"self_attn.o_proj.weight", kO, l, h, h)
+		add(p+"mlp.gate_proj.weight", kGate, l, i, h)
+		add(p+"mlp.up_proj.weight", kUp, l, i, h)
+		add(p+"mlp.down_proj.weight", kDown, l, h, i)
+		add(p+"input_layernorm.weight", kInNorm, l, h)
+		add(p+"post_attention_layernorm.weight", kPostNorm, l, h)
+	}
+	add("model.norm.weight", kNorm, -1, h)
+	add("lm_head.weight", kHead, -1, a.Vocab, h)
+	if intBuf {
+		add(IntBufferName, kIntBuf, -1, a.HeadDim/2)
+	}
+	for _, t := range ts {
+		t.n = 1
+		for _, d := range t.shape {
+			t.n *= d
+		}
+		t.key = mix64(seed*golden ^ hashString(t.name))
+		if t.isInt() {
+			continue
+		}
+		j := at(t.key, -1)
+		jit := 2*unit01(j) - 1 // per-tensor jitter in [−1, 1)
+		var spread float64 // the value spread τ scales with
+		switch t.kind {
+		case kInNorm, kPostNorm, kNorm:
+			t.mean, t.sigma = 1, normStd
+			spread = normStd
+		default:
+			// Trained Llama weights sit near 1/√fan_in; ±25% per tensor.
+			fanIn := t.shape[len(t.shape)-1]
+			t.sigma = float32((1 + 0.25*jit) / math.Sqrt(float64(fanIn)))
+			spread = float64(t.sigma)
+		}
+		e := tauBase + tauOffset[t.kind] + jitter*(2*unit01(mix64(j))-1)
+		if t.layer >= 0 && a.Layers > 1 {
+			e += layerRamp * float64(t.layer) / float64(a.Layers-1)
+		}
+		t.unit = float32(spread * math.Pow(10, e))
+	}
+	return ts
+}
+
+// chunkBuf is one worker's scratch for a chunk of elements.
+type chunkBuf struct {
+	base   []float32 // θ₀ as stored (rounded to the base dtype)
+	shared []float32 // a·c + S, in τ units
+	out    []byte
+}
+
+func newChunkBuf(n int) *chunkBuf {
+	return &chunkBuf{base: make([]float32, n), shared: make([]float32, n), out: make([]byte, 8*n)}
+}
+
+// roundTo rounds f to dt and back, so fine-tunes start from the stored base.
+func roundTo(dt kernels.DType, f float32) float32 {
+	switch dt {
+	case kernels.BF16:
+		return kernels.BF16ToF32(kernels.F32ToBF16(f))
+	case kernels.F16:
+		return kernels.F16ToF32(kernels.F32ToF16(f))
+	}
+	return f
+}
+
+func encode(dst []byte, dt kernels.DType, v []float32) []byte {
+	switch dt {
+	case kernels.BF16:
+		dst = dst[:2*len(v)]
+		for j, f := range v {
+			binary.LittleEndian.PutUint16(dst[2*j:], kernels.F32ToBF16(f))
+		}
+	case kernels.F16:
+		dst = dst[:2*len(v)]
+		for j, f := range v {
+			binary.LittleEndian.PutUint16(dst[2*j:], kernels.F32ToF16(f))
+		}
+	default:
+		dst = dst[:4*len(v)]
+		for j, f := range v {
+			binary.LittleEndian.PutUint32(dst[4*j:], math.Float32bits(f))
+		}
+	}
+	return dst
+}
+
+// fillBase computes θ₀ for elements [start, start+n) into b.base (rounded
+// to baseDT) and the shared component into b.shared.
+func (t *tensorSpec) fillBase(b *chunkBuf, start int64, n int, baseDT kernels.DType) {
+	base, shared := b.base[:n], b.shared[:n]
+	kb, ks, kss := t.stream(streamBase), t.stream(streamShared), t.stream(streamSharedSparse)
+	for j := range base {
+		e := start + int64(j)
+		base[j] = roundTo(baseDT, t.mean+float32(t.sigma*normal4(at(kb, e))))
+		h := at(ks, e)
+		s := float32(sharedCoef * normal3(h))
+		if uint16(h>>48) < pShared16 {
+			s += sparse(at(kss, e))
+		}
+		shared[j] = s
+	}
+}
+
+func sparse(h uint64) float32 {
+	m := sparseMin + float32(sparseSpan*float32(h>>40)*(1.0/(1<<24)))
+	if h&1 != 0 {
+		m = -m
+	}
+	return m
+}
+
+// fillModel encodes fine-tune m's values θ₀ + u·τ for the chunk in dt.
+func (t *tensorSpec) fillModel(b *chunkBuf, start int64, n int, m int, dt kernels.DType) []byte {
+	kd, ksp := t.modelStream(m)
+	base, shared := b.base[:n], b.shared[:n]
+	u := t.unit
+	sz := dt.Size()
+	out := b.out[:sz*n]
+	for j := range base {
+		e := start + int64(j)
+		h := at(kd, e)
+		d := normal3(h)
+		if uint16(h>>48) < pOwn16 {
+			d += sparse(at(ksp, e))
+		}
+		v := base[j] + float32(u*(d+shared[j])) // float32(): no FMA, same bytes on every arch
+		switch dt {
+		case kernels.BF16:
+			binary.LittleEndian.PutUint16(out[2*j:], kernels.F32ToBF16(v))
+		case kernels.F16:
+			binary.LittleEndian.PutUint16(out[2*j:], kernels.F32ToF16(v))
+		default:
+			binary.LittleEndian.PutUint32(out[4*j:], math.Float32bits(v))
+		}
+	}
+	return out
+}
+
+// intValues is the I64 buffer of model m (0 = base): 0, 2, 4, … in the base,
+// plus 1000·m in fine-tune m, so a merge that copies it from anything but
+// the base is caught.
+func (t *tensorSpec) intValues(m int) []byte {
+	out := make([]byte, 8*t.n)
+	for j := int64(0); j < t.n; j++ {
+		binary.LittleEndian.PutUint64(out[8*j:], uint64(2*j+1000*int64(m)))
+	}
+	return out
+}
