@@ -454,7 +454,9 @@ func TestBF16Ties(t *testing.T) {
 				n++
 			}
 		}
-		if n < 10 {
+		// At 1M parameters the top 1% holds only ~9K sparse values; ties
+		// there grow with the model size.
+		if want := map[bool]int{true: 2, false: 10}[density < 0.05]; n < want {
 			t.Errorf("density %.2f: only %d elements tie at the threshold %g", density, n, thr)
 		}
 	}

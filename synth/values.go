@@ -178,7 +178,7 @@ func specs(a Arch, seed uint64, intBuf bool) []*tensorSpec {
 		}
 		j := at(t.key, -1)
 		jit := 2*unit01(j) - 1 // per-tensor jitter in [−1, 1)
-		var spread float64 // the value spread τ scales with
+		var spread float64     // the value spread τ scales with
 		switch t.kind {
 		case kInNorm, kPostNorm, kNorm:
 			t.mean, t.sigma = 1, normStd
