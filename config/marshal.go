@@ -1,0 +1,200 @@
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"sort"
+
+	yaml "go.yaml.in/yaml/v3"
+)
+
+// paramOrder is the order parameters are written in; others follow, sorted.
+var paramOrder = []string{"weight", "density", "gamma", "epsilon", "lambda", "normalize", "rescale",
+	"int8_mask", "filter_wise", "preset", "trim_scope", "consensus", "aggregate"}
+
+// Marshal writes the config as mergekit-format YAML (tiesmm_config.yml /
+// mergekit_config.yml in the output directory): the models form, or, for a config that
+// came with slices, one slice over LayerRange (the base model listed among its sources, as
+// mergekit needs there). Parse(Marshal(c)) gives c back, lines aside.
+func (c *Config) Marshal() ([]byte, error) {
+	root := &yaml.Node{Kind: yaml.MappingNode}
+	put := func(m *yaml.Node, key string, v *yaml.Node) {
+		m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}, v)
+	}
+	putStr := func(m *yaml.Node, key, v string) error {
+		n, err := scalar(v)
+		if err != nil {
+			return err
+		}
+		put(m, key, n)
+		return nil
+	}
+	if err := putStr(root, "merge_method", c.Method); err != nil {
+		return nil, err
+	}
+	if c.BaseModel != "" {
+		if err := putStr(root, "base_model", c.BaseModel); err != nil {
+			return nil, err
+		}
+	}
+	entry := func(path string, ps Params, lr *[2]int) (*yaml.Node, error) {
+		e := &yaml.Node{Kind: yaml.MappingNode}
+		if err := putStr(e, "model", path); err != nil {
+			return nil, err
+		}
+		if lr != nil {
+			r := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
+			for _, x := range lr {
+				n, err := scalar(x)
+				if err != nil {
+					return nil, err
+				}
+				r.Content = append(r.Content, n)
+			}
+			put(e, "layer_range", r)
+		}
+		if len(ps) > 0 {
+			n, err := paramsNode(ps)
+			if err != nil {
+				return nil, fmt.Errorf("model %s: %w", path, err)
+			}
+			put(e, "parameters", n)
+		}
+		return e, nil
+	}
+	list := &yaml.Node{Kind: yaml.SequenceNode}
+	if c.LayerRange != nil && c.BaseModel != "" && c.Method != "linear" {
+		e, err := entry(c.BaseModel, nil, c.LayerRange)
+		if err != nil {
+			return nil, err
+		}
+		list.Content = append(list.Content, e)
+	}
+	for _, m := range c.Models {
+		e, err := entry(m.Path, m.Parameters, c.LayerRange)
+		if err != nil {
+			return nil, err
+		}
+		list.Content = append(list.Content, e)
+	}
+	if c.LayerRange == nil {
+		put(root, "models", list)
+	} else {
+		slice := &yaml.Node{Kind: yaml.MappingNode}
+		put(slice, "sources", list)
+		put(root, "slices", &yaml.Node{Kind: yaml.SequenceNode, Content: []*yaml.Node{slice}})
+	}
+	if len(c.Parameters) > 0 {
+		n, err := paramsNode(c.Parameters)
+		if err != nil {
+			return nil, err
+		}
+		put(root, "parameters", n)
+	}
+	for _, kv := range [][2]string{{"dtype", c.DType}, {"out_dtype", c.OutDType}, {"tokenizer_source", c.TokenizerSource}} {
+		if kv[1] != "" {
+			if err := putStr(root, kv[0], kv[1]); err != nil {
+				return nil, err
+			}
+		}
+	}
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(root); err != nil {
+		return nil, fmt.Errorf("config: marshal: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("config: marshal: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+func scalar(v any) (*yaml.Node, error) {
+	n := &yaml.Node{}
+	if err := n.Encode(v); err != nil {
+		return nil, fmt.Errorf("config: marshal %v: %w", v, err)
+	}
+	return n, nil
+}
+
+func paramsNode(ps Params) (*yaml.Node, error) {
+	keys := make([]string, 0, len(ps))
+	for k := range ps {
+		keys = append(keys, k)
+	}
+	rank := func(k string) int {
+		for i, o := range paramOrder {
+			if o == k {
+				return i
+			}
+		}
+		return len(paramOrder)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		ri, rj := rank(keys[i]), rank(keys[j])
+		if ri != rj {
+			return ri < rj
+		}
+		return keys[i] < keys[j]
+	})
+	m := &yaml.Node{Kind: yaml.MappingNode}
+	for _, k := range keys {
+		v, err := paramNode(ps[k], true)
+		if err != nil {
+			return nil, fmt.Errorf("parameter %s: %w", k, err)
+		}
+		m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: k}, v)
+	}
+	return m, nil
+}
+
+func paramNode(p Param, filters bool) (*yaml.Node, error) {
+	switch p.Kind {
+	case KindNumber:
+		return scalar(p.Num)
+	case KindString:
+		return scalar(p.Str)
+	case KindBool:
+		return scalar(p.Bool)
+	case KindGradient:
+		if len(p.Gradient) == 0 {
+			return nil, fmt.Errorf("empty gradient")
+		}
+		s := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
+		for _, x := range p.Gradient {
+			n, err := scalar(x)
+			if err != nil {
+				return nil, err
+			}
+			s.Content = append(s.Content, n)
+		}
+		return s, nil
+	case KindFilters:
+		if !filters {
+			return nil, fmt.Errorf("a filter's value cannot be a filter list")
+		}
+		if len(p.Filters) == 0 {
+			return nil, fmt.Errorf("empty filter list")
+		}
+		s := &yaml.Node{Kind: yaml.SequenceNode}
+		for _, f := range p.Filters {
+			e := &yaml.Node{Kind: yaml.MappingNode}
+			if f.Filter != "" {
+				n, err := scalar(f.Filter)
+				if err != nil {
+					return nil, err
+				}
+				e.Content = append(e.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "filter"}, n)
+			}
+			v, err := paramNode(f.Value, false)
+			if err != nil {
+				return nil, err
+			}
+			e.Content = append(e.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "value"}, v)
+			s.Content = append(s.Content, e)
+		}
+		return s, nil
+	}
+	return nil, fmt.Errorf("no value")
+}

@@ -1,0 +1,608 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	yaml "go.yaml.in/yaml/v3"
+)
+
+// maxNodes bounds the nodes visited while walking the YAML, aliases included, so that an
+// alias bomb ("billion laughs") fails instead of running away.
+const maxNodes = 1 << 20
+
+var (
+	topKeys    = []string{"merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype", "tokenizer_source"}
+	modelKeys  = []string{"model", "parameters"}
+	refKeys    = []string{"model", "lora", "override_architecture"}
+	pathKeys   = []string{"path", "revision"}
+	sliceKeys  = []string{"sources", "base_model", "parameters", "residual_weight"}
+	sourceKeys = []string{"model", "layer_range", "parameters"}
+	filterKeys = []string{"filter", "value"}
+
+	// mergekit keys tiesmm knows but does not implement: an error that says so beats
+	// "unknown key".
+	unsupportedKeys = map[string]string{
+		"modules":               "modules: is not supported by tiesmm; use models: (or slices:)",
+		"tokenizer":             "tokenizer: is not supported yet; tiesmm copies the base model's tokenizer (tokenizer_source: base)",
+		"chat_template":         "chat_template is not supported yet; tiesmm copies the base model's tokenizer files as they are",
+		"lora":                  "LoRA references are not supported yet: merge the adapter into its model first and give that directory",
+		"override_architecture": "override_architecture is not supported: tiesmm merges tensors by name and needs no architecture",
+		"revision":              "revision is for Hugging Face Hub models; tiesmm reads local paths only: download the revision first (huggingface-cli download ORG/NAME --revision REV --local-dir DIR) and use DIR",
+		"residual_weight":       "residual_weight is not supported",
+		"pattern":               "pattern is not a key of a filter entry (mergekit ignores it, so the entry matches every tensor); did you mean filter?",
+	}
+)
+
+type parser struct {
+	errList
+	budget int
+}
+
+type field struct {
+	key  string
+	line int // the key's line
+	val  *yaml.Node
+}
+
+// Parse parses a YAML config; file names it in messages. It checks the syntax (keys,
+// types, the slices form); Validate checks the rest. On error the Config is nil and the
+// error joins every problem found, each an *Error with its line.
+func Parse(data []byte, file string) (*Config, error) {
+	p := &parser{errList: errList{file: file}, budget: maxNodes}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			p.add(0, "empty config: it needs at least merge_method and models")
+			return nil, p.err()
+		}
+		p.yamlErr(err)
+		return nil, p.err()
+	}
+	var next yaml.Node
+	if err := dec.Decode(&next); err == nil {
+		p.add(next.Line, "a second YAML document (after ---): a config is one document")
+	} else if !errors.Is(err, io.EOF) {
+		p.yamlErr(err)
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
+		root = root.Content[0]
+	}
+	root = p.deref(root)
+	if root == nil || root.Kind == yaml.DocumentNode || isNull(root) {
+		p.add(0, "empty config: it needs at least merge_method and models")
+		return nil, p.err()
+	}
+	if root.Kind != yaml.MappingNode {
+		p.add(root.Line, "the config must be a map of keys (merge_method:, models:, ...), not a %s", kindName(root))
+		return nil, p.err()
+	}
+	c := p.config(root)
+	if err := p.err(); err != nil {
+		return nil, err
+	}
+	c.File = file
+	return c, nil
+}
+
+var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): `)
+
+func (p *parser) yamlErr(err error) {
+	msg := err.Error()
+	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		p.add(line, "%s", strings.TrimPrefix(msg, m[0]))
+		return
+	}
+	p.add(0, "%s", strings.TrimPrefix(msg, "yaml: "))
+}
+
+// deref follows aliases and charges the node budget; nil once the budget is spent.
+func (p *parser) deref(n *yaml.Node) *yaml.Node {
+	for i := 0; n != nil && n.Kind == yaml.AliasNode; i++ {
+		if i > 64 {
+			return nil
+		}
+		n = n.Alias
+	}
+	p.budget--
+	if p.budget == 0 {
+		p.add(0, "the YAML expands to more than %d nodes (aliases?)", maxNodes)
+	}
+	if p.budget < 0 {
+		return nil
+	}
+	return n
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "map"
+	case yaml.SequenceNode:
+		return "list"
+	case yaml.ScalarNode:
+		switch n.ShortTag() {
+		case "!!int", "!!float":
+			return "number"
+		case "!!bool":
+			return "bool"
+		case "!!null":
+			return "null"
+		case "!!str":
+			return "string"
+		}
+		return "value of type " + strings.TrimPrefix(n.ShortTag(), "!!")
+	}
+	return "value"
+}
+
+// fields returns the entries of mapping n in order, merge keys (<<: *anchor) expanded.
+// It reports duplicate keys and, when known is not nil, keys outside it.
+func (p *parser) fields(n *yaml.Node, what string, known []string) []field {
+	var out []field
+	seen := map[string]int{}
+	var walk func(n *yaml.Node, merged bool, depth int)
+	walk = func(n *yaml.Node, merged bool, depth int) {
+		if depth > 16 {
+			p.add(n.Line, "merge keys (<<) nested too deep")
+			return
+		}
+		var merges []*yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := p.deref(n.Content[i])
+			v := n.Content[i+1]
+			if k == nil {
+				return
+			}
+			if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
+				merges = append(merges, v)
+				continue
+			}
+			if k.Kind != yaml.ScalarNode {
+				p.add(k.Line, "%s: a key must be a plain name, not a %s", what, kindName(k))
+				continue
+			}
+			if first, dup := seen[k.Value]; dup {
+				if !merged {
+					p.add(k.Line, "%s: duplicate key %s (first at line %d)", what, k.Value, first)
+				}
+				continue
+			}
+			seen[k.Value] = k.Line
+			if known != nil && !contains(known, k.Value) {
+				p.unknownKey(k, what, known)
+				continue
+			}
+			out = append(out, field{key: k.Value, line: k.Line, val: v})
+		}
+		// Explicit keys win over merged ones, whatever their order.
+		for _, m := range merges {
+			m = p.deref(m)
+			if m == nil {
+				return
+			}
+			switch m.Kind {
+			case yaml.MappingNode:
+				walk(m, true, depth+1)
+			case yaml.SequenceNode:
+				for _, e := range m.Content {
+					if e = p.deref(e); e != nil && e.Kind == yaml.MappingNode {
+						walk(e, true, depth+1)
+					} else if e != nil {
+						p.add(e.Line, "%s: << must merge maps", what)
+					}
+				}
+			default:
+				p.add(m.Line, "%s: << must merge a map", what)
+			}
+		}
+	}
+	walk(n, false, 0)
+	return out
+}
+
+func (p *parser) unknownKey(k *yaml.Node, what string, known []string) {
+	if hint, ok := unsupportedKeys[k.Value]; ok {
+		p.add(k.Line, "%s: %s", what, hint)
+		return
+	}
+	if s := suggest(k.Value, known); s != "" {
+		p.add(k.Line, "%s: unknown key %s; did you mean %s?", what, k.Value, s)
+		return
+	}
+	p.add(k.Line, "%s: unknown key %s (known: %s)", what, k.Value, strings.Join(known, ", "))
+}
+
+func contains(list []string, s string) bool {
+	for _, e := range list {
+		if e == s {
+			return true
+		}
+	}
+	return false
+}
+
+// str reads a string scalar; null gives ("", false) without error.
+func (p *parser) str(n *yaml.Node, what string) (string, bool) {
+	if n = p.deref(n); n == nil || isNull(n) {
+		return "", false
+	}
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" {
+		return n.Value, true
+	}
+	if n.Kind == yaml.ScalarNode {
+		p.add(n.Line, "%s must be a string, not the %s %s (quote it if you mean the text: %q)", what, kindName(n), n.Value, n.Value)
+	} else {
+		p.add(n.Line, "%s must be a string, not a %s", what, kindName(n))
+	}
+	return "", false
+}
+
+func (p *parser) config(root *yaml.Node) *Config {
+	c := &Config{}
+	var modelsNode, slicesNode *yaml.Node
+	var modelsLine, slicesLine int
+	for _, f := range p.fields(root, "config", topKeys) {
+		switch f.key {
+		case "merge_method":
+			c.lines.method = f.line
+			if s, ok := p.str(f.val, "merge_method"); ok {
+				c.Method = s
+			} else if n := p.deref(f.val); n != nil && isNull(n) {
+				p.add(f.line, "merge_method has no value")
+			}
+		case "base_model":
+			c.lines.base = f.line
+			if n := p.deref(f.val); n != nil && !isNull(n) {
+				c.BaseModel, _ = p.modelRef(n, "base_model")
+			}
+		case "models":
+			modelsNode, modelsLine = f.val, f.line
+		case "slices":
+			slicesNode, slicesLine = f.val, f.line
+		case "parameters":
+			c.lines.params = f.line
+			c.Parameters = p.params(f.val, "parameters")
+		case "dtype":
+			c.lines.dtype = f.line
+			s, _ := p.str(f.val, "dtype")
+			c.DType = canonicalDType(s)
+		case "out_dtype":
+			c.lines.outDType = f.line
+			s, _ := p.str(f.val, "out_dtype")
+			c.OutDType = canonicalDType(s)
+		case "tokenizer_source":
+			c.lines.tokenizer = f.line
+			if n := p.deref(f.val); n != nil && n.Kind == yaml.MappingNode {
+				// mergekit accepts a model reference here; say what we support instead.
+				p.add(f.line, "tokenizer_source: a model reference is not supported yet (only base)")
+			} else {
+				c.TokenizerSource, _ = p.str(f.val, "tokenizer_source")
+			}
+		}
+	}
+	if c.Method == "" && c.lines.method == 0 {
+		p.add(0, "merge_method is missing (e.g. merge_method: ties)")
+	}
+	switch {
+	case modelsNode != nil && slicesNode != nil:
+		p.add(slicesLine, "use either models: (line %d) or slices:, not both", modelsLine)
+	case modelsNode != nil:
+		c.lines.models = modelsLine
+		c.Models = p.models(modelsNode)
+	case slicesNode != nil:
+		c.lines.models = slicesLine
+		p.slices(slicesNode, c)
+	default:
+		p.add(0, "models: is missing: list the models to merge (- model: PATH)")
+	}
+	p.dedupe(c)
+	return c
+}
+
+// dedupe reports models listed twice and drops the base from the models (but for linear,
+// where the base is an ordinary model).
+func (p *parser) dedupe(c *Config) {
+	seen := map[string]int{}
+	out := c.Models[:0]
+	for _, m := range c.Models {
+		key := filepath.Clean(m.Path)
+		if first, dup := seen[key]; dup {
+			p.add(m.Line, "model %s is listed twice (first at line %d)", m.Path, first)
+			continue
+		}
+		seen[key] = m.Line
+		if c.Method != "linear" && samePath(m.Path, c.BaseModel) {
+			continue
+		}
+		out = append(out, m)
+	}
+	c.Models = out
+}
+
+// modelRef reads mergekit's model reference: a string, or {model: string | {path: string}}.
+func (p *parser) modelRef(n *yaml.Node, what string) (string, bool) {
+	if n = p.deref(n); n == nil {
+		return "", false
+	}
+	if isNull(n) {
+		p.add(n.Line, "%s has no value", what)
+		return "", false
+	}
+	var path string
+	var ok bool
+	switch n.Kind {
+	case yaml.MappingNode:
+		hasModel := false
+		for _, f := range p.fields(n, what, refKeys) {
+			switch f.key {
+			case "model":
+				hasModel = true
+				m := p.deref(f.val)
+				if m != nil && m.Kind == yaml.MappingNode {
+					hasPath := false
+					for _, g := range p.fields(m, what+".model", pathKeys) {
+						if g.key == "path" {
+							hasPath = true
+							path, ok = p.str(g.val, what+".model.path")
+						} else {
+							p.add(g.line, "%s: %s", what, unsupportedKeys["revision"])
+						}
+					}
+					if !hasPath {
+						p.add(m.Line, "%s.model: path is missing", what)
+					}
+				} else {
+					path, ok = p.str(f.val, what+".model")
+				}
+			default: // lora, override_architecture
+				p.add(f.line, "%s: %s", what, unsupportedKeys[f.key])
+			}
+		}
+		if !hasModel {
+			p.add(n.Line, "%s: model is missing (model: PATH)", what)
+			return "", false
+		}
+	default:
+		path, ok = p.str(n, what)
+	}
+	if ok && strings.TrimSpace(path) == "" {
+		p.add(n.Line, "%s: the model path is empty", what)
+		return "", false
+	}
+	return path, ok
+}
+
+func (p *parser) models(n *yaml.Node) []ModelEntry {
+	if n = p.deref(n); n == nil {
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		if !isNull(n) {
+			p.add(n.Line, "models must be a list (- model: PATH), not a %s", kindName(n))
+		}
+		return nil
+	}
+	var out []ModelEntry
+	for i, e := range n.Content {
+		e = p.deref(e)
+		if e == nil {
+			return out
+		}
+		what := fmt.Sprintf("models[%d]", i)
+		m := ModelEntry{Line: e.Line}
+		switch e.Kind {
+		case yaml.ScalarNode:
+			m.Path, _ = p.modelRef(e, what)
+		case yaml.MappingNode:
+			hasModel := false
+			for _, f := range p.fields(e, what, modelKeys) {
+				switch f.key {
+				case "model":
+					hasModel = true
+					m.Path, _ = p.modelRef(f.val, what+".model")
+				case "parameters":
+					m.Parameters = p.params(f.val, what+".parameters")
+				}
+			}
+			if !hasModel {
+				p.add(e.Line, "%s: model is missing (- model: PATH)", what)
+			}
+		default:
+			p.add(e.Line, "%s must be a map (- model: PATH), not a %s", what, kindName(e))
+		}
+		if m.Path != "" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// params reads a parameters map. Names are not checked here: which ones are known
+// depends on the method, and Validate reports them all together.
+func (p *parser) params(n *yaml.Node, what string) Params {
+	if n = p.deref(n); n == nil || isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		p.add(n.Line, "%s must be a map (name: value), not a %s", what, kindName(n))
+		return nil
+	}
+	out := Params{}
+	for _, f := range p.fields(n, what, nil) {
+		if v, ok := p.param(f.val, f.key, true); ok {
+			out[f.key] = v
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// yaml11Bools are the YAML 1.1 booleans PyYAML (so mergekit) reads where YAML 1.2 sees text.
+var yaml11Bools = map[string]bool{
+	"yes": true, "Yes": true, "YES": true, "on": true, "On": true, "ON": true,
+	"no": false, "No": false, "NO": false, "off": false, "Off": false, "OFF": false,
+}
+
+// param reads one setting: a scalar, a gradient (list of numbers) or, when filters is
+// true, a list of {filter, value} maps.
+func (p *parser) param(n *yaml.Node, name string, filters bool) (Param, bool) {
+	if n = p.deref(n); n == nil {
+		return Param{}, false
+	}
+	switch n.Kind {
+	case yaml.ScalarNode:
+		return p.scalar(n, name)
+	case yaml.MappingNode:
+		if filters {
+			p.add(n.Line, "%s: a {filter, value} entry must be in a list (%s:\\n  - filter: ...\\n    value: ...)", name, name)
+		} else {
+			p.add(n.Line, "%s: a filter's value must be a number, a string, a bool or a list of numbers, not a map", name)
+		}
+		return Param{}, false
+	case yaml.SequenceNode:
+	default:
+		p.add(n.Line, "%s: unexpected %s", name, kindName(n))
+		return Param{}, false
+	}
+	if len(n.Content) == 0 {
+		p.add(n.Line, "%s: empty list", name)
+		return Param{}, false
+	}
+	items := make([]*yaml.Node, len(n.Content))
+	maps := 0
+	for i, e := range n.Content {
+		if items[i] = p.deref(e); items[i] == nil {
+			return Param{}, false
+		}
+		if items[i].Kind == yaml.MappingNode {
+			maps++
+		}
+	}
+	if maps == 0 {
+		g := Param{Line: n.Line, Kind: KindGradient, Gradient: make([]float64, len(items))}
+		ok := true
+		for i, e := range items {
+			v, isNum := p.number(e)
+			if !isNum {
+				p.add(e.Line, "%s: a gradient is a list of numbers; element %d is a %s", name, i, kindName(e))
+				ok = false
+			}
+			g.Gradient[i] = v
+		}
+		return g, ok
+	}
+	if maps != len(items) || !filters {
+		if !filters {
+			p.add(n.Line, "%s: a filter's value must be a scalar or a list of numbers", name)
+		} else {
+			p.add(n.Line, "%s: a list must be all numbers (a gradient) or all {filter, value} maps", name)
+		}
+		return Param{}, false
+	}
+	out := Param{Line: n.Line, Kind: KindFilters}
+	ok := true
+	for i, e := range items {
+		what := fmt.Sprintf("%s[%d]", name, i)
+		fv := FilterValue{}
+		hasValue := false
+		for _, f := range p.fields(e, what, filterKeys) {
+			switch f.key {
+			case "filter":
+				fv.Filter, _ = p.str(f.val, what+".filter")
+			case "value":
+				hasValue = true
+				v, vok := p.param(f.val, what+".value", false)
+				ok = ok && vok
+				fv.Value = v
+			}
+		}
+		if !hasValue {
+			p.add(e.Line, "%s: value is missing", what)
+			ok = false
+		}
+		out.Filters = append(out.Filters, fv)
+	}
+	return out, ok
+}
+
+func (p *parser) number(n *yaml.Node) (float64, bool) {
+	if n.Kind != yaml.ScalarNode {
+		return 0, false
+	}
+	switch n.ShortTag() {
+	case "!!int", "!!float":
+		var v float64
+		if err := n.Decode(&v); err != nil {
+			// Integers beyond int64 (say 1e30 written out) still make a float64.
+			f, ferr := strconv.ParseFloat(strings.ReplaceAll(n.Value, "_", ""), 64)
+			if ferr != nil && !errors.Is(ferr, strconv.ErrRange) {
+				return 0, false
+			}
+			v = f
+		}
+		return v, true
+	}
+	return 0, false
+}
+
+func (p *parser) scalar(n *yaml.Node, name string) (Param, bool) {
+	switch n.ShortTag() {
+	case "!!int", "!!float":
+		v, ok := p.number(n)
+		if !ok {
+			p.add(n.Line, "%s: %q is not a number", name, n.Value)
+		}
+		return Param{Line: n.Line, Kind: KindNumber, Num: v}, ok
+	case "!!bool":
+		var b bool
+		if err := n.Decode(&b); err != nil {
+			p.add(n.Line, "%s: %q is not a bool", name, n.Value)
+			return Param{}, false
+		}
+		return Param{Line: n.Line, Kind: KindBool, Bool: b}, true
+	case "!!str":
+		if b, ok := yaml11Bools[n.Value]; ok && n.Style == 0 {
+			return Param{Line: n.Line, Kind: KindBool, Bool: b}, true
+		}
+		return Param{Line: n.Line, Kind: KindString, Str: n.Value}, true
+	case "!!null":
+		p.add(n.Line, "%s has no value", name)
+	default:
+		p.add(n.Line, "%s: unsupported %s", name, kindName(n))
+	}
+	return Param{}, false
+}
+
+// canonicalDType maps the dtype spellings people use to mergekit's names; others are
+// kept for Validate to report.
+func canonicalDType(s string) string {
+	switch strings.TrimPrefix(strings.ToLower(s), "torch.") {
+	case "float32", "fp32", "f32", "float":
+		return "float32"
+	case "float16", "fp16", "f16", "half":
+		return "float16"
+	case "bfloat16", "bf16":
+		return "bfloat16"
+	}
+	return s
+}
+
+// finite reports whether v is a finite number.
+func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
