@@ -462,3 +462,33 @@ func TestBF16Ties(t *testing.T) {
 	}
 	t.Logf("%d distinct |τ| among %d, %d zero", len(distinct), len(all), zeros)
 }
+
+// TestRounding checks the fast finite-only conversions against kernels'.
+func TestRounding(t *testing.T) {
+	check := func(f float32) {
+		if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+			return
+		}
+		if got, want := bf16(f), kernels.F32ToBF16(f); got != want {
+			t.Fatalf("bf16(%g = %#x) = %#x, want %#x", f, math.Float32bits(f), got, want)
+		}
+		if got, want := f16(f), kernels.F32ToF16(f); got != want {
+			t.Fatalf("f16(%g = %#x) = %#x, want %#x", f, math.Float32bits(f), got, want)
+		}
+	}
+	// Every exponent with mantissas around the rounding points, then random bits.
+	for e := uint32(0); e < 255; e++ {
+		for _, m := range []uint32{0, 1, 0xfff, 0x1000, 0x1001, 0x2000, 0x3000, 0x7fff, 0x8000, 0x8001, 0x18000, 0x3ff000, 0x400000, 0x7fe000, 0x7ff000, 0x7fffff} {
+			for _, s := range []uint32{0, 1 << 31} {
+				check(math.Float32frombits(s | e<<23 | m))
+			}
+		}
+	}
+	x := uint64(1)
+	for i := 0; i < 1<<20; i++ {
+		x = mix64(x + golden)
+		check(math.Float32frombits(uint32(x)))
+		// Half of them in f16's range, where the rounding matters most.
+		check(math.Float32frombits(uint32(x>>32)&0x87ffffff | 0x30000000))
+	}
+}
