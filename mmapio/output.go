@@ -1,0 +1,532 @@
+package mmapio
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// spaceMargin is free space demanded beyond the shards, for the index, config files
+// and the file system's own metadata.
+const spaceMargin = 32 << 20
+
+// Output is an output model directory being built. It is built in a hidden directory
+// beside dest (.<base>.tiesmm-partial-<random>), shard files carry a .partial suffix,
+// and Commit renames everything into place: a killed process leaves only the hidden
+// directory, never a file named like a finished model.
+type Output struct {
+	dest   string // final directory (symlinks resolved)
+	parent string
+	tmp    string
+	force  bool
+	layout *Layout
+	shards []*outShard
+	places map[string]place
+
+	mu    sync.RWMutex // writers share it; Commit and Abort take it alone
+	state int          // building, committed, aborted
+}
+
+const (
+	building = iota
+	committed
+	aborted
+)
+
+type outShard struct {
+	shard     *Shard
+	f         *os.File
+	partial   string // path while building
+	final     string // path inside tmp after the first step of Commit
+	shown     string // dest/FileName, for messages
+	dataStart int64
+}
+
+type place struct {
+	s          *outShard
+	begin, end int64 // file offsets of the tensor's bytes
+}
+
+// CreateOutput starts an output model at dest. dest may not exist, or be an empty
+// directory; a non-empty directory is an error unless force (then it is replaced on
+// Commit), and anything else is an error. Free space for the whole layout is checked
+// first, then every shard file is created with its header and its data reserved
+// (fallocate where the file system has it), so a full disk shows now, not mid-merge.
+func CreateOutput(dest string, force bool, layout *Layout) (*Output, error) {
+	if layout == nil || len(layout.Shards) == 0 {
+		return nil, fmt.Errorf("output %s: empty layout", dest)
+	}
+	o := &Output{force: force, layout: layout, places: map[string]place{}}
+	var err error
+	if o.dest, err = filepath.Abs(dest); err != nil {
+		return nil, fmt.Errorf("output %s: %w", dest, err)
+	}
+	if real, err := filepath.EvalSymlinks(o.dest); err == nil {
+		o.dest = real // build beside the real directory, on its file system
+	}
+	base := filepath.Base(o.dest)
+	if base == "/" || base == "." || base == ".." {
+		return nil, fmt.Errorf("output %s: give a directory name", dest)
+	}
+	o.parent = filepath.Dir(o.dest)
+	if err := o.checkDest(dest); err != nil {
+		return nil, err
+	}
+	if err := o.checkLayout(); err != nil {
+		return nil, fmt.Errorf("output %s: %w", dest, err)
+	}
+	if err := os.MkdirAll(o.parent, 0o755); err != nil {
+		return nil, fmt.Errorf("output %s: %w", dest, err)
+	}
+	if err := checkSpace(o.parent, layout); err != nil {
+		return nil, err
+	}
+	if o.tmp, err = os.MkdirTemp(o.parent, "."+base+".tiesmm-partial-"); err != nil {
+		return nil, fmt.Errorf("output %s: %w", dest, err)
+	}
+	_ = os.Chmod(o.tmp, 0o755) // MkdirTemp makes it 0700; the model is for everyone
+	for i := range layout.Shards {
+		if err := o.createShard(&layout.Shards[i]); err != nil {
+			o.Abort()
+			return nil, err
+		}
+	}
+	return o, nil
+}
+
+// checkDest refuses a dest that is a file, or a non-empty directory without force.
+func (o *Output) checkDest(shown string) error {
+	st, err := os.Stat(o.dest)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("output %s: %w", shown, err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("output %s exists and is not a directory", shown)
+	}
+	empty, err := isEmptyDir(o.dest)
+	if err != nil {
+		return fmt.Errorf("output %s: %w", shown, err)
+	}
+	if !empty && !o.force {
+		return fmt.Errorf("output %s exists and is not empty (use --force to replace it)", shown)
+	}
+	return nil
+}
+
+func isEmptyDir(dir string) (bool, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	_, err = f.Readdirnames(1)
+	if err == io.EOF {
+		return true, nil
+	}
+	return false, err
+}
+
+// checkLayout accepts a layout PlanLayout could have made: dense shards, headers of
+// the recorded length, unique names.
+func (o *Output) checkLayout() error {
+	files := map[string]bool{}
+	var total int64
+	for i := range o.layout.Shards {
+		s := &o.layout.Shards[i]
+		if s.FileName == "" || s.FileName != filepath.Base(s.FileName) || files[s.FileName] || s.FileName == IndexName {
+			return fmt.Errorf("shard %d: bad file name %q", i, s.FileName)
+		}
+		files[s.FileName] = true
+		pos := int64(0)
+		for _, t := range s.Tensors {
+			size, err := tensorBytes(t.DType, t.Shape)
+			if err != nil {
+				return fmt.Errorf("%s: tensor %q: %w", s.FileName, t.Name, err)
+			}
+			if t.Begin != pos || t.End-t.Begin != size {
+				return fmt.Errorf("%s: tensor %q: data_offsets [%d, %d] are not dense (expected [%d, %d])", s.FileName, t.Name, t.Begin, t.End, pos, pos+size)
+			}
+			if _, dup := o.places[t.Name]; dup {
+				return fmt.Errorf("%s: tensor %q: placed twice", s.FileName, t.Name)
+			}
+			o.places[t.Name] = place{}
+			pos = t.End
+			total += size
+		}
+		if hl := int64(len(s.Header())); hl != s.HeaderLen || s.Size != 8+hl+pos {
+			return fmt.Errorf("%s: header length %d / size %d do not match its tensors (%d / %d)", s.FileName, s.HeaderLen, s.Size, hl, 8+hl+pos)
+		}
+	}
+	if total != o.layout.TotalSize {
+		return fmt.Errorf("total size %d does not match the tensors (%d bytes)", o.layout.TotalSize, total)
+	}
+	return nil
+}
+
+// checkSpace fails early when the file system of dir cannot hold the layout.
+func checkSpace(dir string, l *Layout) error {
+	var need int64 = spaceMargin
+	for _, s := range l.Shards {
+		need = satAdd(need, s.Size)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return nil // no statfs here: fallocate will tell
+	}
+	have := satMul(int64(st.Bavail), int64(st.Bsize))
+	if have < need {
+		return fmt.Errorf("not enough free space on %s: need %s, have %s", dir, FormatBytes(need), FormatBytes(have))
+	}
+	return nil
+}
+
+func satAdd(a, b int64) int64 {
+	if a > maxInt64-b {
+		return maxInt64
+	}
+	return a + b
+}
+
+func satMul(a, b int64) int64 {
+	if a < 0 || b < 0 {
+		return 0
+	}
+	if b != 0 && a > maxInt64/b {
+		return maxInt64
+	}
+	return a * b
+}
+
+const maxInt64 = 1<<63 - 1
+
+// FormatBytes prints a size in binary units (GiB = 2^30 bytes).
+func FormatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, i := float64(n), -1
+	for v >= unit && i < 5 {
+		v /= unit
+		i++
+	}
+	return fmt.Sprintf("%.2f %ciB", v, "KMGTPE"[i])
+}
+
+// createShard makes a shard's .partial file: length prefix, header, data reserved.
+func (o *Output) createShard(s *Shard) error {
+	os_ := &outShard{
+		shard:     s,
+		partial:   filepath.Join(o.tmp, s.FileName+".partial"),
+		final:     filepath.Join(o.tmp, s.FileName),
+		shown:     filepath.Join(o.dest, s.FileName),
+		dataStart: 8 + s.HeaderLen,
+	}
+	f, err := os.OpenFile(os_.partial, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("%s: %w", os_.shown, err)
+	}
+	os_.f = f
+	o.shards = append(o.shards, os_) // before any failure, so Abort closes it
+	hdr := make([]byte, 8, 8+s.HeaderLen)
+	binary.LittleEndian.PutUint64(hdr, uint64(s.HeaderLen))
+	hdr = append(hdr, s.Header()...)
+	if _, err := f.WriteAt(hdr, 0); err != nil {
+		return fmt.Errorf("%s: writing header: %w", os_.shown, err)
+	}
+	if err := reserve(f, s.Size); err != nil {
+		return fmt.Errorf("%s: reserving %s for the shard: %w", os_.shown, FormatBytes(s.Size), err)
+	}
+	for _, t := range s.Tensors {
+		o.places[t.Name] = place{s: os_, begin: os_.dataStart + t.Begin, end: os_.dataStart + t.End}
+	}
+	return nil
+}
+
+// Dest is the directory the model appears at on Commit.
+func (o *Output) Dest() string { return o.dest }
+
+// TempDir is the hidden directory the model is built in.
+func (o *Output) TempDir() string { return o.tmp }
+
+// locate checks a tensor access and returns its file and absolute offset.
+func (o *Output) locate(op, name string, off int64, n int) (place, int64, error) {
+	pl, ok := o.places[name]
+	if !ok || pl.s == nil {
+		return pl, 0, fmt.Errorf("output %s: tensor %q: not in the output layout", o.dest, name)
+	}
+	if o.state != building {
+		return pl, 0, fmt.Errorf("%s: tensor %q: %s after the output was committed or aborted", pl.s.shown, name, op)
+	}
+	size := pl.end - pl.begin
+	if off < 0 || off > size || int64(n) > size-off {
+		return pl, 0, fmt.Errorf("%s: tensor %q: %s of %d bytes at offset %d is outside the tensor's %d bytes", pl.s.shown, name, op, n, off, size)
+	}
+	return pl, pl.begin + off, nil
+}
+
+// WriteTensor writes p at byte offset off of tensor name (pwrite; safe for concurrent
+// use on disjoint ranges).
+func (o *Output) WriteTensor(name string, off int64, p []byte) error {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	pl, at, err := o.locate("write", name, off, len(p))
+	if err != nil {
+		return err
+	}
+	if _, err := pl.s.f.WriteAt(p, at); err != nil {
+		return fmt.Errorf("%s: tensor %q: writing %d bytes at offset %d: %w", pl.s.shown, name, len(p), off, err)
+	}
+	return nil
+}
+
+// ReadTensor reads back len(p) bytes at byte offset off of tensor name (pread).
+func (o *Output) ReadTensor(name string, off int64, p []byte) error {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	pl, at, err := o.locate("read", name, off, len(p))
+	if err != nil {
+		return err
+	}
+	if _, err := pl.s.f.ReadAt(p, at); err != nil {
+		return fmt.Errorf("%s: tensor %q: reading %d bytes at offset %d: %w", pl.s.shown, name, len(p), off, err)
+	}
+	return nil
+}
+
+// checkName accepts a plain file name that is not one of the model's own files.
+func (o *Output) checkName(name string) error {
+	if name == "" || name == "." || name == ".." || name != filepath.Base(name) || strings.ContainsRune(name, '\\') {
+		return fmt.Errorf("output %s: %q is not a plain file name", o.dest, name)
+	}
+	if name == IndexName || strings.HasSuffix(name, ".partial") {
+		return fmt.Errorf("output %s: %q is reserved for the model's own files", o.dest, name)
+	}
+	for _, s := range o.shards {
+		if name == s.shard.FileName {
+			return fmt.Errorf("output %s: %q is one of the output's shards", o.dest, name)
+		}
+	}
+	return nil
+}
+
+// WriteFile writes a side file (config.json, tokenizer files...) into the output.
+func (o *Output) WriteFile(name string, data []byte) error {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	if err := o.checkName(name); err != nil {
+		return err
+	}
+	if o.state != building {
+		return fmt.Errorf("output %s: %s: written after the output was committed or aborted", o.dest, name)
+	}
+	return writeSynced(filepath.Join(o.tmp, name), func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// CopyFile copies the file src into the output as name.
+func (o *Output) CopyFile(name, src string) error {
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	if err := o.checkName(name); err != nil {
+		return err
+	}
+	if o.state != building {
+		return fmt.Errorf("output %s: %s: copied after the output was committed or aborted", o.dest, name)
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("output %s: copying %s: %w", o.dest, src, err)
+	}
+	defer in.Close()
+	if st, err := in.Stat(); err == nil && st.IsDir() {
+		return fmt.Errorf("output %s: copying %s: is a directory", o.dest, src)
+	}
+	err = writeSynced(filepath.Join(o.tmp, name), func(w io.Writer) error {
+		_, err := io.Copy(w, in)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("copying %s: %w", src, err)
+	}
+	return nil
+}
+
+// writeSynced creates (or replaces) path with what fill writes, and fsyncs it.
+func writeSynced(path string, fill func(io.Writer) error) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if err := fill(f); err != nil {
+		f.Close()
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("%s: fsync: %w", path, err)
+	}
+	return f.Close()
+}
+
+// Commit makes the model durable and visible: fsync every shard, give it its final
+// name, write the index last (when sharded), fsync the directory, and rename it to
+// dest (with force, an existing dest is moved aside first and removed after).
+func (o *Output) Commit() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.state != building {
+		return fmt.Errorf("output %s: commit after the output was committed or aborted", o.dest)
+	}
+	for _, s := range o.shards {
+		if err := s.f.Sync(); err != nil {
+			return fmt.Errorf("%s: fsync: %w", s.shown, err)
+		}
+		err := s.f.Close()
+		s.f = nil
+		if err != nil {
+			return fmt.Errorf("%s: close: %w", s.shown, err)
+		}
+		if err := os.Rename(s.partial, s.final); err != nil {
+			return fmt.Errorf("%s: %w", s.shown, err)
+		}
+	}
+	if len(o.shards) > 1 {
+		if err := o.writeIndex(); err != nil {
+			return err
+		}
+	}
+	if err := syncDir(o.tmp); err != nil {
+		return fmt.Errorf("output %s: %w", o.dest, err)
+	}
+	if err := o.moveIntoPlace(); err != nil {
+		return err
+	}
+	o.state = committed
+	if err := syncDir(o.parent); err != nil {
+		return fmt.Errorf("output %s: %w", o.dest, err)
+	}
+	return nil
+}
+
+func (o *Output) writeIndex() error {
+	wm := map[string]string{}
+	for _, s := range o.shards {
+		for _, t := range s.shard.Tensors {
+			wm[t.Name] = s.shard.FileName
+		}
+	}
+	idx := struct {
+		Metadata  map[string]int64  `json:"metadata"`
+		WeightMap map[string]string `json:"weight_map"`
+	}{map[string]int64{"total_size": o.layout.TotalSize}, wm}
+	data, err := json.MarshalIndent(idx, "", "  ") // maps marshal with sorted keys, as HF writes them
+	if err != nil {
+		return fmt.Errorf("output %s: index: %w", o.dest, err)
+	}
+	data = append(data, '\n')
+	return writeSynced(filepath.Join(o.tmp, IndexName), func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// moveIntoPlace renames the finished temporary directory to dest.
+func (o *Output) moveIntoPlace() error {
+	st, err := os.Lstat(o.dest)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// nothing in the way
+	case err != nil:
+		return fmt.Errorf("output %s: %w", o.dest, err)
+	case !st.IsDir():
+		return fmt.Errorf("output %s exists and is not a directory", o.dest)
+	default:
+		empty, err := isEmptyDir(o.dest)
+		if err != nil {
+			return fmt.Errorf("output %s: %w", o.dest, err)
+		}
+		if empty {
+			if err := os.Remove(o.dest); err != nil {
+				return fmt.Errorf("output %s: %w", o.dest, err)
+			}
+			break
+		}
+		if !o.force {
+			return fmt.Errorf("output %s exists and is not empty (use --force to replace it)", o.dest)
+		}
+		old, err := os.MkdirTemp(o.parent, "."+filepath.Base(o.dest)+".tiesmm-old-")
+		if err != nil {
+			return fmt.Errorf("output %s: %w", o.dest, err)
+		}
+		// rename(2) onto the empty directory just made: the old model moves aside atomically.
+		if err := os.Rename(o.dest, old); err != nil {
+			os.Remove(old)
+			return fmt.Errorf("output %s: moving the old directory aside: %w", o.dest, err)
+		}
+		if err := os.Rename(o.tmp, o.dest); err != nil {
+			if rerr := os.Rename(old, o.dest); rerr != nil {
+				return fmt.Errorf("output %s: %w (and the old directory stays at %s: %v)", o.dest, err, old, rerr)
+			}
+			return fmt.Errorf("output %s: %w", o.dest, err)
+		}
+		if err := os.RemoveAll(old); err != nil {
+			return fmt.Errorf("output %s: the new model is in place but removing the old one (%s) failed: %w", o.dest, old, err)
+		}
+		return nil
+	}
+	if err := os.Rename(o.tmp, o.dest); err != nil {
+		return fmt.Errorf("output %s: %w", o.dest, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOTSUP) {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Abort removes everything the output made. After Commit it does nothing, so
+// `defer o.Abort()` is safe; it may be called twice.
+func (o *Output) Abort() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.state != building {
+		return nil
+	}
+	o.state = aborted
+	var errs []error
+	for _, s := range o.shards {
+		if s.f != nil {
+			errs = append(errs, s.f.Close())
+			s.f = nil
+		}
+	}
+	if o.tmp != "" {
+		if err := os.RemoveAll(o.tmp); err != nil {
+			errs = append(errs, fmt.Errorf("output %s: removing %s: %w", o.dest, o.tmp, err))
+		}
+	}
+	return errors.Join(errs...)
+}
