@@ -224,6 +224,9 @@ func (p *parser) sameAsFirst(k int, s, first rawSlice) {
 	}
 	got := map[string]bool{}
 	for j, src := range s.sources {
+		key := filepath.Clean(src.path)
+		got[key] = true
+		wp, ok := want[key]
 		if hasGradient(src.params) {
 			p.add(src.line, "slices[%d].sources[%d] (%s): gradients with more than one slice are not supported (mergekit restarts a gradient at every slice): %s", k, j, src.path, why)
 			continue
@@ -231,9 +234,6 @@ func (p *parser) sameAsFirst(k int, s, first rawSlice) {
 		if k == 0 {
 			continue
 		}
-		key := filepath.Clean(src.path)
-		got[key] = true
-		wp, ok := want[key]
 		if !ok {
 			p.add(src.line, "slices[%d] merges %s, which slices[0] does not: tiesmm merges the same models in every layer", k, src.path)
 		} else if !equalParams(src.params, wp) {
