@@ -104,17 +104,17 @@ parameters:
 		found       bool
 	}{
 		{0, "weight", up, 1, 0.5, true},
-		{0, "weight", attn, 1, 0, true},  // catch-all entry
+		{0, "weight", attn, 1, 0, true},    // catch-all entry
 		{0, "density", attn, 1, 0.3, true}, // filter value is a gradient: layer 1 of 3 → t = .5
 		{0, "density", attn, -1, 0.2, true},
-		{0, "density", up, 1, 0.8, true},   // no filter matches: falls back to the top level
-		{1, "weight", up, 1, 2, true},      // per model over top level
-		{2, "weight", up, 1, 1, true},      // top level
-		{-1, "weight", up, 1, 1, true},     // top level only
+		{0, "density", up, 1, 0.8, true}, // no filter matches: falls back to the top level
+		{1, "weight", up, 1, 2, true},    // per model over top level
+		{2, "weight", up, 1, 1, true},    // top level
+		{-1, "weight", up, 1, 1, true},   // top level only
 		{-1, "density", attn, 1, 0.8, true},
-		{0, "lambda", up, 1, 1.5, true},   // "*" matches every tensor
-		{1, "gamma", up, 1, 0, false},     // set nowhere
-		{7, "weight", up, 1, 1, true},     // out-of-range model index: top level
+		{0, "lambda", up, 1, 1.5, true}, // "*" matches every tensor
+		{1, "gamma", up, 1, 0, false},   // set nowhere
+		{7, "weight", up, 1, 1, true},   // out-of-range model index: top level
 	}
 	for _, tc := range cases {
 		got, ok, err := c.Float(tc.model, tc.key, tc.tensor, tc.layer, 3)
