@@ -12,7 +12,8 @@ import (
 // Explain prints, for each tensor, what the YAML sets each model's parameters to on that
 // tensor ("-" where it sets nothing, so the engine's default applies), for
 // `tiesmm merge --explain`. layers is the models' number of numbered layers. tiesmm's
-// whole-merge switches (preset, trim_scope, ...) are printed once, first.
+// whole-merge switches (preset, trim_scope, ...) are printed once, first; parameters
+// accepted and ignored (int8_mask) are left out.
 func (c *Config) Explain(w io.Writer, tensors []string, layers int) error {
 	var keys, switches []string
 	used := map[string]bool{}
@@ -28,7 +29,9 @@ func (c *Config) Explain(w io.Writer, tensors []string, layers int) error {
 		if !used[k] {
 			continue
 		}
-		if s, ok := specs[k]; ok && s.scope == scopeTop {
+		if s, ok := specs[k]; ok && s.typ == typeAny {
+			continue // accepted and ignored (int8_mask): nothing to explain
+		} else if ok && s.scope == scopeTop {
 			switches = append(switches, k)
 		} else {
 			keys = append(keys, k)

@@ -216,7 +216,7 @@ func (p *parser) fields(n *yaml.Node, what string, known []string) []field {
 }
 
 func (p *parser) unknownKey(k *yaml.Node, what string, known []string) {
-	if hint, ok := unsupportedKeys[k.Value]; ok {
+	if hint, ok := unsupportedKeys[k.Value]; ok && (k.Value != "pattern" || contains(known, "filter")) {
 		p.add(k.Line, "%s: %s", what, hint)
 		return
 	}
