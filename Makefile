@@ -1,0 +1,52 @@
+# tiesmm: `make demo` shows a merge on synthetic checkpoints; `make test` is what CI runs.
+GO      ?= go
+BIN     := bin/tiesmm
+DEMO    := demo
+QEMU    ?= qemu-aarch64-static
+
+.PHONY: build demo test test-short test-amd64-levels test-arm64 vet fuzz bench clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/tiesmm
+
+demo: build
+	./$(BIN) synth --params 50M --models 3 --seed 1 --force $(DEMO)
+	./$(BIN) merge --dry-run --base $(DEMO)/base --model $(DEMO)/ft1 --model $(DEMO)/ft2 --model $(DEMO)/ft3 --density 0.2 $(DEMO)/merged
+	./$(BIN) merge --quiet --force --base $(DEMO)/base --model $(DEMO)/ft1 --model $(DEMO)/ft2 --model $(DEMO)/ft3 --density 0.2 $(DEMO)/merged
+	./$(BIN) merge --quiet --force examples/ties.yml $(DEMO)/merged-mergekit
+	@echo; echo "merged model: $(DEMO)/merged"; ls -l $(DEMO)/merged
+
+# The whole suite: vet for both architectures, the tests natively with each
+# kernel level forced, the noasm build, and the arm64 kernels under qemu.
+test: vet
+	$(GO) test ./...
+	$(MAKE) test-amd64-levels
+	$(GO) test -tags noasm ./kernels/ ./merge/
+	$(MAKE) test-arm64
+
+vet:
+	gofmt -l . | tee /dev/stderr | (! read)
+	$(GO) vet ./...
+	GOARCH=arm64 $(GO) vet ./...
+	$(GO) vet -tags noasm ./...
+
+# Every kernel set this CPU has, forced in turn through the engine tests.
+test-amd64-levels:
+	@for k in $$($(GO) run ./cmd/tiesmm cpu --sets); do \
+		echo "== TIESMM_KERNEL=$$k"; TIESMM_KERNEL=$$k $(GO) test -count=1 ./merge/ || exit 1; \
+	done
+
+test-arm64:
+	@command -v $(QEMU) >/dev/null || { echo "$(QEMU) missing: apt-get install -y qemu-user-static"; exit 1; }
+	GOARCH=arm64 $(GO) test -count=1 -exec '$(QEMU) -cpu max' ./kernels/ ./select/
+	GOARCH=arm64 $(GO) test -count=1 -exec '$(QEMU) -cpu cortex-a72' ./kernels/
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParseHeader -fuzztime 60s ./mmapio/
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./config/
+
+bench: build
+	./bench/run.sh
+
+clean:
+	rm -rf bin $(DEMO)

@@ -1,0 +1,603 @@
+package merge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tiesmm/tiesmm/kernels"
+	"github.com/tiesmm/tiesmm/mmapio"
+	topk "github.com/tiesmm/tiesmm/select"
+)
+
+// Progress hears about the passes of a merge; Add is called from every worker.
+type Progress interface {
+	StartPass(name string, index, count int, totalBytes int64)
+	Add(bytes int64)
+	EndPass()
+}
+
+type noProgress struct{}
+
+func (noProgress) StartPass(string, int, int, int64) {}
+func (noProgress) Add(int64)                         {}
+func (noProgress) EndPass()                          {}
+
+// Summary is what a merge did.
+type Summary struct {
+	Kernel        string
+	Passes        []string
+	InputBytes    int64
+	OutputBytes   int64
+	Asked         []uint64 // elements the trim was asked to keep, per model
+	Kept          []uint64 // elements kept, per model
+	Votes         kernels.VoteStats
+	ZeroSumsFixed int64 // zero sums given the model-wide majority sign −1
+	Majority      int   // the model-wide majority sign (paper preset), else 0
+	Elapsed       time.Duration
+	PeakRSS       int64
+}
+
+// trim is one model's trim of one tensor: keep |τ| patterns ≥ bits, and at
+// the threshold only ties[b] elements in block b (ties == nil: all of them).
+type trim struct {
+	bits uint32
+	ties []int64
+}
+
+// fixup is an output element to overwrite if the majority sign is −1.
+type fixup struct {
+	job  int32
+	elem int64
+	val  [4]byte
+}
+
+type worker struct {
+	base, tm, taus []float32
+	outb           []byte
+	hists          []topk.Hist // per model, for the current select pass
+	kept           []uint64
+	votes          kernels.VoteStats
+	fixups         []fixup
+}
+
+type run struct {
+	p     *Plan
+	k     *kernels.Set
+	out   *mmapio.Output
+	maps  map[string]*mmapio.Mapping
+	trims [][]trim // per job, per model
+	votes []kernels.VoteParams
+	prog  Progress
+	ws    []*worker
+	fix   []fixup
+}
+
+// Run executes the plan. Nothing is visible at the destination unless it
+// succeeds; on any error the partial output is removed.
+func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]byte) (_ *Summary, err error) {
+	start := time.Now()
+	if prog == nil {
+		prog = noProgress{}
+	}
+	r := &run{p: p, k: p.Opts.Kernels, prog: prog, maps: map[string]*mmapio.Mapping{}}
+	defer r.unmap()
+	if err := r.mapInputs(); err != nil {
+		return nil, err
+	}
+	if r.out, err = mmapio.CreateOutput(p.Opts.Out, p.Opts.Force, p.Layout); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			r.out.Abort()
+		}
+	}()
+	r.setup()
+
+	sum := &Summary{Kernel: r.k.Name, Passes: p.Passes(), InputBytes: p.InputBytes, OutputBytes: p.OutputBytes}
+	if err := r.selectThresholds(ctx, sum); err != nil {
+		return nil, err
+	}
+	if err := r.mergeAll(ctx); err != nil {
+		return nil, err
+	}
+	sum.Kept = make([]uint64, len(p.Models))
+	for _, w := range r.ws {
+		for i, k := range w.kept {
+			sum.Kept[i] += k
+		}
+		sum.Votes.Add(w.votes)
+		r.fix = append(r.fix, w.fixups...)
+	}
+	if p.Method.GlobalMajority {
+		sum.Majority = 1
+		// The paper: sign(Σ elected signs); a zero total leaves the sign 0,
+		// which its code resolves to the negative side.
+		if sum.Votes.Positive <= sum.Votes.Negative {
+			sum.Majority = -1
+			for _, f := range r.fix {
+				j := &p.Jobs[f.job]
+				sz := int64(j.OutDT.Size())
+				if err := r.out.WriteTensor(j.Name, f.elem*sz, f.val[:sz]); err != nil {
+					return nil, err
+				}
+			}
+			sum.ZeroSumsFixed = int64(len(r.fix))
+		}
+	}
+	if err := r.writeExtras(extraFiles); err != nil {
+		return nil, err
+	}
+	if err := r.out.Commit(); err != nil {
+		return nil, err
+	}
+	sum.Elapsed = time.Since(start)
+	sum.PeakRSS = PeakRSS()
+	return sum, nil
+}
+
+func (r *run) mapInputs() error {
+	for _, md := range append([]*mmapio.Model{r.p.Base}, r.p.Models...) {
+		for _, f := range md.Files {
+			if r.maps[f] != nil {
+				continue
+			}
+			m, err := mmapio.MapFile(f)
+			if err != nil {
+				return err
+			}
+			r.maps[f] = m
+		}
+	}
+	return nil
+}
+
+func (r *run) unmap() {
+	for _, m := range r.maps {
+		m.Close()
+	}
+}
+
+func (r *run) setup() {
+	p := r.p
+	n, B := len(p.Models), p.BlockElems
+	r.ws = make([]*worker, p.Workers)
+	for i := range r.ws {
+		w := &worker{
+			base: make([]float32, B), tm: make([]float32, B), taus: make([]float32, n*B),
+			outb: make([]byte, 4*B), kept: make([]uint64, n),
+		}
+		if p.Method.Trim {
+			w.hists = make([]topk.Hist, n)
+		}
+		r.ws[i] = w
+	}
+	r.trims = make([][]trim, len(p.Jobs))
+	r.votes = make([]kernels.VoteParams, len(p.Jobs))
+	for ji, j := range p.Jobs {
+		r.trims[ji] = make([]trim, n)
+		r.votes[ji] = p.Method.Vote
+		r.votes[ji].Weights = j.Params.Weights
+	}
+}
+
+// block is one unit of work: elements [start, start+n) of a job.
+type block struct {
+	job      int
+	index    int // within the job
+	seq      int // within the list of blocks of a pass
+	start, n int64
+}
+
+func (r *run) blocks(jobs []int) []block {
+	var bs []block
+	B := int64(r.p.BlockElems)
+	for _, ji := range jobs {
+		e := r.p.Jobs[ji].Elements
+		for s, b := int64(0), 0; s < e; s, b = s+B, b+1 {
+			bs = append(bs, block{job: ji, index: b, seq: len(bs), start: s, n: min(B, e-s)})
+		}
+	}
+	return bs
+}
+
+// parallel runs fn over the blocks with one goroutine per worker; the first
+// error stops the others.
+func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b block) error) error {
+	var next atomic.Int64
+	var failed atomic.Bool
+	errs := make([]error, len(r.ws))
+	var wg sync.WaitGroup
+	for wi, w := range r.ws {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !failed.Load() {
+				i := next.Add(1) - 1
+				if i >= int64(len(bs)) {
+					return
+				}
+				if err := ctx.Err(); err != nil {
+					errs[wi] = err
+					failed.Store(true)
+					return
+				}
+				b := bs[i]
+				if err := mmapio.Guard(func() error { return fn(w, b) }); err != nil {
+					errs[wi] = err
+					failed.Store(true)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// src is the view of elements [start, start+n) of t; the caller releases it.
+func (r *run) src(t *mmapio.Tensor, dt kernels.DType, start, n int64) []byte {
+	sz := int64(dt.Size())
+	off := t.Offset + start*sz
+	return r.maps[t.File].Data()[off : off+n*sz]
+}
+
+// release drops the pages of a view from this process once read; a page
+// shared with a neighbouring block is released too, which is harmless for
+// a read-only file mapping (it faults back in from the page cache).
+func (r *run) release(t *mmapio.Tensor, dt kernels.DType, start, n int64) {
+	sz := int64(dt.Size())
+	page := int64(os.Getpagesize())
+	off := t.Offset + start*sz
+	r.maps[t.File].DontNeed(off-page, n*sz+2*page)
+}
+
+func (r *run) readBytes(j *Job, n int64) int64 {
+	total := n * int64(j.BaseDT.Size())
+	for _, dt := range j.ModelDT {
+		total += n * int64(dt.Size())
+	}
+	return total
+}
+
+// deltas fills w.taus with the untrimmed task vectors of the models selected.
+func (r *run) deltas(w *worker, b block, models []int) {
+	j := &r.p.Jobs[b.job]
+	B := r.p.BlockElems
+	base := w.base[:b.n]
+	r.k.Widen(base, r.src(j.Base, j.BaseDT, b.start, b.n), j.BaseDT)
+	r.release(j.Base, j.BaseDT, b.start, b.n)
+	for _, i := range models {
+		t, dt := j.Models[i], j.ModelDT[i]
+		r.k.DeltaTrim(w.taus[i*B:i*B+int(b.n)], r.src(t, dt, b.start, b.n), dt, base, 0)
+		r.release(t, dt, b.start, b.n)
+	}
+}
+
+// histPass adds every selected model's |τ| of the blocks to the workers'
+// histograms (high bits, or low bits inside bin hi[i]) and returns the merged
+// histograms.
+func (r *run) histPass(ctx context.Context, bs []block, models []int, hi []uint32, low bool) ([]topk.Hist, error) {
+	B := r.p.BlockElems
+	err := r.parallel(ctx, bs, func(w *worker, b block) error {
+		r.deltas(w, b, models)
+		for _, i := range models {
+			tau := w.taus[i*B : i*B+int(b.n)]
+			if low {
+				w.hists[i].AddLow(tau, hi[i])
+			} else {
+				w.hists[i].AddHigh(tau)
+			}
+		}
+		if r.p.Method.Scope == ScopeModel {
+			r.prog.Add(r.readBytes(&r.p.Jobs[b.job], b.n))
+		}
+		return nil
+	})
+	merged := make([]topk.Hist, len(r.p.Models))
+	for _, w := range r.ws {
+		for _, i := range models {
+			merged[i].Merge(&w.hists[i])
+			w.hists[i].Reset()
+		}
+	}
+	return merged, err
+}
+
+// pick runs the exact (or approximate) radix select for the models given,
+// keeping need[i] elements of each.
+func (r *run) pick(ctx context.Context, bs []block, models []int, need []uint64, approx bool) ([]topk.Threshold, error) {
+	th := make([]topk.Threshold, len(r.p.Models))
+	high, err := r.histPass(ctx, bs, models, nil, false)
+	if err != nil {
+		return nil, err
+	}
+	hi := make([]uint32, len(r.p.Models))
+	above := make([]uint64, len(r.p.Models))
+	for _, i := range models {
+		if hi[i], above[i], err = high[i].Pick(need[i]); err != nil {
+			return nil, fmt.Errorf("model %d: %w", i+1, err)
+		}
+		th[i] = topk.Approx(hi[i], above[i], &high[i])
+	}
+	if approx {
+		return th, nil
+	}
+	if r.p.Method.Scope == ScopeModel {
+		r.prog.EndPass()
+		r.prog.StartPass(r.p.Passes()[1], 2, len(r.p.Passes()), r.p.InputBytes)
+	}
+	low, err := r.histPass(ctx, bs, models, hi, true)
+	if err != nil {
+		return nil, err
+	}
+	for _, i := range models {
+		if th[i], err = topk.Exact(need[i], hi[i], above[i], &low[i]); err != nil {
+			return nil, fmt.Errorf("model %d: %w", i+1, err)
+		}
+	}
+	return th, nil
+}
+
+func (r *run) mergeJobs() []int {
+	var js []int
+	for ji, j := range r.p.Jobs {
+		if !j.Copy {
+			js = append(js, ji)
+		}
+	}
+	return js
+}
+
+// selectThresholds finds the model-scope thresholds (tensor-scope ones are
+// found tensor by tensor during the merge, while the tensor is hot).
+func (r *run) selectThresholds(ctx context.Context, sum *Summary) error {
+	p := r.p
+	if !p.Method.Trim || p.Method.Scope != ScopeModel {
+		return nil
+	}
+	sum.Asked = make([]uint64, len(p.Models))
+	var models []int
+	for i, k := range p.Need {
+		sum.Asked[i] = min(k, uint64(p.Merged))
+		if k <= uint64(p.Merged) {
+			models = append(models, i)
+		}
+	}
+	if len(models) == 0 {
+		return nil
+	}
+	r.prog.StartPass(p.Passes()[0], 1, len(p.Passes()), p.InputBytes)
+	th, err := r.pick(ctx, r.blocks(r.mergeJobs()), models, p.Need, p.Method.ApproxTopK)
+	r.prog.EndPass()
+	if err != nil {
+		return err
+	}
+	if p.Method.ApproxTopK {
+		for _, b := range r.blocks(r.mergeJobs()) {
+			for _, i := range models {
+				r.trims[b.job][i] = trim{bits: th[i].Bits}
+			}
+		}
+		return nil
+	}
+	return r.splitTies(ctx, r.blocks(r.mergeJobs()), models, th, p.Need)
+}
+
+// selectTensor finds one tensor's thresholds (tensor scope, exactly k kept).
+func (r *run) selectTensor(ctx context.Context, ji int) error {
+	j := &r.p.Jobs[ji]
+	var models []int
+	for i, k := range j.Need {
+		if k > 0 && k <= uint64(j.Elements) {
+			models = append(models, i)
+		}
+	}
+	if len(models) == 0 {
+		return nil
+	}
+	bs := r.blocks([]int{ji})
+	th, err := r.pick(ctx, bs, models, j.Need, false)
+	if err != nil {
+		return fmt.Errorf("tensor %q: %w", j.Name, err)
+	}
+	return r.splitTies(ctx, bs, models, th, j.Need)
+}
+
+// splitTies applies the exact-k rule where the ties at a threshold are only
+// partly kept: the ties kept are the lowest flat indices over bs, in order.
+// It counts the ties of each block, then hands out the budget block by block.
+func (r *run) splitTies(ctx context.Context, bs []block, models []int, th []topk.Threshold, need []uint64) error {
+	var split []int
+	for _, i := range models {
+		for _, b := range bs {
+			r.trims[b.job][i] = trim{bits: th[i].Bits}
+		}
+		if r.p.Method.Ties == ExactK && th[i].Greater+th[i].Equal > need[i] {
+			split = append(split, i)
+		}
+	}
+	if len(split) == 0 {
+		return nil
+	}
+	counts := make([][]int64, len(bs))
+	B := r.p.BlockElems
+	err := r.parallel(ctx, bs, func(w *worker, b block) error {
+		r.deltas(w, b, split)
+		c := make([]int64, len(r.p.Models))
+		for _, i := range split {
+			bits := th[i].Bits
+			for _, t := range w.taus[i*B : i*B+int(b.n)] {
+				if kernels.AbsBits(t) == bits {
+					c[i]++
+				}
+			}
+		}
+		counts[b.seq] = c
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, i := range split {
+		left := int64(need[i] - th[i].Greater)
+		for k, b := range bs {
+			tr := &r.trims[b.job][i]
+			if tr.ties == nil {
+				tr.ties = make([]int64, (r.p.Jobs[b.job].Elements+int64(B)-1)/int64(B))
+			}
+			tr.ties[b.index] = min(left, counts[k][i])
+			left -= tr.ties[b.index]
+		}
+	}
+	return nil
+}
+
+func (r *run) mergeAll(ctx context.Context) error {
+	p := r.p
+	passes := p.Passes()
+	name := passes[len(passes)-1]
+	if p.Method.Trim && p.Method.Scope == ScopeTensor && len(passes) > 1 {
+		name = "select + merge, tensor by tensor"
+	}
+	r.prog.StartPass(name, len(passes), len(passes), p.InputBytes)
+	defer r.prog.EndPass()
+	for ji := range p.Jobs {
+		j := &p.Jobs[ji]
+		if j.Copy {
+			if err := r.copyJob(ji); err != nil {
+				return err
+			}
+			continue
+		}
+		if p.Method.Trim && p.Method.Scope == ScopeTensor {
+			if err := r.selectTensor(ctx, ji); err != nil {
+				return err
+			}
+		}
+		if err := r.parallel(ctx, r.blocks([]int{ji}), r.mergeBlock); err != nil {
+			return fmt.Errorf("tensor %q: %w", j.Name, err)
+		}
+	}
+	return nil
+}
+
+func (r *run) copyJob(ji int) error {
+	j := &r.p.Jobs[ji]
+	const chunk = 8 << 20
+	data := r.maps[j.Base.File].Data()[j.Base.Offset : j.Base.Offset+j.Base.Size]
+	return mmapio.Guard(func() error {
+		for off := int64(0); off < j.Base.Size; off += chunk {
+			end := min(off+chunk, j.Base.Size)
+			if err := r.out.WriteTensor(j.Name, off, data[off:end]); err != nil {
+				return err
+			}
+			r.prog.Add(end - off)
+		}
+		return nil
+	})
+}
+
+func (r *run) mergeBlock(w *worker, b block) error {
+	p := r.p
+	j := &p.Jobs[b.job]
+	B, n := p.BlockElems, int(b.n)
+	base := w.base[:n]
+	r.k.Widen(base, r.src(j.Base, j.BaseDT, b.start, b.n), j.BaseDT)
+	r.release(j.Base, j.BaseDT, b.start, b.n)
+	for i, t := range j.Models {
+		dt := j.ModelDT[i]
+		tau := w.taus[i*B : i*B+n]
+		tr := r.trims[b.job][i]
+		bits, cut := tr.bits, int64(-1)
+		if tr.ties != nil {
+			switch keep := tr.ties[b.index]; {
+			case keep == 0:
+				bits++ // exclusive: no tie of this block is kept
+			default:
+				cut = keep
+			}
+		}
+		kept := r.k.DeltaTrim(tau, r.src(t, dt, b.start, b.n), dt, base, bits)
+		r.release(t, dt, b.start, b.n)
+		if cut >= 0 {
+			kept -= dropTies(tau, tr.bits, cut)
+		}
+		if p.Method.Trim {
+			w.kept[i] += uint64(kept)
+		}
+	}
+	vp := &r.votes[b.job]
+	st := r.k.Vote(w.tm[:n], w.taus, B, vp)
+	w.votes.Add(st)
+	lambda := j.Params.Lambda
+	if p.Method.GlobalMajority && st.ZeroSum > 0 {
+		r.recordZeroSums(w, b, vp, lambda)
+	}
+	sz := j.OutDT.Size()
+	out := w.outb[:n*sz]
+	r.k.Finish(out, j.OutDT, base, w.tm[:n], lambda)
+	if err := r.out.WriteTensor(j.Name, b.start*int64(sz), out); err != nil {
+		return err
+	}
+	r.prog.Add(r.readBytes(j, b.n))
+	return nil
+}
+
+// dropTies zeroes the elements at the threshold after the first keep of them.
+func dropTies(tau []float32, bits uint32, keep int64) int {
+	dropped := 0
+	for i, t := range tau {
+		if kernels.AbsBits(t) == bits {
+			if keep > 0 {
+				keep--
+			} else {
+				tau[i] = 0
+				dropped++
+			}
+		}
+	}
+	return dropped
+}
+
+// recordZeroSums keeps, for each element whose vote summed to exactly zero,
+// the output it gets if the model-wide majority sign turns out to be −1.
+// The −1 result is the negation of the +1 result on negated inputs, so the
+// kernel itself computes it, bit for bit.
+func (r *run) recordZeroSums(w *worker, b block, vp *kernels.VoteParams, lambda float32) {
+	j := &r.p.Jobs[b.job]
+	B, nm := r.p.BlockElems, len(r.p.Models)
+	neg := make([]float32, nm)
+	var one [1]float32
+	kernels.ZeroSums(w.taus, B, int(b.n), vp, func(e int) {
+		for i := range nm {
+			neg[i] = -w.taus[i*B+e]
+		}
+		r.k.Vote(one[:], neg, 1, vp)
+		one[0] = -one[0]
+		f := fixup{job: int32(b.job), elem: b.start + int64(e)}
+		r.k.Finish(f.val[:j.OutDT.Size()], j.OutDT, w.base[e:e+1], one[:], lambda)
+		w.fixups = append(w.fixups, f)
+	})
+}
+
+// PeakRSS reads the process's peak resident set size (Linux), or 0.
+func PeakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	var kb int64
+	for _, line := range strings.Split(string(b), "\n") {
+		if n, _ := fmt.Sscanf(line, "VmHWM: %d kB", &kb); n == 1 {
+			return kb << 10
+		}
+	}
+	return 0
+}

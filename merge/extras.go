@@ -1,0 +1,70 @@
+package merge
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/tiesmm/tiesmm/kernels"
+)
+
+// baseFiles are copied from the base model's directory when present.
+var baseFiles = []string{
+	"generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+	"tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja",
+}
+
+var torchDType = map[kernels.DType]string{kernels.F32: "float32", kernels.F16: "float16", kernels.BF16: "bfloat16"}
+
+// writeExtras writes config.json (torch_dtype set to the output dtype), the
+// base's tokenizer and generation files, and the caller's files.
+func (r *run) writeExtras(extra map[string][]byte) error {
+	dir := r.p.Base.Dir
+	if b, err := os.ReadFile(filepath.Join(dir, "config.json")); err == nil {
+		var cfg map[string]any
+		if err := json.Unmarshal(b, &cfg); err != nil {
+			return fmt.Errorf("%s: %w", filepath.Join(dir, "config.json"), err)
+		}
+		if dt, ok := r.outDType(); ok {
+			cfg["torch_dtype"] = torchDType[dt]
+		}
+		out, err := json.MarshalIndent(cfg, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := r.out.WriteFile("config.json", append(out, '\n')); err != nil {
+			return err
+		}
+	}
+	for _, name := range baseFiles {
+		src := filepath.Join(dir, name)
+		if _, err := os.Stat(src); err == nil {
+			if err := r.out.CopyFile(name, src); err != nil {
+				return err
+			}
+		}
+	}
+	for name, data := range extra {
+		if err := r.out.WriteFile(name, data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// outDType is the dtype of the merged tensors when they all share one.
+func (r *run) outDType() (kernels.DType, bool) {
+	var dt kernels.DType
+	seen := false
+	for _, j := range r.p.Jobs {
+		if j.Copy {
+			continue
+		}
+		if seen && j.OutDT != dt {
+			return 0, false
+		}
+		dt, seen = j.OutDT, true
+	}
+	return dt, seen
+}

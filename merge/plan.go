@@ -1,0 +1,432 @@
+package merge
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/bits"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+
+	"github.com/tiesmm/tiesmm/kernels"
+	"github.com/tiesmm/tiesmm/mmapio"
+)
+
+// Options are the run settings that do not change what is computed.
+type Options struct {
+	Base       string
+	Models     []string
+	Out        string
+	Force      bool
+	OutDType   string // "" keeps each tensor's base dtype
+	ShardBytes int64
+	MaxMemory  int64
+	Threads    int   // 0: one per core
+	BlockElems int   // 0: sized from L2 and the memory bound
+	Kernels    *kernels.Set
+	Layers     int // numbered layers, for gradients (0: from the tensor names)
+}
+
+// Job is one output tensor: merged from the inputs, or copied from the base.
+type Job struct {
+	Name     string
+	Elements int64
+	Shape    []int64
+	Base     *mmapio.Tensor
+	BaseDT   kernels.DType
+	Models   []*mmapio.Tensor // read from the start: a longer vocabulary is cut to the base's
+	ModelDT  []kernels.DType
+	OutDT    kernels.DType
+	OutDType string // the header's name of the output dtype
+	Copy     bool   // not a float tensor: copied from the base byte for byte
+	Params   TensorParams
+	Need     []uint64 // per model, elements to keep (tensor scope); 0 with Trim off
+}
+
+// Plan is everything a merge will do, known from headers alone.
+type Plan struct {
+	Opts    Options
+	Method  Method
+	Base    *mmapio.Model
+	Models  []*mmapio.Model
+	Jobs    []Job
+	Layout  *mmapio.Layout
+	Layers  int
+	Merged  int64    // float elements merged, per model
+	Need    []uint64 // model scope: elements to keep per model (k)
+	Density []float64
+
+	InputBytes, OutputBytes int64
+	BlockElems, Workers     int
+	MemoryBound             int64
+}
+
+// Passes names the passes over the inputs, in order.
+func (p *Plan) Passes() []string {
+	var ps []string
+	if p.Method.Trim && p.trims() {
+		if p.Method.Scope == ScopeModel {
+			ps = append(ps, "select: |τ| high-bits histogram")
+			if !p.Method.ApproxTopK {
+				ps = append(ps, "select: |τ| low-bits histogram")
+			}
+		} else {
+			ps = append(ps, "select (per tensor, hot in cache): |τ| histograms")
+		}
+	}
+	return append(ps, "merge")
+}
+
+func (p *Plan) trims() bool {
+	if p.Method.Scope == ScopeModel {
+		for _, k := range p.Need {
+			if k <= uint64(p.Merged) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, j := range p.Jobs {
+		for _, k := range j.Need {
+			if k > 0 && k < uint64(j.Elements) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func floatDType(s string) (kernels.DType, bool) {
+	switch s {
+	case "F32":
+		return kernels.F32, true
+	case "F16":
+		return kernels.F16, true
+	case "BF16":
+		return kernels.BF16, true
+	}
+	return 0, false
+}
+
+// copyable are the dtypes carried over from the base unmerged.
+var copyable = []string{"BOOL", "U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64"}
+
+// vocabTensor reports whether mergekit's vocabulary rule applies: the model
+// may have more rows than the base, and its extra rows are dropped.
+func vocabTensor(name string) bool {
+	return strings.Contains(name, "embed_tokens") || strings.Contains(name, "lm_head") ||
+		strings.Contains(name, "wte") || strings.Contains(name, "word_embeddings")
+}
+
+func shapeString(s []int64) string {
+	parts := make([]string, len(s))
+	for i, d := range s {
+		parts[i] = fmt.Sprint(d)
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
+}
+
+// inside reports whether path is dir or below it.
+func inside(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
+// NewPlan opens every header, checks everything that can be checked without
+// reading tensor data, and lays out the output. All problems found are
+// returned together.
+func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
+	if len(opts.Models) < 1 {
+		return nil, errors.New("nothing to merge: give at least one fine-tuned model besides the base")
+	}
+	if opts.Kernels == nil {
+		opts.Kernels = kernels.Generic
+	}
+	p := &Plan{Opts: opts, Method: m}
+	var errs []error
+	var err error
+	if p.Base, err = mmapio.OpenModel(opts.Base); err != nil {
+		return nil, fmt.Errorf("base model: %w", err)
+	}
+	for i, path := range opts.Models {
+		md, err := mmapio.OpenModel(path)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("model %d: %w", i+1, err))
+			continue
+		}
+		p.Models = append(p.Models, md)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if err := p.checkOutput(); err != nil {
+		errs = append(errs, err)
+	}
+	var outDT *kernels.DType
+	if opts.OutDType != "" {
+		dt, err := kernels.ParseDType(opts.OutDType)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("out_dtype: %w", err))
+		}
+		outDT = &dt
+	}
+
+	p.Layers = opts.Layers
+	if p.Layers == 0 {
+		for _, name := range p.Base.Names {
+			if l, ok := layerIndex(name); ok && l+1 > p.Layers {
+				p.Layers = l + 1
+			}
+		}
+	}
+
+	for _, name := range p.Base.Names {
+		job, jerrs := p.newJob(name, outDT, resolve)
+		errs = append(errs, jerrs...)
+		if len(jerrs) == 0 {
+			p.Jobs = append(p.Jobs, job)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if err := p.sizeTrim(); err != nil {
+		return nil, err
+	}
+
+	outs := make([]mmapio.OutTensor, len(p.Jobs))
+	for i, j := range p.Jobs {
+		outs[i] = mmapio.OutTensor{Name: j.Name, DType: j.OutDType, Shape: j.Shape}
+		p.OutputBytes += j.Elements * int64(j.OutDT.Size())
+		if j.Copy {
+			p.OutputBytes += j.Base.Size - j.Elements*int64(j.OutDT.Size())
+		}
+	}
+	if p.Layout, err = mmapio.PlanLayout(outs, opts.ShardBytes); err != nil {
+		return nil, err
+	}
+	if err := p.sizeMemory(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Plan) checkOutput() error {
+	out, err := filepath.Abs(p.Opts.Out)
+	if err != nil {
+		return err
+	}
+	for _, md := range append([]*mmapio.Model{p.Base}, p.Models...) {
+		dir, err := filepath.Abs(md.Dir)
+		if err != nil {
+			return err
+		}
+		if inside(out, dir) || inside(dir, out) {
+			return fmt.Errorf("output %s overlaps input %s: write the merge somewhere else", p.Opts.Out, md.Path)
+		}
+	}
+	return nil
+}
+
+func (p *Plan) newJob(name string, outDT *kernels.DType, resolve Resolver) (Job, []error) {
+	bt := p.Base.Tensors[name]
+	job := Job{Name: name, Base: bt, Shape: bt.Shape, Elements: bt.Elements(), OutDType: bt.DType}
+	var errs []error
+	bdt, isFloat := floatDType(bt.DType)
+	if !isFloat {
+		if !slices.Contains(copyable, bt.DType) {
+			return job, []error{fmt.Errorf("%s: tensor %q: dtype %s is not supported (merged: F32, F16, BF16; copied: integer and bool)", bt.File, name, bt.DType)}
+		}
+		job.Copy = true
+		return job, nil
+	}
+	job.BaseDT, job.OutDT = bdt, bdt
+	if outDT != nil {
+		job.OutDT = *outDT
+		job.OutDType = outDT.String()
+	}
+	for i, md := range p.Models {
+		t, ok := md.Tensors[name]
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s: tensor %q: missing from model %d (%s), which the base %s has", md.Path, name, i+1, md.Path, bt.File))
+			continue
+		}
+		dt, ok := floatDType(t.DType)
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s: tensor %q: dtype %s cannot be merged (want F32, F16 or BF16)", t.File, name, t.DType))
+			continue
+		}
+		same := slices.Equal(t.Shape, bt.Shape)
+		longerVocab := vocabTensor(name) && len(t.Shape) == len(bt.Shape) && len(t.Shape) > 0 &&
+			t.Shape[0] >= bt.Shape[0] && slices.Equal(t.Shape[1:], bt.Shape[1:])
+		if !same && !longerVocab {
+			errs = append(errs, fmt.Errorf("tensor %q: shape %s in %s but %s in the base %s", name, shapeString(t.Shape), t.File, shapeString(bt.Shape), bt.File))
+			continue
+		}
+		job.Models = append(job.Models, t)
+		job.ModelDT = append(job.ModelDT, dt)
+	}
+	if len(errs) > 0 {
+		return job, errs
+	}
+	layer, ok := layerIndex(name)
+	if !ok {
+		layer = -1
+	}
+	tp, err := resolve(name, layer, p.Layers)
+	if err != nil {
+		return job, []error{fmt.Errorf("tensor %q: %w", name, err)}
+	}
+	if len(tp.Weights) != len(p.Models) || len(tp.Density) != len(p.Models) {
+		return job, []error{fmt.Errorf("tensor %q: parameters resolved for %d models, want %d", name, len(tp.Weights), len(p.Models))}
+	}
+	for i, d := range tp.Density {
+		if p.Method.Trim && !(d > 0 && d <= 1) {
+			errs = append(errs, fmt.Errorf("tensor %q: model %d: density %v outside (0, 1]", name, i+1, d))
+		}
+		if w := float64(tp.Weights[i]); math.IsNaN(w) || math.IsInf(w, 0) {
+			errs = append(errs, fmt.Errorf("tensor %q: model %d: weight %v is not finite", name, i+1, w))
+		}
+	}
+	if l := float64(tp.Lambda); math.IsNaN(l) || math.IsInf(l, 0) {
+		errs = append(errs, fmt.Errorf("tensor %q: lambda %v is not finite", name, l))
+	}
+	job.Params = tp
+	return job, errs
+}
+
+// sizeTrim works out how many elements each trim keeps.
+func (p *Plan) sizeTrim() error {
+	if !p.Method.Trim {
+		return nil
+	}
+	n := len(p.Models)
+	for _, j := range p.Jobs {
+		if !j.Copy {
+			p.Merged += j.Elements
+		}
+	}
+	if p.Method.Scope == ScopeModel {
+		// One density per model: the threshold is over every element.
+		p.Density = make([]float64, n)
+		set := make([]bool, n)
+		for _, j := range p.Jobs {
+			if j.Copy {
+				continue
+			}
+			for i, d := range j.Params.Density {
+				if !set[i] {
+					p.Density[i], set[i] = d, true
+				} else if p.Density[i] != d {
+					return fmt.Errorf("trim_scope model: model %d has density %v for tensor %q but %v elsewhere; whole-model trimming needs one density per model (use trim_scope: tensor for per-tensor densities)", i+1, d, j.Name, p.Density[i])
+				}
+			}
+		}
+		p.Need = make([]uint64, n)
+		for i, d := range p.Density {
+			p.Need[i] = p.keep(d, p.Merged)
+		}
+		return nil
+	}
+	var errs []error
+	for ji := range p.Jobs {
+		j := &p.Jobs[ji]
+		if j.Copy {
+			continue
+		}
+		j.Need = make([]uint64, n)
+		for i, d := range j.Params.Density {
+			j.Need[i] = p.keep(d, j.Elements)
+			if j.Need[i] == 0 && d < 1 {
+				errs = append(errs, fmt.Errorf("tensor %q: model %d: density %v keeps no element of %d (k = ⌊n·density⌋ = 0)", j.Name, i+1, d, j.Elements))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// keep is the k of the tie rule; a k of n or more means no trim.
+func (p *Plan) keep(density float64, n int64) uint64 {
+	if density >= 1 {
+		return uint64(n) + 1
+	}
+	k := uint64(density * float64(n))
+	if p.Method.Ties == KeepTies {
+		k++
+	}
+	return k
+}
+
+// Memory accounting, in bytes.
+const (
+	histBytes     = 8 << 16
+	fixedOverhead = 48 << 20 // Go runtime, binary, headers, GC slack
+	faultAround   = 64 << 10 // pages the kernel maps around a fault
+)
+
+func (p *Plan) workerBytes(block int) int64 {
+	n := int64(len(p.Models))
+	b := int64(block)
+	scratch := (n+2)*b*4 + b*4                    // τ per model, base, merged, out bytes
+	mapped := (n+1)*b*4 + (n+1)*2*faultAround     // input pages in flight
+	hists := int64(0)
+	if p.Method.Trim {
+		hists = 2 * n * histBytes
+	}
+	return scratch + mapped + hists
+}
+
+// sizeMemory picks the block size and worker count under MaxMemory.
+func (p *Plan) sizeMemory() error {
+	workers := p.Opts.Threads
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	block := p.Opts.BlockElems
+	if block <= 0 {
+		// τ of every model plus base and result should sit in L2.
+		block = l2Bytes() / (4 * (len(p.Models) + 3))
+		block = max(4096, min(65536, 1<<(bits.Len(uint(block))-1)))
+	}
+	shared := int64(fixedOverhead)
+	if p.Method.Trim {
+		shared += 2 * int64(len(p.Models)) * histBytes // the merged histograms
+	}
+	for p.Opts.MaxMemory > 0 && shared+int64(workers)*p.workerBytes(block) > p.Opts.MaxMemory {
+		switch {
+		case workers > 1:
+			workers--
+		case block > 1024:
+			block /= 2
+		default:
+			return fmt.Errorf("--max-memory %s is too small: a merge of %d models needs at least %s", FormatBytes(p.Opts.MaxMemory), len(p.Models), FormatBytes(shared+p.workerBytes(block)))
+		}
+	}
+	p.BlockElems, p.Workers = block, workers
+	p.MemoryBound = shared + int64(workers)*p.workerBytes(block)
+	for _, j := range p.Jobs {
+		p.InputBytes += j.Base.Size
+		if !j.Copy {
+			for _, dt := range j.ModelDT {
+				p.InputBytes += j.Elements * int64(dt.Size())
+			}
+		}
+	}
+	return nil
+}
+
+// FormatBytes prints binary units (GiB = 2³⁰ bytes).
+func FormatBytes(b int64) string {
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%d B", b)
+	}
+	div, exp := int64(unit), 0
+	for n := b / unit; n >= unit; n /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.2f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,105 @@
+package merge
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/tiesmm/tiesmm/config"
+)
+
+// Recipe turns a config into the method and a per-tensor parameter resolver.
+// For ties, the preset comes from the top-level `preset` parameter and
+// defaults to mergekit (a mergekit config gives mergekit's result); each
+// detail parameter then overrides the preset.
+func Recipe(c *config.Config) (Method, Resolver, error) {
+	top := func(key string) (config.Param, bool) { return c.Resolve(-1, key, "", -1, 0) }
+	str := func(key, def string) (string, error) {
+		p, ok := top(key)
+		if !ok {
+			return def, nil
+		}
+		if p.Kind != config.KindString {
+			return "", fmt.Errorf("%s: parameter %s: want a word, got a %s", c.File, key, p.Kind)
+		}
+		return p.Str, nil
+	}
+	preset, err := str("preset", "mergekit")
+	if err != nil {
+		return Method{}, nil, err
+	}
+	m, def, err := NewMethod(c.Method, preset)
+	if err != nil {
+		return Method{}, nil, err
+	}
+	if p, ok := top("normalize"); ok {
+		if p.Kind != config.KindBool {
+			return Method{}, nil, fmt.Errorf("%s: normalize: want true or false", c.File)
+		}
+		m.SetNormalize(p.Bool)
+	}
+	if s, err := str("trim_scope", ""); err != nil {
+		return Method{}, nil, err
+	} else if s != "" {
+		if m.Scope, err = ParseScope(s); err != nil {
+			return Method{}, nil, err
+		}
+	}
+	if s, err := str("consensus", ""); err != nil {
+		return Method{}, nil, err
+	} else if s != "" {
+		if m.Vote.Consensus, err = ParseConsensus(s); err != nil {
+			return Method{}, nil, err
+		}
+	}
+	if s, err := str("aggregate", ""); err != nil {
+		return Method{}, nil, err
+	} else if s != "" {
+		if m.Vote.Aggregate, err = ParseAggregate(s); err != nil {
+			return Method{}, nil, err
+		}
+	}
+	if s, err := str("topk", "exact"); err != nil {
+		return Method{}, nil, err
+	} else {
+		switch s {
+		case "exact":
+		case "approx":
+			m.ApproxTopK = true
+		default:
+			return Method{}, nil, fmt.Errorf("topk %q: want exact or approx", s)
+		}
+	}
+
+	n := len(c.Models)
+	resolve := func(tensor string, layer, layers int) (TensorParams, error) {
+		tp := TensorParams{Density: make([]float64, n), Weights: make([]float32, n)}
+		num := func(model int, key string, def float64) (float64, error) {
+			p, ok := c.Resolve(model, key, tensor, layer, layers)
+			if !ok {
+				return def, nil
+			}
+			if p.Kind != config.KindNumber {
+				return 0, fmt.Errorf("parameter %s: want a number, got a %s", key, p.Kind)
+			}
+			if math.IsNaN(p.Num) || math.IsInf(p.Num, 0) {
+				return 0, fmt.Errorf("parameter %s: %v is not finite", key, p.Num)
+			}
+			return p.Num, nil
+		}
+		for i := range n {
+			d, err := num(i, "density", def.Density)
+			if err != nil {
+				return tp, fmt.Errorf("model %d: %w", i+1, err)
+			}
+			w, err := num(i, "weight", def.Weight)
+			if err != nil {
+				return tp, fmt.Errorf("model %d: %w", i+1, err)
+			}
+			tp.Density[i], tp.Weights[i] = d, float32(w)
+		}
+		l, err := num(-1, "lambda", def.Lambda)
+		tp.Lambda = float32(l)
+		return tp, err
+	}
+	return m, resolve, nil
+}

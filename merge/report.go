@@ -1,0 +1,132 @@
+package merge
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/tiesmm/tiesmm/kernels"
+)
+
+// Describe prints the method's details in words.
+func (m Method) Describe() string {
+	if !m.Trim {
+		if m.Vote.DivideByWeights {
+			return m.Name + ": Σ w·τ / Σ w"
+		}
+		return m.Name + ": Σ w·τ"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s (preset %s): trim per %s", m.Name, m.Preset, m.Scope)
+	if m.Ties == KeepTies {
+		b.WriteString(" keeping ties at the threshold")
+	} else {
+		b.WriteString(" keeping exactly k")
+	}
+	if m.ApproxTopK {
+		b.WriteString(" (approximate: high-bits threshold)")
+	}
+	cons := map[kernels.Consensus]string{kernels.ConsensusSum: "sum", kernels.ConsensusCount: "count"}[m.Vote.Consensus]
+	agg := map[kernels.Aggregate]string{kernels.AggregateMean: "mean", kernels.AggregateSum: "sum", kernels.AggregateMax: "max"}[m.Vote.Aggregate]
+	on := "τ"
+	if m.Vote.WeightedVote {
+		on = "w·τ"
+	}
+	fmt.Fprintf(&b, "; vote by %s of %s; %s", cons, on, agg)
+	if m.Vote.DivideByWeights {
+		b.WriteString(" over agreeing weights")
+	}
+	if m.GlobalMajority {
+		b.WriteString("; zero sums take the model-wide majority sign")
+	} else {
+		b.WriteString("; zero sums take +")
+	}
+	return b.String()
+}
+
+// Describe prints the plan (the --dry-run output).
+func (p *Plan) Describe(w io.Writer) {
+	copied := 0
+	for _, j := range p.Jobs {
+		if j.Copy {
+			copied++
+		}
+	}
+	fmt.Fprintf(w, "method:   %s\n", p.Method.Describe())
+	fmt.Fprintf(w, "base:     %s (%d files)\n", p.Base.Path, len(p.Base.Files))
+	for i, m := range p.Models {
+		fmt.Fprintf(w, "model %d:  %s (%d files)\n", i+1, m.Path, len(m.Files))
+	}
+	fmt.Fprintf(w, "tensors:  %d (%d merged, %d copied from the base), %d layers\n", len(p.Jobs), len(p.Jobs)-copied, copied, p.Layers)
+	fmt.Fprintf(w, "inputs:   %s to read; output %s in %d shard(s) at %s\n", gb(p.InputBytes), gb(p.OutputBytes), len(p.Layout.Shards), p.Opts.Out)
+	if p.Method.Trim {
+		if p.Method.Scope == ScopeModel {
+			for i, k := range p.Need {
+				fmt.Fprintf(w, "trim:     model %d keeps %s of %d elements (density %v)\n", i+1, keptWords(k, p.Merged, p.Method.Ties), p.Merged, p.Density[i])
+			}
+		} else {
+			asked, total := p.askedPerTensor()
+			for i := range p.Models {
+				fmt.Fprintf(w, "trim:     model %d keeps %d of %d elements, tensor by tensor\n", i+1, asked[i], total)
+			}
+		}
+	}
+	fmt.Fprintf(w, "passes:   %s\n", strings.Join(p.Passes(), " → "))
+	fmt.Fprintf(w, "memory:   blocks of %d elements, %d workers: at most %s resident", p.BlockElems, p.Workers, FormatBytes(p.MemoryBound))
+	if p.Opts.MaxMemory > 0 {
+		fmt.Fprintf(w, " (--max-memory %s)", FormatBytes(p.Opts.MaxMemory))
+	}
+	fmt.Fprintf(w, "\nkernels:  %s\n", p.Opts.Kernels.Name)
+}
+
+func keptWords(k uint64, n int64, rule TieRule) string {
+	if k > uint64(n) {
+		return "all"
+	}
+	if rule == KeepTies {
+		return fmt.Sprintf("%d (plus ties at the threshold)", k)
+	}
+	return fmt.Sprint(k)
+}
+
+// askedPerTensor sums the tensor-scope k over tensors, per model.
+func (p *Plan) askedPerTensor() (asked []uint64, total int64) {
+	asked = make([]uint64, len(p.Models))
+	for _, j := range p.Jobs {
+		if j.Copy {
+			continue
+		}
+		total += j.Elements
+		for i, k := range j.Need {
+			asked[i] += min(k, uint64(j.Elements))
+		}
+	}
+	return asked, total
+}
+
+// Print writes the final summary.
+func (s *Summary) Print(w io.Writer, p *Plan) {
+	fmt.Fprintf(w, "merged:   %s → %s in %s (%.2f GB/s of input), kernels %s\n",
+		gb(s.InputBytes), gb(s.OutputBytes), s.Elapsed.Round(time.Millisecond), float64(s.InputBytes)/1e9/s.Elapsed.Seconds(), s.Kernel)
+	fmt.Fprintf(w, "passes:   %d (%s)\n", len(s.Passes), strings.Join(s.Passes, " → "))
+	if p.Method.Trim {
+		asked := s.Asked
+		if p.Method.Scope == ScopeTensor {
+			asked, _ = p.askedPerTensor()
+		}
+		for i, k := range s.Kept {
+			fmt.Fprintf(w, "kept:     model %d: %d elements (asked for %d)\n", i+1, k, asked[i])
+		}
+		v := s.Votes
+		fmt.Fprintf(w, "votes:    %d elements elected +, %d elected −, %d sign conflicts resolved\n", v.Positive, v.Negative, v.Conflicts)
+		if p.Method.GlobalMajority {
+			fmt.Fprintf(w, "          %d exact zero sums took the model-wide majority sign %+d\n", v.ZeroSum, s.Majority)
+		} else if v.ZeroSum > 0 {
+			fmt.Fprintf(w, "          %d exact zero sums took +\n", v.ZeroSum)
+		}
+	}
+	fmt.Fprintf(w, "memory:   peak RSS %s (bound %s)\n", FormatBytes(s.PeakRSS), FormatBytes(p.MemoryBound))
+}
+
+func gb(b int64) string { return fmt.Sprintf("%.2f GB", float64(b)/1e9) }
