@@ -23,8 +23,8 @@ type Options struct {
 	OutDType   string // "" keeps each tensor's base dtype
 	ShardBytes int64
 	MaxMemory  int64
-	Threads    int   // 0: one per core
-	BlockElems int   // 0: sized from L2 and the memory bound
+	Threads    int // 0: one per core
+	BlockElems int // 0: sized from L2 and the memory bound
 	Kernels    *kernels.Set
 	Layers     int // numbered layers, for gradients (0: from the tensor names)
 }
@@ -369,8 +369,8 @@ const (
 func (p *Plan) workerBytes(block int) int64 {
 	n := int64(len(p.Models))
 	b := int64(block)
-	scratch := (n+2)*b*4 + b*4                    // τ per model, base, merged, out bytes
-	mapped := (n+1)*b*4 + (n+1)*2*faultAround     // input pages in flight
+	scratch := (n+2)*b*4 + b*4                // τ per model, base, merged, out bytes
+	mapped := (n+1)*b*4 + (n+1)*2*faultAround // input pages in flight
 	hists := int64(0)
 	if p.Method.Trim {
 		hists = 2 * n * histBytes
