@@ -1,0 +1,550 @@
+//go:build !noasm
+
+package kernels
+
+import (
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// These tests hold the NEON set to the Go reference bit for bit. The
+// reference runs on the same (emulated) CPU, so NaN propagation is the
+// hardware's in both: a mismatch is the assembly's fault, or the reference
+// computing something other than what its source says (see TestNEONGenericUnfused).
+
+var neonLong = flag.Bool("neonlong", false, "sweep every float32 when testing NEON narrowing")
+
+const neonGuard = 7 // guard elements after every output
+
+// neonSpecials are the values that break naive SIMD: zeros, infinities,
+// NaNs of both kinds with payloads, subnormals, rounding ties and the edges
+// of the f16 and bf16 ranges.
+var neonSpecials = []uint32{
+	0x00000000, 0x80000000, 0x7f800000, 0xff800000,
+	0x7fc00000, 0xffc00000, 0x7fc12345, 0xffd00001, 0x7fffffff, 0xffffffff,
+	0x7f800001, 0xff800001, 0x7fa00000, 0x7f812345, 0xffbfffff, // signalling
+	0x00000001, 0x80000001, 0x007fffff, 0x807fffff, 0x00400000, 0x00800000, 0x80800000,
+	0x7f7fffff, 0xff7fffff, 0x3f800000, 0xbf800000,
+	0x3f808000, 0x3f818000, 0x3f808001, 0x3f807fff, 0x7f7f8000, 0xff7f8000, // bf16 ties
+	0x477fe000, 0x477fefff, 0x477ff000, 0x477fffff, 0x47800000, 0xc77ff000, // f16 max region
+	0x33800000, 0x33000000, 0x33400000, 0x32ffffff, 0xb3000000, 0x38800000, 0x387fc000, // f16 subnormal edges
+	0x00010000, 0x0001ffff, 0x80008000,
+}
+
+// neonRand draws float32 bit patterns: mostly ordinary values of varied
+// scale, plus zeros, small integers (so sums tie at zero), specials and raw
+// random bits (NaNs included).
+func neonRand(r *rand.Rand) uint32 {
+	switch k := r.IntN(20); {
+	case k < 3:
+		return 0
+	case k < 6:
+		return math.Float32bits(float32(r.IntN(5) - 2))
+	case k < 8:
+		return neonSpecials[r.IntN(len(neonSpecials))]
+	case k < 10:
+		return r.Uint32()
+	default:
+		f := float32(r.NormFloat64() * math.Pow(10, float64(r.IntN(12)-8)))
+		return math.Float32bits(f)
+	}
+}
+
+// neonPool holds neonRand draws: filling from it at random offsets is much
+// cheaper under emulation than drawing afresh.
+var neonPool = func() []float32 {
+	r := rand.New(rand.NewPCG(11, 12))
+	p := make([]float32, 1<<16+1)
+	for i := range p {
+		p[i] = math.Float32frombits(neonRand(r))
+	}
+	return p
+}()
+
+func neonFill(r *rand.Rand, dst []float32) {
+	for len(dst) > 0 {
+		off := r.IntN(len(neonPool))
+		n := copy(dst, neonPool[off:])
+		dst = dst[n:]
+	}
+}
+
+// neonStore encodes values as dt without rounding surprises: f16 and bf16
+// get raw random halves half the time, the converted float32 otherwise.
+func neonStored(r *rand.Rand, dt DType, n, off int) []byte {
+	b := make([]byte, off+n*dt.Size())[off:]
+	for i := 0; i < n; i++ {
+		u := neonRand(r)
+		switch dt {
+		case F32:
+			binary.LittleEndian.PutUint32(b[4*i:], u)
+		default:
+			h := uint16(r.Uint32())
+			if r.IntN(2) == 0 {
+				h = uint16(u >> 16)
+			}
+			binary.LittleEndian.PutUint16(b[2*i:], h)
+		}
+	}
+	return b
+}
+
+// neonOut returns an output slice of n elements at offset off in a buffer
+// whose other elements hold a sentinel, and a check that they still do.
+func neonOut(n, off int) ([]float32, func(t *testing.T)) {
+	buf := make([]float32, off+n+neonGuard)
+	for i := range buf {
+		buf[i] = math.Float32frombits(0x7fbadbad)
+	}
+	return buf[off : off+n : off+n], func(t *testing.T) {
+		t.Helper()
+		for i, v := range buf {
+			if (i < off || i >= off+n) && math.Float32bits(v) != 0x7fbadbad {
+				t.Fatalf("element %d outside the output (offset %d, length %d) was written: %#x", i, off, n, math.Float32bits(v))
+			}
+		}
+	}
+}
+
+func neonOutBytes(n, off int) ([]byte, func(t *testing.T)) {
+	buf := make([]byte, off+n+4*neonGuard)
+	for i := range buf {
+		buf[i] = 0xa5
+	}
+	return buf[off : off+n : off+n], func(t *testing.T) {
+		t.Helper()
+		for i, v := range buf {
+			if (i < off || i >= off+n) && v != 0xa5 {
+				t.Fatalf("byte %d outside the output (offset %d, length %d) was written", i, off, n)
+			}
+		}
+	}
+}
+
+func neonSameBits(t *testing.T, what string, got, want []float32) {
+	t.Helper()
+	for i := range want {
+		if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+			t.Fatalf("%s: element %d of %d: neon %#08x, go %#08x", what, i, len(want), math.Float32bits(got[i]), math.Float32bits(want[i]))
+		}
+	}
+}
+
+func neonSameBytes(t *testing.T, what string, dt DType, got, want []byte) {
+	t.Helper()
+	for i := range want {
+		if got[i] != want[i] {
+			e := i / dt.Size()
+			t.Fatalf("%s: element %d: neon % x, go % x", what, e, got[e*dt.Size():(e+1)*dt.Size()], want[e*dt.Size():(e+1)*dt.Size()])
+		}
+	}
+}
+
+// neonLengths covers every length up to 300, then large ones around the
+// 16-element groups.
+func neonLengths() []int {
+	var ls []int
+	for n := 0; n <= 300; n++ {
+		ls = append(ls, n)
+	}
+	return append(ls, 1023, 1024, 4097, 65536+15, 100003)
+}
+
+var neonDTypes = []DType{F32, F16, BF16}
+
+func TestNEONAvailable(t *testing.T) {
+	av := Available()
+	if av[0].Name != "neon" || av[len(av)-1] != Generic {
+		names := make([]string, len(av))
+		for i, s := range av {
+			names[i] = s.Name
+		}
+		t.Fatalf("Available() = %v, want neon first and go last", names)
+	}
+	if s, err := Lookup("neon"); err != nil || s != neonSet {
+		t.Fatalf("Lookup(neon) = %v, %v", s, err)
+	}
+}
+
+// TestNEONWidenExhaustive widens all 65536 f16 and bf16 patterns; the f16
+// case holds FCVTL to x448/float16, the reference.
+func TestNEONWidenExhaustive(t *testing.T) {
+	for _, dt := range []DType{F16, BF16} {
+		for _, off := range []int{0, 1, 2} {
+			src := make([]byte, off+2<<16)[off:]
+			for h := 0; h < 1<<16; h++ {
+				binary.LittleEndian.PutUint16(src[2*h:], uint16(h))
+			}
+			got, check := neonOut(1<<16, off)
+			want := make([]float32, 1<<16)
+			neonSet.Widen(got, src, dt)
+			Generic.Widen(want, src, dt)
+			neonSameBits(t, fmt.Sprintf("%v offset %d", dt, off), got, want)
+			check(t)
+		}
+	}
+	// Spot values worked by hand: a signalling f16 NaN is quieted, payload
+	// kept; bf16 keeps it as it is.
+	for _, c := range []struct {
+		dt   DType
+		h    uint16
+		want uint32
+	}{
+		{F16, 0x3c00, 0x3f800000}, {F16, 0x0001, 0x33800000}, {F16, 0x7c01, 0x7fc02000},
+		{F16, 0xfe00, 0xffc00000}, {F16, 0x8000, 0x80000000},
+		{BF16, 0x7f81, 0x7f810000}, {BF16, 0x8001, 0x80010000},
+	} {
+		src := make([]byte, 32)
+		for i := 0; i < 16; i++ {
+			binary.LittleEndian.PutUint16(src[2*i:], c.h)
+		}
+		got := make([]float32, 16)
+		neonSet.Widen(got, src, c.dt)
+		for _, g := range got {
+			if math.Float32bits(g) != c.want {
+				t.Fatalf("%v %#04x widened to %#08x, want %#08x", c.dt, c.h, math.Float32bits(g), c.want)
+			}
+		}
+	}
+}
+
+func TestNEONWiden(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, dt := range neonDTypes {
+		for _, n := range neonLengths() {
+			off := n % 3
+			src := neonStored(r, dt, n, off)
+			got, check := neonOut(n, (n/3)%2)
+			want := make([]float32, n)
+			neonSet.Widen(got, src, dt)
+			Generic.Widen(want, src, dt)
+			neonSameBits(t, fmt.Sprintf("%v n=%d", dt, n), got, want)
+			check(t)
+		}
+	}
+}
+
+func TestNEONDeltaTrim(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, dt := range neonDTypes {
+		for _, n := range neonLengths() {
+			src := neonStored(r, dt, n, n%3)
+			base := make([]float32, n+1)[n%2:]
+			neonFill(r, base)
+			thrs := []uint32{0, 1, 0x7f800000, 0x7f800001, 0xffffffff, 0x3f800000}
+			if n > 0 {
+				thrs = append(thrs, AbsBits(base[r.IntN(n)]), r.Uint32()>>1)
+			}
+			for _, thr := range thrs {
+				got, check := neonOut(n, r.IntN(3))
+				want := make([]float32, n)
+				gk := neonSet.DeltaTrim(got, src, dt, base, thr)
+				wk := Generic.DeltaTrim(want, src, dt, base, thr)
+				what := fmt.Sprintf("%v n=%d thr=%#x", dt, n, thr)
+				neonSameBits(t, what, got, want)
+				if gk != wk {
+					t.Fatalf("%s: kept %d, go kept %d", what, gk, wk)
+				}
+				check(t)
+			}
+		}
+	}
+}
+
+func TestNEONFinish(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	lambdas := []float32{1, 0.5, 0.3, -1.7, 0, float32(math.Copysign(0, -1)),
+		float32(math.Inf(1)), math.Float32frombits(0x7fc00123), math.Float32frombits(0x7f800123), 3e38, 1e-39}
+	for _, dt := range neonDTypes {
+		for _, n := range neonLengths() {
+			base := make([]float32, n+1)[n%2:]
+			tm := make([]float32, n+2)[n%3 : n%3+n]
+			neonFill(r, base)
+			neonFill(r, tm)
+			ls := []float32{lambdas[n%len(lambdas)], float32(r.NormFloat64())}
+			if n <= 32 {
+				ls = lambdas
+			}
+			for _, lambda := range ls {
+				got, check := neonOutBytes(n*dt.Size(), r.IntN(5))
+				want := make([]byte, n*dt.Size())
+				neonSet.Finish(got, dt, base, tm, lambda)
+				Generic.Finish(want, dt, base, tm, lambda)
+				neonSameBytes(t, fmt.Sprintf("%v n=%d λ=%v", dt, n, lambda), dt, got, want)
+				check(t)
+			}
+		}
+	}
+}
+
+// TestNEONNarrowDense narrows a dense sample of float32 patterns (every
+// pattern with -neonlong) to f16 and bf16 through Finish with θ₀ = x,
+// τ = −0, λ = 1, so the value rounded is x itself (signalling NaNs are quieted
+// by the addition in both sets). It holds FCVTN to x448/float16.
+func TestNEONNarrowDense(t *testing.T) {
+	var xs []uint32
+	if *neonLong {
+		const chunk = 1 << 22
+		for start := uint64(0); start < 1<<32; start += chunk {
+			xs = xs[:0]
+			for u := start; u < start+chunk; u++ {
+				xs = append(xs, uint32(u))
+			}
+			neonNarrow(t, xs)
+		}
+		return
+	}
+	// Every sign/exponent/top-mantissa prefix with the low bits that decide
+	// rounding for f16 (bit 12 and below) and bf16 (bit 15 and below).
+	lows := []uint32{0, 1, 0x0fff, 0x1000, 0x1001, 0x1fff, 0x2000, 0x3000, 0x7fff, 0x8000, 0x8001, 0x9000, 0xffff}
+	for hi := uint32(0); hi < 1<<16; hi++ {
+		for _, lo := range lows {
+			xs = append(xs, hi<<16|lo)
+		}
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	for i := 0; i < 1<<18; i++ {
+		xs = append(xs, r.Uint32())
+	}
+	neonNarrow(t, xs)
+}
+
+func neonNarrow(t *testing.T, xs []uint32) {
+	t.Helper()
+	base := make([]float32, len(xs))
+	for i, u := range xs {
+		base[i] = math.Float32frombits(u)
+	}
+	tm := make([]float32, len(xs))
+	for i := range tm {
+		tm[i] = float32(math.Copysign(0, -1))
+	}
+	for _, dt := range []DType{F16, BF16} {
+		got := make([]byte, len(xs)*2)
+		want := make([]byte, len(xs)*2)
+		neonSet.Finish(got, dt, base, tm, 1)
+		Generic.Finish(want, dt, base, tm, 1)
+		for i := range xs {
+			g, w := binary.LittleEndian.Uint16(got[2*i:]), binary.LittleEndian.Uint16(want[2*i:])
+			if g != w {
+				t.Fatalf("%v: %#08x rounds to %#04x with neon, %#04x with go", dt, xs[i], g, w)
+			}
+		}
+	}
+}
+
+// neonVoteParams lists every combination of the vote options for weights w.
+func neonVoteParams(w []float32) []VoteParams {
+	var ps []VoteParams
+	for _, wv := range []bool{false, true} {
+		for _, c := range []Consensus{ConsensusSum, ConsensusCount, ConsensusNone} {
+			for _, a := range []Aggregate{AggregateMean, AggregateSum, AggregateMax} {
+				for _, d := range []bool{false, true} {
+					ps = append(ps, VoteParams{Weights: w, WeightedVote: wv, Consensus: c, Aggregate: a, DivideByWeights: d})
+				}
+			}
+		}
+	}
+	return ps
+}
+
+func neonWeights(r *rand.Rand, n, kind int) []float32 {
+	w := make([]float32, n)
+	for i := range w {
+		switch kind {
+		case 0:
+			w[i] = 1
+		case 1: // exact: sums of small integers tie at zero
+			w[i] = float32(r.IntN(5)-1) / 2
+		case 2: // 0, negative and inexact products
+			w[i] = [...]float32{0, -0.7, 0.3, 1.1, -1, float32(r.NormFloat64())}[r.IntN(6)]
+		default: // anything, NaNs with payloads included
+			w[i] = math.Float32frombits(neonRand(r))
+		}
+	}
+	return w
+}
+
+func neonCheckVote(t *testing.T, what string, taus []float32, stride, n int, p *VoteParams) {
+	t.Helper()
+	got, check := neonOut(n, n%2)
+	want := make([]float32, n)
+	gs := neonSet.Vote(got, taus, stride, p)
+	ws := Generic.Vote(want, taus, stride, p)
+	for i := range want {
+		if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+			t.Fatalf("%s n=%d stride=%d %+v: element %d: neon %#08x, go %#08x", what, n, stride, *p, i, math.Float32bits(got[i]), math.Float32bits(want[i]))
+		}
+	}
+	if gs != ws {
+		t.Fatalf("%s n=%d stride=%d %+v: stats %+v, go %+v", what, n, stride, *p, gs, ws)
+	}
+	check(t)
+}
+
+func TestNEONVote(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, models := range []int{1, 2, 3, 5, 8} {
+		for kind := 0; kind < 4; kind++ {
+			w := neonWeights(r, models, kind)
+			for pi, p := range neonVoteParams(w) {
+				// Every length up to 300 for each model count, spread over
+				// the parameter combinations, plus a large one for each.
+				var lens []int
+				for n := pi % 4; n <= 300; n += 4 {
+					lens = append(lens, n)
+				}
+				if pi%9 == kind {
+					lens = append(lens, 4099)
+				}
+				what := fmt.Sprintf("models=%d weights=%v", models, w)
+				for _, n := range lens {
+					stride := n + r.IntN(9)
+					taus := make([]float32, (models-1)*stride+n+r.IntN(3)+3)[r.IntN(3):]
+					neonFill(r, taus)
+					neonCheckVote(t, what, taus, stride, n, &p)
+				}
+			}
+		}
+	}
+}
+
+// TestNEONVoteNaNPayloads makes every addition meet two NaNs with different
+// payloads, so it fails if the assembly orders an operand differently from
+// the compiled reference.
+func TestNEONVoteNaNPayloads(t *testing.T) {
+	const n, models = 37, 4
+	taus := make([]float32, models*n)
+	for i := range taus {
+		switch i % 3 {
+		case 0:
+			taus[i] = math.Float32frombits(0x7fc00000 | uint32(i))
+		case 1:
+			taus[i] = math.Float32frombits(0xff800000 | uint32(i)) // signalling
+		default:
+			taus[i] = float32(i%5) - 2
+		}
+	}
+	for _, w := range [][]float32{
+		{1, 1, 1, 1},
+		{math.Float32frombits(0x7fc00007), math.Float32frombits(0xff800009), 2, math.Float32frombits(0x7fc0000b)},
+	} {
+		for _, p := range neonVoteParams(w) {
+			neonCheckVote(t, "NaN payloads", taus, n, n, &p)
+		}
+	}
+}
+
+// TestNEONVoteGolden runs the hand-worked cases of golden_test.go's
+// reference through the NEON set with 16 copies of each element, so the
+// assembly (not the Go tail) produces them.
+func TestNEONVoteGolden(t *testing.T) {
+	const copies = 16
+	stride := 4 * copies
+	taus := make([]float32, 3*stride)
+	for i := 0; i < 3; i++ {
+		for j := 0; j < 4; j++ {
+			for c := 0; c < copies; c++ {
+				taus[i*stride+j*copies+c] = goldenTaus[i*4+j]
+			}
+		}
+	}
+	w := []float32{1, 0.5, 2}
+	for _, c := range []struct {
+		p    VoteParams
+		want [4]float32
+	}{
+		{VoteParams{Weights: []float32{1, 1, 1}}, [4]float32{-3, 1, 3, 0}},
+		{VoteParams{Weights: w, WeightedVote: true, DivideByWeights: true}, [4]float32{1, 1, -4, 0}},
+		{VoteParams{Weights: w}, [4]float32{-1.5, 1.25, 2.25, 0}},
+		{VoteParams{Weights: w, Consensus: ConsensusNone, Aggregate: AggregateSum}, [4]float32{1.5, 0.5, -3.5, 0}},
+	} {
+		out := make([]float32, stride)
+		neonSet.Vote(out, taus, stride, &c.p)
+		for j := 0; j < 4; j++ {
+			for k := 0; k < copies; k++ {
+				if out[j*copies+k] != c.want[j] {
+					t.Fatalf("%+v: element %d = %v, want %v", c.p, j, out[j*copies+k], c.want[j])
+				}
+			}
+		}
+	}
+}
+
+// TestNEONGenericUnfused checks that the reference rounds w·τ before adding
+// it to the aggregate, as generic.go documents and the NEON set does: Go
+// fuses a*b+c into FMADD on arm64 unless the product is converted.
+// With x = 1+2⁻¹², x·x = 1+2⁻¹¹+2⁻²⁴ rounds (a tie, to even) to 1+2⁻¹¹, so
+// −(1+2⁻¹¹) + x·x is 0 when the product is rounded, 2⁻²⁴ when fused.
+func TestNEONGenericUnfused(t *testing.T) {
+	x := float32(1 + 1.0/4096)
+	p := VoteParams{Weights: []float32{1, x}, Consensus: ConsensusNone, Aggregate: AggregateSum}
+	out := make([]float32, 1)
+	Generic.Vote(out, []float32{-(1 + 1.0/2048), x}, 1, &p)
+	if out[0] != 0 {
+		t.Fatalf("generic Vote: −(1+2⁻¹¹) + x·x = %g, want 0: generic.go fuses w·τ into the sum (write a := float32(w·τ))", out[0])
+	}
+}
+
+func TestNEONShortInputsPanic(t *testing.T) {
+	for _, dt := range neonDTypes {
+		mustPanic(t, "Widen", func() { neonSet.Widen(make([]float32, 17), make([]byte, 16*dt.Size()), dt) })
+		mustPanic(t, "DeltaTrim", func() {
+			neonSet.DeltaTrim(make([]float32, 17), make([]byte, 17*dt.Size()), dt, make([]float32, 16), 0)
+		})
+		mustPanic(t, "Finish", func() { neonSet.Finish(make([]byte, 16*dt.Size()), dt, make([]float32, 17), make([]float32, 17), 1) })
+	}
+	p := VoteParams{Weights: []float32{1, 1}}
+	mustPanic(t, "Vote", func() { neonSet.Vote(make([]float32, 16), make([]float32, 31), 16, &p) })
+}
+
+func mustPanic(t *testing.T, what string, f func()) {
+	t.Helper()
+	defer func() {
+		if recover() == nil {
+			t.Fatalf("%s with a short input did not panic", what)
+		}
+	}()
+	f()
+}
+
+func BenchmarkNEON(b *testing.B) {
+	const n = 1 << 14
+	r := rand.New(rand.NewPCG(1, 1))
+	base, tau, out := make([]float32, n), make([]float32, 4*n), make([]float32, n)
+	neonFill(r, base)
+	neonFill(r, tau)
+	src := neonStored(r, BF16, n, 0)
+	dst := make([]byte, 2*n)
+	p := VoteParams{Weights: []float32{1, 1, 1, 1}}
+	for _, s := range []*Set{neonSet, Generic} {
+		b.Run(s.Name+"/widen-bf16", func(b *testing.B) {
+			b.SetBytes(2 * n)
+			for b.Loop() {
+				s.Widen(out, src, BF16)
+			}
+		})
+		b.Run(s.Name+"/deltatrim-bf16", func(b *testing.B) {
+			b.SetBytes(2 * n)
+			for b.Loop() {
+				s.DeltaTrim(out, src, BF16, base, 0x3a000000)
+			}
+		})
+		b.Run(s.Name+"/vote4", func(b *testing.B) {
+			b.SetBytes(4 * 4 * n)
+			for b.Loop() {
+				s.Vote(out, tau, n, &p)
+			}
+		})
+		b.Run(s.Name+"/finish-bf16", func(b *testing.B) {
+			b.SetBytes(2 * n)
+			for b.Loop() {
+				s.Finish(dst, BF16, base, out, 0.7)
+			}
+		})
+	}
+}

@@ -1,0 +1,478 @@
+//go:build ignore
+
+// neon_asmgen_arm64.go writes neon_arm64.s: run `go generate` in kernels/
+// (or `go run neon_asmgen_arm64.go`). Go's arm64 assembler lacks the vector
+// floating-point instructions (FADD, FCMGT, FCVTL, ...) and CMHS, so this
+// program encodes them as WORDs carrying the instruction, in the syntax
+// golang.org/x/arch/arm64/arm64asm prints, as a comment;
+// neon_words_test.go decodes every WORD and checks it against its comment.
+//
+// The arithmetic mirrors generic.go operation by operation, including which
+// operand comes first where both may be NaN (the first quiet NaN wins on
+// arm64). Go's compiler is free to commute an addition, so the order here
+// follows what it emits for generic.go, and the NaN-payload tests guard it.
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"log"
+	"os"
+)
+
+var out bytes.Buffer
+
+func p(format string, args ...any) { fmt.Fprintf(&out, "\t"+format+"\n", args...) }
+func label(l string)                { fmt.Fprintf(&out, "%s:\n", l) }
+func comment(c string)              { fmt.Fprintf(&out, "\n\t// %s\n", c) }
+
+func word(enc uint32, format string, args ...any) {
+	p("WORD $0x%08x // %s", enc, fmt.Sprintf(format, args...))
+}
+
+// Three registers, same arrangement, vector .4S (Q=1, size/sz as encoded).
+func three(base uint32, name string, d, n, m int) {
+	word(base|uint32(m)<<16|uint32(n)<<5|uint32(d), "%s V%d.4S, V%d.4S, V%d.4S", name, d, n, m)
+}
+
+func fadd(d, n, m int)  { three(0x4e20d400, "FADD", d, n, m) }  // d = n + m
+func fsub(d, n, m int)  { three(0x4ea0d400, "FSUB", d, n, m) }  // d = n - m
+func fmul(d, n, m int)  { three(0x6e20dc00, "FMUL", d, n, m) }  // d = n * m
+func fdiv(d, n, m int)  { three(0x6e20fc00, "FDIV", d, n, m) }  // d = n / m
+func fcmgt(d, n, m int) { three(0x6ea0e400, "FCMGT", d, n, m) } // d = n > m
+func cmhs(d, n, m int)  { three(0x6ea03c00, "CMHS", d, n, m) }  // d = n >= m, unsigned
+
+// Two registers, .4S.
+func two(base uint32, name, suffix string, d, n int) {
+	word(base|uint32(n)<<5|uint32(d), "%s V%d.4S, V%d.4S%s", name, d, n, suffix)
+}
+
+func fabs(d, n int)   { two(0x4ea0f800, "FABS", "", d, n) }
+func fneg(d, n int)   { two(0x6ea0f800, "FNEG", "", d, n) }
+func fcmgtz(d, n int) { two(0x4ea0c800, "FCMGT", ", #0", d, n) } // d = n > 0
+func fcmltz(d, n int) { two(0x4ea0e800, "FCMLT", ", #0", d, n) } // d = n < 0
+func fcmeqz(d, n int) { two(0x4ea0d800, "FCMEQ", ", #0", d, n) } // d = n == 0
+func fcmgez(d, n int) { two(0x6ea0c800, "FCMGE", ", #0", d, n) } // d = n >= 0
+
+// fcmeq(d, n, n) is "not NaN".
+func fcmeq(d, n, m int) { three(0x4e20e400, "FCMEQ", d, n, m) }
+
+// Half-precision conversions: FCVTL widens the low four halves, FCVTL2 the
+// high four; FCVTN narrows into the low half, FCVTN2 into the high half.
+func fcvtl(d, n int) {
+	word(0x0e217800|uint32(n)<<5|uint32(d), "FCVTL V%d.4S, V%d.4H", d, n)
+}
+func fcvtl2(d, n int) {
+	word(0x4e217800|uint32(n)<<5|uint32(d), "FCVTL2 V%d.4S, V%d.8H", d, n)
+}
+func fcvtn(d, n int) {
+	word(0x0e216800|uint32(n)<<5|uint32(d), "FCVTN V%d.4H, V%d.4S", d, n)
+}
+func fcvtn2(d, n int) {
+	word(0x4e216800|uint32(n)<<5|uint32(d), "FCVTN2 V%d.8H, V%d.4S", d, n)
+}
+
+// Mnemonics Go does know; arguments in ARM order (destination first).
+func vand(d, n, m int) { p("VAND V%d.B16, V%d.B16, V%d.B16", m, n, d) }
+func vorr(d, n, m int) { p("VORR V%d.B16, V%d.B16, V%d.B16", m, n, d) }
+
+// vbit: d = m ? n : d, bitwise.
+func vbit(d, n, m int)     { p("VBIT V%d.B16, V%d.B16, V%d.B16", m, n, d) }
+func vadd(d, n, m int)     { p("VADD V%d.S4, V%d.S4, V%d.S4", m, n, d) }
+func vsub(d, n, m int)     { p("VSUB V%d.S4, V%d.S4, V%d.S4", m, n, d) } // d = n - m
+func vushr(d, n, sh int)   { p("VUSHR $%d, V%d.S4, V%d.S4", sh, n, d) }
+func vcmtst(d, n, m int)   { p("VCMTST V%d.S4, V%d.S4, V%d.S4", m, n, d) }
+func vcmeq(d, n, m int)    { p("VCMEQ V%d.S4, V%d.S4, V%d.S4", m, n, d) }
+func vzip1h(d, n, m int)   { p("VZIP1 V%d.H8, V%d.H8, V%d.H8", m, n, d) }
+func vzip2h(d, n, m int)   { p("VZIP2 V%d.H8, V%d.H8, V%d.H8", m, n, d) }
+func vuzp2h(d, n, m int)   { p("VUZP2 V%d.H8, V%d.H8, V%d.H8", m, n, d) }
+func vzero(d int)          { p("VEOR V%d.B16, V%d.B16, V%d.B16", d, d, d) }
+func vdupc(d int, c int64) { p("MOVW $0x%x, R10", c); p("VDUP R10, V%d.S4", d) }
+
+// addv returns the lane sum of counter register v (which it clobbers) in
+// R10 and stores it to the named result.
+func addv(v int, result string) {
+	p("VADDV V%d.S4, V%d", v, v)
+	p("VMOV V%d.S[0], R10", v)
+	p("MOVD R10, %s", result)
+}
+
+func regs(first, n int, arr string) string {
+	s := "["
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			s += ", "
+		}
+		s += fmt.Sprintf("V%d.%s", first+i, arr)
+	}
+	return s + "]"
+}
+
+type dtype int
+
+const (
+	f32 dtype = iota
+	f16
+	bf16
+)
+
+var dtNames = []string{"F32", "F16", "BF16"}
+
+// load16 reads 16 stored values from (R1), post-incrementing, and leaves them
+// widened in V0..V3. raw is a pair of free registers; zero holds 0.
+func load16(dt dtype, raw, zero int) {
+	switch dt {
+	case f32:
+		p("VLD1.P 64(R1), %s", regs(0, 4, "S4"))
+	case bf16:
+		p("VLD1.P 32(R1), %s", regs(raw, 2, "H8"))
+		// bf16 is the high half of a float32: interleave with zero halves.
+		for k := 0; k < 2; k++ {
+			vzip1h(2*k, zero, raw+k)
+			vzip2h(2*k+1, zero, raw+k)
+		}
+	case f16:
+		p("VLD1.P 32(R1), %s", regs(raw, 2, "H8"))
+		for k := 0; k < 2; k++ {
+			fcvtl(2*k, raw+k)
+			fcvtl2(2*k+1, raw+k)
+		}
+	}
+}
+
+func header() {
+	out.WriteString("// Code generated by neon_asmgen_arm64.go; DO NOT EDIT.\n\n")
+	out.WriteString("//go:build !noasm\n\n")
+	out.WriteString("#include \"textflag.h\"\n")
+}
+
+// widen: dst *float32, src *byte, n int (a positive multiple of 16).
+func genWiden(dt dtype) {
+	name := "widen" + dtNames[dt] + "NEON"
+	fmt.Fprintf(&out, "\n// func %s(dst *float32, src *byte, n int)\n", name)
+	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-24\n", name)
+	p("MOVD dst+0(FP), R0")
+	p("MOVD src+8(FP), R1")
+	p("MOVD n+16(FP), R2")
+	vzero(31)
+	label(name + "_loop")
+	load16(dt, 4, 31)
+	p("VST1.P %s, 64(R0)", regs(0, 4, "S4"))
+	p("SUBS $16, R2, R2")
+	p("BNE %s_loop", name)
+	p("RET")
+}
+
+// deltaTrim: tau *float32, src *byte, base *float32, n int (multiple of 16,
+// > 0), thr uint32; returns kept int.
+func genDeltaTrim(dt dtype) {
+	name := "deltaTrim" + dtNames[dt] + "NEON"
+	fmt.Fprintf(&out, "\n// func %s(tau *float32, src *byte, base *float32, n int, thr uint32) (kept int)\n", name)
+	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-48\n", name)
+	p("MOVD tau+0(FP), R0")
+	p("MOVD src+8(FP), R1")
+	p("MOVD base+16(FP), R2")
+	p("MOVD n+24(FP), R3")
+	p("MOVWU thr+32(FP), R4")
+	p("VDUP R4, V30.S4")
+	vdupc(29, 0x7fffffff)
+	vzero(31)
+	vzero(26) // kept counters, minus one per kept lane
+	vzero(27)
+	label(name + "_loop")
+	load16(dt, 12, 31)
+	p("VLD1.P 64(R2), %s", regs(4, 4, "S4"))
+	for k := 0; k < 4; k++ {
+		fsub(k, k, 4+k) // t = θ − θ₀
+	}
+	for k := 0; k < 4; k++ {
+		vand(8+k, k, 29) // magnitude bits
+	}
+	for k := 0; k < 4; k++ {
+		cmhs(8+k, 8+k, 30) // keep = |t| bits >= thr
+	}
+	for k := 0; k < 4; k++ {
+		vand(k, k, 8+k)
+		vsub(26+k%2, 26+k%2, 8+k)
+	}
+	p("VST1.P %s, 64(R0)", regs(0, 4, "S4"))
+	p("SUBS $16, R3, R3")
+	p("BNE %s_loop", name)
+	vadd(26, 26, 27)
+	addv(26, "kept+40(FP)")
+	p("RET")
+}
+
+// finish: dst *byte, base *float32, tm *float32, n int (multiple of 16, > 0),
+// lambda float32.
+func genFinish(dt dtype) {
+	name := "finish" + dtNames[dt] + "NEON"
+	fmt.Fprintf(&out, "\n// func %s(dst *byte, base *float32, tm *float32, n int, lambda float32)\n", name)
+	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-36\n", name)
+	p("MOVD dst+0(FP), R0")
+	p("MOVD base+8(FP), R1")
+	p("MOVD tm+16(FP), R2")
+	p("MOVD n+24(FP), R3")
+	p("MOVWU lambda+32(FP), R4")
+	p("VDUP R4, V31.S4")
+	if dt == bf16 {
+		vdupc(28, 1)
+		vdupc(29, 0x7fff)
+		vdupc(30, 0x00400000) // the bf16 quiet bit, 0x40, in the high half
+	}
+	label(name + "_loop")
+	p("VLD1.P 64(R2), %s", regs(0, 4, "S4"))
+	p("VLD1.P 64(R1), %s", regs(4, 4, "S4"))
+	for k := 0; k < 4; k++ {
+		fmul(k, 31, k) // λ·τₘ, rounded
+	}
+	for k := 0; k < 4; k++ {
+		fadd(k, 4+k, k) // θ₀ + λ·τₘ
+	}
+	switch dt {
+	case f32:
+		p("VST1.P %s, 64(R0)", regs(0, 4, "S4"))
+	case f16:
+		fcvtn(8, 0)
+		fcvtn2(8, 1)
+		fcvtn(9, 2)
+		fcvtn2(9, 3)
+		p("VST1.P %s, 32(R0)", regs(8, 2, "H8"))
+	case bf16:
+		// u = bits; non-NaN: (u + 0x7fff + ((u>>16)&1)) >> 16;
+		// NaN: (u>>16) | 0x40. The >>16 is the UZP2 that keeps high halves.
+		for k := 0; k < 4; k++ {
+			fcmeq(8+k, k, k) // not NaN
+			vushr(12+k, k, 16)
+			vand(12+k, 12+k, 28)
+			vadd(16+k, k, 29)
+			vadd(16+k, 16+k, 12+k)
+			vorr(20+k, k, 30)
+			vbit(20+k, 16+k, 8+k)
+		}
+		vuzp2h(24, 20, 21)
+		vuzp2h(25, 22, 23)
+		p("VST1.P %s, 32(R0)", regs(24, 2, "H8"))
+	}
+	p("SUBS $16, R3, R3")
+	p("BNE %s_loop", name)
+	p("RET")
+}
+
+// Vote flags, set by voteNEON in neon_arm64.go.
+const (
+	flagWeighted = 0 // bit: vote on w·τ
+	flagCount    = 1 // bit: sum signs
+	flagNone     = 2 // bit: no vote, every value counts
+	flagSum      = 3 // bit: aggregate sum
+	flagMax      = 4 // bit: aggregate max
+	flagDivW     = 5 // bit: mean divides by Σw
+)
+
+// genVote processes groups of 8 elements (two vectors, k = 0, 1).
+//
+//	R0 out, R1 taus (group start), R2 stride in bytes, R3 weights, R4 n > 0,
+//	R5 groups > 0, R6 flags; R7 model pointer, R8 weight pointer, R9 models left.
+//
+// Registers: V0,1 s; V2,3 pos; V4,5 neg; V6,7 nonzero; V8,9 up;
+// V10,11 num; V12,13 den or mx; V16,17 t; V18,19 a; V20 w;
+// V21,22 gt; V23,24 lt, then the inclusion mask; V25,26 temporaries;
+// counters V14 positive, V15 up, V27 zero sums, V31 conflicts;
+// constants V28 −1.0, V29 1.0, V30 0x7fffffff.
+func genVote() {
+	const (
+		s, pos, neg, nz, up, num, den, mx = 0, 2, 4, 6, 8, 10, 12, 12
+		t, a, w, gt, lt, tmp              = 16, 18, 20, 21, 23, 25
+		cPos, cUp, cZero, cConf           = 14, 15, 27, 31
+		mone, one, absmask                = 28, 29, 30
+	)
+	name := "voteNEON"
+	fmt.Fprintf(&out, "\n// func %s(out *float32, taus *float32, stride int, w *float32, n int, groups int, flags int) (pos, up, zero, conflicts int)\n", name)
+	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-88\n", name)
+	p("MOVD out+0(FP), R0")
+	p("MOVD taus+8(FP), R1")
+	p("MOVD stride+16(FP), R2")
+	p("LSL $2, R2, R2")
+	p("MOVD w+24(FP), R3")
+	p("MOVD n+32(FP), R4")
+	p("MOVD groups+40(FP), R5")
+	p("MOVD flags+48(FP), R6")
+	vdupc(mone, 0xbf800000)
+	vdupc(one, 0x3f800000)
+	vdupc(absmask, 0x7fffffff)
+	for _, c := range []int{cPos, cUp, cZero, cConf} {
+		vzero(c)
+	}
+
+	label("vote_group")
+	comment("Pass 1, the vote: s, and whether any value is >0, <0, !=0.")
+	for k := 0; k < 2; k++ {
+		vzero(s + k)
+		vzero(pos + k)
+		vzero(neg + k)
+		vzero(nz + k)
+	}
+	p("MOVD R1, R7")
+	p("MOVD R3, R8")
+	p("MOVD R4, R9")
+	label("vote_p1")
+	p("VLD1 (R7), %s", regs(t, 2, "S4"))
+	p("ADD R2, R7, R7")
+	p("TBZ $%d, R6, vote_p1_cmp", flagWeighted)
+	p("VLD1R.P 4(R8), [V%d.S4]", w)
+	for k := 0; k < 2; k++ {
+		fmul(t+k, w, t+k) // v = w·τ
+	}
+	label("vote_p1_cmp")
+	for k := 0; k < 2; k++ {
+		fcmgtz(gt+k, t+k)
+		fcmltz(lt+k, t+k)
+		vcmtst(tmp+k, t+k, absmask) // v != 0, NaN included
+	}
+	for k := 0; k < 2; k++ {
+		vorr(pos+k, pos+k, gt+k)
+		vorr(neg+k, neg+k, lt+k)
+		vorr(nz+k, nz+k, tmp+k)
+	}
+	p("TBNZ $%d, R6, vote_p1_count", flagCount)
+	for k := 0; k < 2; k++ {
+		fadd(s+k, t+k, s+k) // s += v, v first as in the compiled reference
+	}
+	p("B vote_p1_next")
+	label("vote_p1_count")
+	for k := 0; k < 2; k++ {
+		vand(gt+k, gt+k, one)
+		vand(lt+k, lt+k, mone)
+		vorr(gt+k, gt+k, lt+k) // sign(v): 1, −1 or +0
+		fadd(s+k, s+k, gt+k)
+	}
+	label("vote_p1_next")
+	p("SUBS $1, R9, R9")
+	p("BNE vote_p1")
+
+	comment("The elected sign and the stats.")
+	for k := 0; k < 2; k++ {
+		fcmgez(up+k, s+k) // !(s < 0) && s == s
+		vand(tmp, pos+k, neg+k)
+		vsub(cConf, cConf, tmp)
+		fcmgtz(tmp, s+k)
+		vsub(cPos, cPos, tmp)
+		vsub(cUp, cUp, up+k)
+		fcmeqz(tmp, s+k)
+		vand(tmp, tmp, nz+k)
+		vsub(cZero, cZero, tmp)
+	}
+
+	comment("Pass 2, the disjoint aggregate.")
+	for k := 0; k < 2; k++ {
+		vzero(num + k)
+		vzero(den + k) // also mx
+	}
+	p("MOVD R1, R7")
+	p("MOVD R3, R8")
+	p("MOVD R4, R9")
+	label("vote_p2")
+	p("VLD1 (R7), %s", regs(t, 2, "S4"))
+	p("ADD R2, R7, R7")
+	p("VLD1R.P 4(R8), [V%d.S4]", w)
+	for k := 0; k < 2; k++ {
+		fmul(a+k, w, t+k) // a = w·τ
+	}
+	p("TBNZ $%d, R6, vote_p2_all", flagNone)
+	p("TBZ $%d, R6, vote_p2_unweighted", flagWeighted)
+	for k := 0; k < 2; k++ {
+		fcmgtz(gt+k, a+k)
+		fcmltz(lt+k, a+k)
+	}
+	p("B vote_p2_mask")
+	label("vote_p2_unweighted")
+	for k := 0; k < 2; k++ {
+		fcmgtz(gt+k, t+k)
+		fcmltz(lt+k, t+k)
+	}
+	label("vote_p2_mask")
+	for k := 0; k < 2; k++ {
+		vbit(lt+k, gt+k, up+k) // include = up ? v > 0 : v < 0
+	}
+	p("B vote_p2_agg")
+	label("vote_p2_all")
+	for k := 0; k < 2; k++ {
+		vcmeq(lt+k, t+k, t+k) // all ones
+	}
+	label("vote_p2_agg")
+	p("TBNZ $%d, R6, vote_p2_max", flagMax)
+	for k := 0; k < 2; k++ {
+		fadd(tmp+k, a+k, num+k) // num += a, a first as in the compiled reference
+		vbit(num+k, tmp+k, lt+k)
+	}
+	p("TBNZ $%d, R6, vote_p2_next", flagSum)
+	p("TBZ $%d, R6, vote_p2_den1", flagDivW)
+	for k := 0; k < 2; k++ {
+		fadd(tmp+k, w, den+k) // den += w
+		vbit(den+k, tmp+k, lt+k)
+	}
+	p("B vote_p2_next")
+	label("vote_p2_den1")
+	for k := 0; k < 2; k++ {
+		fadd(tmp+k, one, den+k) // den += 1
+		vbit(den+k, tmp+k, lt+k)
+	}
+	p("B vote_p2_next")
+	label("vote_p2_max")
+	for k := 0; k < 2; k++ {
+		fabs(tmp, a+k)
+		fcmgt(tmp+1, tmp, mx+k) // |a| > mx; false for NaN
+		vand(tmp+1, tmp+1, lt+k)
+		vbit(mx+k, tmp, tmp+1)
+	}
+	label("vote_p2_next")
+	p("SUBS $1, R9, R9")
+	p("BNE vote_p2")
+
+	comment("The result.")
+	p("TBNZ $%d, R6, vote_out_max", flagMax)
+	p("TBNZ $%d, R6, vote_out_sum", flagSum)
+	for k := 0; k < 2; k++ {
+		fcmeqz(tmp, den+k)
+		vbit(den+k, one, tmp) // a zero divisor becomes 1
+		fdiv(t+k, num+k, den+k)
+	}
+	p("VST1.P %s, 32(R0)", regs(t, 2, "S4"))
+	p("B vote_next")
+	label("vote_out_sum")
+	p("VST1.P %s, 32(R0)", regs(num, 2, "S4"))
+	p("B vote_next")
+	label("vote_out_max")
+	for k := 0; k < 2; k++ {
+		fneg(t+k, mx+k)
+		vbit(t+k, mx+k, up+k) // up ? mx : −mx
+	}
+	p("VST1.P %s, 32(R0)", regs(t, 2, "S4"))
+	label("vote_next")
+	p("ADD $32, R1, R1")
+	p("SUBS $1, R5, R5")
+	p("BNE vote_group")
+
+	addv(cPos, "pos+56(FP)")
+	addv(cUp, "up+64(FP)")
+	addv(cZero, "zero+72(FP)")
+	addv(cConf, "conflicts+80(FP)")
+	p("RET")
+}
+
+func main() {
+	header()
+	for _, dt := range []dtype{f16, bf16} {
+		genWiden(dt)
+	}
+	for _, dt := range []dtype{f32, f16, bf16} {
+		genDeltaTrim(dt)
+	}
+	genVote()
+	for _, dt := range []dtype{f32, f16, bf16} {
+		genFinish(dt)
+	}
+	if err := os.WriteFile("neon_arm64.s", out.Bytes(), 0o644); err != nil {
+		log.Fatal(err)
+	}
+}
