@@ -23,8 +23,8 @@ import (
 var out bytes.Buffer
 
 func p(format string, args ...any) { fmt.Fprintf(&out, "\t"+format+"\n", args...) }
-func label(l string)                { fmt.Fprintf(&out, "%s:\n", l) }
-func comment(c string)              { fmt.Fprintf(&out, "\n\t// %s\n", c) }
+func label(l string)               { fmt.Fprintf(&out, "%s:\n", l) }
+func comment(c string)             { fmt.Fprintf(&out, "\n\t// %s\n", c) }
 
 func word(enc uint32, format string, args ...any) {
 	p("WORD $0x%08x // %s", enc, fmt.Sprintf(format, args...))
