@@ -469,13 +469,16 @@ func (o *Output) moveIntoPlace() error {
 		if !o.force {
 			return fmt.Errorf("output %s exists and is not empty (use --force to replace it)", o.dest)
 		}
+		// A fresh hidden name (MkdirTemp picks it; os.Rename will not replace a
+		// directory, so it is freed again) takes the old model aside in one rename.
 		old, err := os.MkdirTemp(o.parent, "."+filepath.Base(o.dest)+".tiesmm-old-")
+		if err == nil {
+			err = os.Remove(old)
+		}
 		if err != nil {
 			return fmt.Errorf("output %s: %w", o.dest, err)
 		}
-		// rename(2) onto the empty directory just made: the old model moves aside atomically.
 		if err := os.Rename(o.dest, old); err != nil {
-			os.Remove(old)
 			return fmt.Errorf("output %s: moving the old directory aside: %w", o.dest, err)
 		}
 		if err := os.Rename(o.tmp, o.dest); err != nil {
