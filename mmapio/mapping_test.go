@@ -94,12 +94,24 @@ func TestGuardFault(t *testing.T) {
 	}
 	data := m.Data()
 	var sum byte
-	err = GuardFile(p, func() error {
-		for i := 0; i < len(data); i += 64 {
-			sum += data[i]
-		}
-		return nil
-	})
+	func() {
+		defer func() {
+			// qemu-user delivers SIGBUS without its address, which the runtime
+			// takes for a nil dereference; a real kernel gives the address.
+			if r := recover(); r != nil {
+				if re, ok := r.(runtime.Error); ok && strings.Contains(re.Error(), "nil pointer") {
+					t.Skip("fault reported without an address (qemu-user): cannot test here")
+				}
+				panic(r)
+			}
+		}()
+		err = GuardFile(p, func() error {
+			for i := 0; i < len(data); i += 64 {
+				sum += data[i]
+			}
+			return nil
+		})
+	}()
 	if !errors.Is(err, ErrFault) || !strings.Contains(err.Error(), p+": mapped file truncated or unreadable") {
 		t.Fatalf("reading past the truncation: %v", err)
 	}
