@@ -248,14 +248,17 @@ func (r *run) src(t *mmapio.Tensor, dt kernels.DType, start, n int64) []byte {
 	return r.maps[t.File].Data()[off : off+n*sz]
 }
 
-// release drops the pages of a view from this process once read; a page
-// shared with a neighbouring block is released too, which is harmless for
-// a read-only file mapping (it faults back in from the page cache).
+// release drops the pages of a view from this process once read. The range
+// is widened on both sides by the most a single fault can map: fault-around
+// (64 KiB by default) or a whole large folio of the page cache (up to 2 MiB
+// on recent kernels), which can reach into a neighbouring block already
+// released, and would otherwise stay resident for good. Dropping a page a neighbour still reads is harmless for a
+// read-only file mapping: it faults back in from the page cache.
 func (r *run) release(t *mmapio.Tensor, dt kernels.DType, start, n int64) {
 	sz := int64(dt.Size())
-	page := int64(os.Getpagesize())
+	pad := max(int64(faultSpan), int64(os.Getpagesize()))
 	off := t.Offset + start*sz
-	r.maps[t.File].DontNeed(off-page, n*sz+2*page)
+	r.maps[t.File].DontNeed(off-pad, n*sz+2*pad)
 }
 
 func (r *run) readBytes(j *Job, n int64) int64 {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/tiesmm/tiesmm/config"
 	"github.com/tiesmm/tiesmm/kernels"
 	"github.com/tiesmm/tiesmm/mmapio"
 )
@@ -176,7 +177,7 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 	p.Layers = opts.Layers
 	if p.Layers == 0 {
 		for _, name := range p.Base.Names {
-			if l, ok := layerIndex(name); ok && l+1 > p.Layers {
+			if l, ok := config.LayerIndex(name); ok && l+1 > p.Layers {
 				p.Layers = l + 1
 			}
 		}
@@ -271,7 +272,7 @@ func (p *Plan) newJob(name string, outDT *kernels.DType, resolve Resolver) (Job,
 	if len(errs) > 0 {
 		return job, errs
 	}
-	layer, ok := layerIndex(name)
+	layer, ok := config.LayerIndex(name)
 	if !ok {
 		layer = -1
 	}
@@ -363,14 +364,14 @@ func (p *Plan) keep(density float64, n int64) uint64 {
 const (
 	histBytes     = 8 << 16
 	fixedOverhead = 48 << 20 // Go runtime, binary, headers, GC slack
-	faultAround   = 64 << 10 // pages the kernel maps around a fault
+	faultSpan     = 2 << 20  // the most one page fault maps: a PMD-sized folio
 )
 
 func (p *Plan) workerBytes(block int) int64 {
 	n := int64(len(p.Models))
 	b := int64(block)
 	scratch := (n+2)*b*4 + b*4                // τ per model, base, merged, out bytes
-	mapped := (n+1)*b*4 + (n+1)*2*faultAround // input pages in flight
+	mapped := (n+1)*b*4 + (n+1)*2*faultSpan // input pages in flight
 	hists := int64(0)
 	if p.Method.Trim {
 		hists = 2 * n * histBytes
@@ -401,7 +402,7 @@ func (p *Plan) sizeMemory() error {
 		case block > 1024:
 			block /= 2
 		default:
-			return fmt.Errorf("--max-memory %s is too small: a merge of %d models needs at least %s", FormatBytes(p.Opts.MaxMemory), len(p.Models), FormatBytes(shared+p.workerBytes(block)))
+			return fmt.Errorf("--max-memory %s is too small: a merge of %d models needs at least %s", mmapio.FormatBytes(p.Opts.MaxMemory), len(p.Models), mmapio.FormatBytes(shared+p.workerBytes(block)))
 		}
 	}
 	p.BlockElems, p.Workers = block, workers
@@ -417,16 +418,3 @@ func (p *Plan) sizeMemory() error {
 	return nil
 }
 
-// FormatBytes prints binary units (GiB = 2³⁰ bytes).
-func FormatBytes(b int64) string {
-	const unit = 1024
-	if b < unit {
-		return fmt.Sprintf("%d B", b)
-	}
-	div, exp := int64(unit), 0
-	for n := b / unit; n >= unit; n /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.2f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
-}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tiesmm/tiesmm/kernels"
+	"github.com/tiesmm/tiesmm/mmapio"
 )
 
 // Describe prints the method's details in words.
@@ -73,9 +74,9 @@ func (p *Plan) Describe(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "passes:   %s\n", strings.Join(p.Passes(), " → "))
-	fmt.Fprintf(w, "memory:   blocks of %d elements, %d workers: at most %s resident", p.BlockElems, p.Workers, FormatBytes(p.MemoryBound))
+	fmt.Fprintf(w, "memory:   blocks of %d elements, %d workers: at most %s resident", p.BlockElems, p.Workers, mmapio.FormatBytes(p.MemoryBound))
 	if p.Opts.MaxMemory > 0 {
-		fmt.Fprintf(w, " (--max-memory %s)", FormatBytes(p.Opts.MaxMemory))
+		fmt.Fprintf(w, " (--max-memory %s)", mmapio.FormatBytes(p.Opts.MaxMemory))
 	}
 	fmt.Fprintf(w, "\nkernels:  %s\n", p.Opts.Kernels.Name)
 }
@@ -126,7 +127,7 @@ func (s *Summary) Print(w io.Writer, p *Plan) {
 			fmt.Fprintf(w, "          %d exact zero sums took +\n", v.ZeroSum)
 		}
 	}
-	fmt.Fprintf(w, "memory:   peak RSS %s (bound %s)\n", FormatBytes(s.PeakRSS), FormatBytes(p.MemoryBound))
+	fmt.Fprintf(w, "memory:   peak RSS %s (bound %s)\n", mmapio.FormatBytes(s.PeakRSS), mmapio.FormatBytes(p.MemoryBound))
 }
 
 func gb(b int64) string { return fmt.Sprintf("%.2f GB", float64(b)/1e9) }
