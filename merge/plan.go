@@ -370,7 +370,7 @@ const (
 func (p *Plan) workerBytes(block int) int64 {
 	n := int64(len(p.Models))
 	b := int64(block)
-	scratch := (n+2)*b*4 + b*4                // τ per model, base, merged, out bytes
+	scratch := (n+2)*b*4 + b*4              // τ per model, base, merged, out bytes
 	mapped := (n+1)*b*4 + (n+1)*2*faultSpan // input pages in flight
 	hists := int64(0)
 	if p.Method.Trim {
@@ -417,4 +417,3 @@ func (p *Plan) sizeMemory() error {
 	}
 	return nil
 }
-
