@@ -83,11 +83,11 @@ var (
 	tiesSwitches = []string{"preset", "consensus", "aggregate"}
 	methodParams = map[string][]string{
 		"task_arithmetic":  {"weight", "lambda", "normalize", "int8_mask"},
-		"ties":             append([]string{"weight", "density", "lambda", "normalize", "int8_mask", "trim_scope"}, tiesSwitches...),
+		"ties":             append([]string{"weight", "density", "lambda", "normalize", "int8_mask", "rescale", "trim_scope"}, tiesSwitches...),
 		"dare_ties":        append([]string{"weight", "density", "lambda", "normalize", "int8_mask", "rescale"}, tiesSwitches...),
 		"dare_linear":      {"weight", "density", "lambda", "normalize", "int8_mask", "rescale"},
-		"breadcrumbs":      {"weight", "density", "gamma", "lambda", "normalize", "int8_mask"},
-		"breadcrumbs_ties": append([]string{"weight", "density", "gamma", "lambda", "normalize", "int8_mask"}, tiesSwitches...),
+		"breadcrumbs":      {"weight", "density", "gamma", "lambda", "normalize", "int8_mask", "rescale"},
+		"breadcrumbs_ties": append([]string{"weight", "density", "gamma", "lambda", "normalize", "int8_mask", "rescale"}, tiesSwitches...),
 		"della":            append([]string{"weight", "density", "epsilon", "lambda", "normalize", "int8_mask", "rescale"}, tiesSwitches...),
 		"della_linear":     {"weight", "density", "epsilon", "lambda", "normalize", "int8_mask", "rescale"},
 		"linear":           {"weight", "normalize", "int8_mask"},

@@ -62,20 +62,25 @@ type worker struct {
 	outb           []byte
 	hists          []topk.Hist // per model, for the current select pass
 	kept           []uint64
+	sums           []exactSum // L1 norms or dot products of one tensor
 	votes          kernels.VoteStats
 	fixups         []fixup
 }
 
 type run struct {
-	p     *Plan
-	k     *kernels.Set
-	out   *mmapio.Output
-	maps  map[string]*mmapio.Mapping
-	trims [][]trim // per job, per model
-	votes []kernels.VoteParams
-	prog  Progress
-	ws    []*worker
-	fix   []fixup
+	p      *Plan
+	stride int // elements per model in the workers' scratch: the largest block
+	k      *kernels.Set
+	out    *mmapio.Output
+	maps   map[string]*mmapio.Mapping
+	trims  [][]trim // per job, per model: the trim
+	tops   [][]trim // per job, per model: the outliers cut (breadcrumbs)
+	votes  []kernels.VoteParams
+	scale  [][]float32 // per job, per model: the L1 rescale factor
+	stock  []float32   // per job: Model Stock's t
+	prog   Progress
+	ws     []*worker
+	fix    []fixup
 }
 
 // Run executes the plan. Nothing is visible at the destination unless it
@@ -166,7 +171,12 @@ func (r *run) unmap() {
 
 func (r *run) setup() {
 	p := r.p
-	n, B := len(p.Models), p.BlockElems
+	n := len(p.Models)
+	r.stride = p.BlockElems
+	for ji := range p.Jobs {
+		r.stride = max(r.stride, r.blockSize(ji))
+	}
+	B := r.stride
 	r.ws = make([]*worker, p.Workers)
 	for i := range r.ws {
 		w := &worker{
@@ -179,9 +189,17 @@ func (r *run) setup() {
 		r.ws[i] = w
 	}
 	r.trims = make([][]trim, len(p.Jobs))
+	r.tops = make([][]trim, len(p.Jobs))
+	r.scale = make([][]float32, len(p.Jobs))
+	r.stock = make([]float32, len(p.Jobs))
 	r.votes = make([]kernels.VoteParams, len(p.Jobs))
 	for ji, j := range p.Jobs {
 		r.trims[ji] = make([]trim, n)
+		r.tops[ji] = make([]trim, n)
+		r.scale[ji] = make([]float32, n)
+		for i := range n {
+			r.scale[ji][i] = 1
+		}
 		r.votes[ji] = p.Method.Vote
 		r.votes[ji].Weights = j.Params.Weights
 	}
@@ -197,9 +215,8 @@ type block struct {
 
 func (r *run) blocks(jobs []int) []block {
 	var bs []block
-	B := int64(r.p.BlockElems)
 	for _, ji := range jobs {
-		e := r.p.Jobs[ji].Elements
+		e, B := r.p.Jobs[ji].Elements, int64(r.blockSize(ji))
 		for s, b := int64(0), 0; s < e; s, b = s+B, b+1 {
 			bs = append(bs, block{job: ji, index: b, seq: len(bs), start: s, n: min(B, e-s)})
 		}
@@ -272,10 +289,8 @@ func (r *run) readBytes(j *Job, n int64) int64 {
 // deltas fills w.taus with the untrimmed task vectors of the models selected.
 func (r *run) deltas(w *worker, b block, models []int) {
 	j := &r.p.Jobs[b.job]
-	B := r.p.BlockElems
-	base := w.base[:b.n]
-	r.k.Widen(base, r.src(j.Base, j.BaseDT, b.start, b.n), j.BaseDT)
-	r.release(j.Base, j.BaseDT, b.start, b.n)
+	B := r.stride
+	base := r.widenBase(w, b)
 	for _, i := range models {
 		t, dt := j.Models[i], j.ModelDT[i]
 		r.k.DeltaTrim(w.taus[i*B:i*B+int(b.n)], r.src(t, dt, b.start, b.n), dt, base, 0)
@@ -287,7 +302,7 @@ func (r *run) deltas(w *worker, b block, models []int) {
 // histograms (high bits, or low bits inside bin hi[i]) and returns the merged
 // histograms.
 func (r *run) histPass(ctx context.Context, bs []block, models []int, hi []uint32, low bool) ([]topk.Hist, error) {
-	B := r.p.BlockElems
+	B := r.stride
 	err := r.parallel(ctx, bs, func(w *worker, b block) error {
 		r.deltas(w, b, models)
 		for _, i := range models {
@@ -390,37 +405,46 @@ func (r *run) selectThresholds(ctx context.Context, sum *Summary) error {
 		}
 		return nil
 	}
-	return r.splitTies(ctx, r.blocks(r.mergeJobs()), models, th, p.Need)
+	return r.splitTies(ctx, r.trims, r.blocks(r.mergeJobs()), models, th, p.Need)
 }
 
-// selectTensor finds one tensor's thresholds (tensor scope, exactly k kept).
+// selectTensor finds one tensor's thresholds (tensor scope). With outliers
+// (breadcrumbs) it also finds the cut above which the largest are dropped.
 func (r *run) selectTensor(ctx context.Context, ji int) error {
 	j := &r.p.Jobs[ji]
-	var models []int
-	for i, k := range j.Need {
-		if k > 0 && k <= uint64(j.Elements) {
-			models = append(models, i)
+	bs := r.blocks([]int{ji})
+	for _, sel := range []struct {
+		dst  [][]trim
+		need []uint64
+	}{{r.trims, j.Need}, {r.tops, j.NeedTop}} {
+		var models []int
+		for i, k := range sel.need {
+			if k > 0 && k <= uint64(j.Elements) {
+				models = append(models, i)
+			}
+		}
+		if len(models) == 0 {
+			continue
+		}
+		th, err := r.pick(ctx, bs, models, sel.need, false)
+		if err != nil {
+			return fmt.Errorf("tensor %q: %w", j.Name, err)
+		}
+		if err := r.splitTies(ctx, sel.dst, bs, models, th, sel.need); err != nil {
+			return err
 		}
 	}
-	if len(models) == 0 {
-		return nil
-	}
-	bs := r.blocks([]int{ji})
-	th, err := r.pick(ctx, bs, models, j.Need, false)
-	if err != nil {
-		return fmt.Errorf("tensor %q: %w", j.Name, err)
-	}
-	return r.splitTies(ctx, bs, models, th, j.Need)
+	return nil
 }
 
 // splitTies applies the exact-k rule where the ties at a threshold are only
 // partly kept: the ties kept are the lowest flat indices over bs, in order.
 // It counts the ties of each block, then hands out the budget block by block.
-func (r *run) splitTies(ctx context.Context, bs []block, models []int, th []topk.Threshold, need []uint64) error {
+func (r *run) splitTies(ctx context.Context, dst [][]trim, bs []block, models []int, th []topk.Threshold, need []uint64) error {
 	var split []int
 	for _, i := range models {
 		for _, b := range bs {
-			r.trims[b.job][i] = trim{bits: th[i].Bits}
+			dst[b.job][i] = trim{bits: th[i].Bits}
 		}
 		if r.p.Method.Ties == ExactK && th[i].Greater+th[i].Equal > need[i] {
 			split = append(split, i)
@@ -430,7 +454,7 @@ func (r *run) splitTies(ctx context.Context, bs []block, models []int, th []topk
 		return nil
 	}
 	counts := make([][]int64, len(bs))
-	B := r.p.BlockElems
+	B := r.stride
 	err := r.parallel(ctx, bs, func(w *worker, b block) error {
 		r.deltas(w, b, split)
 		c := make([]int64, len(r.p.Models))
@@ -451,9 +475,10 @@ func (r *run) splitTies(ctx context.Context, bs []block, models []int, th []topk
 	for _, i := range split {
 		left := int64(need[i] - th[i].Greater)
 		for k, b := range bs {
-			tr := &r.trims[b.job][i]
+			tr := &dst[b.job][i]
 			if tr.ties == nil {
-				tr.ties = make([]int64, (r.p.Jobs[b.job].Elements+int64(B)-1)/int64(B))
+				bs := int64(r.blockSize(b.job))
+				tr.ties = make([]int64, (r.p.Jobs[b.job].Elements+bs-1)/bs)
 			}
 			tr.ties[b.index] = min(left, counts[k][i])
 			left -= tr.ties[b.index]
@@ -465,30 +490,45 @@ func (r *run) splitTies(ctx context.Context, bs []block, models []int, th []topk
 func (r *run) mergeAll(ctx context.Context) error {
 	p := r.p
 	passes := p.Passes()
-	name := passes[len(passes)-1]
-	if p.Method.Trim && p.Method.Scope == ScopeTensor && len(passes) > 1 {
-		name = "select + merge, tensor by tensor"
+	name, count := passes[len(passes)-1], len(passes)
+	if count > 1 && strings.HasPrefix(passes[count-2], "per tensor") {
+		name, count = passes[count-2]+"; merge", count-1
 	}
-	r.prog.StartPass(name, len(passes), len(passes), p.InputBytes)
+	r.prog.StartPass(name, count, count, p.InputBytes)
 	defer r.prog.EndPass()
 	for ji := range p.Jobs {
 		j := &p.Jobs[ji]
-		if j.Copy {
-			if err := r.copyJob(ji); err != nil {
-				return err
-			}
-			continue
+		var err error
+		switch {
+		case j.Copy:
+			err = r.copyJob(ji)
+		case p.Method.ModelStock:
+			err = r.modelStockJob(ctx, ji)
+		default:
+			err = r.mergeJob(ctx, ji)
 		}
-		if p.Method.Trim && p.Method.Scope == ScopeTensor {
-			if err := r.selectTensor(ctx, ji); err != nil {
-				return err
-			}
-		}
-		if err := r.parallel(ctx, r.blocks([]int{ji}), r.mergeBlock); err != nil {
+		if err != nil {
 			return fmt.Errorf("tensor %q: %w", j.Name, err)
 		}
 	}
 	return nil
+}
+
+// mergeJob merges one tensor: its thresholds and L1 rescale first where the
+// method needs them (the tensor is then hot in the page cache), then the vote.
+func (r *run) mergeJob(ctx context.Context, ji int) error {
+	m := r.p.Method
+	if m.Trim && m.Scope == ScopeTensor {
+		if err := r.selectTensor(ctx, ji); err != nil {
+			return err
+		}
+	}
+	if m.Rescale == RescaleL1 && m.Sparsifies() {
+		if err := r.l1Pass(ctx, ji); err != nil {
+			return err
+		}
+	}
+	return r.parallel(ctx, r.blocks([]int{ji}), r.mergeBlock)
 }
 
 func (r *run) copyJob(ji int) error {
@@ -510,47 +550,27 @@ func (r *run) copyJob(ji int) error {
 func (r *run) mergeBlock(w *worker, b block) error {
 	p := r.p
 	j := &p.Jobs[b.job]
-	B, n := p.BlockElems, int(b.n)
-	base := w.base[:n]
-	r.k.Widen(base, r.src(j.Base, j.BaseDT, b.start, b.n), j.BaseDT)
-	r.release(j.Base, j.BaseDT, b.start, b.n)
-	for i, t := range j.Models {
-		dt := j.ModelDT[i]
-		tau := w.taus[i*B : i*B+n]
-		tr := r.trims[b.job][i]
-		bits, cut := tr.bits, int64(-1)
-		if tr.ties != nil {
-			switch keep := tr.ties[b.index]; {
-			case keep == 0:
-				bits++ // exclusive: no tie of this block is kept
-			default:
-				cut = keep
+	n := int(b.n)
+	base := r.widenBase(w, b)
+	for i := range j.Models {
+		tau := w.taus[i*r.stride : i*r.stride+n]
+		kept := r.taskVector(b, i, tau, base)
+		if sc := r.scale[b.job][i]; sc != 1 {
+			for e := range tau {
+				tau[e] *= sc
 			}
 		}
-		kept := r.k.DeltaTrim(tau, r.src(t, dt, b.start, b.n), dt, base, bits)
-		r.release(t, dt, b.start, b.n)
-		if cut >= 0 {
-			kept -= dropTies(tau, tr.bits, cut)
-		}
-		if p.Method.Trim {
+		if p.Method.Sparsifies() {
 			w.kept[i] += uint64(kept)
 		}
 	}
 	vp := &r.votes[b.job]
-	st := r.k.Vote(w.tm[:n], w.taus, B, vp)
+	st := r.k.Vote(w.tm[:n], w.taus, r.stride, vp)
 	w.votes.Add(st)
-	lambda := j.Params.Lambda
 	if p.Method.GlobalMajority && st.ZeroSum > 0 {
-		r.recordZeroSums(w, b, vp, lambda)
+		r.recordZeroSums(w, b, vp, j.Params.Lambda)
 	}
-	sz := j.OutDT.Size()
-	out := w.outb[:n*sz]
-	r.k.Finish(out, j.OutDT, base, w.tm[:n], lambda)
-	if err := r.out.WriteTensor(j.Name, b.start*int64(sz), out); err != nil {
-		return err
-	}
-	r.prog.Add(r.readBytes(j, b.n))
-	return nil
+	return r.finish(w, b, base, w.tm[:n], j.Params.Lambda)
 }
 
 // dropTies zeroes the elements at the threshold after the first keep of them.
@@ -575,7 +595,7 @@ func dropTies(tau []float32, bits uint32, keep int64) int {
 // kernel itself computes it, bit for bit.
 func (r *run) recordZeroSums(w *worker, b block, vp *kernels.VoteParams, lambda float32) {
 	j := &r.p.Jobs[b.job]
-	B, nm := r.p.BlockElems, len(r.p.Models)
+	B, nm := r.stride, len(r.p.Models)
 	neg := make([]float32, nm)
 	var one [1]float32
 	kernels.ZeroSums(w.taus, B, int(b.n), vp, func(e int) {

@@ -7,6 +7,7 @@ package merge
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/tiesmm/tiesmm/kernels"
 )
@@ -38,13 +39,42 @@ const (
 	ExactK
 )
 
+// Drop is a random sparsification of task vectors, before the vote.
+type Drop uint8
+
+const (
+	DropNone   Drop = iota
+	DropRandom      // DARE: keep each element with probability density
+	DropDella       // DELLA: keep with a probability that grows with |τ|'s rank in its row
+)
+
+// Rescale makes up for what a sparsification removed.
+type Rescale uint8
+
+const (
+	RescaleNone    Rescale = iota
+	RescaleL1              // scale the kept values so the tensor's L1 norm is unchanged (mergekit)
+	RescaleInverse         // divide each kept value by its keep probability (the DARE paper)
+)
+
 // Method is a merge method with every detail resolved.
 type Method struct {
-	Name   string // "ties" or "task_arithmetic"
-	Preset string // "paper", "mergekit", "peft" for ties
-	Trim   bool
-	Scope  Scope
-	Ties   TieRule
+	Name   string // mergekit's name: ties, dare_ties, linear, ...
+	Preset string // "paper", "mergekit", "peft" for the methods that vote
+	// Trim keeps the largest |τ| by an exact top-k; with Outliers the
+	// largest gamma fraction is dropped first (breadcrumbs).
+	Trim     bool
+	Outliers bool
+	Scope    Scope
+	Ties     TieRule
+	Drop     Drop
+	Rescale  Rescale
+	Seed     uint64
+	// NoBase merges the models' values rather than their task vectors (linear).
+	NoBase bool
+	// ModelStock interpolates between the base and the models' mean by the
+	// angle between task vectors.
+	ModelStock bool
 	// Vote carries consensus, aggregate and weighting; its Weights are
 	// filled per tensor.
 	Vote kernels.VoteParams
@@ -55,45 +85,83 @@ type Method struct {
 	ApproxTopK bool
 }
 
+// Sparsifies reports whether task vectors lose elements before the vote.
+func (m Method) Sparsifies() bool { return m.Trim || m.Drop != DropNone }
+
 // Defaults are the values a parameter takes when the config leaves it unset.
 type Defaults struct {
 	Density float64
 	Lambda  float64
 	Weight  float64
+	Gamma   float64
+	Epsilon float64
 }
 
-// NewMethod resolves a method name and (for ties) a preset to its details,
-// before any explicit override.
+var methods = []string{"task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
+	"breadcrumbs_ties", "della", "della_linear", "linear", "model_stock"}
+
+// NewMethod resolves a method name and (for the methods that vote) a preset
+// to its details, with mergekit's defaults, before any explicit override.
 func NewMethod(name, preset string) (Method, Defaults, error) {
-	d := Defaults{Density: 1, Lambda: 1, Weight: 1}
+	d := Defaults{Density: 1, Lambda: 1, Weight: 1, Gamma: 0.01, Epsilon: 0.15}
+	m := Method{Name: name, Ties: ExactK}
+	linear := kernels.VoteParams{Consensus: kernels.ConsensusNone, Aggregate: kernels.AggregateSum}
+	votes := false
 	switch name {
 	case "task_arithmetic":
-		return Method{Name: name, Vote: kernels.VoteParams{Consensus: kernels.ConsensusNone, Aggregate: kernels.AggregateSum}}, d, nil
+		m.Vote = linear
+	case "linear":
+		m.NoBase, m.Vote = true, linear
+		m.SetNormalize(true)
+	case "model_stock":
+		m.ModelStock = true
 	case "ties":
+		m.Trim, votes = true, true
+	case "dare_ties":
+		m.Drop, m.Rescale, votes = DropRandom, RescaleL1, true
+	case "dare_linear":
+		m.Drop, m.Rescale, m.Vote = DropRandom, RescaleL1, linear
+	case "breadcrumbs":
+		m.Trim, m.Outliers, m.Vote = true, true, linear
+	case "breadcrumbs_ties":
+		m.Trim, m.Outliers, votes = true, true, true
+	case "della":
+		m.Drop, m.Rescale, votes = DropDella, RescaleL1, true
+	case "della_linear":
+		m.Drop, m.Rescale, m.Vote = DropDella, RescaleL1, linear
 	default:
-		return Method{}, d, fmt.Errorf("merge method %q is not supported (supported: ties, task_arithmetic)", name)
+		return Method{}, d, fmt.Errorf("merge method %q is not supported (supported: %s)", name, strings.Join(methods, ", "))
 	}
-	m := Method{Name: name, Preset: preset, Trim: true}
+	if !votes {
+		return m, d, nil
+	}
+	m.Preset = preset
 	switch preset {
 	case "paper":
 		m.Scope, m.Ties, m.GlobalMajority = ScopeModel, KeepTies, true
 		m.Vote = kernels.VoteParams{Consensus: kernels.ConsensusSum, Aggregate: kernels.AggregateMean}
-		d.Density = 0.2
+		if name == "ties" {
+			d.Density = 0.2
+		}
 	case "mergekit":
-		m.Scope, m.Ties = ScopeTensor, ExactK
-		m.Vote = kernels.VoteParams{Consensus: kernels.ConsensusSum, Aggregate: kernels.AggregateMean,
-			WeightedVote: true, DivideByWeights: true}
+		m.Scope = ScopeTensor
+		m.Vote = kernels.VoteParams{Consensus: kernels.ConsensusSum, WeightedVote: true}
+		// mergekit normalizes ties and della by default, not the others.
+		m.SetNormalize(name == "ties" || name == "della")
 	case "peft":
-		m.Scope, m.Ties = ScopeTensor, ExactK
+		m.Scope = ScopeTensor
 		m.Vote = kernels.VoteParams{Consensus: kernels.ConsensusSum, Aggregate: kernels.AggregateMean}
 	default:
-		return Method{}, d, fmt.Errorf("ties preset %q is unknown (want paper, mergekit or peft)", preset)
+		return Method{}, d, fmt.Errorf("preset %q is unknown (want paper, mergekit or peft)", preset)
+	}
+	if m.Outliers || m.Drop != DropNone {
+		m.Scope = ScopeTensor // breadcrumbs, DARE and DELLA work per tensor
 	}
 	return m, d, nil
 }
 
 // SetNormalize applies mergekit's normalize: true divides the sum by the
-// agreeing weights (ties) or by all weights (task_arithmetic).
+// agreeing weights (voting methods) or by all weights (the others).
 func (m *Method) SetNormalize(on bool) {
 	if on {
 		m.Vote.Aggregate, m.Vote.DivideByWeights = kernels.AggregateMean, true
@@ -123,6 +191,19 @@ func ParseConsensus(s string) (kernels.Consensus, error) {
 	return 0, fmt.Errorf("consensus %q: want sum or count", s)
 }
 
+// ParseRescale reads mergekit's rescale (true, false) or tiesmm's l1 and inverse.
+func ParseRescale(s string) (Rescale, error) {
+	switch s {
+	case "false":
+		return RescaleNone, nil
+	case "true", "l1":
+		return RescaleL1, nil
+	case "inverse":
+		return RescaleInverse, nil
+	}
+	return 0, fmt.Errorf("rescale %q: want true, false, l1 or inverse", s)
+}
+
 func ParseAggregate(s string) (kernels.Aggregate, error) {
 	switch s {
 	case "mean":
@@ -139,6 +220,8 @@ func ParseAggregate(s string) (kernels.Aggregate, error) {
 type TensorParams struct {
 	Density []float64
 	Weights []float32
+	Gamma   []float64 // breadcrumbs
+	Epsilon []float64 // della
 	Lambda  float32
 }
 

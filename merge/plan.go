@@ -43,7 +43,8 @@ type Job struct {
 	OutDType string // the header's name of the output dtype
 	Copy     bool   // not a float tensor: copied from the base byte for byte
 	Params   TensorParams
-	Need     []uint64 // per model, elements to keep (tensor scope); 0 with Trim off
+	Need     []uint64 // per model, elements to keep (tensor scope); nil with Trim off
+	NeedTop  []uint64 // per model, the largest elements dropped (breadcrumbs)
 }
 
 // Plan is everything a merge will do, known from headers alone.
@@ -64,18 +65,29 @@ type Plan struct {
 	MemoryBound             int64
 }
 
-// Passes names the passes over the inputs, in order.
+// Passes names the passes over the inputs, in order. Per-tensor passes read
+// a tensor again while it is hot in the page cache.
 func (p *Plan) Passes() []string {
+	m := p.Method
 	var ps []string
-	if p.Method.Trim && p.trims() {
-		if p.Method.Scope == ScopeModel {
-			ps = append(ps, "select: |τ| high-bits histogram")
-			if !p.Method.ApproxTopK {
-				ps = append(ps, "select: |τ| low-bits histogram")
-			}
-		} else {
-			ps = append(ps, "select (per tensor, hot in cache): |τ| histograms")
+	if m.Trim && p.trims() && m.Scope == ScopeModel {
+		ps = append(ps, "select: |τ| high-bits histogram")
+		if !m.ApproxTopK {
+			ps = append(ps, "select: |τ| low-bits histogram")
 		}
+	}
+	var per []string
+	if m.Trim && p.trims() && m.Scope == ScopeTensor {
+		per = append(per, "|τ| histograms")
+	}
+	if m.Rescale == RescaleL1 && m.Sparsifies() {
+		per = append(per, "L1 norms")
+	}
+	if m.ModelStock {
+		per = append(per, "cosines")
+	}
+	if len(per) > 0 {
+		ps = append(ps, "per tensor, hot in cache: "+strings.Join(per, ", "))
 	}
 	return append(ps, "merge")
 }
@@ -338,8 +350,19 @@ func (p *Plan) sizeTrim() error {
 			continue
 		}
 		j.Need = make([]uint64, n)
+		if p.Method.Outliers {
+			j.NeedTop = make([]uint64, n)
+		}
 		for i, d := range j.Params.Density {
 			j.Need[i] = p.keep(d, j.Elements)
+			if p.Method.Outliers && d < 1 {
+				// Breadcrumbs: drop the top gamma fraction, keep the next
+				// density fraction; the top shrinks if both exceed the tensor.
+				e := j.Elements
+				target, top := int64(d*float64(e)), int64(j.Params.Gamma[i]*float64(e))
+				top = max(0, min(top, e-target))
+				j.Need[i], j.NeedTop[i] = uint64(target+top), uint64(top)
+			}
 			if j.Need[i] == 0 && d < 1 {
 				errs = append(errs, fmt.Errorf("tensor %q: model %d: density %v keeps no element of %d (k = ⌊n·density⌋ = 0)", j.Name, i+1, d, j.Elements))
 			}

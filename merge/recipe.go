@@ -8,9 +8,9 @@ import (
 )
 
 // Recipe turns a config into the method and a per-tensor parameter resolver.
-// For ties, the preset comes from the top-level `preset` parameter and
-// defaults to mergekit (a mergekit config gives mergekit's result); each
-// detail parameter then overrides the preset.
+// For the methods that vote, the preset comes from the top-level `preset`
+// parameter and defaults to mergekit (a mergekit config gives mergekit's
+// result); each detail parameter then overrides the preset.
 func Recipe(c *config.Config) (Method, Resolver, error) {
 	top := func(key string) (config.Param, bool) { return c.Resolve(-1, key, "", -1, 0) }
 	str := func(key, def string) (string, error) {
@@ -58,21 +58,20 @@ func Recipe(c *config.Config) (Method, Resolver, error) {
 			return Method{}, nil, err
 		}
 	}
-	if s, err := str("topk", "exact"); err != nil {
-		return Method{}, nil, err
-	} else {
-		switch s {
-		case "exact":
-		case "approx":
-			m.ApproxTopK = true
-		default:
-			return Method{}, nil, fmt.Errorf("topk %q: want exact or approx", s)
+	if p, ok := top("rescale"); ok {
+		word := p.Str
+		if p.Kind == config.KindBool {
+			word = fmt.Sprint(p.Bool)
+		}
+		if m.Rescale, err = ParseRescale(word); err != nil {
+			return Method{}, nil, err
 		}
 	}
 
 	n := len(c.Models)
 	resolve := func(tensor string, layer, layers int) (TensorParams, error) {
-		tp := TensorParams{Density: make([]float64, n), Weights: make([]float32, n)}
+		tp := TensorParams{Density: make([]float64, n), Weights: make([]float32, n),
+			Gamma: make([]float64, n), Epsilon: make([]float64, n)}
 		num := func(model int, key string, def float64) (float64, error) {
 			p, ok := c.Resolve(model, key, tensor, layer, layers)
 			if !ok {
@@ -95,7 +94,15 @@ func Recipe(c *config.Config) (Method, Resolver, error) {
 			if err != nil {
 				return tp, fmt.Errorf("model %d: %w", i+1, err)
 			}
-			tp.Density[i], tp.Weights[i] = d, float32(w)
+			g, err := num(i, "gamma", def.Gamma)
+			if err != nil {
+				return tp, fmt.Errorf("model %d: %w", i+1, err)
+			}
+			e, err := num(i, "epsilon", def.Epsilon)
+			if err != nil {
+				return tp, fmt.Errorf("model %d: %w", i+1, err)
+			}
+			tp.Density[i], tp.Weights[i], tp.Gamma[i], tp.Epsilon[i] = d, float32(w), g, e
 		}
 		l, err := num(-1, "lambda", def.Lambda)
 		tp.Lambda = float32(l)

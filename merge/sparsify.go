@@ -1,0 +1,402 @@
+package merge
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"math/big"
+	"math/bits"
+	"slices"
+
+	"github.com/tiesmm/tiesmm/kernels"
+)
+
+// blockSize is the block length of a job: DELLA ranks within rows, so its
+// blocks hold whole rows.
+func (r *run) blockSize(ji int) int {
+	if r.p.Method.Drop != DropDella {
+		return r.p.BlockElems
+	}
+	row := rowLen(r.p.Jobs[ji])
+	return max(1, r.p.BlockElems/row) * row
+}
+
+// rowLen is the length of the rows DELLA ranks in: the last dimension, or
+// the whole tensor for vectors and scalars.
+func rowLen(j Job) int {
+	if len(j.Shape) < 2 {
+		return int(max(1, j.Elements))
+	}
+	return int(max(1, j.Shape[len(j.Shape)-1]))
+}
+
+// streamKey seeds the random stream of one model's task vector of one
+// tensor, so a random method gives the same bytes whatever the blocks,
+// threads or tensor order.
+func streamKey(seed uint64, tensor string, model int) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(tensor))
+	return mix64(seed ^ mix64(h.Sum64()^mix64(uint64(model)+0x9e3779b97f4a7c15)))
+}
+
+// mix64 is splitmix64's finalizer.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
+// uniform is element e's draw in [0, 1) from a stream.
+func uniform(key uint64, e int64) float64 {
+	return float64(mix64(key^uint64(e)*0x9e3779b97f4a7c15)>>11) * 0x1p-53
+}
+
+// taskVector writes model i's sparsified task vector of block b into tau
+// (without the L1 rescale, which needs the whole tensor) and returns how many
+// elements survive.
+func (r *run) taskVector(b block, i int, tau, base []float32) int {
+	j := &r.p.Jobs[b.job]
+	t, dt := j.Models[i], j.ModelDT[i]
+	tr := r.trims[b.job][i]
+	bits, cut := tr.bits, int64(-1)
+	if tr.ties != nil {
+		if keep := tr.ties[b.index]; keep == 0 {
+			bits++ // exclusive: no tie of this block is kept
+		} else {
+			cut = keep
+		}
+	}
+	kept := r.k.DeltaTrim(tau, r.src(t, dt, b.start, b.n), dt, base, bits)
+	r.release(t, dt, b.start, b.n)
+	if cut >= 0 {
+		kept -= dropTies(tau, tr.bits, cut)
+	}
+	if j.NeedTop != nil && j.NeedTop[i] > 0 {
+		kept -= cutTop(tau, r.tops[b.job][i], b.index)
+	}
+	switch d := j.Params.Density[i]; {
+	case d >= 1:
+	case r.p.Method.Drop == DropRandom:
+		kept -= r.dropRandom(b, i, tau, d)
+	case r.p.Method.Drop == DropDella:
+		kept -= r.dropDella(b, i, tau, d, j.Params.Epsilon[i])
+	}
+	return kept
+}
+
+// cutTop zeroes the largest elements (breadcrumbs): above the cut, and the
+// first ties at it that belong to the top set.
+func cutTop(tau []float32, top trim, block int) int {
+	budget := int64(-1) // every tie
+	if top.ties != nil {
+		budget = top.ties[block]
+	}
+	removed := 0
+	for e, v := range tau {
+		m := kernels.AbsBits(v)
+		if m < top.bits {
+			continue
+		}
+		if m == top.bits {
+			if budget == 0 {
+				continue
+			}
+			if budget > 0 {
+				budget--
+			}
+		}
+		if v != 0 {
+			removed++
+		}
+		tau[e] = 0
+	}
+	return removed
+}
+
+// dropRandom keeps each element with probability d (DARE); with the
+// inverse rescale the kept ones are divided by d.
+func (r *run) dropRandom(b block, i int, tau []float32, d float64) int {
+	key := streamKey(r.p.Method.Seed, r.p.Jobs[b.job].Name, i)
+	inverse := r.p.Method.Rescale == RescaleInverse
+	removed := 0
+	for e := range tau {
+		if uniform(key, b.start+int64(e)) >= d {
+			if tau[e] != 0 {
+				removed++
+			}
+			tau[e] = 0
+		} else if inverse {
+			tau[e] /= float32(d)
+		}
+	}
+	return removed
+}
+
+// dropDella keeps each element with a probability rising linearly with the
+// rank of its magnitude in its row, from d−ε (smallest) to d+ε (largest);
+// ties rank by position. The block holds whole rows.
+func (r *run) dropDella(b block, i int, tau []float32, d, eps float64) int {
+	key := streamKey(r.p.Method.Seed, r.p.Jobs[b.job].Name, i)
+	inverse := r.p.Method.Rescale == RescaleInverse
+	row := rowLen(r.p.Jobs[b.job])
+	order := make([]int32, row)
+	removed := 0
+	for s := 0; s < len(tau); s += row {
+		v := tau[s : s+row]
+		for k := range order {
+			order[k] = int32(k)
+		}
+		slices.SortFunc(order, func(a, c int32) int {
+			ma, mc := kernels.AbsBits(v[a]), kernels.AbsBits(v[c])
+			if ma != mc {
+				if ma < mc {
+					return -1
+				}
+				return 1
+			}
+			return int(a - c)
+		})
+		for rank, k := range order {
+			norm := 0.5
+			if row > 1 {
+				norm = float64(rank) / float64(row-1)
+			}
+			p := d - eps + norm*2*eps
+			if uniform(key, b.start+int64(s)+int64(k)) >= p {
+				if v[k] != 0 {
+					removed++
+				}
+				v[k] = 0
+			} else if inverse {
+				v[k] /= float32(p)
+			}
+		}
+	}
+	return removed
+}
+
+// exactSum adds float64 values exactly, whatever their order: each value's
+// integer significand goes into a 128-bit bucket of its exponent and sign.
+// The total is rounded once per bucket in a fixed order, so it depends only
+// on the multiset of values, never on threads or blocks.
+type exactSum struct {
+	b   [2][2048][2]uint64
+	nan bool
+	inf [2]bool
+}
+
+func (a *exactSum) add(x float64) {
+	u := math.Float64bits(x)
+	s, e, m := u>>63, (u>>52)&0x7ff, u&(1<<52-1)
+	switch {
+	case e == 0x7ff && m != 0:
+		a.nan = true
+	case e == 0x7ff:
+		a.inf[s] = true
+	default:
+		if e != 0 {
+			m |= 1 << 52
+		}
+		var c uint64
+		a.b[s][e][0], c = bits.Add64(a.b[s][e][0], m, 0)
+		a.b[s][e][1] += c
+	}
+}
+
+func (a *exactSum) merge(o *exactSum) {
+	for s := range a.b {
+		for e := range a.b[s] {
+			var c uint64
+			a.b[s][e][0], c = bits.Add64(a.b[s][e][0], o.b[s][e][0], 0)
+			a.b[s][e][1] += o.b[s][e][1] + c
+		}
+		a.inf[s] = a.inf[s] || o.inf[s]
+	}
+	a.nan = a.nan || o.nan
+}
+
+// value is the exact sum rounded once to float64.
+func (a *exactSum) value() float64 {
+	switch {
+	case a.nan || a.inf[0] && a.inf[1]:
+		return math.NaN()
+	case a.inf[0]:
+		return math.Inf(1)
+	case a.inf[1]:
+		return math.Inf(-1)
+	}
+	// 2^-1074 … 2^1024 plus 128 bits of carries fit in 2300 bits.
+	total := new(big.Float).SetPrec(2300)
+	var term big.Float
+	for e := range 2048 {
+		for s := range 2 {
+			lo, hi := a.b[s][e][0], a.b[s][e][1]
+			if lo|hi == 0 {
+				continue
+			}
+			m := new(big.Int).Lsh(new(big.Int).SetUint64(hi), 64)
+			m.Or(m, new(big.Int).SetUint64(lo))
+			term.SetPrec(2300).SetInt(m).SetMantExp(&term, max(e, 1)-1075)
+			if s == 1 {
+				term.Neg(&term)
+			}
+			total.Add(total, &term)
+		}
+	}
+	v, _ := total.Float64()
+	return v
+}
+
+// l1Pass finds each model's L1 rescale factor of one tensor: the L1 norm of
+// its task vector over that of the sparsified one (mergekit's rescale; left
+// at 1 when either is below 1e-7).
+func (r *run) l1Pass(ctx context.Context, ji int) error {
+	n := len(r.p.Models)
+	for _, w := range r.ws {
+		if w.sums == nil {
+			w.sums = make([]exactSum, 2*n)
+		}
+		clear(w.sums)
+	}
+	j := &r.p.Jobs[ji]
+	err := r.parallel(ctx, r.blocks([]int{ji}), func(w *worker, b block) error {
+		base := r.widenBase(w, b)
+		for i := range n {
+			tau := w.taus[i*r.stride : i*r.stride+int(b.n)]
+			t, dt := j.Models[i], j.ModelDT[i]
+			r.k.DeltaTrim(tau, r.src(t, dt, b.start, b.n), dt, base, 0)
+			for _, v := range tau {
+				w.sums[2*i].add(math.Abs(float64(v)))
+			}
+			r.taskVector(b, i, tau, base)
+			for _, v := range tau {
+				w.sums[2*i+1].add(math.Abs(float64(v)))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i := range n {
+		var before, after exactSum
+		for _, w := range r.ws {
+			before.merge(&w.sums[2*i])
+			after.merge(&w.sums[2*i+1])
+		}
+		r.scale[ji][i] = 1
+		if b, a := before.value(), after.value(); b >= 1e-7 && a >= 1e-7 {
+			r.scale[ji][i] = float32(b / a)
+		}
+	}
+	return nil
+}
+
+// widenBase fills the worker's base scratch for block b (zeros for methods
+// without a base) and releases the base's pages.
+func (r *run) widenBase(w *worker, b block) []float32 {
+	j := &r.p.Jobs[b.job]
+	base := w.base[:b.n]
+	if r.p.Method.NoBase {
+		clear(base)
+		return base
+	}
+	r.k.Widen(base, r.src(j.Base, j.BaseDT, b.start, b.n), j.BaseDT)
+	r.release(j.Base, j.BaseDT, b.start, b.n)
+	return base
+}
+
+// modelStockJob merges one tensor with Model Stock: t = N·c/(1+(N−1)·c) from
+// the mean pairwise cosine c of the task vectors, then t·mean(θᵢ) + (1−t)·θ₀.
+func (r *run) modelStockJob(ctx context.Context, ji int) error {
+	n := len(r.p.Models)
+	pairs := n * (n + 1) / 2 // dot products i ≤ k, norms included
+	for _, w := range r.ws {
+		if len(w.sums) < pairs {
+			w.sums = make([]exactSum, pairs)
+		}
+		clear(w.sums)
+	}
+	j := &r.p.Jobs[ji]
+	bs := r.blocks([]int{ji})
+	err := r.parallel(ctx, bs, func(w *worker, b block) error {
+		base := r.widenBase(w, b)
+		for i := range n {
+			t, dt := j.Models[i], j.ModelDT[i]
+			r.k.DeltaTrim(w.taus[i*r.stride:i*r.stride+int(b.n)], r.src(t, dt, b.start, b.n), dt, base, 0)
+		}
+		p := 0
+		for i := range n {
+			for k := i; k < n; k++ {
+				a, c := w.taus[i*r.stride:i*r.stride+int(b.n)], w.taus[k*r.stride:k*r.stride+int(b.n)]
+				for e := range a {
+					w.sums[p].add(float64(a[e]) * float64(c[e])) // exact: 24+24 bits
+				}
+				p++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	dots := make([][]float64, n)
+	p := 0
+	for i := range n {
+		dots[i] = make([]float64, n)
+		for k := i; k < n; k++ {
+			var s exactSum
+			for _, w := range r.ws {
+				s.merge(&w.sums[p])
+			}
+			dots[i][k] = s.value()
+			p++
+		}
+	}
+	var cos float64
+	for i := range n {
+		for k := i + 1; k < n; k++ {
+			c := dots[i][k] / max(math.Sqrt(dots[i][i])*math.Sqrt(dots[k][k]), 1e-6)
+			cos += max(-1, min(1, c))
+		}
+	}
+	cos /= float64(n * (n - 1) / 2)
+	t := float32(float64(n) * cos / (1 + float64(n-1)*cos))
+	r.stock[ji] = t
+
+	return r.parallel(ctx, bs, func(w *worker, b block) error {
+		base := r.widenBase(w, b)
+		avg := w.tm[:b.n]
+		clear(avg)
+		for i := range n {
+			t, dt := j.Models[i], j.ModelDT[i]
+			theta := w.taus[i*r.stride : i*r.stride+int(b.n)]
+			r.k.Widen(theta, r.src(t, dt, b.start, b.n), dt)
+			r.release(t, dt, b.start, b.n)
+			for e, v := range theta {
+				avg[e] += v
+			}
+		}
+		for e := range avg {
+			avg[e] /= float32(n)
+			base[e] = float32((1 - t) * base[e])
+		}
+		return r.finish(w, b, base, avg, t)
+	})
+}
+
+// finish rounds θ₀ + λ·τₘ of a block to the output and writes it.
+func (r *run) finish(w *worker, b block, base, tm []float32, lambda float32) error {
+	j := &r.p.Jobs[b.job]
+	sz := j.OutDT.Size()
+	out := w.outb[:int(b.n)*sz]
+	r.k.Finish(out, j.OutDT, base, tm, lambda)
+	if err := r.out.WriteTensor(j.Name, b.start*int64(sz), out); err != nil {
+		return fmt.Errorf("tensor %q: %w", j.Name, err)
+	}
+	r.prog.Add(r.readBytes(j, b.n))
+	return nil
+}
