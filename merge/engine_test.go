@@ -212,7 +212,7 @@ func (s testSet) expected(m Method, params func(name string) TensorParams, outDT
 		if bt.ints != nil {
 			continue
 		}
-		rt := refTensor{base: bt.vals, params: params(bt.name), outDT: bt.dt}
+		rt := refTensor{name: bt.name, shape: bt.shape, base: bt.vals, params: params(bt.name), outDT: bt.dt}
 		if outDT != nil {
 			rt.outDT = *outDT
 		}
@@ -228,7 +228,11 @@ func (s testSet) expected(m Method, params func(name string) TensorParams, outDT
 	for i, name := range names {
 		vals := make([]float32, len(out[i]))
 		for e := range vals {
-			vals[e] = refFinish(rts[i].base[e], out[i][e], rts[i].params.Lambda, dts[i])
+			base := rts[i].base[e]
+			if m.NoBase {
+				base = 0
+			}
+			vals[e] = refFinish(base, out[i][e], rts[i].params.Lambda, dts[i])
 		}
 		res[name] = vals
 	}
@@ -247,22 +251,29 @@ func uniformParams(density float64, weights []float32, lambda float32) func(stri
 		for i := range d {
 			d[i] = density
 		}
-		return TensorParams{Density: d, Weights: weights, Lambda: lambda}
+		g, eps := make([]float64, len(weights)), make([]float64, len(weights))
+		for i := range g {
+			g[i], eps[i] = 0.05, min(0.1, density/2, (1-density)/2)
+		}
+		return TensorParams{Density: d, Weights: weights, Gamma: g, Epsilon: eps, Lambda: lambda}
 	}
 }
 
-func preset(name string, edit func(*Method)) func() Method {
+func method(name, preset string, edit func(*Method)) func() Method {
 	return func() Method {
-		m, _, err := NewMethod("ties", name)
+		m, _, err := NewMethod(name, preset)
 		if err != nil {
 			panic(err)
 		}
+		m.Seed = 42
 		if edit != nil {
 			edit(&m)
 		}
 		return m
 	}
 }
+
+func preset(name string, edit func(*Method)) func() Method { return method("ties", name, edit) }
 
 func randWeights(r *rand.Rand, n int) []float32 {
 	w := make([]float32, n)
@@ -289,7 +300,7 @@ var methodCases = []methodCase{
 			for i := range d {
 				d[i] = []float64{0.1, 0.3, 0.5, 1}[(len(name)+i)%4] // varies by tensor and model
 			}
-			return TensorParams{Density: d, Weights: w, Lambda: 1}
+			return TensorParams{Density: d, Weights: w, Gamma: d, Epsilon: d, Lambda: 1}
 		}
 	}},
 	{"mergekit-model-scope", preset("mergekit", func(m *Method) { m.Scope = ScopeModel }),
@@ -301,6 +312,30 @@ var methodCases = []methodCase{
 	}},
 	{"peft-count", preset("peft", func(m *Method) { m.Vote.Consensus = kernels.ConsensusCount }),
 		func(r *rand.Rand, n int) func(string) TensorParams { return uniformParams(0.35, randWeights(r, n), 1) }},
+	{"dare_ties", method("dare_ties", "mergekit", nil), func(r *rand.Rand, n int) func(string) TensorParams {
+		return uniformParams(0.3, randWeights(r, n), 1)
+	}},
+	{"dare_ties-inverse-normalized", method("dare_ties", "mergekit", func(m *Method) { m.Rescale = RescaleInverse; m.SetNormalize(true) }),
+		func(r *rand.Rand, n int) func(string) TensorParams { return uniformParams(0.5, randWeights(r, n), 1) }},
+	{"dare_linear", method("dare_linear", "", nil), func(r *rand.Rand, n int) func(string) TensorParams {
+		return uniformParams(0.4, randWeights(r, n), 0.9)
+	}},
+	{"breadcrumbs", method("breadcrumbs", "", nil), func(r *rand.Rand, n int) func(string) TensorParams {
+		return uniformParams(0.5, randWeights(r, n), 1)
+	}},
+	{"breadcrumbs_ties-l1", method("breadcrumbs_ties", "mergekit", func(m *Method) { m.Rescale = RescaleL1 }),
+		func(r *rand.Rand, n int) func(string) TensorParams { return uniformParams(0.3, randWeights(r, n), 1) }},
+	{"della", method("della", "mergekit", nil), func(r *rand.Rand, n int) func(string) TensorParams {
+		return uniformParams(0.4, randWeights(r, n), 1)
+	}},
+	{"della_linear-inverse", method("della_linear", "", func(m *Method) { m.Rescale = RescaleInverse }),
+		func(r *rand.Rand, n int) func(string) TensorParams { return uniformParams(0.6, randWeights(r, n), 1.5) }},
+	{"linear", method("linear", "", nil), func(r *rand.Rand, n int) func(string) TensorParams {
+		return uniformParams(1, randWeights(r, n), 1)
+	}},
+	{"model_stock", method("model_stock", "", nil), func(r *rand.Rand, n int) func(string) TensorParams {
+		return uniformParams(1, ones(n), 1)
+	}},
 	{"task_arithmetic", func() Method { m, _, _ := NewMethod("task_arithmetic", ""); return m },
 		func(r *rand.Rand, n int) func(string) TensorParams { return uniformParams(1, randWeights(r, n), 1) }},
 	{"task_arithmetic-normalized", func() Method {
@@ -328,6 +363,9 @@ func TestMatchesReference(t *testing.T) {
 			for trial := 0; trial < 3; trial++ {
 				r := rand.New(rand.NewPCG(uint64(ci), uint64(trial)))
 				n := 1 + r.IntN(4)
+				if mc.name == "model_stock" {
+					n = 2 + r.IntN(3)
+				}
 				set := randomSet(r, n, trial == 2)
 				dir := t.TempDir()
 				base, models := set.write(t, dir, r)
@@ -367,7 +405,7 @@ func TestMatchesReference(t *testing.T) {
 				if ints := data["model.rotary.steps"]; binary.LittleEndian.Uint64(ints[16:]) != 1<<40 {
 					t.Fatalf("integer tensor not copied from the base: % x", ints)
 				}
-				if m.Trim {
+				if m.Sparsifies() {
 					for i := range kept {
 						if sum.Kept[i] != kept[i] {
 							t.Fatalf("model %d kept %d, reference %d", i+1, sum.Kept[i], kept[i])

@@ -2,6 +2,7 @@ package merge
 
 import (
 	"math"
+	"math/big"
 	"sort"
 
 	"github.com/tiesmm/tiesmm/kernels"
@@ -11,6 +12,8 @@ import (
 // kernels, the radix select or blocks: the property tests hold the engine to it.
 
 type refTensor struct {
+	name   string
+	shape  []int64
 	base   []float32   // widened base values
 	models [][]float32 // widened model values
 	params TensorParams
@@ -28,11 +31,23 @@ func refMerge(m Method, ts []refTensor) ([][]float32, []uint64) {
 			taus[t][i] = make([]float32, len(rt.base))
 			for e := range rt.base {
 				taus[t][i][e] = rt.models[i][e] - rt.base[e]
+				if m.NoBase {
+					taus[t][i][e] = rt.models[i][e] - 0
+				}
 			}
 		}
 	}
+	if m.ModelStock {
+		return refModelStock(ts, taus), nil
+	}
 	kept := make([]uint64, n)
-	if m.Trim {
+	if m.Outliers || m.Drop != DropNone {
+		for t, rt := range ts {
+			for i := range n {
+				kept[i] += refSparsify(m, rt, i, taus[t][i])
+			}
+		}
+	} else if m.Trim {
 		for i := range n {
 			if m.Scope == ScopeModel {
 				var all [][]float32
@@ -196,4 +211,162 @@ func refFinish(base, tm float32, lambda float32, dt kernels.DType) float32 {
 		return kernels.F16ToF32(kernels.F32ToF16(v))
 	}
 	return v
+}
+
+// refSparsify applies breadcrumbs, DARE or DELLA with its rescale to one
+// model's task vector of one tensor, in place.
+func refSparsify(m Method, rt refTensor, i int, tau []float32) uint64 {
+	d := rt.params.Density[i]
+	raw := append([]float32(nil), tau...)
+	n := len(tau)
+	keep := make([]bool, n)
+	p := make([]float64, n) // keep probabilities, for the inverse rescale
+	key := streamKey(m.Seed, rt.name, i)
+	switch {
+	case d >= 1:
+		for e := range keep {
+			keep[e], p[e] = true, 1
+		}
+	case m.Outliers:
+		// Rank by |τ| descending, position ascending; drop the top γ·n,
+		// keep the next d·n (the top shrinking if both exceed n).
+		order := make([]int, n)
+		for e := range order {
+			order[e] = e
+		}
+		sort.SliceStable(order, func(a, b int) bool {
+			return math.Float32bits(tau[order[a]])&0x7fffffff > math.Float32bits(tau[order[b]])&0x7fffffff
+		})
+		target, top := int(d*float64(n)), int(rt.params.Gamma[i]*float64(n))
+		top = max(0, min(top, n-target))
+		for _, e := range order[top : top+target] {
+			keep[e], p[e] = true, 1
+		}
+	case m.Drop == DropRandom:
+		for e := range keep {
+			keep[e], p[e] = uniform(key, int64(e)) < d, d
+		}
+	case m.Drop == DropDella:
+		eps := rt.params.Epsilon[i]
+		row := n
+		if len(rt.shape) >= 2 {
+			row = int(rt.shape[len(rt.shape)-1])
+		}
+		for s := 0; s < n; s += row {
+			order := make([]int, row)
+			for k := range order {
+				order[k] = s + k
+			}
+			sort.SliceStable(order, func(a, b int) bool {
+				return math.Float32bits(tau[order[a]])&0x7fffffff < math.Float32bits(tau[order[b]])&0x7fffffff
+			})
+			for rank, e := range order {
+				norm := 0.5
+				if row > 1 {
+					norm = float64(rank) / float64(row-1)
+				}
+				p[e] = d - eps + norm*2*eps
+				keep[e] = uniform(key, int64(e)) < p[e]
+			}
+		}
+	}
+	var kept uint64
+	for e := range tau {
+		switch {
+		case !keep[e]:
+			tau[e] = 0
+		case m.Rescale == RescaleInverse && d < 1 && m.Drop != DropNone:
+			tau[e] /= float32(p[e])
+			kept++
+		default:
+			kept++
+		}
+	}
+	if m.Rescale == RescaleL1 && d < 1 {
+		before, after := refAbsSum(raw), refAbsSum(tau)
+		if before >= 1e-7 && after >= 1e-7 {
+			f := float32(before / after)
+			for e := range tau {
+				tau[e] *= f
+			}
+		}
+	}
+	return kept
+}
+
+// refAbsSum is Σ|x| exactly, rounded once.
+func refAbsSum(xs []float32) float64 {
+	vals := make([]float64, len(xs))
+	for e, x := range xs {
+		vals[e] = math.Abs(float64(x))
+	}
+	return refExactSum(vals)
+}
+
+func refDot(a, b []float32) float64 {
+	vals := make([]float64, len(a))
+	for e := range a {
+		vals[e] = float64(a[e]) * float64(b[e])
+	}
+	return refExactSum(vals)
+}
+
+// refExactSum adds exactly with big.Float; NaN, or +Inf with −Inf, give NaN.
+func refExactSum(vals []float64) float64 {
+	s := new(big.Float).SetPrec(2300)
+	pinf, ninf := false, false
+	for _, v := range vals {
+		switch {
+		case math.IsNaN(v):
+			return math.NaN()
+		case math.IsInf(v, 1):
+			pinf = true
+		case math.IsInf(v, -1):
+			ninf = true
+		default:
+			s.Add(s, new(big.Float).SetFloat64(v))
+		}
+	}
+	switch {
+	case pinf && ninf:
+		return math.NaN()
+	case pinf:
+		return math.Inf(1)
+	case ninf:
+		return math.Inf(-1)
+	}
+	v, _ := s.Float64()
+	return v
+}
+
+// refModelStock returns, per tensor, t·mean(θᵢ) + (1−t)·θ₀ as a "merged task
+// vector" for refFinish with base (1−t)·θ₀ and λ = t: out[t][e] holds the
+// mean, and the tensor's t and scaled base are returned through ts.
+func refModelStock(ts []refTensor, taus [][][]float32) [][]float32 {
+	out := make([][]float32, len(ts))
+	for t, rt := range ts {
+		n := len(rt.models)
+		var cos float64
+		for i := range n {
+			for k := i + 1; k < n; k++ {
+				c := refDot(taus[t][i], taus[t][k]) /
+					max(math.Sqrt(refDot(taus[t][i], taus[t][i]))*math.Sqrt(refDot(taus[t][k], taus[t][k])), 1e-6)
+				cos += max(-1, min(1, c))
+			}
+		}
+		cos /= float64(n * (n - 1) / 2)
+		tt := float32(float64(n) * cos / (1 + float64(n-1)*cos))
+		out[t] = make([]float32, len(rt.base))
+		scaled := make([]float32, len(rt.base))
+		for e := range rt.base {
+			var s float32
+			for i := range n {
+				s += rt.models[i][e]
+			}
+			out[t][e] = s / float32(n)
+			scaled[e] = float32((1 - tt) * rt.base[e])
+		}
+		ts[t].base, ts[t].params.Lambda = scaled, tt
+	}
+	return out
 }

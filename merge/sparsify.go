@@ -56,7 +56,7 @@ func uniform(key uint64, e int64) float64 {
 
 // taskVector writes model i's sparsified task vector of block b into tau
 // (without the L1 rescale, which needs the whole tensor) and returns how many
-// elements survive.
+// elements the sparsification kept (whatever their value).
 func (r *run) taskVector(b block, i int, tau, base []float32) int {
 	j := &r.p.Jobs[b.job]
 	t, dt := j.Models[i], j.ModelDT[i]
@@ -108,9 +108,7 @@ func cutTop(tau []float32, top trim, block int) int {
 				budget--
 			}
 		}
-		if v != 0 {
-			removed++
-		}
+		removed++
 		tau[e] = 0
 	}
 	return removed
@@ -124,9 +122,7 @@ func (r *run) dropRandom(b block, i int, tau []float32, d float64) int {
 	removed := 0
 	for e := range tau {
 		if uniform(key, b.start+int64(e)) >= d {
-			if tau[e] != 0 {
-				removed++
-			}
+			removed++
 			tau[e] = 0
 		} else if inverse {
 			tau[e] /= float32(d)
@@ -166,9 +162,7 @@ func (r *run) dropDella(b block, i int, tau []float32, d, eps float64) int {
 			}
 			p := d - eps + norm*2*eps
 			if uniform(key, b.start+int64(s)+int64(k)) >= p {
-				if v[k] != 0 {
-					removed++
-				}
+				removed++
 				v[k] = 0
 			} else if inverse {
 				v[k] /= float32(p)
