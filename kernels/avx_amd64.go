@@ -1,0 +1,202 @@
+//go:build !noasm
+
+package kernels
+
+import "unsafe"
+
+//go:generate go run ./internal/asmgen
+
+// avx512Set runs the kernels with AVX-512 F/BW/VL (plus AVX2 and F16C):
+// 16 lanes, tails through masked loads and stores, so the assembly takes
+// every element.
+var avx512Set = &Set{
+	Name:      "avx512",
+	Widen:     func(dst []float32, src []byte, dt DType) { widenAVX(dst, src, dt, true) },
+	DeltaTrim: func(tau []float32, src []byte, dt DType, base []float32, thr uint32) int { return deltaTrimAVX(tau, src, dt, base, thr, true) },
+	Vote:      func(out, taus []float32, stride int, p *VoteParams) VoteStats { return voteAVX(out, taus, stride, p, true) },
+	Finish:    func(dst []byte, dt DType, base, tm []float32, lambda float32) { finishAVX(dst, dt, base, tm, lambda, true) },
+}
+
+// avx2Set runs the kernels with AVX2 and F16C: 8 lanes; the last len%8
+// elements go through the Go code, which is the same arithmetic.
+var avx2Set = &Set{
+	Name:      "avx2",
+	Widen:     func(dst []float32, src []byte, dt DType) { widenAVX(dst, src, dt, false) },
+	DeltaTrim: func(tau []float32, src []byte, dt DType, base []float32, thr uint32) int { return deltaTrimAVX(tau, src, dt, base, thr, false) },
+	Vote:      func(out, taus []float32, stride int, p *VoteParams) VoteStats { return voteAVX(out, taus, stride, p, false) },
+	Finish:    func(dst []byte, dt DType, base, tm []float32, lambda float32) { finishAVX(dst, dt, base, tm, lambda, false) },
+}
+
+// asmChunk bounds the elements of one assembly call that counts in 32-bit
+// lanes (the AVX2 kept counts, every vote count).
+const asmChunk = 1 << 24
+
+// voteKind numbers the generated vote variants as asmgen does:
+// (consensus·4 + aggregate)·2 + weighted vote, with consensus Sum, Count,
+// None and aggregate Mean, MeanW (divide by weights), Sum, Max. Values the
+// reference does not name explicitly fall where its switches put them.
+func voteKind(p *VoteParams) int {
+	c := 0
+	switch p.Consensus {
+	case ConsensusCount:
+		c = 1
+	case ConsensusNone:
+		c = 2
+	}
+	a := 0
+	switch p.Aggregate {
+	case AggregateSum:
+		a = 2
+	case AggregateMax:
+		a = 3
+	default:
+		if p.DivideByWeights {
+			a = 1
+		}
+	}
+	k := (c*4 + a) * 2
+	if p.WeightedVote {
+		k++
+	}
+	return k
+}
+
+func widenAVX(dst []float32, src []byte, dt DType, z bool) {
+	n := len(dst)
+	_ = src[:n*dt.Size()]
+	if n == 0 || dt > BF16 {
+		widenGeneric(dst, src, dt)
+		return
+	}
+	if dt == F32 {
+		// A copy keeps every bit, signalling NaNs included, as the reference does.
+		copy(unsafe.Slice((*byte)(unsafe.Pointer(&dst[0])), 4*n), src)
+		return
+	}
+	m := n
+	if !z {
+		m = n &^ 7
+	}
+	if m > 0 {
+		switch {
+		case dt == F16 && z:
+			widenF16AVX512(&dst[0], &src[0], m)
+		case dt == F16:
+			widenF16AVX2(&dst[0], &src[0], m)
+		case z:
+			widenBF16AVX512(&dst[0], &src[0], m)
+		default:
+			widenBF16AVX2(&dst[0], &src[0], m)
+		}
+	}
+	if m < n {
+		widenGeneric(dst[m:], src[2*m:], dt)
+	}
+}
+
+func deltaTrimAVX(tau []float32, src []byte, dt DType, base []float32, thr uint32, z bool) int {
+	n := len(tau)
+	_, _ = base[:n], src[:n*dt.Size()]
+	if n == 0 || dt > BF16 {
+		return deltaTrimGeneric(tau, src, dt, base, thr)
+	}
+	m := n
+	if !z {
+		m = n &^ 7
+		// |τ| bits never exceed 0x7fffffff: a larger threshold trims
+		// everything, as 0x80000000 does, and the AVX2 code compares signed.
+		thr = min(thr, 0x80000000)
+	}
+	sz := dt.Size()
+	kept := 0
+	for off := 0; off < m; off += asmChunk {
+		c := min(asmChunk, m-off)
+		t, s, b := &tau[off], &src[off*sz], &base[off]
+		switch {
+		case dt == F32 && z:
+			kept += deltaTrimF32AVX512(t, s, b, c, thr)
+		case dt == F16 && z:
+			kept += deltaTrimF16AVX512(t, s, b, c, thr)
+		case z:
+			kept += deltaTrimBF16AVX512(t, s, b, c, thr)
+		case dt == F32:
+			kept += deltaTrimF32AVX2(t, s, b, c, thr)
+		case dt == F16:
+			kept += deltaTrimF16AVX2(t, s, b, c, thr)
+		default:
+			kept += deltaTrimBF16AVX2(t, s, b, c, thr)
+		}
+	}
+	if m < n {
+		kept += deltaTrimGeneric(tau[m:], src[m*sz:], dt, base[m:], thr)
+	}
+	return kept
+}
+
+func voteAVX(out, taus []float32, stride int, p *VoteParams, z bool) VoteStats {
+	n := len(p.Weights)
+	m := len(out)
+	if !z {
+		m &^= 7
+	}
+	// The assembly reads taus[i*stride+j] unchecked: anything it could not
+	// read in bounds goes to the Go code, which panics where it should.
+	if n == 0 || m == 0 || stride < 0 || len(out) > len(taus) ||
+		n > 1 && stride > (len(taus)-len(out))/(n-1) {
+		return voteGeneric(out, taus, stride, p)
+	}
+	var st VoteStats
+	for off := 0; off < m; off += asmChunk {
+		c := min(asmChunk, m-off)
+		var pos, neg, zero, conflicts int
+		if z {
+			pos, neg, zero, conflicts = voteAVX512(p, &out[off], &taus[off], stride, &p.Weights[0], n, c)
+		} else {
+			pos, neg, zero, conflicts = voteAVX2(p, &out[off], &taus[off], stride, &p.Weights[0], n, c)
+		}
+		st.Conflicts += conflicts
+		if p.Consensus != ConsensusNone {
+			st.Positive += pos
+			st.Negative += neg
+			st.ZeroSum += zero
+		}
+	}
+	if m < len(out) {
+		st.Add(voteGeneric(out[m:], taus[m:], stride, p))
+	}
+	return st
+}
+
+func finishAVX(dst []byte, dt DType, base, tm []float32, lambda float32, z bool) {
+	n := len(tm)
+	_, _ = base[:n], dst[:n*dt.Size()]
+	if n == 0 || dt > BF16 {
+		finishGeneric(dst, dt, base, tm, lambda)
+		return
+	}
+	m := n
+	if !z {
+		m = n &^ 7
+	}
+	if m > 0 {
+		d, b, t := &dst[0], &base[0], &tm[0]
+		switch {
+		case dt == F32 && z:
+			finishF32AVX512(d, b, t, m, lambda)
+		case dt == F16 && z:
+			finishF16AVX512(d, b, t, m, lambda)
+		case z:
+			finishBF16AVX512(d, b, t, m, lambda)
+		case dt == F32:
+			finishF32AVX2(d, b, t, m, lambda)
+		case dt == F16:
+			finishF16AVX2(d, b, t, m, lambda)
+		default:
+			finishBF16AVX2(d, b, t, m, lambda)
+		}
+	}
+	if m < n {
+		sz := dt.Size()
+		finishGeneric(dst[m*sz:], dt, base[m:], tm[m:], lambda)
+	}
+}
