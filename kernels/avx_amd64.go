@@ -10,21 +10,33 @@ import "unsafe"
 // 16 lanes, tails through masked loads and stores, so the assembly takes
 // every element.
 var avx512Set = &Set{
-	Name:      "avx512",
-	Widen:     func(dst []float32, src []byte, dt DType) { widenAVX(dst, src, dt, true) },
-	DeltaTrim: func(tau []float32, src []byte, dt DType, base []float32, thr uint32) int { return deltaTrimAVX(tau, src, dt, base, thr, true) },
-	Vote:      func(out, taus []float32, stride int, p *VoteParams) VoteStats { return voteAVX(out, taus, stride, p, true) },
-	Finish:    func(dst []byte, dt DType, base, tm []float32, lambda float32) { finishAVX(dst, dt, base, tm, lambda, true) },
+	Name:  "avx512",
+	Widen: func(dst []float32, src []byte, dt DType) { widenAVX(dst, src, dt, true) },
+	DeltaTrim: func(tau []float32, src []byte, dt DType, base []float32, thr uint32) int {
+		return deltaTrimAVX(tau, src, dt, base, thr, true)
+	},
+	Vote: func(out, taus []float32, stride int, p *VoteParams) VoteStats {
+		return voteAVX(out, taus, stride, p, true)
+	},
+	Finish: func(dst []byte, dt DType, base, tm []float32, lambda float32) {
+		finishAVX(dst, dt, base, tm, lambda, true)
+	},
 }
 
 // avx2Set runs the kernels with AVX2 and F16C: 8 lanes; the last len%8
 // elements go through the Go code, which is the same arithmetic.
 var avx2Set = &Set{
-	Name:      "avx2",
-	Widen:     func(dst []float32, src []byte, dt DType) { widenAVX(dst, src, dt, false) },
-	DeltaTrim: func(tau []float32, src []byte, dt DType, base []float32, thr uint32) int { return deltaTrimAVX(tau, src, dt, base, thr, false) },
-	Vote:      func(out, taus []float32, stride int, p *VoteParams) VoteStats { return voteAVX(out, taus, stride, p, false) },
-	Finish:    func(dst []byte, dt DType, base, tm []float32, lambda float32) { finishAVX(dst, dt, base, tm, lambda, false) },
+	Name:  "avx2",
+	Widen: func(dst []float32, src []byte, dt DType) { widenAVX(dst, src, dt, false) },
+	DeltaTrim: func(tau []float32, src []byte, dt DType, base []float32, thr uint32) int {
+		return deltaTrimAVX(tau, src, dt, base, thr, false)
+	},
+	Vote: func(out, taus []float32, stride int, p *VoteParams) VoteStats {
+		return voteAVX(out, taus, stride, p, false)
+	},
+	Finish: func(dst []byte, dt DType, base, tm []float32, lambda float32) {
+		finishAVX(dst, dt, base, tm, lambda, false)
+	},
 }
 
 // asmChunk bounds the elements of one assembly call that counts in 32-bit
