@@ -210,11 +210,10 @@ func fill(ts []*tensorSpec, ms []model, outs []tensorWriter, workers int, progre
 				} else {
 					start := (c - first[ti]) * chunkElems
 					n := int(min(chunkElems, t.n-start))
-					t.fillBase(buf, start, n, ms[0].dt)
 					for k, m := range ms {
 						var p []byte
-						if m.index == 0 {
-							p = encode(buf.out, m.dt, buf.base[:n])
+						if m.index == 0 { // the base comes first: the others need it
+							p = t.fillBase(buf, start, n, m.dt)
 						} else {
 							p = t.fillModel(buf, start, n, m.index, m.dt)
 						}

@@ -48,38 +48,39 @@ func hashString(s string) uint64 { // FNV-1a, then mixed
 // unit01 maps 53 bits of h to [0, 1).
 func unit01(h uint64) float64 { return float64(h>>11) / (1 << 53) }
 
-// normal4 is Irwin–Hall with four 16-bit uniforms: mean 0, variance 1 (to
-// 1e-9), bounded at ±√12/2·… ≈ ±3.46. Cheap and "normal-ish".
-func normal4(h uint64) float32 {
-	t := h&0x0000ffff0000ffff + h>>16&0x0000ffff0000ffff // two pair sums at once
-	s := int32(uint32(t) + uint32(t>>32))
-	return float32(float32(s-131070) * (1.7320508 / 65536))
-}
-
-// normal3 uses the low 48 bits only (three uniforms, bounded at ±3), leaving
-// the top 16 bits free for the sparse draw of the same element.
-func normal3(h uint64) float32 {
-	t := h&0x0000ffff0000ffff + h>>16&0x0000ffff // pair sums, top 16 bits left out
-	s := int32(uint32(t) + uint32(t>>32))
-	return float32((float32(s) - 98302.5) * (2.0 / 65536))
-}
+// normTab[k] is the standard normal quantile at (k+½)/65536: 16 random bits
+// become a normal value (bounded at ±4.17) with one load from a 256 KB table
+// that stays in L2. It is computed once, with math.Erfinv (pure Go, so the
+// same float32 values on every architecture), and never written again.
+var normTab = func() (t [1 << 16]float32) {
+	for k := range t {
+		p := (float64(k) + 0.5) / (1 << 16)
+		t[k] = float32(math.Sqrt2 * math.Erfinv(2*p-1))
+	}
+	return t
+}()
 
 // Task-vector recipe, in units of the tensor's τ unit u:
 //
 //	τᵢ = u·(dᵢ + sᵢ + a·c + S)
 //
-// dᵢ dense noise of model i, c a dense component shared by every fine-tune
-// (pairwise sign agreement 1/2 + asin(a²/(1+a²))/π ≈ 2/3 for a = 1),
-// sᵢ a sparse large change of model i (probability pOwn) and S a sparse
-// large change shared by all (probability pShared); sparse magnitudes are
-// uniform in [sparseMin, sparseMin+sparseSpan) with a random sign. Dense
-// terms are bounded at |dᵢ + a·c| ≤ 6, below every sparse magnitude minus 6.
+// dᵢ dense normal noise of model i, c a dense normal component shared by
+// every fine-tune (pairwise sign agreement 1/2 + asin(a²/(1+a²))/π ≈ 2/3 for
+// a = 1), sᵢ a sparse large change of model i (probability pOwn) and S a
+// sparse large change shared by all (probability pShared); sparse magnitudes
+// are uniform in [sparseMin, sparseMin+sparseSpan) with a random sign. Dense
+// terms are bounded at |dᵢ + a·c| < 8.4 and rarely pass 5.
+//
+// Bits: one 64-bit draw gives the base values of 4 consecutive elements
+// (16 bits each), or the dense value and sparse selector of 2 elements
+// (16 + 16 bits each, in the low and high halves); element e uses draw
+// e/4 or e/2 of its stream, so chunks (multiples of 4) are independent.
 const (
 	sharedCoef = 1.0
 	pOwn16     = 655 // ≈ 1.0% of elements, as a 16-bit threshold
 	pShared16  = 262 // ≈ 0.4%
-	sparseMin  = 12
-	sparseSpan = 24
+	sparseMin  = 8
+	sparseSpan = 12
 )
 
 // Probabilities exposed for tests and docs.
@@ -117,8 +118,8 @@ var tauOffset = [...]float64{
 }
 
 const (
-	tauBase   = -2.0 // log10 of the typical τ unit over the value spread
-	layerRamp = 0.6  // later layers change more: + up to this many decades
+	tauBase   = -2.2 // log10 of the typical τ unit over the value spread
+	layerRamp = 0.5  // later layers change more: + up to this many decades
 	jitter    = 0.2  // ± decades, per tensor
 	normStd   = 0.05 // spread of norm weights around 1
 )
@@ -131,7 +132,7 @@ type tensorSpec struct {
 	shape []int64
 	n     int64 // elements
 
-	mean, sigma float32 // base θ₀ = mean + sigma·normal4
+	mean, sigma float32 // base θ₀ = mean + sigma·z, z standard normal
 	unit        float32 // τ unit
 	key         uint64  // per-tensor key; streams derive from it
 }
@@ -251,21 +252,6 @@ func f16(f float32) uint16 {
 	return sign
 }
 
-// roundTo rounds v in place to dt and back, so fine-tunes start from the
-// stored base.
-func roundTo(dt kernels.DType, v []float32) {
-	switch dt {
-	case kernels.BF16:
-		for j, f := range v {
-			v[j] = math.Float32frombits(uint32(bf16(f)) << 16)
-		}
-	case kernels.F16:
-		for j, f := range v {
-			v[j] = kernels.F16ToF32(f16(f))
-		}
-	}
-}
-
 // encode stores v in dt, little-endian, into dst and returns the bytes.
 func encode(dst []byte, dt kernels.DType, v []float32) []byte {
 	switch dt {
@@ -289,30 +275,88 @@ func encode(dst []byte, dt kernels.DType, v []float32) []byte {
 }
 
 // fillBase computes θ₀ for elements [start, start+n) into b.base (rounded
-// to baseDT) and the shared component into b.shared.
-func (t *tensorSpec) fillBase(b *chunkBuf, start int64, n int, baseDT kernels.DType) {
+// to dt), the shared component into b.shared, and returns the base's bytes
+// (in b.out). start is a multiple of 4.
+func (t *tensorSpec) fillBase(b *chunkBuf, start int64, n int, dt kernels.DType) []byte {
 	base, shared := b.base[:n], b.shared[:n]
 	kb, ks, kss := t.stream(streamBase), t.stream(streamShared), t.stream(streamSharedSparse)
 	mean, sigma := t.mean, t.sigma
-	x := kb + uint64(start)*wyA // Weyl state before element start: at(kb, e) = wymix(x + (e−start+1)·wyA)
-	for j := range base {
-		x += wyA
-		base[j] = mean + float32(sigma*normal4(wymix(x)))
-	}
-	roundTo(baseDT, base)
-	x = ks + uint64(start)*wyA
-	for j := range shared {
+	x := kb + uint64(start/4)*wyA // Weyl state before the chunk's first draw
+	quads := n &^ 3
+	for j := 0; j < quads; j += 4 {
 		x += wyA
 		h := wymix(x)
-		s := float32(sharedCoef * normal3(h))
-		if uint16(h>>48) < pShared16 {
-			s += sparse(at(kss, start+int64(j)))
-		}
-		shared[j] = s
+		q := base[j : j+4 : j+4]
+		q[0] = mean + float32(sigma*normTab[uint16(h)])
+		q[1] = mean + float32(sigma*normTab[uint16(h>>16)])
+		q[2] = mean + float32(sigma*normTab[uint16(h>>32)])
+		q[3] = mean + float32(sigma*normTab[uint16(h>>48)])
 	}
+	if quads < n {
+		h := wymix(x + wyA)
+		for j := quads; j < n; j++ {
+			base[j] = mean + float32(sigma*normTab[uint16(h>>(16*(j-quads)))])
+		}
+	}
+	out := t.roundBase(b, n, dt)
+
+	x = ks + uint64(start/2)*wyA
+	pairs := n &^ 1
+	for j := 0; j < pairs; j += 2 {
+		x += wyA
+		h := wymix(x)
+		c0, c1 := float32(sharedCoef*normTab[uint16(h)]), float32(sharedCoef*normTab[uint16(h>>32)])
+		if uint16(h>>16) < pShared16 {
+			c0 += sparseAt(kss, start+int64(j))
+		}
+		if uint16(h>>48) < pShared16 {
+			c1 += sparseAt(kss, start+int64(j)+1)
+		}
+		sh := shared[j : j+2 : j+2]
+		sh[0], sh[1] = c0, c1
+	}
+	if pairs < n {
+		h := wymix(x + wyA)
+		c := float32(sharedCoef * normTab[uint16(h)])
+		if uint16(h>>16) < pShared16 {
+			c += sparseAt(kss, start+int64(pairs))
+		}
+		shared[pairs] = c
+	}
+	return out
 }
 
-func sparse(h uint64) float32 {
+// roundBase rounds b.base[:n] in place to dt and encodes it into b.out, in
+// one pass.
+func (t *tensorSpec) roundBase(b *chunkBuf, n int, dt kernels.DType) []byte {
+	base := b.base[:n]
+	switch dt {
+	case kernels.BF16:
+		out := b.out[:2*n]
+		for j, v := range base {
+			r := bf16(v)
+			base[j] = math.Float32frombits(uint32(r) << 16)
+			binary.LittleEndian.PutUint16(out[2*j:], r)
+		}
+		return out
+	case kernels.F16:
+		out := b.out[:2*n]
+		for j, v := range base {
+			r := f16(v)
+			base[j] = kernels.F16ToF32(r)
+			binary.LittleEndian.PutUint16(out[2*j:], r)
+		}
+		return out
+	}
+	return encode(b.out, dt, base)
+}
+
+// sparseAt is the sparse change of element e of stream key. It runs for ~1%
+// of elements: kept out of line so the per-element code stays small.
+//
+//go:noinline
+func sparseAt(key uint64, e int64) float32 {
+	h := at(key, e)
 	m := sparseMin + float32(sparseSpan*float32(h>>40)*(1.0/(1<<24)))
 	if h&1 != 0 {
 		m = -m
@@ -321,38 +365,68 @@ func sparse(h uint64) float32 {
 }
 
 // fillModel encodes fine-tune m's values θ₀ + u·τ for the chunk in dt.
+// Each draw serves two elements (its low and high 32 bits); the loop bodies
+// are written out by hand because a helper call per element costs a third.
 func (t *tensorSpec) fillModel(b *chunkBuf, start int64, n int, m int, dt kernels.DType) []byte {
 	kd, ksp := t.modelStream(m)
 	base, shared := b.base[:n], b.shared[:n]
 	u := t.unit
-	x := kd + uint64(start)*wyA // Weyl state before element start
+	x := kd + uint64(start/2)*wyA
+	pairs := n &^ 1
 	if dt == kernels.BF16 {
-		// The common case, fused: rounding in the same pass is ~30% faster.
+		// The common case, fused: rounding in the same pass saves a pass.
 		out := b.out[:2*n]
-		for j := range base {
+		for j := 0; j < pairs; j += 2 {
 			x += wyA
 			h := wymix(x)
-			d := normal3(h)
-			if uint16(h>>48) < pOwn16 {
-				d += sparse(at(ksp, start+int64(j)))
+			d0, d1 := normTab[uint16(h)], normTab[uint16(h>>32)]
+			if uint16(h>>16) < pOwn16 {
+				d0 += sparseAt(ksp, start+int64(j))
 			}
-			v := base[j] + float32(u*(d+shared[j])) // float32(): no FMA
-			binary.LittleEndian.PutUint16(out[2*j:], bf16(v))
+			if uint16(h>>48) < pOwn16 {
+				d1 += sparseAt(ksp, start+int64(j)+1)
+			}
+			bb, sh := base[j:j+2:j+2], shared[j:j+2:j+2]
+			// float32(): no FMA, so the same bytes on every architecture.
+			v0 := bb[0] + float32(u*(d0+sh[0]))
+			v1 := bb[1] + float32(u*(d1+sh[1]))
+			binary.LittleEndian.PutUint32(out[2*j:], uint32(bf16(v0))|uint32(bf16(v1))<<16)
+		}
+		if pairs < n {
+			v := t.oddValue(b, start, n-1, x+wyA, ksp)
+			binary.LittleEndian.PutUint16(out[2*pairs:], bf16(v))
 		}
 		return out
 	}
 	vals := b.vals[:n]
-	for j := range vals {
+	for j := 0; j < pairs; j += 2 {
 		x += wyA
 		h := wymix(x)
-		d := normal3(h)
-		if uint16(h>>48) < pOwn16 {
-			d += sparse(at(ksp, start+int64(j)))
+		d0, d1 := normTab[uint16(h)], normTab[uint16(h>>32)]
+		if uint16(h>>16) < pOwn16 {
+			d0 += sparseAt(ksp, start+int64(j))
 		}
-		// float32(): no FMA, so the same bytes on every architecture.
-		vals[j] = base[j] + float32(u*(d+shared[j]))
+		if uint16(h>>48) < pOwn16 {
+			d1 += sparseAt(ksp, start+int64(j)+1)
+		}
+		vals[j] = base[j] + float32(u*(d0+shared[j]))
+		vals[j+1] = base[j+1] + float32(u*(d1+shared[j+1]))
+	}
+	if pairs < n {
+		vals[pairs] = t.oddValue(b, start, pairs, x+wyA, ksp)
 	}
 	return encode(b.out, dt, vals)
+}
+
+// oddValue is the value of the chunk's last element j when n is odd: the low
+// half of the draw at Weyl state x.
+func (t *tensorSpec) oddValue(b *chunkBuf, start int64, j int, x, ksp uint64) float32 {
+	h := wymix(x)
+	d := normTab[uint16(h)]
+	if uint16(h>>16) < pOwn16 {
+		d += sparseAt(ksp, start+int64(j))
+	}
+	return b.base[j] + float32(t.unit*(d+b.shared[j]))
 }
 
 // intValues is the I64 buffer of model m (0 = base): 0, 2, 4, … in the base,
