@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/tiesmm/tiesmm/mmapio"
@@ -85,11 +86,24 @@ func readModelDir(t *testing.T, dir string) (map[string]*fileTensor, []string) {
 func TestGenerateFiles(t *testing.T) {
 	dir := t.TempDir()
 	o := Options{Params: 1_000_000, Models: 2, Seed: 42, IntBuffer: true, FineTuneDTypes: []string{"bf16", "f32"}}
+	var mu sync.Mutex
+	var calls int
+	var last, total int64
+	o.Progress = func(done, tot int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		last, total = max(last, done), tot
+	}
 	sum, err := Generate(dir, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Log(sum)
+	if calls < 2 || last != total || total != sum.Bytes {
+		t.Errorf("progress: %d calls, last %d of %d; summary %d bytes", calls, last, total, sum.Bytes)
+	}
+	o.Progress = nil
 	mem := genMem(t, o, 3)
 	if sum.Arch != mem.arch || len(sum.Models) != 3 {
 		t.Fatalf("summary %+v", sum)
@@ -252,6 +266,25 @@ func TestGenerateShards(t *testing.T) {
 		raw, _ := os.ReadFile(filepath.Join(m.Path, "model.safetensors.index.json"))
 		if err := json.Unmarshal(raw, &index); err != nil || index.Metadata.TotalSize != m.Bytes {
 			t.Errorf("%s: index total_size %d, want %d (%v)", m.Role, index.Metadata.TotalSize, m.Bytes, err)
+		}
+	}
+}
+
+// TestGenerateEmbedOverride: the big-embedding mode at a small size.
+func TestGenerateEmbedOverride(t *testing.T) {
+	dir := t.TempDir()
+	sum, err := Generate(dir, Options{Params: 10_000, Models: 1, EmbedRows: 3000, EmbedCols: 96})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := sum.Arch
+	if a.Vocab != 3000 || a.Hidden != 96 || a.Layers != 1 || a.HeadDim != 32 || a.Heads != 3 {
+		t.Errorf("arch %+v", a)
+	}
+	got, _ := readModelDir(t, filepath.Join(dir, "ft1"))
+	for _, name := range []string{"model.embed_tokens.weight", "lm_head.weight"} {
+		if sh := got[name].Shape; len(sh) != 2 || sh[0] != 3000 || sh[1] != 96 {
+			t.Errorf("%s shape %v, want [3000 96]", name, sh)
 		}
 	}
 }
