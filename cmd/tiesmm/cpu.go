@@ -1,0 +1,29 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/tiesmm/tiesmm/kernels"
+)
+
+type cpuCmd struct {
+	Sets bool `help:"Print only the names of the kernel sets this CPU runs, best first."`
+}
+
+func (c *cpuCmd) Run(context.Context) error {
+	if c.Sets {
+		for _, s := range kernels.Available() {
+			fmt.Println(s.Name)
+		}
+		return nil
+	}
+	for i, s := range kernels.Available() {
+		mark := ""
+		if i == 0 {
+			mark = " (auto)"
+		}
+		fmt.Printf("kernels: %s%s\n", s.Name, mark)
+	}
+	return nil
+}

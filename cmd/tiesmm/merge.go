@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+
+	"golang.org/x/term"
+
+	"github.com/tiesmm/tiesmm/config"
+	"github.com/tiesmm/tiesmm/kernels"
+	"github.com/tiesmm/tiesmm/merge"
+)
+
+type mergeCmd struct {
+	Args []string `arg:"" name:"[config.yml] out" help:"A mergekit-style YAML config and the output directory, or only the output directory with --base and --model."`
+
+	Base      string    `help:"Base model (flag form): a directory of safetensors or a .safetensors file." placeholder:"DIR"`
+	Model     []string  `help:"A fine-tuned model (flag form; repeat for each)." placeholder:"DIR"`
+	Method    string    `help:"Merge method (flag form): ties, task_arithmetic, dare_ties, dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear, linear, model_stock." default:"ties"`
+	Preset    string    `help:"TIES preset: paper (default in the flag form), mergekit (default for YAML) or peft."`
+	TrimScope string    `help:"Trim threshold per model (whole model) or per tensor." enum:",model,tensor" default:""`
+	Density   string    `help:"Fraction of each task vector kept by the trim, in (0, 1]."`
+	Weight    []float64 `help:"Weight of each model, in --model order (repeat or comma-separate)."`
+	Lambda    string    `help:"Scale of the merged task vector."`
+	Gamma     string    `help:"Breadcrumbs: fraction of the largest |τ| dropped."`
+	Epsilon   string    `help:"DELLA: half-width of the keep-probability range."`
+	Rescale   string    `help:"DARE/DELLA: make up for dropped values by L1 norm (true, l1), by 1/p (inverse), or not (false)." enum:",true,false,l1,inverse" default:""`
+	Seed      uint64    `help:"Seed of the random methods (DARE, DELLA): same seed, same bytes." default:"0"`
+	Consensus string    `help:"Sign election: sum of values or count of signs." enum:",sum,count" default:""`
+	Aggregate string    `help:"How agreeing values combine." enum:",mean,sum,max" default:""`
+	Normalize string    `help:"Divide by the agreeing weights (true) or not (false)." enum:",true,false" default:""`
+	TopK      string    `name:"topk" help:"Whole-model threshold: exact (two histogram passes) or approx (one; keeps up to one histogram bin more)." enum:",exact,approx" default:""`
+
+	OutDType     string   `name:"out-dtype" help:"Output dtype: bfloat16, float16 or float32 (default: the base's)."`
+	OutShardSize ByteSize `name:"out-shard-size" help:"Largest output shard." default:"5GB"`
+	MaxMemory    ByteSize `name:"max-memory" help:"Bound on the process's resident memory; block size and workers follow from it." default:"2GiB"`
+	Threads      int      `help:"Workers (default: one per core)."`
+	BlockSize    int      `name:"block-size" help:"Elements per block (default: sized to L2)."`
+	Kernel       string   `help:"Kernel set: auto, avx512, avx2, neon or go (also TIESMM_KERNEL)." default:"auto"`
+	DryRun       bool     `name:"dry-run" help:"Check everything and print the plan; read no tensor data, write nothing."`
+	Explain      bool     `help:"Print each tensor's resolved parameters per model, then exit."`
+	Force        bool     `help:"Replace a non-empty output directory."`
+	Quiet        bool     `help:"One line per pass instead of a progress bar."`
+}
+
+// config builds the merge config from the YAML file, or from the flags.
+func (m *mergeCmd) config() (*config.Config, string, error) {
+	switch len(m.Args) {
+	case 2:
+		if m.Base != "" || len(m.Model) > 0 {
+			return nil, "", errors.New("give either a config file or --base/--model, not both")
+		}
+		c, err := config.Load(m.Args[0])
+		if err != nil {
+			return nil, "", err
+		}
+		if err := m.override(c); err != nil {
+			return nil, "", err
+		}
+		return c, m.Args[1], nil
+	case 1:
+	default:
+		return nil, "", errors.New("want CONFIG.yml OUT, or OUT with --base and --model")
+	}
+	if m.Base == "" && m.Method != "linear" {
+		return nil, "", errors.New("no base model: give --base DIR (or a config file)")
+	}
+	c := &config.Config{Method: m.Method, BaseModel: m.Base, Parameters: config.Params{}}
+	if m.Method == "ties" {
+		c.Parameters["preset"] = config.StringParam("paper")
+	}
+	if len(m.Weight) > 0 && len(m.Weight) != len(m.Model) {
+		return nil, "", fmt.Errorf("%d weights for %d models", len(m.Weight), len(m.Model))
+	}
+	for i, path := range m.Model {
+		e := config.ModelEntry{Path: path, Parameters: config.Params{}}
+		if len(m.Weight) > 0 {
+			e.Parameters["weight"] = config.NumberParam(m.Weight[i])
+		}
+		c.Models = append(c.Models, e)
+	}
+	if err := m.override(c); err != nil {
+		return nil, "", err
+	}
+	return c, m.Args[0], nil
+}
+
+// override applies the detail flags on top of a config.
+func (m *mergeCmd) override(c *config.Config) error {
+	if c.Parameters == nil {
+		c.Parameters = config.Params{}
+	}
+	for key, v := range map[string]string{"preset": m.Preset, "trim_scope": m.TrimScope, "consensus": m.Consensus, "aggregate": m.Aggregate} {
+		if v != "" {
+			c.Parameters[key] = config.StringParam(v)
+		}
+	}
+	for key, v := range map[string]string{"density": m.Density, "lambda": m.Lambda, "gamma": m.Gamma, "epsilon": m.Epsilon} {
+		if v == "" {
+			continue
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return fmt.Errorf("--%s %q: not a number", key, v)
+		}
+		c.Parameters[key] = config.NumberParam(f)
+	}
+	switch m.Rescale {
+	case "":
+	case "true", "false":
+		c.Parameters["rescale"] = config.BoolParam(m.Rescale == "true")
+	default:
+		c.Parameters["rescale"] = config.StringParam(m.Rescale)
+	}
+	if m.Normalize != "" {
+		c.Parameters["normalize"] = config.BoolParam(m.Normalize == "true")
+	}
+	if m.OutDType != "" {
+		c.OutDType = m.OutDType
+	}
+	return nil
+}
+
+func (m *mergeCmd) Run(ctx context.Context) error {
+	c, out, err := m.config()
+	if err != nil {
+		return err
+	}
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	method, resolve, err := merge.Recipe(c)
+	if err != nil {
+		return err
+	}
+	method.Seed = m.Seed
+	method.ApproxTopK = m.TopK == "approx"
+	ks, err := kernels.Lookup(m.Kernel)
+	if err != nil {
+		return err
+	}
+	opts := merge.Options{
+		Base: c.BaseModel, Out: out, Force: m.Force, OutDType: c.OutputDType(),
+		ShardBytes: int64(m.OutShardSize), MaxMemory: int64(m.MaxMemory), Threads: m.Threads,
+		BlockElems: m.BlockSize, Kernels: ks,
+	}
+	for _, e := range c.Models {
+		opts.Models = append(opts.Models, e.Path)
+	}
+	if opts.Base == "" && len(opts.Models) > 0 {
+		opts.Base = opts.Models[0] // linear: the first model lays out the output
+	}
+	plan, err := merge.NewPlan(opts, method, resolve)
+	if err != nil {
+		return err
+	}
+	if c.LayerRange != nil && c.LayerRange[1] != plan.Layers {
+		return fmt.Errorf("%s: the slices cover layers [%d, %d) but the models have %d layers; tiesmm merges whole models", c.File, c.LayerRange[0], c.LayerRange[1], plan.Layers)
+	}
+	if m.Explain {
+		names := make([]string, len(plan.Jobs))
+		for i, j := range plan.Jobs {
+			names[i] = j.Name
+		}
+		return c.Explain(os.Stdout, names, plan.Layers)
+	}
+	if m.DryRun {
+		plan.Describe(os.Stdout)
+		return nil
+	}
+	resolved, err := c.Marshal()
+	if err != nil {
+		return err
+	}
+	var prog merge.Progress = &lineProgress{w: os.Stderr}
+	if !m.Quiet && term.IsTerminal(int(os.Stderr.Fd())) {
+		prog = &barProgress{w: os.Stderr}
+	}
+	sum, err := merge.Run(ctx, plan, prog, map[string][]byte{"tiesmm_config.yml": resolved})
+	if err != nil {
+		return err
+	}
+	sum.Print(os.Stdout, plan)
+	return nil
+}
