@@ -3,12 +3,14 @@ package synth
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/tiesmm/tiesmm/kernels"
@@ -492,5 +494,31 @@ func TestRounding(t *testing.T) {
 		check(math.Float32frombits(uint32(x)))
 		// Half of them in f16's range, where the rounding matters most.
 		check(math.Float32frombits(uint32(x>>32)&0x87ffffff | 0x30000000))
+	}
+}
+
+type failSink struct{ n atomic.Int64 }
+
+func (f *failSink) WriteTensor(name string, off int64, p []byte) error {
+	if f.n.Add(1) > 5 {
+		return errors.New("disk full")
+	}
+	return nil
+}
+
+// TestFillError: a write error stops every worker and names model and tensor.
+func TestFillError(t *testing.T) {
+	_, ts, ms, err := plan(Options{Params: 1_000_000, Models: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := &failSink{}
+	outs := []tensorWriter{discard{}, fs, discard{}}
+	err = fill(ts, ms, outs, 4, nil)
+	if err == nil || !strings.Contains(err.Error(), "disk full") || !strings.Contains(err.Error(), "ft1: tensor ") {
+		t.Fatalf("fill error %v", err)
+	}
+	if n := fs.n.Load(); n > 5+4 {
+		t.Errorf("%d writes to the failing model: workers did not stop", n)
 	}
 }
