@@ -63,6 +63,7 @@ type worker struct {
 	hists          []topk.Hist // per model, for the current select pass
 	kept           []uint64
 	sums           []exactSum // L1 norms or dot products of one tensor
+	scratch, ones  []float32
 	votes          kernels.VoteStats
 	fixups         []fixup
 }
@@ -182,6 +183,12 @@ func (r *run) setup() {
 		w := &worker{
 			base: make([]float32, B), tm: make([]float32, B), taus: make([]float32, n*B),
 			outb: make([]byte, 4*B), kept: make([]uint64, n),
+		}
+		if p.Method.GlobalMajority {
+			w.scratch, w.ones = make([]float32, 2*B), make([]float32, n)
+			for i := range w.ones {
+				w.ones[i] = 1
+			}
 		}
 		if p.Method.Trim {
 			w.hists = make([]topk.Hist, n)
@@ -598,7 +605,7 @@ func (r *run) recordZeroSums(w *worker, b block, vp *kernels.VoteParams, lambda 
 	B, nm := r.stride, len(r.p.Models)
 	neg := make([]float32, nm)
 	var one [1]float32
-	kernels.ZeroSums(w.taus, B, int(b.n), vp, func(e int) {
+	r.zeroSums(w, b, vp, func(e int) {
 		for i := range nm {
 			neg[i] = -w.taus[i*B+e]
 		}
@@ -608,6 +615,33 @@ func (r *run) recordZeroSums(w *worker, b block, vp *kernels.VoteParams, lambda 
 		r.k.Finish(f.val[:j.OutDT.Size()], j.OutDT, w.base[e:e+1], one[:], lambda)
 		w.fixups = append(w.fixups, f)
 	})
+}
+
+// zeroSums calls fn for each element of the block whose vote summed to
+// exactly zero while some value did not. For a sum vote it lets the kernels
+// do the work: a vote-less sum of the vote values reproduces the vote's sum
+// (same values, same order), and a vote-less max of their magnitudes says
+// whether any is nonzero. A count vote takes the scalar scan.
+func (r *run) zeroSums(w *worker, b block, vp *kernels.VoteParams, fn func(e int)) {
+	n := int(b.n)
+	if vp.Consensus != kernels.ConsensusSum {
+		kernels.ZeroSums(w.taus, r.stride, n, vp, fn)
+		return
+	}
+	sum := kernels.VoteParams{Weights: vp.Weights, Consensus: kernels.ConsensusNone, Aggregate: kernels.AggregateSum}
+	if !vp.WeightedVote {
+		sum.Weights = w.ones
+	}
+	big := sum
+	big.Aggregate = kernels.AggregateMax
+	s, m := w.scratch[:n], w.scratch[r.stride:r.stride+n]
+	r.k.Vote(s, w.taus, r.stride, &sum)
+	r.k.Vote(m, w.taus, r.stride, &big)
+	for e := range s {
+		if s[e] == 0 && m[e] != 0 {
+			fn(e)
+		}
+	}
 }
 
 // PeakRSS reads the process's peak resident set size (Linux), or 0.

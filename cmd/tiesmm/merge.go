@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strconv"
 
 	"golang.org/x/term"
@@ -44,6 +45,7 @@ type mergeCmd struct {
 	Explain      bool     `help:"Print each tensor's resolved parameters per model, then exit."`
 	Force        bool     `help:"Replace a non-empty output directory."`
 	Quiet        bool     `help:"One line per pass instead of a progress bar."`
+	CPUProfile   string   `name:"cpu-profile" hidden:"" help:"Write a Go CPU profile of the merge to this file."`
 }
 
 // config builds the merge config from the YAML file, or from the flags.
@@ -178,6 +180,17 @@ func (m *mergeCmd) Run(ctx context.Context) error {
 	var prog merge.Progress = &lineProgress{w: os.Stderr}
 	if !m.Quiet && term.IsTerminal(int(os.Stderr.Fd())) {
 		prog = &barProgress{w: os.Stderr}
+	}
+	if m.CPUProfile != "" {
+		f, err := os.Create(m.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	sum, err := merge.Run(ctx, plan, prog, map[string][]byte{"tiesmm_config.yml": resolved})
 	if err != nil {
