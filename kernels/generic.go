@@ -3,6 +3,7 @@ package kernels
 import (
 	"encoding/binary"
 	"math"
+	"runtime"
 )
 
 // Generic is the portable Go set: always compiled, the reference every
@@ -82,7 +83,7 @@ func voteGeneric(out []float32, taus []float32, stride int, p *VoteParams) VoteS
 		for i := 0; i < n; i++ {
 			v := taus[i*stride+j]
 			if p.WeightedVote {
-				v = p.Weights[i] * v
+				v = float32(p.Weights[i] * v)
 			}
 			if p.Consensus == ConsensusCount {
 				s += sign(v)
@@ -112,7 +113,7 @@ func voteGeneric(out []float32, taus []float32, stride int, p *VoteParams) VoteS
 		var num, den, mx float32
 		for i := 0; i < n; i++ {
 			t := taus[i*stride+j]
-			a := p.Weights[i] * t
+			a := mul(p.Weights[i], t)
 			v := t
 			if p.WeightedVote {
 				v = a
@@ -120,9 +121,9 @@ func voteGeneric(out []float32, taus []float32, stride int, p *VoteParams) VoteS
 			if p.Consensus != ConsensusNone && !(up && v > 0 || !up && v < 0) {
 				continue
 			}
-			num += a
+			num = add(a, num)
 			if p.DivideByWeights {
-				den += p.Weights[i]
+				den = add(p.Weights[i], den)
 			} else {
 				den++
 			}
@@ -152,6 +153,54 @@ func voteGeneric(out []float32, taus []float32, stride int, p *VoteParams) VoteS
 func finishGeneric(dst []byte, dt DType, base, tm []float32, lambda float32) {
 	_, _ = base[:len(tm)], dst[:len(tm)*dt.Size()]
 	for i := range tm {
-		store(dst, dt, i, base[i]+float32(lambda*tm[i]))
+		store(dst, dt, i, add(base[i], mul(lambda, tm[i])))
 	}
+}
+
+// mul and add are a·b and a+b rounded to float32 (never fused into an FMA),
+// with the NaN that a result carries pinned down. When both operands are NaN
+// the hardware keeps one of them by position, and the Go compiler may swap
+// the operands of a commutative operation (it does, depending on the target
+// and on instrumentation): nanPick applies this architecture's rule to the
+// operands in the order written here, which is the order the assembly sets
+// use. Only the vote's products and sums that reach the output go through
+// them; the vote sum s is only compared, so its payload does not matter.
+func mul(a, b float32) float32 {
+	r := float32(a * b)
+	if r != r {
+		return nanPick(a, b, r)
+	}
+	return r
+}
+
+func add(a, b float32) float32 {
+	r := float32(a + b)
+	if r != r {
+		return nanPick(a, b, r)
+	}
+	return r
+}
+
+// nanPick is the NaN an operation on a and b returns, r being what it
+// returned: x86 (SSE/AVX) keeps the first NaN operand, arm64 (FPCR.DN = 0, as
+// Go runs) a signalling one first, then the first; either is quieted. A NaN
+// made from non-NaN operands (∞−∞, 0·∞) is the same whatever the order.
+func nanPick(a, b, r float32) float32 {
+	const quiet = 0x00400000
+	ua, ub := math.Float32bits(a), math.Float32bits(b)
+	if runtime.GOARCH == "arm64" {
+		if a != a && ua&quiet == 0 {
+			return math.Float32frombits(ua | quiet)
+		}
+		if b != b && ub&quiet == 0 {
+			return math.Float32frombits(ub | quiet)
+		}
+	}
+	if a != a {
+		return math.Float32frombits(ua | quiet)
+	}
+	if b != b {
+		return math.Float32frombits(ub | quiet)
+	}
+	return r
 }

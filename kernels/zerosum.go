@@ -11,7 +11,7 @@ func ZeroSums(taus []float32, stride, n int, p *VoteParams, fn func(j int)) {
 		for i, w := range p.Weights {
 			v := taus[i*stride+j]
 			if p.WeightedVote {
-				v = w * v
+				v = float32(w * v)
 			}
 			if p.Consensus == ConsensusCount {
 				s += sign(v)

@@ -4,11 +4,11 @@
 // or the one given by -dir); `make` checks that a fresh run leaves no diff.
 //
 // The arithmetic follows kernels/generic.go operation for operation. Where the
-// reference adds or multiplies two values that may both be NaN, the operand
-// order below is the one the Go compiler emits for generic.go (SSE keeps the
-// first operand's payload): a = w·t with w first, num + a, w + den,
-// λ·τₘ + θ₀ with the product first. Go's assembler lists operands in reverse
-// of Intel's, so "VMULPS t, w, a" computes w·t with w first.
+// reference adds or multiplies two values that may both be NaN, the operands
+// come in its order (SSE keeps the first NaN operand, as its nanPick does):
+// a = w·t, a + num, w + den, θ₀ + λ·τₘ, λ·τₘ with λ first. Go's assembler
+// lists operands in reverse of Intel's, so "VMULPS t, w, a" computes w·t
+// with w first.
 package main
 
 import (
@@ -322,12 +322,13 @@ func finish512(a *asm, dt string) {
 	body := func(k int, masked bool) {
 		z := k
 		if masked {
-			a.op("VMULPS.Z (SI), Z29, K7, Z%d", z)
-			a.op("VADDPS.Z (BX), Z%d, K7, Z%d", z, z)
+			a.op("VMULPS.Z (SI), Z29, K7, Z%d", z) // λ·τₘ
+			a.op("VMOVUPS.Z (BX), K7, Z%d", z+16)
 		} else {
 			a.op("VMULPS %d(SI), Z29, Z%d", 64*k, z)
-			a.op("VADDPS %d(BX), Z%d, Z%d", 64*k, z, z)
+			a.op("VMOVUPS %d(BX), Z%d", 64*k, z+16)
 		}
+		a.op("VADDPS Z%d, Z%d, Z%d", z, z+16, z) // θ₀ + λ·τₘ
 		dmem := fmt.Sprintf("%d(DI)", 16*sz*k)
 		switch dt {
 		case "F32":
@@ -460,7 +461,7 @@ func vote512(a *asm, cons, agg string, wv bool) {
 		a.op("VPXORD Z10, Z10, Z10")
 		// aggregate adds the agreeing (masked by K2, or every) value.
 		aggregate := func(mask string) {
-			a.op("VADDPS Z13, Z8, %sZ8", mask) // num + a
+			a.op("VADDPS Z8, Z13, %sZ8", mask) // a + num
 			switch agg {
 			case "Mean":
 				a.op("VADDPS Z30, Z9, %sZ9", mask) // den + 1
@@ -750,9 +751,13 @@ func finish2(a *asm, dt string) {
 		unrolled = 2 // three temporaries per vector
 	}
 	body := func(k int) {
-		y := k
-		a.op("VMULPS %d(SI), Y15, Y%d", 32*k, y)
-		a.op("VADDPS %d(BX), Y%d, Y%d", 32*k, y, y)
+		y, b := k, k+4
+		if dt == "BF16" {
+			b = 2 + 3*k // a temporary, free until the rounding
+		}
+		a.op("VMULPS %d(SI), Y15, Y%d", 32*k, y) // λ·τₘ
+		a.op("VMOVUPS %d(BX), Y%d", 32*k, b)
+		a.op("VADDPS Y%d, Y%d, Y%d", y, b, y) // θ₀ + λ·τₘ
 		dmem := fmt.Sprintf("%d(DI)", 8*sz*k)
 		switch dt {
 		case "F32":
@@ -811,7 +816,7 @@ func finish2(a *asm, dt string) {
 //	Pass 2: Y0 flip, Y1 num, Y2 den, Y3 max |a|, Y4 t, Y5 w, Y6 a, Y7 agreement.
 //
 // A value that does not agree is replaced by +0 rather than skipped: num and
-// den start at +0 and so can never be −0, and x + (+0) is x for every other x
+// den start at +0 and so can never be −0, and (+0) + x is x for every other x
 // (a NaN x keeps its payload), so the sums are the reference's.
 func vote2(a *asm, cons, agg string, wv bool) {
 	name := voteName(cons, agg, wv, "AVX2")
@@ -869,7 +874,7 @@ func vote2(a *asm, cons, agg string, wv bool) {
 			if needS {
 				a.op("VADDPS Y%d, Y0, Y0", v)
 			}
-			a.op("VADDPS Y6, Y8, Y8") // num + a
+			a.op("VADDPS Y8, Y6, Y8") // a + num
 			switch agg {
 			case "Mean":
 				a.op("VADDPS Y14, Y9, Y9")
@@ -946,7 +951,7 @@ func vote2(a *asm, cons, agg string, wv bool) {
 			a.op("VXORPS Y0, Y%d, Y7", v)
 			a.op("VCMPPS %s, Y15, Y7, Y7", cmpGT) // agrees
 			a.op("VANDPS Y7, Y6, Y4")
-			a.op("VADDPS Y4, Y1, Y1") // num + a
+			a.op("VADDPS Y1, Y4, Y1") // a + num
 			switch agg {
 			case "Mean":
 				a.op("VANDPS Y7, Y14, Y4")
