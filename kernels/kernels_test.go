@@ -227,13 +227,6 @@ func TestAvailable(t *testing.T) {
 	t.Logf("sets: %v", setNames(av))
 }
 
-func setNames(s []*Set) []string {
-	var n []string
-	for _, k := range s {
-		n = append(n, k.Name)
-	}
-	return n
-}
 
 func TestLookup(t *testing.T) {
 	for _, s := range Available() {
