@@ -38,6 +38,9 @@ type Summary struct {
 	Kept          []uint64 // elements kept, per model
 	Votes         kernels.VoteStats
 	ZeroSumsFixed int64 // zero sums given the model-wide majority sign −1
+	Sampled       int64 // single pass: elements per model read to place the bands
+	Spilled       int64 // single pass: positions settled after the pass
+	FellBack      bool  // single pass: the bands missed, the two-pass select ran
 	Majority      int   // the model-wide majority sign (paper preset), else 0
 	Elapsed       time.Duration
 	PeakRSS       int64
@@ -64,6 +67,7 @@ type worker struct {
 	kept           []uint64
 	sums           []exactSum // L1 norms or dot products of one tensor
 	scratch, ones  []float32
+	band           *bandState
 	votes          kernels.VoteStats
 	fixups         []fixup
 }
@@ -79,9 +83,14 @@ type run struct {
 	votes  []kernels.VoteParams
 	scale  [][]float32 // per job, per model: the L1 rescale factor
 	stock  []float32   // per job: Model Stock's t
-	prog   Progress
-	ws     []*worker
-	fix    []fixup
+
+	// The single-pass whole-model trim.
+	bands     []band
+	bandTrims []bool // per model: whether it is trimmed at all
+	spill     *spill
+	prog      Progress
+	ws        []*worker
+	fix       []fixup
 }
 
 // Run executes the plan. Nothing is visible at the destination unless it
@@ -107,10 +116,12 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 	r.setup()
 
 	sum := &Summary{Kernel: r.k.Name, Passes: p.Passes(), InputBytes: p.InputBytes, OutputBytes: p.OutputBytes}
-	if err := r.selectThresholds(ctx, sum); err != nil {
-		return nil, err
+	if p.singlePass() {
+		err = r.singlePassMerge(ctx, sum)
+	} else if err = r.selectThresholds(ctx, sum); err == nil {
+		err = r.mergeAll(ctx)
 	}
-	if err := r.mergeAll(ctx); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	sum.Kept = make([]uint64, len(p.Models))
@@ -538,6 +549,18 @@ func (r *run) mergeJob(ctx context.Context, ji int) error {
 	return r.parallel(ctx, r.blocks([]int{ji}), r.mergeBlock)
 }
 
+// copyJobs copies every tensor that is not merged.
+func (r *run) copyJobs() error {
+	for ji, j := range r.p.Jobs {
+		if j.Copy {
+			if err := r.copyJob(ji); err != nil {
+				return fmt.Errorf("tensor %q: %w", j.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
 func (r *run) copyJob(ji int) error {
 	j := &r.p.Jobs[ji]
 	const chunk = 8 << 20
@@ -571,13 +594,7 @@ func (r *run) mergeBlock(w *worker, b block) error {
 			w.kept[i] += uint64(kept)
 		}
 	}
-	vp := &r.votes[b.job]
-	st := r.k.Vote(w.tm[:n], w.taus, r.stride, vp)
-	w.votes.Add(st)
-	if p.Method.GlobalMajority && st.ZeroSum > 0 {
-		r.recordZeroSums(w, b, vp, j.Params.Lambda)
-	}
-	return r.finish(w, b, base, w.tm[:n], j.Params.Lambda)
+	return r.voteAndFinish(w, b, base)
 }
 
 // dropTies zeroes the elements at the threshold after the first keep of them.
@@ -600,18 +617,18 @@ func dropTies(tau []float32, bits uint32, keep int64) int {
 // the output it gets if the model-wide majority sign turns out to be −1.
 // The −1 result is the negation of the +1 result on negated inputs, so the
 // kernel itself computes it, bit for bit.
-func (r *run) recordZeroSums(w *worker, b block, vp *kernels.VoteParams, lambda float32) {
-	j := &r.p.Jobs[b.job]
+func (r *run) recordZeroSums(w *worker, ji, n int, pos func(e int) int64, vp *kernels.VoteParams, lambda float32) {
+	j := &r.p.Jobs[ji]
 	B, nm := r.stride, len(r.p.Models)
 	neg := make([]float32, nm)
 	var one [1]float32
-	r.zeroSums(w, b, vp, func(e int) {
+	r.zeroSums(w, n, vp, func(e int) {
 		for i := range nm {
 			neg[i] = -w.taus[i*B+e]
 		}
 		r.k.Vote(one[:], neg, 1, vp)
 		one[0] = -one[0]
-		f := fixup{job: int32(b.job), elem: b.start + int64(e)}
+		f := fixup{job: int32(ji), elem: pos(e)}
 		r.k.Finish(f.val[:j.OutDT.Size()], j.OutDT, w.base[e:e+1], one[:], lambda)
 		w.fixups = append(w.fixups, f)
 	})
@@ -622,8 +639,7 @@ func (r *run) recordZeroSums(w *worker, b block, vp *kernels.VoteParams, lambda 
 // do the work: a vote-less sum of the vote values reproduces the vote's sum
 // (same values, same order), and a vote-less max of their magnitudes says
 // whether any is nonzero. A count vote takes the scalar scan.
-func (r *run) zeroSums(w *worker, b block, vp *kernels.VoteParams, fn func(e int)) {
-	n := int(b.n)
+func (r *run) zeroSums(w *worker, n int, vp *kernels.VoteParams, fn func(e int)) {
 	if vp.Consensus != kernels.ConsensusSum {
 		kernels.ZeroSums(w.taus, r.stride, n, vp, fn)
 		return

@@ -27,7 +27,8 @@ type Options struct {
 	Threads    int // 0: one per core
 	BlockElems int // 0: sized from L2 and the memory bound
 	Kernels    *kernels.Set
-	Layers     int // numbered layers, for gradients (0: from the tensor names)
+	Layers     int  // numbered layers, for gradients (0: from the tensor names)
+	TwoPass    bool // the whole-model trim by two full histogram passes, not sample + spill
 }
 
 // Job is one output tensor: merged from the inputs, or copied from the base.
@@ -61,14 +62,24 @@ type Plan struct {
 	Density []float64
 
 	InputBytes, OutputBytes int64
-	BlockElems, Workers     int
-	MemoryBound             int64
+	// The single pass samples one run of sampleChunk elements in every
+	// sampleEvery, unless the model has fewer than sampleMin elements (then
+	// all of them); tests lower them.
+	sampleEvery         int
+	sampleMin           int64
+	sampleChunk         int64
+	BlockElems, Workers int
+	MemoryBound         int64
 }
 
 // Passes names the passes over the inputs, in order. Per-tensor passes read
 // a tensor again while it is hot in the page cache.
 func (p *Plan) Passes() []string {
 	m := p.Method
+	if p.singlePass() {
+		return []string{"sample: |τ| of one run of elements in " + fmt.Sprint(sampleEvery) + ", to place each threshold in a narrow band",
+			"merge, single pass: positions with a value inside a band spilled", "settle: exact thresholds, spilled positions merged"}
+	}
 	var ps []string
 	if m.Trim && p.trims() && m.Scope == ScopeModel {
 		ps = append(ps, "select: |τ| high-bits histogram")
@@ -157,7 +168,7 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 	if opts.Kernels == nil {
 		opts.Kernels = kernels.Generic
 	}
-	p := &Plan{Opts: opts, Method: m}
+	p := &Plan{Opts: opts, Method: m, sampleEvery: sampleEvery, sampleMin: sampleMinElems, sampleChunk: sampleChunk}
 	var errs []error
 	var err error
 	if p.Base, err = mmapio.OpenModel(opts.Base); err != nil {

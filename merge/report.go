@@ -111,6 +111,13 @@ func (s *Summary) Print(w io.Writer, p *Plan) {
 	fmt.Fprintf(w, "merged:   %s → %s in %s (%.2f GB/s of input), kernels %s\n",
 		gb(s.InputBytes), gb(s.OutputBytes), s.Elapsed.Round(time.Millisecond), float64(s.InputBytes)/1e9/s.Elapsed.Seconds(), s.Kernel)
 	fmt.Fprintf(w, "passes:   %d (%s)\n", len(s.Passes), strings.Join(s.Passes, " → "))
+	if s.Sampled > 0 {
+		fmt.Fprintf(w, "single:   sampled %d elements per model; %d positions spilled and settled", s.Sampled, s.Spilled)
+		if s.FellBack {
+			fmt.Fprint(w, "; the sample missed a threshold, so the exact two-pass select ran")
+		}
+		fmt.Fprintln(w)
+	}
 	if p.Method.Trim {
 		asked := s.Asked
 		if p.Method.Scope == ScopeTensor {

@@ -1,0 +1,94 @@
+package merge
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+
+	"github.com/tiesmm/tiesmm/kernels"
+)
+
+// runPaper merges a set with the paper preset, sampling one block in every,
+// and checks the output against the reference bit for bit.
+func runPaper(t *testing.T, set testSet, every int, block int, wantFallback bool) *Summary {
+	t.Helper()
+	r := rand.New(rand.NewPCG(7, 8))
+	dir := t.TempDir()
+	base, models := set.write(t, dir, r)
+	m := preset("paper", nil)()
+	params := uniformParams(0.2, ones(len(models)), 1)
+	opts := Options{Base: base, Models: models, Out: filepath.Join(dir, "out"), Threads: 2, BlockElems: block, Kernels: kernels.Available()[0]}
+	p, err := NewPlan(opts, m, func(name string, _, _ int) (TensorParams, error) { return params(name), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.sampleEvery, p.sampleMin, p.sampleChunk = every, 1, int64(block)
+	if !p.singlePass() {
+		t.Fatal("the paper preset should take the single pass")
+	}
+	sum, err := Run(context.Background(), p, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, kept := set.expected(m, params, nil)
+	_, data := readModel(t, opts.Out)
+	for name, w := range want {
+		dt, _ := floatDType(p.Base.Tensors[name].DType)
+		got := decode(dt, data[name])
+		for e := range w {
+			if math.Float32bits(got[e]) != math.Float32bits(w[e]) {
+				t.Fatalf("%s[%d] = %v, want %v (spilled %d, fell back %v)", name, e, got[e], w[e], sum.Spilled, sum.FellBack)
+			}
+		}
+	}
+	for i := range kept {
+		if sum.Kept[i] != kept[i] {
+			t.Fatalf("model %d kept %d, reference %d", i+1, sum.Kept[i], kept[i])
+		}
+	}
+	if sum.FellBack != wantFallback {
+		t.Fatalf("fell back = %v, want %v", sum.FellBack, wantFallback)
+	}
+	return sum
+}
+
+func TestSinglePassSampled(t *testing.T) {
+	for seed := range uint64(4) {
+		set := randomSet(rand.New(rand.NewPCG(seed, 99)), 3, seed == 3)
+		sum := runPaper(t, set, 3, 16, false)
+		var total int64
+		for _, bt := range set.base {
+			total += int64(len(bt.vals))
+		}
+		if sum.Sampled == 0 || sum.Sampled > total/2 {
+			t.Fatalf("sampled %d of %d elements, want about a third", sum.Sampled, total)
+		}
+		if sum.Spilled == 0 {
+			t.Fatalf("nothing spilled: the band should hold some positions")
+		}
+	}
+}
+
+// TestSinglePassFallsBack feeds a model whose sampled runs (16 elements in
+// every 64, from element 32 on) hold tiny task vectors and the others large ones: the sample
+// places the band far too low, the counts show it, and the merge redoes the
+// selection with two passes, still exact.
+func TestSinglePassFallsBack(t *testing.T) {
+	const n = 4096
+	base := testTensor{name: "model.layers.0.mlp.up_proj.weight", shape: []int64{64, 64}, dt: kernels.F32, vals: make([]float32, n)}
+	set := testSet{base: []testTensor{base}}
+	for mi := range 2 {
+		vals := make([]float32, n)
+		for e := range vals {
+			scale := float32(1)
+			if (e/16)%4 == 2 {
+				scale = 1e-4
+			}
+			vals[e] = scale * float32(1+(e*(mi+3))%17)
+		}
+		set.models = append(set.models, []testTensor{{name: base.name, shape: base.shape, dt: kernels.F32, vals: vals}})
+	}
+	runPaper(t, set, 4, 16, true)
+}
