@@ -396,9 +396,9 @@ func TestMatchesReference(t *testing.T) {
 					dt, _ := floatDType(tt.DType)
 					got := decode(dt, data[name])
 					for e := range w {
-						if math.Float32bits(got[e]) != math.Float32bits(w[e]) {
-							t.Fatalf("trial %d (%d models, %d threads, block %d, kernels %s): %s[%d] = %v, want %v",
-								trial, n, opts.Threads, opts.BlockElems, opts.Kernels.Name, name, e, got[e], w[e])
+						if !sameFloat(got[e], w[e]) {
+							t.Fatalf("trial %d (%d models, %d threads, block %d, kernels %s): %s[%d] = %v (%#x), want %v (%#x)",
+								trial, n, opts.Threads, opts.BlockElems, opts.Kernels.Name, name, e, got[e], math.Float32bits(got[e]), w[e], math.Float32bits(w[e]))
 						}
 					}
 				}

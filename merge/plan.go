@@ -422,7 +422,7 @@ func (p *Plan) sizeMemory() error {
 	block := p.Opts.BlockElems
 	if block <= 0 {
 		// τ of every model plus base and result should sit in L2.
-		block = l2Bytes() / (4 * (len(p.Models) + 3))
+		block = kernels.L2Bytes() / (4 * (len(p.Models) + 3))
 		block = max(4096, min(65536, 1<<(bits.Len(uint(block))-1)))
 	}
 	shared := int64(fixedOverhead)

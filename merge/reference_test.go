@@ -370,3 +370,11 @@ func refModelStock(ts []refTensor, taus [][][]float32) [][]float32 {
 	}
 	return out
 }
+
+// sameFloat compares bit for bit, except that any two NaNs match: which NaN
+// payload survives an operation on two NaNs is the architecture's rule
+// (kernels pins it, and its tests hold every set to it); the reference here
+// does not model it.
+func sameFloat(a, b float32) bool {
+	return math.Float32bits(a) == math.Float32bits(b) || a != a && b != b
+}

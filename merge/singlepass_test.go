@@ -2,7 +2,6 @@ package merge
 
 import (
 	"context"
-	"math"
 	"math/rand/v2"
 	"path/filepath"
 	"testing"
@@ -38,7 +37,7 @@ func runPaper(t *testing.T, set testSet, every int, block int, wantFallback bool
 		dt, _ := floatDType(p.Base.Tensors[name].DType)
 		got := decode(dt, data[name])
 		for e := range w {
-			if math.Float32bits(got[e]) != math.Float32bits(w[e]) {
+			if !sameFloat(got[e], w[e]) {
 				t.Fatalf("%s[%d] = %v, want %v (spilled %d, fell back %v)", name, e, got[e], w[e], sum.Spilled, sum.FellBack)
 			}
 		}

@@ -18,12 +18,6 @@ func (c *cpuCmd) Run(context.Context) error {
 		}
 		return nil
 	}
-	for i, s := range kernels.Available() {
-		mark := ""
-		if i == 0 {
-			mark = " (auto)"
-		}
-		fmt.Printf("kernels: %s%s\n", s.Name, mark)
-	}
+	fmt.Print(kernels.CPUReport())
 	return nil
 }
