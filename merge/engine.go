@@ -77,7 +77,7 @@ type run struct {
 	stride int // elements per model in the workers' scratch: the largest block
 	k      *kernels.Set
 	out    *mmapio.Output
-	maps   map[string]*mmapio.Mapping
+	files  map[string]*mappedFile
 	trims  [][]trim // per job, per model: the trim
 	tops   [][]trim // per job, per model: the outliers cut (breadcrumbs)
 	votes  []kernels.VoteParams
@@ -100,11 +100,9 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 	if prog == nil {
 		prog = noProgress{}
 	}
-	r := &run{p: p, k: p.Opts.Kernels, prog: prog, maps: map[string]*mmapio.Mapping{}}
-	defer r.unmap()
-	if err := r.mapInputs(); err != nil {
-		return nil, err
-	}
+	r := &run{p: p, k: p.Opts.Kernels, prog: prog}
+	r.openFiles()
+	defer r.closeFiles()
 	if r.out, err = mmapio.CreateOutput(p.Opts.Out, p.Opts.Force, p.Layout); err != nil {
 		return nil, err
 	}
@@ -157,28 +155,6 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 	sum.Elapsed = time.Since(start)
 	sum.PeakRSS = PeakRSS()
 	return sum, nil
-}
-
-func (r *run) mapInputs() error {
-	for _, md := range append([]*mmapio.Model{r.p.Base}, r.p.Models...) {
-		for _, f := range md.Files {
-			if r.maps[f] != nil {
-				continue
-			}
-			m, err := mmapio.MapFile(f)
-			if err != nil {
-				return err
-			}
-			r.maps[f] = m
-		}
-	}
-	return nil
-}
-
-func (r *run) unmap() {
-	for _, m := range r.maps {
-		m.Close()
-	}
 }
 
 func (r *run) setup() {
@@ -245,6 +221,16 @@ func (r *run) blocks(jobs []int) []block {
 // parallel runs fn over the blocks with one goroutine per worker; the first
 // error stops the others.
 func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b block) error) error {
+	for _, b := range bs {
+		for _, f := range r.blockFiles(b) {
+			f.pending.Add(1)
+		}
+	}
+	defer func() {
+		for _, f := range r.files {
+			f.pending.Store(0)
+		}
+	}()
 	var next atomic.Int64
 	var failed atomic.Bool
 	errs := make([]error, len(r.ws))
@@ -264,7 +250,24 @@ func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b blo
 					return
 				}
 				b := bs[i]
-				if err := mmapio.Guard(func() error { return fn(w, b) }); err != nil {
+				err := mmapio.Guard(func() (err error) {
+					defer func() {
+						if e := recover(); e != nil {
+							me, ok := e.(mapError)
+							if !ok {
+								panic(e) // a fault: Guard turns it into an error
+							}
+							err = me.err
+						}
+					}()
+					return fn(w, b)
+				})
+				for _, f := range r.blockFiles(b) {
+					if f.pending.Add(-1) == 0 {
+						f.close()
+					}
+				}
+				if err != nil {
 					errs[wi] = err
 					failed.Store(true)
 					return
@@ -276,12 +279,20 @@ func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b blo
 	return errors.Join(errs...)
 }
 
-// src is the view of elements [start, start+n) of t; the caller releases it.
+// src is the view of elements [start, start+n) of t. The file stays mapped
+// until the pass's last block reading it is done (parallel counts them).
 func (r *run) src(t *mmapio.Tensor, dt kernels.DType, start, n int64) []byte {
 	sz := int64(dt.Size())
 	off := t.Offset + start*sz
-	return r.maps[t.File].Data()[off : off+n*sz]
+	data, err := r.files[t.File].data()
+	if err != nil {
+		panic(mapError{err}) // inside Guard: parallel returns it
+	}
+	return data[off : off+n*sz]
 }
+
+// mapError carries a mapping failure out of a kernel call site.
+type mapError struct{ err error }
 
 // release drops the pages of a view from this process once read. The range
 // is widened on both sides by the most a single fault can map: fault-around
@@ -293,7 +304,7 @@ func (r *run) release(t *mmapio.Tensor, dt kernels.DType, start, n int64) {
 	sz := int64(dt.Size())
 	pad := max(int64(faultSpan), int64(os.Getpagesize()))
 	off := t.Offset + start*sz
-	r.maps[t.File].DontNeed(off-pad, n*sz+2*pad)
+	r.files[t.File].dontNeed(off-pad, n*sz+2*pad)
 }
 
 func (r *run) readBytes(j *Job, n int64) int64 {
@@ -564,7 +575,13 @@ func (r *run) copyJobs() error {
 func (r *run) copyJob(ji int) error {
 	j := &r.p.Jobs[ji]
 	const chunk = 8 << 20
-	data := r.maps[j.Base.File].Data()[j.Base.Offset : j.Base.Offset+j.Base.Size]
+	f := r.files[j.Base.File]
+	defer f.close()
+	all, err := f.data()
+	if err != nil {
+		return err
+	}
+	data := all[j.Base.Offset : j.Base.Offset+j.Base.Size]
 	return mmapio.Guard(func() error {
 		for off := int64(0); off < j.Base.Size; off += chunk {
 			end := min(off+chunk, j.Base.Size)

@@ -1,0 +1,82 @@
+package merge
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/tiesmm/tiesmm/mmapio"
+)
+
+// mappedFile maps one input shard while blocks of the current pass still
+// need it, and unmaps it after the last: address space stays near the
+// shards in flight, not the sum of every model (a 70B merge maps 4 × 140 GB;
+// some arm64 kernels give a process 512 GiB).
+type mappedFile struct {
+	path    string
+	mu      sync.Mutex
+	m       *mmapio.Mapping
+	pending atomic.Int64 // blocks of this pass still to read the file
+}
+
+// data maps the file on first use.
+func (f *mappedFile) data() ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m == nil {
+		m, err := mmapio.MapFile(f.path)
+		if err != nil {
+			return nil, err
+		}
+		f.m = m
+	}
+	return f.m.Data(), nil
+}
+
+func (f *mappedFile) dontNeed(off, n int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m != nil {
+		f.m.DontNeed(off, n)
+	}
+}
+
+func (f *mappedFile) close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m == nil {
+		return nil
+	}
+	err := f.m.Close()
+	f.m = nil
+	return err
+}
+
+// files lists, for each block, the input files it reads.
+func (r *run) blockFiles(b block) []*mappedFile {
+	j := &r.p.Jobs[b.job]
+	fs := make([]*mappedFile, 0, len(j.Models)+1)
+	if !r.p.Method.NoBase {
+		fs = append(fs, r.files[j.Base.File])
+	}
+	for _, t := range j.Models {
+		fs = append(fs, r.files[t.File])
+	}
+	return fs
+}
+
+func (r *run) openFiles() {
+	r.files = map[string]*mappedFile{}
+	for _, md := range append([]*mmapio.Model{r.p.Base}, r.p.Models...) {
+		for _, f := range md.Files {
+			if r.files[f] == nil {
+				r.files[f] = &mappedFile{path: f}
+			}
+		}
+	}
+}
+
+func (r *run) closeFiles() {
+	for _, f := range r.files {
+		f.close()
+	}
+}
