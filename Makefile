@@ -25,7 +25,8 @@ test: vet
 	$(MAKE) test-arm64
 
 vet:
-	gofmt -l . | tee /dev/stderr | (! read)
+	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './bench/data/*')); \
+		if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 	$(GO) vet ./...
 	GOARCH=arm64 $(GO) vet ./...
 	$(GO) vet -tags noasm ./...
