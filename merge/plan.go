@@ -307,8 +307,27 @@ func (p *Plan) newJob(name string, outDT *kernels.DType, resolve Resolver) (Job,
 		return job, []error{fmt.Errorf("tensor %q: parameters resolved for %d models, want %d", name, len(tp.Weights), len(p.Models))}
 	}
 	for i, d := range tp.Density {
-		if p.Method.Trim && !(d > 0 && d <= 1) {
+		// Every sparsifying method reads density as a fraction kept.
+		if p.Method.Sparsifies() && !(d > 0 && d <= 1) {
 			errs = append(errs, fmt.Errorf("tensor %q: model %d: density %v outside (0, 1]", name, i+1, d))
+		}
+		if p.Method.Drop == DropDella && d > 0 && d < 1 {
+			eps := math.NaN()
+			if i < len(tp.Epsilon) {
+				eps = tp.Epsilon[i]
+			}
+			if !(eps >= 0 && d-eps > 0 && d+eps < 1) {
+				errs = append(errs, fmt.Errorf("tensor %q: model %d: della needs 0 < density ± epsilon < 1, but density %v and epsilon %v give [%v, %v]", name, i+1, d, eps, d-eps, d+eps))
+			}
+		}
+		if p.Method.Outliers {
+			if i >= len(tp.Gamma) || !(tp.Gamma[i] >= 0 && tp.Gamma[i] < 1) {
+				g := math.NaN()
+				if i < len(tp.Gamma) {
+					g = tp.Gamma[i]
+				}
+				errs = append(errs, fmt.Errorf("tensor %q: model %d: gamma %v outside [0, 1)", name, i+1, g))
+			}
 		}
 		if w := float64(tp.Weights[i]); math.IsNaN(w) || math.IsInf(w, 0) {
 			errs = append(errs, fmt.Errorf("tensor %q: model %d: weight %v is not finite", name, i+1, w))
