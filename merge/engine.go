@@ -40,7 +40,7 @@ type Summary struct {
 	ZeroSumsFixed int64 // zero sums given the model-wide majority sign −1
 	Sampled       int64 // single pass: elements per model read to place the bands
 	Spilled       int64 // single pass: positions settled after the pass
-	FellBack      bool  // single pass: the bands missed, the two-pass select ran
+	FellBack      int   // single pass: scopes whose bands missed, so the two-pass select ran
 	Majority      int   // the model-wide majority sign (paper preset), else 0
 	Elapsed       time.Duration
 	PeakRSS       int64
@@ -84,13 +84,12 @@ type run struct {
 	scale  [][]float32 // per job, per model: the L1 rescale factor
 	stock  []float32   // per job: Model Stock's t
 
-	// The single-pass whole-model trim.
-	bands     []band
-	bandTrims []bool // per model: whether it is trimmed at all
-	spill     *spill
-	prog      Progress
-	ws        []*worker
-	fix       []fixup
+	// The single-pass trims.
+	scope *scope
+	spill *spill
+	prog  Progress
+	ws    []*worker
+	fix   []fixup
 }
 
 // Run executes the plan. Nothing is visible at the destination unless it
@@ -378,7 +377,7 @@ func (r *run) pick(ctx context.Context, bs []block, models []int, need []uint64,
 	}
 	if r.p.Method.Scope == ScopeModel {
 		r.prog.EndPass()
-		r.prog.StartPass(r.p.Passes()[1], 2, len(r.p.Passes()), r.p.InputBytes)
+		r.prog.StartPass(passLow, 2, 3, r.p.InputBytes)
 	}
 	low, err := r.histPass(ctx, bs, models, hi, true)
 	if err != nil {
@@ -420,7 +419,7 @@ func (r *run) selectThresholds(ctx context.Context, sum *Summary) error {
 	if len(models) == 0 {
 		return nil
 	}
-	r.prog.StartPass(p.Passes()[0], 1, len(p.Passes()), p.InputBytes)
+	r.prog.StartPass(passHigh, 1, 3, p.InputBytes)
 	th, err := r.pick(ctx, r.blocks(r.mergeJobs()), models, p.Need, p.Method.ApproxTopK)
 	r.prog.EndPass()
 	if err != nil {

@@ -72,19 +72,29 @@ type Plan struct {
 	MemoryBound         int64
 }
 
+// The whole-model selection's passes.
+const (
+	passHigh = "select: |τ| high-bits histogram"
+	passLow  = "select: |τ| low-bits histogram"
+)
+
 // Passes names the passes over the inputs, in order. Per-tensor passes read
 // a tensor again while it is hot in the page cache.
 func (p *Plan) Passes() []string {
 	m := p.Method
 	if p.singlePass() {
-		return []string{"sample: |τ| of one run of elements in " + fmt.Sprint(sampleEvery) + ", to place each threshold in a narrow band",
-			"merge, single pass: positions with a value inside a band spilled", "settle: exact thresholds, spilled positions merged"}
+		what := "the whole model"
+		if m.Scope == ScopeTensor {
+			what = "tensor by tensor"
+		}
+		return []string{"single pass, " + what + ": sample |τ| (one run in " + fmt.Sprint(sampleEvery) +
+			") to bracket each threshold, merge what is decided, spill the rest; settle the spill exactly"}
 	}
 	var ps []string
 	if m.Trim && p.trims() && m.Scope == ScopeModel {
-		ps = append(ps, "select: |τ| high-bits histogram")
+		ps = append(ps, passHigh)
 		if !m.ApproxTopK {
-			ps = append(ps, "select: |τ| low-bits histogram")
+			ps = append(ps, passLow)
 		}
 	}
 	var per []string

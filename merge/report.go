@@ -113,8 +113,8 @@ func (s *Summary) Print(w io.Writer, p *Plan) {
 	fmt.Fprintf(w, "passes:   %d (%s)\n", len(s.Passes), strings.Join(s.Passes, " → "))
 	if s.Sampled > 0 {
 		fmt.Fprintf(w, "single:   sampled %d elements per model; %d positions spilled and settled", s.Sampled, s.Spilled)
-		if s.FellBack {
-			fmt.Fprint(w, "; the sample missed a threshold, so the exact two-pass select ran")
+		if s.FellBack > 0 {
+			fmt.Fprintf(w, "; in %d scope(s) the sample missed a threshold, so the exact two-pass select ran", s.FellBack)
 		}
 		fmt.Fprintln(w)
 	}

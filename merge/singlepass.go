@@ -17,9 +17,10 @@ import (
 	topk "github.com/tiesmm/tiesmm/select"
 )
 
-// The paper preset's whole-model trim in one pass over the inputs.
+// Exact top-k trims in one pass over the inputs (the paper's whole-model
+// trim, and the per-tensor trims of mergekit and peft).
 //
-// A sample of blocks spread over the model gives, per model, a band of
+// A sample spread over the scope (the model, or one tensor) gives, per model, a band of
 // magnitudes [lo, hi] that holds the k-th largest |τ| with near certainty.
 // The merge pass then decides every element whose values all lie outside
 // their model's band (kept above it, trimmed below it), counts exactly how
@@ -34,38 +35,63 @@ import (
 // band is one model's uncertain range of magnitude patterns, inclusive.
 type band struct{ lo, hi uint32 }
 
-// sampleEvery is the stride between sampled blocks; small models are
-// sampled whole.
+// Sampling: one run of sampleChunk elements in every sampleEvery; scopes
+// smaller than sampleMinElems (per model) are read whole.
 const (
 	sampleEvery    = 50
-	sampleMinElems = 1 << 22
+	sampleChunk    = 4096
+	sampleMinElems = 1 << 18
 )
 
-// singlePass reports whether the plan's selection can be done in one pass.
+// singlePass reports whether the plan's trims can be done in one pass.
+// Breadcrumbs' second cut, the L1 rescale (which needs the trim first) and
+// the approximate mode take the histogram passes.
 func (p *Plan) singlePass() bool {
 	m := p.Method
-	return m.Trim && m.Scope == ScopeModel && m.Ties == KeepTies && !m.ApproxTopK && !p.Opts.TwoPass && p.trims()
+	return m.Trim && !m.Outliers && !m.ApproxTopK && !p.Opts.TwoPass && m.Rescale != RescaleL1 &&
+		(m.Ties == KeepTies || m.Scope == ScopeTensor) && p.trims()
 }
 
-// sampleChunk is the length of the sampled runs of elements: a few pages.
-const sampleChunk = 4096
+// scope is the set of elements one threshold per model is chosen over.
+type scope struct {
+	jobs   []int
+	total  int64    // elements per model
+	need   []uint64 // elements kept per model (more than total: no trim)
+	models []int    // the models trimmed
+	bands  []band
+	trims  []bool // per model: trimmed at all
+}
+
+func (r *run) newScope(jobs []int, need []uint64) *scope {
+	sc := &scope{jobs: jobs, need: need, bands: make([]band, len(r.p.Models)), trims: make([]bool, len(r.p.Models))}
+	for _, ji := range jobs {
+		sc.total += r.p.Jobs[ji].Elements
+	}
+	for i, k := range need {
+		if k > 0 && k <= uint64(sc.total) {
+			sc.models = append(sc.models, i)
+			sc.trims[i] = true
+		}
+	}
+	return sc
+}
 
 // sampleBlocks picks runs of sampleChunk elements, one every sampleEvery
-// runs of the model's flat element order, so every element has the same
+// runs of the scope's flat element order, so every element has the same
 // chance to be read and every tensor is represented in proportion: the
 // estimate is not thrown off by tensors of very different scales.
-func (r *run) sampleBlocks() []block {
+func (r *run) sampleBlocks(sc *scope) []block {
 	p := r.p
-	if p.Merged <= p.sampleMin {
-		return r.blocks(r.mergeJobs())
+	if sc.total <= p.sampleMin {
+		return r.blocks(sc.jobs)
 	}
-	every := max(1, min(int64(p.sampleEvery), p.Merged/p.sampleMin))
+	every := max(1, min(int64(p.sampleEvery), sc.total/p.sampleMin))
 	step := every * p.sampleChunk
 	var bs []block
 	var flat int64 // flat index of the job's first element
 	next := step / 2
-	for _, ji := range r.mergeJobs() {
-		e, B := r.p.Jobs[ji].Elements, int64(r.blockSize(ji))
+	for _, ji := range sc.jobs {
+		e, B := p.Jobs[ji].Elements, int64(r.blockSize(ji))
 		for next < flat+e {
 			start := next - flat
 			n := min(p.sampleChunk, e-start)
@@ -79,74 +105,72 @@ func (r *run) sampleBlocks() []block {
 		flat += e
 	}
 	if len(bs) == 0 {
-		return r.blocks(r.mergeJobs())
+		return r.blocks(sc.jobs)
 	}
 	return bs
 }
 
-// sampleBands reads a sample of the model and returns each trimmed model's band.
-func (r *run) sampleBands(ctx context.Context, models []int) ([]band, int64, error) {
-	p := r.p
-	sample := r.sampleBlocks()
+// sampleBands reads a sample of the scope and sets each trimmed model's
+// band; it returns the sample's size.
+func (r *run) sampleBands(ctx context.Context, sc *scope) (int64, error) {
+	sample := r.sampleBlocks(sc)
 	var size int64
 	for _, b := range sample {
 		size += b.n
 	}
-	high, err := r.histPass(ctx, sample, models, nil, false)
+	high, err := r.histPass(ctx, sample, sc.models, nil, false)
 	if err != nil {
-		return nil, 0, err
+		return 0, err
 	}
 	// Ranks in the sample, from the top, that bracket the threshold: its
-	// expected rank ± 8 standard deviations of a binomial count, widened
-	// for the clustering of whole blocks.
-	bands := make([]band, len(p.Models))
+	// expected rank ± 8 standard deviations of a binomial count, plus a
+	// little for the runs being contiguous.
+	nm := len(r.p.Models)
 	type edge struct {
 		rank uint64
 		hi   uint32
 		high uint64
 	}
-	edges := make([][2]edge, len(p.Models))
-	for _, i := range models {
-		q := float64(p.Need[i]) / float64(p.Merged)
+	edges := make([][2]edge, nm)
+	for _, i := range sc.models {
+		q := float64(sc.need[i]) / float64(sc.total)
 		r0 := q * float64(size)
 		d := 8*math.Sqrt(float64(size)*q*(1-q)) + 0.0002*float64(size) + 64
-		top, bot := uint64(max(1, r0-d)), uint64(min(float64(size), r0+d))
+		if size == sc.total {
+			d = 0 // the whole scope was read: the band is the threshold itself
+		}
+		top, bot := uint64(max(1, r0-d)), uint64(max(1, min(float64(size), r0+d)))
 		for s, rank := range []uint64{top, bot} {
 			bin, above, err := high[i].Pick(rank)
 			if err != nil {
-				return nil, 0, err
+				return 0, err
 			}
 			edges[i][s] = edge{rank: rank, hi: bin, high: above}
 		}
 	}
 	for s := range 2 {
-		his := make([]uint32, len(p.Models))
-		for _, i := range models {
+		his := make([]uint32, nm)
+		for _, i := range sc.models {
 			his[i] = edges[i][s].hi
 		}
-		low, err := r.histPass(ctx, sample, models, his, true)
+		low, err := r.histPass(ctx, sample, sc.models, his, true)
 		if err != nil {
-			return nil, 0, err
+			return 0, err
 		}
-		for _, i := range models {
+		for _, i := range sc.models {
 			e := edges[i][s]
 			th, err := topk.Exact(e.rank, e.hi, e.high, &low[i])
 			if err != nil {
-				return nil, 0, err
+				return 0, err
 			}
 			if s == 0 {
-				bands[i].hi = th.Bits
+				sc.bands[i].hi = th.Bits
 			} else {
-				bands[i].lo = th.Bits
+				sc.bands[i].lo = th.Bits
 			}
 		}
 	}
-	if size == p.Merged { // the whole model: the band is the exact threshold
-		for _, i := range models {
-			bands[i].hi = bands[i].lo
-		}
-	}
-	return bands, size, nil
+	return size, nil
 }
 
 // spill holds the positions a pass could not decide. Each worker fills a
@@ -215,6 +239,17 @@ func (s *spill) each(block func(rec []byte) [2]int64, fn func(recs []byte) error
 	return nil
 }
 
+// reset empties the spill for the next scope.
+func (s *spill) reset() error {
+	s.count = 0
+	s.w.Reset(s.f)
+	if err := s.f.Truncate(0); err != nil {
+		return fmt.Errorf("spill file: %w", err)
+	}
+	_, err := s.f.Seek(0, io.SeekStart)
+	return err
+}
+
 // bandState is what the single pass counts, per worker.
 type bandState struct {
 	above, inside []uint64 // per model
@@ -227,6 +262,7 @@ type bandState struct {
 // others are spilled and merged as if all their values were zero.
 func (r *run) mergeBlockBand(w *worker, b block) error {
 	j := &r.p.Jobs[b.job]
+	sc := r.scope
 	n, nm := int(b.n), len(j.Models)
 	base := r.widenBase(w, b)
 	bs := w.band
@@ -236,15 +272,12 @@ func (r *run) mergeBlockBand(w *worker, b block) error {
 		tau := w.taus[i*r.stride : i*r.stride+n]
 		t, dt := j.Models[i], j.ModelDT[i]
 		// Below the band is trimmed for sure: the kernel does that.
-		ge[i] = r.k.DeltaTrim(tau, r.src(t, dt, b.start, b.n), dt, base, r.bands[i].lo)
+		ge[i] = r.k.DeltaTrim(tau, r.src(t, dt, b.start, b.n), dt, base, sc.bands[i].lo)
 		r.release(t, dt, b.start, b.n)
 	}
 	bs.pos = bs.pos[:0]
-	for i := range nm {
-		if !r.bandTrims[i] {
-			continue
-		}
-		lo, hi := r.bands[i].lo, r.bands[i].hi
+	for _, i := range sc.models {
+		lo, hi := sc.bands[i].lo, sc.bands[i].hi
 		var inside uint64
 		for e, v := range w.taus[i*r.stride : i*r.stride+n] {
 			if m := kernels.AbsBits(v); m-lo <= hi-lo && (m != 0 || lo == 0) {
@@ -270,7 +303,7 @@ func (r *run) mergeBlockBand(w *worker, b block) error {
 		for i := range nm {
 			v := &w.taus[i*r.stride+int(e)]
 			bs.buf = binary.LittleEndian.AppendUint32(bs.buf, math.Float32bits(*v))
-			if kernels.AbsBits(*v) >= r.bands[i].lo {
+			if kernels.AbsBits(*v) >= sc.bands[i].lo {
 				ge[i]--
 			}
 			*v = 0
@@ -301,11 +334,23 @@ func (r *run) voteAndFinish(w *worker, b block, base []float32) error {
 	return r.finish(w, b, base, w.tm[:n], j.Params.Lambda)
 }
 
+// cut is a model's exact trim: keep |τ| patterns above bits, and at bits
+// the ties up to (and including) flat position last of the scope.
+type cut struct {
+	bits uint32
+	last [2]int64 // job, element; {max, max}: every tie
+}
+
+func (c cut) keeps(v float32, job, elem int64) bool {
+	m := kernels.AbsBits(v)
+	return m > c.bits || m == c.bits && (job < c.last[0] || job == c.last[0] && elem <= c.last[1])
+}
+
 // settle finds the exact thresholds from the counts and the spilled band
 // values, then merges the spilled positions with them. It reports false when
 // the sample's bands missed a threshold.
-func (r *run) settle(ctx context.Context, models []int) (bool, error) {
-	p := r.p
+func (r *run) settle(ctx context.Context) (bool, error) {
+	p, sc := r.p, r.scope
 	nm := len(p.Models)
 	above, inside := make([]uint64, nm), make([]uint64, nm)
 	for _, w := range r.ws {
@@ -316,24 +361,24 @@ func (r *run) settle(ctx context.Context, models []int) (bool, error) {
 		for i := range nm {
 			above[i] += w.band.above[i]
 			inside[i] += w.band.inside[i]
+			w.band.above[i], w.band.inside[i] = 0, 0
 		}
 	}
-	for _, i := range models {
-		if !(above[i] < p.Need[i] && p.Need[i] <= above[i]+inside[i]) {
+	for _, i := range sc.models {
+		if !(above[i] < sc.need[i] && sc.need[i] <= above[i]+inside[i]) {
 			return false, nil
 		}
 	}
 	// The (k − above)-th largest band value, by the same two radix passes,
-	// over the spill file instead of the model.
-	inBand := func(i int, m uint32) bool { return m >= r.bands[i].lo && m <= r.bands[i].hi }
-	tau := func(rec []byte, i int) float32 {
-		return math.Float32frombits(binary.LittleEndian.Uint32(rec[16+4*i:]))
-	}
+	// over the spill file instead of the inputs.
+	inBand := func(i int, m uint32) bool { return m >= sc.bands[i].lo && m <= sc.bands[i].hi }
+	mag := func(rec []byte, i int) uint32 { return binary.LittleEndian.Uint32(rec[16+4*i:]) & 0x7fffffff }
+	rec := r.spill.rec
 	high := make([]topk.Hist, nm)
 	err := r.spill.each(r.recordBlock, func(recs []byte) error {
-		for o := 0; o < len(recs); o += r.spill.rec {
-			for _, i := range models {
-				if m := kernels.AbsBits(tau(recs[o:], i)); inBand(i, m) {
+		for o := 0; o < len(recs); o += rec {
+			for _, i := range sc.models {
+				if m := mag(recs[o:], i); inBand(i, m) {
 					high[i][m>>16]++
 				}
 			}
@@ -344,16 +389,16 @@ func (r *run) settle(ctx context.Context, models []int) (bool, error) {
 		return false, err
 	}
 	his, ups := make([]uint32, nm), make([]uint64, nm)
-	for _, i := range models {
-		if his[i], ups[i], err = high[i].Pick(p.Need[i] - above[i]); err != nil {
+	for _, i := range sc.models {
+		if his[i], ups[i], err = high[i].Pick(sc.need[i] - above[i]); err != nil {
 			return false, err
 		}
 	}
 	low := make([]topk.Hist, nm)
 	err = r.spill.each(r.recordBlock, func(recs []byte) error {
-		for o := 0; o < len(recs); o += r.spill.rec {
-			for _, i := range models {
-				if m := kernels.AbsBits(tau(recs[o:], i)); inBand(i, m) && m>>16 == his[i] {
+		for o := 0; o < len(recs); o += rec {
+			for _, i := range sc.models {
+				if m := mag(recs[o:], i); inBand(i, m) && m>>16 == his[i] {
 					low[i][m&0xffff]++
 				}
 			}
@@ -363,26 +408,64 @@ func (r *run) settle(ctx context.Context, models []int) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	thr := make([]uint32, nm)
-	for _, i := range models {
-		th, err := topk.Exact(p.Need[i]-above[i], his[i], ups[i], &low[i])
+	every := [2]int64{math.MaxInt64, math.MaxInt64}
+	cuts := make([]cut, nm)
+	var split []int // models keeping only the first ties at the threshold
+	budget := make([]uint64, nm)
+	for i := range cuts {
+		cuts[i] = cut{last: every}
+	}
+	for _, i := range sc.models {
+		th, err := topk.Exact(sc.need[i]-above[i], his[i], ups[i], &low[i])
 		if err != nil {
 			return false, err
 		}
-		thr[i] = th.Bits
+		cuts[i].bits = th.Bits
+		if p.Method.Ties == ExactK && above[i]+th.Greater+th.Equal > sc.need[i] {
+			split = append(split, i)
+			budget[i] = sc.need[i] - above[i] - th.Greater
+		}
+	}
+	if len(split) > 0 {
+		// Every tie lies in the band, so in the spill: the kept ones are the
+		// first in flat order, so find the position of the last kept.
+		ties := make([][][2]int64, nm)
+		err = r.spill.each(r.recordBlock, func(recs []byte) error {
+			for o := 0; o < len(recs); o += rec {
+				for _, i := range split {
+					if mag(recs[o:], i) == cuts[i].bits {
+						pos := [2]int64{int64(binary.LittleEndian.Uint32(recs[o:])), int64(binary.LittleEndian.Uint64(recs[o+4:]))}
+						ties[i] = append(ties[i], pos)
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return false, err
+		}
+		for _, i := range split {
+			slices.SortFunc(ties[i], func(a, b [2]int64) int {
+				if a[0] != b[0] {
+					return int(a[0] - b[0])
+				}
+				return int(min(max(a[1]-b[1], -1), 1))
+			})
+			cuts[i].last = ties[i][budget[i]-1]
+		}
 	}
 
 	// Merge the spilled positions, a group at a time, in the first worker's
-	// scratch: gather, trim with the exact thresholds, vote, patch the output.
+	// scratch: gather, trim exactly, vote, patch the output.
 	w := r.ws[0]
 	return true, r.spill.each(r.recordBlock, func(recs []byte) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		cnt := len(recs) / r.spill.rec
+		cnt := len(recs) / rec
 		for g := 0; g < cnt; g += r.stride {
 			m := min(cnt-g, r.stride)
-			if err := r.settleGroup(w, recs[g*r.spill.rec:(g+m)*r.spill.rec], thr); err != nil {
+			if err := r.settleGroup(w, recs[g*rec:(g+m)*rec], cuts); err != nil {
 				return err
 			}
 		}
@@ -390,9 +473,10 @@ func (r *run) settle(ctx context.Context, models []int) (bool, error) {
 	})
 }
 
-// settleGroup merges up to one stride of spilled records of one job.
-func (r *run) settleGroup(w *worker, recs []byte, thr []uint32) error {
+// settleGroup merges up to one stride of spilled records of one block.
+func (r *run) settleGroup(w *worker, recs []byte, cuts []cut) error {
 	nm := len(r.p.Models)
+	sc := r.scope
 	m := len(recs) / r.spill.rec
 	ji := int(binary.LittleEndian.Uint32(recs))
 	j := &r.p.Jobs[ji]
@@ -403,7 +487,7 @@ func (r *run) settleGroup(w *worker, recs []byte, thr []uint32) error {
 		w.base[g] = math.Float32frombits(binary.LittleEndian.Uint32(rec[12:]))
 		for i := range nm {
 			v := math.Float32frombits(binary.LittleEndian.Uint32(rec[16+4*i:]))
-			if r.bandTrims[i] && kernels.AbsBits(v) < thr[i] {
+			if sc.trims[i] && !cuts[i].keeps(v, int64(ji), elems[g]) {
 				v = 0
 			} else {
 				w.kept[i]++
@@ -442,31 +526,34 @@ func (r *run) recordBlock(rec []byte) [2]int64 {
 	return [2]int64{int64(ji), e / int64(r.blockSize(ji))}
 }
 
-// singlePassMerge is the paper preset's merge: sample, one pass, settle; or
-// the two-pass radix select when the sample's bands missed.
+// workerStats is what workers have counted, to undo a scope that falls back.
+type workerStats struct {
+	kept   []uint64
+	votes  kernels.VoteStats
+	fixups int
+}
+
+func (r *run) snapshot() []workerStats {
+	s := make([]workerStats, len(r.ws))
+	for k, w := range r.ws {
+		s[k] = workerStats{kept: slices.Clone(w.kept), votes: w.votes, fixups: len(w.fixups)}
+	}
+	return s
+}
+
+func (r *run) restore(s []workerStats) {
+	for k, w := range r.ws {
+		copy(w.kept, s[k].kept)
+		w.votes, w.fixups = s[k].votes, w.fixups[:s[k].fixups]
+	}
+}
+
+// singlePassMerge merges with one pass per scope: the whole model, or
+// tensor by tensor (each tensor is then read once, plus its sample).
 func (r *run) singlePassMerge(ctx context.Context, sum *Summary) error {
 	p := r.p
 	nm := len(p.Models)
-	sum.Asked = make([]uint64, nm)
-	r.bandTrims = make([]bool, nm)
-	var models []int
-	for i, k := range p.Need {
-		sum.Asked[i] = min(k, uint64(p.Merged))
-		if k <= uint64(p.Merged) {
-			models = append(models, i)
-			r.bandTrims[i] = true
-		}
-	}
-	all := r.blocks(r.mergeJobs())
-	passes := p.Passes()
-	r.prog.StartPass(passes[0], 1, len(passes), p.InputBytes/sampleEvery)
-	bands, size, err := r.sampleBands(ctx, models)
-	r.prog.EndPass()
-	if err != nil {
-		return err
-	}
-	r.bands = bands
-	sum.Sampled = size
+	var err error
 	if r.spill, err = newSpill(r.spillDir(), nm); err != nil {
 		return err
 	}
@@ -474,30 +561,66 @@ func (r *run) singlePassMerge(ctx context.Context, sum *Summary) error {
 	for _, w := range r.ws {
 		w.band = &bandState{above: make([]uint64, nm), inside: make([]uint64, nm), mark: make([]bool, r.stride)}
 	}
-	r.prog.StartPass(passes[1], 2, len(passes), p.InputBytes)
-	if err := r.copyJobs(); err != nil {
-		return err
+	passes := p.Passes()
+	if p.Method.Scope == ScopeModel {
+		sum.Asked = make([]uint64, nm)
+		for i, k := range p.Need {
+			sum.Asked[i] = min(k, uint64(p.Merged))
+		}
+		r.prog.StartPass(passes[0], 1, 1, p.InputBytes)
+		defer r.prog.EndPass()
+		if err := r.copyJobs(); err != nil {
+			return err
+		}
+		return r.scopePass(ctx, r.newScope(r.mergeJobs(), p.Need), sum, func() error {
+			if err := r.selectThresholds(ctx, sum); err != nil {
+				return err
+			}
+			return r.parallel(ctx, r.blocks(r.mergeJobs()), r.mergeBlock)
+		})
 	}
-	err = r.parallel(ctx, all, r.mergeBlockBand)
-	r.prog.EndPass()
+	r.prog.StartPass(passes[0], 1, 1, p.InputBytes)
+	defer r.prog.EndPass()
+	for ji, j := range p.Jobs {
+		var err error
+		if j.Copy {
+			err = r.copyJob(ji)
+		} else {
+			err = r.scopePass(ctx, r.newScope([]int{ji}, j.Need), sum, func() error { return r.mergeJob(ctx, ji) })
+		}
+		if err != nil {
+			return fmt.Errorf("tensor %q: %w", j.Name, err)
+		}
+	}
+	return nil
+}
+
+// scopePass samples one scope, merges it in one pass and settles it; if the
+// sample missed, it undoes the counts and runs fallback instead.
+func (r *run) scopePass(ctx context.Context, sc *scope, sum *Summary, fallback func() error) error {
+	if len(sc.models) == 0 {
+		r.scope = sc
+		return r.parallel(ctx, r.blocks(sc.jobs), r.mergeBlockBand)
+	}
+	size, err := r.sampleBands(ctx, sc)
 	if err != nil {
 		return err
 	}
-	r.prog.StartPass(passes[2], 3, len(passes), 0)
-	ok, err := r.settle(ctx, models)
-	r.prog.EndPass()
-	sum.Spilled = r.spill.count
+	sum.Sampled += size
+	if err := r.spill.reset(); err != nil {
+		return err
+	}
+	before := r.snapshot()
+	r.scope = sc
+	if err := r.parallel(ctx, r.blocks(sc.jobs), r.mergeBlockBand); err != nil {
+		return err
+	}
+	ok, err := r.settle(ctx)
+	sum.Spilled += r.spill.count
 	if err != nil || ok {
 		return err
 	}
-	// The sample missed: start again with the exact two-pass select.
-	sum.FellBack = true
-	for _, w := range r.ws {
-		clear(w.kept)
-		w.votes, w.fixups = kernels.VoteStats{}, w.fixups[:0]
-	}
-	if err := r.selectThresholds(ctx, sum); err != nil {
-		return err
-	}
-	return r.parallel(ctx, all, r.mergeBlock)
+	sum.FellBack++
+	r.restore(before)
+	return fallback()
 }
