@@ -83,11 +83,7 @@ const (
 func (p *Plan) Passes() []string {
 	m := p.Method
 	if p.singlePass() {
-		what := "the whole model"
-		if m.Scope == ScopeTensor {
-			what = "tensor by tensor"
-		}
-		return []string{"single pass, " + what + ": sample |τ| (one run in " + fmt.Sprint(sampleEvery) +
+		return []string{"single pass: sample |τ| (one run in " + fmt.Sprint(sampleEvery) +
 			") to bracket each threshold, merge what is decided, spill the rest; settle the spill exactly"}
 	}
 	var ps []string

@@ -17,10 +17,11 @@ import (
 	topk "github.com/tiesmm/tiesmm/select"
 )
 
-// Exact top-k trims in one pass over the inputs (the paper's whole-model
-// trim, and the per-tensor trims of mergekit and peft).
+// The paper preset's exact whole-model trim in one pass over the inputs.
+// (Per-tensor trims need no such thing: a tensor's histogram passes read it
+// hot from the page cache, right after its first read.)
 //
-// A sample spread over the scope (the model, or one tensor) gives, per model, a band of
+// A sample spread over the model gives, per model, a band of
 // magnitudes [lo, hi] that holds the k-th largest |τ| with near certainty.
 // The merge pass then decides every element whose values all lie outside
 // their model's band (kept above it, trimmed below it), counts exactly how
@@ -35,24 +36,26 @@ import (
 // band is one model's uncertain range of magnitude patterns, inclusive.
 type band struct{ lo, hi uint32 }
 
-// Sampling: one run of sampleChunk elements in every sampleEvery; scopes
-// smaller than sampleMinElems (per model) are read whole.
+// Sampling: one run of sampleChunk elements in every sampleEvery, but at
+// least sampleMinElems per model (a narrower band, so a smaller spill).
 const (
 	sampleEvery    = 50
 	sampleChunk    = 4096
-	sampleMinElems = 1 << 18
+	sampleMinElems = 1 << 22
 )
 
-// singlePass reports whether the plan's trims can be done in one pass.
-// Breadcrumbs' second cut, the L1 rescale (which needs the trim first) and
-// the approximate mode take the histogram passes.
+// singlePass reports whether the plan's trim is a whole-model one that can
+// be done in one pass: every tie at the threshold kept (the paper's rule),
+// no second cut (breadcrumbs), no L1 rescale (which needs the trim first),
+// not the approximate mode.
 func (p *Plan) singlePass() bool {
 	m := p.Method
-	return m.Trim && !m.Outliers && !m.ApproxTopK && !p.Opts.TwoPass && m.Rescale != RescaleL1 &&
-		(m.Ties == KeepTies || m.Scope == ScopeTensor) && p.trims()
+	return m.Trim && m.Scope == ScopeModel && m.Ties == KeepTies && !m.Outliers && !m.ApproxTopK &&
+		!p.Opts.TwoPass && m.Rescale != RescaleL1 && p.trims()
 }
 
-// scope is the set of elements one threshold per model is chosen over.
+// scope is the set of elements one threshold per model is chosen over: the
+// jobs merged.
 type scope struct {
 	jobs   []int
 	total  int64    // elements per model
@@ -334,18 +337,6 @@ func (r *run) voteAndFinish(w *worker, b block, base []float32) error {
 	return r.finish(w, b, base, w.tm[:n], j.Params.Lambda)
 }
 
-// cut is a model's exact trim: keep |τ| patterns above bits, and at bits
-// the ties up to (and including) flat position last of the scope.
-type cut struct {
-	bits uint32
-	last [2]int64 // job, element; {max, max}: every tie
-}
-
-func (c cut) keeps(v float32, job, elem int64) bool {
-	m := kernels.AbsBits(v)
-	return m > c.bits || m == c.bits && (job < c.last[0] || job == c.last[0] && elem <= c.last[1])
-}
-
 // settle finds the exact thresholds from the counts and the spilled band
 // values, then merges the spilled positions with them. It reports false when
 // the sample's bands missed a threshold.
@@ -408,51 +399,13 @@ func (r *run) settle(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	every := [2]int64{math.MaxInt64, math.MaxInt64}
-	cuts := make([]cut, nm)
-	var split []int // models keeping only the first ties at the threshold
-	budget := make([]uint64, nm)
-	for i := range cuts {
-		cuts[i] = cut{last: every}
-	}
+	thr := make([]uint32, nm)
 	for _, i := range sc.models {
 		th, err := topk.Exact(sc.need[i]-above[i], his[i], ups[i], &low[i])
 		if err != nil {
 			return false, err
 		}
-		cuts[i].bits = th.Bits
-		if p.Method.Ties == ExactK && above[i]+th.Greater+th.Equal > sc.need[i] {
-			split = append(split, i)
-			budget[i] = sc.need[i] - above[i] - th.Greater
-		}
-	}
-	if len(split) > 0 {
-		// Every tie lies in the band, so in the spill: the kept ones are the
-		// first in flat order, so find the position of the last kept.
-		ties := make([][][2]int64, nm)
-		err = r.spill.each(r.recordBlock, func(recs []byte) error {
-			for o := 0; o < len(recs); o += rec {
-				for _, i := range split {
-					if mag(recs[o:], i) == cuts[i].bits {
-						pos := [2]int64{int64(binary.LittleEndian.Uint32(recs[o:])), int64(binary.LittleEndian.Uint64(recs[o+4:]))}
-						ties[i] = append(ties[i], pos)
-					}
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return false, err
-		}
-		for _, i := range split {
-			slices.SortFunc(ties[i], func(a, b [2]int64) int {
-				if a[0] != b[0] {
-					return int(a[0] - b[0])
-				}
-				return int(min(max(a[1]-b[1], -1), 1))
-			})
-			cuts[i].last = ties[i][budget[i]-1]
-		}
+		thr[i] = th.Bits // every tie at it is kept
 	}
 
 	// Merge the spilled positions, a group at a time, in the first worker's
@@ -465,7 +418,7 @@ func (r *run) settle(ctx context.Context) (bool, error) {
 		cnt := len(recs) / rec
 		for g := 0; g < cnt; g += r.stride {
 			m := min(cnt-g, r.stride)
-			if err := r.settleGroup(w, recs[g*rec:(g+m)*rec], cuts); err != nil {
+			if err := r.settleGroup(w, recs[g*rec:(g+m)*rec], thr); err != nil {
 				return err
 			}
 		}
@@ -474,7 +427,7 @@ func (r *run) settle(ctx context.Context) (bool, error) {
 }
 
 // settleGroup merges up to one stride of spilled records of one block.
-func (r *run) settleGroup(w *worker, recs []byte, cuts []cut) error {
+func (r *run) settleGroup(w *worker, recs []byte, thr []uint32) error {
 	nm := len(r.p.Models)
 	sc := r.scope
 	m := len(recs) / r.spill.rec
@@ -487,7 +440,7 @@ func (r *run) settleGroup(w *worker, recs []byte, cuts []cut) error {
 		w.base[g] = math.Float32frombits(binary.LittleEndian.Uint32(rec[12:]))
 		for i := range nm {
 			v := math.Float32frombits(binary.LittleEndian.Uint32(rec[16+4*i:]))
-			if sc.trims[i] && !cuts[i].keeps(v, int64(ji), elems[g]) {
+			if sc.trims[i] && kernels.AbsBits(v) < thr[i] {
 				v = 0
 			} else {
 				w.kept[i]++
@@ -548,8 +501,7 @@ func (r *run) restore(s []workerStats) {
 	}
 }
 
-// singlePassMerge merges with one pass per scope: the whole model, or
-// tensor by tensor (each tensor is then read once, plus its sample).
+// singlePassMerge merges the whole model in one pass.
 func (r *run) singlePassMerge(ctx context.Context, sum *Summary) error {
 	p := r.p
 	nm := len(p.Models)
@@ -561,41 +513,24 @@ func (r *run) singlePassMerge(ctx context.Context, sum *Summary) error {
 	for _, w := range r.ws {
 		w.band = &bandState{above: make([]uint64, nm), inside: make([]uint64, nm), mark: make([]bool, r.stride)}
 	}
-	passes := p.Passes()
-	if p.Method.Scope == ScopeModel {
-		sum.Asked = make([]uint64, nm)
-		for i, k := range p.Need {
-			sum.Asked[i] = min(k, uint64(p.Merged))
-		}
-		r.prog.StartPass(passes[0], 1, 1, p.InputBytes)
-		defer r.prog.EndPass()
-		if err := r.copyJobs(); err != nil {
+	sum.Asked = make([]uint64, nm)
+	for i, k := range p.Need {
+		sum.Asked[i] = min(k, uint64(p.Merged))
+	}
+	r.prog.StartPass(p.Passes()[0], 1, 1, p.InputBytes)
+	defer r.prog.EndPass()
+	if err := r.copyJobs(); err != nil {
+		return err
+	}
+	return r.scopePass(ctx, r.newScope(r.mergeJobs(), p.Need), sum, func() error {
+		if err := r.selectThresholds(ctx, sum); err != nil {
 			return err
 		}
-		return r.scopePass(ctx, r.newScope(r.mergeJobs(), p.Need), sum, func() error {
-			if err := r.selectThresholds(ctx, sum); err != nil {
-				return err
-			}
-			return r.parallel(ctx, r.blocks(r.mergeJobs()), r.mergeBlock)
-		})
-	}
-	r.prog.StartPass(passes[0], 1, 1, p.InputBytes)
-	defer r.prog.EndPass()
-	for ji, j := range p.Jobs {
-		var err error
-		if j.Copy {
-			err = r.copyJob(ji)
-		} else {
-			err = r.scopePass(ctx, r.newScope([]int{ji}, j.Need), sum, func() error { return r.mergeJob(ctx, ji) })
-		}
-		if err != nil {
-			return fmt.Errorf("tensor %q: %w", j.Name, err)
-		}
-	}
-	return nil
+		return r.parallel(ctx, r.blocks(r.mergeJobs()), r.mergeBlock)
+	})
 }
 
-// scopePass samples one scope, merges it in one pass and settles it; if the
+// scopePass samples the scope, merges it in one pass and settles it; if the
 // sample missed, it undoes the counts and runs fallback instead.
 func (r *run) scopePass(ctx context.Context, sc *scope, sum *Summary, fallback func() error) error {
 	if len(sc.models) == 0 {

@@ -33,7 +33,8 @@ type mergeCmd struct {
 	Consensus string    `help:"Sign election: sum of values or count of signs." enum:",sum,count" default:""`
 	Aggregate string    `help:"How agreeing values combine." enum:",mean,sum,max" default:""`
 	Normalize string    `help:"Divide by the agreeing weights (true) or not (false)." enum:",true,false" default:""`
-	TopK      string    `name:"topk" help:"Whole-model threshold: exact (two histogram passes) or approx (one; keeps up to one histogram bin more)." enum:",exact,approx" default:""`
+	TopK      string    `name:"topk" help:"Whole-model threshold: exact, or approx (the high-bits histogram only: keeps up to one histogram bin more)." enum:",exact,approx" default:""`
+	TwoPass   bool      `name:"two-pass" help:"Find exact thresholds with full histogram passes instead of one sampled pass with a spill."`
 
 	OutDType     string   `name:"out-dtype" help:"Output dtype: bfloat16, float16 or float32 (default: the base's)."`
 	OutShardSize ByteSize `name:"out-shard-size" help:"Largest output shard." default:"5GB"`
@@ -147,7 +148,7 @@ func (m *mergeCmd) Run(ctx context.Context) error {
 	opts := merge.Options{
 		Base: c.BaseModel, Out: out, Force: m.Force, OutDType: c.OutputDType(),
 		ShardBytes: int64(m.OutShardSize), MaxMemory: int64(m.MaxMemory), Threads: m.Threads,
-		BlockElems: m.BlockSize, Kernels: ks,
+		BlockElems: m.BlockSize, Kernels: ks, TwoPass: m.TwoPass,
 	}
 	for _, e := range c.Models {
 		opts.Models = append(opts.Models, e.Path)
