@@ -280,7 +280,7 @@ func (p *Plan) newJob(name string, outDT *kernels.DType, resolve Resolver) (Job,
 	for i, md := range p.Models {
 		t, ok := md.Tensors[name]
 		if !ok {
-			errs = append(errs, fmt.Errorf("%s: tensor %q: missing from model %d (%s), which the base %s has", md.Path, name, i+1, md.Path, bt.File))
+			errs = append(errs, fmt.Errorf("%s: tensor %q: missing from model %d, which the base %s has", md.Path, name, i+1, bt.File))
 			continue
 		}
 		dt, ok := floatDType(t.DType)

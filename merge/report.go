@@ -101,6 +101,9 @@ func (p *Plan) askedPerTensor() (asked []uint64, total int64) {
 		total += j.Elements
 		for i, k := range j.Need {
 			asked[i] += min(k, uint64(j.Elements))
+			if j.NeedTop != nil { // breadcrumbs: the top is dropped too
+				asked[i] -= j.NeedTop[i]
+			}
 		}
 	}
 	return asked, total

@@ -135,33 +135,26 @@ func (r *run) dropRandom(b block, i int, tau []float32, d float64) int {
 // rank of its magnitude in its row, from d−ε (smallest) to d+ε (largest);
 // ties rank by position. The block holds whole rows.
 func (r *run) dropDella(b block, i int, tau []float32, d, eps float64) int {
-	key := streamKey(r.p.Method.Seed, r.p.Jobs[b.job].Name, i)
+	key0 := streamKey(r.p.Method.Seed, r.p.Jobs[b.job].Name, i)
 	inverse := r.p.Method.Rescale == RescaleInverse
 	row := rowLen(r.p.Jobs[b.job])
-	order := make([]int32, row)
+	// Rank by magnitude, ties by position: sort magnitude<<32 | position.
+	order := make([]uint64, row)
 	removed := 0
 	for s := 0; s < len(tau); s += row {
 		v := tau[s : s+row]
 		for k := range order {
-			order[k] = int32(k)
+			order[k] = uint64(kernels.AbsBits(v[k]))<<32 | uint64(k)
 		}
-		slices.SortFunc(order, func(a, c int32) int {
-			ma, mc := kernels.AbsBits(v[a]), kernels.AbsBits(v[c])
-			if ma != mc {
-				if ma < mc {
-					return -1
-				}
-				return 1
-			}
-			return int(a - c)
-		})
-		for rank, k := range order {
+		slices.Sort(order)
+		for rank, key := range order {
+			k := int(uint32(key))
 			norm := 0.5
 			if row > 1 {
 				norm = float64(rank) / float64(row-1)
 			}
 			p := d - eps + norm*2*eps
-			if uniform(key, b.start+int64(s)+int64(k)) >= p {
+			if uniform(key0, b.start+int64(s)+int64(k)) >= p {
 				removed++
 				v[k] = 0
 			} else if inverse {

@@ -145,7 +145,7 @@ func (h *Header) place(raw []rawTensor, dataLen int64) error {
 			return fmt.Errorf("%s: tensor %q: data_offsets [%d, %d] end before they begin", file, t.Name, r.begin, r.end)
 		}
 		if r.end > dataLen {
-			return fmt.Errorf("%s: tensor %q: data_offsets [%d, %d] out of range: the data section has %d bytes (file size %d, header %d)",
+			return fmt.Errorf("%s: tensor %q: data_offsets [%d, %d] out of range: the data section has %d bytes (file size %d, header %d): the file is truncated or corrupt",
 				file, t.Name, r.begin, r.end, dataLen, h.FileSize, h.HeaderLen)
 		}
 		if r.end-r.begin != nbits/8 {
