@@ -281,6 +281,20 @@ func (r *run) mergeBlockBand(w *worker, b block) error {
 	bs.pos = bs.pos[:0]
 	for _, i := range sc.models {
 		lo, hi := sc.bands[i].lo, sc.bands[i].hi
+		if lo == hi {
+			// A band of one value: the threshold is that value or the
+			// sample missed (settle checks), so every position is decided;
+			// only the values at it need counting.
+			var at uint64
+			for _, v := range w.taus[i*r.stride : i*r.stride+n] {
+				if kernels.AbsBits(v) == lo {
+					at++
+				}
+			}
+			bs.inside[i] += at
+			bs.above[i] += uint64(ge[i]) - at
+			continue
+		}
 		var inside uint64
 		for e, v := range w.taus[i*r.stride : i*r.stride+n] {
 			if m := kernels.AbsBits(v); m-lo <= hi-lo && (m != 0 || lo == 0) {
@@ -360,15 +374,25 @@ func (r *run) settle(ctx context.Context) (bool, error) {
 			return false, nil
 		}
 	}
-	// The (k − above)-th largest band value, by the same two radix passes,
-	// over the spill file instead of the inputs.
+	// A one-value band that passed the check is the threshold. Otherwise
+	// the threshold is the (k − above)-th largest band value, found by the
+	// same two radix passes, over the spill file instead of the inputs.
+	thr := make([]uint32, nm)
+	var wide []int
+	for _, i := range sc.models {
+		if sc.bands[i].lo == sc.bands[i].hi {
+			thr[i] = sc.bands[i].lo
+		} else {
+			wide = append(wide, i)
+		}
+	}
 	inBand := func(i int, m uint32) bool { return m >= sc.bands[i].lo && m <= sc.bands[i].hi }
 	mag := func(rec []byte, i int) uint32 { return binary.LittleEndian.Uint32(rec[16+4*i:]) & 0x7fffffff }
 	rec := r.spill.rec
 	high := make([]topk.Hist, nm)
 	err := r.spill.each(r.recordBlock, func(recs []byte) error {
 		for o := 0; o < len(recs); o += rec {
-			for _, i := range sc.models {
+			for _, i := range wide {
 				if m := mag(recs[o:], i); inBand(i, m) {
 					high[i][m>>16]++
 				}
@@ -380,7 +404,7 @@ func (r *run) settle(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	his, ups := make([]uint32, nm), make([]uint64, nm)
-	for _, i := range sc.models {
+	for _, i := range wide {
 		if his[i], ups[i], err = high[i].Pick(sc.need[i] - above[i]); err != nil {
 			return false, err
 		}
@@ -388,7 +412,7 @@ func (r *run) settle(ctx context.Context) (bool, error) {
 	low := make([]topk.Hist, nm)
 	err = r.spill.each(r.recordBlock, func(recs []byte) error {
 		for o := 0; o < len(recs); o += rec {
-			for _, i := range sc.models {
+			for _, i := range wide {
 				if m := mag(recs[o:], i); inBand(i, m) && m>>16 == his[i] {
 					low[i][m&0xffff]++
 				}
@@ -399,8 +423,7 @@ func (r *run) settle(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	thr := make([]uint32, nm)
-	for _, i := range sc.models {
+	for _, i := range wide {
 		th, err := topk.Exact(sc.need[i]-above[i], his[i], ups[i], &low[i])
 		if err != nil {
 			return false, err

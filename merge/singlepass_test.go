@@ -91,3 +91,34 @@ func TestSinglePassFallsBack(t *testing.T) {
 	}
 	runPaper(t, set, 4, 16, true)
 }
+
+// TestSinglePassTieBand: a third of each task vector is exactly ±0.5, and
+// the threshold falls inside that tie group, so the sampled band is the one
+// value 0.5: no position needs spilling, and the counts confirm it.
+func TestSinglePassTieBand(t *testing.T) {
+	const n = 1 << 16
+	base := testTensor{name: "model.layers.0.mlp.up_proj.weight", shape: []int64{256, 256}, dt: kernels.BF16, vals: make([]float32, n)}
+	set := testSet{base: []testTensor{base}}
+	for mi := range 3 {
+		vals := make([]float32, n)
+		for e := range vals {
+			switch (e*7 + mi) % 12 {
+			case 0: // 1/12 large: all kept
+				vals[e] = 4 + float32(e%5)
+			case 1, 2, 3, 4: // 1/3 at the tie: the threshold (k ≈ n/5) falls in it
+				vals[e] = 0.5
+			default:
+				vals[e] = 0.25 * float32(e%3) / 3
+			}
+			if e%2 == 1 {
+				vals[e] = -vals[e]
+			}
+			vals[e] = roundTo(kernels.BF16, vals[e])
+		}
+		set.models = append(set.models, []testTensor{{name: base.name, shape: base.shape, dt: kernels.BF16, vals: vals}})
+	}
+	sum := runPaper(t, set, 4, 16, false)
+	if sum.Spilled != 0 {
+		t.Fatalf("%d positions spilled; a one-value band needs none", sum.Spilled)
+	}
+}
