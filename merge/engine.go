@@ -249,6 +249,9 @@ func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b blo
 					return
 				}
 				b := bs[i]
+				if ahead := i + int64(2*len(r.ws)); ahead < int64(len(bs)) {
+					r.prefetch(bs[ahead])
+				}
 				err := mmapio.Guard(func() (err error) {
 					defer func() {
 						if e := recover(); e != nil {

@@ -40,6 +40,15 @@ func (f *mappedFile) dontNeed(off, n int64) {
 	}
 }
 
+// willNeed asks for read-ahead of a range, if the file is mapped.
+func (f *mappedFile) willNeed(off, n int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m != nil {
+		f.m.WillNeed(off, n)
+	}
+}
+
 func (f *mappedFile) close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -78,5 +87,20 @@ func (r *run) openFiles() {
 func (r *run) closeFiles() {
 	for _, f := range r.files {
 		f.close()
+	}
+}
+
+// prefetch asks the kernel to start reading the inputs of a block that a
+// worker will take soon, so the disk works while the cores merge.
+func (r *run) prefetch(b block) {
+	j := &r.p.Jobs[b.job]
+	ask := func(path string, off, size int64) { r.files[path].willNeed(off, size) }
+	if !r.p.Method.NoBase {
+		sz := int64(j.BaseDT.Size())
+		ask(j.Base.File, j.Base.Offset+b.start*sz, b.n*sz)
+	}
+	for i, t := range j.Models {
+		sz := int64(j.ModelDT[i].Size())
+		ask(t.File, t.Offset+b.start*sz, b.n*sz)
 	}
 }
