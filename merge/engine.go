@@ -217,6 +217,10 @@ func (r *run) blocks(jobs []int) []block {
 	return bs
 }
 
+// releaseLag is how many blocks behind the one just merged pages are
+// released: far enough that no worker still reads them.
+const releaseLag = 8
+
 // parallel runs fn over the blocks with one goroutine per worker; the first
 // error stops the others.
 func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b block) error) error {
@@ -264,9 +268,12 @@ func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b blo
 					}()
 					return fn(w, b)
 				})
+				if i >= releaseLag {
+					r.releaseBlock(bs[i-releaseLag])
+				}
 				for _, f := range r.blockFiles(b) {
 					if f.pending.Add(-1) == 0 {
-						f.close()
+						f.close() // unmapping releases the tail of the pass
 					}
 				}
 				if err != nil {
@@ -296,17 +303,27 @@ func (r *run) src(t *mmapio.Tensor, dt kernels.DType, start, n int64) []byte {
 // mapError carries a mapping failure out of a kernel call site.
 type mapError struct{ err error }
 
-// release drops the pages of a view from this process once read. The range
-// is widened on both sides by the most a single fault can map: fault-around
-// (64 KiB by default) or a whole large folio of the page cache (up to 2 MiB
-// on recent kernels), which can reach into a neighbouring block already
-// released, and would otherwise stay resident for good. Dropping a page a neighbour still reads is harmless for a
-// read-only file mapping: it faults back in from the page cache.
-func (r *run) release(t *mmapio.Tensor, dt kernels.DType, start, n int64) {
-	sz := int64(dt.Size())
+// releaseBlock drops a block's input pages from this process once read.
+// parallel calls it a few blocks behind the workers, and the range reaches
+// back by the most a single page fault maps (a PMD-sized folio of the page
+// cache on recent kernels, or fault-around's 64 KiB): a fault in a block can
+// map pages of the block before it, already released, which would
+// otherwise stay resident for good. Dropping a page still being read is
+// harmless for a read-only file mapping: it faults back from the page cache.
+func (r *run) releaseBlock(b block) {
+	j := &r.p.Jobs[b.job]
 	pad := max(int64(faultSpan), int64(os.Getpagesize()))
-	off := t.Offset + start*sz
-	r.files[t.File].dontNeed(off-pad, n*sz+2*pad)
+	drop := func(t *mmapio.Tensor, dt kernels.DType) {
+		sz := int64(dt.Size())
+		off := t.Offset + b.start*sz
+		r.files[t.File].dontNeed(off-pad, b.n*sz+pad)
+	}
+	if !r.p.Method.NoBase {
+		drop(j.Base, j.BaseDT)
+	}
+	for i, t := range j.Models {
+		drop(t, j.ModelDT[i])
+	}
 }
 
 func (r *run) readBytes(j *Job, n int64) int64 {
@@ -325,7 +342,6 @@ func (r *run) deltas(w *worker, b block, models []int) {
 	for _, i := range models {
 		t, dt := j.Models[i], j.ModelDT[i]
 		r.k.DeltaTrim(w.taus[i*B:i*B+int(b.n)], r.src(t, dt, b.start, b.n), dt, base, 0)
-		r.release(t, dt, b.start, b.n)
 	}
 }
 

@@ -429,8 +429,8 @@ const (
 func (p *Plan) workerBytes(block int) int64 {
 	n := int64(len(p.Models))
 	b := int64(block)
-	scratch := (n+2)*b*4 + b*4              // τ per model, base, merged, out bytes
-	mapped := (n+1)*b*4 + (n+1)*2*faultSpan // input pages in flight
+	scratch := (n+2)*b*4 + b*4                         // τ per model, base, merged, out bytes
+	mapped := (n + 1) * (releaseLag*b*4 + 2*faultSpan) // input pages read, not yet released
 	hists := int64(0)
 	if p.Method.Trim {
 		hists = 2 * n * histBytes

@@ -276,7 +276,6 @@ func (r *run) mergeBlockBand(w *worker, b block) error {
 		t, dt := j.Models[i], j.ModelDT[i]
 		// Below the band is trimmed for sure: the kernel does that.
 		ge[i] = r.k.DeltaTrim(tau, r.src(t, dt, b.start, b.n), dt, base, sc.bands[i].lo)
-		r.release(t, dt, b.start, b.n)
 	}
 	bs.pos = bs.pos[:0]
 	for _, i := range sc.models {

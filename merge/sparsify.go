@@ -70,7 +70,6 @@ func (r *run) taskVector(b block, i int, tau, base []float32) int {
 		}
 	}
 	kept := r.k.DeltaTrim(tau, r.src(t, dt, b.start, b.n), dt, base, bits)
-	r.release(t, dt, b.start, b.n)
 	if cut >= 0 {
 		kept -= dropTies(tau, tr.bits, cut)
 	}
@@ -292,7 +291,6 @@ func (r *run) widenBase(w *worker, b block) []float32 {
 		return base
 	}
 	r.k.Widen(base, r.src(j.Base, j.BaseDT, b.start, b.n), j.BaseDT)
-	r.release(j.Base, j.BaseDT, b.start, b.n)
 	return base
 }
 
@@ -362,7 +360,6 @@ func (r *run) modelStockJob(ctx context.Context, ji int) error {
 			t, dt := j.Models[i], j.ModelDT[i]
 			theta := w.taus[i*r.stride : i*r.stride+int(b.n)]
 			r.k.Widen(theta, r.src(t, dt, b.start, b.n), dt)
-			r.release(t, dt, b.start, b.n)
 			for e, v := range theta {
 				avg[e] += v
 			}
