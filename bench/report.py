@@ -149,7 +149,9 @@ def summarize(recs):
             if row.get("max_memory"):
                 row["over_bound"] = row["rss_max_bytes"] > parse_size(row["max_memory"])
         rows.sort(key=order)
-        sizes[s] = {"size": s, "input_bytes": input_bytes, "evict_method": evict, "rows": rows, "checks": checks}
+        sizes[s] = {"size": s, "input_bytes": input_bytes, "evict_method": evict, "rows": rows, "checks": checks,
+                    "binaries": sorted({f"{r['git']} ({r['binary']})" for r in rs if r.get("binary")}),
+                    "run_ids": sorted({r["run_id"] for r in rs if r.get("run_id")})}
     return sizes
 
 
@@ -227,8 +229,14 @@ def markdown(sizes, runs):
 
     for s, d in sizes.items():
         L.append(f"## {label(s, d['input_bytes'])}\n")
+        info = []
+        if d.get("binaries"):
+            info.append("tiesmm " + ", ".join(d["binaries"]))
+        if d.get("run_ids"):
+            info.append("run " + ", ".join(d["run_ids"]))
         if d.get("evict_method"):
-            L.append(f"Cold cache by `{d['evict_method']}`.\n")
+            info.append(f"cold cache by `{d['evict_method']}`")
+        L.append("; ".join(info) + ".\n")
         L.append("| configuration | kernels used | wall s, median (min–max) | reps | ÷ warm floor | ÷ cold floor | ÷ mergekit peer | ÷ paper peer | GB/s | peak RSS | passes | CPU use | load |")
         L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in d["rows"]:
