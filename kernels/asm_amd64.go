@@ -29,125 +29,170 @@ func deltaTrimBF16AVX512(tau *float32, src *byte, base *float32, n int, thr uint
 //go:noescape
 func deltaTrimF16AVX512(tau *float32, src *byte, base *float32, n int, thr uint32) (kept int)
 
-// voteSumMeanUAVX512 votes n elements (consensus Sum, aggregate Mean, weighted vote false).
+// voteSumMeanUAVX512 votes n elements (consensus Sum, aggregate Mean, weights U).
 //
 //go:noescape
 func voteSumMeanUAVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteSumMeanWAVX512 votes n elements (consensus Sum, aggregate Mean, weighted vote true).
+// voteSumMeanWAVX512 votes n elements (consensus Sum, aggregate Mean, weights W).
 //
 //go:noescape
 func voteSumMeanWAVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteSumMeanWUAVX512 votes n elements (consensus Sum, aggregate MeanW, weighted vote false).
+// voteSumMean1AVX512 votes n elements (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func voteSumMean1AVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
+
+// voteSumMeanWUAVX512 votes n elements (consensus Sum, aggregate MeanW, weights U).
 //
 //go:noescape
 func voteSumMeanWUAVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteSumMeanWWAVX512 votes n elements (consensus Sum, aggregate MeanW, weighted vote true).
+// voteSumMeanWWAVX512 votes n elements (consensus Sum, aggregate MeanW, weights W).
 //
 //go:noescape
 func voteSumMeanWWAVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteSumSumUAVX512 votes n elements (consensus Sum, aggregate Sum, weighted vote false).
+// voteSumSumUAVX512 votes n elements (consensus Sum, aggregate Sum, weights U).
 //
 //go:noescape
 func voteSumSumUAVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteSumSumWAVX512 votes n elements (consensus Sum, aggregate Sum, weighted vote true).
+// voteSumSumWAVX512 votes n elements (consensus Sum, aggregate Sum, weights W).
 //
 //go:noescape
 func voteSumSumWAVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteSumMaxUAVX512 votes n elements (consensus Sum, aggregate Max, weighted vote false).
+// voteSumSum1AVX512 votes n elements (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func voteSumSum1AVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
+
+// voteSumMaxUAVX512 votes n elements (consensus Sum, aggregate Max, weights U).
 //
 //go:noescape
 func voteSumMaxUAVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteSumMaxWAVX512 votes n elements (consensus Sum, aggregate Max, weighted vote true).
+// voteSumMaxWAVX512 votes n elements (consensus Sum, aggregate Max, weights W).
 //
 //go:noescape
 func voteSumMaxWAVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteCountMeanUAVX512 votes n elements (consensus Count, aggregate Mean, weighted vote false).
+// voteSumMax1AVX512 votes n elements (consensus Sum, aggregate Max, weights 1).
+//
+//go:noescape
+func voteSumMax1AVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
+
+// voteCountMeanUAVX512 votes n elements (consensus Count, aggregate Mean, weights U).
 //
 //go:noescape
 func voteCountMeanUAVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteCountMeanWAVX512 votes n elements (consensus Count, aggregate Mean, weighted vote true).
+// voteCountMeanWAVX512 votes n elements (consensus Count, aggregate Mean, weights W).
 //
 //go:noescape
 func voteCountMeanWAVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteCountMeanWUAVX512 votes n elements (consensus Count, aggregate MeanW, weighted vote false).
+// voteCountMean1AVX512 votes n elements (consensus Count, aggregate Mean, weights 1).
+//
+//go:noescape
+func voteCountMean1AVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
+
+// voteCountMeanWUAVX512 votes n elements (consensus Count, aggregate MeanW, weights U).
 //
 //go:noescape
 func voteCountMeanWUAVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteCountMeanWWAVX512 votes n elements (consensus Count, aggregate MeanW, weighted vote true).
+// voteCountMeanWWAVX512 votes n elements (consensus Count, aggregate MeanW, weights W).
 //
 //go:noescape
 func voteCountMeanWWAVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteCountSumUAVX512 votes n elements (consensus Count, aggregate Sum, weighted vote false).
+// voteCountSumUAVX512 votes n elements (consensus Count, aggregate Sum, weights U).
 //
 //go:noescape
 func voteCountSumUAVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteCountSumWAVX512 votes n elements (consensus Count, aggregate Sum, weighted vote true).
+// voteCountSumWAVX512 votes n elements (consensus Count, aggregate Sum, weights W).
 //
 //go:noescape
 func voteCountSumWAVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteCountMaxUAVX512 votes n elements (consensus Count, aggregate Max, weighted vote false).
+// voteCountSum1AVX512 votes n elements (consensus Count, aggregate Sum, weights 1).
+//
+//go:noescape
+func voteCountSum1AVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
+
+// voteCountMaxUAVX512 votes n elements (consensus Count, aggregate Max, weights U).
 //
 //go:noescape
 func voteCountMaxUAVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteCountMaxWAVX512 votes n elements (consensus Count, aggregate Max, weighted vote true).
+// voteCountMaxWAVX512 votes n elements (consensus Count, aggregate Max, weights W).
 //
 //go:noescape
 func voteCountMaxWAVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteNoneMeanUAVX512 votes n elements (consensus None, aggregate Mean, weighted vote false).
+// voteCountMax1AVX512 votes n elements (consensus Count, aggregate Max, weights 1).
+//
+//go:noescape
+func voteCountMax1AVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
+
+// voteNoneMeanUAVX512 votes n elements (consensus None, aggregate Mean, weights U).
 //
 //go:noescape
 func voteNoneMeanUAVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteNoneMeanWAVX512 votes n elements (consensus None, aggregate Mean, weighted vote true).
+// voteNoneMeanWAVX512 votes n elements (consensus None, aggregate Mean, weights W).
 //
 //go:noescape
 func voteNoneMeanWAVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteNoneMeanWUAVX512 votes n elements (consensus None, aggregate MeanW, weighted vote false).
+// voteNoneMean1AVX512 votes n elements (consensus None, aggregate Mean, weights 1).
+//
+//go:noescape
+func voteNoneMean1AVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
+
+// voteNoneMeanWUAVX512 votes n elements (consensus None, aggregate MeanW, weights U).
 //
 //go:noescape
 func voteNoneMeanWUAVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteNoneMeanWWAVX512 votes n elements (consensus None, aggregate MeanW, weighted vote true).
+// voteNoneMeanWWAVX512 votes n elements (consensus None, aggregate MeanW, weights W).
 //
 //go:noescape
 func voteNoneMeanWWAVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteNoneSumUAVX512 votes n elements (consensus None, aggregate Sum, weighted vote false).
+// voteNoneSumUAVX512 votes n elements (consensus None, aggregate Sum, weights U).
 //
 //go:noescape
 func voteNoneSumUAVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteNoneSumWAVX512 votes n elements (consensus None, aggregate Sum, weighted vote true).
+// voteNoneSumWAVX512 votes n elements (consensus None, aggregate Sum, weights W).
 //
 //go:noescape
 func voteNoneSumWAVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteNoneMaxUAVX512 votes n elements (consensus None, aggregate Max, weighted vote false).
+// voteNoneSum1AVX512 votes n elements (consensus None, aggregate Sum, weights 1).
+//
+//go:noescape
+func voteNoneSum1AVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
+
+// voteNoneMaxUAVX512 votes n elements (consensus None, aggregate Max, weights U).
 //
 //go:noescape
 func voteNoneMaxUAVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteNoneMaxWAVX512 votes n elements (consensus None, aggregate Max, weighted vote true).
+// voteNoneMaxWAVX512 votes n elements (consensus None, aggregate Max, weights W).
 //
 //go:noescape
 func voteNoneMaxWAVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
+
+// voteNoneMax1AVX512 votes n elements (consensus None, aggregate Max, weights 1).
+//
+//go:noescape
+func voteNoneMax1AVX512(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
 // finishF32AVX512 writes θ₀ + λ·τₘ for n elements as f32.
 //
@@ -189,125 +234,170 @@ func deltaTrimBF16AVX2(tau *float32, src *byte, base *float32, n int, thr uint32
 //go:noescape
 func deltaTrimF16AVX2(tau *float32, src *byte, base *float32, n int, thr uint32) (kept int)
 
-// voteSumMeanUAVX2 votes n elements, a multiple of 8 (consensus Sum, aggregate Mean, weighted vote false).
+// voteSumMeanUAVX2 votes n elements, a multiple of 8 (consensus Sum, aggregate Mean, weights U).
 //
 //go:noescape
 func voteSumMeanUAVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteSumMeanWAVX2 votes n elements, a multiple of 8 (consensus Sum, aggregate Mean, weighted vote true).
+// voteSumMeanWAVX2 votes n elements, a multiple of 8 (consensus Sum, aggregate Mean, weights W).
 //
 //go:noescape
 func voteSumMeanWAVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteSumMeanWUAVX2 votes n elements, a multiple of 8 (consensus Sum, aggregate MeanW, weighted vote false).
+// voteSumMean1AVX2 votes n elements, a multiple of 8 (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func voteSumMean1AVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
+
+// voteSumMeanWUAVX2 votes n elements, a multiple of 8 (consensus Sum, aggregate MeanW, weights U).
 //
 //go:noescape
 func voteSumMeanWUAVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteSumMeanWWAVX2 votes n elements, a multiple of 8 (consensus Sum, aggregate MeanW, weighted vote true).
+// voteSumMeanWWAVX2 votes n elements, a multiple of 8 (consensus Sum, aggregate MeanW, weights W).
 //
 //go:noescape
 func voteSumMeanWWAVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteSumSumUAVX2 votes n elements, a multiple of 8 (consensus Sum, aggregate Sum, weighted vote false).
+// voteSumSumUAVX2 votes n elements, a multiple of 8 (consensus Sum, aggregate Sum, weights U).
 //
 //go:noescape
 func voteSumSumUAVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteSumSumWAVX2 votes n elements, a multiple of 8 (consensus Sum, aggregate Sum, weighted vote true).
+// voteSumSumWAVX2 votes n elements, a multiple of 8 (consensus Sum, aggregate Sum, weights W).
 //
 //go:noescape
 func voteSumSumWAVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteSumMaxUAVX2 votes n elements, a multiple of 8 (consensus Sum, aggregate Max, weighted vote false).
+// voteSumSum1AVX2 votes n elements, a multiple of 8 (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func voteSumSum1AVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
+
+// voteSumMaxUAVX2 votes n elements, a multiple of 8 (consensus Sum, aggregate Max, weights U).
 //
 //go:noescape
 func voteSumMaxUAVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteSumMaxWAVX2 votes n elements, a multiple of 8 (consensus Sum, aggregate Max, weighted vote true).
+// voteSumMaxWAVX2 votes n elements, a multiple of 8 (consensus Sum, aggregate Max, weights W).
 //
 //go:noescape
 func voteSumMaxWAVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteCountMeanUAVX2 votes n elements, a multiple of 8 (consensus Count, aggregate Mean, weighted vote false).
+// voteSumMax1AVX2 votes n elements, a multiple of 8 (consensus Sum, aggregate Max, weights 1).
+//
+//go:noescape
+func voteSumMax1AVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
+
+// voteCountMeanUAVX2 votes n elements, a multiple of 8 (consensus Count, aggregate Mean, weights U).
 //
 //go:noescape
 func voteCountMeanUAVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteCountMeanWAVX2 votes n elements, a multiple of 8 (consensus Count, aggregate Mean, weighted vote true).
+// voteCountMeanWAVX2 votes n elements, a multiple of 8 (consensus Count, aggregate Mean, weights W).
 //
 //go:noescape
 func voteCountMeanWAVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteCountMeanWUAVX2 votes n elements, a multiple of 8 (consensus Count, aggregate MeanW, weighted vote false).
+// voteCountMean1AVX2 votes n elements, a multiple of 8 (consensus Count, aggregate Mean, weights 1).
+//
+//go:noescape
+func voteCountMean1AVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
+
+// voteCountMeanWUAVX2 votes n elements, a multiple of 8 (consensus Count, aggregate MeanW, weights U).
 //
 //go:noescape
 func voteCountMeanWUAVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteCountMeanWWAVX2 votes n elements, a multiple of 8 (consensus Count, aggregate MeanW, weighted vote true).
+// voteCountMeanWWAVX2 votes n elements, a multiple of 8 (consensus Count, aggregate MeanW, weights W).
 //
 //go:noescape
 func voteCountMeanWWAVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteCountSumUAVX2 votes n elements, a multiple of 8 (consensus Count, aggregate Sum, weighted vote false).
+// voteCountSumUAVX2 votes n elements, a multiple of 8 (consensus Count, aggregate Sum, weights U).
 //
 //go:noescape
 func voteCountSumUAVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteCountSumWAVX2 votes n elements, a multiple of 8 (consensus Count, aggregate Sum, weighted vote true).
+// voteCountSumWAVX2 votes n elements, a multiple of 8 (consensus Count, aggregate Sum, weights W).
 //
 //go:noescape
 func voteCountSumWAVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteCountMaxUAVX2 votes n elements, a multiple of 8 (consensus Count, aggregate Max, weighted vote false).
+// voteCountSum1AVX2 votes n elements, a multiple of 8 (consensus Count, aggregate Sum, weights 1).
+//
+//go:noescape
+func voteCountSum1AVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
+
+// voteCountMaxUAVX2 votes n elements, a multiple of 8 (consensus Count, aggregate Max, weights U).
 //
 //go:noescape
 func voteCountMaxUAVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteCountMaxWAVX2 votes n elements, a multiple of 8 (consensus Count, aggregate Max, weighted vote true).
+// voteCountMaxWAVX2 votes n elements, a multiple of 8 (consensus Count, aggregate Max, weights W).
 //
 //go:noescape
 func voteCountMaxWAVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteNoneMeanUAVX2 votes n elements, a multiple of 8 (consensus None, aggregate Mean, weighted vote false).
+// voteCountMax1AVX2 votes n elements, a multiple of 8 (consensus Count, aggregate Max, weights 1).
+//
+//go:noescape
+func voteCountMax1AVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
+
+// voteNoneMeanUAVX2 votes n elements, a multiple of 8 (consensus None, aggregate Mean, weights U).
 //
 //go:noescape
 func voteNoneMeanUAVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteNoneMeanWAVX2 votes n elements, a multiple of 8 (consensus None, aggregate Mean, weighted vote true).
+// voteNoneMeanWAVX2 votes n elements, a multiple of 8 (consensus None, aggregate Mean, weights W).
 //
 //go:noescape
 func voteNoneMeanWAVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteNoneMeanWUAVX2 votes n elements, a multiple of 8 (consensus None, aggregate MeanW, weighted vote false).
+// voteNoneMean1AVX2 votes n elements, a multiple of 8 (consensus None, aggregate Mean, weights 1).
+//
+//go:noescape
+func voteNoneMean1AVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
+
+// voteNoneMeanWUAVX2 votes n elements, a multiple of 8 (consensus None, aggregate MeanW, weights U).
 //
 //go:noescape
 func voteNoneMeanWUAVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteNoneMeanWWAVX2 votes n elements, a multiple of 8 (consensus None, aggregate MeanW, weighted vote true).
+// voteNoneMeanWWAVX2 votes n elements, a multiple of 8 (consensus None, aggregate MeanW, weights W).
 //
 //go:noescape
 func voteNoneMeanWWAVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteNoneSumUAVX2 votes n elements, a multiple of 8 (consensus None, aggregate Sum, weighted vote false).
+// voteNoneSumUAVX2 votes n elements, a multiple of 8 (consensus None, aggregate Sum, weights U).
 //
 //go:noescape
 func voteNoneSumUAVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteNoneSumWAVX2 votes n elements, a multiple of 8 (consensus None, aggregate Sum, weighted vote true).
+// voteNoneSumWAVX2 votes n elements, a multiple of 8 (consensus None, aggregate Sum, weights W).
 //
 //go:noescape
 func voteNoneSumWAVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteNoneMaxUAVX2 votes n elements, a multiple of 8 (consensus None, aggregate Max, weighted vote false).
+// voteNoneSum1AVX2 votes n elements, a multiple of 8 (consensus None, aggregate Sum, weights 1).
+//
+//go:noescape
+func voteNoneSum1AVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
+
+// voteNoneMaxUAVX2 votes n elements, a multiple of 8 (consensus None, aggregate Max, weights U).
 //
 //go:noescape
 func voteNoneMaxUAVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
-// voteNoneMaxWAVX2 votes n elements, a multiple of 8 (consensus None, aggregate Max, weighted vote true).
+// voteNoneMaxWAVX2 votes n elements, a multiple of 8 (consensus None, aggregate Max, weights W).
 //
 //go:noescape
 func voteNoneMaxWAVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
+
+// voteNoneMax1AVX2 votes n elements, a multiple of 8 (consensus None, aggregate Max, weights 1).
+//
+//go:noescape
+func voteNoneMax1AVX2(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
 
 // finishF32AVX2 writes θ₀ + λ·τₘ for n (a multiple of 8) elements as f32.
 //
@@ -332,49 +422,67 @@ func voteAVX512(p *VoteParams, out *float32, taus *float32, stride int, w *float
 	case 1:
 		return voteSumMeanWAVX512(out, taus, stride, w, models, n)
 	case 2:
-		return voteSumMeanWUAVX512(out, taus, stride, w, models, n)
+		return voteSumMean1AVX512(out, taus, stride, w, models, n)
 	case 3:
-		return voteSumMeanWWAVX512(out, taus, stride, w, models, n)
+		return voteSumMeanWUAVX512(out, taus, stride, w, models, n)
 	case 4:
-		return voteSumSumUAVX512(out, taus, stride, w, models, n)
-	case 5:
-		return voteSumSumWAVX512(out, taus, stride, w, models, n)
+		return voteSumMeanWWAVX512(out, taus, stride, w, models, n)
 	case 6:
-		return voteSumMaxUAVX512(out, taus, stride, w, models, n)
+		return voteSumSumUAVX512(out, taus, stride, w, models, n)
 	case 7:
-		return voteSumMaxWAVX512(out, taus, stride, w, models, n)
+		return voteSumSumWAVX512(out, taus, stride, w, models, n)
 	case 8:
-		return voteCountMeanUAVX512(out, taus, stride, w, models, n)
+		return voteSumSum1AVX512(out, taus, stride, w, models, n)
 	case 9:
-		return voteCountMeanWAVX512(out, taus, stride, w, models, n)
+		return voteSumMaxUAVX512(out, taus, stride, w, models, n)
 	case 10:
-		return voteCountMeanWUAVX512(out, taus, stride, w, models, n)
+		return voteSumMaxWAVX512(out, taus, stride, w, models, n)
 	case 11:
-		return voteCountMeanWWAVX512(out, taus, stride, w, models, n)
+		return voteSumMax1AVX512(out, taus, stride, w, models, n)
 	case 12:
-		return voteCountSumUAVX512(out, taus, stride, w, models, n)
+		return voteCountMeanUAVX512(out, taus, stride, w, models, n)
 	case 13:
-		return voteCountSumWAVX512(out, taus, stride, w, models, n)
+		return voteCountMeanWAVX512(out, taus, stride, w, models, n)
 	case 14:
-		return voteCountMaxUAVX512(out, taus, stride, w, models, n)
+		return voteCountMean1AVX512(out, taus, stride, w, models, n)
 	case 15:
-		return voteCountMaxWAVX512(out, taus, stride, w, models, n)
+		return voteCountMeanWUAVX512(out, taus, stride, w, models, n)
 	case 16:
-		return voteNoneMeanUAVX512(out, taus, stride, w, models, n)
-	case 17:
-		return voteNoneMeanWAVX512(out, taus, stride, w, models, n)
+		return voteCountMeanWWAVX512(out, taus, stride, w, models, n)
 	case 18:
-		return voteNoneMeanWUAVX512(out, taus, stride, w, models, n)
+		return voteCountSumUAVX512(out, taus, stride, w, models, n)
 	case 19:
-		return voteNoneMeanWWAVX512(out, taus, stride, w, models, n)
+		return voteCountSumWAVX512(out, taus, stride, w, models, n)
 	case 20:
-		return voteNoneSumUAVX512(out, taus, stride, w, models, n)
+		return voteCountSum1AVX512(out, taus, stride, w, models, n)
 	case 21:
-		return voteNoneSumWAVX512(out, taus, stride, w, models, n)
+		return voteCountMaxUAVX512(out, taus, stride, w, models, n)
 	case 22:
-		return voteNoneMaxUAVX512(out, taus, stride, w, models, n)
+		return voteCountMaxWAVX512(out, taus, stride, w, models, n)
 	case 23:
+		return voteCountMax1AVX512(out, taus, stride, w, models, n)
+	case 24:
+		return voteNoneMeanUAVX512(out, taus, stride, w, models, n)
+	case 25:
+		return voteNoneMeanWAVX512(out, taus, stride, w, models, n)
+	case 26:
+		return voteNoneMean1AVX512(out, taus, stride, w, models, n)
+	case 27:
+		return voteNoneMeanWUAVX512(out, taus, stride, w, models, n)
+	case 28:
+		return voteNoneMeanWWAVX512(out, taus, stride, w, models, n)
+	case 30:
+		return voteNoneSumUAVX512(out, taus, stride, w, models, n)
+	case 31:
+		return voteNoneSumWAVX512(out, taus, stride, w, models, n)
+	case 32:
+		return voteNoneSum1AVX512(out, taus, stride, w, models, n)
+	case 33:
+		return voteNoneMaxUAVX512(out, taus, stride, w, models, n)
+	case 34:
 		return voteNoneMaxWAVX512(out, taus, stride, w, models, n)
+	case 35:
+		return voteNoneMax1AVX512(out, taus, stride, w, models, n)
 	}
 	panic("unreachable")
 }
@@ -387,49 +495,67 @@ func voteAVX2(p *VoteParams, out *float32, taus *float32, stride int, w *float32
 	case 1:
 		return voteSumMeanWAVX2(out, taus, stride, w, models, n)
 	case 2:
-		return voteSumMeanWUAVX2(out, taus, stride, w, models, n)
+		return voteSumMean1AVX2(out, taus, stride, w, models, n)
 	case 3:
-		return voteSumMeanWWAVX2(out, taus, stride, w, models, n)
+		return voteSumMeanWUAVX2(out, taus, stride, w, models, n)
 	case 4:
-		return voteSumSumUAVX2(out, taus, stride, w, models, n)
-	case 5:
-		return voteSumSumWAVX2(out, taus, stride, w, models, n)
+		return voteSumMeanWWAVX2(out, taus, stride, w, models, n)
 	case 6:
-		return voteSumMaxUAVX2(out, taus, stride, w, models, n)
+		return voteSumSumUAVX2(out, taus, stride, w, models, n)
 	case 7:
-		return voteSumMaxWAVX2(out, taus, stride, w, models, n)
+		return voteSumSumWAVX2(out, taus, stride, w, models, n)
 	case 8:
-		return voteCountMeanUAVX2(out, taus, stride, w, models, n)
+		return voteSumSum1AVX2(out, taus, stride, w, models, n)
 	case 9:
-		return voteCountMeanWAVX2(out, taus, stride, w, models, n)
+		return voteSumMaxUAVX2(out, taus, stride, w, models, n)
 	case 10:
-		return voteCountMeanWUAVX2(out, taus, stride, w, models, n)
+		return voteSumMaxWAVX2(out, taus, stride, w, models, n)
 	case 11:
-		return voteCountMeanWWAVX2(out, taus, stride, w, models, n)
+		return voteSumMax1AVX2(out, taus, stride, w, models, n)
 	case 12:
-		return voteCountSumUAVX2(out, taus, stride, w, models, n)
+		return voteCountMeanUAVX2(out, taus, stride, w, models, n)
 	case 13:
-		return voteCountSumWAVX2(out, taus, stride, w, models, n)
+		return voteCountMeanWAVX2(out, taus, stride, w, models, n)
 	case 14:
-		return voteCountMaxUAVX2(out, taus, stride, w, models, n)
+		return voteCountMean1AVX2(out, taus, stride, w, models, n)
 	case 15:
-		return voteCountMaxWAVX2(out, taus, stride, w, models, n)
+		return voteCountMeanWUAVX2(out, taus, stride, w, models, n)
 	case 16:
-		return voteNoneMeanUAVX2(out, taus, stride, w, models, n)
-	case 17:
-		return voteNoneMeanWAVX2(out, taus, stride, w, models, n)
+		return voteCountMeanWWAVX2(out, taus, stride, w, models, n)
 	case 18:
-		return voteNoneMeanWUAVX2(out, taus, stride, w, models, n)
+		return voteCountSumUAVX2(out, taus, stride, w, models, n)
 	case 19:
-		return voteNoneMeanWWAVX2(out, taus, stride, w, models, n)
+		return voteCountSumWAVX2(out, taus, stride, w, models, n)
 	case 20:
-		return voteNoneSumUAVX2(out, taus, stride, w, models, n)
+		return voteCountSum1AVX2(out, taus, stride, w, models, n)
 	case 21:
-		return voteNoneSumWAVX2(out, taus, stride, w, models, n)
+		return voteCountMaxUAVX2(out, taus, stride, w, models, n)
 	case 22:
-		return voteNoneMaxUAVX2(out, taus, stride, w, models, n)
+		return voteCountMaxWAVX2(out, taus, stride, w, models, n)
 	case 23:
+		return voteCountMax1AVX2(out, taus, stride, w, models, n)
+	case 24:
+		return voteNoneMeanUAVX2(out, taus, stride, w, models, n)
+	case 25:
+		return voteNoneMeanWAVX2(out, taus, stride, w, models, n)
+	case 26:
+		return voteNoneMean1AVX2(out, taus, stride, w, models, n)
+	case 27:
+		return voteNoneMeanWUAVX2(out, taus, stride, w, models, n)
+	case 28:
+		return voteNoneMeanWWAVX2(out, taus, stride, w, models, n)
+	case 30:
+		return voteNoneSumUAVX2(out, taus, stride, w, models, n)
+	case 31:
+		return voteNoneSumWAVX2(out, taus, stride, w, models, n)
+	case 32:
+		return voteNoneSum1AVX2(out, taus, stride, w, models, n)
+	case 33:
+		return voteNoneMaxUAVX2(out, taus, stride, w, models, n)
+	case 34:
 		return voteNoneMaxWAVX2(out, taus, stride, w, models, n)
+	case 35:
+		return voteNoneMax1AVX2(out, taus, stride, w, models, n)
 	}
 	panic("unreachable")
 }

@@ -2,7 +2,10 @@
 
 package kernels
 
-import "unsafe"
+import (
+	"math"
+	"unsafe"
+)
 
 //go:generate go run ./internal/asmgen
 
@@ -44,9 +47,11 @@ var avx2Set = &Set{
 const asmChunk = 1 << 24
 
 // voteKind numbers the generated vote variants as asmgen does:
-// (consensus·4 + aggregate)·2 + weighted vote, with consensus Sum, Count,
-// None and aggregate Mean, MeanW (divide by weights), Sum, Max. Values the
-// reference does not name explicitly fall where its switches put them.
+// (consensus·4 + aggregate)·3 + weighting, with consensus Sum, Count, None,
+// aggregate Mean, MeanW (divide by weights), Sum, Max, and weighting U (vote
+// on τ), W (vote on w·τ), 1 (every weight exactly 1: the vote and the mean
+// are the same either way). Values the reference does not name explicitly
+// fall where its switches put them.
 func voteKind(p *VoteParams) int {
 	c := 0
 	switch p.Consensus {
@@ -55,6 +60,13 @@ func voteKind(p *VoteParams) int {
 	case ConsensusNone:
 		c = 2
 	}
+	unit := true
+	for _, w := range p.Weights {
+		if math.Float32bits(w) != 0x3f800000 {
+			unit = false
+			break
+		}
+	}
 	a := 0
 	switch p.Aggregate {
 	case AggregateSum:
@@ -62,12 +74,15 @@ func voteKind(p *VoteParams) int {
 	case AggregateMax:
 		a = 3
 	default:
-		if p.DivideByWeights {
+		if p.DivideByWeights && !unit {
 			a = 1
 		}
 	}
-	k := (c*4 + a) * 2
-	if p.WeightedVote {
+	k := (c*4 + a) * 3
+	switch {
+	case unit:
+		k += 2
+	case p.WeightedVote:
 		k++
 	}
 	return k

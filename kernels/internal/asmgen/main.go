@@ -59,18 +59,35 @@ const (
 	sigFinish = "(dst *byte, base *float32, tm *float32, n int, lambda float32)"
 )
 
-// Vote variants: consensus × aggregate × weighted vote.
+// Vote variants: consensus × aggregate × weights: "U" (any weights, vote
+// on τ), "W" (any weights, vote on w·τ) and "1" (every weight exactly 1).
+// With unit weights a = 1·τ is τ itself except that a signalling NaN is not
+// yet quieted, and the addition it goes to quiets it the same way, so those
+// variants skip the product (and MeanW is Mean).
 var (
 	consensuses = []string{"Sum", "Count", "None"}
 	aggregates  = []string{"Mean", "MeanW", "Sum", "Max"}
+	weightings  = []string{"U", "W", "1"}
 )
 
-func voteName(cons, agg string, wv bool, isa string) string {
-	w := "U"
-	if wv {
-		w = "W"
+func voteName(cons, agg, wt string, isa string) string {
+	return "vote" + cons + agg + wt + isa
+}
+
+// voteVariants lists the variants generated, in the order voteKind numbers
+// them: (consensus·4 + aggregate)·3 + weighting; MeanW with unit weights is
+// left out (Mean serves).
+func voteVariants(f func(kind int, cons, agg, wt string)) {
+	for ci, c := range consensuses {
+		for ai, ag := range aggregates {
+			for wi, wt := range weightings {
+				if ag == "MeanW" && wt == "1" {
+					continue
+				}
+				f((ci*len(aggregates)+ai)*len(weightings)+wi, c, ag, wt)
+			}
+		}
 	}
-	return "vote" + cons + agg + w + isa
 }
 
 // Predicates of VCMPPS.
@@ -112,13 +129,9 @@ func goDecls() []byte {
 		fmt.Fprintf(&b, "\n// vote%s runs the %s vote variant for p over n elements.\n", isa, isa)
 		fmt.Fprintf(&b, "func vote%s(p *VoteParams, out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int) {\n", isa)
 		b.WriteString("\tswitch voteKind(p) {\n")
-		for ci, c := range consensuses {
-			for ai, ag := range aggregates {
-				for wi, wv := range []bool{false, true} {
-					fmt.Fprintf(&b, "\tcase %d:\n\t\treturn %s(out, taus, stride, w, models, n)\n", (ci*len(aggregates)+ai)*2+wi, voteName(c, ag, wv, isa))
-				}
-			}
-		}
+		voteVariants(func(kind int, c, ag, wt string) {
+			fmt.Fprintf(&b, "\tcase %d:\n\t\treturn %s(out, taus, stride, w, models, n)\n", kind, voteName(c, ag, wt, isa))
+		})
 		b.WriteString("\t}\n\tpanic(\"unreachable\")\n}\n")
 	}
 	src, err := format.Source(b.Bytes())
@@ -137,13 +150,7 @@ func gen512(a *asm) {
 	for _, dt := range []string{"F32", "BF16", "F16"} {
 		delta512(a, dt)
 	}
-	for _, c := range consensuses {
-		for _, ag := range aggregates {
-			for _, wv := range []bool{false, true} {
-				vote512(a, c, ag, wv)
-			}
-		}
-	}
+	voteVariants(func(_ int, c, ag, wt string) { vote512(a, c, ag, wt) })
 	for _, dt := range []string{"F32", "BF16", "F16"} {
 		finish512(a, dt)
 	}
@@ -181,6 +188,22 @@ func load512(a *asm, dt, mem string, z int, masked bool) {
 	}
 }
 
+// prefetchDist is how far ahead (bytes) the loops over stored inputs, the
+// only streams that come from RAM, prefetch: the hardware prefetchers stop
+// at page boundaries and restart on every block.
+var prefetchDist = flag.Int("prefetch", 4096, "prefetch distance in bytes (0: none)")
+
+// prefetch emits prefetches for the bytes lines ahead of reg covering one
+// loop iteration's input.
+func prefetch(a *asm, reg string, bytes int) {
+	if *prefetchDist <= 0 {
+		return
+	}
+	for off := 0; off < bytes; off += 64 {
+		a.op("PREFETCHT0 %d(%s)", *prefetchDist+off, reg)
+	}
+}
+
 func size(dt string) int {
 	if dt == "F32" {
 		return 4
@@ -198,6 +221,7 @@ func widen512(a *asm, dt string) {
 	a.label("loop64")
 	a.op("CMPQ CX, $64")
 	a.op("JB loop16")
+	prefetch(a, "SI", 128)
 	for k := 0; k < 4; k++ {
 		load512(a, dt, fmt.Sprintf("%d(SI)", 32*k), k, false)
 	}
@@ -270,6 +294,7 @@ func delta512(a *asm, dt string) {
 	a.label("loop64")
 	a.op("CMPQ CX, $64")
 	a.op("JB loop16")
+	prefetch(a, "SI", 64*sz)
 	for k := 0; k < 4; k++ {
 		body(k, false)
 	}
@@ -392,24 +417,28 @@ func finish512(a *asm, dt string) {
 	a.op("RET")
 }
 
-// vote512 writes one vote variant. Registers:
+// vote512 writes one vote variant. It votes two groups of 16 lanes per pass
+// over the models while 32 elements are left (independent chains, one
+// weight broadcast, half the loop overhead), then one group, then a masked
+// one. Registers:
 //
 //	DI out, SI taus at the group, DX stride in bytes, R8 weights, R9 models,
 //	CX elements left, R10 model pointer, R11 model index.
-//	Z31 0, Z30 1.0, Z29 sign bit, Z28 magnitude mask, Z27 int 1,
-//	Z20..Z23 lane counters: positive, negative, zero sum, conflicts.
-//	Pass 1: Z0 s, Z1 max v, Z2 min v, Z3 Σv (count), Z4 v, Z5 sign(v).
-//	Pass 2: Z7 flip (sign bit where the vote is −), Z8 num, Z9 den, Z10 max |a|,
-//	Z11 t, Z12 w, Z13 a = w·t, Z14 agreement test, Z15 |a|.
+//	Z31 0, Z30 1.0, Z29 sign bit, Z28 magnitude mask, Z27 int 1, Z22 w,
+//	Z23..Z26 lane counters: positive, negative, zero sum, conflicts.
+//	Group g uses Z(11g)..Z(11g+10): pass 1: s, max v, min v, Σv (count),
+//	v, sign(v); pass 2: t and a = w·t in the v and sign(v) registers, then
+//	flip (sign bit where the vote is −), num, den, max |a|, a temporary.
 //
 // The sign vote needs, besides s, whether any vote value is > 0 and < 0: the
 // running max and min of v answer both (VMAXPS/VMINPS return the second
 // operand on NaN, so NaN values never enter them). Count mode also needs
 // "some value is NaN" for its zero-sum count; Σv is NaN exactly then, or when
 // +Inf met −Inf, in which case both signs were seen anyway.
-func vote512(a *asm, cons, agg string, wv bool) {
-	name := voteName(cons, agg, wv, "AVX512")
-	declare(name, sigVote, fmt.Sprintf("%s votes n elements (consensus %s, aggregate %s, weighted vote %v).", name, cons, agg, wv))
+func vote512(a *asm, cons, agg, wt string) {
+	name := voteName(cons, agg, wt, "AVX512")
+	declare(name, sigVote, fmt.Sprintf("%s votes n elements (consensus %s, aggregate %s, weights %s).", name, cons, agg, wt))
+	wv, unit := wt == "W", wt == "1"
 	a.text(name, "$0-80", sigVote)
 	a.op("MOVQ out+0(FP), DI")
 	a.op("MOVQ taus+8(FP), SI")
@@ -426,15 +455,23 @@ func vote512(a *asm, cons, agg string, wv bool) {
 		a.op("MOVL $%s, AX", c.v)
 		a.op("VPBROADCASTD AX, Z%d", c.z)
 	}
-	for z := 20; z <= 23; z++ {
+	for z := 23; z <= 26; z++ {
 		a.op("VPXORD Z%d, Z%d, Z%d", z, z, z)
 	}
-	group := func(masked bool, sfx string) {
-		load := func(z int) {
+	needS := cons != "None" || agg == "Max"
+	// groups votes u groups (u = 2 unmasked, or 1, masked or not).
+	groups := func(u int, masked bool, sfx string) {
+		type regs struct{ s, mx, mn, sv, v, sg, flip, num, den, mxa, tmp int }
+		rg := make([]regs, u)
+		for g := range rg {
+			b := 11 * g
+			rg[g] = regs{b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10}
+		}
+		load := func(g, z int) {
 			if masked {
 				a.op("VMOVUPS.Z (R10), K7, Z%d", z)
 			} else {
-				a.op("VMOVUPS (R10), Z%d", z)
+				a.op("VMOVUPS %d(R10), Z%d", 64*g, z)
 			}
 		}
 		modelLoop := func(lbl string, body func()) {
@@ -447,146 +484,188 @@ func vote512(a *asm, cons, agg string, wv bool) {
 			a.op("CMPQ R11, R9")
 			a.op("JB %s%s", lbl, sfx)
 		}
-		needS := cons != "None" || agg == "Max"
-		a.op("VPXORD Z1, Z1, Z1")
-		a.op("VPXORD Z2, Z2, Z2")
-		if needS {
-			a.op("VPXORD Z0, Z0, Z0")
+		for _, r := range rg {
+			zero := []int{r.mx, r.mn, r.num, r.den, r.mxa}
+			if needS {
+				zero = append(zero, r.s)
+			}
+			if cons == "Count" {
+				zero = append(zero, r.sv)
+			}
+			for _, z := range zero {
+				a.op("VPXORD Z%d, Z%d, Z%d", z, z, z)
+			}
 		}
-		if cons == "Count" {
-			a.op("VPXORD Z3, Z3, Z3")
+		// areg is where group r keeps a = w·t: t itself for unit weights.
+		areg := func(r regs) int {
+			if unit {
+				return r.v
+			}
+			return r.sg
 		}
-		a.op("VPXORD Z8, Z8, Z8")
-		a.op("VPXORD Z9, Z9, Z9")
-		a.op("VPXORD Z10, Z10, Z10")
-		// aggregate adds the agreeing (masked by K2, or every) value.
-		aggregate := func(mask string) {
-			a.op("VADDPS Z8, Z13, %sZ8", mask) // a + num
+		// aggregate adds group r's agreeing (masked by mask, or every)
+		// value a.
+		aggregate := func(r regs, mask string) {
+			a.op("VADDPS Z%d, Z%d, %sZ%d", r.num, areg(r), mask, r.num) // a + num
 			switch agg {
 			case "Mean":
-				a.op("VADDPS Z30, Z9, %sZ9", mask) // den + 1
+				a.op("VADDPS Z%d, Z30, %sZ%d", r.den, mask, r.den) // 1 + den
 			case "MeanW":
-				a.op("VADDPS Z9, Z12, %sZ9", mask) // w + den
+				a.op("VADDPS Z%d, Z22, %sZ%d", r.den, mask, r.den) // w + den
 			case "Max":
-				a.op("VPANDD Z28, Z13, Z15")
-				a.op("VMAXPS Z10, Z15, %sZ10", mask) // |a| > mx ? |a| : mx
+				a.op("VPANDD Z28, Z%d, Z%d", areg(r), r.tmp)
+				a.op("VMAXPS Z%d, Z%d, %sZ%d", r.mxa, r.tmp, mask, r.mxa) // |a| > mx ? |a| : mx
+			}
+		}
+		// mulW computes a = w·t into r.sg from t in r.v.
+		mulW := func(r regs) {
+			if !unit {
+				a.op("VMULPS Z%d, Z22, Z%d", r.v, r.sg)
+			}
+		}
+		bcastW := func() {
+			if !unit {
+				a.op("VBROADCASTSS (R8)(R11*4), Z22")
 			}
 		}
 		if cons == "None" {
 			// One pass: every value takes part; the vote only gives
 			// conflicts and, for max, the sign.
 			modelLoop("all", func() {
-				load(11)
-				a.op("VBROADCASTSS (R8)(R11*4), Z12")
-				a.op("VMULPS Z11, Z12, Z13") // a = w·t
-				v := 11
-				if wv {
-					v = 13
+				bcastW()
+				for g, r := range rg {
+					load(g, r.v)
+					mulW(r)
+					v := r.v
+					if wv {
+						v = r.sg
+					}
+					a.op("VMAXPS Z%d, Z%d, Z%d", r.mx, v, r.mx)
+					a.op("VMINPS Z%d, Z%d, Z%d", r.mn, v, r.mn)
+					if needS {
+						a.op("VADDPS Z%d, Z%d, Z%d", v, r.s, r.s)
+					}
+					aggregate(r, "")
 				}
-				a.op("VMAXPS Z1, Z%d, Z1", v)
-				a.op("VMINPS Z2, Z%d, Z2", v)
-				if needS {
-					a.op("VADDPS Z%d, Z0, Z0", v)
-				}
-				aggregate("")
 			})
-			a.op("VCMPPS %s, Z31, Z1, K2", cmpGT)
-			a.op("VCMPPS %s, Z31, Z2, K3", cmpLT)
-			a.op("KANDW K2, K3, K4")
-			a.op("VPADDD Z27, Z23, K4, Z23")
-			if agg == "Max" {
-				a.op("VCMPPS %s, Z31, Z0, K1", cmpGE)
-				a.op("KNOTW K1, K4")
-				a.op("VMOVDQA32.Z Z29, K4, Z7")
+			for _, r := range rg {
+				a.op("VCMPPS %s, Z31, Z%d, K2", cmpGT, r.mx)
+				a.op("VCMPPS %s, Z31, Z%d, K3", cmpLT, r.mn)
+				a.op("KANDW K2, K3, K4")
+				a.op("VPADDD Z27, Z26, K4, Z26")
+				if agg == "Max" {
+					a.op("VCMPPS %s, Z31, Z%d, K1", cmpGE, r.s)
+					a.op("KNOTW K1, K4")
+					a.op("VMOVDQA32.Z Z29, K4, Z%d", r.flip)
+				}
 			}
 		} else {
 			modelLoop("vote", func() {
-				load(4)
 				if wv {
-					a.op("VMULPS.BCST (R8)(R11*4), Z4, Z4") // v = t·w
+					a.op("VBROADCASTSS (R8)(R11*4), Z22")
 				}
-				a.op("VMAXPS Z1, Z4, Z1")
-				a.op("VMINPS Z2, Z4, Z2")
-				if cons == "Count" {
-					a.op("VADDPS Z4, Z3, Z3")
-					a.op("VCMPPS %s, Z31, Z4, K1", cmpNEQO)
-					a.op("VPANDD Z29, Z4, Z5")
-					a.op("VPORD.Z Z30, Z5, K1, Z5") // ±1, or 0 for ±0 and NaN
-					a.op("VADDPS Z5, Z0, Z0")
-				} else {
-					a.op("VADDPS Z4, Z0, Z0")
+				for g, r := range rg {
+					load(g, r.v)
+					if wv {
+						a.op("VMULPS Z22, Z%d, Z%d", r.v, r.v) // v = t·w
+					}
+					a.op("VMAXPS Z%d, Z%d, Z%d", r.mx, r.v, r.mx)
+					a.op("VMINPS Z%d, Z%d, Z%d", r.mn, r.v, r.mn)
+					if cons == "Count" {
+						a.op("VADDPS Z%d, Z%d, Z%d", r.v, r.sv, r.sv)
+						a.op("VCMPPS %s, Z31, Z%d, K1", cmpNEQO, r.v)
+						a.op("VPANDD Z29, Z%d, Z%d", r.v, r.sg)
+						a.op("VPORD.Z Z30, Z%d, K1, Z%d", r.sg, r.sg) // ±1, or 0 for ±0 and NaN
+						a.op("VADDPS Z%d, Z%d, Z%d", r.sg, r.s, r.s)
+					} else {
+						a.op("VADDPS Z%d, Z%d, Z%d", r.v, r.s, r.s)
+					}
 				}
 			})
-			a.op("VCMPPS %s, Z31, Z0, K1", cmpGE) // up: s ≥ 0
-			a.op("VCMPPS %s, Z31, Z1, K2", cmpGT) // some v > 0
-			a.op("VCMPPS %s, Z31, Z2, K3", cmpLT) // some v < 0
-			a.op("KANDW K2, K3, K4")
-			a.op("VPADDD Z27, Z23, K4, Z23") // conflicts
-			a.op("VCMPPS %s, Z31, Z0, K4", cmpGT)
-			a.op("VPADDD Z27, Z20, K4, Z20") // positive
-			a.op("KNOTW K1, K4")
-			if masked {
-				// Masked-off lanes read 0, but 0·w is NaN for a NaN or
-				// infinite weight: keep them out of the counts.
-				a.op("KANDW K7, K4, K4")
-			}
-			a.op("VPADDD Z27, Z21, K4, Z21") // negative
-			a.op("VMOVDQA32.Z Z29, K4, Z7")  // flip
-			a.op("KORW K2, K3, K5")          // some v ≠ 0 ...
-			if cons == "Count" {
-				a.op("VCMPPS %s, Z3, Z3, K6", cmpUNORD)
-				a.op("KORW K6, K5, K5") // ... or NaN
+			for _, r := range rg {
+				a.op("VCMPPS %s, Z31, Z%d, K1", cmpGE, r.s)  // up: s ≥ 0
+				a.op("VCMPPS %s, Z31, Z%d, K2", cmpGT, r.mx) // some v > 0
+				a.op("VCMPPS %s, Z31, Z%d, K3", cmpLT, r.mn) // some v < 0
+				a.op("KANDW K2, K3, K4")
+				a.op("VPADDD Z27, Z26, K4, Z26") // conflicts
+				a.op("VCMPPS %s, Z31, Z%d, K4", cmpGT, r.s)
+				a.op("VPADDD Z27, Z23, K4, Z23") // positive
+				a.op("KNOTW K1, K4")
 				if masked {
-					a.op("KANDW K7, K5, K5")
+					// Masked-off lanes read 0, but 0·w is NaN for a NaN or
+					// infinite weight: keep them out of the counts.
+					a.op("KANDW K7, K4, K4")
 				}
+				a.op("VPADDD Z27, Z24, K4, Z24")        // negative
+				a.op("VMOVDQA32.Z Z29, K4, Z%d", r.flip) // flip
+				a.op("KORW K2, K3, K5")                  // some v ≠ 0 ...
+				if cons == "Count" {
+					a.op("VCMPPS %s, Z%d, Z%d, K6", cmpUNORD, r.sv, r.sv)
+					a.op("KORW K6, K5, K5") // ... or NaN
+					if masked {
+						a.op("KANDW K7, K5, K5")
+					}
+				}
+				a.op("VCMPPS %s, Z31, Z%d, K4", cmpEQ, r.s)
+				a.op("KANDW K5, K4, K4")
+				a.op("VPADDD Z27, Z25, K4, Z25") // zero sum
 			}
-			a.op("VCMPPS %s, Z31, Z0, K4", cmpEQ)
-			a.op("KANDW K5, K4, K4")
-			a.op("VPADDD Z27, Z22, K4, Z22") // zero sum
 			modelLoop("agg", func() {
-				load(11)
-				a.op("VBROADCASTSS (R8)(R11*4), Z12")
-				a.op("VMULPS Z11, Z12, Z13") // a = w·t
-				v := 11
-				if wv {
-					v = 13
+				bcastW()
+				for g, r := range rg {
+					k := fmt.Sprintf("K%d", 2+g)
+					load(g, r.v)
+					mulW(r)
+					v := r.v
+					if wv {
+						v = r.sg
+					}
+					a.op("VPXORD Z%d, Z%d, Z%d", r.flip, v, r.tmp)
+					a.op("VCMPPS %s, Z31, Z%d, %s", cmpGT, r.tmp, k) // v agrees with the vote
+					aggregate(r, k+", ")
 				}
-				a.op("VPXORD Z7, Z%d, Z14", v)
-				a.op("VCMPPS %s, Z31, Z14, K2", cmpGT) // v agrees with the vote
-				aggregate("K2, ")
 			})
 		}
-		switch agg {
-		case "Max":
-			a.op("VPXORD Z7, Z10, Z8")
-		case "Mean", "MeanW":
-			a.op("VCMPPS %s, Z31, Z9, K2", cmpEQ)
-			a.op("VMOVAPS Z30, K2, Z9") // a zero divisor becomes 1
-			a.op("VDIVPS Z9, Z8, Z8")
-		}
-		if masked {
-			a.op("VMOVUPS Z8, K7, (DI)")
-		} else {
-			a.op("VMOVUPS Z8, (DI)")
+		for g, r := range rg {
+			switch agg {
+			case "Max":
+				a.op("VPXORD Z%d, Z%d, Z%d", r.flip, r.mxa, r.num)
+			case "Mean", "MeanW":
+				a.op("VCMPPS %s, Z31, Z%d, K2", cmpEQ, r.den)
+				a.op("VMOVAPS Z30, K2, Z%d", r.den) // a zero divisor becomes 1
+				a.op("VDIVPS Z%d, Z%d, Z%d", r.den, r.num, r.num)
+			}
+			if masked {
+				a.op("VMOVUPS Z%d, K7, (DI)", r.num)
+			} else {
+				a.op("VMOVUPS Z%d, %d(DI)", r.num, 64*g)
+			}
 		}
 	}
-	a.label("loop")
+	a.label("loop32")
+	a.op("CMPQ CX, $32")
+	a.op("JB loop16")
+	groups(2, false, "2")
+	a.op("ADDQ $128, SI")
+	a.op("ADDQ $128, DI")
+	a.op("SUBQ $32, CX")
+	a.op("JMP loop32")
+	a.label("loop16")
 	a.op("CMPQ CX, $16")
 	a.op("JB tail")
-	group(false, "")
+	groups(1, false, "")
 	a.op("ADDQ $64, SI")
 	a.op("ADDQ $64, DI")
 	a.op("SUBQ $16, CX")
-	a.op("JMP loop")
 	a.label("tail")
 	a.op("TESTQ CX, CX")
 	a.op("JZ done")
 	tailMask512(a)
-	group(true, "tail")
+	groups(1, true, "tail")
 	a.label("done")
 	for i, r := range []string{"pos", "neg", "zero", "conflicts"} {
-		a.op("VEXTRACTI64X4 $1, Z%d, Y0", 20+i)
-		a.op("VPADDD Y%d, Y0, Y0", 20+i)
+		a.op("VEXTRACTI64X4 $1, Z%d, Y0", 23+i)
+		a.op("VPADDD Y%d, Y0, Y0", 23+i)
 		hsum(a)
 		a.op("MOVQ AX, %s+%d(FP)", r, 48+8*i)
 	}
@@ -614,13 +693,7 @@ func gen2(a *asm) {
 	for _, dt := range []string{"F32", "BF16", "F16"} {
 		delta2(a, dt)
 	}
-	for _, c := range consensuses {
-		for _, ag := range aggregates {
-			for _, wv := range []bool{false, true} {
-				vote2(a, c, ag, wv)
-			}
-		}
-	}
+	voteVariants(func(_ int, c, ag, wt string) { vote2(a, c, ag, wt) })
 	for _, dt := range []string{"F32", "BF16", "F16"} {
 		finish2(a, dt)
 	}
@@ -653,6 +726,7 @@ func loops2(a *asm, adv []struct {
 	a.label("loop32")
 	a.op("CMPQ CX, $32")
 	a.op("JB loop8")
+	prefetch(a, adv[0].r, 32*adv[0].sz)
 	for k := 0; k < 4; k++ {
 		body(k)
 	}
@@ -818,9 +892,21 @@ func finish2(a *asm, dt string) {
 // A value that does not agree is replaced by +0 rather than skipped: num and
 // den start at +0 and so can never be −0, and (+0) + x is x for every other x
 // (a NaN x keeps its payload), so the sums are the reference's.
-func vote2(a *asm, cons, agg string, wv bool) {
-	name := voteName(cons, agg, wv, "AVX2")
-	declare(name, sigVote, fmt.Sprintf("%s votes n elements, a multiple of 8 (consensus %s, aggregate %s, weighted vote %v).", name, cons, agg, wv))
+func vote2(a *asm, cons, agg, wt string) {
+	name := voteName(cons, agg, wt, "AVX2")
+	declare(name, sigVote, fmt.Sprintf("%s votes n elements, a multiple of 8 (consensus %s, aggregate %s, weights %s).", name, cons, agg, wt))
+	wv, unit := wt == "W", wt == "1"
+	// loadTA loads t into Y4 and a = w·t into Y6 (Y5 = w); with unit
+	// weights t goes straight to Y6 and Y4 is not used.
+	loadTA := func() {
+		if unit {
+			a.op("VMOVUPS (R10), Y6")
+			return
+		}
+		a.op("VMOVUPS (R10), Y4")
+		a.op("VBROADCASTSS (R8)(R11*4), Y5")
+		a.op("VMULPS Y4, Y5, Y6") // a = w·t
+	}
 	a.text(name, "$0-80", sigVote)
 	a.op("MOVQ out+0(FP), DI")
 	a.op("MOVQ taus+8(FP), SI")
@@ -862,11 +948,9 @@ func vote2(a *asm, cons, agg string, wv bool) {
 			a.op("VXORPS Y0, Y0, Y0")
 		}
 		modelLoop("all", func() {
-			a.op("VMOVUPS (R10), Y4")
-			a.op("VBROADCASTSS (R8)(R11*4), Y5")
-			a.op("VMULPS Y4, Y5, Y6") // a = w·t
+			loadTA()
 			v := 4
-			if wv {
+			if wv || unit {
 				v = 6
 			}
 			a.op("VMAXPS Y1, Y%d, Y1", v)
@@ -941,11 +1025,9 @@ func vote2(a *asm, cons, agg string, wv bool) {
 			a.op("VXORPS Y%d, Y%d, Y%d", y, y, y)
 		}
 		modelLoop("agg", func() {
-			a.op("VMOVUPS (R10), Y4")
-			a.op("VBROADCASTSS (R8)(R11*4), Y5")
-			a.op("VMULPS Y4, Y5, Y6") // a = w·t
+			loadTA()
 			v := 4
-			if wv {
+			if wv || unit {
 				v = 6
 			}
 			a.op("VXORPS Y0, Y%d, Y7", v)

@@ -1,0 +1,170 @@
+package kernels
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// Benchmarks, in input bytes per second (b.SetBytes):
+//
+//	go test -run '^$' -bench 'Ties/.*/dtype=bf16/n=3' ./kernels/
+//
+// BenchmarkTies runs the merge's fused block pipeline (per block: widen the
+// base, trim each model, vote, finish) on one L2-resident block and, with
+// size=ram, over 256 MiB of inputs; BenchmarkMemcopy is the copy() of as
+// many bytes to compare with; BenchmarkKernel times each kernel alone.
+
+const (
+	benchBlock = 32 << 10  // elements: base, 3 models and the float32 work fit a 2 MiB L2
+	benchRAM   = 256 << 20 // input bytes of the size=ram runs
+)
+
+type benchInputs struct {
+	dt        DType
+	n, elems  int
+	base, out []byte
+	models    [][]byte
+	wbase, tm []float32
+	taus      []float32
+	p         VoteParams
+	thr       uint32
+}
+
+func newBenchInputs(dt DType, n, elems int) *benchInputs {
+	r := rand.New(rand.NewPCG(uint64(n), uint64(elems)))
+	in := &benchInputs{dt: dt, n: n, elems: elems}
+	sz := dt.Size()
+	enc := func(dst []byte, f []float32) {
+		Generic.Finish(dst, dt, f, make([]float32, len(f)), 0)
+	}
+	chunk := min(elems, 1<<16)
+	bf, mf := make([]float32, chunk), make([]float32, chunk)
+	in.base, in.out = make([]byte, elems*sz), make([]byte, elems*sz)
+	in.models = make([][]byte, n)
+	for i := range in.models {
+		in.models[i] = make([]byte, elems*sz)
+	}
+	for off := 0; off < elems; off += chunk {
+		c := min(chunk, elems-off)
+		for j := range c {
+			bf[j] = float32(r.NormFloat64() * 0.02)
+		}
+		enc(in.base[off*sz:(off+c)*sz], bf[:c])
+		for i := range in.models {
+			for j := range c {
+				mf[j] = bf[j] + float32(r.NormFloat64()*1e-3)
+			}
+			enc(in.models[i][off*sz:(off+c)*sz], mf[:c])
+		}
+	}
+	in.wbase, in.tm, in.taus = make([]float32, benchBlock), make([]float32, benchBlock), make([]float32, n*benchBlock)
+	w := make([]float32, n)
+	for i := range w {
+		w[i] = 1
+	}
+	in.p = VoteParams{Weights: w}
+	in.thr = AbsBits(1.28e-3) // keeps about a fifth
+	return in
+}
+
+func (in *benchInputs) bytes() int64 { return int64((in.n + 1) * in.elems * in.dt.Size()) }
+
+func (in *benchInputs) pass(s *Set) {
+	sz, b := in.dt.Size(), benchBlock
+	for off := 0; off < in.elems; off += b {
+		m := min(b, in.elems-off)
+		lo, hi := off*sz, (off+m)*sz
+		s.Widen(in.wbase[:m], in.base[lo:hi], in.dt)
+		for i, mdl := range in.models {
+			s.DeltaTrim(in.taus[i*b:i*b+m], mdl[lo:hi], in.dt, in.wbase[:m], in.thr)
+		}
+		s.Vote(in.tm[:m], in.taus, b, &in.p)
+		s.Finish(in.out[lo:hi], in.dt, in.wbase[:m], in.tm[:m], 1)
+	}
+}
+
+func BenchmarkTies(b *testing.B) {
+	for _, s := range Available() {
+		for _, dt := range dtypes {
+			for _, n := range []int{2, 3, 8} {
+				for _, size := range []string{"l2", "ram"} {
+					name := fmt.Sprintf("impl=%s/dtype=%s/n=%d", s.Name, dt, n)
+					if size == "ram" {
+						name += "/size=ram"
+					}
+					b.Run(name, func(b *testing.B) {
+						elems := benchBlock
+						if size == "ram" {
+							elems = benchRAM / ((n + 1) * dt.Size())
+						}
+						in := newBenchInputs(dt, n, elems)
+						b.SetBytes(in.bytes())
+						b.ResetTimer()
+						for b.Loop() {
+							in.pass(s)
+						}
+						b.ReportMetric(float64(elems)*float64(b.N)/float64(b.Elapsed().Nanoseconds()), "elem/ns")
+					})
+				}
+			}
+		}
+	}
+}
+
+func BenchmarkMemcopy(b *testing.B) {
+	for _, size := range []string{"l2", "ram"} {
+		b.Run("size="+size, func(b *testing.B) {
+			n := 4 * benchBlock * 2 // bf16, N = 3
+			if size == "ram" {
+				n = benchRAM
+			}
+			src, dst := make([]byte, n), make([]byte, n)
+			for i := range src {
+				src[i] = byte(i)
+			}
+			b.SetBytes(int64(n))
+			for b.Loop() {
+				copy(dst, src)
+			}
+		})
+	}
+}
+
+// BenchmarkKernel times each kernel on one L2-resident block (N = 3 for
+// Vote), in bytes of its stored input (float32 for Vote).
+func BenchmarkKernel(b *testing.B) {
+	for _, s := range Available() {
+		for _, dt := range dtypes {
+			in := newBenchInputs(dt, 3, benchBlock)
+			bb := int64(benchBlock * dt.Size())
+			in.pass(s)
+			b.Run(fmt.Sprintf("impl=%s/dtype=%s/kernel=widen", s.Name, dt), func(b *testing.B) {
+				b.SetBytes(bb)
+				for b.Loop() {
+					s.Widen(in.wbase, in.base, dt)
+				}
+			})
+			b.Run(fmt.Sprintf("impl=%s/dtype=%s/kernel=deltatrim", s.Name, dt), func(b *testing.B) {
+				b.SetBytes(bb)
+				for b.Loop() {
+					s.DeltaTrim(in.taus[:benchBlock], in.models[0], dt, in.wbase, in.thr)
+				}
+			})
+			b.Run(fmt.Sprintf("impl=%s/dtype=%s/kernel=finish", s.Name, dt), func(b *testing.B) {
+				b.SetBytes(bb)
+				for b.Loop() {
+					s.Finish(in.out, dt, in.wbase, in.tm, 1)
+				}
+			})
+			if dt == F32 {
+				b.Run(fmt.Sprintf("impl=%s/n=3/kernel=vote", s.Name), func(b *testing.B) {
+					b.SetBytes(3 * 4 * benchBlock)
+					for b.Loop() {
+						s.Vote(in.tm, in.taus, benchBlock, &in.p)
+					}
+				})
+			}
+		}
+	}
+}
