@@ -227,7 +227,6 @@ func TestAvailable(t *testing.T) {
 	t.Logf("sets: %v", setNames(av))
 }
 
-
 func TestLookup(t *testing.T) {
 	for _, s := range Available() {
 		got, err := Lookup(s.Name)

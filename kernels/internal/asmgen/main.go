@@ -596,7 +596,7 @@ func vote512(a *asm, cons, agg, wt string) {
 					// infinite weight: keep them out of the counts.
 					a.op("KANDW K7, K4, K4")
 				}
-				a.op("VPADDD Z27, Z24, K4, Z24")        // negative
+				a.op("VPADDD Z27, Z24, K4, Z24")         // negative
 				a.op("VMOVDQA32.Z Z29, K4, Z%d", r.flip) // flip
 				a.op("KORW K2, K3, K5")                  // some v ≠ 0 ...
 				if cons == "Count" {
