@@ -78,6 +78,10 @@ func L2Bytes() int {
 	return 1 << 20
 }
 
+// L3Bytes is the size of the last-level cache, 0 if unknown: buffers
+// meant to come from RAM must be larger.
+func L3Bytes() int { return max(caches().l3, 0) }
+
 type cacheSizes struct {
 	l1d, l2, l3 int // bytes; ≤ 0 unknown
 	source      string

@@ -26,8 +26,8 @@ import (
 
 // Options chooses what Run measures. Zero values pick the defaults.
 type Options struct {
-	// Quick measures bf16 with N = 3 only, with shorter timings and a 64 MiB
-	// RAM-sized input: about a second per kernel set.
+	// Quick measures bf16 with N = 3 only, with shorter timings: a few
+	// seconds in all.
 	Quick bool
 	// Sets names the kernel sets (as kernels.Lookup takes them); empty: all
 	// this CPU runs.
@@ -41,7 +41,10 @@ type Options struct {
 	// cache, within 16K–64K elements.
 	Block int
 	// RAMBytes is the input size of the RAM-sized runs (base plus N models,
-	// as stored); 0: 256 MiB (Quick: 64 MiB); negative: no RAM-sized runs.
+	// as stored); 0: 256 MiB, or twice the L3 cache where that is larger
+	// (at most 1 GiB), so the inputs really come from RAM; negative: no
+	// RAM-sized runs. A set too slow to make a whole pass in MinTime is
+	// timed on a window of blocks that moves through the buffers.
 	RAMBytes int64
 	// MinTime is the least time one measurement runs (best of three);
 	// 0: 300 ms (Quick: 100 ms).
@@ -111,7 +114,7 @@ func Run(opts Options) ([]Result, error) {
 				}
 				for _, s := range sets {
 					o.progress(fmt.Sprintf("%s %v N=%d %s", s.Name, dt, n, sz.name))
-					sec := best(o.MinTime, func() { in.pass(s) })
+					sec := in.time(s, o.MinTime)
 					r := Result{
 						Set: s.Name, DType: strings.ToLower(dt.String()), Models: n, Size: sz.name,
 						Block: block, Elements: int64(sz.elems), InputBytes: inBytes, Seconds: sec,
@@ -165,10 +168,7 @@ func (o Options) withDefaults() (Options, []*kernels.Set, error) {
 		return o, nil, fmt.Errorf("kernelbench: block of %d elements: want 1 to 2^24", o.Block)
 	}
 	if o.RAMBytes == 0 {
-		o.RAMBytes = 256 << 20
-		if o.Quick {
-			o.RAMBytes = 64 << 20
-		}
+		o.RAMBytes = min(max(256<<20, 2*int64(kernels.L3Bytes())), 1<<30)
 	}
 	if o.MinTime <= 0 {
 		o.MinTime = 300 * time.Millisecond
@@ -274,10 +274,39 @@ func newInputs(dt kernels.DType, n, elems, block int) *inputs {
 	return in
 }
 
-// pass merges every block once with s.
-func (in *inputs) pass(s *kernels.Set) {
+// time returns the seconds one pass over every block takes with s: the best
+// of three runs of whole passes, or, where a pass takes longer than a third
+// of min, of windows of consecutive blocks (cycling through the buffers,
+// so each window reads blocks last touched a full cycle ago) scaled up.
+func (in *inputs) time(s *kernels.Set, minTime time.Duration) float64 {
+	blocks := (in.elems + in.bl - 1) / in.bl
+	if blocks == 1 {
+		return best(minTime, func() { in.blocks(s, 0, 1) })
+	}
+	cur, cnt := 0, 1
+	run := func() time.Duration {
+		t0 := time.Now()
+		in.blocks(s, cur, cnt)
+		d := time.Since(t0)
+		cur = (cur + cnt) % blocks
+		return d
+	}
+	for cnt < blocks && run() < minTime/3 {
+		cnt = min(2*cnt, blocks)
+	}
+	sec := math.Inf(1)
+	for range 3 {
+		sec = math.Min(sec, run().Seconds())
+	}
+	return sec * float64(blocks) / float64(cnt)
+}
+
+// blocks merges cnt blocks with s from block first on, wrapping around.
+func (in *inputs) blocks(s *kernels.Set, first, cnt int) {
 	sz, b := in.dt.Size(), in.bl
-	for off := 0; off < in.elems; off += b {
+	nb := (in.elems + b - 1) / b
+	for k := range cnt {
+		off := (first + k) % nb * b
 		m := min(b, in.elems-off)
 		lo, hi := off*sz, (off+m)*sz
 		s.Widen(in.wbase[:m], in.base[lo:hi], in.dt)
@@ -289,20 +318,20 @@ func (in *inputs) pass(s *kernels.Set) {
 	}
 }
 
-// best runs f until at least min has passed, three times, and returns the
+// best runs f until at least minTime has passed, three times, and returns the
 // fastest time per call.
-func best(min time.Duration, f func()) float64 {
+func best(minTime time.Duration, f func()) float64 {
 	f() // warm caches and pages
 	reps := 1
 	for {
 		t := timeIt(f, reps)
-		if t >= min/3 || reps >= 1<<30 {
+		if t >= minTime/3 || reps >= 1<<30 {
 			break
 		}
 		if t <= 0 {
 			reps *= 16
 		} else {
-			reps = int(float64(reps) * float64(min/3) / float64(t) * 1.2)
+			reps = int(float64(reps) * float64(minTime/3) / float64(t) * 1.2)
 		}
 	}
 	sec := math.Inf(1)
@@ -322,12 +351,12 @@ func timeIt(f func(), reps int) time.Duration {
 
 // copyGBps times copy() of n bytes between two buffers, in bytes read per
 // second / 1e9.
-func copyGBps(n int, min time.Duration) float64 {
+func copyGBps(n int, minTime time.Duration) float64 {
 	src, dst := make([]byte, n), make([]byte, n)
 	for i := range src {
 		src[i] = byte(i)
 	}
-	return float64(n) / best(min, func() { copy(dst, src) }) / 1e9
+	return float64(n) / best(minTime, func() { copy(dst, src) }) / 1e9
 }
 
 // WriteTable prints results as an aligned table, grouped as measured.
