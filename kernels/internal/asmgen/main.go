@@ -687,6 +687,11 @@ func hsum(a *asm) {
 // ---------------------------------------------------------------- AVX2
 
 func gen2(a *asm) {
+	// Eight int32 ones, for max(count, 1).
+	for i := 0; i < 8; i++ {
+		a.b.WriteString(fmt.Sprintf("DATA ones32<>+%d(SB)/4, $1\n", 4*i))
+	}
+	a.b.WriteString("GLOBL ones32<>(SB), RODATA|NOPTR, $32\n")
 	for _, dt := range []string{"BF16", "F16"} {
 		widen2(a, dt)
 	}
@@ -824,7 +829,9 @@ func finish2(a *asm, dt string) {
 	if dt == "BF16" {
 		unrolled = 2 // three temporaries per vector
 	}
-	body := func(k int) {
+	// body computes 8 elements into Yk; paired bf16 vectors (k = 0, 1) are
+	// packed and stored together.
+	body := func(k int, paired bool) {
 		y, b := k, k+4
 		if dt == "BF16" {
 			b = 2 + 3*k // a temporary, free until the rounding
@@ -849,9 +856,17 @@ func finish2(a *asm, dt string) {
 			a.op("VPAND Y14, Y%d, Y%d", y, l)
 			a.op("VPCMPGTD Y13, Y%d, Y%d", l, l)
 			a.op("VPBLENDVB Y%d, Y%d, Y%d, Y%d", l, h, r, r)
-			a.op("VEXTRACTI128 $1, Y%d, X%d", r, l)
-			a.op("VPACKUSDW X%d, X%d, X%d", l, r, r)
-			a.op("VMOVDQU X%d, %s", r, dmem)
+			switch {
+			case !paired:
+				a.op("VEXTRACTI128 $1, Y%d, X%d", r, l)
+				a.op("VPACKUSDW X%d, X%d, X%d", l, r, r)
+				a.op("VMOVDQU X%d, %s", r, dmem)
+			case k == 1:
+				// Both rounded (Y4, Y7): pack 16 lanes, fix the lane order.
+				a.op("VPACKUSDW Y7, Y4, Y4")
+				a.op("VPERMQ $0xd8, Y4, Y4")
+				a.op("VMOVDQU Y4, (DI)")
+			}
 		}
 	}
 	// Same shape as loops2 with a configurable unroll.
@@ -860,7 +875,7 @@ func finish2(a *asm, dt string) {
 	a.op("CMPQ CX, $%d", step)
 	a.op("JB loop8")
 	for k := 0; k < unrolled; k++ {
-		body(k)
+		body(k, dt == "BF16")
 	}
 	a.op("ADDQ $%d, SI", 4*step)
 	a.op("ADDQ $%d, BX", 4*step)
@@ -870,7 +885,7 @@ func finish2(a *asm, dt string) {
 	a.label("loop8")
 	a.op("TESTQ CX, CX")
 	a.op("JZ done")
-	body(0)
+	body(0, false)
 	a.op("ADDQ $32, SI")
 	a.op("ADDQ $32, BX")
 	a.op("ADDQ $%d, DI", 8*sz)
@@ -1036,8 +1051,7 @@ func vote2(a *asm, cons, agg, wt string) {
 			a.op("VADDPS Y1, Y4, Y1") // a + num
 			switch agg {
 			case "Mean":
-				a.op("VANDPS Y7, Y14, Y4")
-				a.op("VADDPS Y4, Y2, Y2")
+				a.op("VPSUBD Y7, Y2, Y2") // den counts agreeing values
 			case "MeanW":
 				a.op("VANDPS Y7, Y5, Y4")
 				a.op("VADDPS Y2, Y4, Y2") // w + den
@@ -1048,10 +1062,16 @@ func vote2(a *asm, cons, agg, wt string) {
 			}
 		})
 	}
-	switch agg {
-	case "Max":
+	switch {
+	case agg == "Max":
 		a.op("VXORPS Y%d, Y%d, Y%d", flip, mx, num)
-	case "Mean", "MeanW":
+	case agg == "Mean" && cons != "None":
+		// The count as a float is the reference's den (+1 per value, exact),
+		// and a zero count becomes 1.
+		a.op("VPMAXSD ones32<>(SB), Y%d, Y%d", den, den)
+		a.op("VCVTDQ2PS Y%d, Y%d", den, den)
+		a.op("VDIVPS Y%d, Y%d, Y%d", den, num, num)
+	case agg == "Mean" || agg == "MeanW":
 		a.op("VCMPPS %s, Y15, Y%d, Y4", cmpEQ, den)
 		a.op("VBLENDVPS Y4, Y14, Y%d, Y%d", den, den) // a zero divisor becomes 1
 		a.op("VDIVPS Y%d, Y%d, Y%d", den, num, num)
