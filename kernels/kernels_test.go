@@ -400,7 +400,7 @@ func TestVoteMatchesGeneric(t *testing.T) {
 		return
 	}
 	r := rand.New(rand.NewPCG(7, 8))
-	for _, n := range []int{1, 2, 3, 5, 8} {
+	for _, n := range []int{1, 2, 3, 5, 8, 17} {
 		for _, m := range lengths(true) {
 			stride := m + r.IntN(9)
 			start := r.IntN(8)
