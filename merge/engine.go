@@ -68,6 +68,9 @@ type worker struct {
 	sums           []exactSum // L1 norms or dot products of one tensor
 	scratch, ones  []float32
 	band           *bandState
+	lows           [][]uint64 // per model: block seq<<16 | low bits of |τ| in the chosen bin
+	lowsFull       bool       // lows outgrew its share of memory
+	lowsCap        int
 	votes          kernels.VoteStats
 	fixups         []fixup
 }
@@ -178,6 +181,7 @@ func (r *run) setup() {
 		}
 		if p.Method.Trim {
 			w.hists = make([]topk.Hist, n)
+			w.lows, w.lowsCap = make([][]uint64, n), int(p.LowsBytes/8)/(n*p.Workers)
 		}
 		r.ws[i] = w
 	}
@@ -350,13 +354,20 @@ func (r *run) deltas(w *worker, b block, models []int) {
 // histograms.
 func (r *run) histPass(ctx context.Context, bs []block, models []int, hi []uint32, low bool) ([]topk.Hist, error) {
 	B := r.stride
+	collect := low && r.p.Method.Ties == ExactK
+	if collect {
+		r.dropLows()
+	}
 	err := r.parallel(ctx, bs, func(w *worker, b block) error {
 		r.deltas(w, b, models)
 		for _, i := range models {
 			tau := w.taus[i*B : i*B+int(b.n)]
-			if low {
+			switch {
+			case collect:
+				w.addLow(i, tau, hi[i], b.seq)
+			case low:
 				w.hists[i].AddLow(tau, hi[i])
-			} else {
+			default:
 				w.hists[i].AddHigh(tau)
 			}
 		}
@@ -501,13 +512,15 @@ func (r *run) splitTies(ctx context.Context, dst [][]trim, bs []block, models []
 		return nil
 	}
 	counts := make([][]int64, len(bs))
-	B := r.stride
-	err := r.parallel(ctx, bs, func(w *worker, b block) error {
+	if r.countCollected(counts, split, th) {
+		goto share
+	}
+	if err := r.parallel(ctx, bs, func(w *worker, b block) error {
 		r.deltas(w, b, split)
 		c := make([]int64, len(r.p.Models))
 		for _, i := range split {
 			bits := th[i].Bits
-			for _, t := range w.taus[i*B : i*B+int(b.n)] {
+			for _, t := range w.taus[i*r.stride : i*r.stride+int(b.n)] {
 				if kernels.AbsBits(t) == bits {
 					c[i]++
 				}
@@ -515,10 +528,10 @@ func (r *run) splitTies(ctx context.Context, dst [][]trim, bs []block, models []
 		}
 		counts[b.seq] = c
 		return nil
-	})
-	if err != nil {
+	}); err != nil {
 		return err
 	}
+share:
 	for _, i := range split {
 		left := int64(need[i] - th[i].Greater)
 		for k, b := range bs {

@@ -70,6 +70,7 @@ type Plan struct {
 	sampleChunk         int64
 	BlockElems, Workers int
 	MemoryBound         int64
+	LowsBytes           int64 // exact-k trims: the lists of values in the threshold's bin
 }
 
 // The whole-model selection's passes.
@@ -453,6 +454,13 @@ func (p *Plan) sizeMemory() error {
 	shared := int64(fixedOverhead)
 	if p.Method.Trim {
 		shared += 2 * int64(len(p.Models)) * histBytes // the merged histograms
+		if p.Method.Ties == ExactK {
+			p.LowsBytes = maxLowsBytes
+			if p.Opts.MaxMemory > 0 {
+				p.LowsBytes = min(maxLowsBytes, max(minLowsBytes, p.Opts.MaxMemory/8))
+			}
+			shared += p.LowsBytes
+		}
 	}
 	for p.Opts.MaxMemory > 0 && shared+int64(workers)*p.workerBytes(block) > p.Opts.MaxMemory {
 		switch {

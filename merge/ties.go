@@ -1,0 +1,74 @@
+package merge
+
+import (
+	"github.com/tiesmm/tiesmm/kernels"
+	topk "github.com/tiesmm/tiesmm/select"
+)
+
+// Exact-k trims keep the lowest-indexed ties at the threshold, so they need
+// the count of ties in every block. The low-bits pass collects, besides its
+// histogram, the low bits of each value in the chosen high bin with its
+// block: once the threshold is known, the tie counts come from that list
+// instead of another pass over the tensor. A list that outgrows its memory
+// share is dropped and the counting pass runs instead.
+
+// The memory all the lists may take: an eighth of --max-memory, within these.
+const (
+	minLowsBytes = 4 << 20
+	maxLowsBytes = 256 << 20
+)
+
+func (w *worker) addLow(i int, tau []float32, hi uint32, seq int) {
+	h := &w.hists[i]
+	for _, v := range tau {
+		m := kernels.AbsBits(v)
+		if m>>16 != hi {
+			continue
+		}
+		h[m&0xffff]++
+		if !w.lowsFull {
+			w.lows[i] = append(w.lows[i], uint64(seq)<<16|uint64(m&0xffff))
+		}
+	}
+	if len(w.lows[i]) > w.lowsCap {
+		w.lowsFull = true
+	}
+}
+
+// countCollected fills counts[seq][i] with the ties at each split model's
+// threshold from the workers' lists, and empties them. It reports false if
+// a list was dropped.
+func (r *run) countCollected(counts [][]int64, split []int, th []topk.Threshold) bool {
+	full := false
+	for _, w := range r.ws {
+		full = full || w.lowsFull
+	}
+	defer r.dropLows()
+	if full {
+		return false
+	}
+	for k := range counts {
+		counts[k] = make([]int64, len(r.p.Models))
+	}
+	for _, w := range r.ws {
+		for _, i := range split {
+			low := uint64(th[i].Bits & 0xffff)
+			for _, e := range w.lows[i] {
+				if e&0xffff == low {
+					counts[e>>16][i]++
+				}
+			}
+		}
+	}
+	return true
+}
+
+// dropLows empties the lists, before a low-bits pass and once they are used.
+func (r *run) dropLows() {
+	for _, w := range r.ws {
+		for i := range w.lows {
+			w.lows[i] = w.lows[i][:0]
+		}
+		w.lowsFull = false
+	}
+}
