@@ -9,7 +9,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 
@@ -491,8 +490,9 @@ func (r *run) settleGroup(w *worker, recs []byte, thr []uint32) error {
 	return r.out.WriteTensor(j.Name, first*int64(sz), span)
 }
 
-// spillDir is where the spill file goes: beside the output, on its disk.
-func (r *run) spillDir() string { return filepath.Dir(r.out.TempDir()) }
+// spillDir is where the spill file goes: in the output's hidden temporary
+// directory, on its disk, so a killed merge leaves it only there.
+func (r *run) spillDir() string { return r.out.TempDir() }
 
 // recordBlock is the job and block of a spill record.
 func (r *run) recordBlock(rec []byte) [2]int64 {
