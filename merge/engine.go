@@ -2,6 +2,7 @@ package merge
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -53,13 +54,6 @@ type trim struct {
 	ties []int64
 }
 
-// fixup is an output element to overwrite if the majority sign is −1.
-type fixup struct {
-	job  int32
-	elem int64
-	val  [4]byte
-}
-
 type worker struct {
 	base, tm, taus []float32
 	outb           []byte
@@ -72,7 +66,7 @@ type worker struct {
 	lowsFull       bool       // lows outgrew its share of memory
 	lowsCap        int
 	votes          kernels.VoteStats
-	fixups         []fixup
+	fixups         []byte // fixup records not yet in the file
 }
 
 type run struct {
@@ -88,11 +82,11 @@ type run struct {
 	stock  []float32   // per job: Model Stock's t
 
 	// The single-pass trims.
-	scope *scope
-	spill *spill
-	prog  Progress
-	ws    []*worker
-	fix   []fixup
+	scope   *scope
+	spill   *spill
+	prog    Progress
+	ws      []*worker
+	fixFile *spill // outputs of the exact zero sums if the majority sign is −1
 }
 
 // Run executes the plan. Nothing is visible at the destination unless it
@@ -114,6 +108,12 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 		}
 	}()
 	r.setup()
+	if p.Method.GlobalMajority {
+		if r.fixFile, err = newRecordFile(r.out.TempDir(), fixupBytes); err != nil {
+			return nil, err
+		}
+		defer r.fixFile.close()
+	}
 
 	sum := &Summary{Kernel: r.k.Name, Passes: p.Passes(), InputBytes: p.InputBytes, OutputBytes: p.OutputBytes}
 	if p.singlePass() {
@@ -130,7 +130,6 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 			sum.Kept[i] += k
 		}
 		sum.Votes.Add(w.votes)
-		r.fix = append(r.fix, w.fixups...)
 	}
 	if p.Method.GlobalMajority {
 		sum.Majority = 1
@@ -138,14 +137,9 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 		// which its code resolves to the negative side.
 		if sum.Votes.Positive <= sum.Votes.Negative {
 			sum.Majority = -1
-			for _, f := range r.fix {
-				j := &p.Jobs[f.job]
-				sz := int64(j.OutDT.Size())
-				if err := r.out.WriteTensor(j.Name, f.elem*sz, f.val[:sz]); err != nil {
-					return nil, err
-				}
+			if sum.ZeroSumsFixed, err = r.applyFixups(); err != nil {
+				return nil, err
 			}
-			sum.ZeroSumsFixed = int64(len(r.fix))
 		}
 	}
 	if err := r.writeExtras(extraFiles); err != nil {
@@ -665,7 +659,7 @@ func dropTies(tau []float32, bits uint32, keep int64) int {
 // the output it gets if the model-wide majority sign turns out to be −1.
 // The −1 result is the negation of the +1 result on negated inputs, so the
 // kernel itself computes it, bit for bit.
-func (r *run) recordZeroSums(w *worker, ji, n int, pos func(e int) int64, vp *kernels.VoteParams, lambda float32) {
+func (r *run) recordZeroSums(w *worker, ji, n int, pos func(e int) int64, vp *kernels.VoteParams, lambda float32) error {
 	j := &r.p.Jobs[ji]
 	B, nm := r.stride, len(r.p.Models)
 	neg := make([]float32, nm)
@@ -676,10 +670,18 @@ func (r *run) recordZeroSums(w *worker, ji, n int, pos func(e int) int64, vp *ke
 		}
 		r.k.Vote(one[:], neg, 1, vp)
 		one[0] = -one[0]
-		f := fixup{job: int32(ji), elem: pos(e)}
-		r.k.Finish(f.val[:j.OutDT.Size()], j.OutDT, w.base[e:e+1], one[:], lambda)
-		w.fixups = append(w.fixups, f)
+		var rec [fixupBytes]byte
+		binary.LittleEndian.PutUint32(rec[0:], uint32(ji))
+		binary.LittleEndian.PutUint64(rec[4:], uint64(pos(e)))
+		r.k.Finish(rec[12:12+j.OutDT.Size()], j.OutDT, w.base[e:e+1], one[:], lambda)
+		w.fixups = append(w.fixups, rec[:]...)
 	})
+	if len(w.fixups) >= 1<<20 {
+		err := r.fixFile.append(w.fixups)
+		w.fixups = w.fixups[:0]
+		return err
+	}
+	return nil
 }
 
 // zeroSums calls fn for each element of the block whose vote summed to

@@ -186,12 +186,16 @@ type spill struct {
 	rec   int // bytes per record: job, element, base value, one τ per model
 }
 
-func newSpill(dir string, models int) (*spill, error) {
+func newSpill(dir string, models int) (*spill, error) { return newRecordFile(dir, 4+8+4+4*models) }
+
+// newRecordFile makes a file of fixed-size records that start with a job
+// (uint32) and an element (uint64).
+func newRecordFile(dir string, rec int) (*spill, error) {
 	f, err := os.CreateTemp(dir, ".tiesmm-spill-*")
 	if err != nil {
 		return nil, fmt.Errorf("spill file: %w", err)
 	}
-	return &spill{f: f, w: bufio.NewWriterSize(f, 1<<20), rec: 4 + 8 + 4 + 4*models}, nil
+	return &spill{f: f, w: bufio.NewWriterSize(f, 1<<20), rec: rec}, nil
 }
 
 func (s *spill) append(buf []byte) error {
@@ -242,13 +246,18 @@ func (s *spill) each(block func(rec []byte) [2]int64, fn func(recs []byte) error
 }
 
 // reset empties the spill for the next scope.
-func (s *spill) reset() error {
-	s.count = 0
+func (s *spill) reset() error { return s.truncate(0) }
+
+// truncate keeps the first n records, dropping what is still buffered.
+func (s *spill) truncate(n int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.count = n
 	s.w.Reset(s.f)
-	if err := s.f.Truncate(0); err != nil {
+	if err := s.f.Truncate(n * int64(s.rec)); err != nil {
 		return fmt.Errorf("spill file: %w", err)
 	}
-	_, err := s.f.Seek(0, io.SeekStart)
+	_, err := s.f.Seek(n*int64(s.rec), io.SeekStart)
 	return err
 }
 
@@ -344,7 +353,9 @@ func (r *run) voteAndFinish(w *worker, b block, base []float32) error {
 	st := r.k.Vote(w.tm[:n], w.taus, r.stride, vp)
 	w.votes.Add(st)
 	if r.p.Method.GlobalMajority && st.ZeroSum > 0 {
-		r.recordZeroSums(w, b.job, n, func(e int) int64 { return b.start + int64(e) }, vp, j.Params.Lambda)
+		if err := r.recordZeroSums(w, b.job, n, func(e int) int64 { return b.start + int64(e) }, vp, j.Params.Lambda); err != nil {
+			return err
+		}
 	}
 	return r.finish(w, b, base, w.tm[:n], j.Params.Lambda)
 }
@@ -476,7 +487,9 @@ func (r *run) settleGroup(w *worker, recs []byte, thr []uint32) error {
 	out := w.outb[:m*sz]
 	r.k.Finish(out, j.OutDT, w.base[:m], w.tm[:m], j.Params.Lambda)
 	if r.p.Method.GlobalMajority && st.ZeroSum > 0 {
-		r.recordZeroSums(w, ji, m, func(e int) int64 { return elems[e] }, vp, j.Params.Lambda)
+		if err := r.recordZeroSums(w, ji, m, func(e int) int64 { return elems[e] }, vp, j.Params.Lambda); err != nil {
+			return err
+		}
 	}
 	// Patch the output: one read and one write over the group's span.
 	first, last := elems[0], elems[m-1]
@@ -508,19 +521,31 @@ type workerStats struct {
 	fixups int
 }
 
-func (r *run) snapshot() []workerStats {
-	s := make([]workerStats, len(r.ws))
+type snapshot struct {
+	workers []workerStats
+	fixed   int64 // fixup records in the file
+}
+
+func (r *run) snapshot() snapshot {
+	s := snapshot{workers: make([]workerStats, len(r.ws))}
 	for k, w := range r.ws {
-		s[k] = workerStats{kept: slices.Clone(w.kept), votes: w.votes, fixups: len(w.fixups)}
+		s.workers[k] = workerStats{kept: slices.Clone(w.kept), votes: w.votes, fixups: len(w.fixups)}
+	}
+	if r.fixFile != nil {
+		s.fixed = r.fixFile.count
 	}
 	return s
 }
 
-func (r *run) restore(s []workerStats) {
+func (r *run) restore(s snapshot) error {
 	for k, w := range r.ws {
-		copy(w.kept, s[k].kept)
-		w.votes, w.fixups = s[k].votes, w.fixups[:s[k].fixups]
+		copy(w.kept, s.workers[k].kept)
+		w.votes, w.fixups = s.workers[k].votes, w.fixups[:min(len(w.fixups), s.workers[k].fixups)]
 	}
+	if r.fixFile != nil {
+		return r.fixFile.truncate(s.fixed)
+	}
+	return nil
 }
 
 // singlePassMerge merges the whole model in one pass.
@@ -578,6 +603,8 @@ func (r *run) scopePass(ctx context.Context, sc *scope, sum *Summary, fallback f
 		return err
 	}
 	sum.FellBack++
-	r.restore(before)
+	if err := r.restore(before); err != nil {
+		return err
+	}
 	return fallback()
 }
