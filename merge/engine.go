@@ -142,6 +142,9 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 			}
 		}
 	}
+	if r.fixFile != nil {
+		r.fixFile.close() // before Commit moves the temporary directory into place
+	}
 	if err := r.writeExtras(extraFiles); err != nil {
 		return nil, err
 	}
