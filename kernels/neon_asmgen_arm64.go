@@ -8,9 +8,9 @@
 // neon_words_test.go decodes every WORD and checks it against its comment.
 //
 // The arithmetic mirrors generic.go operation by operation, including which
-// operand comes first where both may be NaN (the first quiet NaN wins on
-// arm64). Go's compiler is free to commute an addition, so the order here
-// follows what it emits for generic.go, and the NaN-payload tests guard it.
+// operand comes first where both may be NaN (arm64 returns a signalling NaN
+// first, else the first operand's, quieted): generic.go pins that order with
+// mul and add, and the NaN-payload tests guard it.
 package main
 
 import (
@@ -336,7 +336,7 @@ func genVote() {
 	}
 	p("TBNZ $%d, R6, vote_p1_count", flagCount)
 	for k := 0; k < 2; k++ {
-		fadd(s+k, t+k, s+k) // s += v, v first as in the compiled reference
+		fadd(s+k, t+k, s+k) // s += v; s is only compared, so the order is free
 	}
 	p("B vote_p1_next")
 	label("vote_p1_count")
@@ -402,13 +402,13 @@ func genVote() {
 	label("vote_p2_agg")
 	p("TBNZ $%d, R6, vote_p2_max", flagMax)
 	for k := 0; k < 2; k++ {
-		fadd(tmp+k, a+k, num+k) // num += a, a first as in the compiled reference
+		fadd(tmp+k, a+k, num+k) // num = add(a, num)
 		vbit(num+k, tmp+k, lt+k)
 	}
 	p("TBNZ $%d, R6, vote_p2_next", flagSum)
 	p("TBZ $%d, R6, vote_p2_den1", flagDivW)
 	for k := 0; k < 2; k++ {
-		fadd(tmp+k, w, den+k) // den += w
+		fadd(tmp+k, w, den+k) // den = add(w, den)
 		vbit(den+k, tmp+k, lt+k)
 	}
 	p("B vote_p2_next")
