@@ -357,7 +357,7 @@ def chart(sizes):
         o.append(f'<text x="{ml + pw + 46}" y="{ly + 4}">{name}</text>')
     for j, (name, x) in enumerate(oom):
         c = colors.get(name, "#d62728")
-        o.append(f'<text x="{X(x):.1f}" y="{mt + 14 + 14 * (j % 2)}" text-anchor="middle" fill="{c}">{name.split()[1]} peer: out of memory</text>')
+        o.append(f'<text x="{X(x) + 6:.1f}" y="{mt + 16 + 15 * j}" text-anchor="end" fill="{c}">{name.split()[1]} peer: out of memory at {x:.1f} GB</text>')
     o.append("</svg>")
     return "\n".join(o)
 

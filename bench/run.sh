@@ -17,7 +17,8 @@
 #   BENCH_DENSITY       trim density                             [0.2]
 #   BENCH_MAXMEM        --max-memory of the bounded runs         [1GiB]
 #   BENCH_COLD=0        skip the cold-cache floor and cold tiesmm runs
-#   BENCH_CHECK=0       skip the peer-vs-tiesmm output check (smallest size)
+#   BENCH_CHECK=0       skip the peer-vs-tiesmm output check (smallest size,
+#                       if at most BENCH_CHECK_MAX_GB [2])
 #   BENCH_RESUME=1      keep a size's earlier measurements and run only the
 #                       missing ones (default: a size starts afresh)
 #   TIESMM              the binary to benchmark                  [bin/tiesmm]
@@ -215,7 +216,7 @@ bench_size() {
 	fi
 	[[ $RESUME == 1 ]] || : >"$RAW"
 	mapfile -t INPUTS < <(find "$dir"/base "$dir"/ft1 "$dir"/ft2 "$dir"/ft3 -name '*.safetensors' | sort)
-	INPUT_BYTES=$(stat -c %s "${INPUTS[@]}" | awk '{n += $1} END {print n}')
+	INPUT_BYTES=$(stat -c %s "${INPUTS[@]}" | awk '{n += $1} END {printf "%.0f", n}') # mawk prints big sums as 1e+09
 	local models=(--base "$dir/base" --model "$dir/ft1" --model "$dir/ft2" --model "$dir/ft3")
 	local outb=$((INPUT_BYTES / 4)) big=0
 	if [[ $SIZE == embed ]]; then reps=$EMBED_REPS preps=$EMBED_REPS big=1; fi
@@ -321,7 +322,10 @@ check() { # check NAME PEER_OUT TIESMM_OUT: compare outputs, record the result
 }
 
 # ---------------------------------------------------------------- main
+# The output check runs once, on the smallest size of this run, if that is at
+# most BENCH_CHECK_MAX_GB (it reruns the mergekit peer with stable tie-breaking).
 CHECK_SIZE=$(for s in $SIZES; do [[ $s == embed ]] || echo "$s"; done | sort -g | head -1)
+awk -v s="${CHECK_SIZE:-0}" -v m="${BENCH_CHECK_MAX_GB:-2}" 'BEGIN{exit !(s > 0 && s <= m)}' || CHECK_SIZE=
 jrec run_id="$RUN_ID" git="$GIT_REV" binary="$BIN_SHA" kernels="$KERNELS" cpu="$CPU_MODEL" nproc="$NPROC" \
 	mem_bytes="$(awk '/^MemTotal/{printf "%.0f", $2*1024}' /proc/meminfo)" sizes="$SIZES" reps="$REPS" quick="$QUICK" \
 	>"$OUT/run-$RUN_ID.json"
