@@ -459,7 +459,7 @@ func (p *Plan) sizeMemory() error {
 			if p.Opts.MaxMemory > 0 {
 				p.LowsBytes = min(maxLowsBytes, max(minLowsBytes, p.Opts.MaxMemory/8))
 			}
-			shared += p.LowsBytes
+			shared += 2 * p.LowsBytes // append may double a list's capacity
 		}
 	}
 	for p.Opts.MaxMemory > 0 && shared+int64(workers)*p.workerBytes(block) > p.Opts.MaxMemory {
