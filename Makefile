@@ -4,7 +4,7 @@ BIN     := bin/tiesmm
 DEMO    := demo
 QEMU    ?= qemu-aarch64-static
 
-.PHONY: build demo test test-amd64-levels test-arm64 asm-check vet fuzz bench clean
+.PHONY: build demo test test-amd64-levels test-arm64 asm-check vet fuzz bench bench-quick bench-report clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/tiesmm
@@ -57,3 +57,9 @@ bench: build
 
 clean:
 	rm -rf bin $(DEMO)
+
+bench-quick: build
+	BENCH_QUICK=1 ./bench/run.sh
+
+bench-report:
+	/usr/bin/python3 bench/report.py
