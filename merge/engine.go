@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -336,7 +337,7 @@ func (r *run) readBytes(j *Job, n int64) int64 {
 }
 
 // deltas fills w.taus with the untrimmed task vectors of the models selected.
-func (r *run) deltas(w *worker, b block, models []int) {
+func (r *run) deltas(w *worker, b block, models []int) []float32 {
 	j := &r.p.Jobs[b.job]
 	B := r.stride
 	base := r.widenBase(w, b)
@@ -344,6 +345,31 @@ func (r *run) deltas(w *worker, b block, models []int) {
 		t, dt := j.Models[i], j.ModelDT[i]
 		r.k.DeltaTrim(w.taus[i*B:i*B+int(b.n)], r.src(t, dt, b.start, b.n), dt, base, 0)
 	}
+	return base
+}
+
+// allModels lists every model's index.
+func (r *run) allModels() []int {
+	ms := make([]int, len(r.p.Models))
+	for i := range ms {
+		ms[i] = i
+	}
+	return ms
+}
+
+// patch overwrites single elements of a job's output, given by position
+// (in any order) and value: one read and one write over their span.
+func (r *run) patch(j *Job, elems []int64, val func(g int) []byte) error {
+	sz := int64(j.OutDT.Size())
+	first, last := slices.Min(elems), slices.Max(elems)
+	span := make([]byte, (last-first+1)*sz)
+	if err := r.out.ReadTensor(j.Name, first*sz, span); err != nil {
+		return err
+	}
+	for g, e := range elems {
+		copy(span[(e-first)*sz:(e-first+1)*sz], val(g))
+	}
+	return r.out.WriteTensor(j.Name, first*sz, span)
 }
 
 // histPass adds every selected model's |τ| of the blocks to the workers'

@@ -9,8 +9,8 @@ import "encoding/binary"
 // sums cost disk, not memory; they are applied only if the sign is −1.
 const fixupBytes = 4 + 8 + 4
 
-// applyFixups writes every recorded −1 output, a block's worth at a time
-// (one read and one write over its span), and returns how many.
+// applyFixups writes every recorded −1 output, a block's worth at a time,
+// and returns how many.
 func (r *run) applyFixups() (int64, error) {
 	for _, w := range r.ws {
 		if err := r.fixFile.append(w.fixups); err != nil {
@@ -21,24 +21,12 @@ func (r *run) applyFixups() (int64, error) {
 	err := r.fixFile.each(r.recordBlock, func(recs []byte) error {
 		ji := int(binary.LittleEndian.Uint32(recs))
 		j := &r.p.Jobs[ji]
-		sz := int64(j.OutDT.Size())
-		first, last := int64(-1), int64(-1)
-		for o := 0; o < len(recs); o += fixupBytes {
-			e := int64(binary.LittleEndian.Uint64(recs[o+4:]))
-			if first < 0 || e < first {
-				first = e
-			}
-			last = max(last, e)
+		elems := make([]int64, len(recs)/fixupBytes)
+		for g := range elems {
+			elems[g] = int64(binary.LittleEndian.Uint64(recs[g*fixupBytes+4:]))
 		}
-		span := make([]byte, (last-first+1)*sz)
-		if err := r.out.ReadTensor(j.Name, first*sz, span); err != nil {
-			return err
-		}
-		for o := 0; o < len(recs); o += fixupBytes {
-			e := int64(binary.LittleEndian.Uint64(recs[o+4:]))
-			copy(span[(e-first)*sz:(e-first+1)*sz], recs[o+12:])
-		}
-		return r.out.WriteTensor(j.Name, first*sz, span)
+		sz := j.OutDT.Size()
+		return r.patch(j, elems, func(g int) []byte { return recs[g*fixupBytes+12 : g*fixupBytes+12+sz] })
 	})
 	return r.fixFile.count, err
 }

@@ -491,16 +491,7 @@ func (r *run) settleGroup(w *worker, recs []byte, thr []uint32) error {
 			return err
 		}
 	}
-	// Patch the output: one read and one write over the group's span.
-	first, last := elems[0], elems[m-1]
-	span := make([]byte, (last-first+1)*int64(sz))
-	if err := r.out.ReadTensor(j.Name, first*int64(sz), span); err != nil {
-		return err
-	}
-	for g := range m {
-		copy(span[(elems[g]-first)*int64(sz):], out[g*sz:(g+1)*sz])
-	}
-	return r.out.WriteTensor(j.Name, first*int64(sz), span)
+	return r.patch(j, elems, func(g int) []byte { return out[g*sz : (g+1)*sz] })
 }
 
 // spillDir is where the spill file goes: in the output's hidden temporary

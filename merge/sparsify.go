@@ -247,13 +247,11 @@ func (r *run) l1Pass(ctx context.Context, ji int) error {
 		}
 		clear(w.sums)
 	}
-	j := &r.p.Jobs[ji]
+	models := r.allModels()
 	err := r.parallel(ctx, r.blocks([]int{ji}), func(w *worker, b block) error {
-		base := r.widenBase(w, b)
+		base := r.deltas(w, b, models)
 		for i := range n {
 			tau := w.taus[i*r.stride : i*r.stride+int(b.n)]
-			t, dt := j.Models[i], j.ModelDT[i]
-			r.k.DeltaTrim(tau, r.src(t, dt, b.start, b.n), dt, base, 0)
 			for _, v := range tau {
 				w.sums[2*i].add(math.Abs(float64(v)))
 			}
@@ -307,12 +305,9 @@ func (r *run) modelStockJob(ctx context.Context, ji int) error {
 	}
 	j := &r.p.Jobs[ji]
 	bs := r.blocks([]int{ji})
+	models := r.allModels()
 	err := r.parallel(ctx, bs, func(w *worker, b block) error {
-		base := r.widenBase(w, b)
-		for i := range n {
-			t, dt := j.Models[i], j.ModelDT[i]
-			r.k.DeltaTrim(w.taus[i*r.stride:i*r.stride+int(b.n)], r.src(t, dt, b.start, b.n), dt, base, 0)
-		}
+		r.deltas(w, b, models)
 		p := 0
 		for i := range n {
 			for k := i; k < n; k++ {
