@@ -42,6 +42,13 @@ var avx2Set = &Set{
 	},
 }
 
+func init() {
+	for _, s := range []*Set{avx512Set, avx2Set} {
+		s.Range = rangeGeneric
+		s.Ties = stagedTies(s)
+	}
+}
+
 // asmChunk bounds the elements of one assembly call that counts in 32-bit
 // lanes (the AVX2 kept counts, every vote count).
 const asmChunk = 1 << 24

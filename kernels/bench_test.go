@@ -10,8 +10,8 @@ import (
 //
 //	go test -run '^$' -bench 'Ties/.*/dtype=bf16/n=3' ./kernels/
 //
-// BenchmarkTies runs the merge's fused block pipeline (per block: widen the
-// base, trim each model, vote, finish) on one L2-resident block and, with
+// BenchmarkTies runs the merge's fused kernel (Set.Ties: per block, widen
+// the base, trim each model, vote, finish) on one L2-resident block and, with
 // size=ram, over inputs of 256 MiB or twice the L3 cache, whichever is
 // larger (at most 1 GiB), so they come from RAM; BenchmarkMemcopy is the
 // copy() of as many bytes to compare with; BenchmarkKernel times each kernel
@@ -27,10 +27,9 @@ type benchInputs struct {
 	n, elems  int
 	base, out []byte
 	models    [][]byte
-	wbase, tm []float32
-	taus      []float32
 	p         VoteParams
-	thr       uint32
+	thr       []uint32
+	kept      []int
 }
 
 func newBenchInputs(dt DType, n, elems int) *benchInputs {
@@ -61,13 +60,12 @@ func newBenchInputs(dt DType, n, elems int) *benchInputs {
 			enc(in.models[i][off*sz:(off+c)*sz], mf[:c])
 		}
 	}
-	in.wbase, in.tm, in.taus = make([]float32, benchBlock), make([]float32, benchBlock), make([]float32, n*benchBlock)
 	w := make([]float32, n)
+	in.thr, in.kept = make([]uint32, n), make([]int, n)
 	for i := range w {
-		w[i] = 1
+		w[i], in.thr[i] = 1, AbsBits(1.4e-3) // keeps about a fifth
 	}
 	in.p = VoteParams{Weights: w}
-	in.thr = AbsBits(1.4e-3) // keeps about a fifth
 	return in
 }
 
@@ -75,15 +73,15 @@ func (in *benchInputs) bytes() int64 { return int64((in.n + 1) * in.elems * in.d
 
 func (in *benchInputs) pass(s *Set) {
 	sz, b := in.dt.Size(), benchBlock
+	models := make([][]byte, in.n)
 	for off := 0; off < in.elems; off += b {
 		m := min(b, in.elems-off)
 		lo, hi := off*sz, (off+m)*sz
-		s.Widen(in.wbase[:m], in.base[lo:hi], in.dt)
 		for i, mdl := range in.models {
-			s.DeltaTrim(in.taus[i*b:i*b+m], mdl[lo:hi], in.dt, in.wbase[:m], in.thr)
+			models[i] = mdl[lo:hi]
 		}
-		s.Vote(in.tm[:m], in.taus, b, &in.p)
-		s.Finish(in.out[lo:hi], in.dt, in.wbase[:m], in.tm[:m], 1)
+		s.Ties(&TiesBlock{Dst: in.out[lo:hi], OutDT: in.dt, Base: in.base[lo:hi], Models: models,
+			DT: in.dt, Thr: in.thr, Vote: &in.p, Lambda: 1, Kept: in.kept})
 	}
 }
 
@@ -135,36 +133,51 @@ func BenchmarkMemcopy(b *testing.B) {
 }
 
 // BenchmarkKernel times each kernel on one L2-resident block (N = 3 for
-// Vote), in bytes of its stored input (float32 for Vote).
+// Vote), in bytes of its stored input (float32 for Vote and Range).
 func BenchmarkKernel(b *testing.B) {
 	for _, s := range Available() {
 		for _, dt := range dtypes {
 			in := newBenchInputs(dt, 3, benchBlock)
 			bb := int64(benchBlock * dt.Size())
-			in.pass(s)
+			wbase, tm, taus := make([]float32, benchBlock), make([]float32, benchBlock), make([]float32, 3*benchBlock)
+			s.Widen(wbase, in.base, dt)
+			for i, m := range in.models {
+				s.DeltaTrim(taus[i*benchBlock:(i+1)*benchBlock], m, dt, wbase, in.thr[i])
+			}
+			s.Vote(tm, taus, benchBlock, &in.p)
 			b.Run(fmt.Sprintf("impl=%s/dtype=%s/kernel=widen", s.Name, dt), func(b *testing.B) {
 				b.SetBytes(bb)
 				for b.Loop() {
-					s.Widen(in.wbase, in.base, dt)
+					s.Widen(wbase, in.base, dt)
 				}
 			})
 			b.Run(fmt.Sprintf("impl=%s/dtype=%s/kernel=deltatrim", s.Name, dt), func(b *testing.B) {
 				b.SetBytes(bb)
 				for b.Loop() {
-					s.DeltaTrim(in.taus[:benchBlock], in.models[0], dt, in.wbase, in.thr)
+					s.DeltaTrim(taus[:benchBlock], in.models[0], dt, wbase, in.thr[0])
 				}
 			})
 			b.Run(fmt.Sprintf("impl=%s/dtype=%s/kernel=finish", s.Name, dt), func(b *testing.B) {
 				b.SetBytes(bb)
 				for b.Loop() {
-					s.Finish(in.out, dt, in.wbase, in.tm, 1)
+					s.Finish(in.out, dt, wbase, tm, 1)
 				}
 			})
 			if dt == F32 {
 				b.Run(fmt.Sprintf("impl=%s/n=3/kernel=vote", s.Name), func(b *testing.B) {
 					b.SetBytes(3 * 4 * benchBlock)
 					for b.Loop() {
-						s.Vote(in.tm, in.taus, benchBlock, &in.p)
+						s.Vote(tm, taus, benchBlock, &in.p)
+					}
+				})
+				// Range over one model's τ: a tie count, and a one-percent band with its indices.
+				idx := make([]int32, benchBlock)
+				thr := in.thr[0]
+				b.Run(fmt.Sprintf("impl=%s/kernel=range", s.Name), func(b *testing.B) {
+					b.SetBytes(4 * benchBlock)
+					for b.Loop() {
+						s.Range(taus[:benchBlock], thr, thr, nil)
+						s.Range(taus[:benchBlock], thr, thr+thr/100, idx)
 					}
 				})
 			}

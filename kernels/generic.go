@@ -16,7 +16,10 @@ var Generic = &Set{
 	DeltaTrim: deltaTrimGeneric,
 	Vote:      voteGeneric,
 	Finish:    finishGeneric,
+	Range:     rangeGeneric,
 }
+
+func init() { Generic.Ties = stagedTies(Generic) }
 
 func load(src []byte, dt DType, i int) float32 {
 	switch dt {
@@ -203,4 +206,20 @@ func nanPick(a, b, r float32) float32 {
 		return math.Float32frombits(ub | quiet)
 	}
 	return r
+}
+
+func rangeGeneric(tau []float32, lo, hi uint32, idx []int32) int {
+	if idx != nil {
+		_ = idx[:len(tau)]
+	}
+	count := 0
+	for i, v := range tau {
+		if m := AbsBits(v); m >= lo && m <= hi {
+			if idx != nil {
+				idx[count] = int32(i)
+			}
+			count++
+		}
+	}
+	return count
 }

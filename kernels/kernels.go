@@ -131,6 +131,36 @@ type Set struct {
 
 	// Finish writes θ₀ + float32(λ·τₘ) rounded to dt into dst.
 	Finish func(dst []byte, dt DType, base, tm []float32, lambda float32)
+
+	// Range counts the values of tau whose magnitude bit pattern lies in
+	// [lo, hi] (unsigned, inclusive) and, if idx is not nil, writes their
+	// indices, in order, to idx[:count]. len(idx) must be at least len(tau);
+	// idx[count:len(tau)] may be overwritten. The trims use it to count ties
+	// and to find the few values in a band or a histogram bin.
+	Range func(tau []float32, lo, hi uint32, idx []int32) int
+
+	// Ties is Widen of the base, DeltaTrim of every model, Vote and Finish
+	// in one sweep over a block's inputs, bit for bit what those four give,
+	// without the intermediate float32 blocks.
+	Ties func(b *TiesBlock) VoteStats
+}
+
+// TiesBlock is one block of a fused TIES merge (Set.Ties). The block has
+// n = len(Dst)/OutDT.Size() elements; Base and every model hold n values of DT.
+type TiesBlock struct {
+	Dst    []byte
+	OutDT  DType
+	Base   []byte
+	Models [][]byte
+	DT     DType
+	Thr    []uint32 // per model: DeltaTrim's thrBits
+	Vote   *VoteParams
+	Lambda float32
+	// Kept receives, per model, the count DeltaTrim returns.
+	Kept []int
+	// Zero, if not nil (len ≥ n), receives the indices of the elements the
+	// vote counts in VoteStats.ZeroSum, in order, in Zero[:ZeroSum].
+	Zero []int32
 }
 
 // available lists the sets this CPU can run, best first; the Go set is last.

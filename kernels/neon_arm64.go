@@ -18,6 +18,11 @@ var neonSet = &Set{
 	Finish:    neonFinish,
 }
 
+func init() {
+	neonSet.Range = rangeGeneric
+	neonSet.Ties = stagedTies(neonSet)
+}
+
 // The assembly counts in 32-bit lanes: calls stay well below 2³² elements.
 const neonChunk = 1 << 24
 

@@ -216,10 +216,9 @@ type inputs struct {
 	base         []byte
 	models       [][]byte
 	out          []byte
-	wbase, tm    []float32
-	taus         []float32
 	p            kernels.VoteParams
-	thr          uint32
+	thr          []uint32 // per model
+	kept         []int
 }
 
 // newInputs makes synthetic checkpoints: base values uniform in ±0.05, task
@@ -262,15 +261,12 @@ func newInputs(dt kernels.DType, n, elems, block int) *inputs {
 			put(in.models[m], i, baseF[i%len(baseF)]+next()*0.004)
 		}
 	}
-	in.wbase = make([]float32, block)
-	in.tm = make([]float32, block)
-	in.taus = make([]float32, n*block)
 	w := make([]float32, n)
+	in.thr, in.kept = make([]uint32, n), make([]int, n)
 	for i := range w {
-		w[i] = 1
+		w[i], in.thr[i] = 1, kernels.AbsBits(0.0016)
 	}
 	in.p = kernels.VoteParams{Weights: w}
-	in.thr = kernels.AbsBits(0.0016)
 	return in
 }
 
@@ -301,20 +297,21 @@ func (in *inputs) time(s *kernels.Set, minTime time.Duration) float64 {
 	return sec * float64(blocks) / float64(cnt)
 }
 
-// blocks merges cnt blocks with s from block first on, wrapping around.
+// blocks merges cnt blocks with s's fused kernel from block first on,
+// wrapping around.
 func (in *inputs) blocks(s *kernels.Set, first, cnt int) {
 	sz, b := in.dt.Size(), in.bl
 	nb := (in.elems + b - 1) / b
+	models := make([][]byte, in.n)
 	for k := range cnt {
 		off := (first + k) % nb * b
 		m := min(b, in.elems-off)
 		lo, hi := off*sz, (off+m)*sz
-		s.Widen(in.wbase[:m], in.base[lo:hi], in.dt)
 		for i, mdl := range in.models {
-			s.DeltaTrim(in.taus[i*b:i*b+m], mdl[lo:hi], in.dt, in.wbase[:m], in.thr)
+			models[i] = mdl[lo:hi]
 		}
-		s.Vote(in.tm[:m], in.taus, b, &in.p)
-		s.Finish(in.out[lo:hi], in.dt, in.wbase[:m], in.tm[:m], 1)
+		s.Ties(&kernels.TiesBlock{Dst: in.out[lo:hi], OutDT: in.dt, Base: in.base[lo:hi], Models: models,
+			DT: in.dt, Thr: in.thr, Vote: &in.p, Lambda: 1, Kept: in.kept})
 	}
 }
 

@@ -1,0 +1,47 @@
+package kernels
+
+import "fmt"
+
+// stagedChunk is how many elements the staged form of Ties runs through
+// each stage at a time: its float32 blocks (base, one per model, merged)
+// stay within about 64 KiB, in L1 or L2.
+const stagedChunk = 16 << 10
+
+// stagedTies is Set.Ties made of s's own stage kernels: the reference (for
+// the Go set) and what an assembly set uses for the cases its fused kernel
+// does not take.
+func stagedTies(s *Set) func(b *TiesBlock) VoteStats {
+	return func(b *TiesBlock) VoteStats {
+		nm := len(b.Models)
+		n := len(b.Dst) / b.OutDT.Size()
+		if len(b.Thr) != nm || len(b.Kept) != nm || len(b.Vote.Weights) != nm {
+			panic(fmt.Sprintf("kernels: Ties with %d models, %d thresholds, %d kept counts, %d weights",
+				nm, len(b.Thr), len(b.Kept), len(b.Vote.Weights)))
+		}
+		chunk := max(1, stagedChunk/(nm+2))
+		buf := make([]float32, (nm+2)*min(chunk, n))
+		clear(b.Kept)
+		var st VoteStats
+		sz, osz := b.DT.Size(), b.OutDT.Size()
+		for off := 0; off < n; off += chunk {
+			c := min(chunk, n-off)
+			stride := min(chunk, n)
+			base, tm, taus := buf[:c], buf[stride:stride+c], buf[2*stride:]
+			s.Widen(base, b.Base[off*sz:(off+c)*sz], b.DT)
+			for i, m := range b.Models {
+				b.Kept[i] += s.DeltaTrim(taus[i*stride:i*stride+c], m[off*sz:(off+c)*sz], b.DT, base, b.Thr[i])
+			}
+			cs := s.Vote(tm, taus, stride, b.Vote)
+			if b.Zero != nil && cs.ZeroSum > 0 {
+				k := st.ZeroSum
+				ZeroSums(taus, stride, c, b.Vote, func(j int) {
+					b.Zero[k] = int32(off + j)
+					k++
+				})
+			}
+			st.Add(cs)
+			s.Finish(b.Dst[off*osz:(off+c)*osz], b.OutDT, base, tm, b.Lambda)
+		}
+		return st
+	}
+}
