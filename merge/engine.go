@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -49,7 +50,8 @@ type Summary struct {
 }
 
 // trim is one model's trim of one tensor: keep |τ| patterns ≥ bits, and at
-// the threshold only ties[b] elements in block b (ties == nil: all of them).
+// the threshold only the first ties[b] elements in block b (ties == nil or
+// ties[b] < 0: all of them).
 type trim struct {
 	bits uint32
 	ties []int64
@@ -62,6 +64,8 @@ type worker struct {
 	kept           []uint64
 	sums           []exactSum // L1 norms or dot products of one tensor
 	scratch, ones  []float32
+	idx            []int32 // Range's indices, one block long
+	fused          kernels.TiesBlock
 	band           *bandState
 	lows           [][]uint64 // per model: block seq<<16 | low bits of |τ| in the chosen bin
 	lowsFull       bool       // lows outgrew its share of memory
@@ -169,8 +173,9 @@ func (r *run) setup() {
 	for i := range r.ws {
 		w := &worker{
 			base: make([]float32, B), tm: make([]float32, B), taus: make([]float32, n*B),
-			outb: make([]byte, 4*B), kept: make([]uint64, n),
+			outb: make([]byte, 4*B), kept: make([]uint64, n), idx: make([]int32, B),
 		}
+		w.fused.Models, w.fused.Thr, w.fused.Kept = make([][]byte, n), make([]uint32, n), make([]int, n)
 		if p.Method.GlobalMajority {
 			w.scratch, w.ones = make([]float32, 2*B), make([]float32, n)
 			for i := range w.ones {
@@ -387,9 +392,9 @@ func (r *run) histPass(ctx context.Context, bs []block, models []int, hi []uint3
 			tau := w.taus[i*B : i*B+int(b.n)]
 			switch {
 			case collect:
-				w.addLow(i, tau, hi[i], b.seq)
+				w.addLow(r.k, i, tau, hi[i], b.seq)
 			case low:
-				w.hists[i].AddLow(tau, hi[i])
+				w.addLow(r.k, i, tau, hi[i], -1)
 			default:
 				w.hists[i].AddHigh(tau)
 			}
@@ -543,11 +548,7 @@ func (r *run) splitTies(ctx context.Context, dst [][]trim, bs []block, models []
 		c := make([]int64, len(r.p.Models))
 		for _, i := range split {
 			bits := th[i].Bits
-			for _, t := range w.taus[i*r.stride : i*r.stride+int(b.n)] {
-				if kernels.AbsBits(t) == bits {
-					c[i]++
-				}
-			}
+			c[i] = int64(r.k.Range(w.taus[i*r.stride:i*r.stride+int(b.n)], bits, bits, nil))
 		}
 		counts[b.seq] = c
 		return nil
@@ -563,8 +564,13 @@ share:
 				bs := int64(r.blockSize(b.job))
 				tr.ties = make([]int64, (r.p.Jobs[b.job].Elements+bs-1)/bs)
 			}
-			tr.ties[b.index] = min(left, counts[k][i])
-			left -= tr.ties[b.index]
+			if c := counts[k][i]; c <= left {
+				tr.ties[b.index] = -1 // every one: the block needs no cut
+				left -= c
+			} else {
+				tr.ties[b.index] = left
+				left = 0
+			}
 		}
 	}
 	return nil
@@ -649,13 +655,16 @@ func (r *run) copyJob(ji int) error {
 }
 
 func (r *run) mergeBlock(w *worker, b block) error {
+	if r.fusedThresholds(w, b) {
+		return r.mergeBlockFused(w, b)
+	}
 	p := r.p
 	j := &p.Jobs[b.job]
 	n := int(b.n)
 	base := r.widenBase(w, b)
 	for i := range j.Models {
 		tau := w.taus[i*r.stride : i*r.stride+n]
-		kept := r.taskVector(b, i, tau, base)
+		kept := r.taskVector(w, b, i, tau, base)
 		if sc := r.scale[b.job][i]; sc != 1 {
 			for e := range tau {
 				tau[e] *= sc
@@ -669,19 +678,84 @@ func (r *run) mergeBlock(w *worker, b block) error {
 }
 
 // dropTies zeroes the elements at the threshold after the first keep of them.
-func dropTies(tau []float32, bits uint32, keep int64) int {
-	dropped := 0
-	for i, t := range tau {
-		if kernels.AbsBits(t) == bits {
-			if keep > 0 {
-				keep--
-			} else {
-				tau[i] = 0
-				dropped++
+func (w *worker) dropTies(k *kernels.Set, tau []float32, bits uint32, keep int64) int {
+	at := w.idx[:k.Range(tau, bits, bits, w.idx)]
+	if keep >= int64(len(at)) {
+		return 0
+	}
+	for _, e := range at[keep:] {
+		tau[e] = 0
+	}
+	return len(at) - int(keep)
+}
+
+// fusedThresholds reports whether block b's merge is one call of the fused
+// kernel (a plain trim at most: no partial ties, cut of outliers, random
+// drop or rescale; every input in one dtype) and sets w.fused.Thr.
+func (r *run) fusedThresholds(w *worker, b block) bool {
+	p := r.p
+	j := &p.Jobs[b.job]
+	if p.Method.NoBase || p.Method.Drop != DropNone {
+		return false
+	}
+	for i := range j.Models {
+		tr := r.trims[b.job][i]
+		bits := tr.bits
+		if tr.ties != nil {
+			switch keep := tr.ties[b.index]; {
+			case keep == 0:
+				bits++
+			case keep > 0:
+				return false
 			}
 		}
+		if j.ModelDT[i] != j.BaseDT || r.scale[b.job][i] != 1 || j.NeedTop != nil && j.NeedTop[i] > 0 {
+			return false
+		}
+		w.fused.Thr[i] = bits
 	}
-	return dropped
+	return true
+}
+
+// mergeBlockFused merges a block in one sweep of the fused kernel. Zero sums
+// (paper preset) come back as indices; only their columns are computed
+// again, for the record of their −1 outputs.
+func (r *run) mergeBlockFused(w *worker, b block) error {
+	p := r.p
+	j := &p.Jobs[b.job]
+	n, sz := int(b.n), j.OutDT.Size()
+	fb := &w.fused
+	fb.Dst, fb.OutDT, fb.DT = w.outb[:n*sz], j.OutDT, j.BaseDT
+	fb.Base = r.src(j.Base, j.BaseDT, b.start, b.n)
+	for i, t := range j.Models {
+		fb.Models[i] = r.src(t, j.BaseDT, b.start, b.n)
+	}
+	fb.Vote, fb.Lambda, fb.Zero = &r.votes[b.job], j.Params.Lambda, nil
+	if p.Method.GlobalMajority {
+		fb.Zero = w.idx[:n]
+	}
+	st := r.k.Ties(fb)
+	w.votes.Add(st)
+	if p.Method.Sparsifies() {
+		for i, k := range fb.Kept {
+			w.kept[i] += uint64(k)
+		}
+	}
+	if p.Method.GlobalMajority && st.ZeroSum > 0 {
+		zs := w.idx[:st.ZeroSum]
+		dsz := j.BaseDT.Size()
+		for c, e := range zs {
+			at := func(s []byte) []byte { return s[int(e)*dsz : (int(e)+1)*dsz] }
+			r.k.Widen(w.base[c:c+1], at(fb.Base), j.BaseDT)
+			for i, m := range fb.Models {
+				r.k.DeltaTrim(w.taus[i*r.stride+c:i*r.stride+c+1], at(m), j.BaseDT, w.base[c:c+1], fb.Thr[i])
+			}
+		}
+		if err := r.recordZeroSums(w, b.job, len(zs), func(c int) int64 { return b.start + int64(zs[c]) }, fb.Vote, j.Params.Lambda); err != nil {
+			return err
+		}
+	}
+	return r.write(b, fb.Dst)
 }
 
 // recordZeroSums keeps, for each element whose vote summed to exactly zero,
@@ -733,7 +807,11 @@ func (r *run) zeroSums(w *worker, n int, vp *kernels.VoteParams, fn func(e int))
 	r.k.Vote(s, w.taus, r.stride, &sum)
 	r.k.Vote(m, w.taus, r.stride, &big)
 	for e := range s {
-		if s[e] == 0 && m[e] != 0 {
+		// s == 0 && m != 0 without branching on s, which is zero about as
+		// often as not (wherever every value was trimmed).
+		zero := uint64(math.Float32bits(s[e])<<1) - 1         // bit 63 set iff s is ±0
+		some := -uint64(math.Float32bits(m[e]) & 0x7fffffff) // bit 63 set iff m is not ±0
+		if (zero&some)>>63 != 0 {
 			fn(e)
 		}
 	}

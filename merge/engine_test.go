@@ -293,6 +293,8 @@ var methodCases = []methodCase{
 	{"paper-per-tensor-sum", preset("paper", func(m *Method) {
 		m.Scope, m.Vote.Aggregate = ScopeTensor, kernels.AggregateSum
 	}), func(r *rand.Rand, n int) func(string) TensorParams { return uniformParams(0.25, ones(n), 0.7) }},
+	{"paper-per-tensor", preset("paper", func(m *Method) { m.Scope = ScopeTensor }),
+		func(r *rand.Rand, n int) func(string) TensorParams { return uniformParams(0.5, ones(n), 1) }},
 	{"mergekit", preset("mergekit", nil), func(r *rand.Rand, n int) func(string) TensorParams {
 		w := randWeights(r, n)
 		return func(name string) TensorParams {

@@ -287,33 +287,28 @@ func (r *run) mergeBlockBand(w *worker, b block) error {
 	}
 	bs.pos = bs.pos[:0]
 	for _, i := range sc.models {
+		// Values below lo are zero by now, so with lo > 0 no zero is in
+		// the band; with lo = 0 zeros are (the threshold may be zero).
 		lo, hi := sc.bands[i].lo, sc.bands[i].hi
+		tau := w.taus[i*r.stride : i*r.stride+n]
 		if lo == hi {
 			// A band of one value: the threshold is that value or the
 			// sample missed (settle checks), so every position is decided;
 			// only the values at it need counting.
-			var at uint64
-			for _, v := range w.taus[i*r.stride : i*r.stride+n] {
-				if kernels.AbsBits(v) == lo {
-					at++
-				}
-			}
+			at := uint64(r.k.Range(tau, lo, lo, nil))
 			bs.inside[i] += at
 			bs.above[i] += uint64(ge[i]) - at
 			continue
 		}
-		var inside uint64
-		for e, v := range w.taus[i*r.stride : i*r.stride+n] {
-			if m := kernels.AbsBits(v); m-lo <= hi-lo && (m != 0 || lo == 0) {
-				inside++
-				if !mark[e] {
-					mark[e] = true
-					bs.pos = append(bs.pos, int32(e))
-				}
+		in := w.idx[:r.k.Range(tau, lo, hi, w.idx)]
+		for _, e := range in {
+			if !mark[e] {
+				mark[e] = true
+				bs.pos = append(bs.pos, e)
 			}
 		}
-		bs.inside[i] += inside
-		bs.above[i] += uint64(ge[i]) - inside
+		bs.inside[i] += uint64(len(in))
+		bs.above[i] += uint64(ge[i]) - uint64(len(in))
 	}
 	// Spill the undecided positions, then merge them as zeros for now.
 	slices.Sort(bs.pos)

@@ -57,7 +57,7 @@ func uniform(key uint64, e int64) float64 {
 // taskVector writes model i's sparsified task vector of block b into tau
 // (without the L1 rescale, which needs the whole tensor) and returns how many
 // elements the sparsification kept (whatever their value).
-func (r *run) taskVector(b block, i int, tau, base []float32) int {
+func (r *run) taskVector(w *worker, b block, i int, tau, base []float32) int {
 	j := &r.p.Jobs[b.job]
 	t, dt := j.Models[i], j.ModelDT[i]
 	tr := r.trims[b.job][i]
@@ -65,16 +65,16 @@ func (r *run) taskVector(b block, i int, tau, base []float32) int {
 	if tr.ties != nil {
 		if keep := tr.ties[b.index]; keep == 0 {
 			bits++ // exclusive: no tie of this block is kept
-		} else {
+		} else if keep > 0 {
 			cut = keep
 		}
 	}
 	kept := r.k.DeltaTrim(tau, r.src(t, dt, b.start, b.n), dt, base, bits)
 	if cut >= 0 {
-		kept -= dropTies(tau, tr.bits, cut)
+		kept -= w.dropTies(r.k, tau, tr.bits, cut)
 	}
 	if j.NeedTop != nil && j.NeedTop[i] > 0 {
-		kept -= cutTop(tau, r.tops[b.job][i], b.index)
+		kept -= w.cutTop(r.k, tau, r.tops[b.job][i], b.index)
 	}
 	switch d := j.Params.Density[i]; {
 	case d >= 1:
@@ -88,18 +88,14 @@ func (r *run) taskVector(b block, i int, tau, base []float32) int {
 
 // cutTop zeroes the largest elements (breadcrumbs): above the cut, and the
 // first ties at it that belong to the top set.
-func cutTop(tau []float32, top trim, block int) int {
+func (w *worker) cutTop(k *kernels.Set, tau []float32, top trim, block int) int {
 	budget := int64(-1) // every tie
 	if top.ties != nil {
 		budget = top.ties[block]
 	}
 	removed := 0
-	for e, v := range tau {
-		m := kernels.AbsBits(v)
-		if m < top.bits {
-			continue
-		}
-		if m == top.bits {
+	for _, e := range w.idx[:k.Range(tau, top.bits, math.MaxUint32, w.idx)] {
+		if kernels.AbsBits(tau[e]) == top.bits {
 			if budget == 0 {
 				continue
 			}
@@ -255,7 +251,7 @@ func (r *run) l1Pass(ctx context.Context, ji int) error {
 			for _, v := range tau {
 				w.sums[2*i].add(math.Abs(float64(v)))
 			}
-			r.taskVector(b, i, tau, base)
+			r.taskVector(w, b, i, tau, base)
 			for _, v := range tau {
 				w.sums[2*i+1].add(math.Abs(float64(v)))
 			}
@@ -373,7 +369,13 @@ func (r *run) finish(w *worker, b block, base, tm []float32, lambda float32) err
 	sz := j.OutDT.Size()
 	out := w.outb[:int(b.n)*sz]
 	r.k.Finish(out, j.OutDT, base, tm, lambda)
-	if err := r.out.WriteTensor(j.Name, b.start*int64(sz), out); err != nil {
+	return r.write(b, out)
+}
+
+// write writes a block's output.
+func (r *run) write(b block, out []byte) error {
+	j := &r.p.Jobs[b.job]
+	if err := r.out.WriteTensor(j.Name, b.start*int64(j.OutDT.Size()), out); err != nil {
 		return fmt.Errorf("tensor %q: %w", j.Name, err)
 	}
 	r.prog.Add(r.readBytes(j, b.n))

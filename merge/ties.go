@@ -18,16 +18,17 @@ const (
 	maxLowsBytes = 256 << 20
 )
 
-func (w *worker) addLow(i int, tau []float32, hi uint32, seq int) {
+// addLow counts the low bits of the |τ| in the high bin hi in model i's
+// histogram and, for seq ≥ 0, collects them with the block's seq.
+func (w *worker) addLow(k *kernels.Set, i int, tau []float32, hi uint32, seq int) {
 	h := &w.hists[i]
-	for _, v := range tau {
-		m := kernels.AbsBits(v)
-		if m>>16 != hi {
-			continue
-		}
-		h[m&0xffff]++
-		if !w.lowsFull {
-			w.lows[i] = append(w.lows[i], uint64(seq)<<16|uint64(m&0xffff))
+	in := w.idx[:k.Range(tau, hi<<16, hi<<16|0xffff, w.idx)]
+	collect := seq >= 0 && !w.lowsFull
+	for _, e := range in {
+		low := kernels.AbsBits(tau[e]) & 0xffff
+		h[low]++
+		if collect {
+			w.lows[i] = append(w.lows[i], uint64(seq)<<16|uint64(low))
 		}
 	}
 	if len(w.lows[i]) > w.lowsCap {
