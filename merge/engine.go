@@ -809,7 +809,7 @@ func (r *run) zeroSums(w *worker, n int, vp *kernels.VoteParams, fn func(e int))
 	for e := range s {
 		// s == 0 && m != 0 without branching on s, which is zero about as
 		// often as not (wherever every value was trimmed).
-		zero := uint64(math.Float32bits(s[e])<<1) - 1         // bit 63 set iff s is ±0
+		zero := uint64(math.Float32bits(s[e])<<1) - 1        // bit 63 set iff s is ±0
 		some := -uint64(math.Float32bits(m[e]) & 0x7fffffff) // bit 63 set iff m is not ±0
 		if (zero&some)>>63 != 0 {
 			fn(e)
