@@ -70,6 +70,7 @@ type worker struct {
 	lows           [][]uint64 // per model: block seq<<16 | low bits of |τ| in the chosen bin
 	lowsFull       bool       // lows outgrew its share of memory
 	lowsCap        int
+	above, inside  []uint64 // per model: values above and in the band (sampled.go)
 	votes          kernels.VoteStats
 	fixups         []byte // fixup records not yet in the file
 }
@@ -92,6 +93,7 @@ type run struct {
 	prog    Progress
 	ws      []*worker
 	fixFile *spill // outputs of the exact zero sums if the majority sign is −1
+	missed  int    // sampled per-tensor selects whose bands missed
 }
 
 // Run executes the plan. Nothing is visible at the destination unless it
@@ -129,6 +131,7 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 	if err != nil {
 		return nil, err
 	}
+	sum.FellBack += r.missed
 	sum.Kept = make([]uint64, len(p.Models))
 	for _, w := range r.ws {
 		for i, k := range w.kept {
@@ -185,6 +188,7 @@ func (r *run) setup() {
 		if p.Method.Trim {
 			w.hists = make([]topk.Hist, n)
 			w.lows, w.lowsCap = make([][]uint64, n), int(p.LowsBytes/8)/(n*p.Workers)
+			w.above, w.inside = make([]uint64, n), make([]uint64, n)
 		}
 		r.ws[i] = w
 	}
@@ -414,24 +418,31 @@ func (r *run) histPass(ctx context.Context, bs []block, models []int, hi []uint3
 	return merged, err
 }
 
-// pick runs the exact (or approximate) radix select for the models given,
-// keeping need[i] elements of each.
-func (r *run) pick(ctx context.Context, bs []block, models []int, need []uint64, approx bool) ([]topk.Threshold, error) {
+// pick runs the exact (or approximate) select for the models given,
+// keeping need[i] elements of each. A sampled select also returns the ties
+// at each threshold in every block (by block seq).
+func (r *run) pick(ctx context.Context, bs []block, models []int, need []uint64, approx bool) ([]topk.Threshold, [][]int64, error) {
+	if !approx && r.p.Method.Scope == ScopeTensor && r.p.Jobs[bs[0].job].Elements >= r.p.tensorSampled {
+		if th, ties, ok, err := r.sampledPick(ctx, bs, need); err != nil || ok {
+			return th, ties, err
+		}
+		r.missed++
+	}
 	th := make([]topk.Threshold, len(r.p.Models))
 	high, err := r.histPass(ctx, bs, models, nil, false)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	hi := make([]uint32, len(r.p.Models))
 	above := make([]uint64, len(r.p.Models))
 	for _, i := range models {
 		if hi[i], above[i], err = high[i].Pick(need[i]); err != nil {
-			return nil, fmt.Errorf("model %d: %w", i+1, err)
+			return nil, nil, fmt.Errorf("model %d: %w", i+1, err)
 		}
 		th[i] = topk.Approx(hi[i], above[i], &high[i])
 	}
 	if approx {
-		return th, nil
+		return th, nil, nil
 	}
 	if r.p.Method.Scope == ScopeModel {
 		r.prog.EndPass()
@@ -439,14 +450,14 @@ func (r *run) pick(ctx context.Context, bs []block, models []int, need []uint64,
 	}
 	low, err := r.histPass(ctx, bs, models, hi, true)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, i := range models {
 		if th[i], err = topk.Exact(need[i], hi[i], above[i], &low[i]); err != nil {
-			return nil, fmt.Errorf("model %d: %w", i+1, err)
+			return nil, nil, fmt.Errorf("model %d: %w", i+1, err)
 		}
 	}
-	return th, nil
+	return th, nil, nil
 }
 
 func (r *run) mergeJobs() []int {
@@ -478,7 +489,7 @@ func (r *run) selectThresholds(ctx context.Context, sum *Summary) error {
 		return nil
 	}
 	r.prog.StartPass(passHigh, 1, 3, p.InputBytes)
-	th, err := r.pick(ctx, r.blocks(r.mergeJobs()), models, p.Need, p.Method.ApproxTopK)
+	th, _, err := r.pick(ctx, r.blocks(r.mergeJobs()), models, p.Need, p.Method.ApproxTopK)
 	r.prog.EndPass()
 	if err != nil {
 		return err
@@ -491,7 +502,7 @@ func (r *run) selectThresholds(ctx context.Context, sum *Summary) error {
 		}
 		return nil
 	}
-	return r.splitTies(ctx, r.trims, r.blocks(r.mergeJobs()), models, th, p.Need)
+	return r.splitTies(ctx, r.trims, r.blocks(r.mergeJobs()), models, th, p.Need, nil)
 }
 
 // selectTensor finds one tensor's thresholds (tensor scope). With outliers
@@ -512,11 +523,11 @@ func (r *run) selectTensor(ctx context.Context, ji int) error {
 		if len(models) == 0 {
 			continue
 		}
-		th, err := r.pick(ctx, bs, models, sel.need, false)
+		th, ties, err := r.pick(ctx, bs, models, sel.need, false)
 		if err != nil {
 			return fmt.Errorf("tensor %q: %w", j.Name, err)
 		}
-		if err := r.splitTies(ctx, sel.dst, bs, models, th, sel.need); err != nil {
+		if err := r.splitTies(ctx, sel.dst, bs, models, th, sel.need, ties); err != nil {
 			return err
 		}
 	}
@@ -525,8 +536,9 @@ func (r *run) selectTensor(ctx context.Context, ji int) error {
 
 // splitTies applies the exact-k rule where the ties at a threshold are only
 // partly kept: the ties kept are the lowest flat indices over bs, in order.
-// It counts the ties of each block, then hands out the budget block by block.
-func (r *run) splitTies(ctx context.Context, dst [][]trim, bs []block, models []int, th []topk.Threshold, need []uint64) error {
+// It counts the ties of each block (unless counts, by block seq, has them),
+// then hands out the budget block by block.
+func (r *run) splitTies(ctx context.Context, dst [][]trim, bs []block, models []int, th []topk.Threshold, need []uint64, counts [][]int64) error {
 	var split []int
 	for _, i := range models {
 		for _, b := range bs {
@@ -539,7 +551,10 @@ func (r *run) splitTies(ctx context.Context, dst [][]trim, bs []block, models []
 	if len(split) == 0 {
 		return nil
 	}
-	counts := make([][]int64, len(bs))
+	if counts != nil {
+		goto share
+	}
+	counts = make([][]int64, len(bs))
 	if r.countCollected(counts, split, th) {
 		goto share
 	}

@@ -65,12 +65,15 @@ type Plan struct {
 	// The single pass samples one run of sampleChunk elements in every
 	// sampleEvery, unless the model has fewer than sampleMin elements (then
 	// all of them); tests lower them.
-	sampleEvery         int
-	sampleMin           int64
-	sampleChunk         int64
-	BlockElems, Workers int
-	MemoryBound         int64
-	LowsBytes           int64 // exact-k trims: the lists of values in the threshold's bin
+	sampleEvery int
+	sampleMin   int64
+	sampleChunk int64
+	// A per-tensor select samples tensors of at least tensorSampled
+	// elements, at least tensorSampleMin of them (see sampled.go).
+	tensorSampled, tensorSampleMin int64
+	BlockElems, Workers            int
+	MemoryBound                    int64
+	LowsBytes                      int64 // exact-k trims: the lists of values in the threshold's bin
 }
 
 // The whole-model selection's passes.
@@ -96,7 +99,7 @@ func (p *Plan) Passes() []string {
 	}
 	var per []string
 	if m.Trim && p.trims() && m.Scope == ScopeTensor {
-		per = append(per, "|τ| histograms")
+		per = append(per, "|τ| select (a sample, then one pass; radix histograms for small tensors)")
 	}
 	if m.Rescale == RescaleL1 && m.Sparsifies() {
 		per = append(per, "L1 norms")
@@ -175,7 +178,8 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 	if opts.Kernels == nil {
 		opts.Kernels = kernels.Generic
 	}
-	p := &Plan{Opts: opts, Method: m, sampleEvery: sampleEvery, sampleMin: sampleMinElems, sampleChunk: sampleChunk}
+	p := &Plan{Opts: opts, Method: m, sampleEvery: sampleEvery, sampleMin: sampleMinElems, sampleChunk: sampleChunk,
+		tensorSampled: tensorSampledElems, tensorSampleMin: tensorSampleMinElems}
 	var errs []error
 	var err error
 	if p.Base, err = mmapio.OpenModel(opts.Base); err != nil {

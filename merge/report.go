@@ -120,6 +120,8 @@ func (s *Summary) Print(w io.Writer, p *Plan) {
 			fmt.Fprintf(w, "; in %d scope(s) the sample missed a threshold, so the exact two-pass select ran", s.FellBack)
 		}
 		fmt.Fprintln(w)
+	} else if s.FellBack > 0 {
+		fmt.Fprintf(w, "select:   in %d tensor(s) the sample missed a threshold, so the radix select ran\n", s.FellBack)
 	}
 	if p.Method.Trim {
 		asked := s.Asked

@@ -56,16 +56,17 @@ func (p *Plan) singlePass() bool {
 // scope is the set of elements one threshold per model is chosen over: the
 // jobs merged.
 type scope struct {
-	jobs   []int
-	total  int64    // elements per model
-	need   []uint64 // elements kept per model (more than total: no trim)
-	models []int    // the models trimmed
-	bands  []band
-	trims  []bool // per model: trimmed at all
+	jobs      []int
+	sampleMin int64    // sample at least this many elements (all if fewer)
+	total     int64    // elements per model
+	need      []uint64 // elements kept per model (more than total: no trim)
+	models    []int    // the models trimmed
+	bands     []band
+	trims     []bool // per model: trimmed at all
 }
 
 func (r *run) newScope(jobs []int, need []uint64) *scope {
-	sc := &scope{jobs: jobs, need: need, bands: make([]band, len(r.p.Models)), trims: make([]bool, len(r.p.Models))}
+	sc := &scope{jobs: jobs, sampleMin: r.p.sampleMin, need: need, bands: make([]band, len(r.p.Models)), trims: make([]bool, len(r.p.Models))}
 	for _, ji := range jobs {
 		sc.total += r.p.Jobs[ji].Elements
 	}
@@ -84,10 +85,10 @@ func (r *run) newScope(jobs []int, need []uint64) *scope {
 // estimate is not thrown off by tensors of very different scales.
 func (r *run) sampleBlocks(sc *scope) []block {
 	p := r.p
-	if sc.total <= p.sampleMin {
+	if sc.total <= sc.sampleMin {
 		return r.blocks(sc.jobs)
 	}
-	every := max(1, min(int64(p.sampleEvery), sc.total/p.sampleMin))
+	every := max(1, min(int64(p.sampleEvery), sc.total/sc.sampleMin))
 	step := every * p.sampleChunk
 	var bs []block
 	var flat int64 // flat index of the job's first element

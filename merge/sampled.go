@@ -1,0 +1,123 @@
+package merge
+
+import (
+	"context"
+	"math"
+
+	"github.com/tiesmm/tiesmm/kernels"
+	topk "github.com/tiesmm/tiesmm/select"
+)
+
+// A per-tensor exact select in one pass over the tensor, plus a sample.
+//
+// The radix select reads a tensor twice before its merge (high bits, then
+// low bits), with a histogram update per value in Go. Instead, a sample of
+// the tensor places a band of magnitudes [lo, hi] around each model's
+// threshold, as the single pass does for a whole model (singlepass.go); one
+// pass then counts the values above the band (a SIMD count) and collects the
+// few inside it with their block. The threshold is the (k − above)-th
+// largest collected value, exactly what the radix select finds, and the
+// collected values also give the ties of every block for the exact-k rule.
+// If the sample missed (the threshold is outside the band) or the values
+// inside outgrow their memory, the radix select runs instead.
+
+const (
+	tensorSampledElems   = 1 << 20 // smaller tensors take the radix select
+	tensorSampleMinElems = 1 << 18
+)
+
+// sampledPick returns the exact thresholds of the models with 0 < need ≤ n
+// over one tensor's blocks bs, with the count of values at each threshold in
+// every block (by block seq), or ok = false if the sample missed.
+func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64) (_ []topk.Threshold, ties [][]int64, ok bool, _ error) {
+	sc := r.newScope([]int{bs[0].job}, need)
+	sc.sampleMin = min(r.p.sampleMin, r.p.tensorSampleMin)
+	if _, err := r.sampleBands(ctx, sc); err != nil {
+		return nil, nil, false, err
+	}
+	nm := len(r.p.Models)
+	r.dropLows()
+	// A band of one value (a tie group: common in bf16 task vectors) needs
+	// only counts, which are then also the ties of each block.
+	ties = make([][]int64, len(bs))
+	B := r.stride
+	err := r.parallel(ctx, bs, func(w *worker, b block) error {
+		r.deltas(w, b, sc.models)
+		ties[b.seq] = make([]int64, nm)
+		for _, i := range sc.models {
+			tau := w.taus[i*B : i*B+int(b.n)]
+			lo, hi := sc.bands[i].lo, sc.bands[i].hi
+			w.above[i] += uint64(r.k.Range(tau, hi+1, math.MaxUint32, nil))
+			if lo == hi {
+				c := r.k.Range(tau, lo, lo, nil)
+				ties[b.seq][i] = int64(c)
+				w.inside[i] += uint64(c)
+				continue
+			}
+			in := w.idx[:r.k.Range(tau, lo, hi, w.idx)]
+			w.inside[i] += uint64(len(in))
+			if w.lowsFull || len(w.lows[i])+len(in) > w.lowsCap {
+				w.lowsFull = true
+				continue
+			}
+			for _, e := range in {
+				w.lows[i] = append(w.lows[i], uint64(b.seq)<<32|uint64(kernels.AbsBits(tau[e])))
+			}
+		}
+		return nil
+	})
+	defer r.dropLows()
+	above, inside := make([]uint64, nm), make([]uint64, nm)
+	full := false
+	for _, w := range r.ws {
+		for _, i := range sc.models {
+			above[i] += w.above[i]
+			inside[i] += w.inside[i]
+			w.above[i], w.inside[i] = 0, 0
+		}
+		full = full || w.lowsFull
+	}
+	if err != nil || full {
+		return nil, nil, false, err
+	}
+	th := make([]topk.Threshold, nm)
+	for _, i := range sc.models {
+		if !(above[i] < need[i] && need[i] <= above[i]+inside[i]) {
+			return nil, nil, false, nil
+		}
+		if sc.bands[i].lo == sc.bands[i].hi {
+			th[i] = topk.Threshold{Bits: sc.bands[i].lo, Greater: above[i], Equal: inside[i]}
+			continue
+		}
+		var high, low topk.Hist
+		for _, w := range r.ws {
+			for _, v := range w.lows[i] {
+				high[uint32(v)>>16]++
+			}
+		}
+		k := need[i] - above[i]
+		hiBin, aboveHi, err := high.Pick(k)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		for _, w := range r.ws {
+			for _, v := range w.lows[i] {
+				if uint32(v)>>16 == hiBin {
+					low[uint32(v)&0xffff]++
+				}
+			}
+		}
+		if th[i], err = topk.Exact(k, hiBin, aboveHi, &low); err != nil {
+			return nil, nil, false, err
+		}
+		th[i].Greater += above[i]
+		for _, w := range r.ws {
+			for _, v := range w.lows[i] {
+				if uint32(v) == th[i].Bits {
+					ties[v>>32][i]++
+				}
+			}
+		}
+	}
+	return th, ties, true, nil
+}

@@ -1,0 +1,83 @@
+package merge
+
+import (
+	"context"
+
+	"math"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/tiesmm/tiesmm/kernels"
+)
+
+// TestSampledPickMissFallsBack builds a tensor whose sampled positions
+// (every fourth, from the third) hold tiny task-vector values and whose
+// other positions hold large ones, so the sample places the band far below
+// the true threshold: the select must notice, fall back to the radix select
+// and still keep exactly the largest half. A tensor without the trap must
+// take the sampled select.
+func TestSampledPickMissFallsBack(t *testing.T) {
+	const n = 4000
+	for _, trap := range []bool{true, false} {
+		tau := make([]float32, n)
+		for e := range tau {
+			tau[e] = float32(e%97+1) * []float32{1, -1}[e%3%2]
+			if trap && e%4 == 2 {
+				tau[e] *= 1e-6
+			}
+		}
+		dir := t.TempDir()
+		base := testTensor{name: "w", shape: []int64{n}, dt: kernels.F32, vals: make([]float32, n)}
+		writeModel(t, filepath.Join(dir, "base"), []testTensor{base}, 0)
+		ft := filepath.Join(dir, "ft1")
+		writeModel(t, ft, []testTensor{{name: "w", shape: []int64{n}, dt: kernels.F32, vals: tau}}, 0)
+		out := filepath.Join(dir, "out")
+		m := newMethod(t, "ties", "mergekit")
+		p, err := NewPlan(Options{Base: filepath.Join(dir, "base"), Models: []string{ft}, Out: out, BlockElems: 128, Threads: 2},
+			m, func(string, int, int) (TensorParams, error) { return oneModel(0.5, 0), nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.tensorSampled, p.tensorSampleMin, p.sampleEvery, p.sampleChunk = 1, 1, 4, 1
+		sum, err := Run(context.Background(), p, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sum.FellBack > 0; got != trap {
+			t.Errorf("trap %v: fell back %v", trap, got)
+		}
+		_, data := readModel(t, out)
+		got := decode(kernels.F32, data["w"])
+		// The expected output: the n/2 largest |τ|, ties to the lowest index.
+		order := make([]int, n)
+		for e := range order {
+			order[e] = e
+		}
+		slices.SortStableFunc(order, func(a, b int) int {
+			return -cmpf(math.Abs(float64(tau[a])), math.Abs(float64(tau[b])))
+		})
+		want := make([]float32, n)
+		for _, e := range order[:n/2] {
+			want[e] = tau[e]
+		}
+		for e := range want {
+			if math.Float32bits(got[e]) != math.Float32bits(want[e]) {
+				t.Fatalf("trap %v: w[%d] = %v, want %v", trap, e, got[e], want[e])
+			}
+		}
+		if sum.Kept[0] != n/2 {
+			t.Errorf("trap %v: kept %d, want %d", trap, sum.Kept[0], n/2)
+		}
+	}
+}
+
+func cmpf(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
