@@ -86,16 +86,36 @@ func randTiesInputs(r *rand.Rand, dt DType, nm, n int) *tiesInputs {
 	return in
 }
 
+// thresholdsAt sets each model's threshold to the magnitude of one of its
+// task-vector values, so some values sit exactly at it.
+func (in *tiesInputs) thresholdsAt(r *rand.Rand) {
+	if in.n == 0 {
+		return
+	}
+	base := make([]float32, in.n)
+	Generic.Widen(base, in.base, in.dt)
+	tau := make([]float32, in.n)
+	for i, m := range in.models {
+		Generic.DeltaTrim(tau, m, in.dt, base, 0)
+		in.thr[i] = AbsBits(tau[r.IntN(in.n)])
+	}
+}
+
 // staged runs the four stage kernels of the Go set one after the other over
 // the whole block: what Ties must equal.
-func (in *tiesInputs) staged(outDT DType, p *VoteParams, lambda float32) ([]byte, VoteStats, []int, []int32) {
+func (in *tiesInputs) staged(outDT DType, p *VoteParams, lambda float32) ([]byte, VoteStats, []int, []int, []int32) {
 	n, nm := in.n, len(in.models)
 	base := make([]float32, n)
 	Generic.Widen(base, in.base, in.dt)
 	taus := make([]float32, nm*n)
-	kept := make([]int, nm)
+	kept, equal := make([]int, nm), make([]int, nm)
 	for i, m := range in.models {
 		kept[i] = Generic.DeltaTrim(taus[i*n:(i+1)*n], m, in.dt, base, in.thr[i])
+		for _, v := range taus[i*n : (i+1)*n] {
+			if AbsBits(v) == in.thr[i] {
+				equal[i]++
+			}
+		}
 	}
 	tm := make([]float32, n)
 	st := Generic.Vote(tm, taus, n, p)
@@ -105,17 +125,21 @@ func (in *tiesInputs) staged(outDT DType, p *VoteParams, lambda float32) ([]byte
 	}
 	out := make([]byte, n*outDT.Size())
 	Generic.Finish(out, outDT, base, tm, lambda)
-	return out, st, kept, zero
+	return out, st, kept, equal, zero
 }
 
 func checkTies(t *testing.T, s *Set, in *tiesInputs, outDT DType, p *VoteParams, lambda float32) {
 	t.Helper()
-	want, wst, wkept, wzero := in.staged(outDT, p, lambda)
+	want, wst, wkept, wequal, wzero := in.staged(outDT, p, lambda)
 	what := fmt.Sprintf("%s Ties n=%d models=%d %v→%v λ=%v %+v", s.Name, in.n, len(in.models), in.dt, outDT, lambda, *p)
 	for _, withZero := range []bool{false, true} {
+		withEqual := !withZero
 		dst, check := outBytes(in.n*outDT.Size(), (in.n+3)%8)
 		b := &TiesBlock{Dst: dst, OutDT: outDT, Base: in.base, Models: in.models, DT: in.dt,
 			Thr: in.thr, Vote: p, Lambda: lambda, Kept: make([]int, len(in.models))}
+		if withEqual {
+			b.Equal = make([]int, len(in.models))
+		}
 		var zbuf []int32
 		if withZero {
 			zbuf = make([]int32, in.n+guard)
@@ -129,6 +153,9 @@ func checkTies(t *testing.T, s *Set, in *tiesInputs, outDT DType, p *VoteParams,
 		check(t, what)
 		if st != wst || !slices.Equal(b.Kept, wkept) {
 			t.Fatalf("%s: stats %+v kept %v, want %+v kept %v", what, st, b.Kept, wst, wkept)
+		}
+		if withEqual && !slices.Equal(b.Equal, wequal) {
+			t.Fatalf("%s: equal %v, want %v", what, b.Equal, wequal)
 		}
 		if withZero {
 			if !slices.Equal(zbuf[:st.ZeroSum], wzero) {
@@ -154,6 +181,9 @@ func TestTiesMatchesStaged(t *testing.T) {
 		for k, n := range ns {
 			dt := dtypes[(nm+k)%3]
 			in := randTiesInputs(r, dt, nm, n)
+			if k%2 == 1 {
+				in.thresholdsAt(r)
+			}
 			params := voteParams(randWeights(r, nm, k))
 			for q, s := range sets {
 				p := params[(k*7+q+nm)%len(params)]

@@ -158,6 +158,9 @@ type TiesBlock struct {
 	Lambda float32
 	// Kept receives, per model, the count DeltaTrim returns.
 	Kept []int
+	// Equal, if not nil, receives per model how many values have the
+	// magnitude pattern Thr[i] exactly (kept, at the threshold).
+	Equal []int
 	// Zero, if not nil (len ≥ n), receives the indices of the elements the
 	// vote counts in VoteStats.ZeroSum, in order, in Zero[:ZeroSum].
 	Zero []int32

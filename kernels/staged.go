@@ -14,27 +14,32 @@ func stagedTies(s *Set) func(b *TiesBlock) VoteStats {
 	return func(b *TiesBlock) VoteStats {
 		nm := len(b.Models)
 		n := len(b.Dst) / b.OutDT.Size()
-		if len(b.Thr) != nm || len(b.Kept) != nm || len(b.Vote.Weights) != nm {
+		if len(b.Thr) != nm || len(b.Kept) != nm || len(b.Vote.Weights) != nm || b.Equal != nil && len(b.Equal) != nm {
 			panic(fmt.Sprintf("kernels: Ties with %d models, %d thresholds, %d kept counts, %d weights",
 				nm, len(b.Thr), len(b.Kept), len(b.Vote.Weights)))
 		}
 		chunk := max(1, stagedChunk/(nm+2))
-		buf := make([]float32, (nm+2)*min(chunk, n))
+		buf := make([]float32, (nm+4)*min(chunk, n))
 		clear(b.Kept)
+		clear(b.Equal)
 		var st VoteStats
 		sz, osz := b.DT.Size(), b.OutDT.Size()
 		for off := 0; off < n; off += chunk {
 			c := min(chunk, n-off)
 			stride := min(chunk, n)
-			base, tm, taus := buf[:c], buf[stride:stride+c], buf[2*stride:]
+			base, tm, scratch, taus := buf[:c], buf[stride:stride+c], buf[2*stride:4*stride], buf[4*stride:]
 			s.Widen(base, b.Base[off*sz:(off+c)*sz], b.DT)
 			for i, m := range b.Models {
-				b.Kept[i] += s.DeltaTrim(taus[i*stride:i*stride+c], m[off*sz:(off+c)*sz], b.DT, base, b.Thr[i])
+				tau := taus[i*stride : i*stride+c]
+				b.Kept[i] += s.DeltaTrim(tau, m[off*sz:(off+c)*sz], b.DT, base, b.Thr[i])
+				if b.Equal != nil {
+					b.Equal[i] += s.Range(tau, b.Thr[i], b.Thr[i], nil)
+				}
 			}
 			cs := s.Vote(tm, taus, stride, b.Vote)
 			if b.Zero != nil && cs.ZeroSum > 0 {
 				k := st.ZeroSum
-				ZeroSums(taus, stride, c, b.Vote, func(j int) {
+				s.FindZeroSums(taus, stride, c, b.Vote, scratch, func(j int) {
 					b.Zero[k] = int32(off + j)
 					k++
 				})

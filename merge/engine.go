@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"slices"
 	"strings"
@@ -63,7 +62,7 @@ type worker struct {
 	hists          []topk.Hist // per model, for the current select pass
 	kept           []uint64
 	sums           []exactSum // L1 norms or dot products of one tensor
-	scratch, ones  []float32
+	scratch        []float32
 	idx            []int32 // Range's indices, one block long
 	fused          kernels.TiesBlock
 	band           *bandState
@@ -71,6 +70,7 @@ type worker struct {
 	lowsFull       bool       // lows outgrew its share of memory
 	lowsCap        int
 	above, inside  []uint64 // per model: values above and in the band (sampled.go)
+	equal          []int    // per model: the fused kernel's count at the threshold
 	votes          kernels.VoteStats
 	fixups         []byte // fixup records not yet in the file
 }
@@ -179,11 +179,9 @@ func (r *run) setup() {
 			outb: make([]byte, 4*B), kept: make([]uint64, n), idx: make([]int32, B),
 		}
 		w.fused.Models, w.fused.Thr, w.fused.Kept = make([][]byte, n), make([]uint32, n), make([]int, n)
+		w.equal = make([]int, n)
 		if p.Method.GlobalMajority {
-			w.scratch, w.ones = make([]float32, 2*B), make([]float32, n)
-			for i := range w.ones {
-				w.ones[i] = 1
-			}
+			w.scratch = make([]float32, 2*B)
 		}
 		if p.Method.Trim {
 			w.hists = make([]topk.Hist, n)
@@ -803,33 +801,9 @@ func (r *run) recordZeroSums(w *worker, ji, n int, pos func(e int) int64, vp *ke
 }
 
 // zeroSums calls fn for each element of the block whose vote summed to
-// exactly zero while some value did not. For a sum vote it lets the kernels
-// do the work: a vote-less sum of the vote values reproduces the vote's sum
-// (same values, same order), and a vote-less max of their magnitudes says
-// whether any is nonzero. A count vote takes the scalar scan.
+// exactly zero while some value did not.
 func (r *run) zeroSums(w *worker, n int, vp *kernels.VoteParams, fn func(e int)) {
-	if vp.Consensus != kernels.ConsensusSum {
-		kernels.ZeroSums(w.taus, r.stride, n, vp, fn)
-		return
-	}
-	sum := kernels.VoteParams{Weights: vp.Weights, Consensus: kernels.ConsensusNone, Aggregate: kernels.AggregateSum}
-	if !vp.WeightedVote {
-		sum.Weights = w.ones
-	}
-	big := sum
-	big.Aggregate = kernels.AggregateMax
-	s, m := w.scratch[:n], w.scratch[r.stride:r.stride+n]
-	r.k.Vote(s, w.taus, r.stride, &sum)
-	r.k.Vote(m, w.taus, r.stride, &big)
-	for e := range s {
-		// s == 0 && m != 0 without branching on s, which is zero about as
-		// often as not (wherever every value was trimmed).
-		zero := uint64(math.Float32bits(s[e])<<1) - 1        // bit 63 set iff s is ±0
-		some := -uint64(math.Float32bits(m[e]) & 0x7fffffff) // bit 63 set iff m is not ±0
-		if (zero&some)>>63 != 0 {
-			fn(e)
-		}
-	}
+	r.k.FindZeroSums(w.taus, r.stride, n, vp, w.scratch, fn)
 }
 
 // PeakRSS reads the process's peak resident set size (Linux), or 0.

@@ -273,6 +273,19 @@ type bandState struct {
 // mergeBlockBand merges one block deciding every position it can; the
 // others are spilled and merged as if all their values were zero.
 func (r *run) mergeBlockBand(w *worker, b block) error {
+	if r.fusedBands(w, b) {
+		// Every band is one value: nothing to spill, and the fused kernel
+		// counts the values at it.
+		w.fused.Equal = w.equal
+		err := r.mergeBlockFused(w, b)
+		w.fused.Equal = nil
+		for _, i := range r.scope.models {
+			at := uint64(w.equal[i])
+			w.band.inside[i] += at
+			w.band.above[i] += uint64(w.fused.Kept[i]) - at
+		}
+		return err
+	}
 	j := &r.p.Jobs[b.job]
 	sc := r.scope
 	n, nm := int(b.n), len(j.Models)
@@ -339,6 +352,23 @@ func (r *run) mergeBlockBand(w *worker, b block) error {
 		w.kept[i] += uint64(ge[i])
 	}
 	return r.voteAndFinish(w, b, base)
+}
+
+// fusedBands reports whether block b can be merged by the fused kernel in
+// the single pass (every band one value, every input in one dtype) and sets
+// the kernel's thresholds to the bands.
+func (r *run) fusedBands(w *worker, b block) bool {
+	j := &r.p.Jobs[b.job]
+	if r.p.Method.NoBase {
+		return false
+	}
+	for i, bd := range r.scope.bands {
+		if bd.lo != bd.hi || j.ModelDT[i] != j.BaseDT {
+			return false
+		}
+		w.fused.Thr[i] = bd.lo
+	}
+	return true
 }
 
 // voteAndFinish runs the vote over the block's task vectors and writes it.
