@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -34,7 +35,17 @@ type Output struct {
 
 	mu    sync.RWMutex // writers share it; Commit and Abort take it alone
 	state int          // building, committed, aborted
+
+	// Written data goes to disk in the background as the merge runs, so
+	// Commit's fsync has little left to wait for.
+	written   atomic.Int64
+	flush     chan struct{}
+	flushDone chan struct{}
+	stopOnce  sync.Once
 }
+
+// writebackEvery is how many bytes written start a background writeback.
+const writebackEvery = 32 << 20
 
 const (
 	building = iota
@@ -100,7 +111,35 @@ func CreateOutput(dest string, force bool, layout *Layout) (*Output, error) {
 			return nil, err
 		}
 	}
+	o.flush, o.flushDone = make(chan struct{}, 1), make(chan struct{})
+	go o.flusher()
 	return o, nil
+}
+
+// flusher starts the writeback of every shard's dirty pages each time it is
+// signalled. It only starts I/O: Commit's fsync waits for it and reports
+// errors, so a failed writeback here is ignored.
+func (o *Output) flusher() {
+	defer close(o.flushDone)
+	for range o.flush {
+		o.mu.RLock()
+		for _, s := range o.shards {
+			if s.f != nil {
+				startWriteback(s.f)
+			}
+		}
+		o.mu.RUnlock()
+	}
+}
+
+// stopFlusher ends the flusher before Commit or Abort take the lock.
+func (o *Output) stopFlusher() {
+	o.stopOnce.Do(func() {
+		if o.flush != nil {
+			close(o.flush)
+			<-o.flushDone
+		}
+	})
 }
 
 // checkDest refuses a dest that is a file, or a non-empty directory without force.
@@ -289,6 +328,12 @@ func (o *Output) WriteTensor(name string, off int64, p []byte) error {
 	if _, err := pl.s.f.WriteAt(p, at); err != nil {
 		return fmt.Errorf("%s: tensor %q: writing %d bytes at offset %d: %w", pl.s.shown, name, len(p), off, err)
 	}
+	if n := o.written.Add(int64(len(p))); n/writebackEvery != (n-int64(len(p)))/writebackEvery {
+		select {
+		case o.flush <- struct{}{}:
+		default: // one is pending already
+		}
+	}
 	return nil
 }
 
@@ -387,6 +432,7 @@ func writeSynced(path string, fill func(io.Writer) error) error {
 // name, write the index last (when sharded), fsync the directory, and rename it to
 // dest (with force, an existing dest is moved aside first and removed after).
 func (o *Output) Commit() error {
+	o.stopFlusher()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.state != building {
@@ -513,6 +559,7 @@ func syncDir(dir string) error {
 // Abort removes everything the output made. After Commit it does nothing, so
 // `defer o.Abort()` is safe; it may be called twice.
 func (o *Output) Abort() error {
+	o.stopFlusher()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.state != building {

@@ -529,3 +529,42 @@ func TestFormatBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestWritebackWhileWriting writes enough for the background writeback to
+// run many times, from several goroutines, then commits and reads back.
+func TestWritebackWhileWriting(t *testing.T) {
+	const size = 4*writebackEvery + 12345
+	l, err := PlanLayout([]OutTensor{{"big", "U8", []int64{size}}, {"small", "U8", []int64{7}}}, 3*writebackEvery)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := tensorData(rand.New(rand.NewPCG(3, 4)), l)
+	dest := filepath.Join(t.TempDir(), "out")
+	o, err := CreateOutput(dest, false, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Abort()
+	var wg sync.WaitGroup
+	const chunk = 1 << 20
+	for w := range 3 {
+		wg.Go(func() {
+			for off := w * chunk; off < size; off += 3 * chunk {
+				if err := o.WriteTensor("big", int64(off), data["big"][off:min(off+chunk, size)]); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := o.WriteTensor("small", 0, data["small"]); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	checkSpec(t, dest, l, data)
+	if err := o.Abort(); err != nil { // after Commit: a no-op
+		t.Fatal(err)
+	}
+}
