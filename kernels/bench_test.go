@@ -30,6 +30,7 @@ type benchInputs struct {
 	p         VoteParams
 	thr       []uint32
 	kept      []int
+	scratch   []float32
 }
 
 func newBenchInputs(dt DType, n, elems int) *benchInputs {
@@ -66,6 +67,7 @@ func newBenchInputs(dt DType, n, elems int) *benchInputs {
 		w[i], in.thr[i] = 1, AbsBits(1.4e-3) // keeps about a fifth
 	}
 	in.p = VoteParams{Weights: w}
+	in.scratch = make([]float32, TiesScratch(n, benchBlock))
 	return in
 }
 
@@ -81,7 +83,7 @@ func (in *benchInputs) pass(s *Set) {
 			models[i] = mdl[lo:hi]
 		}
 		s.Ties(&TiesBlock{Dst: in.out[lo:hi], OutDT: in.dt, Base: in.base[lo:hi], Models: models,
-			DT: in.dt, Thr: in.thr, Vote: &in.p, Lambda: 1, Kept: in.kept})
+			DT: in.dt, Thr: in.thr, Vote: &in.p, Lambda: 1, Kept: in.kept, Scratch: in.scratch})
 	}
 }
 

@@ -164,6 +164,9 @@ type TiesBlock struct {
 	// Zero, if not nil (len ≥ n), receives the indices of the elements the
 	// vote counts in VoteStats.ZeroSum, in order, in Zero[:ZeroSum].
 	Zero []int32
+	// Scratch is working memory for the cases a set runs in stages; with
+	// fewer than TiesScratch(len(Models), n) values, those allocate.
+	Scratch []float32
 }
 
 // available lists the sets this CPU can run, best first; the Go set is last.

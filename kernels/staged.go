@@ -7,6 +7,12 @@ import "fmt"
 // stay within about 64 KiB, in L1 or L2.
 const stagedChunk = 16 << 10
 
+// TiesScratch is the working memory Ties may use for a block of n elements
+// of models models: the staged form's float32 blocks, chunk by chunk.
+func TiesScratch(models, n int) int {
+	return (models + 4) * min(max(1, stagedChunk/(models+2)), n)
+}
+
 // stagedTies is Set.Ties made of s's own stage kernels: the reference (for
 // the Go set) and what an assembly set uses for the cases its fused kernel
 // does not take.
@@ -19,7 +25,10 @@ func stagedTies(s *Set) func(b *TiesBlock) VoteStats {
 				nm, len(b.Thr), len(b.Kept), len(b.Vote.Weights)))
 		}
 		chunk := max(1, stagedChunk/(nm+2))
-		buf := make([]float32, (nm+4)*min(chunk, n))
+		buf := b.Scratch
+		if need := TiesScratch(nm, n); len(buf) < need {
+			buf = make([]float32, need)
+		}
 		clear(b.Kept)
 		clear(b.Equal)
 		var st VoteStats

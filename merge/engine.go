@@ -179,6 +179,7 @@ func (r *run) setup() {
 			outb: make([]byte, 4*B), kept: make([]uint64, n), idx: make([]int32, B),
 		}
 		w.fused.Models, w.fused.Thr, w.fused.Kept = make([][]byte, n), make([]uint32, n), make([]int, n)
+		w.fused.Scratch = make([]float32, kernels.TiesScratch(n, B))
 		w.equal = make([]int, n)
 		if p.Method.GlobalMajority {
 			w.scratch = make([]float32, 2*B)

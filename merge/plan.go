@@ -434,7 +434,9 @@ const (
 func (p *Plan) workerBytes(block int) int64 {
 	n := int64(len(p.Models))
 	b := int64(block)
-	scratch := (n+2)*b*4 + b*4                         // τ per model, base, merged, out bytes
+	// τ per model, base, merged, out bytes, Range's indices, the fused
+	// kernel's staged form
+	scratch := (n+2)*b*4 + b*4 + b*4 + int64(kernels.TiesScratch(int(n), block))*4
 	mapped := (n + 1) * (releaseLag*b*4 + 2*faultSpan) // input pages read, not yet released
 	hists := int64(0)
 	if p.Method.Trim {

@@ -219,6 +219,7 @@ type inputs struct {
 	p            kernels.VoteParams
 	thr          []uint32 // per model
 	kept         []int
+	scratch      []float32
 }
 
 // newInputs makes synthetic checkpoints: base values uniform in ±0.05, task
@@ -267,6 +268,7 @@ func newInputs(dt kernels.DType, n, elems, block int) *inputs {
 		w[i], in.thr[i] = 1, kernels.AbsBits(0.0016)
 	}
 	in.p = kernels.VoteParams{Weights: w}
+	in.scratch = make([]float32, kernels.TiesScratch(n, block))
 	return in
 }
 
@@ -311,7 +313,7 @@ func (in *inputs) blocks(s *kernels.Set, first, cnt int) {
 			models[i] = mdl[lo:hi]
 		}
 		s.Ties(&kernels.TiesBlock{Dst: in.out[lo:hi], OutDT: in.dt, Base: in.base[lo:hi], Models: models,
-			DT: in.dt, Thr: in.thr, Vote: &in.p, Lambda: 1, Kept: in.kept})
+			DT: in.dt, Thr: in.thr, Vote: &in.p, Lambda: 1, Kept: in.kept, Scratch: in.scratch})
 	}
 }
 
