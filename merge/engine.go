@@ -244,6 +244,12 @@ func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b blo
 			f.pending.Store(0)
 		}
 	}()
+	// Read-ahead runs about prefetchBytes of input ahead of the workers:
+	// the page cache holds it, not this process, so it costs no RSS.
+	lead := int64(2 * len(r.ws))
+	if len(bs) > 0 {
+		lead = max(lead, prefetchBytes/max(1, r.readBytes(&r.p.Jobs[bs[0].job], bs[0].n)))
+	}
 	var next atomic.Int64
 	var failed atomic.Bool
 	errs := make([]error, len(r.ws))
@@ -263,7 +269,12 @@ func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b blo
 					return
 				}
 				b := bs[i]
-				if ahead := i + int64(2*len(r.ws)); ahead < int64(len(bs)) {
+				if i == 0 {
+					for k := range min(lead, int64(len(bs))) {
+						r.prefetch(bs[k])
+					}
+				}
+				if ahead := i + lead; ahead < int64(len(bs)) {
 					r.prefetch(bs[ahead])
 				}
 				err := mmapio.Guard(func() (err error) {

@@ -90,6 +90,10 @@ func (r *run) closeFiles() {
 	}
 }
 
+// prefetchBytes is how far ahead of the workers, in input bytes, the kernel
+// is asked to read: tens of milliseconds of a disk's reading.
+const prefetchBytes = 64 << 20
+
 // prefetch asks the kernel to start reading the inputs of a block that a
 // worker will take soon, so the disk works while the cores merge.
 func (r *run) prefetch(b block) {
