@@ -209,6 +209,736 @@ func finishBF16AVX512(dst *byte, base *float32, tm *float32, n int, lambda float
 //go:noescape
 func finishF16AVX512(dst *byte, base *float32, tm *float32, n int, lambda float32)
 
+// rangeCountAVX512 counts the n values at tau whose magnitude minus lo is at most width.
+//
+//go:noescape
+func rangeCountAVX512(tau *float32, n int, lo uint32, width uint32) (count int)
+
+// rangeIdxAVX512 writes the indices of the n values at tau whose magnitude minus lo is at most width to idx.
+//
+//go:noescape
+func rangeIdxAVX512(tau *float32, n int, lo uint32, width uint32, idx *int32) (count int)
+
+// tiesF32MeanUN1AVX512 merges n elements of 1 f32 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF32MeanUN1AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN2AVX512 merges n elements of 2 f32 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF32MeanUN2AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN3AVX512 merges n elements of 3 f32 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF32MeanUN3AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN4AVX512 merges n elements of 4 f32 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF32MeanUN4AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN5AVX512 merges n elements of 5 f32 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF32MeanUN5AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN6AVX512 merges n elements of 6 f32 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF32MeanUN6AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN7AVX512 merges n elements of 7 f32 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF32MeanUN7AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN8AVX512 merges n elements of 8 f32 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF32MeanUN8AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN1AVX512 merges n elements of 1 f32 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF32MeanWN1AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN2AVX512 merges n elements of 2 f32 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF32MeanWN2AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN3AVX512 merges n elements of 3 f32 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF32MeanWN3AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN4AVX512 merges n elements of 4 f32 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF32MeanWN4AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN5AVX512 merges n elements of 5 f32 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF32MeanWN5AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN6AVX512 merges n elements of 6 f32 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF32MeanWN6AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN7AVX512 merges n elements of 7 f32 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF32MeanWN7AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN8AVX512 merges n elements of 8 f32 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF32MeanWN8AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N1AVX512 merges n elements of 1 f32 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF32Mean1N1AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N2AVX512 merges n elements of 2 f32 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF32Mean1N2AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N3AVX512 merges n elements of 3 f32 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF32Mean1N3AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N4AVX512 merges n elements of 4 f32 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF32Mean1N4AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N5AVX512 merges n elements of 5 f32 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF32Mean1N5AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N6AVX512 merges n elements of 6 f32 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF32Mean1N6AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N7AVX512 merges n elements of 7 f32 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF32Mean1N7AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N8AVX512 merges n elements of 8 f32 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF32Mean1N8AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN1AVX512 merges n elements of 1 f32 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF32SumUN1AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN2AVX512 merges n elements of 2 f32 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF32SumUN2AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN3AVX512 merges n elements of 3 f32 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF32SumUN3AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN4AVX512 merges n elements of 4 f32 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF32SumUN4AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN5AVX512 merges n elements of 5 f32 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF32SumUN5AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN6AVX512 merges n elements of 6 f32 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF32SumUN6AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN7AVX512 merges n elements of 7 f32 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF32SumUN7AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN8AVX512 merges n elements of 8 f32 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF32SumUN8AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN1AVX512 merges n elements of 1 f32 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF32SumWN1AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN2AVX512 merges n elements of 2 f32 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF32SumWN2AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN3AVX512 merges n elements of 3 f32 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF32SumWN3AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN4AVX512 merges n elements of 4 f32 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF32SumWN4AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN5AVX512 merges n elements of 5 f32 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF32SumWN5AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN6AVX512 merges n elements of 6 f32 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF32SumWN6AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN7AVX512 merges n elements of 7 f32 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF32SumWN7AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN8AVX512 merges n elements of 8 f32 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF32SumWN8AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N1AVX512 merges n elements of 1 f32 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF32Sum1N1AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N2AVX512 merges n elements of 2 f32 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF32Sum1N2AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N3AVX512 merges n elements of 3 f32 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF32Sum1N3AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N4AVX512 merges n elements of 4 f32 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF32Sum1N4AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N5AVX512 merges n elements of 5 f32 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF32Sum1N5AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N6AVX512 merges n elements of 6 f32 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF32Sum1N6AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N7AVX512 merges n elements of 7 f32 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF32Sum1N7AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N8AVX512 merges n elements of 8 f32 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF32Sum1N8AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN1AVX512 merges n elements of 1 f16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF16MeanUN1AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN2AVX512 merges n elements of 2 f16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF16MeanUN2AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN3AVX512 merges n elements of 3 f16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF16MeanUN3AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN4AVX512 merges n elements of 4 f16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF16MeanUN4AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN5AVX512 merges n elements of 5 f16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF16MeanUN5AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN6AVX512 merges n elements of 6 f16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF16MeanUN6AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN7AVX512 merges n elements of 7 f16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF16MeanUN7AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN8AVX512 merges n elements of 8 f16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF16MeanUN8AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN1AVX512 merges n elements of 1 f16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF16MeanWN1AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN2AVX512 merges n elements of 2 f16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF16MeanWN2AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN3AVX512 merges n elements of 3 f16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF16MeanWN3AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN4AVX512 merges n elements of 4 f16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF16MeanWN4AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN5AVX512 merges n elements of 5 f16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF16MeanWN5AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN6AVX512 merges n elements of 6 f16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF16MeanWN6AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN7AVX512 merges n elements of 7 f16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF16MeanWN7AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN8AVX512 merges n elements of 8 f16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF16MeanWN8AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N1AVX512 merges n elements of 1 f16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF16Mean1N1AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N2AVX512 merges n elements of 2 f16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF16Mean1N2AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N3AVX512 merges n elements of 3 f16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF16Mean1N3AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N4AVX512 merges n elements of 4 f16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF16Mean1N4AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N5AVX512 merges n elements of 5 f16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF16Mean1N5AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N6AVX512 merges n elements of 6 f16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF16Mean1N6AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N7AVX512 merges n elements of 7 f16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF16Mean1N7AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N8AVX512 merges n elements of 8 f16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF16Mean1N8AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN1AVX512 merges n elements of 1 f16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF16SumUN1AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN2AVX512 merges n elements of 2 f16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF16SumUN2AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN3AVX512 merges n elements of 3 f16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF16SumUN3AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN4AVX512 merges n elements of 4 f16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF16SumUN4AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN5AVX512 merges n elements of 5 f16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF16SumUN5AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN6AVX512 merges n elements of 6 f16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF16SumUN6AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN7AVX512 merges n elements of 7 f16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF16SumUN7AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN8AVX512 merges n elements of 8 f16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF16SumUN8AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN1AVX512 merges n elements of 1 f16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF16SumWN1AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN2AVX512 merges n elements of 2 f16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF16SumWN2AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN3AVX512 merges n elements of 3 f16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF16SumWN3AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN4AVX512 merges n elements of 4 f16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF16SumWN4AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN5AVX512 merges n elements of 5 f16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF16SumWN5AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN6AVX512 merges n elements of 6 f16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF16SumWN6AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN7AVX512 merges n elements of 7 f16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF16SumWN7AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN8AVX512 merges n elements of 8 f16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF16SumWN8AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N1AVX512 merges n elements of 1 f16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF16Sum1N1AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N2AVX512 merges n elements of 2 f16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF16Sum1N2AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N3AVX512 merges n elements of 3 f16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF16Sum1N3AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N4AVX512 merges n elements of 4 f16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF16Sum1N4AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N5AVX512 merges n elements of 5 f16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF16Sum1N5AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N6AVX512 merges n elements of 6 f16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF16Sum1N6AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N7AVX512 merges n elements of 7 f16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF16Sum1N7AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N8AVX512 merges n elements of 8 f16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF16Sum1N8AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN1AVX512 merges n elements of 1 bf16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesBF16MeanUN1AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN2AVX512 merges n elements of 2 bf16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesBF16MeanUN2AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN3AVX512 merges n elements of 3 bf16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesBF16MeanUN3AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN4AVX512 merges n elements of 4 bf16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesBF16MeanUN4AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN5AVX512 merges n elements of 5 bf16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesBF16MeanUN5AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN6AVX512 merges n elements of 6 bf16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesBF16MeanUN6AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN7AVX512 merges n elements of 7 bf16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesBF16MeanUN7AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN8AVX512 merges n elements of 8 bf16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesBF16MeanUN8AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN1AVX512 merges n elements of 1 bf16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesBF16MeanWN1AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN2AVX512 merges n elements of 2 bf16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesBF16MeanWN2AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN3AVX512 merges n elements of 3 bf16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesBF16MeanWN3AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN4AVX512 merges n elements of 4 bf16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesBF16MeanWN4AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN5AVX512 merges n elements of 5 bf16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesBF16MeanWN5AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN6AVX512 merges n elements of 6 bf16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesBF16MeanWN6AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN7AVX512 merges n elements of 7 bf16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesBF16MeanWN7AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN8AVX512 merges n elements of 8 bf16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesBF16MeanWN8AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N1AVX512 merges n elements of 1 bf16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesBF16Mean1N1AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N2AVX512 merges n elements of 2 bf16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesBF16Mean1N2AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N3AVX512 merges n elements of 3 bf16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesBF16Mean1N3AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N4AVX512 merges n elements of 4 bf16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesBF16Mean1N4AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N5AVX512 merges n elements of 5 bf16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesBF16Mean1N5AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N6AVX512 merges n elements of 6 bf16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesBF16Mean1N6AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N7AVX512 merges n elements of 7 bf16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesBF16Mean1N7AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N8AVX512 merges n elements of 8 bf16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesBF16Mean1N8AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN1AVX512 merges n elements of 1 bf16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesBF16SumUN1AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN2AVX512 merges n elements of 2 bf16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesBF16SumUN2AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN3AVX512 merges n elements of 3 bf16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesBF16SumUN3AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN4AVX512 merges n elements of 4 bf16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesBF16SumUN4AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN5AVX512 merges n elements of 5 bf16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesBF16SumUN5AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN6AVX512 merges n elements of 6 bf16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesBF16SumUN6AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN7AVX512 merges n elements of 7 bf16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesBF16SumUN7AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN8AVX512 merges n elements of 8 bf16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesBF16SumUN8AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN1AVX512 merges n elements of 1 bf16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesBF16SumWN1AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN2AVX512 merges n elements of 2 bf16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesBF16SumWN2AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN3AVX512 merges n elements of 3 bf16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesBF16SumWN3AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN4AVX512 merges n elements of 4 bf16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesBF16SumWN4AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN5AVX512 merges n elements of 5 bf16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesBF16SumWN5AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN6AVX512 merges n elements of 6 bf16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesBF16SumWN6AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN7AVX512 merges n elements of 7 bf16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesBF16SumWN7AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN8AVX512 merges n elements of 8 bf16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesBF16SumWN8AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N1AVX512 merges n elements of 1 bf16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesBF16Sum1N1AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N2AVX512 merges n elements of 2 bf16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesBF16Sum1N2AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N3AVX512 merges n elements of 3 bf16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesBF16Sum1N3AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N4AVX512 merges n elements of 4 bf16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesBF16Sum1N4AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N5AVX512 merges n elements of 5 bf16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesBF16Sum1N5AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N6AVX512 merges n elements of 6 bf16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesBF16Sum1N6AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N7AVX512 merges n elements of 7 bf16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesBF16Sum1N7AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N8AVX512 merges n elements of 8 bf16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesBF16Sum1N8AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
 // widenBF16AVX2 widens n (a multiple of 8) bf16 values at src into dst.
 //
 //go:noescape
@@ -414,6 +1144,736 @@ func finishBF16AVX2(dst *byte, base *float32, tm *float32, n int, lambda float32
 //go:noescape
 func finishF16AVX2(dst *byte, base *float32, tm *float32, n int, lambda float32)
 
+// rangeCountAVX2 counts the n (a multiple of 8) values at tau whose magnitude minus lo is at most width.
+//
+//go:noescape
+func rangeCountAVX2(tau *float32, n int, lo uint32, width uint32) (count int)
+
+// rangeIdxAVX2 writes the indices of the n (a multiple of 8) values at tau whose magnitude minus lo is at most width to idx.
+//
+//go:noescape
+func rangeIdxAVX2(tau *float32, n int, lo uint32, width uint32, idx *int32) (count int)
+
+// tiesF32MeanUN1AVX2 merges n (a multiple of 8) elements of 1 f32 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF32MeanUN1AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN2AVX2 merges n (a multiple of 8) elements of 2 f32 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF32MeanUN2AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN3AVX2 merges n (a multiple of 8) elements of 3 f32 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF32MeanUN3AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN4AVX2 merges n (a multiple of 8) elements of 4 f32 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF32MeanUN4AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN5AVX2 merges n (a multiple of 8) elements of 5 f32 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF32MeanUN5AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN6AVX2 merges n (a multiple of 8) elements of 6 f32 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF32MeanUN6AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN7AVX2 merges n (a multiple of 8) elements of 7 f32 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF32MeanUN7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN8AVX2 merges n (a multiple of 8) elements of 8 f32 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF32MeanUN8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN1AVX2 merges n (a multiple of 8) elements of 1 f32 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF32MeanWN1AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN2AVX2 merges n (a multiple of 8) elements of 2 f32 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF32MeanWN2AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN3AVX2 merges n (a multiple of 8) elements of 3 f32 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF32MeanWN3AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN4AVX2 merges n (a multiple of 8) elements of 4 f32 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF32MeanWN4AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN5AVX2 merges n (a multiple of 8) elements of 5 f32 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF32MeanWN5AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN6AVX2 merges n (a multiple of 8) elements of 6 f32 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF32MeanWN6AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN7AVX2 merges n (a multiple of 8) elements of 7 f32 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF32MeanWN7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN8AVX2 merges n (a multiple of 8) elements of 8 f32 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF32MeanWN8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N1AVX2 merges n (a multiple of 8) elements of 1 f32 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF32Mean1N1AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N2AVX2 merges n (a multiple of 8) elements of 2 f32 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF32Mean1N2AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N3AVX2 merges n (a multiple of 8) elements of 3 f32 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF32Mean1N3AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N4AVX2 merges n (a multiple of 8) elements of 4 f32 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF32Mean1N4AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N5AVX2 merges n (a multiple of 8) elements of 5 f32 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF32Mean1N5AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N6AVX2 merges n (a multiple of 8) elements of 6 f32 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF32Mean1N6AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N7AVX2 merges n (a multiple of 8) elements of 7 f32 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF32Mean1N7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N8AVX2 merges n (a multiple of 8) elements of 8 f32 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF32Mean1N8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN1AVX2 merges n (a multiple of 8) elements of 1 f32 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF32SumUN1AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN2AVX2 merges n (a multiple of 8) elements of 2 f32 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF32SumUN2AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN3AVX2 merges n (a multiple of 8) elements of 3 f32 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF32SumUN3AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN4AVX2 merges n (a multiple of 8) elements of 4 f32 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF32SumUN4AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN5AVX2 merges n (a multiple of 8) elements of 5 f32 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF32SumUN5AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN6AVX2 merges n (a multiple of 8) elements of 6 f32 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF32SumUN6AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN7AVX2 merges n (a multiple of 8) elements of 7 f32 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF32SumUN7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN8AVX2 merges n (a multiple of 8) elements of 8 f32 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF32SumUN8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN1AVX2 merges n (a multiple of 8) elements of 1 f32 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF32SumWN1AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN2AVX2 merges n (a multiple of 8) elements of 2 f32 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF32SumWN2AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN3AVX2 merges n (a multiple of 8) elements of 3 f32 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF32SumWN3AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN4AVX2 merges n (a multiple of 8) elements of 4 f32 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF32SumWN4AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN5AVX2 merges n (a multiple of 8) elements of 5 f32 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF32SumWN5AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN6AVX2 merges n (a multiple of 8) elements of 6 f32 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF32SumWN6AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN7AVX2 merges n (a multiple of 8) elements of 7 f32 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF32SumWN7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN8AVX2 merges n (a multiple of 8) elements of 8 f32 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF32SumWN8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N1AVX2 merges n (a multiple of 8) elements of 1 f32 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF32Sum1N1AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N2AVX2 merges n (a multiple of 8) elements of 2 f32 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF32Sum1N2AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N3AVX2 merges n (a multiple of 8) elements of 3 f32 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF32Sum1N3AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N4AVX2 merges n (a multiple of 8) elements of 4 f32 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF32Sum1N4AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N5AVX2 merges n (a multiple of 8) elements of 5 f32 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF32Sum1N5AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N6AVX2 merges n (a multiple of 8) elements of 6 f32 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF32Sum1N6AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N7AVX2 merges n (a multiple of 8) elements of 7 f32 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF32Sum1N7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N8AVX2 merges n (a multiple of 8) elements of 8 f32 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF32Sum1N8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN1AVX2 merges n (a multiple of 8) elements of 1 f16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF16MeanUN1AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN2AVX2 merges n (a multiple of 8) elements of 2 f16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF16MeanUN2AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN3AVX2 merges n (a multiple of 8) elements of 3 f16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF16MeanUN3AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN4AVX2 merges n (a multiple of 8) elements of 4 f16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF16MeanUN4AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN5AVX2 merges n (a multiple of 8) elements of 5 f16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF16MeanUN5AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN6AVX2 merges n (a multiple of 8) elements of 6 f16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF16MeanUN6AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN7AVX2 merges n (a multiple of 8) elements of 7 f16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF16MeanUN7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN8AVX2 merges n (a multiple of 8) elements of 8 f16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesF16MeanUN8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN1AVX2 merges n (a multiple of 8) elements of 1 f16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF16MeanWN1AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN2AVX2 merges n (a multiple of 8) elements of 2 f16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF16MeanWN2AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN3AVX2 merges n (a multiple of 8) elements of 3 f16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF16MeanWN3AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN4AVX2 merges n (a multiple of 8) elements of 4 f16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF16MeanWN4AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN5AVX2 merges n (a multiple of 8) elements of 5 f16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF16MeanWN5AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN6AVX2 merges n (a multiple of 8) elements of 6 f16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF16MeanWN6AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN7AVX2 merges n (a multiple of 8) elements of 7 f16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF16MeanWN7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN8AVX2 merges n (a multiple of 8) elements of 8 f16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesF16MeanWN8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N1AVX2 merges n (a multiple of 8) elements of 1 f16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF16Mean1N1AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N2AVX2 merges n (a multiple of 8) elements of 2 f16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF16Mean1N2AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N3AVX2 merges n (a multiple of 8) elements of 3 f16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF16Mean1N3AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N4AVX2 merges n (a multiple of 8) elements of 4 f16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF16Mean1N4AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N5AVX2 merges n (a multiple of 8) elements of 5 f16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF16Mean1N5AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N6AVX2 merges n (a multiple of 8) elements of 6 f16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF16Mean1N6AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N7AVX2 merges n (a multiple of 8) elements of 7 f16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF16Mean1N7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N8AVX2 merges n (a multiple of 8) elements of 8 f16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesF16Mean1N8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN1AVX2 merges n (a multiple of 8) elements of 1 f16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF16SumUN1AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN2AVX2 merges n (a multiple of 8) elements of 2 f16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF16SumUN2AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN3AVX2 merges n (a multiple of 8) elements of 3 f16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF16SumUN3AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN4AVX2 merges n (a multiple of 8) elements of 4 f16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF16SumUN4AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN5AVX2 merges n (a multiple of 8) elements of 5 f16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF16SumUN5AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN6AVX2 merges n (a multiple of 8) elements of 6 f16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF16SumUN6AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN7AVX2 merges n (a multiple of 8) elements of 7 f16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF16SumUN7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN8AVX2 merges n (a multiple of 8) elements of 8 f16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesF16SumUN8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN1AVX2 merges n (a multiple of 8) elements of 1 f16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF16SumWN1AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN2AVX2 merges n (a multiple of 8) elements of 2 f16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF16SumWN2AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN3AVX2 merges n (a multiple of 8) elements of 3 f16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF16SumWN3AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN4AVX2 merges n (a multiple of 8) elements of 4 f16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF16SumWN4AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN5AVX2 merges n (a multiple of 8) elements of 5 f16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF16SumWN5AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN6AVX2 merges n (a multiple of 8) elements of 6 f16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF16SumWN6AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN7AVX2 merges n (a multiple of 8) elements of 7 f16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF16SumWN7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN8AVX2 merges n (a multiple of 8) elements of 8 f16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesF16SumWN8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N1AVX2 merges n (a multiple of 8) elements of 1 f16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF16Sum1N1AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N2AVX2 merges n (a multiple of 8) elements of 2 f16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF16Sum1N2AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N3AVX2 merges n (a multiple of 8) elements of 3 f16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF16Sum1N3AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N4AVX2 merges n (a multiple of 8) elements of 4 f16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF16Sum1N4AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N5AVX2 merges n (a multiple of 8) elements of 5 f16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF16Sum1N5AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N6AVX2 merges n (a multiple of 8) elements of 6 f16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF16Sum1N6AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N7AVX2 merges n (a multiple of 8) elements of 7 f16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF16Sum1N7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N8AVX2 merges n (a multiple of 8) elements of 8 f16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesF16Sum1N8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN1AVX2 merges n (a multiple of 8) elements of 1 bf16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesBF16MeanUN1AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN2AVX2 merges n (a multiple of 8) elements of 2 bf16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesBF16MeanUN2AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN3AVX2 merges n (a multiple of 8) elements of 3 bf16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesBF16MeanUN3AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN4AVX2 merges n (a multiple of 8) elements of 4 bf16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesBF16MeanUN4AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN5AVX2 merges n (a multiple of 8) elements of 5 bf16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesBF16MeanUN5AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN6AVX2 merges n (a multiple of 8) elements of 6 bf16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesBF16MeanUN6AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN7AVX2 merges n (a multiple of 8) elements of 7 bf16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesBF16MeanUN7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN8AVX2 merges n (a multiple of 8) elements of 8 bf16 models (consensus Sum, aggregate Mean, weights U).
+//
+//go:noescape
+func tiesBF16MeanUN8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN1AVX2 merges n (a multiple of 8) elements of 1 bf16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesBF16MeanWN1AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN2AVX2 merges n (a multiple of 8) elements of 2 bf16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesBF16MeanWN2AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN3AVX2 merges n (a multiple of 8) elements of 3 bf16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesBF16MeanWN3AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN4AVX2 merges n (a multiple of 8) elements of 4 bf16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesBF16MeanWN4AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN5AVX2 merges n (a multiple of 8) elements of 5 bf16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesBF16MeanWN5AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN6AVX2 merges n (a multiple of 8) elements of 6 bf16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesBF16MeanWN6AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN7AVX2 merges n (a multiple of 8) elements of 7 bf16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesBF16MeanWN7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN8AVX2 merges n (a multiple of 8) elements of 8 bf16 models (consensus Sum, aggregate Mean, weights W).
+//
+//go:noescape
+func tiesBF16MeanWN8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N1AVX2 merges n (a multiple of 8) elements of 1 bf16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesBF16Mean1N1AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N2AVX2 merges n (a multiple of 8) elements of 2 bf16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesBF16Mean1N2AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N3AVX2 merges n (a multiple of 8) elements of 3 bf16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesBF16Mean1N3AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N4AVX2 merges n (a multiple of 8) elements of 4 bf16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesBF16Mean1N4AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N5AVX2 merges n (a multiple of 8) elements of 5 bf16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesBF16Mean1N5AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N6AVX2 merges n (a multiple of 8) elements of 6 bf16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesBF16Mean1N6AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N7AVX2 merges n (a multiple of 8) elements of 7 bf16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesBF16Mean1N7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N8AVX2 merges n (a multiple of 8) elements of 8 bf16 models (consensus Sum, aggregate Mean, weights 1).
+//
+//go:noescape
+func tiesBF16Mean1N8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN1AVX2 merges n (a multiple of 8) elements of 1 bf16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesBF16SumUN1AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN2AVX2 merges n (a multiple of 8) elements of 2 bf16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesBF16SumUN2AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN3AVX2 merges n (a multiple of 8) elements of 3 bf16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesBF16SumUN3AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN4AVX2 merges n (a multiple of 8) elements of 4 bf16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesBF16SumUN4AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN5AVX2 merges n (a multiple of 8) elements of 5 bf16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesBF16SumUN5AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN6AVX2 merges n (a multiple of 8) elements of 6 bf16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesBF16SumUN6AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN7AVX2 merges n (a multiple of 8) elements of 7 bf16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesBF16SumUN7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN8AVX2 merges n (a multiple of 8) elements of 8 bf16 models (consensus Sum, aggregate Sum, weights U).
+//
+//go:noescape
+func tiesBF16SumUN8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN1AVX2 merges n (a multiple of 8) elements of 1 bf16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesBF16SumWN1AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN2AVX2 merges n (a multiple of 8) elements of 2 bf16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesBF16SumWN2AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN3AVX2 merges n (a multiple of 8) elements of 3 bf16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesBF16SumWN3AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN4AVX2 merges n (a multiple of 8) elements of 4 bf16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesBF16SumWN4AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN5AVX2 merges n (a multiple of 8) elements of 5 bf16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesBF16SumWN5AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN6AVX2 merges n (a multiple of 8) elements of 6 bf16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesBF16SumWN6AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN7AVX2 merges n (a multiple of 8) elements of 7 bf16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesBF16SumWN7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN8AVX2 merges n (a multiple of 8) elements of 8 bf16 models (consensus Sum, aggregate Sum, weights W).
+//
+//go:noescape
+func tiesBF16SumWN8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N1AVX2 merges n (a multiple of 8) elements of 1 bf16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesBF16Sum1N1AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N2AVX2 merges n (a multiple of 8) elements of 2 bf16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesBF16Sum1N2AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N3AVX2 merges n (a multiple of 8) elements of 3 bf16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesBF16Sum1N3AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N4AVX2 merges n (a multiple of 8) elements of 4 bf16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesBF16Sum1N4AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N5AVX2 merges n (a multiple of 8) elements of 5 bf16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesBF16Sum1N5AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N6AVX2 merges n (a multiple of 8) elements of 6 bf16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesBF16Sum1N6AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N7AVX2 merges n (a multiple of 8) elements of 7 bf16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesBF16Sum1N7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N8AVX2 merges n (a multiple of 8) elements of 8 bf16 models (consensus Sum, aggregate Sum, weights 1).
+//
+//go:noescape
+func tiesBF16Sum1N8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
 // voteAVX512 runs the AVX512 vote variant for p over n elements.
 func voteAVX512(p *VoteParams, out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int) {
 	switch voteKind(p) {
@@ -556,6 +2016,618 @@ func voteAVX2(p *VoteParams, out *float32, taus *float32, stride int, w *float32
 		return voteNoneMaxWAVX2(out, taus, stride, w, models, n)
 	case 35:
 		return voteNoneMax1AVX2(out, taus, stride, w, models, n)
+	}
+	panic("unreachable")
+}
+
+// tiesArgs is the parameter block of the fused Ties kernels.
+type tiesArgs struct {
+	models [8]*byte // model i's first element
+	// thr[i] is model i's threshold in every lane: DeltaTrim's thrBits
+	// (AVX-512), or min(thrBits, 0x80000000) − 1 compared signed (AVX2).
+	thr  [8][8]uint32
+	w    [8]float32
+	kept [8]int // the kernels add each model's kept count
+	// zero is where the next zero-sum index goes (the kernels advance it),
+	// 0 if none are wanted. A uintptr: the assembly writes it back, and
+	// TiesBlock.Zero keeps the memory alive.
+	zero   uintptr
+	base   *byte
+	dst    *byte
+	lambda float32
+	_      uint32
+	idx    [16]int32 // lane k's block index at the call's first element
+}
+
+// tiesArgsOffsets are the offsets the assembly uses, in field order.
+var tiesArgsOffsets = [...]uintptr{0, 64, 320, 352, 416, 424, 432, 440, 448}
+
+// tiesAVX512 runs the AVX512 fused kernel numbered kind (tiesKind) over n elements.
+func tiesAVX512(kind int, a *tiesArgs, n int) (pos, neg, zero, conflicts int) {
+	switch kind {
+	case 0:
+		return tiesF32MeanUN1AVX512(a, n)
+	case 1:
+		return tiesF32MeanUN2AVX512(a, n)
+	case 2:
+		return tiesF32MeanUN3AVX512(a, n)
+	case 3:
+		return tiesF32MeanUN4AVX512(a, n)
+	case 4:
+		return tiesF32MeanUN5AVX512(a, n)
+	case 5:
+		return tiesF32MeanUN6AVX512(a, n)
+	case 6:
+		return tiesF32MeanUN7AVX512(a, n)
+	case 7:
+		return tiesF32MeanUN8AVX512(a, n)
+	case 8:
+		return tiesF32MeanWN1AVX512(a, n)
+	case 9:
+		return tiesF32MeanWN2AVX512(a, n)
+	case 10:
+		return tiesF32MeanWN3AVX512(a, n)
+	case 11:
+		return tiesF32MeanWN4AVX512(a, n)
+	case 12:
+		return tiesF32MeanWN5AVX512(a, n)
+	case 13:
+		return tiesF32MeanWN6AVX512(a, n)
+	case 14:
+		return tiesF32MeanWN7AVX512(a, n)
+	case 15:
+		return tiesF32MeanWN8AVX512(a, n)
+	case 16:
+		return tiesF32Mean1N1AVX512(a, n)
+	case 17:
+		return tiesF32Mean1N2AVX512(a, n)
+	case 18:
+		return tiesF32Mean1N3AVX512(a, n)
+	case 19:
+		return tiesF32Mean1N4AVX512(a, n)
+	case 20:
+		return tiesF32Mean1N5AVX512(a, n)
+	case 21:
+		return tiesF32Mean1N6AVX512(a, n)
+	case 22:
+		return tiesF32Mean1N7AVX512(a, n)
+	case 23:
+		return tiesF32Mean1N8AVX512(a, n)
+	case 24:
+		return tiesF32SumUN1AVX512(a, n)
+	case 25:
+		return tiesF32SumUN2AVX512(a, n)
+	case 26:
+		return tiesF32SumUN3AVX512(a, n)
+	case 27:
+		return tiesF32SumUN4AVX512(a, n)
+	case 28:
+		return tiesF32SumUN5AVX512(a, n)
+	case 29:
+		return tiesF32SumUN6AVX512(a, n)
+	case 30:
+		return tiesF32SumUN7AVX512(a, n)
+	case 31:
+		return tiesF32SumUN8AVX512(a, n)
+	case 32:
+		return tiesF32SumWN1AVX512(a, n)
+	case 33:
+		return tiesF32SumWN2AVX512(a, n)
+	case 34:
+		return tiesF32SumWN3AVX512(a, n)
+	case 35:
+		return tiesF32SumWN4AVX512(a, n)
+	case 36:
+		return tiesF32SumWN5AVX512(a, n)
+	case 37:
+		return tiesF32SumWN6AVX512(a, n)
+	case 38:
+		return tiesF32SumWN7AVX512(a, n)
+	case 39:
+		return tiesF32SumWN8AVX512(a, n)
+	case 40:
+		return tiesF32Sum1N1AVX512(a, n)
+	case 41:
+		return tiesF32Sum1N2AVX512(a, n)
+	case 42:
+		return tiesF32Sum1N3AVX512(a, n)
+	case 43:
+		return tiesF32Sum1N4AVX512(a, n)
+	case 44:
+		return tiesF32Sum1N5AVX512(a, n)
+	case 45:
+		return tiesF32Sum1N6AVX512(a, n)
+	case 46:
+		return tiesF32Sum1N7AVX512(a, n)
+	case 47:
+		return tiesF32Sum1N8AVX512(a, n)
+	case 48:
+		return tiesF16MeanUN1AVX512(a, n)
+	case 49:
+		return tiesF16MeanUN2AVX512(a, n)
+	case 50:
+		return tiesF16MeanUN3AVX512(a, n)
+	case 51:
+		return tiesF16MeanUN4AVX512(a, n)
+	case 52:
+		return tiesF16MeanUN5AVX512(a, n)
+	case 53:
+		return tiesF16MeanUN6AVX512(a, n)
+	case 54:
+		return tiesF16MeanUN7AVX512(a, n)
+	case 55:
+		return tiesF16MeanUN8AVX512(a, n)
+	case 56:
+		return tiesF16MeanWN1AVX512(a, n)
+	case 57:
+		return tiesF16MeanWN2AVX512(a, n)
+	case 58:
+		return tiesF16MeanWN3AVX512(a, n)
+	case 59:
+		return tiesF16MeanWN4AVX512(a, n)
+	case 60:
+		return tiesF16MeanWN5AVX512(a, n)
+	case 61:
+		return tiesF16MeanWN6AVX512(a, n)
+	case 62:
+		return tiesF16MeanWN7AVX512(a, n)
+	case 63:
+		return tiesF16MeanWN8AVX512(a, n)
+	case 64:
+		return tiesF16Mean1N1AVX512(a, n)
+	case 65:
+		return tiesF16Mean1N2AVX512(a, n)
+	case 66:
+		return tiesF16Mean1N3AVX512(a, n)
+	case 67:
+		return tiesF16Mean1N4AVX512(a, n)
+	case 68:
+		return tiesF16Mean1N5AVX512(a, n)
+	case 69:
+		return tiesF16Mean1N6AVX512(a, n)
+	case 70:
+		return tiesF16Mean1N7AVX512(a, n)
+	case 71:
+		return tiesF16Mean1N8AVX512(a, n)
+	case 72:
+		return tiesF16SumUN1AVX512(a, n)
+	case 73:
+		return tiesF16SumUN2AVX512(a, n)
+	case 74:
+		return tiesF16SumUN3AVX512(a, n)
+	case 75:
+		return tiesF16SumUN4AVX512(a, n)
+	case 76:
+		return tiesF16SumUN5AVX512(a, n)
+	case 77:
+		return tiesF16SumUN6AVX512(a, n)
+	case 78:
+		return tiesF16SumUN7AVX512(a, n)
+	case 79:
+		return tiesF16SumUN8AVX512(a, n)
+	case 80:
+		return tiesF16SumWN1AVX512(a, n)
+	case 81:
+		return tiesF16SumWN2AVX512(a, n)
+	case 82:
+		return tiesF16SumWN3AVX512(a, n)
+	case 83:
+		return tiesF16SumWN4AVX512(a, n)
+	case 84:
+		return tiesF16SumWN5AVX512(a, n)
+	case 85:
+		return tiesF16SumWN6AVX512(a, n)
+	case 86:
+		return tiesF16SumWN7AVX512(a, n)
+	case 87:
+		return tiesF16SumWN8AVX512(a, n)
+	case 88:
+		return tiesF16Sum1N1AVX512(a, n)
+	case 89:
+		return tiesF16Sum1N2AVX512(a, n)
+	case 90:
+		return tiesF16Sum1N3AVX512(a, n)
+	case 91:
+		return tiesF16Sum1N4AVX512(a, n)
+	case 92:
+		return tiesF16Sum1N5AVX512(a, n)
+	case 93:
+		return tiesF16Sum1N6AVX512(a, n)
+	case 94:
+		return tiesF16Sum1N7AVX512(a, n)
+	case 95:
+		return tiesF16Sum1N8AVX512(a, n)
+	case 96:
+		return tiesBF16MeanUN1AVX512(a, n)
+	case 97:
+		return tiesBF16MeanUN2AVX512(a, n)
+	case 98:
+		return tiesBF16MeanUN3AVX512(a, n)
+	case 99:
+		return tiesBF16MeanUN4AVX512(a, n)
+	case 100:
+		return tiesBF16MeanUN5AVX512(a, n)
+	case 101:
+		return tiesBF16MeanUN6AVX512(a, n)
+	case 102:
+		return tiesBF16MeanUN7AVX512(a, n)
+	case 103:
+		return tiesBF16MeanUN8AVX512(a, n)
+	case 104:
+		return tiesBF16MeanWN1AVX512(a, n)
+	case 105:
+		return tiesBF16MeanWN2AVX512(a, n)
+	case 106:
+		return tiesBF16MeanWN3AVX512(a, n)
+	case 107:
+		return tiesBF16MeanWN4AVX512(a, n)
+	case 108:
+		return tiesBF16MeanWN5AVX512(a, n)
+	case 109:
+		return tiesBF16MeanWN6AVX512(a, n)
+	case 110:
+		return tiesBF16MeanWN7AVX512(a, n)
+	case 111:
+		return tiesBF16MeanWN8AVX512(a, n)
+	case 112:
+		return tiesBF16Mean1N1AVX512(a, n)
+	case 113:
+		return tiesBF16Mean1N2AVX512(a, n)
+	case 114:
+		return tiesBF16Mean1N3AVX512(a, n)
+	case 115:
+		return tiesBF16Mean1N4AVX512(a, n)
+	case 116:
+		return tiesBF16Mean1N5AVX512(a, n)
+	case 117:
+		return tiesBF16Mean1N6AVX512(a, n)
+	case 118:
+		return tiesBF16Mean1N7AVX512(a, n)
+	case 119:
+		return tiesBF16Mean1N8AVX512(a, n)
+	case 120:
+		return tiesBF16SumUN1AVX512(a, n)
+	case 121:
+		return tiesBF16SumUN2AVX512(a, n)
+	case 122:
+		return tiesBF16SumUN3AVX512(a, n)
+	case 123:
+		return tiesBF16SumUN4AVX512(a, n)
+	case 124:
+		return tiesBF16SumUN5AVX512(a, n)
+	case 125:
+		return tiesBF16SumUN6AVX512(a, n)
+	case 126:
+		return tiesBF16SumUN7AVX512(a, n)
+	case 127:
+		return tiesBF16SumUN8AVX512(a, n)
+	case 128:
+		return tiesBF16SumWN1AVX512(a, n)
+	case 129:
+		return tiesBF16SumWN2AVX512(a, n)
+	case 130:
+		return tiesBF16SumWN3AVX512(a, n)
+	case 131:
+		return tiesBF16SumWN4AVX512(a, n)
+	case 132:
+		return tiesBF16SumWN5AVX512(a, n)
+	case 133:
+		return tiesBF16SumWN6AVX512(a, n)
+	case 134:
+		return tiesBF16SumWN7AVX512(a, n)
+	case 135:
+		return tiesBF16SumWN8AVX512(a, n)
+	case 136:
+		return tiesBF16Sum1N1AVX512(a, n)
+	case 137:
+		return tiesBF16Sum1N2AVX512(a, n)
+	case 138:
+		return tiesBF16Sum1N3AVX512(a, n)
+	case 139:
+		return tiesBF16Sum1N4AVX512(a, n)
+	case 140:
+		return tiesBF16Sum1N5AVX512(a, n)
+	case 141:
+		return tiesBF16Sum1N6AVX512(a, n)
+	case 142:
+		return tiesBF16Sum1N7AVX512(a, n)
+	case 143:
+		return tiesBF16Sum1N8AVX512(a, n)
+	}
+	panic("unreachable")
+}
+
+// tiesAVX2 runs the AVX2 fused kernel numbered kind (tiesKind) over n elements.
+func tiesAVX2(kind int, a *tiesArgs, n int) (pos, neg, zero, conflicts int) {
+	switch kind {
+	case 0:
+		return tiesF32MeanUN1AVX2(a, n)
+	case 1:
+		return tiesF32MeanUN2AVX2(a, n)
+	case 2:
+		return tiesF32MeanUN3AVX2(a, n)
+	case 3:
+		return tiesF32MeanUN4AVX2(a, n)
+	case 4:
+		return tiesF32MeanUN5AVX2(a, n)
+	case 5:
+		return tiesF32MeanUN6AVX2(a, n)
+	case 6:
+		return tiesF32MeanUN7AVX2(a, n)
+	case 7:
+		return tiesF32MeanUN8AVX2(a, n)
+	case 8:
+		return tiesF32MeanWN1AVX2(a, n)
+	case 9:
+		return tiesF32MeanWN2AVX2(a, n)
+	case 10:
+		return tiesF32MeanWN3AVX2(a, n)
+	case 11:
+		return tiesF32MeanWN4AVX2(a, n)
+	case 12:
+		return tiesF32MeanWN5AVX2(a, n)
+	case 13:
+		return tiesF32MeanWN6AVX2(a, n)
+	case 14:
+		return tiesF32MeanWN7AVX2(a, n)
+	case 15:
+		return tiesF32MeanWN8AVX2(a, n)
+	case 16:
+		return tiesF32Mean1N1AVX2(a, n)
+	case 17:
+		return tiesF32Mean1N2AVX2(a, n)
+	case 18:
+		return tiesF32Mean1N3AVX2(a, n)
+	case 19:
+		return tiesF32Mean1N4AVX2(a, n)
+	case 20:
+		return tiesF32Mean1N5AVX2(a, n)
+	case 21:
+		return tiesF32Mean1N6AVX2(a, n)
+	case 22:
+		return tiesF32Mean1N7AVX2(a, n)
+	case 23:
+		return tiesF32Mean1N8AVX2(a, n)
+	case 24:
+		return tiesF32SumUN1AVX2(a, n)
+	case 25:
+		return tiesF32SumUN2AVX2(a, n)
+	case 26:
+		return tiesF32SumUN3AVX2(a, n)
+	case 27:
+		return tiesF32SumUN4AVX2(a, n)
+	case 28:
+		return tiesF32SumUN5AVX2(a, n)
+	case 29:
+		return tiesF32SumUN6AVX2(a, n)
+	case 30:
+		return tiesF32SumUN7AVX2(a, n)
+	case 31:
+		return tiesF32SumUN8AVX2(a, n)
+	case 32:
+		return tiesF32SumWN1AVX2(a, n)
+	case 33:
+		return tiesF32SumWN2AVX2(a, n)
+	case 34:
+		return tiesF32SumWN3AVX2(a, n)
+	case 35:
+		return tiesF32SumWN4AVX2(a, n)
+	case 36:
+		return tiesF32SumWN5AVX2(a, n)
+	case 37:
+		return tiesF32SumWN6AVX2(a, n)
+	case 38:
+		return tiesF32SumWN7AVX2(a, n)
+	case 39:
+		return tiesF32SumWN8AVX2(a, n)
+	case 40:
+		return tiesF32Sum1N1AVX2(a, n)
+	case 41:
+		return tiesF32Sum1N2AVX2(a, n)
+	case 42:
+		return tiesF32Sum1N3AVX2(a, n)
+	case 43:
+		return tiesF32Sum1N4AVX2(a, n)
+	case 44:
+		return tiesF32Sum1N5AVX2(a, n)
+	case 45:
+		return tiesF32Sum1N6AVX2(a, n)
+	case 46:
+		return tiesF32Sum1N7AVX2(a, n)
+	case 47:
+		return tiesF32Sum1N8AVX2(a, n)
+	case 48:
+		return tiesF16MeanUN1AVX2(a, n)
+	case 49:
+		return tiesF16MeanUN2AVX2(a, n)
+	case 50:
+		return tiesF16MeanUN3AVX2(a, n)
+	case 51:
+		return tiesF16MeanUN4AVX2(a, n)
+	case 52:
+		return tiesF16MeanUN5AVX2(a, n)
+	case 53:
+		return tiesF16MeanUN6AVX2(a, n)
+	case 54:
+		return tiesF16MeanUN7AVX2(a, n)
+	case 55:
+		return tiesF16MeanUN8AVX2(a, n)
+	case 56:
+		return tiesF16MeanWN1AVX2(a, n)
+	case 57:
+		return tiesF16MeanWN2AVX2(a, n)
+	case 58:
+		return tiesF16MeanWN3AVX2(a, n)
+	case 59:
+		return tiesF16MeanWN4AVX2(a, n)
+	case 60:
+		return tiesF16MeanWN5AVX2(a, n)
+	case 61:
+		return tiesF16MeanWN6AVX2(a, n)
+	case 62:
+		return tiesF16MeanWN7AVX2(a, n)
+	case 63:
+		return tiesF16MeanWN8AVX2(a, n)
+	case 64:
+		return tiesF16Mean1N1AVX2(a, n)
+	case 65:
+		return tiesF16Mean1N2AVX2(a, n)
+	case 66:
+		return tiesF16Mean1N3AVX2(a, n)
+	case 67:
+		return tiesF16Mean1N4AVX2(a, n)
+	case 68:
+		return tiesF16Mean1N5AVX2(a, n)
+	case 69:
+		return tiesF16Mean1N6AVX2(a, n)
+	case 70:
+		return tiesF16Mean1N7AVX2(a, n)
+	case 71:
+		return tiesF16Mean1N8AVX2(a, n)
+	case 72:
+		return tiesF16SumUN1AVX2(a, n)
+	case 73:
+		return tiesF16SumUN2AVX2(a, n)
+	case 74:
+		return tiesF16SumUN3AVX2(a, n)
+	case 75:
+		return tiesF16SumUN4AVX2(a, n)
+	case 76:
+		return tiesF16SumUN5AVX2(a, n)
+	case 77:
+		return tiesF16SumUN6AVX2(a, n)
+	case 78:
+		return tiesF16SumUN7AVX2(a, n)
+	case 79:
+		return tiesF16SumUN8AVX2(a, n)
+	case 80:
+		return tiesF16SumWN1AVX2(a, n)
+	case 81:
+		return tiesF16SumWN2AVX2(a, n)
+	case 82:
+		return tiesF16SumWN3AVX2(a, n)
+	case 83:
+		return tiesF16SumWN4AVX2(a, n)
+	case 84:
+		return tiesF16SumWN5AVX2(a, n)
+	case 85:
+		return tiesF16SumWN6AVX2(a, n)
+	case 86:
+		return tiesF16SumWN7AVX2(a, n)
+	case 87:
+		return tiesF16SumWN8AVX2(a, n)
+	case 88:
+		return tiesF16Sum1N1AVX2(a, n)
+	case 89:
+		return tiesF16Sum1N2AVX2(a, n)
+	case 90:
+		return tiesF16Sum1N3AVX2(a, n)
+	case 91:
+		return tiesF16Sum1N4AVX2(a, n)
+	case 92:
+		return tiesF16Sum1N5AVX2(a, n)
+	case 93:
+		return tiesF16Sum1N6AVX2(a, n)
+	case 94:
+		return tiesF16Sum1N7AVX2(a, n)
+	case 95:
+		return tiesF16Sum1N8AVX2(a, n)
+	case 96:
+		return tiesBF16MeanUN1AVX2(a, n)
+	case 97:
+		return tiesBF16MeanUN2AVX2(a, n)
+	case 98:
+		return tiesBF16MeanUN3AVX2(a, n)
+	case 99:
+		return tiesBF16MeanUN4AVX2(a, n)
+	case 100:
+		return tiesBF16MeanUN5AVX2(a, n)
+	case 101:
+		return tiesBF16MeanUN6AVX2(a, n)
+	case 102:
+		return tiesBF16MeanUN7AVX2(a, n)
+	case 103:
+		return tiesBF16MeanUN8AVX2(a, n)
+	case 104:
+		return tiesBF16MeanWN1AVX2(a, n)
+	case 105:
+		return tiesBF16MeanWN2AVX2(a, n)
+	case 106:
+		return tiesBF16MeanWN3AVX2(a, n)
+	case 107:
+		return tiesBF16MeanWN4AVX2(a, n)
+	case 108:
+		return tiesBF16MeanWN5AVX2(a, n)
+	case 109:
+		return tiesBF16MeanWN6AVX2(a, n)
+	case 110:
+		return tiesBF16MeanWN7AVX2(a, n)
+	case 111:
+		return tiesBF16MeanWN8AVX2(a, n)
+	case 112:
+		return tiesBF16Mean1N1AVX2(a, n)
+	case 113:
+		return tiesBF16Mean1N2AVX2(a, n)
+	case 114:
+		return tiesBF16Mean1N3AVX2(a, n)
+	case 115:
+		return tiesBF16Mean1N4AVX2(a, n)
+	case 116:
+		return tiesBF16Mean1N5AVX2(a, n)
+	case 117:
+		return tiesBF16Mean1N6AVX2(a, n)
+	case 118:
+		return tiesBF16Mean1N7AVX2(a, n)
+	case 119:
+		return tiesBF16Mean1N8AVX2(a, n)
+	case 120:
+		return tiesBF16SumUN1AVX2(a, n)
+	case 121:
+		return tiesBF16SumUN2AVX2(a, n)
+	case 122:
+		return tiesBF16SumUN3AVX2(a, n)
+	case 123:
+		return tiesBF16SumUN4AVX2(a, n)
+	case 124:
+		return tiesBF16SumUN5AVX2(a, n)
+	case 125:
+		return tiesBF16SumUN6AVX2(a, n)
+	case 126:
+		return tiesBF16SumUN7AVX2(a, n)
+	case 127:
+		return tiesBF16SumUN8AVX2(a, n)
+	case 128:
+		return tiesBF16SumWN1AVX2(a, n)
+	case 129:
+		return tiesBF16SumWN2AVX2(a, n)
+	case 130:
+		return tiesBF16SumWN3AVX2(a, n)
+	case 131:
+		return tiesBF16SumWN4AVX2(a, n)
+	case 132:
+		return tiesBF16SumWN5AVX2(a, n)
+	case 133:
+		return tiesBF16SumWN6AVX2(a, n)
+	case 134:
+		return tiesBF16SumWN7AVX2(a, n)
+	case 135:
+		return tiesBF16SumWN8AVX2(a, n)
+	case 136:
+		return tiesBF16Sum1N1AVX2(a, n)
+	case 137:
+		return tiesBF16Sum1N2AVX2(a, n)
+	case 138:
+		return tiesBF16Sum1N3AVX2(a, n)
+	case 139:
+		return tiesBF16Sum1N4AVX2(a, n)
+	case 140:
+		return tiesBF16Sum1N5AVX2(a, n)
+	case 141:
+		return tiesBF16Sum1N6AVX2(a, n)
+	case 142:
+		return tiesBF16Sum1N7AVX2(a, n)
+	case 143:
+		return tiesBF16Sum1N8AVX2(a, n)
 	}
 	panic("unreachable")
 }

@@ -43,10 +43,10 @@ var avx2Set = &Set{
 }
 
 func init() {
-	for _, s := range []*Set{avx512Set, avx2Set} {
-		s.Range = rangeGeneric
-		s.Ties = stagedTies(s)
-	}
+	avx512Set.Range = func(tau []float32, lo, hi uint32, idx []int32) int { return rangeAVX(tau, lo, hi, idx, true) }
+	avx2Set.Range = func(tau []float32, lo, hi uint32, idx []int32) int { return rangeAVX(tau, lo, hi, idx, false) }
+	avx512Set.Ties = tiesAVX(avx512Set, true)
+	avx2Set.Ties = tiesAVX(avx2Set, false)
 }
 
 // asmChunk bounds the elements of one assembly call that counts in 32-bit
@@ -232,5 +232,154 @@ func finishAVX(dst []byte, dt DType, base, tm []float32, lambda float32, z bool)
 	if m < n {
 		sz := dt.Size()
 		finishGeneric(dst[m*sz:], dt, base[m:], tm[m:], lambda)
+	}
+}
+
+func rangeAVX(tau []float32, lo, hi uint32, idx []int32, z bool) int {
+	n := len(tau)
+	if idx != nil {
+		_ = idx[:n]
+	}
+	if lo > hi || n == 0 {
+		return 0
+	}
+	m := n
+	if !z {
+		m = n &^ 7
+	}
+	width := hi - lo
+	count := 0
+	switch {
+	case m == 0:
+	case idx != nil && z:
+		count = rangeIdxAVX512(&tau[0], m, lo, width, &idx[0])
+	case idx != nil:
+		count = rangeIdxAVX2(&tau[0], m, lo, width, &idx[0])
+	default:
+		for off := 0; off < m; off += asmChunk {
+			c := min(asmChunk, m-off)
+			if z {
+				count += rangeCountAVX512(&tau[off], c, lo, width)
+			} else {
+				count += rangeCountAVX2(&tau[off], c, lo, width)
+			}
+		}
+	}
+	for i := m; i < n; i++ {
+		if AbsBits(tau[i])-lo <= width {
+			if idx != nil {
+				idx[count] = int32(i)
+			}
+			count++
+		}
+	}
+	return count
+}
+
+// tiesKind numbers the fused kernels as asmgen does: ((dtype·2 +
+// aggregate)·3 + weighting)·8 + models − 1, with aggregate Mean, Sum and
+// weighting as voteKind's. It is −1 where no fused kernel applies: stored
+// and output dtypes that differ, consensus other than Sum, aggregate Max or
+// a mean divided by non-unit weights, no models or more than eight, or
+// parameter lengths that do not match (the staged path panics on those).
+func tiesKind(b *TiesBlock) int {
+	p, nm := b.Vote, len(b.Models)
+	if nm < 1 || nm > 8 || len(b.Thr) != nm || len(b.Kept) != nm || len(p.Weights) != nm ||
+		b.DT != b.OutDT || b.DT > BF16 || p.Consensus != ConsensusSum {
+		return -1
+	}
+	k := voteKind(p) // Sum consensus: aggregate·3 + weighting
+	agg, wt := k/3, k%3
+	switch agg {
+	case 0: // Mean
+	case 2: // Sum
+		agg = 1
+	default:
+		return -1
+	}
+	return ((int(b.DT)*2+agg)*3+wt)*8 + nm - 1
+}
+
+// tiesAVX is Ties for s: the fused kernel where one applies (tiesKind),
+// s's stage kernels otherwise.
+func tiesAVX(s *Set, z bool) func(b *TiesBlock) VoteStats {
+	staged := stagedTies(s)
+	return func(b *TiesBlock) VoteStats {
+		kind := tiesKind(b)
+		if kind < 0 {
+			return staged(b)
+		}
+		sz := b.DT.Size()
+		n := len(b.Dst) / sz
+		_ = b.Base[:n*sz]
+		for _, m := range b.Models {
+			_ = m[:n*sz]
+		}
+		if b.Zero != nil {
+			_ = b.Zero[:n]
+		}
+		clear(b.Kept)
+		m := n
+		if !z {
+			m = n &^ 7
+		}
+		var st VoteStats
+		if m > 0 {
+			var a tiesArgs
+			for i, t := range b.Thr {
+				if !z {
+					// |τ| bits never exceed 0x7fffffff: as deltaTrimAVX.
+					t = min(t, 0x80000000) - 1
+				}
+				for k := range a.thr[i] {
+					a.thr[i][k] = t
+				}
+				a.w[i] = b.Vote.Weights[i]
+			}
+			a.lambda = b.Lambda
+			if b.Zero != nil {
+				a.zero = uintptr(unsafe.Pointer(&b.Zero[0]))
+			}
+			for off := 0; off < m; off += asmChunk {
+				c := min(asmChunk, m-off)
+				a.base, a.dst = &b.Base[off*sz], &b.Dst[off*sz]
+				for i, mdl := range b.Models {
+					a.models[i] = &mdl[off*sz]
+				}
+				for k := range a.idx {
+					a.idx[k] = int32(off + k)
+				}
+				var pos, neg, zero, conflicts int
+				if z {
+					pos, neg, zero, conflicts = tiesAVX512(kind, &a, c)
+				} else {
+					pos, neg, zero, conflicts = tiesAVX2(kind, &a, c)
+				}
+				st.Add(VoteStats{Positive: pos, Negative: neg, ZeroSum: zero, Conflicts: conflicts})
+			}
+			copy(b.Kept, a.kept[:])
+		}
+		if m < n {
+			// The last n%8 elements of AVX2: the Go reference, shifted.
+			t := *b
+			t.Dst, t.Base = b.Dst[m*sz:], b.Base[m*sz:]
+			t.Models = make([][]byte, len(b.Models))
+			for i, mdl := range b.Models {
+				t.Models[i] = mdl[m*sz:]
+			}
+			t.Kept = make([]int, len(b.Kept))
+			if b.Zero != nil {
+				t.Zero = b.Zero[st.ZeroSum:]
+			}
+			ts := Generic.Ties(&t)
+			for i, k := range t.Kept {
+				b.Kept[i] += k
+			}
+			for j := range ts.ZeroSum {
+				t.Zero[j] += int32(m)
+			}
+			st.Add(ts)
+		}
+		return st
 	}
 }

@@ -134,6 +134,7 @@ func goDecls() []byte {
 		})
 		b.WriteString("\t}\n\tpanic(\"unreachable\")\n}\n")
 	}
+	fusedGo(&b)
 	src, err := format.Source(b.Bytes())
 	if err != nil {
 		log.Fatalf("format: %v\n%s", err, b.Bytes())
@@ -144,6 +145,7 @@ func goDecls() []byte {
 // ---------------------------------------------------------------- AVX-512
 
 func gen512(a *asm) {
+	iotaData(a)
 	for _, dt := range []string{"BF16", "F16"} {
 		widen512(a, dt)
 	}
@@ -154,6 +156,9 @@ func gen512(a *asm) {
 	for _, dt := range []string{"F32", "BF16", "F16"} {
 		finish512(a, dt)
 	}
+	range512Count(a)
+	range512Idx(a)
+	fused512All(a)
 }
 
 // tailMask512 sets K7 to the low CX bits (CX < 16).
@@ -702,6 +707,9 @@ func gen2(a *asm) {
 	for _, dt := range []string{"F32", "BF16", "F16"} {
 		finish2(a, dt)
 	}
+	range2Count(a)
+	range2Idx(a)
+	fused2All(a)
 }
 
 func broadcast2(a *asm, v string, y int) {

@@ -1,0 +1,520 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+)
+
+// The fused Ties kernels: per vector, widen θ₀, then per model widen θ,
+// τ = θ − θ₀, trim, and vote; then the disjoint aggregate over the same τ
+// and θ₀ + λ·τₘ rounded to the stored dtype, with the arithmetic of the
+// stage kernels above, operation for operation. One kernel per stored dtype
+// (input and output alike), aggregate (Mean, Sum), weighting (U, W, 1, as
+// the vote) and model count 1..8, with consensus Sum: unrolling over the
+// models keeps the τ vectors in registers.
+//
+// With weighting W the register holds a = w·τ from the start: it is both
+// what the vote sees and what the aggregate adds.
+
+var (
+	fusedDTypes = []string{"F32", "F16", "BF16"} // in DType order
+	fusedAggs   = []string{"Mean", "Sum"}
+)
+
+const maxFused = 8
+
+const sigTies = "(a *tiesArgs, n int) (pos, neg, zero, conflicts int)"
+
+// tiesArgs layout (the generator writes the type into asm_amd64.go).
+const (
+	argModels = 0   // [8]*byte
+	argThr    = 64  // [8][8]uint32
+	argW      = 320 // [8]float32
+	argKept   = 352 // [8]int
+	argZero   = 416 // uintptr
+	argBase   = 424 // *byte
+	argDst    = 432 // *byte
+	argLambda = 440 // float32
+	argIdx    = 448 // [16]int32
+)
+
+const tiesArgsType = `
+// tiesArgs is the parameter block of the fused Ties kernels.
+type tiesArgs struct {
+	models [8]*byte // model i's first element
+	// thr[i] is model i's threshold in every lane: DeltaTrim's thrBits
+	// (AVX-512), or min(thrBits, 0x80000000) − 1 compared signed (AVX2).
+	thr  [8][8]uint32
+	w    [8]float32
+	kept [8]int // the kernels add each model's kept count
+	// zero is where the next zero-sum index goes (the kernels advance it),
+	// 0 if none are wanted. A uintptr: the assembly writes it back, and
+	// TiesBlock.Zero keeps the memory alive.
+	zero   uintptr
+	base   *byte
+	dst    *byte
+	lambda float32
+	_      uint32
+	idx    [16]int32 // lane k's block index at the call's first element
+}
+
+// tiesArgsOffsets are the offsets the assembly uses, in field order.
+var tiesArgsOffsets = [...]uintptr{%d, %d, %d, %d, %d, %d, %d, %d, %d}
+`
+
+func tiesName(dt, agg, wt string, nm int, isa string) string {
+	return fmt.Sprintf("ties%s%s%sN%d%s", dt, agg, wt, nm, isa)
+}
+
+// fusedVariants calls f for every kernel with its kind, as tiesKind in
+// package kernels numbers them: ((dtype·2 + aggregate)·3 + weighting)·8 +
+// models − 1.
+func fusedVariants(f func(kind int, dt, agg, wt string, nm int)) {
+	for di, dt := range fusedDTypes {
+		for ai, agg := range fusedAggs {
+			for wi, wt := range weightings {
+				for nm := 1; nm <= maxFused; nm++ {
+					f(((di*len(fusedAggs)+ai)*len(weightings)+wi)*maxFused+nm-1, dt, agg, wt, nm)
+				}
+			}
+		}
+	}
+}
+
+func fusedGo(b *bytes.Buffer) {
+	fmt.Fprintf(b, tiesArgsType, argModels, argThr, argW, argKept, argZero, argBase, argDst, argLambda, argIdx)
+	for _, isa := range []string{"AVX512", "AVX2"} {
+		fmt.Fprintf(b, "\n// ties%s runs the %s fused kernel numbered kind (tiesKind) over n elements.\n", isa, isa)
+		fmt.Fprintf(b, "func ties%s(kind int, a *tiesArgs, n int) (pos, neg, zero, conflicts int) {\n\tswitch kind {\n", isa)
+		fusedVariants(func(kind int, dt, agg, wt string, nm int) {
+			fmt.Fprintf(b, "\tcase %d:\n\t\treturn %s(a, n)\n", kind, tiesName(dt, agg, wt, nm, isa))
+		})
+		b.WriteString("\t}\n\tpanic(\"unreachable\")\n}\n")
+	}
+}
+
+func declareTies(name, dt, agg, wt string, nm int, lanes string) {
+	declare(name, sigTies, fmt.Sprintf("%s merges n %selements of %d %s models (consensus Sum, aggregate %s, weights %s).",
+		name, lanes, nm, strings.ToLower(dt), agg, wt))
+}
+
+// ---------------------------------------------------------------- AVX-512
+
+func fused512All(a *asm) {
+	fusedVariants(func(_ int, dt, agg, wt string, nm int) { fused512(a, dt, agg, wt, nm) })
+}
+
+// fused512 takes 16 elements per step, the last ones masked (K7).
+// Registers:
+//
+//	BX args, CX element index, DX n, SI θ₀, DI output, R8.. model i's θ.
+//	Z0 θ₀, Z1..Z8 τ (or a), Z9 s, Z10 max v, Z11 min v, Z12 |τ| then flip,
+//	Z13 num, Z14 den, Z15..Z17 temporaries, Z18 w,
+//	Z19..Z22 lane counters: conflicts, zero sum, negative, positive,
+//	Z23 sign bit, Z24..Z26 bf16 rounding (0x40, 0x7fff, 0x7f800000),
+//	Z27 int 1, Z28 0x7fffffff, Z29 λ, Z30 1.0, Z31 0.
+func fused512(a *asm, dt, agg, wt string, nm int) {
+	name := tiesName(dt, agg, wt, nm, "AVX512")
+	declareTies(name, dt, agg, wt, nm, "")
+	a.text(name, "$0-48", sigTies)
+	a.op("MOVQ a+0(FP), BX")
+	a.op("MOVQ n+8(FP), DX")
+	a.op("MOVQ %d(BX), SI", argBase)
+	a.op("MOVQ %d(BX), DI", argDst)
+	for i := 0; i < nm; i++ {
+		a.op("MOVQ %d(BX), R%d", argModels+8*i, 8+i)
+	}
+	a.op("VPXORD Z31, Z31, Z31")
+	a.op("VBROADCASTSS %d(BX), Z29", argLambda)
+	consts := []struct {
+		v string
+		z int
+	}{{"0x7fffffff", 28}, {"1", 27}, {"0x80000000", 23}}
+	if agg == "Mean" {
+		consts = append(consts, struct {
+			v string
+			z int
+		}{"0x3f800000", 30})
+	}
+	if dt == "BF16" {
+		consts = append(consts, []struct {
+			v string
+			z int
+		}{{"0x7f800000", 26}, {"0x7fff", 25}, {"0x40", 24}}...)
+	}
+	for _, c := range consts {
+		a.op("MOVL $%s, AX", c.v)
+		a.op("VPBROADCASTD AX, Z%d", c.z)
+	}
+	for z := 19; z <= 22; z++ {
+		a.op("VPXORD Z%d, Z%d, Z%d", z, z, z)
+	}
+	a.op("XORQ CX, CX")
+	sz := size(dt)
+	var outOfLine []func()
+	a.label("loop")
+	a.op("LEAQ 16(CX), AX")
+	a.op("CMPQ AX, DX")
+	a.op("JA tail")
+	if *prefetchDist > 0 {
+		for _, r := range append([]string{"SI"}, modelRegs(nm)...) {
+			a.op("PREFETCHT0 %d(%s)(CX*%d)", *prefetchDist, r, sz)
+		}
+	}
+	outOfLine = append(outOfLine, fused512Body(a, dt, agg, wt, nm, false))
+	a.op("ADDQ $16, CX")
+	a.op("JMP loop")
+	a.label("tail")
+	a.op("MOVQ DX, AX")
+	a.op("SUBQ CX, AX")
+	a.op("JZ done")
+	a.op("MOVQ CX, DX")
+	a.op("MOVQ AX, CX")
+	tailMask512(a)
+	a.op("MOVQ DX, CX")
+	outOfLine = append(outOfLine, fused512Body(a, dt, agg, wt, nm, true))
+	a.label("done")
+	for i, r := range []string{"pos", "neg", "zero", "conflicts"} {
+		z := 22 - i
+		a.op("VEXTRACTI64X4 $1, Z%d, Y0", z)
+		a.op("VPADDD Y%d, Y0, Y0", z)
+		hsum(a)
+		a.op("MOVQ AX, %s+%d(FP)", r, 16+8*i)
+	}
+	a.op("VZEROUPPER")
+	a.op("RET")
+	for _, f := range outOfLine {
+		f()
+	}
+}
+
+func modelRegs(nm int) []string {
+	var r []string
+	for i := 0; i < nm; i++ {
+		r = append(r, fmt.Sprintf("R%d", 8+i))
+	}
+	return r
+}
+
+// fused512Body merges the 16 elements at CX (the K7 lanes if masked). It
+// returns the code to place out of line: writing zero-sum indices, which
+// are rare.
+func fused512Body(a *asm, dt, agg, wt string, nm int, masked bool) func() {
+	sz := size(dt)
+	sfx, k7 := "", ""
+	if masked {
+		sfx, k7 = "tail", "K7, "
+	}
+	mem := func(r string) string { return fmt.Sprintf("(%s)(CX*%d)", r, sz) }
+	load512(a, dt, mem("SI"), 0, masked)
+	for i := 0; i < nm; i++ {
+		t := 1 + i
+		load512(a, dt, mem(fmt.Sprintf("R%d", 8+i)), t, masked)
+		a.op("VSUBPS Z0, Z%d, Z%d", t, t) // τ = θ − θ₀
+		a.op("VPANDD Z28, Z%d, Z12", t)
+		a.op("VPCMPUD.BCST $5, %d(BX), Z12, %sK1", argThr+32*i, k7) // |τ| ≥ thr
+		a.op("VMOVAPS.Z Z%d, K1, Z%d", t, t)
+		a.op("KMOVW K1, AX")
+		a.op("POPCNTL AX, AX")
+		a.op("ADDQ AX, %d(BX)", argKept+8*i)
+		if wt == "W" {
+			a.op("VBROADCASTSS %d(BX), Z18", argW+4*i)
+			a.op("VMULPS Z%d, Z18, Z%d", t, t) // a = w·τ
+		}
+		if i == 0 {
+			a.op("VMAXPS Z31, Z%d, Z10", t)
+			a.op("VMINPS Z31, Z%d, Z11", t)
+			a.op("VADDPS Z%d, Z31, Z9", t) // s = 0 + v
+		} else {
+			a.op("VMAXPS Z10, Z%d, Z10", t)
+			a.op("VMINPS Z11, Z%d, Z11", t)
+			a.op("VADDPS Z%d, Z9, Z9", t)
+		}
+	}
+	a.op("VCMPPS %s, Z31, Z9, K1", cmpGE)  // up: s ≥ 0
+	a.op("VCMPPS %s, Z31, Z10, K2", cmpGT) // some v > 0
+	a.op("VCMPPS %s, Z31, Z11, K3", cmpLT) // some v < 0
+	a.op("KANDW K2, K3, K4")
+	a.op("VPADDD Z27, Z19, K4, Z19") // conflicts
+	a.op("VCMPPS %s, Z31, Z9, K4", cmpGT)
+	a.op("VPADDD Z27, Z22, K4, Z22") // positive
+	a.op("KNOTW K1, K4")
+	if masked {
+		// Masked-off lanes read 0, but 0·w is NaN for a NaN or infinite weight.
+		a.op("KANDW K7, K4, K4")
+	}
+	a.op("VPADDD Z27, Z21, K4, Z21") // negative
+	a.op("VMOVDQA32.Z Z23, K4, Z12") // flip
+	a.op("KORW K2, K3, K5")
+	a.op("VCMPPS %s, Z31, Z9, K4", cmpEQ)
+	a.op("KANDW K5, K4, K4")
+	a.op("VPADDD Z27, Z20, K4, Z20") // zero sum
+	a.op("KORTESTW K4, K4")
+	a.op("JNZ zero%s", sfx)
+	a.label("back" + sfx)
+	for i := 0; i < nm; i++ {
+		t := 1 + i
+		a.op("VPXORD Z12, Z%d, Z15", t)
+		a.op("VCMPPS %s, Z31, Z15, K2", cmpGT) // v agrees with the vote
+		ar := t
+		if wt == "U" {
+			a.op("VBROADCASTSS %d(BX), Z18", argW+4*i)
+			a.op("VMULPS Z%d, Z18, Z15", t) // a = w·τ
+			ar = 15
+		}
+		if i == 0 {
+			a.op("VADDPS.Z Z31, Z%d, K2, Z13", ar) // num = a + 0
+			if agg == "Mean" {
+				a.op("VMOVAPS.Z Z30, K2, Z14")
+			}
+		} else {
+			a.op("VADDPS Z13, Z%d, K2, Z13", ar) // a + num
+			if agg == "Mean" {
+				a.op("VADDPS Z14, Z30, K2, Z14")
+			}
+		}
+	}
+	if agg == "Mean" {
+		a.op("VMAXPS Z30, Z14, Z14") // a zero divisor becomes 1
+		a.op("VDIVPS Z14, Z13, Z13")
+	}
+	a.op("VMULPS Z13, Z29, Z13") // λ·τₘ
+	a.op("VADDPS Z13, Z0, Z13")  // θ₀ + λ·τₘ
+	dst := mem("DI")
+	switch dt {
+	case "F32":
+		a.op("VMOVUPS Z13, %s%s", k7, dst)
+	case "F16":
+		if masked {
+			a.op("VCVTPS2PH $0, Z13, Y13")
+			a.op("VMOVDQU16 Y13, K7, %s", dst)
+		} else {
+			a.op("VCVTPS2PH $0, Z13, %s", dst)
+		}
+	case "BF16":
+		a.op("VPSRLD $16, Z13, Z15")
+		a.op("VPANDD Z27, Z15, Z16")
+		a.op("VPADDD Z25, Z13, Z17")
+		a.op("VPADDD Z16, Z17, Z17")
+		a.op("VPSRLD $16, Z17, Z17")
+		a.op("VPANDD Z28, Z13, Z16")
+		a.op("VPCMPUD $6, Z26, Z16, K1") // NaN
+		a.op("VPORD Z24, Z15, K1, Z17")
+		if masked {
+			a.op("VPMOVDW Z17, Y17")
+			a.op("VMOVDQU16 Y17, K7, %s", dst)
+		} else {
+			a.op("VPMOVDW Z17, %s", dst)
+		}
+	}
+	return func() {
+		a.label("zero" + sfx)
+		a.op("MOVQ %d(BX), AX", argZero)
+		a.op("TESTQ AX, AX")
+		a.op("JZ back%s", sfx)
+		a.op("VPBROADCASTD CX, Z15")
+		a.op("VPADDD %d(BX), Z15, Z15", argIdx)
+		a.op("VPCOMPRESSD Z15, K4, (AX)")
+		a.op("KMOVW K4, AX")
+		a.op("POPCNTL AX, AX")
+		a.op("SHLQ $2, AX")
+		a.op("ADDQ AX, %d(BX)", argZero)
+		a.op("JMP back%s", sfx)
+	}
+}
+
+// ---------------------------------------------------------------- AVX2
+
+func fused2All(a *asm) {
+	for _, c := range []struct {
+		name string
+		v    string
+	}{{"c7fff", "0x7fff"}, {"c40", "0x40"}, {"cnan", "0x7f800000"}} {
+		for i := 0; i < 8; i++ {
+			a.b.WriteString(fmt.Sprintf("DATA %s<>+%d(SB)/4, $%s\n", c.name, 4*i, c.v))
+		}
+		a.b.WriteString(fmt.Sprintf("GLOBL %s<>(SB), RODATA|NOPTR, $32\n", c.name))
+	}
+	fusedVariants(func(_ int, dt, agg, wt string, nm int) { fused2(a, dt, agg, wt, nm) })
+}
+
+// fused2heldMax is how many τ vectors the AVX2 kernels keep between the
+// vote and the aggregate; the aggregate recomputes the others from the
+// inputs (L1 hits).
+const fused2heldMax = 7
+
+// fused2 takes 8 elements per step; n is a multiple of 8. Registers:
+//
+//	BX args, CX element index, DX n, SI θ₀, DI output, R12 a model's θ,
+//	R8..R11 counts: positive, up (negative = n − up), zero sum, conflicts.
+//	Y0..Y6 τ (or a) of the first models, Y7 Y8 temporaries, Y9 s then
+//	flip, Y10 max v then num, Y11 min v then den, Y12 θ₀,
+//	Y13 0x7fffffff, Y14 sign bit, Y15 0.
+func fused2(a *asm, dt, agg, wt string, nm int) {
+	name := tiesName(dt, agg, wt, nm, "AVX2")
+	declareTies(name, dt, agg, wt, nm, "(a multiple of 8) ")
+	a.text(name, "$0-48", sigTies)
+	a.op("MOVQ a+0(FP), BX")
+	a.op("MOVQ n+8(FP), DX")
+	a.op("MOVQ %d(BX), SI", argBase)
+	a.op("MOVQ %d(BX), DI", argDst)
+	a.op("VXORPS Y15, Y15, Y15")
+	broadcast2(a, "0x80000000", 14)
+	broadcast2(a, "0x7fffffff", 13)
+	for _, r := range []string{"R8", "R9", "R10", "R11", "CX"} {
+		a.op("XORQ %s, %s", r, r)
+	}
+	sz := size(dt)
+	held := min(nm, fused2heldMax)
+	mem := func(r string) string { return fmt.Sprintf("(%s)(CX*%d)", r, sz) }
+	// trim loads model i's τ (w·τ for W) into Yt; clobbers Y8, R12.
+	trim := func(i, t int, count bool) {
+		a.op("MOVQ %d(BX), R12", argModels+8*i)
+		if count && *prefetchDist > 0 {
+			a.op("PREFETCHT0 %d%s", *prefetchDist, mem("R12"))
+		}
+		load2(a, dt, mem("R12"), t)
+		a.op("VSUBPS Y12, Y%d, Y%d", t, t) // τ = θ − θ₀
+		a.op("VPAND Y13, Y%d, Y8", t)
+		a.op("VPCMPGTD %d(BX), Y8, Y8", argThr+32*i) // |τ| > thr − 1
+		a.op("VPAND Y8, Y%d, Y%d", t, t)
+		if count {
+			a.op("VMOVMSKPS Y8, AX")
+			a.op("POPCNTL AX, AX")
+			a.op("ADDQ AX, %d(BX)", argKept+8*i)
+		}
+		if wt == "W" {
+			a.op("VBROADCASTSS %d(BX), Y8", argW+4*i)
+			a.op("VMULPS Y%d, Y8, Y%d", t, t) // a = w·τ
+		}
+	}
+	a.label("loop")
+	a.op("CMPQ CX, DX")
+	a.op("JAE done")
+	if *prefetchDist > 0 {
+		a.op("PREFETCHT0 %d%s", *prefetchDist, mem("SI"))
+	}
+	load2(a, dt, mem("SI"), 12)
+	for i := 0; i < nm; i++ {
+		t := 7
+		if i < held {
+			t = i
+		}
+		trim(i, t, true)
+		if i == 0 {
+			a.op("VMAXPS Y15, Y%d, Y10", t)
+			a.op("VMINPS Y15, Y%d, Y11", t)
+			a.op("VADDPS Y%d, Y15, Y9", t) // s = 0 + v
+		} else {
+			a.op("VMAXPS Y10, Y%d, Y10", t)
+			a.op("VMINPS Y11, Y%d, Y11", t)
+			a.op("VADDPS Y%d, Y9, Y9", t)
+		}
+	}
+	popcnt := func(y int, r string) {
+		a.op("VMOVMSKPS Y%d, AX", y)
+		a.op("POPCNTL AX, AX")
+		a.op("ADDQ AX, %s", r)
+	}
+	a.op("VCMPPS %s, Y15, Y9, Y8", cmpGE) // up
+	popcnt(8, "R9")
+	a.op("VCMPPS %s, Y15, Y10, Y10", cmpGT) // some v > 0
+	a.op("VCMPPS %s, Y15, Y11, Y11", cmpLT) // some v < 0
+	a.op("VANDPS Y10, Y11, Y7")
+	popcnt(7, "R11") // conflicts
+	a.op("VORPS Y10, Y11, Y10")
+	a.op("VCMPPS %s, Y15, Y9, Y11", cmpEQ)
+	a.op("VANDPS Y10, Y11, Y11")
+	a.op("VMOVMSKPS Y11, AX")
+	a.op("TESTL AX, AX")
+	a.op("JNZ zero")
+	a.label("back")
+	a.op("VCMPPS %s, Y15, Y9, Y10", cmpGT)
+	popcnt(10, "R8")            // positive
+	a.op("VANDNPS Y14, Y8, Y9") // flip = ¬up & sign
+	for i := 0; i < nm; i++ {
+		t, w := i, 7
+		if i >= held {
+			trim(i, 7, false)
+			t, w = 7, 0
+		}
+		a.op("VXORPS Y9, Y%d, Y8", t)
+		a.op("VCMPPS %s, Y15, Y8, Y8", cmpGT) // v agrees with the vote
+		ar := t
+		if wt == "U" {
+			a.op("VBROADCASTSS %d(BX), Y%d", argW+4*i, w)
+			a.op("VMULPS Y%d, Y%d, Y%d", t, w, w) // a = w·τ
+			ar = w
+		}
+		// A value that does not agree adds +0, as vote2 explains.
+		a.op("VANDPS Y8, Y%d, Y%d", ar, ar)
+		if i == 0 {
+			a.op("VADDPS Y15, Y%d, Y10", ar) // num = a + 0
+			if agg == "Mean" {
+				a.op("VPSUBD Y8, Y15, Y11")
+			}
+		} else {
+			a.op("VADDPS Y10, Y%d, Y10", ar) // a + num
+			if agg == "Mean" {
+				a.op("VPSUBD Y8, Y11, Y11")
+			}
+		}
+	}
+	if agg == "Mean" {
+		a.op("VPMAXSD ones32<>(SB), Y11, Y11")
+		a.op("VCVTDQ2PS Y11, Y11")
+		a.op("VDIVPS Y11, Y10, Y10")
+	}
+	a.op("VBROADCASTSS %d(BX), Y8", argLambda)
+	a.op("VMULPS Y10, Y8, Y10")  // λ·τₘ
+	a.op("VADDPS Y10, Y12, Y10") // θ₀ + λ·τₘ
+	dst := mem("DI")
+	switch dt {
+	case "F32":
+		a.op("VMOVUPS Y10, %s", dst)
+	case "F16":
+		a.op("VCVTPS2PH $0, Y10, %s", dst)
+	case "BF16":
+		a.op("VPSRLD $16, Y10, Y0")
+		a.op("VPAND ones32<>(SB), Y0, Y1")
+		a.op("VPADDD c7fff<>(SB), Y10, Y2")
+		a.op("VPADDD Y1, Y2, Y2")
+		a.op("VPSRLD $16, Y2, Y2")
+		a.op("VPOR c40<>(SB), Y0, Y0")
+		a.op("VPAND Y13, Y10, Y1")
+		a.op("VPCMPGTD cnan<>(SB), Y1, Y1") // NaN
+		a.op("VPBLENDVB Y1, Y0, Y2, Y2")
+		a.op("VEXTRACTI128 $1, Y2, X1")
+		a.op("VPACKUSDW X1, X2, X2")
+		a.op("VMOVDQU X2, %s", dst)
+	}
+	a.op("ADDQ $8, CX")
+	a.op("JMP loop")
+	a.label("done")
+	a.op("MOVQ DX, AX")
+	a.op("SUBQ R9, AX")
+	a.op("MOVQ R8, pos+16(FP)")
+	a.op("MOVQ AX, neg+24(FP)")
+	a.op("MOVQ R10, zero+32(FP)")
+	a.op("MOVQ R11, conflicts+40(FP)")
+	a.op("VZEROUPPER")
+	a.op("RET")
+	// Zero sums (mask in AX): count, and write indices if wanted.
+	a.label("zero")
+	a.op("POPCNTL AX, R12")
+	a.op("ADDQ R12, R10")
+	a.op("MOVQ %d(BX), R13", argZero)
+	a.op("TESTQ R13, R13")
+	a.op("JZ back")
+	a.label("bits")
+	a.op("TZCNTL AX, R12")
+	a.op("ADDL CX, R12")
+	a.op("ADDL %d(BX), R12", argIdx)
+	a.op("MOVL R12, (R13)")
+	a.op("ADDQ $4, R13")
+	a.op("BLSRL AX, AX")
+	a.op("JNZ bits")
+	a.op("MOVQ R13, %d(BX)", argZero)
+	a.op("JMP back")
+}
