@@ -612,6 +612,12 @@ func (r *run) mergeAll(ctx context.Context) error {
 	defer r.prog.EndPass()
 	for ji := range p.Jobs {
 		j := &p.Jobs[ji]
+		if ji == 0 {
+			r.prefetchJob(0)
+		}
+		if ji+1 < len(p.Jobs) {
+			r.prefetchJob(ji + 1) // read while this one merges
+		}
 		var err error
 		switch {
 		case j.Copy:

@@ -94,6 +94,35 @@ func (r *run) closeFiles() {
 // is asked to read: tens of milliseconds of a disk's reading.
 const prefetchBytes = 64 << 20
 
+// prefetchJobBytes bounds the read-ahead of a whole tensor's inputs.
+const prefetchJobBytes = 1 << 30
+
+// prefetchJob asks the kernel to read a tensor's inputs (up to
+// prefetchJobBytes in all), in the background: a tensor-by-tensor merge then
+// finds the next tensor read while it works on this one.
+func (r *run) prefetchJob(ji int) {
+	j := &r.p.Jobs[ji]
+	type span struct {
+		path      string
+		off, size int64
+	}
+	var spans []span
+	if !r.p.Method.NoBase {
+		spans = append(spans, span{j.Base.File, j.Base.Offset, j.Base.Size})
+	}
+	if !j.Copy {
+		for _, t := range j.Models {
+			spans = append(spans, span{t.File, t.Offset, t.Size})
+		}
+	}
+	each := int64(prefetchJobBytes / max(1, len(spans)))
+	go func() {
+		for _, s := range spans {
+			mmapio.Prefetch(s.path, s.off, min(s.size, each))
+		}
+	}()
+}
+
 // prefetch asks the kernel to start reading the inputs of a block that a
 // worker will take soon, so the disk works while the cores merge.
 func (r *run) prefetch(b block) {

@@ -6,3 +6,6 @@ import "os"
 
 // startWriteback is a no-op here: Commit's fsync does all the writing.
 func startWriteback(*os.File) {}
+
+// Prefetch is a no-op here; mappings still get madvise(WILLNEED).
+func Prefetch(path string, off, n int64) {}

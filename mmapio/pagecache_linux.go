@@ -16,3 +16,16 @@ func startWriteback(f *os.File) {
 		})
 	}
 }
+
+// Prefetch asks the kernel to read [off, off+n) of the file at path into the
+// page cache (fadvise WILLNEED), without a mapping; a hint, so errors are
+// ignored. It may block while the disk's request queue is full: call it
+// off the critical path.
+func Prefetch(path string, off, n int64) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_ = unix.Fadvise(int(f.Fd()), off, n, unix.FADV_WILLNEED)
+}
