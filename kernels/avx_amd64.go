@@ -375,8 +375,10 @@ func tiesAVX(s *Set, z bool) func(b *TiesBlock) VoteStats {
 			for i, k := range t.Kept {
 				b.Kept[i] += k
 			}
-			for j := range ts.ZeroSum {
-				t.Zero[j] += int32(m)
+			if t.Zero != nil {
+				for j := range ts.ZeroSum {
+					t.Zero[j] += int32(m)
+				}
 			}
 			st.Add(ts)
 		}

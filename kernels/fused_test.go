@@ -1,7 +1,9 @@
 package kernels
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -220,4 +222,84 @@ func ones(n int) []float32 {
 		w[i] = 1
 	}
 	return w
+}
+
+// TestTiesTails runs the fused kernels' cases over every length to 300
+// (every tail of 8 and 16 lanes, at every position of a zero sum), with 1,
+// 3, 8 and 9 models (9: the staged path), each weighting and aggregate.
+func TestTiesTails(t *testing.T) {
+	r := rand.New(rand.NewPCG(27, 28))
+	sets := asmSets(t)
+	if len(sets) == 0 {
+		return
+	}
+	for n := 0; n <= 300; n++ {
+		for _, nm := range []int{1, 3, 8, 9} {
+			dt := BF16
+			if n%4 == 3 {
+				dt = dtypes[n/4%3]
+			}
+			in := randTiesInputs(r, dt, nm, n)
+			w := randWeights(r, nm, n%3)
+			p := VoteParams{Weights: w, WeightedVote: n%2 == 1, Aggregate: []Aggregate{AggregateMean, AggregateSum}[n/2%2]}
+			for _, s := range sets {
+				checkTies(t, s, in, dt, &p, 0.5)
+			}
+		}
+	}
+}
+
+// TestTiesNaNPayloads makes the fused arithmetic meet NaNs with payloads
+// everywhere: stored values, base, weights and λ.
+func TestTiesNaNPayloads(t *testing.T) {
+	sets := asmSets(t)
+	nans := []uint32{0x7fc00001, 0xffc00002, 0x7f800003, 0xff812345, 0x7fc0beef, 0x7fa00000}
+	for _, dt := range dtypes {
+		for _, nm := range []int{2, 3, 5} {
+			n := 53
+			in := &tiesInputs{n: n, dt: dt, thr: make([]uint32, nm)}
+			enc := func(k int) []byte {
+				f := make([]float32, n)
+				for i := range f {
+					if (i+k)%3 != 2 {
+						f[i] = math.Float32frombits(nans[(i*7+k)%len(nans)])
+					} else {
+						f[i] = float32((i+k)%5) - 2
+					}
+				}
+				b := make([]byte, n*dt.Size())
+				for i, v := range f {
+					u := math.Float32bits(v)
+					switch {
+					case dt == F32:
+						binary.LittleEndian.PutUint32(b[4*i:], u)
+					case dt == BF16:
+						binary.LittleEndian.PutUint16(b[2*i:], uint16(u>>16))
+					case v != v: // an f16 NaN with a payload from u
+						binary.LittleEndian.PutUint16(b[2*i:], uint16(u>>16)&0x8000|0x7c01|uint16(u>>13)&0x3ff)
+					default:
+						binary.LittleEndian.PutUint16(b[2*i:], F32ToF16(v))
+					}
+				}
+				return b
+			}
+			in.base = enc(0)
+			for i := range nm {
+				in.models = append(in.models, enc(i+1))
+			}
+			for _, w := range [][]float32{
+				ones(nm),
+				{math.Float32frombits(0x7fc0aaaa), math.Float32frombits(0xffc0bbbb), 1, 2, -1},
+				{float32(math.Inf(1)), 0, float32(math.Inf(-1)), math.Float32frombits(0x7f80cccc), 0.5},
+			} {
+				for _, p := range voteParams(w[:nm]) {
+					for _, s := range sets {
+						for _, lambda := range []float32{1, math.Float32frombits(0x7f900000)} {
+							checkTies(t, s, in, dt, &p, lambda)
+						}
+					}
+				}
+			}
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 )
 
@@ -116,5 +117,87 @@ func FuzzVote(f *testing.F) {
 			DivideByWeights: k&32 != 0,
 		}
 		checkVote(t, asmSets(t), fmt.Sprintf("fuzz n=%d", n), taus, stride, m, p)
+	})
+}
+
+// FuzzRange bounds the band by w and k (sometimes a single magnitude taken
+// from the data, a tie count; sometimes empty, lo > hi).
+func FuzzRange(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte, k uint8, w uint32) {
+		tau := floatsOf(data)
+		n := len(tau)
+		lo, hi := w, w^uint32(k)<<(k%25)
+		if k&1 != 0 && n > 0 {
+			lo = AbsBits(tau[int(w%uint32(n))])
+			hi = lo
+		}
+		want := make([]int32, n)
+		wantN := Generic.Range(tau, lo, hi, want)
+		for _, s := range asmSets(t) {
+			what := fmt.Sprintf("%s Range n=%d [%#x, %#x]", s.Name, n, lo, hi)
+			if got := s.Range(tau, lo, hi, nil); got != wantN {
+				t.Fatalf("%s without indices: count %d, want %d", what, got, wantN)
+			}
+			idx := make([]int32, n+guard)
+			for i := range idx {
+				idx[i] = -7
+			}
+			got := s.Range(tau, lo, hi, idx[:n])
+			if got != wantN || !slices.Equal(idx[:got], want[:wantN]) {
+				t.Fatalf("%s: indices %v, want %v", what, idx[:min(got, n)], want[:wantN])
+			}
+			for i := n; i < len(idx); i++ {
+				if idx[i] != -7 {
+					t.Fatalf("%s: wrote past len(tau) at %d", what, i)
+				}
+			}
+		}
+	})
+}
+
+// FuzzTies takes the number of models (1..9) and the weighting from w, the
+// options and dtypes from k, then from data the weights and thresholds and
+// the stored base and models.
+func FuzzTies(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte, k uint8, w uint32) {
+		nm := int(w%9) + 1
+		if len(data) < 8*nm {
+			return
+		}
+		weights := floatsOf(data[:4*nm])
+		if w&16 != 0 {
+			weights = ones(nm)
+		}
+		thr := make([]uint32, nm)
+		for i := range thr {
+			thr[i] = binary.LittleEndian.Uint32(data[4*nm+4*i:])
+		}
+		data = data[8*nm:]
+		dt := DType(k % 3)
+		outDT := dt
+		if w&32 != 0 {
+			outDT = DType(w >> 6 % 3)
+		}
+		n := len(data) / ((nm + 1) * dt.Size())
+		in := &tiesInputs{n: n, dt: dt, base: data[:n*dt.Size()], thr: thr}
+		for i := range nm {
+			in.models = append(in.models, data[(i+1)*n*dt.Size():(i+2)*n*dt.Size()])
+		}
+		p := &VoteParams{
+			Weights:         weights,
+			WeightedVote:    k&4 != 0,
+			Consensus:       Consensus(k >> 3 % 2 * 2 % 3), // Sum, or None
+			Aggregate:       Aggregate(k >> 4 % 3),
+			DivideByWeights: k&64 != 0,
+		}
+		if k&128 != 0 {
+			p.Consensus = ConsensusCount
+		}
+		lambda := []float32{1, 0.5, -2, float32(math.NaN())}[w>>8%4]
+		for _, s := range asmSets(t) {
+			checkTies(t, s, in, outDT, p, lambda)
+		}
 	})
 }
