@@ -29,6 +29,10 @@ func init() { neonStaged = stagedTies(neonSet) }
 // The assembly counts in 32-bit lanes: calls stay well below 2³² elements.
 const neonChunk = 1 << 24
 
+// neonCallMax is how many elements Range and Ties pass to one assembly call
+// (a multiple of 16); tests lower it to run the chunking.
+var neonCallMax = neonChunk
+
 //go:noescape
 func widenF16NEON(dst *float32, src *byte, n int)
 
@@ -237,8 +241,8 @@ func neonRange(tau []float32, lo, hi uint32, idx []int32) int {
 	}
 	m := n &^ 15
 	count := 0
-	for off := 0; off < m; off += neonChunk {
-		c := min(neonChunk, m-off)
+	for off := 0; off < m; off += neonCallMax {
+		c := min(neonCallMax, m-off)
 		var ip *int32
 		if idx != nil {
 			ip = &idx[count] // count ≤ off < n
@@ -307,8 +311,8 @@ func neonTies(b *TiesBlock) VoteStats {
 	}
 	clear(b.Kept)
 	var st VoteStats
-	for off := 0; off < m; off += neonChunk {
-		c := min(neonChunk, m-off)
+	for off := 0; off < m; off += neonCallMax {
+		c := min(neonCallMax, m-off)
 		a.dst, a.base = &b.Dst[2*off], &b.Base[2*off]
 		for i, mdl := range b.Models {
 			a.models[i] = &mdl[2*off]

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"unsafe"
 )
@@ -865,4 +866,40 @@ func neonNarrowTo(dt DType, f float32) uint16 {
 		return F32ToF16(f)
 	}
 	return F32ToBF16(f)
+}
+
+// TestNEONCallChunks runs Range and Ties with the assembly called on small
+// chunks, so that index offsets and counts carry from call to call.
+func TestNEONCallChunks(t *testing.T) {
+	defer func(c int) { neonCallMax = c }(neonCallMax)
+	r := rand.New(rand.NewPCG(37, 38))
+	for _, chunk := range []int{16, 48} {
+		neonCallMax = chunk
+		for _, n := range []int{15, 16, 17, 100, 203} {
+			tau := make([]float32, n)
+			for i := range tau {
+				tau[i] = float32(r.IntN(3) - 1)
+			}
+			want := make([]int32, n)
+			wc := rangeGeneric(tau, 1, 0x3f800000, want)
+			got := make([]int32, n)
+			if gc := neonSet.Range(tau, 1, 0x3f800000, got); gc != wc || !slices.Equal(got[:gc], want[:wc]) {
+				t.Fatalf("Range chunk=%d n=%d: %v, want %v", chunk, n, got[:gc], want[:wc])
+			}
+			for _, dt := range []DType{BF16, F16} {
+				c := &neonTiesCase{dt: dt, base: make([]byte, 2*n)}
+				for i := 0; i < 3; i++ {
+					m := make([]byte, 2*n)
+					for j := 0; j < n; j++ {
+						binary.LittleEndian.PutUint16(m[2*j:], neonNarrowTo(dt, float32(r.IntN(3)-1)))
+					}
+					c.models = append(c.models, m)
+					c.thr = append(c.thr, 0)
+				}
+				for _, p := range neonTiesParams([]float32{1, 0.5, 2})[:4] {
+					c.check(t, n, &p, 1, true)
+				}
+			}
+		}
+	}
 }
