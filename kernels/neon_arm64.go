@@ -96,6 +96,7 @@ type neonTiesArgs struct {
 const (
 	tiesMean = 1 << iota // aggregate mean with the count divisor, else sum
 	tiesZero             // write zero-sum indices
+	tiesDivW             // the mean divides by Σ m·w
 )
 
 //go:noescape
@@ -261,15 +262,15 @@ func neonRange(tau []float32, lo, hi uint32, idx []int32) int {
 }
 
 // neonTiesFused reports whether the fused assembly takes b: the same dtype
-// in and out, f16 or bf16, consensus sum, aggregate sum or mean with the
-// count divisor, 1..8 models, any weights, at least one group of 4, and
+// in and out, f16 or bf16, consensus sum, aggregate sum or mean (either
+// divisor), 1..8 models, any weights, at least one group of 4, and
 // inputs long enough (short ones go to the staged form, which panics).
 func neonTiesFused(b *TiesBlock) bool {
 	p := b.Vote
 	nm := len(b.Models)
 	n := len(b.Dst) / b.OutDT.Size()
 	if b.DT != b.OutDT || b.DT != BF16 && b.DT != F16 || p.Consensus != ConsensusSum ||
-		!(p.Aggregate == AggregateSum || p.Aggregate == AggregateMean && !p.DivideByWeights) ||
+		p.Aggregate != AggregateSum && p.Aggregate != AggregateMean ||
 		nm < 1 || nm > 8 || len(b.Thr) != nm || len(b.Kept) != nm || len(p.Weights) != nm || n < 4 {
 		return false
 	}
@@ -297,6 +298,9 @@ func neonTies(b *TiesBlock) VoteStats {
 	a.lambda = b.Lambda
 	if p.Aggregate == AggregateMean {
 		a.flags |= tiesMean
+		if p.DivideByWeights {
+			a.flags |= tiesDivW
+		}
 	}
 	if b.Zero != nil {
 		a.flags |= tiesZero

@@ -713,29 +713,34 @@ func neonTiesInputs(r *rand.Rand, dt DType, nm, n int) *neonTiesCase {
 	return c
 }
 
-// neonTiesParams are the vote settings the fused assembly takes, and two it
-// does not (which go through the staged form).
+// neonTiesParams are the vote settings the fused assembly takes (the first
+// neonTiesFusedParams), then two it does not (which go through the staged
+// form).
 func neonTiesParams(w []float32) []VoteParams {
 	var ps []VoteParams
 	for _, wv := range []bool{false, true} {
 		for _, a := range []Aggregate{AggregateMean, AggregateSum} {
 			ps = append(ps, VoteParams{Weights: w, WeightedVote: wv, Aggregate: a})
 		}
+		ps = append(ps, VoteParams{Weights: w, WeightedVote: wv, DivideByWeights: true})
 	}
-	return append(ps, VoteParams{Weights: w, DivideByWeights: true}, VoteParams{Weights: w, Consensus: ConsensusCount})
+	return append(ps, VoteParams{Weights: w, Consensus: ConsensusCount}, VoteParams{Weights: w, Aggregate: AggregateMax})
 }
+
+const neonTiesFusedParams = 6
 
 // TestNEONTiesFusedTaken makes sure the hot cases reach the assembly.
 func TestNEONTiesFusedTaken(t *testing.T) {
 	for _, dt := range []DType{F16, BF16} {
 		for nm := 1; nm <= 9; nm++ {
-			for _, p := range neonTiesParams(make([]float32, nm))[:4] {
+			for _, p := range neonTiesParams(make([]float32, nm)) {
 				b := &TiesBlock{Dst: make([]byte, 8), OutDT: dt, Base: make([]byte, 8), DT: dt,
 					Models: make([][]byte, nm), Thr: make([]uint32, nm), Kept: make([]int, nm), Vote: &p}
 				for i := range b.Models {
 					b.Models[i] = make([]byte, 8)
 				}
-				if got := neonTiesFused(b); got != (nm <= 8) {
+				want := nm <= 8 && p.Consensus == ConsensusSum && p.Aggregate != AggregateMax
+				if got := neonTiesFused(b); got != want {
 					t.Fatalf("%v models=%d %+v: fused %v", dt, nm, p, got)
 				}
 			}
@@ -806,7 +811,7 @@ func TestNEONTiesNaNPayloads(t *testing.T) {
 				w[i] = []float32{1, math.Float32frombits(0x7fc00007 + uint32(i)), math.Float32frombits(0xff800009 + uint32(i)), -0.5}[i%4]
 			}
 			for _, ws := range [][]float32{ones(nm), w} {
-				for _, p := range neonTiesParams(ws)[:4] {
+				for _, p := range neonTiesParams(ws)[:neonTiesFusedParams] {
 					for _, lambda := range []float32{1, math.Float32frombits(0x7fc00123), math.Float32frombits(0x7f800123)} {
 						c.check(t, n, &p, lambda, true)
 					}
@@ -849,7 +854,7 @@ func TestNEONTiesZeroSums(t *testing.T) {
 				Thr: c.thr, Vote: &VoteParams{Weights: ones(nm)}, Kept: make([]int, nm)}); st.ZeroSum < n/4 {
 				t.Fatalf("%v models=%d: only %d zero sums", dt, nm, st.ZeroSum)
 			}
-			for _, p := range neonTiesParams(ones(nm))[:4] {
+			for _, p := range neonTiesParams(ones(nm))[:neonTiesFusedParams] {
 				c.check(t, n, &p, 1, true)
 				c.check(t, n, &p, 1, false)
 			}
@@ -896,7 +901,7 @@ func TestNEONCallChunks(t *testing.T) {
 					c.models = append(c.models, m)
 					c.thr = append(c.thr, 0)
 				}
-				for _, p := range neonTiesParams([]float32{1, 0.5, 2})[:4] {
+				for _, p := range neonTiesParams([]float32{1, 0.5, 2})[:neonTiesFusedParams] {
 					c.check(t, n, &p, 1, true)
 				}
 			}

@@ -558,10 +558,11 @@ const (
 const (
 	tiesFlagMean = 0 // bit: aggregate mean with the count divisor, else sum
 	tiesFlagZero = 1 // bit: write zero-sum indices
+	tiesFlagDivW = 2 // bit: the mean divides by the sum of the weights
 )
 
 // genTies is the fused TIES merge of groups of 4 elements for dt in and out,
-// consensus sum, aggregate mean (count divisor) or sum, 1..8 models. Each
+// consensus sum, aggregate mean (count or weight divisor) or sum, 1..8 models. Each
 // model count has its own fully unrolled loop, so that per-model state lives
 // in registers: thresholds and weights packed four to a vector (DUP by lane),
 // the kept counters one vector each. The vote weights vw are the weights for
@@ -573,7 +574,7 @@ const (
 //	pointers, R19 flags, R20 models.
 //
 // Vector registers: V0 θ₀; V1 s, then up; V2 pos, then num; V3 neg, then the
-// count; V4..V8 temporaries; V9..V11 bf16 rounding constants; V12 positive,
+// count (an integer) or Σw (a float); V4..V8 temporaries; V9..V11 bf16 rounding constants; V12 positive,
 // V13 up, V14 zero sums, V15 conflicts (counters); V16..V23 kept counters;
 // V24, V25 vote weights; V26, V27 weights; V28, V29 thresholds; V30 λ; V31 0.
 func genTies(dt dtype) {
@@ -690,23 +691,37 @@ func genTies(dt dtype) {
 		vzero(cnt)
 		for i := 0; i < nm; i++ {
 			tau(i, "FMOVD.P 8(R%d), F4")
-			dupLane(4, wP, i)
-			fmul(6, 4, 5) // a = w·τ
 			dupLane(4, vwP, i)
-			fmul(5, 4, 5) // v = vw·τ
-			fcmgtz(7, 5)
-			fcmltz(8, 5)
-			vbit(8, 7, up)  // include = up ? v > 0 : v < 0
+			fmul(6, 4, 5) // v = vw·τ
+			fcmgtz(7, 6)
+			fcmltz(8, 6)
+			vbit(8, 7, up) // include = up ? v > 0 : v < 0
+			dupLane(4, wP, i)
+			fmul(6, 4, 5)   // a = w·τ
 			fadd(7, 6, num) // num = add(a, num)
 			vbit(num, 7, 8)
-			vsub(cnt, cnt, 8)
+			p("TBNZ $%d, R19, %s_dw%d", tiesFlagDivW, pre, i)
+			vsub(cnt, cnt, 8) // the count
+			p("B %s_next%d", pre, i)
+			label(fmt.Sprintf("%s_dw%d", pre, i))
+			fadd(7, 4, cnt) // den = add(w, den)
+			vbit(cnt, 7, 8)
+			label(fmt.Sprintf("%s_next%d", pre, i))
 		}
 
 		comment("The merged τ, then θ₀ + λ·τₘ rounded and stored.")
 		p("TBZ $%d, R19, %s_finish", tiesFlagMean, pre)
+		p("TBNZ $%d, R19, %s_divw", tiesFlagDivW, pre)
 		vcmeq(4, cnt, zero)
 		vsub(cnt, cnt, 4) // a zero divisor becomes 1
 		ucvtf(cnt, cnt)
+		p("B %s_div", pre)
+		label(pre + "_divw")
+		fcmeqz(4, cnt)
+		p("MOVW $0x3f800000, R6")
+		p("VDUP R6, V5.S4") // 1.0
+		vbit(cnt, 5, 4)     // a zero divisor becomes 1
+		label(pre + "_div")
 		fdiv(num, num, cnt)
 		label(pre + "_finish")
 		fmul(num, lambda, num) // λ·τₘ, rounded
