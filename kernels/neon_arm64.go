@@ -16,15 +16,22 @@ var neonSet = &Set{
 	DeltaTrim: neonDeltaTrim,
 	Vote:      neonVote,
 	Finish:    neonFinish,
+	Range:     neonRange,
+	Ties:      neonTies,
 }
 
-func init() {
-	neonSet.Range = rangeGeneric
-	neonSet.Ties = stagedTies(neonSet)
-}
+// neonStaged is Ties made of the NEON stage kernels: the fallback for the
+// cases the fused assembly does not take, and for the tail of a block.
+var neonStaged func(b *TiesBlock) VoteStats
+
+func init() { neonStaged = stagedTies(neonSet) }
 
 // The assembly counts in 32-bit lanes: calls stay well below 2³² elements.
 const neonChunk = 1 << 24
+
+// neonCallMax is how many elements Range and Ties pass to one assembly call
+// (a multiple of 16); tests lower it to run the chunking.
+var neonCallMax = neonChunk
 
 //go:noescape
 func widenF16NEON(dst *float32, src *byte, n int)
@@ -56,6 +63,47 @@ func finishF16NEON(dst *byte, base *float32, tm *float32, n int, lambda float32)
 
 //go:noescape
 func finishBF16NEON(dst *byte, base *float32, tm *float32, n int, lambda float32)
+
+// rangeNEON counts the n values (a positive multiple of 16) whose magnitude
+// bits lie in [lo, hi]; with idx != nil it writes start+j for each match j,
+// in order, to idx[:count], and may overwrite idx[count:n].
+//
+//go:noescape
+func rangeNEON(tau *float32, n int, lo, hi uint32, idx *int32, start int) (count int)
+
+// neonTiesArgs is the fused kernel's argument block; neon_asmgen_arm64.go
+// knows its offsets (TestNEONTiesArgsLayout checks them).
+type neonTiesArgs struct {
+	dst    *byte
+	base   *byte
+	models [8]*byte
+	groups int // of 4 elements, > 0
+	nm     int // 1..8
+	zero   *int32
+	start  int // index of the first element, for the zero-sum indices
+	flags  int
+	thr    [8]uint32
+	w      [8]float32
+	vw     [8]float32 // the vote's weights: w for a weighted vote, else 1
+	lambda float32
+	_      uint32
+	// Results.
+	kept                        [8]int
+	pos, up, zeroSum, conflicts int
+}
+
+// Ties flag bits, as neon_asmgen_arm64.go numbers them.
+const (
+	tiesMean = 1 << iota // aggregate mean with the count divisor, else sum
+	tiesZero             // write zero-sum indices
+	tiesDivW             // the mean divides by Σ m·w
+)
+
+//go:noescape
+func tiesF16NEON(a *neonTiesArgs)
+
+//go:noescape
+func tiesBF16NEON(a *neonTiesArgs)
 
 // Vote flag bits, as neon_asmgen_arm64.go numbers them.
 const (
@@ -182,4 +230,137 @@ func neonFinish(dst []byte, dt DType, base, tm []float32, lambda float32) {
 		}
 	}
 	finishGeneric(dst[m*size:], dt, base[m:], tm[m:], lambda)
+}
+
+func neonRange(tau []float32, lo, hi uint32, idx []int32) int {
+	n := len(tau)
+	if idx != nil {
+		_ = idx[:n]
+	}
+	if lo > hi {
+		return 0
+	}
+	m := n &^ 15
+	count := 0
+	for off := 0; off < m; off += neonCallMax {
+		c := min(neonCallMax, m-off)
+		var ip *int32
+		if idx != nil {
+			ip = &idx[count] // count ≤ off < n
+		}
+		count += rangeNEON(&tau[off], c, lo, hi, ip, off)
+	}
+	for i := m; i < n; i++ {
+		if v := AbsBits(tau[i]); v >= lo && v <= hi {
+			if idx != nil {
+				idx[count] = int32(i)
+			}
+			count++
+		}
+	}
+	return count
+}
+
+// neonTiesFused reports whether the fused assembly takes b: the same dtype
+// in and out, f16 or bf16, consensus sum, aggregate sum or mean (either
+// divisor), 1..8 models, any weights, at least one group of 4, and
+// inputs long enough (short ones go to the staged form, which panics).
+func neonTiesFused(b *TiesBlock) bool {
+	p := b.Vote
+	nm := len(b.Models)
+	n := len(b.Dst) / b.OutDT.Size()
+	if b.DT != b.OutDT || b.DT != BF16 && b.DT != F16 || p.Consensus != ConsensusSum ||
+		p.Aggregate != AggregateSum && p.Aggregate != AggregateMean ||
+		nm < 1 || nm > 8 || len(b.Thr) != nm || len(b.Kept) != nm || len(p.Weights) != nm || n < 4 {
+		return false
+	}
+	if len(b.Base) < 2*n || b.Zero != nil && len(b.Zero) < n {
+		return false
+	}
+	for _, m := range b.Models {
+		if len(m) < 2*n {
+			return false
+		}
+	}
+	return true
+}
+
+func neonTies(b *TiesBlock) VoteStats {
+	if !neonTiesFused(b) {
+		return neonStaged(b)
+	}
+	p := b.Vote
+	nm := len(b.Models)
+	n := len(b.Dst) / 2
+	m := n &^ 3
+	var a neonTiesArgs
+	a.nm = nm
+	a.lambda = b.Lambda
+	if p.Aggregate == AggregateMean {
+		a.flags |= tiesMean
+		if p.DivideByWeights {
+			a.flags |= tiesDivW
+		}
+	}
+	if b.Zero != nil {
+		a.flags |= tiesZero
+	}
+	for i := 0; i < nm; i++ {
+		a.thr[i] = b.Thr[i]
+		a.w[i] = p.Weights[i]
+		a.vw[i] = 1
+		if p.WeightedVote {
+			a.vw[i] = p.Weights[i]
+		}
+	}
+	clear(b.Kept)
+	var st VoteStats
+	for off := 0; off < m; off += neonCallMax {
+		c := min(neonCallMax, m-off)
+		a.dst, a.base = &b.Dst[2*off], &b.Base[2*off]
+		for i, mdl := range b.Models {
+			a.models[i] = &mdl[2*off]
+		}
+		a.groups = c / 4
+		a.start = off
+		if b.Zero != nil {
+			a.zero = &b.Zero[st.ZeroSum] // ZeroSum ≤ off < n
+		}
+		tiesSelect(b.DT, &a)
+		for i := range b.Kept {
+			b.Kept[i] += a.kept[i]
+		}
+		st.Add(VoteStats{Positive: a.pos, Negative: c - a.up, ZeroSum: a.zeroSum, Conflicts: a.conflicts})
+	}
+	if m == n {
+		return st
+	}
+	// The tail, fewer than 4 elements, through the staged form.
+	var models [8][]byte
+	var kept [8]int
+	t := *b
+	t.Dst, t.Base, t.Models, t.Kept = b.Dst[2*m:2*n], b.Base[2*m:], models[:nm], kept[:nm]
+	for i, mdl := range b.Models {
+		models[i] = mdl[2*m:]
+	}
+	if b.Zero != nil {
+		t.Zero = b.Zero[st.ZeroSum:]
+	}
+	ts := neonStaged(&t)
+	for i := range b.Kept {
+		b.Kept[i] += kept[i]
+	}
+	for k := 0; k < ts.ZeroSum && b.Zero != nil; k++ {
+		b.Zero[st.ZeroSum+k] += int32(m)
+	}
+	st.Add(ts)
+	return st
+}
+
+func tiesSelect(dt DType, a *neonTiesArgs) {
+	if dt == F16 {
+		tiesF16NEON(a)
+	} else {
+		tiesBF16NEON(a)
+	}
 }

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
+	"unsafe"
 )
 
 // These tests hold the NEON set to the Go reference bit for bit. The
@@ -546,5 +548,363 @@ func BenchmarkNEON(b *testing.B) {
 				s.Finish(dst, BF16, base, out, 0.7)
 			}
 		})
+	}
+}
+
+func TestNEONTiesArgsLayout(t *testing.T) {
+	var a neonTiesArgs
+	for _, c := range []struct {
+		name     string
+		got, off uintptr
+	}{
+		{"dst", unsafe.Offsetof(a.dst), 0}, {"base", unsafe.Offsetof(a.base), 8},
+		{"models", unsafe.Offsetof(a.models), 16}, {"groups", unsafe.Offsetof(a.groups), 80},
+		{"nm", unsafe.Offsetof(a.nm), 88}, {"zero", unsafe.Offsetof(a.zero), 96},
+		{"start", unsafe.Offsetof(a.start), 104}, {"flags", unsafe.Offsetof(a.flags), 112},
+		{"thr", unsafe.Offsetof(a.thr), 120}, {"w", unsafe.Offsetof(a.w), 152},
+		{"vw", unsafe.Offsetof(a.vw), 184}, {"lambda", unsafe.Offsetof(a.lambda), 216},
+		{"kept", unsafe.Offsetof(a.kept), 224}, {"pos", unsafe.Offsetof(a.pos), 288},
+		{"up", unsafe.Offsetof(a.up), 296}, {"zeroSum", unsafe.Offsetof(a.zeroSum), 304},
+		{"conflicts", unsafe.Offsetof(a.conflicts), 312},
+	} {
+		if c.got != c.off {
+			t.Errorf("neonTiesArgs.%s at offset %d, the generator says %d", c.name, c.got, c.off)
+		}
+	}
+}
+
+// TestNEONRange holds Range to the reference at every length up to 300 and
+// around the 16-element groups, with matches in every lane position, no
+// matches, all matches and empty bounds, with and without indices.
+func TestNEONRange(t *testing.T) {
+	r := rand.New(rand.NewPCG(31, 32))
+	for _, n := range neonLengths() {
+		off := n % 3
+		tau := make([]float32, n+off)[off:]
+		neonFill(r, tau)
+		if n%4 == 1 { // exact ties
+			for i := range tau {
+				tau[i] = float32(r.IntN(5) - 2)
+			}
+		}
+		bounds := [][2]uint32{{0, 0xffffffff}, {0, 0}, {1, 0}, {0x7f800001, 0xffffffff}, {0x3f800000, 0x3f800000}, {0xffffffff, 0xffffffff}}
+		if n > 0 {
+			a := AbsBits(tau[r.IntN(n)])
+			bounds = append(bounds, [2]uint32{a, a}, [2]uint32{a &^ 0xfffff, a | 0xfffff}, [2]uint32{a + 1, a})
+		}
+		for _, lh := range bounds {
+			what := fmt.Sprintf("n=%d [%#x, %#x]", n, lh[0], lh[1])
+			want := make([]int32, n)
+			wc := rangeGeneric(tau, lh[0], lh[1], want)
+			if gc := neonSet.Range(tau, lh[0], lh[1], nil); gc != wc {
+				t.Fatalf("%s without indices: count %d, go %d", what, gc, wc)
+			}
+			buf := make([]int32, n+neonGuard)
+			for i := range buf {
+				buf[i] = -7
+			}
+			gc := neonSet.Range(tau, lh[0], lh[1], buf[:n])
+			if gc != wc {
+				t.Fatalf("%s: count %d, go %d", what, gc, wc)
+			}
+			for i := 0; i < wc; i++ {
+				if buf[i] != want[i] {
+					t.Fatalf("%s: index %d is %d, go %d", what, i, buf[i], want[i])
+				}
+			}
+			for i := n; i < len(buf); i++ {
+				if buf[i] != -7 {
+					t.Fatalf("%s: wrote past len(tau) at %d", what, i)
+				}
+			}
+		}
+	}
+	// One match in each lane of a group, and in the tail.
+	for j := 0; j < 40; j++ {
+		tau := make([]float32, 40)
+		tau[j] = 3
+		idx := make([]int32, 40)
+		if c := neonSet.Range(tau, 1, 0x7f800000, idx); c != 1 || idx[0] != int32(j) {
+			t.Fatalf("a match at %d: count %d, idx[0] %d", j, c, idx[0])
+		}
+	}
+	mustPanic(t, "Range", func() { neonSet.Range(make([]float32, 17), 0, 1, make([]int32, 16)) })
+}
+
+// neonTiesStaged is the reference for Ties: the Go set's stages.
+func neonTiesRef(b *TiesBlock) ([]byte, VoteStats, []int, []int32) {
+	c := *b
+	c.Dst = make([]byte, len(b.Dst))
+	c.Kept = make([]int, len(b.Kept))
+	if b.Zero != nil {
+		c.Zero = make([]int32, len(b.Zero))
+	}
+	st := Generic.Ties(&c)
+	var z []int32
+	if c.Zero != nil {
+		z = c.Zero[:st.ZeroSum]
+	}
+	return c.Dst, st, c.Kept, z
+}
+
+type neonTiesCase struct {
+	dt     DType
+	base   []byte
+	models [][]byte
+	thr    []uint32
+}
+
+func (c *neonTiesCase) check(t *testing.T, n int, p *VoteParams, lambda float32, withZero bool) {
+	t.Helper()
+	nm := len(c.models)
+	dst, check := neonOutBytes(n*c.dt.Size(), n%3)
+	b := &TiesBlock{Dst: dst, OutDT: c.dt, Base: c.base, Models: c.models, DT: c.dt,
+		Thr: c.thr, Vote: p, Lambda: lambda, Kept: make([]int, nm)}
+	var zbuf []int32
+	if withZero {
+		zbuf = make([]int32, n+neonGuard)
+		for i := range zbuf {
+			zbuf[i] = -7
+		}
+		b.Zero = zbuf[:n]
+	}
+	want, wst, wkept, wzero := neonTiesRef(b)
+	st := neonSet.Ties(b)
+	what := fmt.Sprintf("%v n=%d models=%d λ=%v thr=%#x %+v zero=%v", c.dt, n, nm, lambda, c.thr, *p, withZero)
+	neonSameBytes(t, what, c.dt, dst, want)
+	check(t)
+	if st != wst {
+		t.Fatalf("%s: stats %+v, go %+v", what, st, wst)
+	}
+	for i := range wkept {
+		if b.Kept[i] != wkept[i] {
+			t.Fatalf("%s: kept %v, go %v", what, b.Kept, wkept)
+		}
+	}
+	if withZero {
+		for i := range wzero {
+			if zbuf[i] != wzero[i] {
+				t.Fatalf("%s: zero-sum indices %v, go %v", what, zbuf[:st.ZeroSum], wzero)
+			}
+		}
+		for i := n; i < len(zbuf); i++ {
+			if zbuf[i] != -7 {
+				t.Fatalf("%s: wrote a zero-sum index past n at %d", what, i)
+			}
+		}
+	}
+}
+
+func neonTiesInputs(r *rand.Rand, dt DType, nm, n int) *neonTiesCase {
+	c := &neonTiesCase{dt: dt, base: neonStored(r, dt, n, r.IntN(3))}
+	thrs := []uint32{0, 1, 0x3c000000, 0x3f800000, 0x7f800000, 0x7fc00000, 0xffffffff}
+	for i := 0; i < nm; i++ {
+		m := neonStored(r, dt, n, r.IntN(3))
+		if i > 0 && r.IntN(3) == 0 { // exact opposites: zero sums
+			for j := 0; j+1 < len(m); j += 2 {
+				if r.IntN(2) == 0 {
+					copy(m[j:j+2], c.models[0][j:j+2])
+				}
+			}
+		}
+		c.models = append(c.models, m)
+		c.thr = append(c.thr, thrs[r.IntN(len(thrs))])
+	}
+	return c
+}
+
+// neonTiesParams are the vote settings the fused assembly takes (the first
+// neonTiesFusedParams), then two it does not (which go through the staged
+// form).
+func neonTiesParams(w []float32) []VoteParams {
+	var ps []VoteParams
+	for _, wv := range []bool{false, true} {
+		for _, a := range []Aggregate{AggregateMean, AggregateSum} {
+			ps = append(ps, VoteParams{Weights: w, WeightedVote: wv, Aggregate: a})
+		}
+		ps = append(ps, VoteParams{Weights: w, WeightedVote: wv, DivideByWeights: true})
+	}
+	return append(ps, VoteParams{Weights: w, Consensus: ConsensusCount}, VoteParams{Weights: w, Aggregate: AggregateMax})
+}
+
+const neonTiesFusedParams = 6
+
+// TestNEONTiesFusedTaken makes sure the hot cases reach the assembly.
+func TestNEONTiesFusedTaken(t *testing.T) {
+	for _, dt := range []DType{F16, BF16} {
+		for nm := 1; nm <= 9; nm++ {
+			for _, p := range neonTiesParams(make([]float32, nm)) {
+				b := &TiesBlock{Dst: make([]byte, 8), OutDT: dt, Base: make([]byte, 8), DT: dt,
+					Models: make([][]byte, nm), Thr: make([]uint32, nm), Kept: make([]int, nm), Vote: &p}
+				for i := range b.Models {
+					b.Models[i] = make([]byte, 8)
+				}
+				want := nm <= 8 && p.Consensus == ConsensusSum && p.Aggregate != AggregateMax
+				if got := neonTiesFused(b); got != want {
+					t.Fatalf("%v models=%d %+v: fused %v", dt, nm, p, got)
+				}
+			}
+		}
+	}
+}
+
+// TestNEONTiesTails runs the fused kernel at every length up to 300 (every
+// tail after the groups of 4) for 1..9 models, the model count being where
+// the unrolled loops differ, and longer blocks.
+func TestNEONTiesTails(t *testing.T) {
+	r := rand.New(rand.NewPCG(33, 34))
+	for _, dt := range []DType{BF16, F16} {
+		for nm := 1; nm <= 9; nm++ {
+			for kind := 0; kind < 4; kind++ {
+				w := neonWeights(r, nm, kind)
+				ps := neonTiesParams(w)
+				for n := kind; n <= 300; n += 4 {
+					c := neonTiesInputs(r, dt, nm, n)
+					p := ps[(n/4+nm)%len(ps)]
+					lambda := []float32{1, 0.7, -1.5, math.Float32frombits(0x7fc00123)}[(n/4)%4]
+					c.check(t, n, &p, lambda, n%8 < 4)
+				}
+				n := 4099 + kind
+				c := neonTiesInputs(r, dt, nm, n)
+				for pi := range ps {
+					c.check(t, n, &ps[pi], 0.9, pi%2 == 0)
+				}
+			}
+		}
+	}
+}
+
+// TestNEONTiesNaNPayloads makes the aggregate and the finish meet NaNs with
+// different payloads, quiet and signalling, in models, base, weights and λ.
+func TestNEONTiesNaNPayloads(t *testing.T) {
+	const n = 37
+	for _, dt := range []DType{BF16, F16} {
+		for _, nm := range []int{1, 4, 8} {
+			c := &neonTiesCase{dt: dt, base: make([]byte, 2*n)}
+			put := func(b []byte, j int, i int) {
+				var h uint16
+				switch (i + j) % 4 {
+				case 0:
+					h = 0x7e00 | uint16(i+j)&0x1ff // quiet (both formats)
+				case 1:
+					h = 0xfc00 | uint16(1+j)&0x1ff // f16: signalling; bf16: large
+				case 2:
+					h = 0x7f81 + uint16(j)&0x3f // bf16: signalling; f16: quiet NaN
+				default:
+					h = uint16(0x3c00 + 0x100*(i%3))
+				}
+				binary.LittleEndian.PutUint16(b[2*j:], h)
+			}
+			for j := 0; j < n; j++ {
+				put(c.base, j, 7)
+			}
+			for i := 0; i < nm; i++ {
+				m := make([]byte, 2*n)
+				for j := 0; j < n; j++ {
+					put(m, j, i)
+				}
+				c.models = append(c.models, m)
+				c.thr = append(c.thr, 0)
+			}
+			w := make([]float32, nm)
+			for i := range w {
+				w[i] = []float32{1, math.Float32frombits(0x7fc00007 + uint32(i)), math.Float32frombits(0xff800009 + uint32(i)), -0.5}[i%4]
+			}
+			for _, ws := range [][]float32{ones(nm), w} {
+				for _, p := range neonTiesParams(ws)[:neonTiesFusedParams] {
+					for _, lambda := range []float32{1, math.Float32frombits(0x7fc00123), math.Float32frombits(0x7f800123)} {
+						c.check(t, n, &p, lambda, true)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestNEONTiesZeroSums builds blocks where about half the elements sum to
+// exactly zero, in every lane position, across many groups.
+func TestNEONTiesZeroSums(t *testing.T) {
+	r := rand.New(rand.NewPCG(35, 36))
+	for _, dt := range []DType{BF16, F16} {
+		for _, nm := range []int{2, 3, 8} {
+			n := 203
+			c := &neonTiesCase{dt: dt, base: make([]byte, 2*n)}
+			for j := 0; j < n; j++ {
+				binary.LittleEndian.PutUint16(c.base[2*j:], neonNarrowTo(dt, float32(r.IntN(9)-4)))
+			}
+			vals := []float32{1, -1, 2, -2, 0.5, 0}
+			for i := 0; i < nm; i++ {
+				m := make([]byte, 2*n)
+				for j := 0; j < n; j++ {
+					base := c.load(j)
+					v := base + vals[r.IntN(len(vals))]
+					if i == nm-1 && r.IntN(2) == 0 { // cancel the others
+						var s float32
+						for k := 0; k < i; k++ {
+							s += c.tau(k, j)
+						}
+						v = base - s
+					}
+					binary.LittleEndian.PutUint16(m[2*j:], neonNarrowTo(dt, v))
+				}
+				c.models = append(c.models, m)
+				c.thr = append(c.thr, 0)
+			}
+			if _, st, _, _ := neonTiesRef(&TiesBlock{Dst: make([]byte, 2*n), OutDT: dt, Base: c.base, Models: c.models, DT: dt,
+				Thr: c.thr, Vote: &VoteParams{Weights: ones(nm)}, Kept: make([]int, nm)}); st.ZeroSum < n/4 {
+				t.Fatalf("%v models=%d: only %d zero sums", dt, nm, st.ZeroSum)
+			}
+			for _, p := range neonTiesParams(ones(nm))[:neonTiesFusedParams] {
+				c.check(t, n, &p, 1, true)
+				c.check(t, n, &p, 1, false)
+			}
+		}
+	}
+}
+
+func (c *neonTiesCase) load(j int) float32 { return load(c.base, c.dt, j) }
+
+func (c *neonTiesCase) tau(i, j int) float32 { return load(c.models[i], c.dt, j) - c.load(j) }
+
+func neonNarrowTo(dt DType, f float32) uint16 {
+	if dt == F16 {
+		return F32ToF16(f)
+	}
+	return F32ToBF16(f)
+}
+
+// TestNEONCallChunks runs Range and Ties with the assembly called on small
+// chunks, so that index offsets and counts carry from call to call.
+func TestNEONCallChunks(t *testing.T) {
+	defer func(c int) { neonCallMax = c }(neonCallMax)
+	r := rand.New(rand.NewPCG(37, 38))
+	for _, chunk := range []int{16, 48} {
+		neonCallMax = chunk
+		for _, n := range []int{15, 16, 17, 100, 203} {
+			tau := make([]float32, n)
+			for i := range tau {
+				tau[i] = float32(r.IntN(3) - 1)
+			}
+			want := make([]int32, n)
+			wc := rangeGeneric(tau, 1, 0x3f800000, want)
+			got := make([]int32, n)
+			if gc := neonSet.Range(tau, 1, 0x3f800000, got); gc != wc || !slices.Equal(got[:gc], want[:wc]) {
+				t.Fatalf("Range chunk=%d n=%d: %v, want %v", chunk, n, got[:gc], want[:wc])
+			}
+			for _, dt := range []DType{BF16, F16} {
+				c := &neonTiesCase{dt: dt, base: make([]byte, 2*n)}
+				for i := 0; i < 3; i++ {
+					m := make([]byte, 2*n)
+					for j := 0; j < n; j++ {
+						binary.LittleEndian.PutUint16(m[2*j:], neonNarrowTo(dt, float32(r.IntN(3)-1)))
+					}
+					c.models = append(c.models, m)
+					c.thr = append(c.thr, 0)
+				}
+				for _, p := range neonTiesParams([]float32{1, 0.5, 2})[:neonTiesFusedParams] {
+					c.check(t, n, &p, 1, true)
+				}
+			}
+		}
 	}
 }

@@ -54,6 +54,9 @@ func fcmltz(d, n int) { two(0x4ea0e800, "FCMLT", ", #0", d, n) } // d = n < 0
 func fcmeqz(d, n int) { two(0x4ea0d800, "FCMEQ", ", #0", d, n) } // d = n == 0
 func fcmgez(d, n int) { two(0x6ea0c800, "FCMGE", ", #0", d, n) } // d = n >= 0
 
+// ucvtf converts unsigned 32-bit integer lanes to float32 (exact below 2²⁴).
+func ucvtf(d, n int) { two(0x6e21d800, "UCVTF", "", d, n) }
+
 // fcmeq(d, n, n) is "not NaN".
 func fcmeq(d, n, m int) { three(0x4e20e400, "FCMEQ", d, n, m) }
 
@@ -460,6 +463,303 @@ func genVote() {
 	p("RET")
 }
 
+// genRange counts (and, with idx != nil, lists) the values whose magnitude
+// bits lie in [lo, hi], 16 at a time (four vectors).
+//
+//	R0 tau, R1 n (a positive multiple of 16), R3 idx (or 0), R4 index of the
+//	group's first element; V28 lo, V29 hi, V26, V27 counters (minus one per
+//	match), V0..V3 values, V4..V7 masks, V8..V11 temporaries.
+func genRange() {
+	name := "rangeNEON"
+	fmt.Fprintf(&out, "\n// func %s(tau *float32, n int, lo, hi uint32, idx *int32, start int) (count int)\n", name)
+	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-48\n", name)
+	p("MOVD tau+0(FP), R0")
+	p("MOVD n+8(FP), R1")
+	p("MOVWU lo+16(FP), R5")
+	p("VDUP R5, V28.S4")
+	p("MOVWU hi+20(FP), R5")
+	p("VDUP R5, V29.S4")
+	p("MOVD idx+24(FP), R3")
+	p("MOVD start+32(FP), R4")
+	vzero(26)
+	vzero(27)
+	// The compare, shared by both loops: masks in V4..V7, counted.
+	match := func() {
+		p("VLD1.P 64(R0), %s", regs(0, 4, "S4"))
+		for k := 0; k < 4; k++ {
+			fabs(4+k, k) // the magnitude bits, NaN payloads kept
+		}
+		for k := 0; k < 4; k++ {
+			cmhs(8+k, 4+k, 28) // m >= lo
+			cmhs(4+k, 29, 4+k) // hi >= m
+		}
+		for k := 0; k < 4; k++ {
+			vand(4+k, 4+k, 8+k)
+			vsub(26+k%2, 26+k%2, 4+k)
+		}
+	}
+	p("CBNZ R3, range_idx")
+	label("range_count")
+	match()
+	p("SUBS $16, R1, R1")
+	p("BNE range_count")
+	p("B range_done")
+
+	comment("With indices: a group with any match writes the index of every lane at idx[count] and advances count by its match bit, so the indices land in order; what lies past count is scratch, and count never passes the lane's own index.")
+	label("range_idx")
+	match()
+	vorr(8, 4, 5)
+	vorr(9, 6, 7)
+	vorr(8, 8, 9)
+	p("VMOV V8.D[0], R6")
+	p("VMOV V8.D[1], R7")
+	p("ORR R6, R7, R6")
+	p("CBZ R6, range_idx_next")
+	for l := 0; l < 16; l++ {
+		p("ADD $%d, R4, R6", l)
+		p("MOVW R6, (R3)")
+		p("VMOV V%d.S[%d], R7", 4+l/4, l%4)
+		p("AND $4, R7, R7")
+		p("ADD R7, R3, R3")
+	}
+	label("range_idx_next")
+	p("ADD $16, R4, R4")
+	p("SUBS $16, R1, R1")
+	p("BNE range_idx")
+
+	label("range_done")
+	vadd(26, 26, 27)
+	addv(26, "count+40(FP)")
+	p("RET")
+}
+
+// Offsets in neonTiesArgs (neon_arm64.go; TestNEONTiesArgsLayout checks them).
+const (
+	taDst     = 0
+	taBase    = 8
+	taModels  = 16 // [8]*byte
+	taGroups  = 80
+	taNM      = 88
+	taZero    = 96
+	taStart   = 104
+	taFlags   = 112
+	taThr     = 120 // [8]uint32
+	taW       = 152 // [8]float32
+	taVW      = 184 // [8]float32
+	taLambda  = 216
+	taKept    = 224 // [8]int
+	taPos     = 288
+	taUp      = 296
+	taZeroSum = 304
+	taConf    = 312
+)
+
+// Ties flag bits, as neon_arm64.go sets them.
+const (
+	tiesFlagMean = 0 // bit: aggregate mean with the count divisor, else sum
+	tiesFlagZero = 1 // bit: write zero-sum indices
+	tiesFlagDivW = 2 // bit: the mean divides by the sum of the weights
+)
+
+// genTies is the fused TIES merge of groups of 4 elements for dt in and out,
+// consensus sum, aggregate mean (count or weight divisor) or sum, 1..8 models. Each
+// model count has its own fully unrolled loop, so that per-model state lives
+// in registers: thresholds and weights packed four to a vector (DUP by lane),
+// the kept counters one vector each. The vote weights vw are the weights for
+// a weighted vote, else 1 (1·τ is τ bit for bit: τ is never a signalling NaN,
+// being a difference). τ is recomputed from the inputs in the aggregate pass.
+//
+//	R0 dst, R1 base, R2 groups left, R3 zero-sum index pointer, R4 index of
+//	the group's first element, R5 args, R6..R9 temporaries, R10..R17 model
+//	pointers, R19 flags, R20 models.
+//
+// Vector registers: V0 θ₀; V1 s, then up; V2 pos, then num; V3 neg, then the
+// count (an integer) or Σw (a float); V4..V8 temporaries; V9..V11 bf16 rounding constants; V12 positive,
+// V13 up, V14 zero sums, V15 conflicts (counters); V16..V23 kept counters;
+// V24, V25 vote weights; V26, V27 weights; V28, V29 thresholds; V30 λ; V31 0.
+func genTies(dt dtype) {
+	name := "ties" + dtNames[dt] + "NEON"
+	const (
+		theta, s, up, pos, num, neg, cnt = 0, 1, 1, 2, 2, 3, 3
+		cPos, cUp, cZero, cConf, kept    = 12, 13, 14, 15, 16
+		vwP, wP, thrP, lambda, zero      = 24, 26, 28, 30, 31
+		bfOne, bfRound, bfQuiet          = 9, 10, 11
+	)
+	fmt.Fprintf(&out, "\n// func %s(a *neonTiesArgs)\n", name)
+	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-8\n", name)
+	p("MOVD a+0(FP), R5")
+	p("MOVD %d(R5), R0", taDst)
+	p("MOVD %d(R5), R1", taBase)
+	p("MOVD %d(R5), R2", taGroups)
+	p("MOVD %d(R5), R3", taZero)
+	p("MOVD %d(R5), R4", taStart)
+	p("MOVD %d(R5), R19", taFlags)
+	p("MOVD %d(R5), R20", taNM)
+	for _, c := range []struct{ off, v int }{{taThr, thrP}, {taW, wP}, {taVW, vwP}} {
+		p("ADD $%d, R5, R6", c.off)
+		p("VLD1 (R6), %s", regs(c.v, 2, "S4"))
+	}
+	p("MOVWU %d(R5), R6", taLambda)
+	p("VDUP R6, V%d.S4", lambda)
+	vzero(zero)
+	for v := cPos; v < kept+8; v++ {
+		vzero(v)
+	}
+	if dt == bf16 {
+		vdupc(bfOne, 1)
+		vdupc(bfRound, 0x7fff)
+		vdupc(bfQuiet, 0x00400000) // the bf16 quiet bit, 0x40, in the high half
+	}
+	// After vdupc, which uses R10.
+	for i := 0; i < 8; i++ {
+		p("MOVD %d(R5), R%d", taModels+8*i, 10+i)
+	}
+	for nm := 1; nm <= 8; nm++ {
+		p("CMP $%d, R20", nm)
+		p("BEQ %s_n%d", name, nm)
+	}
+	p("B %s_done", name) // not reached: the Go code passes 1..8 models
+
+	widen := func(d, raw int) {
+		if dt == bf16 {
+			vzip1h(d, zero, raw)
+		} else {
+			fcvtl(d, raw)
+		}
+	}
+	dupLane := func(d, packed, i int) {
+		p("VDUP V%d.S[%d], V%d.S4", packed+i/4, i%4, d)
+	}
+	// tau leaves model i's trimmed τ in V5 (V4, V6 clobbered), its mask in V6.
+	tau := func(i int, load string) {
+		p(load, 10+i)
+		widen(5, 4)
+		fsub(5, 5, theta) // t = θ − θ₀
+		dupLane(4, thrP, i)
+		fabs(6, 5)
+		cmhs(6, 6, 4) // keep = |t| bits >= thr
+		vand(5, 5, 6)
+	}
+	for nm := 1; nm <= 8; nm++ {
+		pre := fmt.Sprintf("%s_n%d", name, nm)
+		label(pre)
+		comment(fmt.Sprintf("%d models: widen θ₀; pass 1, trim and vote.", nm))
+		p("FMOVD.P 8(R1), F4")
+		widen(theta, 4)
+		vzero(s)
+		vzero(pos)
+		vzero(neg)
+		for i := 0; i < nm; i++ {
+			tau(i, "FMOVD (R%d), F4")
+			vsub(kept+i, kept+i, 6)
+			dupLane(4, vwP, i)
+			fmul(5, 4, 5) // v = vw·τ
+			fcmgtz(6, 5)
+			fcmltz(7, 5)
+			vorr(pos, pos, 6)
+			vorr(neg, neg, 7)
+			fadd(s, 5, s) // s += v; s is only compared, so the order is free
+		}
+
+		comment("The elected sign and the stats. A sum of exactly zero holds no NaN, so some value is nonzero iff one is > 0 or < 0.")
+		vand(4, pos, neg)
+		vsub(cConf, cConf, 4)
+		fcmgtz(4, s)
+		vsub(cPos, cPos, 4)
+		fcmeqz(7, s)
+		vorr(4, pos, neg)
+		vand(7, 7, 4) // zero sum
+		vsub(cZero, cZero, 7)
+		fcmgez(up, s) // !(s < 0) && s == s
+		vsub(cUp, cUp, up)
+		p("TBZ $%d, R19, %s_pass2", tiesFlagZero, pre)
+		p("VMOV V7.D[0], R6")
+		p("VMOV V7.D[1], R7")
+		p("ORR R6, R7, R6")
+		p("CBZ R6, %s_pass2", pre)
+		for l := 0; l < 4; l++ {
+			p("VMOV V7.S[%d], R6", l)
+			p("CBZW R6, %s_z%d", pre, l)
+			p("ADD $%d, R4, R7", l)
+			p("MOVW.P R7, 4(R3)")
+			label(fmt.Sprintf("%s_z%d", pre, l))
+		}
+
+		label(pre + "_pass2")
+		comment("Pass 2, the disjoint aggregate, τ recomputed.")
+		vzero(num)
+		vzero(cnt)
+		for i := 0; i < nm; i++ {
+			tau(i, "FMOVD.P 8(R%d), F4")
+			dupLane(4, vwP, i)
+			fmul(6, 4, 5) // v = vw·τ
+			fcmgtz(7, 6)
+			fcmltz(8, 6)
+			vbit(8, 7, up) // include = up ? v > 0 : v < 0
+			dupLane(4, wP, i)
+			fmul(6, 4, 5)   // a = w·τ
+			fadd(7, 6, num) // num = add(a, num)
+			vbit(num, 7, 8)
+			p("TBNZ $%d, R19, %s_dw%d", tiesFlagDivW, pre, i)
+			vsub(cnt, cnt, 8) // the count
+			p("B %s_next%d", pre, i)
+			label(fmt.Sprintf("%s_dw%d", pre, i))
+			fadd(7, 4, cnt) // den = add(w, den)
+			vbit(cnt, 7, 8)
+			label(fmt.Sprintf("%s_next%d", pre, i))
+		}
+
+		comment("The merged τ, then θ₀ + λ·τₘ rounded and stored.")
+		p("TBZ $%d, R19, %s_finish", tiesFlagMean, pre)
+		p("TBNZ $%d, R19, %s_divw", tiesFlagDivW, pre)
+		vcmeq(4, cnt, zero)
+		vsub(cnt, cnt, 4) // a zero divisor becomes 1
+		ucvtf(cnt, cnt)
+		p("B %s_div", pre)
+		label(pre + "_divw")
+		fcmeqz(4, cnt)
+		p("MOVW $0x3f800000, R6")
+		p("VDUP R6, V5.S4") // 1.0
+		vbit(cnt, 5, 4)     // a zero divisor becomes 1
+		label(pre + "_div")
+		fdiv(num, num, cnt)
+		label(pre + "_finish")
+		fmul(num, lambda, num) // λ·τₘ, rounded
+		fadd(num, theta, num)  // θ₀ + λ·τₘ
+		if dt == f16 {
+			fcvtn(4, num)
+			p("FMOVD.P F4, 8(R0)")
+		} else {
+			fcmeq(4, num, num) // not NaN
+			vushr(5, num, 16)
+			vand(5, 5, bfOne)
+			vadd(6, num, bfRound)
+			vadd(6, 6, 5)
+			vorr(7, num, bfQuiet)
+			vbit(7, 6, 4)
+			vuzp2h(7, 7, 7)
+			p("FMOVD.P F7, 8(R0)")
+		}
+		p("ADD $4, R4, R4")
+		p("SUBS $1, R2, R2")
+		p("BNE %s", pre)
+		p("B %s_done", name)
+	}
+
+	label(name + "_done")
+	for i := 0; i < 8; i++ {
+		p("VADDV V%d.S4, V%d", kept+i, kept+i)
+		p("VMOV V%d.S[0], R6", kept+i)
+		p("MOVD R6, %d(R5)", taKept+8*i)
+	}
+	for _, c := range []struct{ v, off int }{{cPos, taPos}, {cUp, taUp}, {cZero, taZeroSum}, {cConf, taConf}} {
+		p("VADDV V%d.S4, V%d", c.v, c.v)
+		p("VMOV V%d.S[0], R6", c.v)
+		p("MOVD R6, %d(R5)", c.off)
+	}
+	p("RET")
+}
+
 func main() {
 	header()
 	for _, dt := range []dtype{f16, bf16} {
@@ -471,6 +771,10 @@ func main() {
 	genVote()
 	for _, dt := range []dtype{f32, f16, bf16} {
 		genFinish(dt)
+	}
+	genRange()
+	for _, dt := range []dtype{f16, bf16} {
+		genTies(dt)
 	}
 	if err := os.WriteFile("neon_arm64.s", out.Bytes(), 0o644); err != nil {
 		log.Fatal(err)
