@@ -8,8 +8,9 @@ import "unsafe"
 
 // neonSet runs the kernels with Advanced SIMD (base ARMv8.0: f16 conversion
 // included, no FP16 or BF16 arithmetic extensions). The assembly takes whole
-// groups of 16 elements (8 for Vote); the rest goes through the Go code,
-// which is the same arithmetic.
+// groups of 16 elements (8 for Vote, 4 for Ties); the rest goes through the
+// Go code, which is the same arithmetic. Ties is fused in assembly for the
+// cases neonTiesFused lists and staged from the other kernels otherwise.
 var neonSet = &Set{
 	Name:      "neon",
 	Widen:     neonWiden,
