@@ -275,7 +275,7 @@ func neonTiesFused(b *TiesBlock) bool {
 		nm < 1 || nm > 8 || len(b.Thr) != nm || len(b.Kept) != nm || len(p.Weights) != nm || n < 4 {
 		return false
 	}
-	if len(b.Base) < 2*n || b.Zero != nil && len(b.Zero) < n {
+	if len(b.Base) < 2*n || b.Zero != nil && len(b.Zero) < n || b.Equal != nil { // no Equal counts in assembly yet
 		return false
 	}
 	for _, m := range b.Models {
