@@ -393,9 +393,13 @@ func (r *run) patch(j *Job, elems []int64, val func(g int) []byte) error {
 
 // histPass adds every selected model's |τ| of the blocks to the workers'
 // histograms (high bits, or low bits inside bin hi[i]) and returns the merged
-// histograms.
-func (r *run) histPass(ctx context.Context, bs []block, models []int, hi []uint32, low bool) ([]topk.Hist, error) {
+// histograms: the first worker's, valid until the next pass.
+func (r *run) histPass(ctx context.Context, bs []block, models []int, hi []uint32, low bool) ([]*topk.Hist, error) {
 	B := r.stride
+	first := r.ws[0]
+	for _, i := range models {
+		first.hists[i].Reset() // the others were emptied by Take
+	}
 	collect := low && r.p.Method.Ties == ExactK
 	if collect {
 		r.dropLows()
@@ -418,11 +422,11 @@ func (r *run) histPass(ctx context.Context, bs []block, models []int, hi []uint3
 		}
 		return nil
 	})
-	merged := make([]topk.Hist, len(r.p.Models))
-	for _, w := range r.ws {
-		for _, i := range models {
-			merged[i].Merge(&w.hists[i])
-			w.hists[i].Reset()
+	merged := make([]*topk.Hist, len(r.p.Models))
+	for _, i := range models {
+		merged[i] = &first.hists[i]
+		for _, w := range r.ws[1:] {
+			merged[i].Take(&w.hists[i])
 		}
 	}
 	return merged, err
@@ -449,7 +453,7 @@ func (r *run) pick(ctx context.Context, bs []block, models []int, need []uint64,
 		if hi[i], above[i], err = high[i].Pick(need[i]); err != nil {
 			return nil, nil, fmt.Errorf("model %d: %w", i+1, err)
 		}
-		th[i] = topk.Approx(hi[i], above[i], &high[i])
+		th[i] = topk.Approx(hi[i], above[i], high[i])
 	}
 	if approx {
 		return th, nil, nil
@@ -463,7 +467,7 @@ func (r *run) pick(ctx context.Context, bs []block, models []int, need []uint64,
 		return nil, nil, err
 	}
 	for _, i := range models {
-		if th[i], err = topk.Exact(need[i], hi[i], above[i], &low[i]); err != nil {
+		if th[i], err = topk.Exact(need[i], hi[i], above[i], low[i]); err != nil {
 			return nil, nil, fmt.Errorf("model %d: %w", i+1, err)
 		}
 	}

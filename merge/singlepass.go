@@ -162,7 +162,7 @@ func (r *run) sampleBands(ctx context.Context, sc *scope) (int64, error) {
 		}
 		for _, i := range sc.models {
 			e := edges[i][s]
-			th, err := topk.Exact(e.rank, e.hi, e.high, &low[i])
+			th, err := topk.Exact(e.rank, e.hi, e.high, low[i])
 			if err != nil {
 				return 0, err
 			}

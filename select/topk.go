@@ -37,10 +37,13 @@ func (h *Hist) AddLow(xs []float32, hi uint32) {
 	}
 }
 
-// Merge adds o into h.
-func (h *Hist) Merge(o *Hist) {
-	for i := range h {
-		h[i] += o[i]
+// Take adds o into h and empties o, touching only o's nonzero bins.
+func (h *Hist) Take(o *Hist) {
+	for i, c := range o {
+		if c != 0 {
+			h[i] += c
+			o[i] = 0
+		}
 	}
 }
 

@@ -34,7 +34,10 @@ func radix(t *testing.T, xs []float32, k uint64) Threshold {
 	var h2 Hist
 	high.AddHigh(xs[:len(xs)/2])
 	h2.AddHigh(xs[len(xs)/2:])
-	high.Merge(&h2)
+	high.Take(&h2)
+	if h2.Total() != 0 {
+		t.Fatalf("Take left %d values behind", h2.Total())
+	}
 	hi, above, err := high.Pick(k)
 	if err != nil {
 		t.Fatal(err)
