@@ -63,6 +63,9 @@ type worker struct {
 	kept           []uint64
 	sums           []exactSum // L1 norms or dot products of one tensor
 	scratch        []float32
+	zneg           []float32 // the negated zero-sum columns, model by model
+	zcols          []int32   // zero-sum columns of the block
+	zbytes         []byte    // stored values of the zero-sum positions, one input at a time; their outputs
 	idx            []int32 // Range's indices, one block long
 	fused          kernels.TiesBlock
 	band           *bandState
@@ -182,7 +185,8 @@ func (r *run) setup() {
 		w.fused.Scratch = make([]float32, kernels.TiesScratch(n, B))
 		w.equal = make([]int, n)
 		if p.Method.GlobalMajority {
-			w.scratch = make([]float32, 2*B)
+			w.scratch, w.zneg = make([]float32, 2*B), make([]float32, n*B)
+			w.zcols, w.zbytes = make([]int32, 0, B), make([]byte, 4*B)
 		}
 		if p.Method.Trim {
 			w.hists = make([]topk.Hist, n)
@@ -777,16 +781,27 @@ func (r *run) mergeBlockFused(w *worker, b block) error {
 		}
 	}
 	if p.Method.GlobalMajority && st.ZeroSum > 0 {
+		// Their columns, gathered: the stored values, then one Widen and
+		// one DeltaTrim per model over all of them.
 		zs := w.idx[:st.ZeroSum]
-		dsz := j.BaseDT.Size()
-		for c, e := range zs {
-			at := func(s []byte) []byte { return s[int(e)*dsz : (int(e)+1)*dsz] }
-			r.k.Widen(w.base[c:c+1], at(fb.Base), j.BaseDT)
-			for i, m := range fb.Models {
-				r.k.DeltaTrim(w.taus[i*r.stride+c:i*r.stride+c+1], at(m), j.BaseDT, w.base[c:c+1], fb.Thr[i])
+		m, dsz := len(zs), j.BaseDT.Size()
+		gather := func(dst, src []byte) []byte {
+			dst = dst[:m*dsz]
+			for c, e := range zs {
+				copy(dst[c*dsz:(c+1)*dsz], src[int(e)*dsz:])
 			}
+			return dst
 		}
-		if err := r.recordZeroSums(w, b.job, len(zs), func(c int) int64 { return b.start + int64(zs[c]) }, fb.Vote, j.Params.Lambda); err != nil {
+		r.k.Widen(w.base[:m], gather(w.zbytes, fb.Base), j.BaseDT)
+		for i, md := range fb.Models {
+			r.k.DeltaTrim(w.taus[i*r.stride:i*r.stride+m], gather(w.zbytes, md), j.BaseDT, w.base[:m], fb.Thr[i])
+		}
+		cols := w.zcols[:0]
+		for c := range m {
+			cols = append(cols, int32(c))
+		}
+		w.zcols = cols
+		if err := r.recordZeros(w, b.job, cols, func(c int) int64 { return b.start + int64(zs[c]) }, fb.Vote, j.Params.Lambda); err != nil {
 			return err
 		}
 	}
@@ -798,22 +813,42 @@ func (r *run) mergeBlockFused(w *worker, b block) error {
 // The −1 result is the negation of the +1 result on negated inputs, so the
 // kernel itself computes it, bit for bit.
 func (r *run) recordZeroSums(w *worker, ji, n int, pos func(e int) int64, vp *kernels.VoteParams, lambda float32) error {
+	zs := w.zcols[:0]
+	r.zeroSums(w, n, vp, func(e int) { zs = append(zs, int32(e)) })
+	w.zcols = zs
+	return r.recordZeros(w, ji, zs, pos, vp, lambda)
+}
+
+// recordZeros records the −1 outputs of the zero-sum columns zs of the
+// worker's block (w.taus, w.base), all at once: the negated columns are
+// gathered, voted and finished in one call each.
+func (r *run) recordZeros(w *worker, ji int, zs []int32, pos func(e int) int64, vp *kernels.VoteParams, lambda float32) error {
 	j := &r.p.Jobs[ji]
-	B, nm := r.stride, len(r.p.Models)
-	neg := make([]float32, nm)
-	var one [1]float32
-	r.zeroSums(w, n, vp, func(e int) {
+	B, nm, m := r.stride, len(r.p.Models), len(zs)
+	if m == 0 {
+		return nil
+	}
+	neg, out, base := w.zneg[:nm*m], w.scratch[:m], w.scratch[B:B+m]
+	for c, e := range zs {
 		for i := range nm {
-			neg[i] = -w.taus[i*B+e]
+			neg[i*m+c] = -w.taus[i*B+int(e)]
 		}
-		r.k.Vote(one[:], neg, 1, vp)
-		one[0] = -one[0]
+		base[c] = w.base[e]
+	}
+	r.k.Vote(out, neg, m, vp)
+	for c := range out {
+		out[c] = -out[c]
+	}
+	sz := j.OutDT.Size()
+	outb := w.zbytes[:m*sz] // not w.outb: it may hold the block's output
+	r.k.Finish(outb, j.OutDT, base, out, lambda)
+	for c, e := range zs {
 		var rec [fixupBytes]byte
 		binary.LittleEndian.PutUint32(rec[0:], uint32(ji))
-		binary.LittleEndian.PutUint64(rec[4:], uint64(pos(e)))
-		r.k.Finish(rec[12:12+j.OutDT.Size()], j.OutDT, w.base[e:e+1], one[:], lambda)
+		binary.LittleEndian.PutUint64(rec[4:], uint64(pos(int(e))))
+		copy(rec[12:], outb[c*sz:(c+1)*sz])
 		w.fixups = append(w.fixups, rec[:]...)
-	})
+	}
 	if len(w.fixups) >= 1<<20 {
 		err := r.fixFile.append(w.fixups)
 		w.fixups = w.fixups[:0]
