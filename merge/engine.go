@@ -66,7 +66,7 @@ type worker struct {
 	zneg           []float32 // the negated zero-sum columns, model by model
 	zcols          []int32   // zero-sum columns of the block
 	zbytes         []byte    // stored values of the zero-sum positions, one input at a time; their outputs
-	idx            []int32 // Range's indices, one block long
+	idx            []int32   // Range's indices, one block long
 	fused          kernels.TiesBlock
 	band           *bandState
 	lows           [][]uint64 // per model: block seq<<16 | low bits of |τ| in the chosen bin
