@@ -235,6 +235,9 @@ func finishAVX(dst []byte, dt DType, base, tm []float32, lambda float32, z bool)
 	}
 }
 
+// rangeAVX is Range: [lo, hi] becomes m − lo ≤ hi − lo (unsigned). Counting
+// alone goes in chunks (lane counters); AVX2 leaves the last len%8 values
+// to the Go loop.
 func rangeAVX(tau []float32, lo, hi uint32, idx []int32, z bool) int {
 	n := len(tau)
 	if idx != nil {
