@@ -120,8 +120,7 @@ func fused512All(a *asm) {
 //	Z0 θ₀, Z1..Z8 τ (or a) of models 0..7, then the kept counts of the first
 //	models as lane counters where fewer models leave them free (others go
 //	through KMOVW and POPCNT to memory), Z9 s, Z10 max v, Z11 min v,
-//	Z12 |τ| then flip,
-//	Z13 num, Z14 den, Z15..Z17 temporaries, Z18 w,
+//	Z12 |τ| then flip, Z13 num, Z14 den, Z15..Z17 temporaries, Z18 w,
 //	Z19..Z22 lane counters: conflicts, zero sum, negative, positive,
 //	Z23 sign bit, Z24..Z26 bf16 rounding (0x40, 0x7fff, 0x7f800000),
 //	Z27 int 1, Z28 0x7fffffff, Z29 λ, Z30 1.0, Z31 0.
