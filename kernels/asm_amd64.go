@@ -1634,242 +1634,242 @@ func tiesF16Sum1N7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 //go:noescape
 func tiesF16Sum1N8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16MeanUN1AVX2 merges n (a multiple of 8) elements of 1 bf16 models (consensus Sum, aggregate Mean, weights U).
+// tiesBF16MeanUN1AVX2 merges n (a multiple of 16) elements of 1 bf16 models (consensus Sum, aggregate Mean, weights U).
 //
 //go:noescape
 func tiesBF16MeanUN1AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16MeanUN2AVX2 merges n (a multiple of 8) elements of 2 bf16 models (consensus Sum, aggregate Mean, weights U).
+// tiesBF16MeanUN2AVX2 merges n (a multiple of 16) elements of 2 bf16 models (consensus Sum, aggregate Mean, weights U).
 //
 //go:noescape
 func tiesBF16MeanUN2AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16MeanUN3AVX2 merges n (a multiple of 8) elements of 3 bf16 models (consensus Sum, aggregate Mean, weights U).
+// tiesBF16MeanUN3AVX2 merges n (a multiple of 16) elements of 3 bf16 models (consensus Sum, aggregate Mean, weights U).
 //
 //go:noescape
 func tiesBF16MeanUN3AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16MeanUN4AVX2 merges n (a multiple of 8) elements of 4 bf16 models (consensus Sum, aggregate Mean, weights U).
+// tiesBF16MeanUN4AVX2 merges n (a multiple of 16) elements of 4 bf16 models (consensus Sum, aggregate Mean, weights U).
 //
 //go:noescape
 func tiesBF16MeanUN4AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16MeanUN5AVX2 merges n (a multiple of 8) elements of 5 bf16 models (consensus Sum, aggregate Mean, weights U).
+// tiesBF16MeanUN5AVX2 merges n (a multiple of 16) elements of 5 bf16 models (consensus Sum, aggregate Mean, weights U).
 //
 //go:noescape
 func tiesBF16MeanUN5AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16MeanUN6AVX2 merges n (a multiple of 8) elements of 6 bf16 models (consensus Sum, aggregate Mean, weights U).
+// tiesBF16MeanUN6AVX2 merges n (a multiple of 16) elements of 6 bf16 models (consensus Sum, aggregate Mean, weights U).
 //
 //go:noescape
 func tiesBF16MeanUN6AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16MeanUN7AVX2 merges n (a multiple of 8) elements of 7 bf16 models (consensus Sum, aggregate Mean, weights U).
+// tiesBF16MeanUN7AVX2 merges n (a multiple of 16) elements of 7 bf16 models (consensus Sum, aggregate Mean, weights U).
 //
 //go:noescape
 func tiesBF16MeanUN7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16MeanUN8AVX2 merges n (a multiple of 8) elements of 8 bf16 models (consensus Sum, aggregate Mean, weights U).
+// tiesBF16MeanUN8AVX2 merges n (a multiple of 16) elements of 8 bf16 models (consensus Sum, aggregate Mean, weights U).
 //
 //go:noescape
 func tiesBF16MeanUN8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16MeanWN1AVX2 merges n (a multiple of 8) elements of 1 bf16 models (consensus Sum, aggregate Mean, weights W).
+// tiesBF16MeanWN1AVX2 merges n (a multiple of 16) elements of 1 bf16 models (consensus Sum, aggregate Mean, weights W).
 //
 //go:noescape
 func tiesBF16MeanWN1AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16MeanWN2AVX2 merges n (a multiple of 8) elements of 2 bf16 models (consensus Sum, aggregate Mean, weights W).
+// tiesBF16MeanWN2AVX2 merges n (a multiple of 16) elements of 2 bf16 models (consensus Sum, aggregate Mean, weights W).
 //
 //go:noescape
 func tiesBF16MeanWN2AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16MeanWN3AVX2 merges n (a multiple of 8) elements of 3 bf16 models (consensus Sum, aggregate Mean, weights W).
+// tiesBF16MeanWN3AVX2 merges n (a multiple of 16) elements of 3 bf16 models (consensus Sum, aggregate Mean, weights W).
 //
 //go:noescape
 func tiesBF16MeanWN3AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16MeanWN4AVX2 merges n (a multiple of 8) elements of 4 bf16 models (consensus Sum, aggregate Mean, weights W).
+// tiesBF16MeanWN4AVX2 merges n (a multiple of 16) elements of 4 bf16 models (consensus Sum, aggregate Mean, weights W).
 //
 //go:noescape
 func tiesBF16MeanWN4AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16MeanWN5AVX2 merges n (a multiple of 8) elements of 5 bf16 models (consensus Sum, aggregate Mean, weights W).
+// tiesBF16MeanWN5AVX2 merges n (a multiple of 16) elements of 5 bf16 models (consensus Sum, aggregate Mean, weights W).
 //
 //go:noescape
 func tiesBF16MeanWN5AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16MeanWN6AVX2 merges n (a multiple of 8) elements of 6 bf16 models (consensus Sum, aggregate Mean, weights W).
+// tiesBF16MeanWN6AVX2 merges n (a multiple of 16) elements of 6 bf16 models (consensus Sum, aggregate Mean, weights W).
 //
 //go:noescape
 func tiesBF16MeanWN6AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16MeanWN7AVX2 merges n (a multiple of 8) elements of 7 bf16 models (consensus Sum, aggregate Mean, weights W).
+// tiesBF16MeanWN7AVX2 merges n (a multiple of 16) elements of 7 bf16 models (consensus Sum, aggregate Mean, weights W).
 //
 //go:noescape
 func tiesBF16MeanWN7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16MeanWN8AVX2 merges n (a multiple of 8) elements of 8 bf16 models (consensus Sum, aggregate Mean, weights W).
+// tiesBF16MeanWN8AVX2 merges n (a multiple of 16) elements of 8 bf16 models (consensus Sum, aggregate Mean, weights W).
 //
 //go:noescape
 func tiesBF16MeanWN8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16Mean1N1AVX2 merges n (a multiple of 8) elements of 1 bf16 models (consensus Sum, aggregate Mean, weights 1).
+// tiesBF16Mean1N1AVX2 merges n (a multiple of 16) elements of 1 bf16 models (consensus Sum, aggregate Mean, weights 1).
 //
 //go:noescape
 func tiesBF16Mean1N1AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16Mean1N2AVX2 merges n (a multiple of 8) elements of 2 bf16 models (consensus Sum, aggregate Mean, weights 1).
+// tiesBF16Mean1N2AVX2 merges n (a multiple of 16) elements of 2 bf16 models (consensus Sum, aggregate Mean, weights 1).
 //
 //go:noescape
 func tiesBF16Mean1N2AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16Mean1N3AVX2 merges n (a multiple of 8) elements of 3 bf16 models (consensus Sum, aggregate Mean, weights 1).
+// tiesBF16Mean1N3AVX2 merges n (a multiple of 16) elements of 3 bf16 models (consensus Sum, aggregate Mean, weights 1).
 //
 //go:noescape
 func tiesBF16Mean1N3AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16Mean1N4AVX2 merges n (a multiple of 8) elements of 4 bf16 models (consensus Sum, aggregate Mean, weights 1).
+// tiesBF16Mean1N4AVX2 merges n (a multiple of 16) elements of 4 bf16 models (consensus Sum, aggregate Mean, weights 1).
 //
 //go:noescape
 func tiesBF16Mean1N4AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16Mean1N5AVX2 merges n (a multiple of 8) elements of 5 bf16 models (consensus Sum, aggregate Mean, weights 1).
+// tiesBF16Mean1N5AVX2 merges n (a multiple of 16) elements of 5 bf16 models (consensus Sum, aggregate Mean, weights 1).
 //
 //go:noescape
 func tiesBF16Mean1N5AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16Mean1N6AVX2 merges n (a multiple of 8) elements of 6 bf16 models (consensus Sum, aggregate Mean, weights 1).
+// tiesBF16Mean1N6AVX2 merges n (a multiple of 16) elements of 6 bf16 models (consensus Sum, aggregate Mean, weights 1).
 //
 //go:noescape
 func tiesBF16Mean1N6AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16Mean1N7AVX2 merges n (a multiple of 8) elements of 7 bf16 models (consensus Sum, aggregate Mean, weights 1).
+// tiesBF16Mean1N7AVX2 merges n (a multiple of 16) elements of 7 bf16 models (consensus Sum, aggregate Mean, weights 1).
 //
 //go:noescape
 func tiesBF16Mean1N7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16Mean1N8AVX2 merges n (a multiple of 8) elements of 8 bf16 models (consensus Sum, aggregate Mean, weights 1).
+// tiesBF16Mean1N8AVX2 merges n (a multiple of 16) elements of 8 bf16 models (consensus Sum, aggregate Mean, weights 1).
 //
 //go:noescape
 func tiesBF16Mean1N8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16SumUN1AVX2 merges n (a multiple of 8) elements of 1 bf16 models (consensus Sum, aggregate Sum, weights U).
+// tiesBF16SumUN1AVX2 merges n (a multiple of 16) elements of 1 bf16 models (consensus Sum, aggregate Sum, weights U).
 //
 //go:noescape
 func tiesBF16SumUN1AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16SumUN2AVX2 merges n (a multiple of 8) elements of 2 bf16 models (consensus Sum, aggregate Sum, weights U).
+// tiesBF16SumUN2AVX2 merges n (a multiple of 16) elements of 2 bf16 models (consensus Sum, aggregate Sum, weights U).
 //
 //go:noescape
 func tiesBF16SumUN2AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16SumUN3AVX2 merges n (a multiple of 8) elements of 3 bf16 models (consensus Sum, aggregate Sum, weights U).
+// tiesBF16SumUN3AVX2 merges n (a multiple of 16) elements of 3 bf16 models (consensus Sum, aggregate Sum, weights U).
 //
 //go:noescape
 func tiesBF16SumUN3AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16SumUN4AVX2 merges n (a multiple of 8) elements of 4 bf16 models (consensus Sum, aggregate Sum, weights U).
+// tiesBF16SumUN4AVX2 merges n (a multiple of 16) elements of 4 bf16 models (consensus Sum, aggregate Sum, weights U).
 //
 //go:noescape
 func tiesBF16SumUN4AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16SumUN5AVX2 merges n (a multiple of 8) elements of 5 bf16 models (consensus Sum, aggregate Sum, weights U).
+// tiesBF16SumUN5AVX2 merges n (a multiple of 16) elements of 5 bf16 models (consensus Sum, aggregate Sum, weights U).
 //
 //go:noescape
 func tiesBF16SumUN5AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16SumUN6AVX2 merges n (a multiple of 8) elements of 6 bf16 models (consensus Sum, aggregate Sum, weights U).
+// tiesBF16SumUN6AVX2 merges n (a multiple of 16) elements of 6 bf16 models (consensus Sum, aggregate Sum, weights U).
 //
 //go:noescape
 func tiesBF16SumUN6AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16SumUN7AVX2 merges n (a multiple of 8) elements of 7 bf16 models (consensus Sum, aggregate Sum, weights U).
+// tiesBF16SumUN7AVX2 merges n (a multiple of 16) elements of 7 bf16 models (consensus Sum, aggregate Sum, weights U).
 //
 //go:noescape
 func tiesBF16SumUN7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16SumUN8AVX2 merges n (a multiple of 8) elements of 8 bf16 models (consensus Sum, aggregate Sum, weights U).
+// tiesBF16SumUN8AVX2 merges n (a multiple of 16) elements of 8 bf16 models (consensus Sum, aggregate Sum, weights U).
 //
 //go:noescape
 func tiesBF16SumUN8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16SumWN1AVX2 merges n (a multiple of 8) elements of 1 bf16 models (consensus Sum, aggregate Sum, weights W).
+// tiesBF16SumWN1AVX2 merges n (a multiple of 16) elements of 1 bf16 models (consensus Sum, aggregate Sum, weights W).
 //
 //go:noescape
 func tiesBF16SumWN1AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16SumWN2AVX2 merges n (a multiple of 8) elements of 2 bf16 models (consensus Sum, aggregate Sum, weights W).
+// tiesBF16SumWN2AVX2 merges n (a multiple of 16) elements of 2 bf16 models (consensus Sum, aggregate Sum, weights W).
 //
 //go:noescape
 func tiesBF16SumWN2AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16SumWN3AVX2 merges n (a multiple of 8) elements of 3 bf16 models (consensus Sum, aggregate Sum, weights W).
+// tiesBF16SumWN3AVX2 merges n (a multiple of 16) elements of 3 bf16 models (consensus Sum, aggregate Sum, weights W).
 //
 //go:noescape
 func tiesBF16SumWN3AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16SumWN4AVX2 merges n (a multiple of 8) elements of 4 bf16 models (consensus Sum, aggregate Sum, weights W).
+// tiesBF16SumWN4AVX2 merges n (a multiple of 16) elements of 4 bf16 models (consensus Sum, aggregate Sum, weights W).
 //
 //go:noescape
 func tiesBF16SumWN4AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16SumWN5AVX2 merges n (a multiple of 8) elements of 5 bf16 models (consensus Sum, aggregate Sum, weights W).
+// tiesBF16SumWN5AVX2 merges n (a multiple of 16) elements of 5 bf16 models (consensus Sum, aggregate Sum, weights W).
 //
 //go:noescape
 func tiesBF16SumWN5AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16SumWN6AVX2 merges n (a multiple of 8) elements of 6 bf16 models (consensus Sum, aggregate Sum, weights W).
+// tiesBF16SumWN6AVX2 merges n (a multiple of 16) elements of 6 bf16 models (consensus Sum, aggregate Sum, weights W).
 //
 //go:noescape
 func tiesBF16SumWN6AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16SumWN7AVX2 merges n (a multiple of 8) elements of 7 bf16 models (consensus Sum, aggregate Sum, weights W).
+// tiesBF16SumWN7AVX2 merges n (a multiple of 16) elements of 7 bf16 models (consensus Sum, aggregate Sum, weights W).
 //
 //go:noescape
 func tiesBF16SumWN7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16SumWN8AVX2 merges n (a multiple of 8) elements of 8 bf16 models (consensus Sum, aggregate Sum, weights W).
+// tiesBF16SumWN8AVX2 merges n (a multiple of 16) elements of 8 bf16 models (consensus Sum, aggregate Sum, weights W).
 //
 //go:noescape
 func tiesBF16SumWN8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16Sum1N1AVX2 merges n (a multiple of 8) elements of 1 bf16 models (consensus Sum, aggregate Sum, weights 1).
+// tiesBF16Sum1N1AVX2 merges n (a multiple of 16) elements of 1 bf16 models (consensus Sum, aggregate Sum, weights 1).
 //
 //go:noescape
 func tiesBF16Sum1N1AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16Sum1N2AVX2 merges n (a multiple of 8) elements of 2 bf16 models (consensus Sum, aggregate Sum, weights 1).
+// tiesBF16Sum1N2AVX2 merges n (a multiple of 16) elements of 2 bf16 models (consensus Sum, aggregate Sum, weights 1).
 //
 //go:noescape
 func tiesBF16Sum1N2AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16Sum1N3AVX2 merges n (a multiple of 8) elements of 3 bf16 models (consensus Sum, aggregate Sum, weights 1).
+// tiesBF16Sum1N3AVX2 merges n (a multiple of 16) elements of 3 bf16 models (consensus Sum, aggregate Sum, weights 1).
 //
 //go:noescape
 func tiesBF16Sum1N3AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16Sum1N4AVX2 merges n (a multiple of 8) elements of 4 bf16 models (consensus Sum, aggregate Sum, weights 1).
+// tiesBF16Sum1N4AVX2 merges n (a multiple of 16) elements of 4 bf16 models (consensus Sum, aggregate Sum, weights 1).
 //
 //go:noescape
 func tiesBF16Sum1N4AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16Sum1N5AVX2 merges n (a multiple of 8) elements of 5 bf16 models (consensus Sum, aggregate Sum, weights 1).
+// tiesBF16Sum1N5AVX2 merges n (a multiple of 16) elements of 5 bf16 models (consensus Sum, aggregate Sum, weights 1).
 //
 //go:noescape
 func tiesBF16Sum1N5AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16Sum1N6AVX2 merges n (a multiple of 8) elements of 6 bf16 models (consensus Sum, aggregate Sum, weights 1).
+// tiesBF16Sum1N6AVX2 merges n (a multiple of 16) elements of 6 bf16 models (consensus Sum, aggregate Sum, weights 1).
 //
 //go:noescape
 func tiesBF16Sum1N6AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16Sum1N7AVX2 merges n (a multiple of 8) elements of 7 bf16 models (consensus Sum, aggregate Sum, weights 1).
+// tiesBF16Sum1N7AVX2 merges n (a multiple of 16) elements of 7 bf16 models (consensus Sum, aggregate Sum, weights 1).
 //
 //go:noescape
 func tiesBF16Sum1N7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// tiesBF16Sum1N8AVX2 merges n (a multiple of 8) elements of 8 bf16 models (consensus Sum, aggregate Sum, weights 1).
+// tiesBF16Sum1N8AVX2 merges n (a multiple of 16) elements of 8 bf16 models (consensus Sum, aggregate Sum, weights 1).
 //
 //go:noescape
 func tiesBF16Sum1N8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)

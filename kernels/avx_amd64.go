@@ -235,6 +235,9 @@ func finishAVX(dst []byte, dt DType, base, tm []float32, lambda float32, z bool)
 	}
 }
 
+// rangeAVX is Range: [lo, hi] becomes m − lo ≤ hi − lo (unsigned). Counting
+// alone goes in chunks (lane counters); AVX2 leaves the last len%8 values
+// to the Go loop.
 func rangeAVX(tau []float32, lo, hi uint32, idx []int32, z bool) int {
 	n := len(tau)
 	if idx != nil {
@@ -320,7 +323,11 @@ func tiesAVX(s *Set, z bool) func(b *TiesBlock) VoteStats {
 		}
 		clear(b.Kept)
 		m := n
-		if !z {
+		switch {
+		case z:
+		case b.DT == BF16: // AVX2 steps: 16 elements for bf16, 8 otherwise
+			m = n &^ 15
+		default:
 			m = n &^ 7
 		}
 		var st VoteStats
@@ -360,7 +367,7 @@ func tiesAVX(s *Set, z bool) func(b *TiesBlock) VoteStats {
 			copy(b.Kept, a.kept[:])
 		}
 		if m < n {
-			// The last n%8 elements of AVX2: the Go reference, shifted.
+			// The AVX2 kernels' last partial step: the Go reference, shifted.
 			t := *b
 			t.Dst, t.Base = b.Dst[m*sz:], b.Base[m*sz:]
 			t.Models = make([][]byte, len(b.Models))

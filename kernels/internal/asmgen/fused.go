@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -23,6 +25,12 @@ var (
 )
 
 const maxFused = 8
+
+// fusedPrefetch is the fused kernels' prefetch distance: they read N + 1
+// streams at once, and a shorter distance than the stage kernels' did
+// better on RAM-sized inputs (bf16, N = 3: 1024 vs 4096 bytes, about 0.75
+// vs 0.70 of a memory copy, medians of six noisy runs).
+var fusedPrefetch = flag.Int("fused-prefetch", 1024, "prefetch distance of the fused kernels in bytes (0: none)")
 
 const sigTies = "(a *tiesArgs, n int) (pos, neg, zero, conflicts int)"
 
@@ -109,8 +117,10 @@ func fused512All(a *asm) {
 // Registers:
 //
 //	BX args, CX element index, DX n, SI θ₀, DI output, R8.. model i's θ.
-//	Z0 θ₀, Z1..Z8 τ (or a), Z9 s, Z10 max v, Z11 min v, Z12 |τ| then flip,
-//	Z13 num, Z14 den, Z15..Z17 temporaries, Z18 w,
+//	Z0 θ₀, Z1..Z8 τ (or a) of models 0..7, then the kept counts of the first
+//	models as lane counters where fewer models leave them free (others go
+//	through KMOVW and POPCNT to memory), Z9 s, Z10 max v, Z11 min v,
+//	Z12 |τ| then flip, Z13 num, Z14 den, Z15..Z17 temporaries, Z18 w,
 //	Z19..Z22 lane counters: conflicts, zero sum, negative, positive,
 //	Z23 sign bit, Z24..Z26 bf16 rounding (0x40, 0x7fff, 0x7f800000),
 //	Z27 int 1, Z28 0x7fffffff, Z29 λ, Z30 1.0, Z31 0.
@@ -150,6 +160,11 @@ func fused512(a *asm, dt, agg, wt string, nm int) {
 	for z := 19; z <= 22; z++ {
 		a.op("VPXORD Z%d, Z%d, Z%d", z, z, z)
 	}
+	for i := 0; i < nm; i++ {
+		if z := keptReg512(nm, i); z > 0 {
+			a.op("VPXORD Z%d, Z%d, Z%d", z, z, z)
+		}
+	}
 	a.op("XORQ CX, CX")
 	sz := size(dt)
 	var outOfLine []func()
@@ -157,11 +172,7 @@ func fused512(a *asm, dt, agg, wt string, nm int) {
 	a.op("LEAQ 16(CX), AX")
 	a.op("CMPQ AX, DX")
 	a.op("JA tail")
-	if *prefetchDist > 0 {
-		for _, r := range append([]string{"SI"}, modelRegs(nm)...) {
-			a.op("PREFETCHT0 %d(%s)(CX*%d)", *prefetchDist, r, sz)
-		}
-	}
+	prefetchLines(a, 16*sz, sz, append([]string{"SI"}, modelRegs(nm)...))
 	outOfLine = append(outOfLine, fused512Body(a, dt, agg, wt, nm, false))
 	a.op("ADDQ $16, CX")
 	a.op("JMP loop")
@@ -175,6 +186,14 @@ func fused512(a *asm, dt, agg, wt string, nm int) {
 	a.op("MOVQ DX, CX")
 	outOfLine = append(outOfLine, fused512Body(a, dt, agg, wt, nm, true))
 	a.label("done")
+	for i := 0; i < nm; i++ {
+		if z := keptReg512(nm, i); z > 0 {
+			a.op("VEXTRACTI64X4 $1, Z%d, Y0", z)
+			a.op("VPADDD Y%d, Y0, Y0", z)
+			hsum(a)
+			a.op("ADDQ AX, %d(BX)", argKept+8*i)
+		}
+	}
 	for i, r := range []string{"pos", "neg", "zero", "conflicts"} {
 		z := 22 - i
 		a.op("VEXTRACTI64X4 $1, Z%d, Y0", z)
@@ -186,6 +205,33 @@ func fused512(a *asm, dt, agg, wt string, nm int) {
 	a.op("RET")
 	for _, f := range outOfLine {
 		f()
+	}
+}
+
+// keptReg512 is the Z register counting model i's kept lanes, or 0.
+func keptReg512(nm, i int) int {
+	if z := nm + 1 + i; z <= 8 {
+		return z
+	}
+	return 0
+}
+
+// prefetchLines prefetches each stream (element index CX, sz bytes an
+// element) once per 64-byte line: where a step (bytes per stream) is
+// shorter, only on steps that start a line.
+func prefetchLines(a *asm, step, sz int, regs []string) {
+	if *fusedPrefetch <= 0 {
+		return
+	}
+	if step < 64 {
+		a.op("TESTQ $%d, CX", 64/sz-1)
+		a.op("JNZ noprefetch")
+	}
+	for _, r := range regs {
+		a.op("PREFETCHT0 %d(%s)(CX*%d)", *fusedPrefetch, r, sz)
+	}
+	if step < 64 {
+		a.label("noprefetch")
 	}
 }
 
@@ -215,9 +261,13 @@ func fused512Body(a *asm, dt, agg, wt string, nm int, masked bool) func() {
 		a.op("VPANDD Z28, Z%d, Z12", t)
 		a.op("VPCMPUD.BCST $5, %d(BX), Z12, %sK1", argThr+32*i, k7) // |τ| ≥ thr
 		a.op("VMOVAPS.Z Z%d, K1, Z%d", t, t)
-		a.op("KMOVW K1, AX")
-		a.op("POPCNTL AX, AX")
-		a.op("ADDQ AX, %d(BX)", argKept+8*i)
+		if z := keptReg512(nm, i); z > 0 {
+			a.op("VPADDD Z27, Z%d, K1, Z%d", z, z)
+		} else {
+			a.op("KMOVW K1, AX")
+			a.op("POPCNTL AX, AX")
+			a.op("ADDQ AX, %d(BX)", argKept+8*i)
+		}
 		if wt == "W" {
 			a.op("VBROADCASTSS %d(BX), Z18", argW+4*i)
 			a.op("VMULPS Z%d, Z18, Z%d", t, t) // a = w·τ
@@ -232,26 +282,22 @@ func fused512Body(a *asm, dt, agg, wt string, nm int, masked bool) func() {
 			a.op("VADDPS Z%d, Z9, Z9", t)
 		}
 	}
-	a.op("VCMPPS %s, Z31, Z9, K1", cmpGE)  // up: s ≥ 0
 	a.op("VCMPPS %s, Z31, Z10, K2", cmpGT) // some v > 0
 	a.op("VCMPPS %s, Z31, Z11, K3", cmpLT) // some v < 0
 	a.op("KANDW K2, K3, K4")
 	a.op("VPADDD Z27, Z19, K4, Z19") // conflicts
 	a.op("VCMPPS %s, Z31, Z9, K4", cmpGT)
 	a.op("VPADDD Z27, Z22, K4, Z22") // positive
-	a.op("KNOTW K1, K4")
-	if masked {
-		// Masked-off lanes read 0, but 0·w is NaN for a NaN or infinite weight.
-		a.op("KANDW K7, K4, K4")
-	}
-	a.op("VPADDD Z27, Z21, K4, Z21") // negative
-	a.op("VMOVDQA32.Z Z23, K4, Z12") // flip
+	// Masked-off lanes read 0, but 0·w is NaN for a NaN or infinite weight:
+	// the tail counts only its own lanes.
+	a.op("VCMPPS %s, Z31, Z9, %sK1", cmpNGEU, k7) // ¬up: s < 0 or NaN
+	a.op("VPADDD Z27, Z21, K1, Z21")              // negative
+	a.op("VMOVDQA32.Z Z23, K1, Z12")              // flip
 	a.op("KORW K2, K3, K5")
-	a.op("VCMPPS %s, Z31, Z9, K4", cmpEQ)
-	a.op("KANDW K5, K4, K4")
+	a.op("VCMPPS %s, Z31, Z9, K5, K4", cmpEQ)
 	a.op("VPADDD Z27, Z20, K4, Z20") // zero sum
-	a.op("KORTESTW K4, K4")
-	a.op("JNZ zero%s", sfx)
+	a.op("CMPQ %d(BX), $0", argZero)
+	a.op("JNE zero%s", sfx)
 	a.label("back" + sfx)
 	for i := 0; i < nm; i++ {
 		t := 1 + i
@@ -310,9 +356,9 @@ func fused512Body(a *asm, dt, agg, wt string, nm int, masked bool) func() {
 	}
 	return func() {
 		a.label("zero" + sfx)
-		a.op("MOVQ %d(BX), AX", argZero)
-		a.op("TESTQ AX, AX")
+		a.op("KORTESTW K4, K4")
 		a.op("JZ back%s", sfx)
+		a.op("MOVQ %d(BX), AX", argZero)
 		a.op("VPBROADCASTD CX, Z15")
 		a.op("VPADDD %d(BX), Z15, Z15", argIdx)
 		a.op("VPCOMPRESSD Z15, K4, (AX)")
@@ -330,7 +376,7 @@ func fused2All(a *asm) {
 	for _, c := range []struct {
 		name string
 		v    string
-	}{{"c7fff", "0x7fff"}, {"c40", "0x40"}, {"cnan", "0x7f800000"}} {
+	}{{"c7fff", "0x7fff"}, {"c40", "0x40"}, {"cnan", "0x7f800000"}, {"cmag", "0x7fffffff"}, {"csign", "0x80000000"}} {
 		for i := 0; i < 8; i++ {
 			a.b.WriteString(fmt.Sprintf("DATA %s<>+%d(SB)/4, $%s\n", c.name, 4*i, c.v))
 		}
@@ -344,177 +390,284 @@ func fused2All(a *asm) {
 // inputs (L1 hits).
 const fused2heldMax = 7
 
-// fused2 takes 8 elements per step; n is a multiple of 8. Registers:
+// counter2 is one count of an AVX2 kernel: lanes of Yy (y ≥ 0, the mask
+// subtracted: −1 per lane), or mask bits popcounted into the memory at mem.
+type counter2 struct {
+	y   int
+	mem string
+}
+
+func (c counter2) add(a *asm, mask int) {
+	if c.y >= 0 {
+		a.op("VPSUBD Y%d, Y%d, Y%d", mask, c.y, c.y)
+		return
+	}
+	a.op("VMOVMSKPS Y%d, AX", mask)
+	a.op("POPCNTL AX, AX")
+	a.op("ADDQ AX, %s", c.mem)
+}
+
+// fused2 takes 8 elements per step, n a multiple of 8; bf16 takes 16 per
+// step, n a multiple of 16, in two halves widened by unpacking against
+// zero (one instruction): half A holds elements 0–3 and 8–11, half B 4–7
+// and 12–15, and VPACKUSDW of the two puts the output back in order.
+// Registers:
 //
-//	BX args, CX element index, DX n, SI θ₀, DI output, R12 a model's θ,
-//	R8..R11 counts: positive, up (negative = n − up), zero sum, conflicts.
+//	BX args, CX element index, SI θ₀, DI output, R8.. model i's θ,
+//	AX DX temporaries (DX: half A's zero-sum mask).
 //	Y0..Y6 τ (or a) of the first models, Y7 Y8 temporaries, Y9 s then
-//	flip, Y10 max v then num, Y11 min v then den, Y12 θ₀,
-//	Y13 0x7fffffff, Y14 sign bit, Y15 0.
+//	flip, Y10 max v then num, Y11 min v then den, Y12 θ₀, Y14 half A's
+//	output, Y15 0.
+//	The counts (up, i.e. s ≥ 0, positive, conflicts, zero sum, then each
+//	model's kept) take the registers left, Y13 (and Y14 but for bf16) and
+//	the unused τ ones, in that order; the others are popcounted into their
+//	results.
 func fused2(a *asm, dt, agg, wt string, nm int) {
 	name := tiesName(dt, agg, wt, nm, "AVX2")
-	declareTies(name, dt, agg, wt, nm, "(a multiple of 8) ")
+	pair := dt == "BF16"
+	lanes := "(a multiple of 8) "
+	if pair {
+		lanes = "(a multiple of 16) "
+	}
+	declareTies(name, dt, agg, wt, nm, lanes)
 	a.text(name, "$0-48", sigTies)
 	a.op("MOVQ a+0(FP), BX")
-	a.op("MOVQ n+8(FP), DX")
 	a.op("MOVQ %d(BX), SI", argBase)
 	a.op("MOVQ %d(BX), DI", argDst)
-	a.op("VXORPS Y15, Y15, Y15")
-	broadcast2(a, "0x80000000", 14)
-	broadcast2(a, "0x7fffffff", 13)
-	for _, r := range []string{"R8", "R9", "R10", "R11", "CX"} {
-		a.op("XORQ %s, %s", r, r)
+	for i := 0; i < nm; i++ {
+		a.op("MOVQ %d(BX), R%d", argModels+8*i, 8+i)
 	}
-	sz := size(dt)
+	a.op("VXORPS Y15, Y15, Y15")
 	held := min(nm, fused2heldMax)
-	mem := func(r string) string { return fmt.Sprintf("(%s)(CX*%d)", r, sz) }
-	// trim loads model i's τ (w·τ for W) into Yt; clobbers Y8, R12.
-	trim := func(i, t int, count bool) {
-		a.op("MOVQ %d(BX), R12", argModels+8*i)
-		if count && *prefetchDist > 0 {
-			a.op("PREFETCHT0 %d%s", *prefetchDist, mem("R12"))
+	free := []int{13}
+	if !pair {
+		free = append(free, 14)
+	}
+	for y := held; y < fused2heldMax; y++ {
+		free = append(free, y)
+	}
+	mems := []string{"neg+24(FP)", "pos+16(FP)", "conflicts+40(FP)", "zero+32(FP)"}
+	for i := 0; i < nm; i++ {
+		mems = append(mems, fmt.Sprintf("%d(BX)", argKept+8*i))
+	}
+	cs := make([]counter2, len(mems))
+	for i, m := range mems {
+		cs[i] = counter2{-1, m}
+		if i < len(free) {
+			cs[i].y = free[i]
+			a.op("VPXOR Y%d, Y%d, Y%d", free[i], free[i], free[i])
 		}
-		load2(a, dt, mem("R12"), t)
+		if i < 4 {
+			a.op("MOVQ $0, %s", m)
+		}
+	}
+	up, pos, conflicts, zero, kept := cs[0], cs[1], cs[2], cs[3], cs[4:]
+	a.op("XORQ CX, CX")
+	sz := size(dt)
+	mem := func(r string) string { return fmt.Sprintf("(%s)(CX*%d)", r, sz) }
+	// load widens the values at r's element CX into Yy (half: "", A, B).
+	load := func(r string, y int, half string) {
+		switch half {
+		case "A":
+			a.op("VPUNPCKLWD %s, Y15, Y%d", mem(r), y)
+		case "B":
+			a.op("VPUNPCKHWD %s, Y15, Y%d", mem(r), y)
+		default:
+			load2(a, dt, mem(r), y)
+		}
+	}
+	// trim loads model i's τ (w·τ for W) into Yt; clobbers Y8.
+	trim := func(i, t int, half string, count bool) {
+		load(fmt.Sprintf("R%d", 8+i), t, half)
 		a.op("VSUBPS Y12, Y%d, Y%d", t, t) // τ = θ − θ₀
-		a.op("VPAND Y13, Y%d, Y8", t)
+		a.op("VPAND cmag<>(SB), Y%d, Y8", t)
 		a.op("VPCMPGTD %d(BX), Y8, Y8", argThr+32*i) // |τ| > thr − 1
 		a.op("VPAND Y8, Y%d, Y%d", t, t)
 		if count {
-			a.op("VMOVMSKPS Y8, AX")
-			a.op("POPCNTL AX, AX")
-			a.op("ADDQ AX, %d(BX)", argKept+8*i)
+			kept[i].add(a, 8)
 		}
 		if wt == "W" {
 			a.op("VBROADCASTSS %d(BX), Y8", argW+4*i)
 			a.op("VMULPS Y%d, Y8, Y%d", t, t) // a = w·τ
 		}
 	}
+	step := func(half string) {
+		load("SI", 12, half)
+		for i := 0; i < nm; i++ {
+			t := 7
+			if i < held {
+				t = i
+			}
+			trim(i, t, half, true)
+			if i == 0 {
+				a.op("VMAXPS Y15, Y%d, Y10", t)
+				a.op("VMINPS Y15, Y%d, Y11", t)
+				a.op("VADDPS Y%d, Y15, Y9", t) // s = 0 + v
+			} else {
+				a.op("VMAXPS Y10, Y%d, Y10", t)
+				a.op("VMINPS Y11, Y%d, Y11", t)
+				a.op("VADDPS Y%d, Y9, Y9", t)
+			}
+		}
+		a.op("VCMPPS %s, Y15, Y9, Y8", cmpGE) // up
+		up.add(a, 8)
+		a.op("VCMPPS %s, Y15, Y10, Y10", cmpGT) // some v > 0
+		a.op("VCMPPS %s, Y15, Y11, Y11", cmpLT) // some v < 0
+		a.op("VANDPS Y10, Y11, Y7")
+		conflicts.add(a, 7)
+		a.op("VORPS Y10, Y11, Y10")
+		a.op("VCMPPS %s, Y15, Y9, Y11", cmpEQ)
+		a.op("VANDPS Y10, Y11, Y11")
+		zero.add(a, 11)
+		a.op("CMPQ %d(BX), $0", argZero)
+		a.op("JNE zero%s", half)
+		a.label("back" + half)
+		a.op("VCMPPS %s, Y15, Y9, Y10", cmpGT)
+		pos.add(a, 10)
+		a.op("VANDNPS csign<>(SB), Y8, Y9") // flip = ¬up & sign
+		for i := 0; i < nm; i++ {
+			t, w := i, 7
+			if i >= held {
+				trim(i, 7, half, false)
+				t, w = 7, 0
+			}
+			a.op("VXORPS Y9, Y%d, Y8", t)
+			a.op("VCMPPS %s, Y15, Y8, Y8", cmpGT) // v agrees with the vote
+			ar := t
+			if wt == "U" {
+				a.op("VBROADCASTSS %d(BX), Y%d", argW+4*i, w)
+				a.op("VMULPS Y%d, Y%d, Y%d", t, w, w) // a = w·τ
+				ar = w
+			}
+			// A value that does not agree adds +0, as vote2 explains.
+			a.op("VANDPS Y8, Y%d, Y%d", ar, ar)
+			if i == 0 {
+				a.op("VADDPS Y15, Y%d, Y10", ar) // num = a + 0
+				if agg == "Mean" {
+					a.op("VPSUBD Y8, Y15, Y11")
+				}
+			} else {
+				a.op("VADDPS Y10, Y%d, Y10", ar) // a + num
+				if agg == "Mean" {
+					a.op("VPSUBD Y8, Y11, Y11")
+				}
+			}
+		}
+		if agg == "Mean" {
+			a.op("VPMAXSD ones32<>(SB), Y11, Y11")
+			a.op("VCVTDQ2PS Y11, Y11")
+			a.op("VDIVPS Y11, Y10, Y10")
+		}
+		a.op("VBROADCASTSS %d(BX), Y8", argLambda)
+		a.op("VMULPS Y10, Y8, Y10")  // λ·τₘ
+		a.op("VADDPS Y10, Y12, Y10") // θ₀ + λ·τₘ
+		dst := mem("DI")
+		switch dt {
+		case "F32":
+			a.op("VMOVUPS Y10, %s", dst)
+		case "F16":
+			a.op("VCVTPS2PH $0, Y10, %s", dst)
+		case "BF16":
+			a.op("VPSRLD $16, Y10, Y7")
+			a.op("VPAND ones32<>(SB), Y7, Y8")
+			a.op("VPADDD c7fff<>(SB), Y10, Y11")
+			a.op("VPADDD Y8, Y11, Y11")
+			a.op("VPSRLD $16, Y11, Y11")
+			a.op("VPOR c40<>(SB), Y7, Y7")
+			a.op("VPAND cmag<>(SB), Y10, Y8")
+			a.op("VPCMPGTD cnan<>(SB), Y8, Y8") // NaN
+			if half == "A" {
+				a.op("VPBLENDVB Y8, Y7, Y11, Y14")
+			} else {
+				a.op("VPBLENDVB Y8, Y7, Y11, Y11")
+				a.op("VPACKUSDW Y11, Y14, Y11")
+				a.op("VMOVDQU Y11, %s", dst)
+			}
+		}
+	}
 	a.label("loop")
-	a.op("CMPQ CX, DX")
+	a.op("CMPQ CX, n+8(FP)")
 	a.op("JAE done")
-	if *prefetchDist > 0 {
-		a.op("PREFETCHT0 %d%s", *prefetchDist, mem("SI"))
+	stepLen := 8
+	if pair {
+		stepLen = 16
 	}
-	load2(a, dt, mem("SI"), 12)
-	for i := 0; i < nm; i++ {
-		t := 7
-		if i < held {
-			t = i
-		}
-		trim(i, t, true)
-		if i == 0 {
-			a.op("VMAXPS Y15, Y%d, Y10", t)
-			a.op("VMINPS Y15, Y%d, Y11", t)
-			a.op("VADDPS Y%d, Y15, Y9", t) // s = 0 + v
-		} else {
-			a.op("VMAXPS Y10, Y%d, Y10", t)
-			a.op("VMINPS Y11, Y%d, Y11", t)
-			a.op("VADDPS Y%d, Y9, Y9", t)
-		}
+	prefetchLines(a, stepLen*sz, sz, append([]string{"SI"}, modelRegs(nm)...))
+	if pair {
+		step("A")
+		step("B")
+	} else {
+		step("")
 	}
-	popcnt := func(y int, r string) {
-		a.op("VMOVMSKPS Y%d, AX", y)
-		a.op("POPCNTL AX, AX")
-		a.op("ADDQ AX, %s", r)
-	}
-	a.op("VCMPPS %s, Y15, Y9, Y8", cmpGE) // up
-	popcnt(8, "R9")
-	a.op("VCMPPS %s, Y15, Y10, Y10", cmpGT) // some v > 0
-	a.op("VCMPPS %s, Y15, Y11, Y11", cmpLT) // some v < 0
-	a.op("VANDPS Y10, Y11, Y7")
-	popcnt(7, "R11") // conflicts
-	a.op("VORPS Y10, Y11, Y10")
-	a.op("VCMPPS %s, Y15, Y9, Y11", cmpEQ)
-	a.op("VANDPS Y10, Y11, Y11")
-	a.op("VMOVMSKPS Y11, AX")
-	a.op("TESTL AX, AX")
-	a.op("JNZ zero")
-	a.label("back")
-	a.op("VCMPPS %s, Y15, Y9, Y10", cmpGT)
-	popcnt(10, "R8")            // positive
-	a.op("VANDNPS Y14, Y8, Y9") // flip = ¬up & sign
-	for i := 0; i < nm; i++ {
-		t, w := i, 7
-		if i >= held {
-			trim(i, 7, false)
-			t, w = 7, 0
-		}
-		a.op("VXORPS Y9, Y%d, Y8", t)
-		a.op("VCMPPS %s, Y15, Y8, Y8", cmpGT) // v agrees with the vote
-		ar := t
-		if wt == "U" {
-			a.op("VBROADCASTSS %d(BX), Y%d", argW+4*i, w)
-			a.op("VMULPS Y%d, Y%d, Y%d", t, w, w) // a = w·τ
-			ar = w
-		}
-		// A value that does not agree adds +0, as vote2 explains.
-		a.op("VANDPS Y8, Y%d, Y%d", ar, ar)
-		if i == 0 {
-			a.op("VADDPS Y15, Y%d, Y10", ar) // num = a + 0
-			if agg == "Mean" {
-				a.op("VPSUBD Y8, Y15, Y11")
-			}
-		} else {
-			a.op("VADDPS Y10, Y%d, Y10", ar) // a + num
-			if agg == "Mean" {
-				a.op("VPSUBD Y8, Y11, Y11")
-			}
-		}
-	}
-	if agg == "Mean" {
-		a.op("VPMAXSD ones32<>(SB), Y11, Y11")
-		a.op("VCVTDQ2PS Y11, Y11")
-		a.op("VDIVPS Y11, Y10, Y10")
-	}
-	a.op("VBROADCASTSS %d(BX), Y8", argLambda)
-	a.op("VMULPS Y10, Y8, Y10")  // λ·τₘ
-	a.op("VADDPS Y10, Y12, Y10") // θ₀ + λ·τₘ
-	dst := mem("DI")
-	switch dt {
-	case "F32":
-		a.op("VMOVUPS Y10, %s", dst)
-	case "F16":
-		a.op("VCVTPS2PH $0, Y10, %s", dst)
-	case "BF16":
-		a.op("VPSRLD $16, Y10, Y0")
-		a.op("VPAND ones32<>(SB), Y0, Y1")
-		a.op("VPADDD c7fff<>(SB), Y10, Y2")
-		a.op("VPADDD Y1, Y2, Y2")
-		a.op("VPSRLD $16, Y2, Y2")
-		a.op("VPOR c40<>(SB), Y0, Y0")
-		a.op("VPAND Y13, Y10, Y1")
-		a.op("VPCMPGTD cnan<>(SB), Y1, Y1") // NaN
-		a.op("VPBLENDVB Y1, Y0, Y2, Y2")
-		a.op("VEXTRACTI128 $1, Y2, X1")
-		a.op("VPACKUSDW X1, X2, X2")
-		a.op("VMOVDQU X2, %s", dst)
-	}
-	a.op("ADDQ $8, CX")
+	a.op("ADDQ $%d, CX", stepLen)
 	a.op("JMP loop")
 	a.label("done")
-	a.op("MOVQ DX, AX")
-	a.op("SUBQ R9, AX")
-	a.op("MOVQ R8, pos+16(FP)")
+	// Register counts in ascending order: hsum clobbers Y0 and Y1.
+	var regs []counter2
+	for _, c := range cs {
+		if c.y >= 0 {
+			regs = append(regs, c)
+		}
+	}
+	slices.SortFunc(regs, func(p, q counter2) int { return p.y - q.y })
+	for _, c := range regs {
+		a.op("VMOVDQA Y%d, Y0", c.y)
+		hsum(a)
+		a.op("ADDQ AX, %s", c.mem)
+	}
+	a.op("MOVQ n+8(FP), AX")
+	a.op("SUBQ neg+24(FP), AX") // negative = n − up
 	a.op("MOVQ AX, neg+24(FP)")
-	a.op("MOVQ R10, zero+32(FP)")
-	a.op("MOVQ R11, conflicts+40(FP)")
 	a.op("VZEROUPPER")
 	a.op("RET")
-	// Zero sums (mask in AX): count, and write indices if wanted.
-	a.label("zero")
-	a.op("POPCNTL AX, R12")
-	a.op("ADDQ R12, R10")
-	a.op("MOVQ %d(BX), R13", argZero)
-	a.op("TESTQ R13, R13")
-	a.op("JZ back")
+	// Zero-sum indices (mask in Y11), written in order. SI is θ₀'s
+	// pointer, reloaded after.
+	if pair {
+		a.label("zeroA")
+		a.op("VMOVMSKPS Y11, DX")
+		a.op("JMP backA")
+		a.label("zeroB")
+		a.op("VMOVMSKPS Y11, AX")
+		// Bit k of the halves is element k (A) or k + 4 (B), plus 4 from k = 4.
+		a.op("MOVL DX, SI")
+		a.op("ANDL $0x0f, SI")
+		a.op("ANDL $0xf0, DX")
+		a.op("SHLL $4, DX")
+		a.op("ORL DX, SI")
+		a.op("MOVL AX, DX")
+		a.op("ANDL $0x0f, DX")
+		a.op("SHLL $4, DX")
+		a.op("ORL DX, SI")
+		a.op("ANDL $0xf0, AX")
+		a.op("SHLL $8, AX")
+		a.op("ORL SI, AX")
+	} else {
+		a.label("zero")
+		a.op("VMOVMSKPS Y11, AX")
+	}
+	back := "back"
+	if pair {
+		back = "bits0"
+	}
+	a.op("TESTL AX, AX")
+	a.op("JZ %s", back)
+	a.op("MOVQ %d(BX), SI", argZero)
 	a.label("bits")
-	a.op("TZCNTL AX, R12")
-	a.op("ADDL CX, R12")
-	a.op("ADDL %d(BX), R12", argIdx)
-	a.op("MOVL R12, (R13)")
-	a.op("ADDQ $4, R13")
+	a.op("TZCNTL AX, DX")
+	a.op("ADDL CX, DX")
+	a.op("ADDL %d(BX), DX", argIdx)
+	a.op("MOVL DX, (SI)")
+	a.op("ADDQ $4, SI")
 	a.op("BLSRL AX, AX")
 	a.op("JNZ bits")
-	a.op("MOVQ R13, %d(BX)", argZero)
-	a.op("JMP back")
+	a.op("MOVQ SI, %d(BX)", argZero)
+	if pair {
+		a.label("bits0")
+	}
+	a.op("MOVQ %d(BX), SI", argBase)
+	if pair {
+		a.op("JMP backB")
+	} else {
+		a.op("JMP back")
+	}
 }

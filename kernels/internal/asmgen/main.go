@@ -95,6 +95,7 @@ const (
 	cmpEQ    = "$0x00" // EQ_OQ
 	cmpUNORD = "$0x03" // UNORD_Q
 	cmpNEQO  = "$0x0c" // NEQ_OQ
+	cmpNGEU  = "$0x19" // NGE_UQ
 	cmpLT    = "$0x11" // LT_OQ
 	cmpGE    = "$0x1d" // GE_OQ
 	cmpGT    = "$0x1e" // GT_OQ
