@@ -91,13 +91,15 @@ type neonTiesArgs struct {
 	// Results.
 	kept                        [8]int
 	pos, up, zeroSum, conflicts int
+	equal                       [8]int // with tiesEqual
 }
 
 // Ties flag bits, as neon_asmgen_arm64.go numbers them.
 const (
-	tiesMean = 1 << iota // aggregate mean with the count divisor, else sum
-	tiesZero             // write zero-sum indices
-	tiesDivW             // the mean divides by Σ m·w
+	tiesMean  = 1 << iota // aggregate mean with the count divisor, else sum
+	tiesZero              // write zero-sum indices
+	tiesDivW              // the mean divides by Σ m·w
+	tiesEqual             // count the values at the threshold (TiesBlock.Equal)
 )
 
 //go:noescape
@@ -264,8 +266,9 @@ func neonRange(tau []float32, lo, hi uint32, idx []int32) int {
 
 // neonTiesFused reports whether the fused assembly takes b: the same dtype
 // in and out, f16 or bf16, consensus sum, aggregate sum or mean (either
-// divisor), 1..8 models, any weights, at least one group of 4, and
-// inputs long enough (short ones go to the staged form, which panics).
+// divisor), 1..8 models, any weights, with or without Equal counts, at
+// least one group of 4, and inputs long enough (short ones, or an Equal of
+// the wrong length, go to the staged form, which panics).
 func neonTiesFused(b *TiesBlock) bool {
 	p := b.Vote
 	nm := len(b.Models)
@@ -275,7 +278,7 @@ func neonTiesFused(b *TiesBlock) bool {
 		nm < 1 || nm > 8 || len(b.Thr) != nm || len(b.Kept) != nm || len(p.Weights) != nm || n < 4 {
 		return false
 	}
-	if len(b.Base) < 2*n || b.Zero != nil && len(b.Zero) < n || b.Equal != nil { // no Equal counts in assembly yet
+	if len(b.Base) < 2*n || b.Zero != nil && len(b.Zero) < n || b.Equal != nil && len(b.Equal) != nm {
 		return false
 	}
 	for _, m := range b.Models {
@@ -306,6 +309,9 @@ func neonTies(b *TiesBlock) VoteStats {
 	if b.Zero != nil {
 		a.flags |= tiesZero
 	}
+	if b.Equal != nil {
+		a.flags |= tiesEqual
+	}
 	for i := 0; i < nm; i++ {
 		a.thr[i] = b.Thr[i]
 		a.w[i] = p.Weights[i]
@@ -315,6 +321,7 @@ func neonTies(b *TiesBlock) VoteStats {
 		}
 	}
 	clear(b.Kept)
+	clear(b.Equal)
 	var st VoteStats
 	for off := 0; off < m; off += neonCallMax {
 		c := min(neonCallMax, m-off)
@@ -331,6 +338,9 @@ func neonTies(b *TiesBlock) VoteStats {
 		for i := range b.Kept {
 			b.Kept[i] += a.kept[i]
 		}
+		for i := range b.Equal {
+			b.Equal[i] += a.equal[i]
+		}
 		st.Add(VoteStats{Positive: a.pos, Negative: c - a.up, ZeroSum: a.zeroSum, Conflicts: a.conflicts})
 	}
 	if m == n {
@@ -338,9 +348,12 @@ func neonTies(b *TiesBlock) VoteStats {
 	}
 	// The tail, fewer than 4 elements, through the staged form.
 	var models [8][]byte
-	var kept [8]int
+	var kept, equal [8]int
 	t := *b
 	t.Dst, t.Base, t.Models, t.Kept = b.Dst[2*m:2*n], b.Base[2*m:], models[:nm], kept[:nm]
+	if b.Equal != nil {
+		t.Equal = equal[:nm]
+	}
 	for i, mdl := range b.Models {
 		models[i] = mdl[2*m:]
 	}
@@ -350,6 +363,9 @@ func neonTies(b *TiesBlock) VoteStats {
 	ts := neonStaged(&t)
 	for i := range b.Kept {
 		b.Kept[i] += kept[i]
+	}
+	for i := range b.Equal {
+		b.Equal[i] += equal[i]
 	}
 	for k := 0; k < ts.ZeroSum && b.Zero != nil; k++ {
 		b.Zero[st.ZeroSum+k] += int32(m)

@@ -565,7 +565,7 @@ func TestNEONTiesArgsLayout(t *testing.T) {
 		{"vw", unsafe.Offsetof(a.vw), 184}, {"lambda", unsafe.Offsetof(a.lambda), 216},
 		{"kept", unsafe.Offsetof(a.kept), 224}, {"pos", unsafe.Offsetof(a.pos), 288},
 		{"up", unsafe.Offsetof(a.up), 296}, {"zeroSum", unsafe.Offsetof(a.zeroSum), 304},
-		{"conflicts", unsafe.Offsetof(a.conflicts), 312},
+		{"conflicts", unsafe.Offsetof(a.conflicts), 312}, {"equal", unsafe.Offsetof(a.equal), 320},
 	} {
 		if c.got != c.off {
 			t.Errorf("neonTiesArgs.%s at offset %d, the generator says %d", c.name, c.got, c.off)
@@ -631,20 +631,25 @@ func TestNEONRange(t *testing.T) {
 	mustPanic(t, "Range", func() { neonSet.Range(make([]float32, 17), 0, 1, make([]int32, 16)) })
 }
 
-// neonTiesStaged is the reference for Ties: the Go set's stages.
-func neonTiesRef(b *TiesBlock) ([]byte, VoteStats, []int, []int32) {
+// neonTiesRef is the reference for Ties: the Go set's stages. It returns
+// the output, the stats, the kept counts, the zero-sum indices and the
+// Equal counts (nil unless b asks for them).
+func neonTiesRef(b *TiesBlock) ([]byte, VoteStats, []int, []int32, []int) {
 	c := *b
 	c.Dst = make([]byte, len(b.Dst))
 	c.Kept = make([]int, len(b.Kept))
 	if b.Zero != nil {
 		c.Zero = make([]int32, len(b.Zero))
 	}
+	if b.Equal != nil {
+		c.Equal = make([]int, len(b.Equal))
+	}
 	st := Generic.Ties(&c)
 	var z []int32
 	if c.Zero != nil {
 		z = c.Zero[:st.ZeroSum]
 	}
-	return c.Dst, st, c.Kept, z
+	return c.Dst, st, c.Kept, z, c.Equal
 }
 
 type neonTiesCase struct {
@@ -652,14 +657,23 @@ type neonTiesCase struct {
 	base   []byte
 	models [][]byte
 	thr    []uint32
+	equal  bool // ask for the Equal counts
 }
 
-func (c *neonTiesCase) check(t *testing.T, n int, p *VoteParams, lambda float32, withZero bool) {
+// check runs Ties on c against the reference; it returns the Equal counts
+// (nil unless c.equal).
+func (c *neonTiesCase) check(t *testing.T, n int, p *VoteParams, lambda float32, withZero bool) []int {
 	t.Helper()
 	nm := len(c.models)
 	dst, check := neonOutBytes(n*c.dt.Size(), n%3)
 	b := &TiesBlock{Dst: dst, OutDT: c.dt, Base: c.base, Models: c.models, DT: c.dt,
 		Thr: c.thr, Vote: p, Lambda: lambda, Kept: make([]int, nm)}
+	if c.equal {
+		b.Equal = make([]int, nm)
+		for i := range b.Equal {
+			b.Equal[i] = -5 // Ties must clear it
+		}
+	}
 	var zbuf []int32
 	if withZero {
 		zbuf = make([]int32, n+neonGuard)
@@ -668,9 +682,9 @@ func (c *neonTiesCase) check(t *testing.T, n int, p *VoteParams, lambda float32,
 		}
 		b.Zero = zbuf[:n]
 	}
-	want, wst, wkept, wzero := neonTiesRef(b)
+	want, wst, wkept, wzero, wequal := neonTiesRef(b)
 	st := neonSet.Ties(b)
-	what := fmt.Sprintf("%v n=%d models=%d λ=%v thr=%#x %+v zero=%v", c.dt, n, nm, lambda, c.thr, *p, withZero)
+	what := fmt.Sprintf("%v n=%d models=%d λ=%v thr=%#x %+v zero=%v equal=%v", c.dt, n, nm, lambda, c.thr, *p, withZero, c.equal)
 	neonSameBytes(t, what, c.dt, dst, want)
 	check(t)
 	if st != wst {
@@ -680,6 +694,9 @@ func (c *neonTiesCase) check(t *testing.T, n int, p *VoteParams, lambda float32,
 		if b.Kept[i] != wkept[i] {
 			t.Fatalf("%s: kept %v, go %v", what, b.Kept, wkept)
 		}
+	}
+	if c.equal && !slices.Equal(b.Equal, wequal) {
+		t.Fatalf("%s: equal %v, go %v", what, b.Equal, wequal)
 	}
 	if withZero {
 		for i := range wzero {
@@ -693,6 +710,7 @@ func (c *neonTiesCase) check(t *testing.T, n int, p *VoteParams, lambda float32,
 			}
 		}
 	}
+	return b.Equal
 }
 
 func neonTiesInputs(r *rand.Rand, dt DType, nm, n int) *neonTiesCase {
@@ -743,6 +761,14 @@ func TestNEONTiesFusedTaken(t *testing.T) {
 				if got := neonTiesFused(b); got != want {
 					t.Fatalf("%v models=%d %+v: fused %v", dt, nm, p, got)
 				}
+				b.Equal = make([]int, nm)
+				if got := neonTiesFused(b); got != want {
+					t.Fatalf("%v models=%d %+v with Equal: fused %v", dt, nm, p, got)
+				}
+				b.Equal = make([]int, nm+1) // the staged form panics
+				if neonTiesFused(b) {
+					t.Fatalf("%v models=%d %+v: fused with %d Equal counts", dt, nm, p, len(b.Equal))
+				}
 			}
 		}
 	}
@@ -760,6 +786,7 @@ func TestNEONTiesTails(t *testing.T) {
 				ps := neonTiesParams(w)
 				for n := kind; n <= 300; n += 4 {
 					c := neonTiesInputs(r, dt, nm, n)
+					c.equal = n%3 != 0
 					p := ps[(n/4+nm)%len(ps)]
 					lambda := []float32{1, 0.7, -1.5, math.Float32frombits(0x7fc00123)}[(n/4)%4]
 					c.check(t, n, &p, lambda, n%8 < 4)
@@ -767,6 +794,7 @@ func TestNEONTiesTails(t *testing.T) {
 				n := 4099 + kind
 				c := neonTiesInputs(r, dt, nm, n)
 				for pi := range ps {
+					c.equal = pi%3 != 1
 					c.check(t, n, &ps[pi], 0.9, pi%2 == 0)
 				}
 			}
@@ -812,7 +840,8 @@ func TestNEONTiesNaNPayloads(t *testing.T) {
 			}
 			for _, ws := range [][]float32{ones(nm), w} {
 				for _, p := range neonTiesParams(ws)[:neonTiesFusedParams] {
-					for _, lambda := range []float32{1, math.Float32frombits(0x7fc00123), math.Float32frombits(0x7f800123)} {
+					for k, lambda := range []float32{1, math.Float32frombits(0x7fc00123), math.Float32frombits(0x7f800123)} {
+						c.equal = k != 1
 						c.check(t, n, &p, lambda, true)
 					}
 				}
@@ -850,12 +879,14 @@ func TestNEONTiesZeroSums(t *testing.T) {
 				c.models = append(c.models, m)
 				c.thr = append(c.thr, 0)
 			}
-			if _, st, _, _ := neonTiesRef(&TiesBlock{Dst: make([]byte, 2*n), OutDT: dt, Base: c.base, Models: c.models, DT: dt,
+			if _, st, _, _, _ := neonTiesRef(&TiesBlock{Dst: make([]byte, 2*n), OutDT: dt, Base: c.base, Models: c.models, DT: dt,
 				Thr: c.thr, Vote: &VoteParams{Weights: ones(nm)}, Kept: make([]int, nm)}); st.ZeroSum < n/4 {
 				t.Fatalf("%v models=%d: only %d zero sums", dt, nm, st.ZeroSum)
 			}
 			for _, p := range neonTiesParams(ones(nm))[:neonTiesFusedParams] {
+				c.equal = false
 				c.check(t, n, &p, 1, true)
+				c.equal = true
 				c.check(t, n, &p, 1, false)
 			}
 		}
@@ -902,7 +933,115 @@ func TestNEONCallChunks(t *testing.T) {
 					c.thr = append(c.thr, 0)
 				}
 				for _, p := range neonTiesParams([]float32{1, 0.5, 2})[:neonTiesFusedParams] {
+					c.equal = false
 					c.check(t, n, &p, 1, true)
+					c.equal = true
+					c.check(t, n, &p, 1, true)
+				}
+			}
+		}
+	}
+}
+
+// neonTiesEqualInputs makes nm models whose task vectors take few distinct
+// values, small multiples and fractions of one another, with an occasional
+// special or random one, and thresholds taken from the data so that many
+// values sit exactly at them (some models get 0, which counts the zeros).
+func neonTiesEqualInputs(r *rand.Rand, dt DType, nm, n int) *neonTiesCase {
+	vals := []float32{0, 0, 1, -1, 0.5, -0.5, 2, -2, 0.25, 3}
+	put := func(b []byte, j int, f float32) {
+		binary.LittleEndian.PutUint16(b[2*j:], neonNarrowTo(dt, f))
+	}
+	off := r.IntN(3)
+	c := &neonTiesCase{dt: dt, base: make([]byte, off+2*n)[off:], equal: true}
+	for j := 0; j < n; j++ {
+		put(c.base, j, vals[r.IntN(len(vals))])
+	}
+	rnd := neonStored(r, dt, n, 0)
+	for i := 0; i < nm; i++ {
+		off := r.IntN(3)
+		m := make([]byte, off+2*n)[off:]
+		for j := 0; j < n; j++ {
+			if r.IntN(16) == 0 {
+				copy(m[2*j:2*j+2], rnd[2*j:2*j+2]) // specials, NaNs, anything
+			} else {
+				put(m, j, c.load(j)+vals[r.IntN(len(vals))])
+			}
+		}
+		c.models = append(c.models, m)
+	}
+	for i := 0; i < nm; i++ {
+		var thr uint32
+		switch k := r.IntN(5); {
+		case k == 0:
+			thr = 0
+		case k == 1:
+			thr = 0x7fffffff // only NaNs of that payload
+		default:
+			thr = AbsBits(c.tau(i, r.IntN(n)))
+		}
+		c.thr = append(c.thr, thr)
+	}
+	return c
+}
+
+// TestNEONTiesEqual checks the Equal counts of the fused kernel, for every
+// model count (9 goes through the staged form), at lengths with and without
+// a tail, with the assembly called on the whole block or on small chunks, so
+// that counts carry from call to call and into the tail.
+func TestNEONTiesEqual(t *testing.T) {
+	defer func(c int) { neonCallMax = c }(neonCallMax)
+	r := rand.New(rand.NewPCG(39, 40))
+	for _, chunk := range []int{neonCallMax, 16, 48} {
+		neonCallMax = chunk
+		var at, zeros int // how many values the tests saw at a threshold
+		for _, dt := range []DType{BF16, F16} {
+			for nm := 1; nm <= 9; nm++ {
+				ps := neonTiesParams(neonWeights(r, nm, nm%4))
+				for k, n := range []int{4, 5, 6, 7, 13, 16, 64, 67, 99, 203, 1030} {
+					c := neonTiesEqualInputs(r, dt, nm, n)
+					p := ps[(k+nm)%len(ps)]
+					if k%3 == 0 {
+						p = ps[k%neonTiesFusedParams]
+					}
+					lambda := []float32{1, 0.7, -1.5}[k%3]
+					eq := c.check(t, n, &p, lambda, k%2 == 0)
+					for i, e := range eq {
+						at += e
+						if c.thr[i] == 0 {
+							zeros += e
+						}
+					}
+				}
+			}
+		}
+		if at < 1000 || zeros < 100 {
+			t.Fatalf("chunk=%d: only %d values at a threshold, %d zeros at a 0 threshold: the test data is too weak", chunk, at, zeros)
+		}
+	}
+	// A block of nothing but values at the threshold, on every lane, and a
+	// long one across many groups.
+	for _, dt := range []DType{BF16, F16} {
+		for nm := 1; nm <= 8; nm++ {
+			for _, n := range []int{4, 7, 4099} {
+				c := &neonTiesCase{dt: dt, base: make([]byte, 2*n), equal: true}
+				for i := 0; i < nm; i++ {
+					m := make([]byte, 2*n)
+					for j := 0; j < n; j++ {
+						f := float32(i + 1)
+						if (i+j)%2 == 1 {
+							f = -f
+						}
+						binary.LittleEndian.PutUint16(m[2*j:], neonNarrowTo(dt, f))
+					}
+					c.models = append(c.models, m)
+					c.thr = append(c.thr, math.Float32bits(float32(i+1)))
+				}
+				p := VoteParams{Weights: ones(nm)}
+				for i, e := range c.check(t, n, &p, 1, true) {
+					if e != n {
+						t.Fatalf("%v models=%d n=%d: model %d has %d values at its threshold, want %d", dt, nm, n, i, e, n)
+					}
 				}
 			}
 		}

@@ -86,6 +86,7 @@ func vsub(d, n, m int)     { p("VSUB V%d.S4, V%d.S4, V%d.S4", m, n, d) } // d = 
 func vushr(d, n, sh int)   { p("VUSHR $%d, V%d.S4, V%d.S4", sh, n, d) }
 func vcmtst(d, n, m int)   { p("VCMTST V%d.S4, V%d.S4, V%d.S4", m, n, d) }
 func vcmeq(d, n, m int)    { p("VCMEQ V%d.S4, V%d.S4, V%d.S4", m, n, d) }
+func vaddp(d, n, m int)    { p("VADDP V%d.S4, V%d.S4, V%d.S4", m, n, d) } // d = [n0+n1, n2+n3, m0+m1, m2+m3]
 func vzip1h(d, n, m int)   { p("VZIP1 V%d.H8, V%d.H8, V%d.H8", m, n, d) }
 func vzip2h(d, n, m int)   { p("VZIP2 V%d.H8, V%d.H8, V%d.H8", m, n, d) }
 func vuzp2h(d, n, m int)   { p("VUZP2 V%d.H8, V%d.H8, V%d.H8", m, n, d) }
@@ -552,6 +553,7 @@ const (
 	taUp      = 296
 	taZeroSum = 304
 	taConf    = 312
+	taEqual   = 320 // [8]int
 )
 
 // Ties flag bits, as neon_arm64.go sets them.
@@ -559,15 +561,21 @@ const (
 	tiesFlagMean = 0 // bit: aggregate mean with the count divisor, else sum
 	tiesFlagZero = 1 // bit: write zero-sum indices
 	tiesFlagDivW = 2 // bit: the mean divides by the sum of the weights
+	tiesFlagEq   = 3 // bit: count the values at the threshold (Equal)
 )
 
 // genTies is the fused TIES merge of groups of 4 elements for dt in and out,
 // consensus sum, aggregate mean (count or weight divisor) or sum, 1..8 models. Each
 // model count has its own fully unrolled loop, so that per-model state lives
 // in registers: thresholds and weights packed four to a vector (DUP by lane),
-// the kept counters one vector each. The vote weights vw are the weights for
-// a weighted vote, else 1 (1·τ is τ bit for bit: τ is never a signalling NaN,
-// being a difference). τ is recomputed from the inputs in the aggregate pass.
+// the kept counters one vector each. With the Equal flag, a second set of
+// loops also counts the values whose magnitude bits equal the threshold: the
+// keep and equal masks are added pairwise (ADDP) into the same counter, kept
+// in lanes 0 and 1, equal in lanes 2 and 3 (each lane at most 2 per group,
+// far from overflowing 32 bits); without the flag, one branch per call is
+// the cost. The vote weights vw are the weights for a weighted vote, else 1
+// (1·τ is τ bit for bit: τ is never a signalling NaN, being a difference).
+// τ is recomputed from the inputs in the aggregate pass.
 //
 //	R0 dst, R1 base, R2 groups left, R3 zero-sum index pointer, R4 index of
 //	the group's first element, R5 args, R6..R9 temporaries, R10..R17 model
@@ -575,7 +583,8 @@ const (
 //
 // Vector registers: V0 θ₀; V1 s, then up; V2 pos, then num; V3 neg, then the
 // count (an integer) or Σw (a float); V4..V8 temporaries; V9..V11 bf16 rounding constants; V12 positive,
-// V13 up, V14 zero sums, V15 conflicts (counters); V16..V23 kept counters;
+// V13 up, V14 zero sums, V15 conflicts (counters); V16..V23 kept counters
+// (and Equal counters, in lanes 2 and 3, with the Equal flag);
 // V24, V25 vote weights; V26, V27 weights; V28, V29 thresholds; V30 λ; V31 0.
 func genTies(dt dtype) {
 	name := "ties" + dtNames[dt] + "NEON"
@@ -614,11 +623,18 @@ func genTies(dt dtype) {
 	for i := 0; i < 8; i++ {
 		p("MOVD %d(R5), R%d", taModels+8*i, 10+i)
 	}
+	p("TBNZ $%d, R19, %s_eq", tiesFlagEq, name)
 	for nm := 1; nm <= 8; nm++ {
 		p("CMP $%d, R20", nm)
 		p("BEQ %s_n%d", name, nm)
 	}
 	p("B %s_done", name) // not reached: the Go code passes 1..8 models
+	label(name + "_eq")
+	for nm := 1; nm <= 8; nm++ {
+		p("CMP $%d, R20", nm)
+		p("BEQ %s_e%d", name, nm)
+	}
+	p("B %s_done_eq", name) // not reached
 
 	widen := func(d, raw int) {
 		if dt == bf16 {
@@ -630,121 +646,153 @@ func genTies(dt dtype) {
 	dupLane := func(d, packed, i int) {
 		p("VDUP V%d.S[%d], V%d.S4", packed+i/4, i%4, d)
 	}
-	// tau leaves model i's trimmed τ in V5 (V4, V6 clobbered), its mask in V6.
-	tau := func(i int, load string) {
+	// tau leaves model i's trimmed τ in V5 (V4, V6 clobbered), its mask in
+	// V6; with eq, the mask of |t| bits == thr in V7.
+	tau := func(i int, load string, eq bool) {
 		p(load, 10+i)
 		widen(5, 4)
 		fsub(5, 5, theta) // t = θ − θ₀
 		dupLane(4, thrP, i)
 		fabs(6, 5)
+		if eq {
+			vcmeq(7, 6, 4) // at = |t| bits == thr
+		}
 		cmhs(6, 6, 4) // keep = |t| bits >= thr
 		vand(5, 5, 6)
 	}
-	for nm := 1; nm <= 8; nm++ {
-		pre := fmt.Sprintf("%s_n%d", name, nm)
-		label(pre)
-		comment(fmt.Sprintf("%d models: widen θ₀; pass 1, trim and vote.", nm))
-		p("FMOVD.P 8(R1), F4")
-		widen(theta, 4)
-		vzero(s)
-		vzero(pos)
-		vzero(neg)
-		for i := 0; i < nm; i++ {
-			tau(i, "FMOVD (R%d), F4")
-			vsub(kept+i, kept+i, 6)
-			dupLane(4, vwP, i)
-			fmul(5, 4, 5) // v = vw·τ
-			fcmgtz(6, 5)
-			fcmltz(7, 5)
-			vorr(pos, pos, 6)
-			vorr(neg, neg, 7)
-			fadd(s, 5, s) // s += v; s is only compared, so the order is free
-		}
+	for _, eq := range []bool{false, true} {
+		for nm := 1; nm <= 8; nm++ {
+			pre := fmt.Sprintf("%s_n%d", name, nm)
+			if eq {
+				pre = fmt.Sprintf("%s_e%d", name, nm)
+			}
+			label(pre)
+			if eq {
+				comment(fmt.Sprintf("%d models, counting Equal: widen θ₀; pass 1, trim and vote.", nm))
+			} else {
+				comment(fmt.Sprintf("%d models: widen θ₀; pass 1, trim and vote.", nm))
+			}
+			p("FMOVD.P 8(R1), F4")
+			widen(theta, 4)
+			vzero(s)
+			vzero(pos)
+			vzero(neg)
+			for i := 0; i < nm; i++ {
+				tau(i, "FMOVD (R%d), F4", eq)
+				if eq {
+					vaddp(7, 6, 7) // [keep, keep, at, at], pairwise
+					vsub(kept+i, kept+i, 7)
+				} else {
+					vsub(kept+i, kept+i, 6)
+				}
+				dupLane(4, vwP, i)
+				fmul(5, 4, 5) // v = vw·τ
+				fcmgtz(6, 5)
+				fcmltz(7, 5)
+				vorr(pos, pos, 6)
+				vorr(neg, neg, 7)
+				fadd(s, 5, s) // s += v; s is only compared, so the order is free
+			}
 
-		comment("The elected sign and the stats. A sum of exactly zero holds no NaN, so some value is nonzero iff one is > 0 or < 0.")
-		vand(4, pos, neg)
-		vsub(cConf, cConf, 4)
-		fcmgtz(4, s)
-		vsub(cPos, cPos, 4)
-		fcmeqz(7, s)
-		vorr(4, pos, neg)
-		vand(7, 7, 4) // zero sum
-		vsub(cZero, cZero, 7)
-		fcmgez(up, s) // !(s < 0) && s == s
-		vsub(cUp, cUp, up)
-		p("TBZ $%d, R19, %s_pass2", tiesFlagZero, pre)
-		p("VMOV V7.D[0], R6")
-		p("VMOV V7.D[1], R7")
-		p("ORR R6, R7, R6")
-		p("CBZ R6, %s_pass2", pre)
-		for l := 0; l < 4; l++ {
-			p("VMOV V7.S[%d], R6", l)
-			p("CBZW R6, %s_z%d", pre, l)
-			p("ADD $%d, R4, R7", l)
-			p("MOVW.P R7, 4(R3)")
-			label(fmt.Sprintf("%s_z%d", pre, l))
-		}
+			comment("The elected sign and the stats. A sum of exactly zero holds no NaN, so some value is nonzero iff one is > 0 or < 0.")
+			vand(4, pos, neg)
+			vsub(cConf, cConf, 4)
+			fcmgtz(4, s)
+			vsub(cPos, cPos, 4)
+			fcmeqz(7, s)
+			vorr(4, pos, neg)
+			vand(7, 7, 4) // zero sum
+			vsub(cZero, cZero, 7)
+			fcmgez(up, s) // !(s < 0) && s == s
+			vsub(cUp, cUp, up)
+			p("TBZ $%d, R19, %s_pass2", tiesFlagZero, pre)
+			p("VMOV V7.D[0], R6")
+			p("VMOV V7.D[1], R7")
+			p("ORR R6, R7, R6")
+			p("CBZ R6, %s_pass2", pre)
+			for l := 0; l < 4; l++ {
+				p("VMOV V7.S[%d], R6", l)
+				p("CBZW R6, %s_z%d", pre, l)
+				p("ADD $%d, R4, R7", l)
+				p("MOVW.P R7, 4(R3)")
+				label(fmt.Sprintf("%s_z%d", pre, l))
+			}
 
-		label(pre + "_pass2")
-		comment("Pass 2, the disjoint aggregate, τ recomputed.")
-		vzero(num)
-		vzero(cnt)
-		for i := 0; i < nm; i++ {
-			tau(i, "FMOVD.P 8(R%d), F4")
-			dupLane(4, vwP, i)
-			fmul(6, 4, 5) // v = vw·τ
-			fcmgtz(7, 6)
-			fcmltz(8, 6)
-			vbit(8, 7, up) // include = up ? v > 0 : v < 0
-			dupLane(4, wP, i)
-			fmul(6, 4, 5)   // a = w·τ
-			fadd(7, 6, num) // num = add(a, num)
-			vbit(num, 7, 8)
-			p("TBNZ $%d, R19, %s_dw%d", tiesFlagDivW, pre, i)
-			vsub(cnt, cnt, 8) // the count
-			p("B %s_next%d", pre, i)
-			label(fmt.Sprintf("%s_dw%d", pre, i))
-			fadd(7, 4, cnt) // den = add(w, den)
-			vbit(cnt, 7, 8)
-			label(fmt.Sprintf("%s_next%d", pre, i))
-		}
+			label(pre + "_pass2")
+			comment("Pass 2, the disjoint aggregate, τ recomputed.")
+			vzero(num)
+			vzero(cnt)
+			for i := 0; i < nm; i++ {
+				tau(i, "FMOVD.P 8(R%d), F4", false)
+				dupLane(4, vwP, i)
+				fmul(6, 4, 5) // v = vw·τ
+				fcmgtz(7, 6)
+				fcmltz(8, 6)
+				vbit(8, 7, up) // include = up ? v > 0 : v < 0
+				dupLane(4, wP, i)
+				fmul(6, 4, 5)   // a = w·τ
+				fadd(7, 6, num) // num = add(a, num)
+				vbit(num, 7, 8)
+				p("TBNZ $%d, R19, %s_dw%d", tiesFlagDivW, pre, i)
+				vsub(cnt, cnt, 8) // the count
+				p("B %s_next%d", pre, i)
+				label(fmt.Sprintf("%s_dw%d", pre, i))
+				fadd(7, 4, cnt) // den = add(w, den)
+				vbit(cnt, 7, 8)
+				label(fmt.Sprintf("%s_next%d", pre, i))
+			}
 
-		comment("The merged τ, then θ₀ + λ·τₘ rounded and stored.")
-		p("TBZ $%d, R19, %s_finish", tiesFlagMean, pre)
-		p("TBNZ $%d, R19, %s_divw", tiesFlagDivW, pre)
-		vcmeq(4, cnt, zero)
-		vsub(cnt, cnt, 4) // a zero divisor becomes 1
-		ucvtf(cnt, cnt)
-		p("B %s_div", pre)
-		label(pre + "_divw")
-		fcmeqz(4, cnt)
-		p("MOVW $0x3f800000, R6")
-		p("VDUP R6, V5.S4") // 1.0
-		vbit(cnt, 5, 4)     // a zero divisor becomes 1
-		label(pre + "_div")
-		fdiv(num, num, cnt)
-		label(pre + "_finish")
-		fmul(num, lambda, num) // λ·τₘ, rounded
-		fadd(num, theta, num)  // θ₀ + λ·τₘ
-		if dt == f16 {
-			fcvtn(4, num)
-			p("FMOVD.P F4, 8(R0)")
-		} else {
-			fcmeq(4, num, num) // not NaN
-			vushr(5, num, 16)
-			vand(5, 5, bfOne)
-			vadd(6, num, bfRound)
-			vadd(6, 6, 5)
-			vorr(7, num, bfQuiet)
-			vbit(7, 6, 4)
-			vuzp2h(7, 7, 7)
-			p("FMOVD.P F7, 8(R0)")
+			comment("The merged τ, then θ₀ + λ·τₘ rounded and stored.")
+			p("TBZ $%d, R19, %s_finish", tiesFlagMean, pre)
+			p("TBNZ $%d, R19, %s_divw", tiesFlagDivW, pre)
+			vcmeq(4, cnt, zero)
+			vsub(cnt, cnt, 4) // a zero divisor becomes 1
+			ucvtf(cnt, cnt)
+			p("B %s_div", pre)
+			label(pre + "_divw")
+			fcmeqz(4, cnt)
+			p("MOVW $0x3f800000, R6")
+			p("VDUP R6, V5.S4") // 1.0
+			vbit(cnt, 5, 4)     // a zero divisor becomes 1
+			label(pre + "_div")
+			fdiv(num, num, cnt)
+			label(pre + "_finish")
+			fmul(num, lambda, num) // λ·τₘ, rounded
+			fadd(num, theta, num)  // θ₀ + λ·τₘ
+			if dt == f16 {
+				fcvtn(4, num)
+				p("FMOVD.P F4, 8(R0)")
+			} else {
+				fcmeq(4, num, num) // not NaN
+				vushr(5, num, 16)
+				vand(5, 5, bfOne)
+				vadd(6, num, bfRound)
+				vadd(6, 6, 5)
+				vorr(7, num, bfQuiet)
+				vbit(7, 6, 4)
+				vuzp2h(7, 7, 7)
+				p("FMOVD.P F7, 8(R0)")
+			}
+			p("ADD $4, R4, R4")
+			p("SUBS $1, R2, R2")
+			p("BNE %s", pre)
+			if eq {
+				p("B %s_done_eq", name)
+			} else {
+				p("B %s_done", name)
+			}
 		}
-		p("ADD $4, R4, R4")
-		p("SUBS $1, R2, R2")
-		p("BNE %s", pre)
-		p("B %s_done", name)
 	}
+
+	label(name + "_done_eq")
+	for i := 0; i < 8; i++ {
+		vaddp(kept+i, kept+i, kept+i) // [kept, equal, kept, equal]
+		p("VMOV V%d.S[0], R6", kept+i)
+		p("MOVD R6, %d(R5)", taKept+8*i)
+		p("VMOV V%d.S[1], R6", kept+i)
+		p("MOVD R6, %d(R5)", taEqual+8*i)
+	}
+	p("B %s_stats", name)
 
 	label(name + "_done")
 	for i := 0; i < 8; i++ {
@@ -752,6 +800,7 @@ func genTies(dt dtype) {
 		p("VMOV V%d.S[0], R6", kept+i)
 		p("MOVD R6, %d(R5)", taKept+8*i)
 	}
+	label(name + "_stats")
 	for _, c := range []struct{ v, off int }{{cPos, taPos}, {cUp, taUp}, {cZero, taZeroSum}, {cConf, taConf}} {
 		p("VADDV V%d.S4, V%d", c.v, c.v)
 		p("VMOV V%d.S[0], R6", c.v)
