@@ -42,7 +42,7 @@ type Summary struct {
 	ZeroSumsFixed int64 // zero sums given the model-wide majority sign −1
 	Sampled       int64 // single pass: elements per model read to place the bands
 	Spilled       int64 // single pass: positions settled after the pass
-	FellBack      int   // single pass: scopes whose bands missed, so the two-pass select ran
+	FellBack      int   // scopes (single pass) or tensors (per-tensor select) whose sample missed, so the radix select ran
 	Majority      int   // the model-wide majority sign (paper preset), else 0
 	Elapsed       time.Duration
 	PeakRSS       int64
@@ -814,7 +814,7 @@ func (r *run) mergeBlockFused(w *worker, b block) error {
 // kernel itself computes it, bit for bit.
 func (r *run) recordZeroSums(w *worker, ji, n int, pos func(e int) int64, vp *kernels.VoteParams, lambda float32) error {
 	zs := w.zcols[:0]
-	r.zeroSums(w, n, vp, func(e int) { zs = append(zs, int32(e)) })
+	r.k.FindZeroSums(w.taus, r.stride, n, vp, w.scratch, func(e int) { zs = append(zs, int32(e)) })
 	w.zcols = zs
 	return r.recordZeros(w, ji, zs, pos, vp, lambda)
 }
@@ -855,12 +855,6 @@ func (r *run) recordZeros(w *worker, ji int, zs []int32, pos func(e int) int64, 
 		return err
 	}
 	return nil
-}
-
-// zeroSums calls fn for each element of the block whose vote summed to
-// exactly zero while some value did not.
-func (r *run) zeroSums(w *worker, n int, vp *kernels.VoteParams, fn func(e int)) {
-	r.k.FindZeroSums(w.taus, r.stride, n, vp, w.scratch, fn)
 }
 
 // PeakRSS reads the process's peak resident set size (Linux), or 0.
