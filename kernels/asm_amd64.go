@@ -939,6 +939,726 @@ func tiesBF16Sum1N7AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 //go:noescape
 func tiesBF16Sum1N8AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
+// tiesF32MeanUN1EqAVX512 merges n elements of 1 f32 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32MeanUN1EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN2EqAVX512 merges n elements of 2 f32 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32MeanUN2EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN3EqAVX512 merges n elements of 3 f32 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32MeanUN3EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN4EqAVX512 merges n elements of 4 f32 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32MeanUN4EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN5EqAVX512 merges n elements of 5 f32 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32MeanUN5EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN6EqAVX512 merges n elements of 6 f32 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32MeanUN6EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN7EqAVX512 merges n elements of 7 f32 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32MeanUN7EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN8EqAVX512 merges n elements of 8 f32 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32MeanUN8EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN1EqAVX512 merges n elements of 1 f32 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32MeanWN1EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN2EqAVX512 merges n elements of 2 f32 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32MeanWN2EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN3EqAVX512 merges n elements of 3 f32 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32MeanWN3EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN4EqAVX512 merges n elements of 4 f32 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32MeanWN4EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN5EqAVX512 merges n elements of 5 f32 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32MeanWN5EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN6EqAVX512 merges n elements of 6 f32 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32MeanWN6EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN7EqAVX512 merges n elements of 7 f32 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32MeanWN7EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN8EqAVX512 merges n elements of 8 f32 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32MeanWN8EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N1EqAVX512 merges n elements of 1 f32 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Mean1N1EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N2EqAVX512 merges n elements of 2 f32 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Mean1N2EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N3EqAVX512 merges n elements of 3 f32 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Mean1N3EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N4EqAVX512 merges n elements of 4 f32 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Mean1N4EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N5EqAVX512 merges n elements of 5 f32 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Mean1N5EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N6EqAVX512 merges n elements of 6 f32 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Mean1N6EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N7EqAVX512 merges n elements of 7 f32 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Mean1N7EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N8EqAVX512 merges n elements of 8 f32 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Mean1N8EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN1EqAVX512 merges n elements of 1 f32 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32SumUN1EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN2EqAVX512 merges n elements of 2 f32 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32SumUN2EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN3EqAVX512 merges n elements of 3 f32 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32SumUN3EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN4EqAVX512 merges n elements of 4 f32 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32SumUN4EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN5EqAVX512 merges n elements of 5 f32 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32SumUN5EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN6EqAVX512 merges n elements of 6 f32 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32SumUN6EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN7EqAVX512 merges n elements of 7 f32 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32SumUN7EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN8EqAVX512 merges n elements of 8 f32 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32SumUN8EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN1EqAVX512 merges n elements of 1 f32 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32SumWN1EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN2EqAVX512 merges n elements of 2 f32 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32SumWN2EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN3EqAVX512 merges n elements of 3 f32 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32SumWN3EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN4EqAVX512 merges n elements of 4 f32 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32SumWN4EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN5EqAVX512 merges n elements of 5 f32 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32SumWN5EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN6EqAVX512 merges n elements of 6 f32 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32SumWN6EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN7EqAVX512 merges n elements of 7 f32 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32SumWN7EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN8EqAVX512 merges n elements of 8 f32 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32SumWN8EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N1EqAVX512 merges n elements of 1 f32 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Sum1N1EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N2EqAVX512 merges n elements of 2 f32 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Sum1N2EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N3EqAVX512 merges n elements of 3 f32 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Sum1N3EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N4EqAVX512 merges n elements of 4 f32 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Sum1N4EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N5EqAVX512 merges n elements of 5 f32 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Sum1N5EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N6EqAVX512 merges n elements of 6 f32 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Sum1N6EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N7EqAVX512 merges n elements of 7 f32 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Sum1N7EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N8EqAVX512 merges n elements of 8 f32 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Sum1N8EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN1EqAVX512 merges n elements of 1 f16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16MeanUN1EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN2EqAVX512 merges n elements of 2 f16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16MeanUN2EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN3EqAVX512 merges n elements of 3 f16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16MeanUN3EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN4EqAVX512 merges n elements of 4 f16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16MeanUN4EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN5EqAVX512 merges n elements of 5 f16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16MeanUN5EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN6EqAVX512 merges n elements of 6 f16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16MeanUN6EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN7EqAVX512 merges n elements of 7 f16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16MeanUN7EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN8EqAVX512 merges n elements of 8 f16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16MeanUN8EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN1EqAVX512 merges n elements of 1 f16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16MeanWN1EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN2EqAVX512 merges n elements of 2 f16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16MeanWN2EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN3EqAVX512 merges n elements of 3 f16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16MeanWN3EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN4EqAVX512 merges n elements of 4 f16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16MeanWN4EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN5EqAVX512 merges n elements of 5 f16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16MeanWN5EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN6EqAVX512 merges n elements of 6 f16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16MeanWN6EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN7EqAVX512 merges n elements of 7 f16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16MeanWN7EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN8EqAVX512 merges n elements of 8 f16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16MeanWN8EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N1EqAVX512 merges n elements of 1 f16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Mean1N1EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N2EqAVX512 merges n elements of 2 f16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Mean1N2EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N3EqAVX512 merges n elements of 3 f16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Mean1N3EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N4EqAVX512 merges n elements of 4 f16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Mean1N4EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N5EqAVX512 merges n elements of 5 f16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Mean1N5EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N6EqAVX512 merges n elements of 6 f16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Mean1N6EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N7EqAVX512 merges n elements of 7 f16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Mean1N7EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N8EqAVX512 merges n elements of 8 f16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Mean1N8EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN1EqAVX512 merges n elements of 1 f16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16SumUN1EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN2EqAVX512 merges n elements of 2 f16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16SumUN2EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN3EqAVX512 merges n elements of 3 f16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16SumUN3EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN4EqAVX512 merges n elements of 4 f16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16SumUN4EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN5EqAVX512 merges n elements of 5 f16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16SumUN5EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN6EqAVX512 merges n elements of 6 f16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16SumUN6EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN7EqAVX512 merges n elements of 7 f16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16SumUN7EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN8EqAVX512 merges n elements of 8 f16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16SumUN8EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN1EqAVX512 merges n elements of 1 f16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16SumWN1EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN2EqAVX512 merges n elements of 2 f16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16SumWN2EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN3EqAVX512 merges n elements of 3 f16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16SumWN3EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN4EqAVX512 merges n elements of 4 f16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16SumWN4EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN5EqAVX512 merges n elements of 5 f16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16SumWN5EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN6EqAVX512 merges n elements of 6 f16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16SumWN6EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN7EqAVX512 merges n elements of 7 f16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16SumWN7EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN8EqAVX512 merges n elements of 8 f16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16SumWN8EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N1EqAVX512 merges n elements of 1 f16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Sum1N1EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N2EqAVX512 merges n elements of 2 f16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Sum1N2EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N3EqAVX512 merges n elements of 3 f16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Sum1N3EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N4EqAVX512 merges n elements of 4 f16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Sum1N4EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N5EqAVX512 merges n elements of 5 f16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Sum1N5EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N6EqAVX512 merges n elements of 6 f16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Sum1N6EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N7EqAVX512 merges n elements of 7 f16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Sum1N7EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N8EqAVX512 merges n elements of 8 f16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Sum1N8EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN1EqAVX512 merges n elements of 1 bf16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanUN1EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN2EqAVX512 merges n elements of 2 bf16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanUN2EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN3EqAVX512 merges n elements of 3 bf16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanUN3EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN4EqAVX512 merges n elements of 4 bf16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanUN4EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN5EqAVX512 merges n elements of 5 bf16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanUN5EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN6EqAVX512 merges n elements of 6 bf16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanUN6EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN7EqAVX512 merges n elements of 7 bf16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanUN7EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN8EqAVX512 merges n elements of 8 bf16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanUN8EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN1EqAVX512 merges n elements of 1 bf16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanWN1EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN2EqAVX512 merges n elements of 2 bf16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanWN2EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN3EqAVX512 merges n elements of 3 bf16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanWN3EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN4EqAVX512 merges n elements of 4 bf16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanWN4EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN5EqAVX512 merges n elements of 5 bf16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanWN5EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN6EqAVX512 merges n elements of 6 bf16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanWN6EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN7EqAVX512 merges n elements of 7 bf16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanWN7EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN8EqAVX512 merges n elements of 8 bf16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanWN8EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N1EqAVX512 merges n elements of 1 bf16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Mean1N1EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N2EqAVX512 merges n elements of 2 bf16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Mean1N2EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N3EqAVX512 merges n elements of 3 bf16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Mean1N3EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N4EqAVX512 merges n elements of 4 bf16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Mean1N4EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N5EqAVX512 merges n elements of 5 bf16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Mean1N5EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N6EqAVX512 merges n elements of 6 bf16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Mean1N6EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N7EqAVX512 merges n elements of 7 bf16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Mean1N7EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N8EqAVX512 merges n elements of 8 bf16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Mean1N8EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN1EqAVX512 merges n elements of 1 bf16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16SumUN1EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN2EqAVX512 merges n elements of 2 bf16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16SumUN2EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN3EqAVX512 merges n elements of 3 bf16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16SumUN3EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN4EqAVX512 merges n elements of 4 bf16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16SumUN4EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN5EqAVX512 merges n elements of 5 bf16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16SumUN5EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN6EqAVX512 merges n elements of 6 bf16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16SumUN6EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN7EqAVX512 merges n elements of 7 bf16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16SumUN7EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN8EqAVX512 merges n elements of 8 bf16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16SumUN8EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN1EqAVX512 merges n elements of 1 bf16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16SumWN1EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN2EqAVX512 merges n elements of 2 bf16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16SumWN2EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN3EqAVX512 merges n elements of 3 bf16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16SumWN3EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN4EqAVX512 merges n elements of 4 bf16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16SumWN4EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN5EqAVX512 merges n elements of 5 bf16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16SumWN5EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN6EqAVX512 merges n elements of 6 bf16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16SumWN6EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN7EqAVX512 merges n elements of 7 bf16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16SumWN7EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN8EqAVX512 merges n elements of 8 bf16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16SumWN8EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N1EqAVX512 merges n elements of 1 bf16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Sum1N1EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N2EqAVX512 merges n elements of 2 bf16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Sum1N2EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N3EqAVX512 merges n elements of 3 bf16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Sum1N3EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N4EqAVX512 merges n elements of 4 bf16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Sum1N4EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N5EqAVX512 merges n elements of 5 bf16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Sum1N5EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N6EqAVX512 merges n elements of 6 bf16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Sum1N6EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N7EqAVX512 merges n elements of 7 bf16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Sum1N7EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N8EqAVX512 merges n elements of 8 bf16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Sum1N8EqAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
 // widenBF16AVX2 widens n (a multiple of 8) bf16 values at src into dst.
 //
 //go:noescape
@@ -1874,6 +2594,726 @@ func tiesBF16Sum1N7AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 //go:noescape
 func tiesBF16Sum1N8AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
+// tiesF32MeanUN1EqAVX2 merges n (a multiple of 8) elements of 1 f32 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32MeanUN1EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN2EqAVX2 merges n (a multiple of 8) elements of 2 f32 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32MeanUN2EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN3EqAVX2 merges n (a multiple of 8) elements of 3 f32 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32MeanUN3EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN4EqAVX2 merges n (a multiple of 8) elements of 4 f32 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32MeanUN4EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN5EqAVX2 merges n (a multiple of 8) elements of 5 f32 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32MeanUN5EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN6EqAVX2 merges n (a multiple of 8) elements of 6 f32 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32MeanUN6EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN7EqAVX2 merges n (a multiple of 8) elements of 7 f32 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32MeanUN7EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanUN8EqAVX2 merges n (a multiple of 8) elements of 8 f32 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32MeanUN8EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN1EqAVX2 merges n (a multiple of 8) elements of 1 f32 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32MeanWN1EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN2EqAVX2 merges n (a multiple of 8) elements of 2 f32 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32MeanWN2EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN3EqAVX2 merges n (a multiple of 8) elements of 3 f32 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32MeanWN3EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN4EqAVX2 merges n (a multiple of 8) elements of 4 f32 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32MeanWN4EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN5EqAVX2 merges n (a multiple of 8) elements of 5 f32 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32MeanWN5EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN6EqAVX2 merges n (a multiple of 8) elements of 6 f32 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32MeanWN6EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN7EqAVX2 merges n (a multiple of 8) elements of 7 f32 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32MeanWN7EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32MeanWN8EqAVX2 merges n (a multiple of 8) elements of 8 f32 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32MeanWN8EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N1EqAVX2 merges n (a multiple of 8) elements of 1 f32 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Mean1N1EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N2EqAVX2 merges n (a multiple of 8) elements of 2 f32 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Mean1N2EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N3EqAVX2 merges n (a multiple of 8) elements of 3 f32 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Mean1N3EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N4EqAVX2 merges n (a multiple of 8) elements of 4 f32 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Mean1N4EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N5EqAVX2 merges n (a multiple of 8) elements of 5 f32 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Mean1N5EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N6EqAVX2 merges n (a multiple of 8) elements of 6 f32 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Mean1N6EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N7EqAVX2 merges n (a multiple of 8) elements of 7 f32 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Mean1N7EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Mean1N8EqAVX2 merges n (a multiple of 8) elements of 8 f32 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Mean1N8EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN1EqAVX2 merges n (a multiple of 8) elements of 1 f32 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32SumUN1EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN2EqAVX2 merges n (a multiple of 8) elements of 2 f32 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32SumUN2EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN3EqAVX2 merges n (a multiple of 8) elements of 3 f32 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32SumUN3EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN4EqAVX2 merges n (a multiple of 8) elements of 4 f32 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32SumUN4EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN5EqAVX2 merges n (a multiple of 8) elements of 5 f32 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32SumUN5EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN6EqAVX2 merges n (a multiple of 8) elements of 6 f32 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32SumUN6EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN7EqAVX2 merges n (a multiple of 8) elements of 7 f32 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32SumUN7EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumUN8EqAVX2 merges n (a multiple of 8) elements of 8 f32 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF32SumUN8EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN1EqAVX2 merges n (a multiple of 8) elements of 1 f32 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32SumWN1EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN2EqAVX2 merges n (a multiple of 8) elements of 2 f32 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32SumWN2EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN3EqAVX2 merges n (a multiple of 8) elements of 3 f32 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32SumWN3EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN4EqAVX2 merges n (a multiple of 8) elements of 4 f32 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32SumWN4EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN5EqAVX2 merges n (a multiple of 8) elements of 5 f32 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32SumWN5EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN6EqAVX2 merges n (a multiple of 8) elements of 6 f32 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32SumWN6EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN7EqAVX2 merges n (a multiple of 8) elements of 7 f32 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32SumWN7EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32SumWN8EqAVX2 merges n (a multiple of 8) elements of 8 f32 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF32SumWN8EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N1EqAVX2 merges n (a multiple of 8) elements of 1 f32 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Sum1N1EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N2EqAVX2 merges n (a multiple of 8) elements of 2 f32 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Sum1N2EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N3EqAVX2 merges n (a multiple of 8) elements of 3 f32 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Sum1N3EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N4EqAVX2 merges n (a multiple of 8) elements of 4 f32 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Sum1N4EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N5EqAVX2 merges n (a multiple of 8) elements of 5 f32 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Sum1N5EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N6EqAVX2 merges n (a multiple of 8) elements of 6 f32 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Sum1N6EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N7EqAVX2 merges n (a multiple of 8) elements of 7 f32 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Sum1N7EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF32Sum1N8EqAVX2 merges n (a multiple of 8) elements of 8 f32 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF32Sum1N8EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN1EqAVX2 merges n (a multiple of 8) elements of 1 f16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16MeanUN1EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN2EqAVX2 merges n (a multiple of 8) elements of 2 f16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16MeanUN2EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN3EqAVX2 merges n (a multiple of 8) elements of 3 f16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16MeanUN3EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN4EqAVX2 merges n (a multiple of 8) elements of 4 f16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16MeanUN4EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN5EqAVX2 merges n (a multiple of 8) elements of 5 f16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16MeanUN5EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN6EqAVX2 merges n (a multiple of 8) elements of 6 f16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16MeanUN6EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN7EqAVX2 merges n (a multiple of 8) elements of 7 f16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16MeanUN7EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanUN8EqAVX2 merges n (a multiple of 8) elements of 8 f16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16MeanUN8EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN1EqAVX2 merges n (a multiple of 8) elements of 1 f16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16MeanWN1EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN2EqAVX2 merges n (a multiple of 8) elements of 2 f16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16MeanWN2EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN3EqAVX2 merges n (a multiple of 8) elements of 3 f16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16MeanWN3EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN4EqAVX2 merges n (a multiple of 8) elements of 4 f16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16MeanWN4EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN5EqAVX2 merges n (a multiple of 8) elements of 5 f16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16MeanWN5EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN6EqAVX2 merges n (a multiple of 8) elements of 6 f16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16MeanWN6EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN7EqAVX2 merges n (a multiple of 8) elements of 7 f16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16MeanWN7EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16MeanWN8EqAVX2 merges n (a multiple of 8) elements of 8 f16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16MeanWN8EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N1EqAVX2 merges n (a multiple of 8) elements of 1 f16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Mean1N1EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N2EqAVX2 merges n (a multiple of 8) elements of 2 f16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Mean1N2EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N3EqAVX2 merges n (a multiple of 8) elements of 3 f16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Mean1N3EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N4EqAVX2 merges n (a multiple of 8) elements of 4 f16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Mean1N4EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N5EqAVX2 merges n (a multiple of 8) elements of 5 f16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Mean1N5EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N6EqAVX2 merges n (a multiple of 8) elements of 6 f16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Mean1N6EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N7EqAVX2 merges n (a multiple of 8) elements of 7 f16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Mean1N7EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Mean1N8EqAVX2 merges n (a multiple of 8) elements of 8 f16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Mean1N8EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN1EqAVX2 merges n (a multiple of 8) elements of 1 f16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16SumUN1EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN2EqAVX2 merges n (a multiple of 8) elements of 2 f16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16SumUN2EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN3EqAVX2 merges n (a multiple of 8) elements of 3 f16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16SumUN3EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN4EqAVX2 merges n (a multiple of 8) elements of 4 f16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16SumUN4EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN5EqAVX2 merges n (a multiple of 8) elements of 5 f16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16SumUN5EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN6EqAVX2 merges n (a multiple of 8) elements of 6 f16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16SumUN6EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN7EqAVX2 merges n (a multiple of 8) elements of 7 f16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16SumUN7EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumUN8EqAVX2 merges n (a multiple of 8) elements of 8 f16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesF16SumUN8EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN1EqAVX2 merges n (a multiple of 8) elements of 1 f16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16SumWN1EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN2EqAVX2 merges n (a multiple of 8) elements of 2 f16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16SumWN2EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN3EqAVX2 merges n (a multiple of 8) elements of 3 f16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16SumWN3EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN4EqAVX2 merges n (a multiple of 8) elements of 4 f16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16SumWN4EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN5EqAVX2 merges n (a multiple of 8) elements of 5 f16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16SumWN5EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN6EqAVX2 merges n (a multiple of 8) elements of 6 f16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16SumWN6EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN7EqAVX2 merges n (a multiple of 8) elements of 7 f16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16SumWN7EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16SumWN8EqAVX2 merges n (a multiple of 8) elements of 8 f16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesF16SumWN8EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N1EqAVX2 merges n (a multiple of 8) elements of 1 f16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Sum1N1EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N2EqAVX2 merges n (a multiple of 8) elements of 2 f16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Sum1N2EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N3EqAVX2 merges n (a multiple of 8) elements of 3 f16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Sum1N3EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N4EqAVX2 merges n (a multiple of 8) elements of 4 f16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Sum1N4EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N5EqAVX2 merges n (a multiple of 8) elements of 5 f16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Sum1N5EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N6EqAVX2 merges n (a multiple of 8) elements of 6 f16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Sum1N6EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N7EqAVX2 merges n (a multiple of 8) elements of 7 f16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Sum1N7EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesF16Sum1N8EqAVX2 merges n (a multiple of 8) elements of 8 f16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesF16Sum1N8EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN1EqAVX2 merges n (a multiple of 16) elements of 1 bf16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanUN1EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN2EqAVX2 merges n (a multiple of 16) elements of 2 bf16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanUN2EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN3EqAVX2 merges n (a multiple of 16) elements of 3 bf16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanUN3EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN4EqAVX2 merges n (a multiple of 16) elements of 4 bf16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanUN4EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN5EqAVX2 merges n (a multiple of 16) elements of 5 bf16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanUN5EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN6EqAVX2 merges n (a multiple of 16) elements of 6 bf16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanUN6EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN7EqAVX2 merges n (a multiple of 16) elements of 7 bf16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanUN7EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanUN8EqAVX2 merges n (a multiple of 16) elements of 8 bf16 models (consensus Sum, aggregate Mean, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanUN8EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN1EqAVX2 merges n (a multiple of 16) elements of 1 bf16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanWN1EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN2EqAVX2 merges n (a multiple of 16) elements of 2 bf16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanWN2EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN3EqAVX2 merges n (a multiple of 16) elements of 3 bf16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanWN3EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN4EqAVX2 merges n (a multiple of 16) elements of 4 bf16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanWN4EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN5EqAVX2 merges n (a multiple of 16) elements of 5 bf16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanWN5EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN6EqAVX2 merges n (a multiple of 16) elements of 6 bf16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanWN6EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN7EqAVX2 merges n (a multiple of 16) elements of 7 bf16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanWN7EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16MeanWN8EqAVX2 merges n (a multiple of 16) elements of 8 bf16 models (consensus Sum, aggregate Mean, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16MeanWN8EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N1EqAVX2 merges n (a multiple of 16) elements of 1 bf16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Mean1N1EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N2EqAVX2 merges n (a multiple of 16) elements of 2 bf16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Mean1N2EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N3EqAVX2 merges n (a multiple of 16) elements of 3 bf16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Mean1N3EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N4EqAVX2 merges n (a multiple of 16) elements of 4 bf16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Mean1N4EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N5EqAVX2 merges n (a multiple of 16) elements of 5 bf16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Mean1N5EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N6EqAVX2 merges n (a multiple of 16) elements of 6 bf16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Mean1N6EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N7EqAVX2 merges n (a multiple of 16) elements of 7 bf16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Mean1N7EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Mean1N8EqAVX2 merges n (a multiple of 16) elements of 8 bf16 models (consensus Sum, aggregate Mean, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Mean1N8EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN1EqAVX2 merges n (a multiple of 16) elements of 1 bf16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16SumUN1EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN2EqAVX2 merges n (a multiple of 16) elements of 2 bf16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16SumUN2EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN3EqAVX2 merges n (a multiple of 16) elements of 3 bf16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16SumUN3EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN4EqAVX2 merges n (a multiple of 16) elements of 4 bf16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16SumUN4EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN5EqAVX2 merges n (a multiple of 16) elements of 5 bf16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16SumUN5EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN6EqAVX2 merges n (a multiple of 16) elements of 6 bf16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16SumUN6EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN7EqAVX2 merges n (a multiple of 16) elements of 7 bf16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16SumUN7EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumUN8EqAVX2 merges n (a multiple of 16) elements of 8 bf16 models (consensus Sum, aggregate Sum, weights U, counting Equal).
+//
+//go:noescape
+func tiesBF16SumUN8EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN1EqAVX2 merges n (a multiple of 16) elements of 1 bf16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16SumWN1EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN2EqAVX2 merges n (a multiple of 16) elements of 2 bf16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16SumWN2EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN3EqAVX2 merges n (a multiple of 16) elements of 3 bf16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16SumWN3EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN4EqAVX2 merges n (a multiple of 16) elements of 4 bf16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16SumWN4EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN5EqAVX2 merges n (a multiple of 16) elements of 5 bf16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16SumWN5EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN6EqAVX2 merges n (a multiple of 16) elements of 6 bf16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16SumWN6EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN7EqAVX2 merges n (a multiple of 16) elements of 7 bf16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16SumWN7EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16SumWN8EqAVX2 merges n (a multiple of 16) elements of 8 bf16 models (consensus Sum, aggregate Sum, weights W, counting Equal).
+//
+//go:noescape
+func tiesBF16SumWN8EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N1EqAVX2 merges n (a multiple of 16) elements of 1 bf16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Sum1N1EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N2EqAVX2 merges n (a multiple of 16) elements of 2 bf16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Sum1N2EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N3EqAVX2 merges n (a multiple of 16) elements of 3 bf16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Sum1N3EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N4EqAVX2 merges n (a multiple of 16) elements of 4 bf16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Sum1N4EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N5EqAVX2 merges n (a multiple of 16) elements of 5 bf16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Sum1N5EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N6EqAVX2 merges n (a multiple of 16) elements of 6 bf16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Sum1N6EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N7EqAVX2 merges n (a multiple of 16) elements of 7 bf16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Sum1N7EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesBF16Sum1N8EqAVX2 merges n (a multiple of 16) elements of 8 bf16 models (consensus Sum, aggregate Sum, weights 1, counting Equal).
+//
+//go:noescape
+func tiesBF16Sum1N8EqAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
 // voteAVX512 runs the AVX512 vote variant for p over n elements.
 func voteAVX512(p *VoteParams, out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int) {
 	switch voteKind(p) {
@@ -2037,10 +3477,18 @@ type tiesArgs struct {
 	lambda float32
 	_      uint32
 	idx    [16]int32 // lane k's block index at the call's first element
+	// eq[i] is model i's threshold (thrBits) in every lane, and equal[i]
+	// gets the count of |τ| with exactly that pattern: the Eq kernels.
+	eq    [8][8]uint32
+	equal [8]int
 }
 
 // tiesArgsOffsets are the offsets the assembly uses, in field order.
-var tiesArgsOffsets = [...]uintptr{0, 64, 320, 352, 416, 424, 432, 440, 448}
+var tiesArgsOffsets = [...]uintptr{0, 64, 320, 352, 416, 424, 432, 440, 448, 512, 768}
+
+// tiesEqKinds is the number of fused kernels that do not count Equal; kind
+// + tiesEqKinds is the form of kind that does.
+const tiesEqKinds = 144
 
 // tiesAVX512 runs the AVX512 fused kernel numbered kind (tiesKind) over n elements.
 func tiesAVX512(kind int, a *tiesArgs, n int) (pos, neg, zero, conflicts int) {
@@ -2333,6 +3781,294 @@ func tiesAVX512(kind int, a *tiesArgs, n int) (pos, neg, zero, conflicts int) {
 		return tiesBF16Sum1N7AVX512(a, n)
 	case 143:
 		return tiesBF16Sum1N8AVX512(a, n)
+	case 144:
+		return tiesF32MeanUN1EqAVX512(a, n)
+	case 145:
+		return tiesF32MeanUN2EqAVX512(a, n)
+	case 146:
+		return tiesF32MeanUN3EqAVX512(a, n)
+	case 147:
+		return tiesF32MeanUN4EqAVX512(a, n)
+	case 148:
+		return tiesF32MeanUN5EqAVX512(a, n)
+	case 149:
+		return tiesF32MeanUN6EqAVX512(a, n)
+	case 150:
+		return tiesF32MeanUN7EqAVX512(a, n)
+	case 151:
+		return tiesF32MeanUN8EqAVX512(a, n)
+	case 152:
+		return tiesF32MeanWN1EqAVX512(a, n)
+	case 153:
+		return tiesF32MeanWN2EqAVX512(a, n)
+	case 154:
+		return tiesF32MeanWN3EqAVX512(a, n)
+	case 155:
+		return tiesF32MeanWN4EqAVX512(a, n)
+	case 156:
+		return tiesF32MeanWN5EqAVX512(a, n)
+	case 157:
+		return tiesF32MeanWN6EqAVX512(a, n)
+	case 158:
+		return tiesF32MeanWN7EqAVX512(a, n)
+	case 159:
+		return tiesF32MeanWN8EqAVX512(a, n)
+	case 160:
+		return tiesF32Mean1N1EqAVX512(a, n)
+	case 161:
+		return tiesF32Mean1N2EqAVX512(a, n)
+	case 162:
+		return tiesF32Mean1N3EqAVX512(a, n)
+	case 163:
+		return tiesF32Mean1N4EqAVX512(a, n)
+	case 164:
+		return tiesF32Mean1N5EqAVX512(a, n)
+	case 165:
+		return tiesF32Mean1N6EqAVX512(a, n)
+	case 166:
+		return tiesF32Mean1N7EqAVX512(a, n)
+	case 167:
+		return tiesF32Mean1N8EqAVX512(a, n)
+	case 168:
+		return tiesF32SumUN1EqAVX512(a, n)
+	case 169:
+		return tiesF32SumUN2EqAVX512(a, n)
+	case 170:
+		return tiesF32SumUN3EqAVX512(a, n)
+	case 171:
+		return tiesF32SumUN4EqAVX512(a, n)
+	case 172:
+		return tiesF32SumUN5EqAVX512(a, n)
+	case 173:
+		return tiesF32SumUN6EqAVX512(a, n)
+	case 174:
+		return tiesF32SumUN7EqAVX512(a, n)
+	case 175:
+		return tiesF32SumUN8EqAVX512(a, n)
+	case 176:
+		return tiesF32SumWN1EqAVX512(a, n)
+	case 177:
+		return tiesF32SumWN2EqAVX512(a, n)
+	case 178:
+		return tiesF32SumWN3EqAVX512(a, n)
+	case 179:
+		return tiesF32SumWN4EqAVX512(a, n)
+	case 180:
+		return tiesF32SumWN5EqAVX512(a, n)
+	case 181:
+		return tiesF32SumWN6EqAVX512(a, n)
+	case 182:
+		return tiesF32SumWN7EqAVX512(a, n)
+	case 183:
+		return tiesF32SumWN8EqAVX512(a, n)
+	case 184:
+		return tiesF32Sum1N1EqAVX512(a, n)
+	case 185:
+		return tiesF32Sum1N2EqAVX512(a, n)
+	case 186:
+		return tiesF32Sum1N3EqAVX512(a, n)
+	case 187:
+		return tiesF32Sum1N4EqAVX512(a, n)
+	case 188:
+		return tiesF32Sum1N5EqAVX512(a, n)
+	case 189:
+		return tiesF32Sum1N6EqAVX512(a, n)
+	case 190:
+		return tiesF32Sum1N7EqAVX512(a, n)
+	case 191:
+		return tiesF32Sum1N8EqAVX512(a, n)
+	case 192:
+		return tiesF16MeanUN1EqAVX512(a, n)
+	case 193:
+		return tiesF16MeanUN2EqAVX512(a, n)
+	case 194:
+		return tiesF16MeanUN3EqAVX512(a, n)
+	case 195:
+		return tiesF16MeanUN4EqAVX512(a, n)
+	case 196:
+		return tiesF16MeanUN5EqAVX512(a, n)
+	case 197:
+		return tiesF16MeanUN6EqAVX512(a, n)
+	case 198:
+		return tiesF16MeanUN7EqAVX512(a, n)
+	case 199:
+		return tiesF16MeanUN8EqAVX512(a, n)
+	case 200:
+		return tiesF16MeanWN1EqAVX512(a, n)
+	case 201:
+		return tiesF16MeanWN2EqAVX512(a, n)
+	case 202:
+		return tiesF16MeanWN3EqAVX512(a, n)
+	case 203:
+		return tiesF16MeanWN4EqAVX512(a, n)
+	case 204:
+		return tiesF16MeanWN5EqAVX512(a, n)
+	case 205:
+		return tiesF16MeanWN6EqAVX512(a, n)
+	case 206:
+		return tiesF16MeanWN7EqAVX512(a, n)
+	case 207:
+		return tiesF16MeanWN8EqAVX512(a, n)
+	case 208:
+		return tiesF16Mean1N1EqAVX512(a, n)
+	case 209:
+		return tiesF16Mean1N2EqAVX512(a, n)
+	case 210:
+		return tiesF16Mean1N3EqAVX512(a, n)
+	case 211:
+		return tiesF16Mean1N4EqAVX512(a, n)
+	case 212:
+		return tiesF16Mean1N5EqAVX512(a, n)
+	case 213:
+		return tiesF16Mean1N6EqAVX512(a, n)
+	case 214:
+		return tiesF16Mean1N7EqAVX512(a, n)
+	case 215:
+		return tiesF16Mean1N8EqAVX512(a, n)
+	case 216:
+		return tiesF16SumUN1EqAVX512(a, n)
+	case 217:
+		return tiesF16SumUN2EqAVX512(a, n)
+	case 218:
+		return tiesF16SumUN3EqAVX512(a, n)
+	case 219:
+		return tiesF16SumUN4EqAVX512(a, n)
+	case 220:
+		return tiesF16SumUN5EqAVX512(a, n)
+	case 221:
+		return tiesF16SumUN6EqAVX512(a, n)
+	case 222:
+		return tiesF16SumUN7EqAVX512(a, n)
+	case 223:
+		return tiesF16SumUN8EqAVX512(a, n)
+	case 224:
+		return tiesF16SumWN1EqAVX512(a, n)
+	case 225:
+		return tiesF16SumWN2EqAVX512(a, n)
+	case 226:
+		return tiesF16SumWN3EqAVX512(a, n)
+	case 227:
+		return tiesF16SumWN4EqAVX512(a, n)
+	case 228:
+		return tiesF16SumWN5EqAVX512(a, n)
+	case 229:
+		return tiesF16SumWN6EqAVX512(a, n)
+	case 230:
+		return tiesF16SumWN7EqAVX512(a, n)
+	case 231:
+		return tiesF16SumWN8EqAVX512(a, n)
+	case 232:
+		return tiesF16Sum1N1EqAVX512(a, n)
+	case 233:
+		return tiesF16Sum1N2EqAVX512(a, n)
+	case 234:
+		return tiesF16Sum1N3EqAVX512(a, n)
+	case 235:
+		return tiesF16Sum1N4EqAVX512(a, n)
+	case 236:
+		return tiesF16Sum1N5EqAVX512(a, n)
+	case 237:
+		return tiesF16Sum1N6EqAVX512(a, n)
+	case 238:
+		return tiesF16Sum1N7EqAVX512(a, n)
+	case 239:
+		return tiesF16Sum1N8EqAVX512(a, n)
+	case 240:
+		return tiesBF16MeanUN1EqAVX512(a, n)
+	case 241:
+		return tiesBF16MeanUN2EqAVX512(a, n)
+	case 242:
+		return tiesBF16MeanUN3EqAVX512(a, n)
+	case 243:
+		return tiesBF16MeanUN4EqAVX512(a, n)
+	case 244:
+		return tiesBF16MeanUN5EqAVX512(a, n)
+	case 245:
+		return tiesBF16MeanUN6EqAVX512(a, n)
+	case 246:
+		return tiesBF16MeanUN7EqAVX512(a, n)
+	case 247:
+		return tiesBF16MeanUN8EqAVX512(a, n)
+	case 248:
+		return tiesBF16MeanWN1EqAVX512(a, n)
+	case 249:
+		return tiesBF16MeanWN2EqAVX512(a, n)
+	case 250:
+		return tiesBF16MeanWN3EqAVX512(a, n)
+	case 251:
+		return tiesBF16MeanWN4EqAVX512(a, n)
+	case 252:
+		return tiesBF16MeanWN5EqAVX512(a, n)
+	case 253:
+		return tiesBF16MeanWN6EqAVX512(a, n)
+	case 254:
+		return tiesBF16MeanWN7EqAVX512(a, n)
+	case 255:
+		return tiesBF16MeanWN8EqAVX512(a, n)
+	case 256:
+		return tiesBF16Mean1N1EqAVX512(a, n)
+	case 257:
+		return tiesBF16Mean1N2EqAVX512(a, n)
+	case 258:
+		return tiesBF16Mean1N3EqAVX512(a, n)
+	case 259:
+		return tiesBF16Mean1N4EqAVX512(a, n)
+	case 260:
+		return tiesBF16Mean1N5EqAVX512(a, n)
+	case 261:
+		return tiesBF16Mean1N6EqAVX512(a, n)
+	case 262:
+		return tiesBF16Mean1N7EqAVX512(a, n)
+	case 263:
+		return tiesBF16Mean1N8EqAVX512(a, n)
+	case 264:
+		return tiesBF16SumUN1EqAVX512(a, n)
+	case 265:
+		return tiesBF16SumUN2EqAVX512(a, n)
+	case 266:
+		return tiesBF16SumUN3EqAVX512(a, n)
+	case 267:
+		return tiesBF16SumUN4EqAVX512(a, n)
+	case 268:
+		return tiesBF16SumUN5EqAVX512(a, n)
+	case 269:
+		return tiesBF16SumUN6EqAVX512(a, n)
+	case 270:
+		return tiesBF16SumUN7EqAVX512(a, n)
+	case 271:
+		return tiesBF16SumUN8EqAVX512(a, n)
+	case 272:
+		return tiesBF16SumWN1EqAVX512(a, n)
+	case 273:
+		return tiesBF16SumWN2EqAVX512(a, n)
+	case 274:
+		return tiesBF16SumWN3EqAVX512(a, n)
+	case 275:
+		return tiesBF16SumWN4EqAVX512(a, n)
+	case 276:
+		return tiesBF16SumWN5EqAVX512(a, n)
+	case 277:
+		return tiesBF16SumWN6EqAVX512(a, n)
+	case 278:
+		return tiesBF16SumWN7EqAVX512(a, n)
+	case 279:
+		return tiesBF16SumWN8EqAVX512(a, n)
+	case 280:
+		return tiesBF16Sum1N1EqAVX512(a, n)
+	case 281:
+		return tiesBF16Sum1N2EqAVX512(a, n)
+	case 282:
+		return tiesBF16Sum1N3EqAVX512(a, n)
+	case 283:
+		return tiesBF16Sum1N4EqAVX512(a, n)
+	case 284:
+		return tiesBF16Sum1N5EqAVX512(a, n)
+	case 285:
+		return tiesBF16Sum1N6EqAVX512(a, n)
+	case 286:
+		return tiesBF16Sum1N7EqAVX512(a, n)
+	case 287:
+		return tiesBF16Sum1N8EqAVX512(a, n)
 	}
 	panic("unreachable")
 }
@@ -2628,6 +4364,294 @@ func tiesAVX2(kind int, a *tiesArgs, n int) (pos, neg, zero, conflicts int) {
 		return tiesBF16Sum1N7AVX2(a, n)
 	case 143:
 		return tiesBF16Sum1N8AVX2(a, n)
+	case 144:
+		return tiesF32MeanUN1EqAVX2(a, n)
+	case 145:
+		return tiesF32MeanUN2EqAVX2(a, n)
+	case 146:
+		return tiesF32MeanUN3EqAVX2(a, n)
+	case 147:
+		return tiesF32MeanUN4EqAVX2(a, n)
+	case 148:
+		return tiesF32MeanUN5EqAVX2(a, n)
+	case 149:
+		return tiesF32MeanUN6EqAVX2(a, n)
+	case 150:
+		return tiesF32MeanUN7EqAVX2(a, n)
+	case 151:
+		return tiesF32MeanUN8EqAVX2(a, n)
+	case 152:
+		return tiesF32MeanWN1EqAVX2(a, n)
+	case 153:
+		return tiesF32MeanWN2EqAVX2(a, n)
+	case 154:
+		return tiesF32MeanWN3EqAVX2(a, n)
+	case 155:
+		return tiesF32MeanWN4EqAVX2(a, n)
+	case 156:
+		return tiesF32MeanWN5EqAVX2(a, n)
+	case 157:
+		return tiesF32MeanWN6EqAVX2(a, n)
+	case 158:
+		return tiesF32MeanWN7EqAVX2(a, n)
+	case 159:
+		return tiesF32MeanWN8EqAVX2(a, n)
+	case 160:
+		return tiesF32Mean1N1EqAVX2(a, n)
+	case 161:
+		return tiesF32Mean1N2EqAVX2(a, n)
+	case 162:
+		return tiesF32Mean1N3EqAVX2(a, n)
+	case 163:
+		return tiesF32Mean1N4EqAVX2(a, n)
+	case 164:
+		return tiesF32Mean1N5EqAVX2(a, n)
+	case 165:
+		return tiesF32Mean1N6EqAVX2(a, n)
+	case 166:
+		return tiesF32Mean1N7EqAVX2(a, n)
+	case 167:
+		return tiesF32Mean1N8EqAVX2(a, n)
+	case 168:
+		return tiesF32SumUN1EqAVX2(a, n)
+	case 169:
+		return tiesF32SumUN2EqAVX2(a, n)
+	case 170:
+		return tiesF32SumUN3EqAVX2(a, n)
+	case 171:
+		return tiesF32SumUN4EqAVX2(a, n)
+	case 172:
+		return tiesF32SumUN5EqAVX2(a, n)
+	case 173:
+		return tiesF32SumUN6EqAVX2(a, n)
+	case 174:
+		return tiesF32SumUN7EqAVX2(a, n)
+	case 175:
+		return tiesF32SumUN8EqAVX2(a, n)
+	case 176:
+		return tiesF32SumWN1EqAVX2(a, n)
+	case 177:
+		return tiesF32SumWN2EqAVX2(a, n)
+	case 178:
+		return tiesF32SumWN3EqAVX2(a, n)
+	case 179:
+		return tiesF32SumWN4EqAVX2(a, n)
+	case 180:
+		return tiesF32SumWN5EqAVX2(a, n)
+	case 181:
+		return tiesF32SumWN6EqAVX2(a, n)
+	case 182:
+		return tiesF32SumWN7EqAVX2(a, n)
+	case 183:
+		return tiesF32SumWN8EqAVX2(a, n)
+	case 184:
+		return tiesF32Sum1N1EqAVX2(a, n)
+	case 185:
+		return tiesF32Sum1N2EqAVX2(a, n)
+	case 186:
+		return tiesF32Sum1N3EqAVX2(a, n)
+	case 187:
+		return tiesF32Sum1N4EqAVX2(a, n)
+	case 188:
+		return tiesF32Sum1N5EqAVX2(a, n)
+	case 189:
+		return tiesF32Sum1N6EqAVX2(a, n)
+	case 190:
+		return tiesF32Sum1N7EqAVX2(a, n)
+	case 191:
+		return tiesF32Sum1N8EqAVX2(a, n)
+	case 192:
+		return tiesF16MeanUN1EqAVX2(a, n)
+	case 193:
+		return tiesF16MeanUN2EqAVX2(a, n)
+	case 194:
+		return tiesF16MeanUN3EqAVX2(a, n)
+	case 195:
+		return tiesF16MeanUN4EqAVX2(a, n)
+	case 196:
+		return tiesF16MeanUN5EqAVX2(a, n)
+	case 197:
+		return tiesF16MeanUN6EqAVX2(a, n)
+	case 198:
+		return tiesF16MeanUN7EqAVX2(a, n)
+	case 199:
+		return tiesF16MeanUN8EqAVX2(a, n)
+	case 200:
+		return tiesF16MeanWN1EqAVX2(a, n)
+	case 201:
+		return tiesF16MeanWN2EqAVX2(a, n)
+	case 202:
+		return tiesF16MeanWN3EqAVX2(a, n)
+	case 203:
+		return tiesF16MeanWN4EqAVX2(a, n)
+	case 204:
+		return tiesF16MeanWN5EqAVX2(a, n)
+	case 205:
+		return tiesF16MeanWN6EqAVX2(a, n)
+	case 206:
+		return tiesF16MeanWN7EqAVX2(a, n)
+	case 207:
+		return tiesF16MeanWN8EqAVX2(a, n)
+	case 208:
+		return tiesF16Mean1N1EqAVX2(a, n)
+	case 209:
+		return tiesF16Mean1N2EqAVX2(a, n)
+	case 210:
+		return tiesF16Mean1N3EqAVX2(a, n)
+	case 211:
+		return tiesF16Mean1N4EqAVX2(a, n)
+	case 212:
+		return tiesF16Mean1N5EqAVX2(a, n)
+	case 213:
+		return tiesF16Mean1N6EqAVX2(a, n)
+	case 214:
+		return tiesF16Mean1N7EqAVX2(a, n)
+	case 215:
+		return tiesF16Mean1N8EqAVX2(a, n)
+	case 216:
+		return tiesF16SumUN1EqAVX2(a, n)
+	case 217:
+		return tiesF16SumUN2EqAVX2(a, n)
+	case 218:
+		return tiesF16SumUN3EqAVX2(a, n)
+	case 219:
+		return tiesF16SumUN4EqAVX2(a, n)
+	case 220:
+		return tiesF16SumUN5EqAVX2(a, n)
+	case 221:
+		return tiesF16SumUN6EqAVX2(a, n)
+	case 222:
+		return tiesF16SumUN7EqAVX2(a, n)
+	case 223:
+		return tiesF16SumUN8EqAVX2(a, n)
+	case 224:
+		return tiesF16SumWN1EqAVX2(a, n)
+	case 225:
+		return tiesF16SumWN2EqAVX2(a, n)
+	case 226:
+		return tiesF16SumWN3EqAVX2(a, n)
+	case 227:
+		return tiesF16SumWN4EqAVX2(a, n)
+	case 228:
+		return tiesF16SumWN5EqAVX2(a, n)
+	case 229:
+		return tiesF16SumWN6EqAVX2(a, n)
+	case 230:
+		return tiesF16SumWN7EqAVX2(a, n)
+	case 231:
+		return tiesF16SumWN8EqAVX2(a, n)
+	case 232:
+		return tiesF16Sum1N1EqAVX2(a, n)
+	case 233:
+		return tiesF16Sum1N2EqAVX2(a, n)
+	case 234:
+		return tiesF16Sum1N3EqAVX2(a, n)
+	case 235:
+		return tiesF16Sum1N4EqAVX2(a, n)
+	case 236:
+		return tiesF16Sum1N5EqAVX2(a, n)
+	case 237:
+		return tiesF16Sum1N6EqAVX2(a, n)
+	case 238:
+		return tiesF16Sum1N7EqAVX2(a, n)
+	case 239:
+		return tiesF16Sum1N8EqAVX2(a, n)
+	case 240:
+		return tiesBF16MeanUN1EqAVX2(a, n)
+	case 241:
+		return tiesBF16MeanUN2EqAVX2(a, n)
+	case 242:
+		return tiesBF16MeanUN3EqAVX2(a, n)
+	case 243:
+		return tiesBF16MeanUN4EqAVX2(a, n)
+	case 244:
+		return tiesBF16MeanUN5EqAVX2(a, n)
+	case 245:
+		return tiesBF16MeanUN6EqAVX2(a, n)
+	case 246:
+		return tiesBF16MeanUN7EqAVX2(a, n)
+	case 247:
+		return tiesBF16MeanUN8EqAVX2(a, n)
+	case 248:
+		return tiesBF16MeanWN1EqAVX2(a, n)
+	case 249:
+		return tiesBF16MeanWN2EqAVX2(a, n)
+	case 250:
+		return tiesBF16MeanWN3EqAVX2(a, n)
+	case 251:
+		return tiesBF16MeanWN4EqAVX2(a, n)
+	case 252:
+		return tiesBF16MeanWN5EqAVX2(a, n)
+	case 253:
+		return tiesBF16MeanWN6EqAVX2(a, n)
+	case 254:
+		return tiesBF16MeanWN7EqAVX2(a, n)
+	case 255:
+		return tiesBF16MeanWN8EqAVX2(a, n)
+	case 256:
+		return tiesBF16Mean1N1EqAVX2(a, n)
+	case 257:
+		return tiesBF16Mean1N2EqAVX2(a, n)
+	case 258:
+		return tiesBF16Mean1N3EqAVX2(a, n)
+	case 259:
+		return tiesBF16Mean1N4EqAVX2(a, n)
+	case 260:
+		return tiesBF16Mean1N5EqAVX2(a, n)
+	case 261:
+		return tiesBF16Mean1N6EqAVX2(a, n)
+	case 262:
+		return tiesBF16Mean1N7EqAVX2(a, n)
+	case 263:
+		return tiesBF16Mean1N8EqAVX2(a, n)
+	case 264:
+		return tiesBF16SumUN1EqAVX2(a, n)
+	case 265:
+		return tiesBF16SumUN2EqAVX2(a, n)
+	case 266:
+		return tiesBF16SumUN3EqAVX2(a, n)
+	case 267:
+		return tiesBF16SumUN4EqAVX2(a, n)
+	case 268:
+		return tiesBF16SumUN5EqAVX2(a, n)
+	case 269:
+		return tiesBF16SumUN6EqAVX2(a, n)
+	case 270:
+		return tiesBF16SumUN7EqAVX2(a, n)
+	case 271:
+		return tiesBF16SumUN8EqAVX2(a, n)
+	case 272:
+		return tiesBF16SumWN1EqAVX2(a, n)
+	case 273:
+		return tiesBF16SumWN2EqAVX2(a, n)
+	case 274:
+		return tiesBF16SumWN3EqAVX2(a, n)
+	case 275:
+		return tiesBF16SumWN4EqAVX2(a, n)
+	case 276:
+		return tiesBF16SumWN5EqAVX2(a, n)
+	case 277:
+		return tiesBF16SumWN6EqAVX2(a, n)
+	case 278:
+		return tiesBF16SumWN7EqAVX2(a, n)
+	case 279:
+		return tiesBF16SumWN8EqAVX2(a, n)
+	case 280:
+		return tiesBF16Sum1N1EqAVX2(a, n)
+	case 281:
+		return tiesBF16Sum1N2EqAVX2(a, n)
+	case 282:
+		return tiesBF16Sum1N3EqAVX2(a, n)
+	case 283:
+		return tiesBF16Sum1N4EqAVX2(a, n)
+	case 284:
+		return tiesBF16Sum1N5EqAVX2(a, n)
+	case 285:
+		return tiesBF16Sum1N6EqAVX2(a, n)
+	case 286:
+		return tiesBF16Sum1N7EqAVX2(a, n)
+	case 287:
+		return tiesBF16Sum1N8EqAVX2(a, n)
 	}
 	panic("unreachable")
 }

@@ -309,8 +309,11 @@ func tiesAVX(s *Set, z bool) func(b *TiesBlock) VoteStats {
 	staged := stagedTies(s)
 	return func(b *TiesBlock) VoteStats {
 		kind := tiesKind(b)
-		if kind < 0 || b.Equal != nil { // the assembly does not count Equal
+		if kind < 0 || b.Equal != nil && len(b.Equal) != len(b.Models) {
 			return staged(b)
+		}
+		if b.Equal != nil {
+			kind += tiesEqKinds
 		}
 		sz := b.DT.Size()
 		n := len(b.Dst) / sz
@@ -322,6 +325,7 @@ func tiesAVX(s *Set, z bool) func(b *TiesBlock) VoteStats {
 			_ = b.Zero[:n]
 		}
 		clear(b.Kept)
+		clear(b.Equal)
 		m := n
 		switch {
 		case z:
@@ -334,13 +338,12 @@ func tiesAVX(s *Set, z bool) func(b *TiesBlock) VoteStats {
 		if m > 0 {
 			var a tiesArgs
 			for i, t := range b.Thr {
+				a.eq[i] = [8]uint32{t, t, t, t, t, t, t, t}
 				if !z {
 					// |τ| bits never exceed 0x7fffffff: as deltaTrimAVX.
 					t = min(t, 0x80000000) - 1
 				}
-				for k := range a.thr[i] {
-					a.thr[i][k] = t
-				}
+				a.thr[i] = [8]uint32{t, t, t, t, t, t, t, t}
 				a.w[i] = b.Vote.Weights[i]
 			}
 			a.lambda = b.Lambda
@@ -365,22 +368,31 @@ func tiesAVX(s *Set, z bool) func(b *TiesBlock) VoteStats {
 				st.Add(VoteStats{Positive: pos, Negative: neg, ZeroSum: zero, Conflicts: conflicts})
 			}
 			copy(b.Kept, a.kept[:])
+			copy(b.Equal, a.equal[:])
 		}
 		if m < n {
 			// The AVX2 kernels' last partial step: the Go reference, shifted.
+			var models [8][]byte
+			var kept, equal [8]int
 			t := *b
 			t.Dst, t.Base = b.Dst[m*sz:], b.Base[m*sz:]
-			t.Models = make([][]byte, len(b.Models))
+			t.Models = models[:len(b.Models)]
 			for i, mdl := range b.Models {
 				t.Models[i] = mdl[m*sz:]
 			}
-			t.Kept = make([]int, len(b.Kept))
+			t.Kept = kept[:len(b.Kept)]
+			if b.Equal != nil {
+				t.Equal = equal[:len(b.Equal)]
+			}
 			if b.Zero != nil {
 				t.Zero = b.Zero[st.ZeroSum:]
 			}
 			ts := Generic.Ties(&t)
-			for i, k := range t.Kept {
-				b.Kept[i] += k
+			for i := range b.Kept {
+				b.Kept[i] += kept[i]
+			}
+			for i := range b.Equal {
+				b.Equal[i] += equal[i]
 			}
 			if t.Zero != nil {
 				for j := range ts.ZeroSum {

@@ -45,6 +45,8 @@ const (
 	argDst    = 432 // *byte
 	argLambda = 440 // float32
 	argIdx    = 448 // [16]int32
+	argEq     = 512 // [8][8]uint32
+	argEqual  = 768 // [8]int
 )
 
 const tiesArgsType = `
@@ -65,25 +67,42 @@ type tiesArgs struct {
 	lambda float32
 	_      uint32
 	idx    [16]int32 // lane k's block index at the call's first element
+	// eq[i] is model i's threshold (thrBits) in every lane, and equal[i]
+	// gets the count of |τ| with exactly that pattern: the Eq kernels.
+	eq    [8][8]uint32
+	equal [8]int
 }
 
 // tiesArgsOffsets are the offsets the assembly uses, in field order.
-var tiesArgsOffsets = [...]uintptr{%d, %d, %d, %d, %d, %d, %d, %d, %d}
+var tiesArgsOffsets = [...]uintptr{%d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d}
+
+// tiesEqKinds is the number of fused kernels that do not count Equal; kind
+// + tiesEqKinds is the form of kind that does.
+const tiesEqKinds = %d
 `
 
-func tiesName(dt, agg, wt string, nm int, isa string) string {
-	return fmt.Sprintf("ties%s%s%sN%d%s", dt, agg, wt, nm, isa)
+func tiesName(dt, agg, wt string, nm int, eq bool, isa string) string {
+	e := ""
+	if eq {
+		e = "Eq"
+	}
+	return fmt.Sprintf("ties%s%s%sN%d%s%s", dt, agg, wt, nm, e, isa)
 }
+
+// eqKinds is the number of kernels without Equal counts.
+var eqKinds = len(fusedDTypes) * len(fusedAggs) * len(weightings) * maxFused
 
 // fusedVariants calls f for every kernel with its kind, as tiesKind in
 // package kernels numbers them: ((dtype·2 + aggregate)·3 + weighting)·8 +
-// models − 1.
-func fusedVariants(f func(kind int, dt, agg, wt string, nm int)) {
-	for di, dt := range fusedDTypes {
-		for ai, agg := range fusedAggs {
-			for wi, wt := range weightings {
-				for nm := 1; nm <= maxFused; nm++ {
-					f(((di*len(fusedAggs)+ai)*len(weightings)+wi)*maxFused+nm-1, dt, agg, wt, nm)
+// models − 1, plus eqKinds for the kernels that count Equal.
+func fusedVariants(f func(kind int, dt, agg, wt string, nm int, eq bool)) {
+	for ei, eq := range []bool{false, true} {
+		for di, dt := range fusedDTypes {
+			for ai, agg := range fusedAggs {
+				for wi, wt := range weightings {
+					for nm := 1; nm <= maxFused; nm++ {
+						f(ei*eqKinds+((di*len(fusedAggs)+ai)*len(weightings)+wi)*maxFused+nm-1, dt, agg, wt, nm, eq)
+					}
 				}
 			}
 		}
@@ -91,26 +110,30 @@ func fusedVariants(f func(kind int, dt, agg, wt string, nm int)) {
 }
 
 func fusedGo(b *bytes.Buffer) {
-	fmt.Fprintf(b, tiesArgsType, argModels, argThr, argW, argKept, argZero, argBase, argDst, argLambda, argIdx)
+	fmt.Fprintf(b, tiesArgsType, argModels, argThr, argW, argKept, argZero, argBase, argDst, argLambda, argIdx, argEq, argEqual, eqKinds)
 	for _, isa := range []string{"AVX512", "AVX2"} {
 		fmt.Fprintf(b, "\n// ties%s runs the %s fused kernel numbered kind (tiesKind) over n elements.\n", isa, isa)
 		fmt.Fprintf(b, "func ties%s(kind int, a *tiesArgs, n int) (pos, neg, zero, conflicts int) {\n\tswitch kind {\n", isa)
-		fusedVariants(func(kind int, dt, agg, wt string, nm int) {
-			fmt.Fprintf(b, "\tcase %d:\n\t\treturn %s(a, n)\n", kind, tiesName(dt, agg, wt, nm, isa))
+		fusedVariants(func(kind int, dt, agg, wt string, nm int, eq bool) {
+			fmt.Fprintf(b, "\tcase %d:\n\t\treturn %s(a, n)\n", kind, tiesName(dt, agg, wt, nm, eq, isa))
 		})
 		b.WriteString("\t}\n\tpanic(\"unreachable\")\n}\n")
 	}
 }
 
-func declareTies(name, dt, agg, wt string, nm int, lanes string) {
-	declare(name, sigTies, fmt.Sprintf("%s merges n %selements of %d %s models (consensus Sum, aggregate %s, weights %s).",
-		name, lanes, nm, strings.ToLower(dt), agg, wt))
+func declareTies(name, dt, agg, wt string, nm int, eq bool, lanes string) {
+	counts := ""
+	if eq {
+		counts = ", counting Equal"
+	}
+	declare(name, sigTies, fmt.Sprintf("%s merges n %selements of %d %s models (consensus Sum, aggregate %s, weights %s%s).",
+		name, lanes, nm, strings.ToLower(dt), agg, wt, counts))
 }
 
 // ---------------------------------------------------------------- AVX-512
 
 func fused512All(a *asm) {
-	fusedVariants(func(_ int, dt, agg, wt string, nm int) { fused512(a, dt, agg, wt, nm) })
+	fusedVariants(func(_ int, dt, agg, wt string, nm int, eq bool) { fused512(a, dt, agg, wt, nm, eq) })
 }
 
 // fused512 takes 16 elements per step, the last ones masked (K7).
@@ -124,9 +147,9 @@ func fused512All(a *asm) {
 //	Z19..Z22 lane counters: conflicts, zero sum, negative, positive,
 //	Z23 sign bit, Z24..Z26 bf16 rounding (0x40, 0x7fff, 0x7f800000),
 //	Z27 int 1, Z28 0x7fffffff, Z29 λ, Z30 1.0, Z31 0.
-func fused512(a *asm, dt, agg, wt string, nm int) {
-	name := tiesName(dt, agg, wt, nm, "AVX512")
-	declareTies(name, dt, agg, wt, nm, "")
+func fused512(a *asm, dt, agg, wt string, nm int, eq bool) {
+	name := tiesName(dt, agg, wt, nm, eq, "AVX512")
+	declareTies(name, dt, agg, wt, nm, eq, "")
 	a.text(name, "$0-48", sigTies)
 	a.op("MOVQ a+0(FP), BX")
 	a.op("MOVQ n+8(FP), DX")
@@ -173,7 +196,7 @@ func fused512(a *asm, dt, agg, wt string, nm int) {
 	a.op("CMPQ AX, DX")
 	a.op("JA tail")
 	prefetchLines(a, 16*sz, sz, append([]string{"SI"}, modelRegs(nm)...))
-	outOfLine = append(outOfLine, fused512Body(a, dt, agg, wt, nm, false))
+	outOfLine = append(outOfLine, fused512Body(a, dt, agg, wt, nm, eq, false))
 	a.op("ADDQ $16, CX")
 	a.op("JMP loop")
 	a.label("tail")
@@ -184,7 +207,7 @@ func fused512(a *asm, dt, agg, wt string, nm int) {
 	a.op("MOVQ AX, CX")
 	tailMask512(a)
 	a.op("MOVQ DX, CX")
-	outOfLine = append(outOfLine, fused512Body(a, dt, agg, wt, nm, true))
+	outOfLine = append(outOfLine, fused512Body(a, dt, agg, wt, nm, eq, true))
 	a.label("done")
 	for i := 0; i < nm; i++ {
 		if z := keptReg512(nm, i); z > 0 {
@@ -246,7 +269,7 @@ func modelRegs(nm int) []string {
 // fused512Body merges the 16 elements at CX (the K7 lanes if masked). It
 // returns the code to place out of line: writing zero-sum indices, which
 // are rare.
-func fused512Body(a *asm, dt, agg, wt string, nm int, masked bool) func() {
+func fused512Body(a *asm, dt, agg, wt string, nm int, eq, masked bool) func() {
 	sz := size(dt)
 	sfx, k7 := "", ""
 	if masked {
@@ -260,6 +283,12 @@ func fused512Body(a *asm, dt, agg, wt string, nm int, masked bool) func() {
 		a.op("VSUBPS Z0, Z%d, Z%d", t, t) // τ = θ − θ₀
 		a.op("VPANDD Z28, Z%d, Z12", t)
 		a.op("VPCMPUD.BCST $5, %d(BX), Z12, %sK1", argThr+32*i, k7) // |τ| ≥ thr
+		if eq {
+			a.op("VPCMPUD.BCST $0, %d(BX), Z12, %sK6", argThr+32*i, k7) // |τ| = thr
+			a.op("KMOVW K6, AX")
+			a.op("POPCNTL AX, AX")
+			a.op("ADDQ AX, %d(BX)", argEqual+8*i)
+		}
 		a.op("VMOVAPS.Z Z%d, K1, Z%d", t, t)
 		if z := keptReg512(nm, i); z > 0 {
 			a.op("VPADDD Z27, Z%d, K1, Z%d", z, z)
@@ -382,7 +411,7 @@ func fused2All(a *asm) {
 		}
 		a.b.WriteString(fmt.Sprintf("GLOBL %s<>(SB), RODATA|NOPTR, $32\n", c.name))
 	}
-	fusedVariants(func(_ int, dt, agg, wt string, nm int) { fused2(a, dt, agg, wt, nm) })
+	fusedVariants(func(_ int, dt, agg, wt string, nm int, eq bool) { fused2(a, dt, agg, wt, nm, eq) })
 }
 
 // fused2heldMax is how many τ vectors the AVX2 kernels keep between the
@@ -422,14 +451,14 @@ func (c counter2) add(a *asm, mask int) {
 //	model's kept) take the registers left, Y13 (and Y14 but for bf16) and
 //	the unused τ ones, in that order; the others are popcounted into their
 //	results.
-func fused2(a *asm, dt, agg, wt string, nm int) {
-	name := tiesName(dt, agg, wt, nm, "AVX2")
+func fused2(a *asm, dt, agg, wt string, nm int, eq bool) {
+	name := tiesName(dt, agg, wt, nm, eq, "AVX2")
 	pair := dt == "BF16"
 	lanes := "(a multiple of 8) "
 	if pair {
 		lanes = "(a multiple of 16) "
 	}
-	declareTies(name, dt, agg, wt, nm, lanes)
+	declareTies(name, dt, agg, wt, nm, eq, lanes)
 	a.text(name, "$0-48", sigTies)
 	a.op("MOVQ a+0(FP), BX")
 	a.op("MOVQ %d(BX), SI", argBase)
@@ -480,6 +509,13 @@ func fused2(a *asm, dt, agg, wt string, nm int) {
 	trim := func(i, t int, half string, count bool) {
 		load(fmt.Sprintf("R%d", 8+i), t, half)
 		a.op("VSUBPS Y12, Y%d, Y%d", t, t) // τ = θ − θ₀
+		if eq && count {
+			a.op("VPAND cmag<>(SB), Y%d, Y8", t)
+			a.op("VPCMPEQD %d(BX), Y8, Y8", argEq+32*i) // |τ| = thr
+			a.op("VMOVMSKPS Y8, AX")
+			a.op("POPCNTL AX, AX")
+			a.op("ADDQ AX, %d(BX)", argEqual+8*i)
+		}
 		a.op("VPAND cmag<>(SB), Y%d, Y8", t)
 		a.op("VPCMPGTD %d(BX), Y8, Y8", argThr+32*i) // |τ| > thr − 1
 		a.op("VPAND Y8, Y%d, Y%d", t, t)
