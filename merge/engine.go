@@ -235,6 +235,11 @@ func (r *run) blocks(jobs []int) []block {
 // released: far enough that no worker still reads them.
 const releaseLag = 8
 
+// adviseBatch is how many blocks one read-ahead or release call covers: a
+// release of mapped pages interrupts every core running this process to
+// flush its TLB, and each call has a fixed cost, so they come in runs.
+const adviseBatch = 16
+
 // parallel runs fn over the blocks with one goroutine per worker; the first
 // error stops the others.
 func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b block) error) error {
@@ -274,12 +279,10 @@ func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b blo
 				}
 				b := bs[i]
 				if i == 0 {
-					for k := range min(lead, int64(len(bs))) {
-						r.prefetch(bs[k])
-					}
+					r.prefetch(bs[:min(lead, int64(len(bs)))])
 				}
-				if ahead := i + lead; ahead < int64(len(bs)) {
-					r.prefetch(bs[ahead])
+				if ahead := i + lead; i%adviseBatch == 0 && ahead < int64(len(bs)) {
+					r.prefetch(bs[ahead:min(ahead+adviseBatch, int64(len(bs)))])
 				}
 				err := mmapio.Guard(func() (err error) {
 					defer func() {
@@ -293,8 +296,8 @@ func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b blo
 					}()
 					return fn(w, b)
 				})
-				if i >= releaseLag {
-					r.releaseBlock(bs[i-releaseLag])
+				if end := i + 1 - releaseLag; end%adviseBatch == 0 && end > 0 {
+					r.release(bs[end-adviseBatch : end])
 				}
 				for _, f := range r.blockFiles(b) {
 					if f.pending.Add(-1) == 0 {
@@ -328,26 +331,37 @@ func (r *run) src(t *mmapio.Tensor, dt kernels.DType, start, n int64) []byte {
 // mapError carries a mapping failure out of a kernel call site.
 type mapError struct{ err error }
 
-// releaseBlock drops a block's input pages from this process once read.
-// parallel calls it a few blocks behind the workers, and the range reaches
+// release drops the input pages of blocks bs from this process once read.
+// parallel calls it a few blocks behind the workers, and each range reaches
 // back by the most a single page fault maps (a PMD-sized folio of the page
 // cache on recent kernels, or fault-around's 64 KiB): a fault in a block can
 // map pages of the block before it, already released, which would
 // otherwise stay resident for good. Dropping a page still being read is
 // harmless for a read-only file mapping: it faults back from the page cache.
-func (r *run) releaseBlock(b block) {
-	j := &r.p.Jobs[b.job]
+func (r *run) release(bs []block) {
 	pad := max(int64(faultSpan), int64(os.Getpagesize()))
-	drop := func(t *mmapio.Tensor, dt kernels.DType) {
-		sz := int64(dt.Size())
-		off := t.Offset + b.start*sz
-		r.files[t.File].dontNeed(off-pad, b.n*sz+pad)
-	}
-	if !r.p.Method.NoBase {
-		drop(j.Base, j.BaseDT)
-	}
-	for i, t := range j.Models {
-		drop(t, j.ModelDT[i])
+	r.eachInput(bs, func(f *mappedFile, off, n int64) { f.dontNeed(off-pad, n+pad) })
+}
+
+// eachInput calls f with the input byte range of every run of consecutive
+// blocks of one tensor in bs, once per input file.
+func (r *run) eachInput(bs []block, f func(file *mappedFile, off, n int64)) {
+	for len(bs) > 0 {
+		k := 1
+		for k < len(bs) && bs[k].job == bs[0].job && bs[k].start == bs[k-1].start+bs[k-1].n {
+			k++
+		}
+		j := &r.p.Jobs[bs[0].job]
+		start, n := bs[0].start, bs[k-1].start+bs[k-1].n-bs[0].start
+		if !r.p.Method.NoBase {
+			sz := int64(j.BaseDT.Size())
+			f(r.files[j.Base.File], j.Base.Offset+start*sz, n*sz)
+		}
+		for i, t := range j.Models {
+			sz := int64(j.ModelDT[i].Size())
+			f(r.files[t.File], t.Offset+start*sz, n*sz)
+		}
+		bs = bs[k:]
 	}
 }
 

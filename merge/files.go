@@ -123,17 +123,8 @@ func (r *run) prefetchJob(ji int) {
 	}()
 }
 
-// prefetch asks the kernel to start reading the inputs of a block that a
-// worker will take soon, so the disk works while the cores merge.
-func (r *run) prefetch(b block) {
-	j := &r.p.Jobs[b.job]
-	ask := func(path string, off, size int64) { r.files[path].willNeed(off, size) }
-	if !r.p.Method.NoBase {
-		sz := int64(j.BaseDT.Size())
-		ask(j.Base.File, j.Base.Offset+b.start*sz, b.n*sz)
-	}
-	for i, t := range j.Models {
-		sz := int64(j.ModelDT[i].Size())
-		ask(t.File, t.Offset+b.start*sz, b.n*sz)
-	}
+// prefetch asks the kernel to start reading the inputs of blocks that
+// workers will take soon, so the disk works while the cores merge.
+func (r *run) prefetch(bs []block) {
+	r.eachInput(bs, (*mappedFile).willNeed)
 }

@@ -23,7 +23,7 @@ import (
 
 const (
 	tensorSampledElems   = 1 << 20 // smaller tensors take the radix select
-	tensorSampleMinElems = 1 << 18
+	tensorSampleMinElems = 1 << 16
 )
 
 // sampledPick returns the exact thresholds of the models with 0 < need ≤ n
