@@ -47,6 +47,8 @@ func init() {
 	avx2Set.Range = func(tau []float32, lo, hi uint32, idx []int32) int { return rangeAVX(tau, lo, hi, idx, false) }
 	avx512Set.Ties = tiesAVX(avx512Set, true)
 	avx2Set.Ties = tiesAVX(avx2Set, false)
+	avx512Set.DeltaRange = deltaRangeGeneric // TODO(deltarange): assembly
+	avx2Set.DeltaRange = deltaRangeGeneric
 }
 
 // asmChunk bounds the elements of one assembly call that counts in 32-bit

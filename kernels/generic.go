@@ -11,12 +11,13 @@ import (
 // per element, models are visited in order 0..n−1, each operation rounds to
 // float32, and nothing is fused (float32(a*b)+c stops Go from emitting FMA).
 var Generic = &Set{
-	Name:      "go",
-	Widen:     widenGeneric,
-	DeltaTrim: deltaTrimGeneric,
-	Vote:      voteGeneric,
-	Finish:    finishGeneric,
-	Range:     rangeGeneric,
+	Name:       "go",
+	Widen:      widenGeneric,
+	DeltaTrim:  deltaTrimGeneric,
+	Vote:       voteGeneric,
+	Finish:     finishGeneric,
+	Range:      rangeGeneric,
+	DeltaRange: deltaRangeGeneric,
 }
 
 func init() { Generic.Ties = stagedTies(Generic) }
@@ -229,6 +230,23 @@ func rangeGeneric(tau []float32, lo, hi uint32, idx []int32) int {
 		count += b2i(AbsBits(v)-lo <= width)
 	}
 	return count
+}
+
+func deltaRangeGeneric(src []byte, dt DType, base []float32, lo, hi uint32, idx []int32) (above, inside int) {
+	_ = src[:len(base)*dt.Size()]
+	width := hi - lo
+	if idx != nil {
+		idx = idx[:len(base)]
+	}
+	for i, b := range base {
+		m := AbsBits(load(src, dt, i) - b)
+		above += b2i(m > hi)
+		if idx != nil {
+			idx[inside] = int32(i)
+		}
+		inside += b2i(m-lo <= width)
+	}
+	return above, inside
 }
 
 func b2i(b bool) int {

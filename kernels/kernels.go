@@ -32,6 +32,9 @@ func (d DType) Size() int {
 	return 2
 }
 
+// At is the i-th stored value of src widened to float32, as Widen gives it.
+func (d DType) At(src []byte, i int) float32 { return load(src, d, i) }
+
 func (d DType) String() string {
 	switch d {
 	case F32:
@@ -138,6 +141,15 @@ type Set struct {
 	// idx[count:len(tau)] may be overwritten. The trims use it to count ties
 	// and to find the few values in a band or a histogram bin.
 	Range func(tau []float32, lo, hi uint32, idx []int32) int
+
+	// DeltaRange computes τ = θ − θ₀ as DeltaTrim does (from len(base)
+	// stored values of src and the widened base), without storing it, and
+	// returns how many magnitude patterns exceed hi (above) and how many lie
+	// in [lo, hi] (inside), unsigned; if idx is not nil it writes the
+	// indices of the inside ones, in order, to idx[:inside] (len(idx) ≥
+	// len(base); idx[inside:len(base)] may be overwritten). lo ≤ hi. The
+	// per-tensor select counts each block with it.
+	DeltaRange func(src []byte, dt DType, base []float32, lo, hi uint32, idx []int32) (above, inside int)
 
 	// Ties is Widen of the base, DeltaTrim of every model, Vote and Finish
 	// in one sweep over a block's inputs, bit for bit what those four give,

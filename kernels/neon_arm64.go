@@ -19,6 +19,8 @@ var neonSet = &Set{
 	Finish:    neonFinish,
 	Range:     neonRange,
 	Ties:      neonTies,
+
+	DeltaRange: deltaRangeGeneric, // TODO(deltarange): assembly
 }
 
 // neonStaged is Ties made of the NEON stage kernels: the fallback for the

@@ -2,7 +2,6 @@ package merge
 
 import (
 	"context"
-	"math"
 
 	"github.com/tiesmm/tiesmm/kernels"
 	topk "github.com/tiesmm/tiesmm/select"
@@ -40,28 +39,32 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64) (_ []t
 	// A band of one value (a tie group: common in bf16 task vectors) needs
 	// only counts, which are then also the ties of each block.
 	ties = make([][]int64, len(bs))
-	B := r.stride
 	err := r.parallel(ctx, bs, func(w *worker, b block) error {
-		r.deltas(w, b, sc.models)
+		j := &r.p.Jobs[b.job]
+		base := r.widenBase(w, b)
 		ties[b.seq] = make([]int64, nm)
 		for _, i := range sc.models {
-			tau := w.taus[i*B : i*B+int(b.n)]
+			dt := j.ModelDT[i]
+			src := r.src(j.Models[i], dt, b.start, b.n)
 			lo, hi := sc.bands[i].lo, sc.bands[i].hi
-			w.above[i] += uint64(r.k.Range(tau, hi+1, math.MaxUint32, nil))
 			if lo == hi {
-				c := r.k.Range(tau, lo, lo, nil)
-				ties[b.seq][i] = int64(c)
-				w.inside[i] += uint64(c)
+				above, inside := r.k.DeltaRange(src, dt, base, lo, hi, nil)
+				w.above[i] += uint64(above)
+				w.inside[i] += uint64(inside)
+				ties[b.seq][i] = int64(inside)
 				continue
 			}
-			in := w.idx[:r.k.Range(tau, lo, hi, w.idx)]
-			w.inside[i] += uint64(len(in))
-			if w.lowsFull || len(w.lows[i])+len(in) > w.lowsCap {
+			above, inside := r.k.DeltaRange(src, dt, base, lo, hi, w.idx)
+			w.above[i] += uint64(above)
+			w.inside[i] += uint64(inside)
+			if w.lowsFull || len(w.lows[i])+inside > w.lowsCap {
 				w.lowsFull = true
 				continue
 			}
-			for _, e := range in {
-				w.lows[i] = append(w.lows[i], uint64(b.seq)<<32|uint64(kernels.AbsBits(tau[e])))
+			for _, e := range w.idx[:inside] {
+				// τ again, as the kernel computed it, for the few inside
+				m := kernels.AbsBits(dt.At(src, int(e)) - base[e])
+				w.lows[i] = append(w.lows[i], uint64(b.seq)<<32|uint64(m))
 			}
 		}
 		return nil
