@@ -2,6 +2,7 @@ package merge
 
 import (
 	"context"
+	"sync"
 
 	"github.com/tiesmm/tiesmm/kernels"
 	topk "github.com/tiesmm/tiesmm/select"
@@ -36,6 +37,18 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64) (_ []t
 	}
 	nm := len(r.p.Models)
 	r.dropLows()
+	for _, i := range sc.models {
+		r.ws[0].hists[i].Reset() // the others were emptied by Take
+	}
+	defer func() {
+		if !ok { // keep the others empty for the next histPass
+			for _, w := range r.ws[1:] {
+				for _, i := range sc.models {
+					w.hists[i].Reset()
+				}
+			}
+		}
+	}()
 	// A band of one value (a tie group: common in bf16 task vectors) needs
 	// only counts, which are then also the ties of each block.
 	ties = make([][]int64, len(bs))
@@ -65,6 +78,7 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64) (_ []t
 				// τ again, as the kernel computed it, for the few inside
 				m := kernels.AbsBits(dt.At(src, int(e)) - base[e])
 				w.lows[i] = append(w.lows[i], uint64(b.seq)<<32|uint64(m))
+				w.hists[i][m>>16]++
 			}
 		}
 		return nil
@@ -84,43 +98,73 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64) (_ []t
 		return nil, nil, false, err
 	}
 	th := make([]topk.Threshold, nm)
+	var wide []int // models whose band holds more than one value
 	for _, i := range sc.models {
 		if !(above[i] < need[i] && need[i] <= above[i]+inside[i]) {
 			return nil, nil, false, nil
 		}
 		if sc.bands[i].lo == sc.bands[i].hi {
 			th[i] = topk.Threshold{Bits: sc.bands[i].lo, Greater: above[i], Equal: inside[i]}
-			continue
+		} else {
+			wide = append(wide, i)
 		}
-		var high, low topk.Hist
-		for _, w := range r.ws {
-			for _, v := range w.lows[i] {
-				high[uint32(v)>>16]++
-			}
+	}
+	if len(wide) == 0 {
+		return th, ties, true, nil
+	}
+	// The values collected in wide bands: each worker histograms and counts
+	// its own, on its own core; the first worker's histograms take the sums.
+	first := r.ws[0]
+	hiBin, aboveHi := make([]uint32, nm), make([]uint64, nm)
+	for _, i := range wide {
+		for _, w := range r.ws[1:] {
+			first.hists[i].Take(&w.hists[i])
 		}
-		k := need[i] - above[i]
-		hiBin, aboveHi, err := high.Pick(k)
-		if err != nil {
+		if hiBin[i], aboveHi[i], err = first.hists[i].Pick(need[i] - above[i]); err != nil {
 			return nil, nil, false, err
 		}
-		for _, w := range r.ws {
+		first.hists[i].Reset()
+	}
+	r.eachWorker(func(w *worker) {
+		for _, i := range wide {
 			for _, v := range w.lows[i] {
-				if uint32(v)>>16 == hiBin {
-					low[uint32(v)&0xffff]++
+				if uint32(v)>>16 == hiBin[i] {
+					w.hists[i][uint32(v)&0xffff]++
 				}
 			}
 		}
-		if th[i], err = topk.Exact(k, hiBin, aboveHi, &low); err != nil {
+	})
+	for _, i := range wide {
+		for _, w := range r.ws[1:] {
+			first.hists[i].Take(&w.hists[i])
+		}
+		if th[i], err = topk.Exact(need[i]-above[i], hiBin[i], aboveHi[i], &first.hists[i]); err != nil {
 			return nil, nil, false, err
 		}
 		th[i].Greater += above[i]
-		for _, w := range r.ws {
+	}
+	// A block's values all come from the worker that read it.
+	r.eachWorker(func(w *worker) {
+		for _, i := range wide {
 			for _, v := range w.lows[i] {
 				if uint32(v) == th[i].Bits {
 					ties[v>>32][i]++
 				}
 			}
 		}
-	}
+	})
 	return th, ties, true, nil
+}
+
+// eachWorker runs f for every worker, each on its own goroutine, and waits.
+func (r *run) eachWorker(f func(w *worker)) {
+	var wg sync.WaitGroup
+	for _, w := range r.ws {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(w)
+		}()
+	}
+	wg.Wait()
 }
