@@ -48,9 +48,14 @@ test-arm64:
 	GOARCH=arm64 $(GO) test -count=1 -exec '$(QEMU) -cpu max' ./kernels/ ./select/
 	GOARCH=arm64 $(GO) test -count=1 -exec '$(QEMU) -cpu cortex-a72' ./kernels/
 
+FUZZTIME ?= 60s
+KERNEL_FUZZ = FuzzWiden FuzzDeltaTrim FuzzFinish FuzzVote FuzzRange FuzzTies FuzzDeltaRange
+
+# Parsers, then every kernel against the Go reference (FUZZTIME each).
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParseHeader -fuzztime 60s ./mmapio/
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./config/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./mmapio/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./config/
+	for f in $(KERNEL_FUZZ); do $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) ./kernels/ || exit 1; done
 
 bench: build
 	./bench/run.sh

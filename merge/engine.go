@@ -709,7 +709,7 @@ func (r *run) copyJob(ji int) error {
 
 func (r *run) mergeBlock(w *worker, b block) error {
 	if r.fusedThresholds(w, b) {
-		return r.mergeBlockFused(w, b)
+		return r.mergeBlockFused(w, b, nil)
 	}
 	p := r.p
 	j := &p.Jobs[b.job]
@@ -772,8 +772,9 @@ func (r *run) fusedThresholds(w *worker, b block) bool {
 
 // mergeBlockFused merges a block in one sweep of the fused kernel. Zero sums
 // (paper preset) come back as indices; only their columns are computed
-// again, for the record of their −1 outputs.
-func (r *run) mergeBlockFused(w *worker, b block) error {
+// again, for the record of their −1 outputs. equal, if not nil, receives per
+// model the count of values at its threshold.
+func (r *run) mergeBlockFused(w *worker, b block, equal []int) error {
 	p := r.p
 	j := &p.Jobs[b.job]
 	n, sz := int(b.n), j.OutDT.Size()
@@ -783,7 +784,7 @@ func (r *run) mergeBlockFused(w *worker, b block) error {
 	for i, t := range j.Models {
 		fb.Models[i] = r.src(t, j.BaseDT, b.start, b.n)
 	}
-	fb.Vote, fb.Lambda, fb.Zero = &r.votes[b.job], j.Params.Lambda, nil
+	fb.Vote, fb.Lambda, fb.Equal, fb.Zero = &r.votes[b.job], j.Params.Lambda, equal, nil
 	if p.Method.GlobalMajority {
 		fb.Zero = w.idx[:n]
 	}

@@ -276,9 +276,7 @@ func (r *run) mergeBlockBand(w *worker, b block) error {
 	if r.fusedBands(w, b) {
 		// Every band is one value: nothing to spill, and the fused kernel
 		// counts the values at it.
-		w.fused.Equal = w.equal
-		err := r.mergeBlockFused(w, b)
-		w.fused.Equal = nil
+		err := r.mergeBlockFused(w, b, w.equal)
 		for _, i := range r.scope.models {
 			at := uint64(w.equal[i])
 			w.band.inside[i] += at
