@@ -99,7 +99,7 @@ func (p *Plan) Passes() []string {
 	}
 	var per []string
 	if m.Trim && p.trims() && m.Scope == ScopeTensor {
-		per = append(per, "|τ| select (a sample, then one pass; radix histograms for small tensors)")
+		per = append(per, "|τ| select (a sample, then one pass; radix histograms for small tensors; none where the sample puts every threshold on one value: the merge counts as it goes)")
 	}
 	if m.Rescale == RescaleL1 && m.Sparsifies() {
 		per = append(per, "L1 norms")

@@ -63,6 +63,7 @@ type scope struct {
 	models    []int    // the models trimmed
 	bands     []band
 	trims     []bool // per model: trimmed at all
+	missed    bool   // a pass over the scope showed a threshold outside its band
 }
 
 func (r *run) newScope(jobs []int, need []uint64) *scope {
@@ -276,7 +277,7 @@ func (r *run) mergeBlockBand(w *worker, b block) error {
 	if r.fusedBands(w, b) {
 		// Every band is one value: nothing to spill, and the fused kernel
 		// counts the values at it.
-		err := r.mergeBlockFused(w, b, w.equal)
+		_, err := r.mergeBlockFused(w, b, w.equal)
 		for _, i := range r.scope.models {
 			at := uint64(w.equal[i])
 			w.band.inside[i] += at
