@@ -816,7 +816,9 @@ func (r *run) mergeBlockFused(w *worker, b block, equal []int) (kernels.VoteStat
 		gather := func(dst, src []byte) []byte {
 			dst = dst[:m*dsz]
 			for c, e := range zs {
-				copy(dst[c*dsz:(c+1)*dsz], src[int(e)*dsz:])
+				for k := range dsz { // not copy: a call per 2 bytes
+					dst[c*dsz+k] = src[int(e)*dsz+k]
+				}
 			}
 			return dst
 		}
@@ -870,12 +872,16 @@ func (r *run) recordZeros(w *worker, ji int, zs []int32, pos func(e int) int64, 
 	sz := j.OutDT.Size()
 	outb := w.zbytes[:m*sz] // not w.outb: it may hold the block's output
 	r.k.Finish(outb, j.OutDT, base, out, lambda)
+	at := len(w.fixups)
+	w.fixups = slices.Grow(w.fixups, m*fixupBytes)[:at+m*fixupBytes]
 	for c, e := range zs {
-		var rec [fixupBytes]byte
+		rec := w.fixups[at+c*fixupBytes : at+(c+1)*fixupBytes]
 		binary.LittleEndian.PutUint32(rec[0:], uint32(ji))
 		binary.LittleEndian.PutUint64(rec[4:], uint64(pos(int(e))))
-		copy(rec[12:], outb[c*sz:(c+1)*sz])
-		w.fixups = append(w.fixups, rec[:]...)
+		for k := range sz {
+			rec[12+k] = outb[c*sz+k]
+		}
+		clear(rec[12+sz:])
 	}
 	if len(w.fixups) >= 1<<20 {
 		err := r.fixFile.append(w.fixups)
