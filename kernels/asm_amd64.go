@@ -219,6 +219,36 @@ func rangeCountAVX512(tau *float32, n int, lo uint32, width uint32) (count int)
 //go:noescape
 func rangeIdxAVX512(tau *float32, n int, lo uint32, width uint32, idx *int32) (count int)
 
+// deltaRangeCountF32AVX512 counts, over n f32 values, the magnitudes of τ = θ − θ₀ above hi and those in [lo, hi].
+//
+//go:noescape
+func deltaRangeCountF32AVX512(src *byte, base *float32, n int, lo uint32, hi uint32) (above, inside int)
+
+// deltaRangeIdxF32AVX512 counts, over n f32 values, the magnitudes of τ = θ − θ₀ above hi and writes the indices (counted from first) of those in [lo, hi] to idx.
+//
+//go:noescape
+func deltaRangeIdxF32AVX512(src *byte, base *float32, n int, lo uint32, hi uint32, idx *int32, first int) (above, inside int)
+
+// deltaRangeCountF16AVX512 counts, over n f16 values, the magnitudes of τ = θ − θ₀ above hi and those in [lo, hi].
+//
+//go:noescape
+func deltaRangeCountF16AVX512(src *byte, base *float32, n int, lo uint32, hi uint32) (above, inside int)
+
+// deltaRangeIdxF16AVX512 counts, over n f16 values, the magnitudes of τ = θ − θ₀ above hi and writes the indices (counted from first) of those in [lo, hi] to idx.
+//
+//go:noescape
+func deltaRangeIdxF16AVX512(src *byte, base *float32, n int, lo uint32, hi uint32, idx *int32, first int) (above, inside int)
+
+// deltaRangeCountBF16AVX512 counts, over n bf16 values, the magnitudes of τ = θ − θ₀ above hi and those in [lo, hi].
+//
+//go:noescape
+func deltaRangeCountBF16AVX512(src *byte, base *float32, n int, lo uint32, hi uint32) (above, inside int)
+
+// deltaRangeIdxBF16AVX512 counts, over n bf16 values, the magnitudes of τ = θ − θ₀ above hi and writes the indices (counted from first) of those in [lo, hi] to idx.
+//
+//go:noescape
+func deltaRangeIdxBF16AVX512(src *byte, base *float32, n int, lo uint32, hi uint32, idx *int32, first int) (above, inside int)
+
 // tiesF32MeanUN1AVX512 merges n elements of 1 f32 models (consensus Sum, aggregate Mean, weights U).
 //
 //go:noescape
@@ -1874,6 +1904,36 @@ func rangeCountAVX2(tau *float32, n int, lo uint32, width uint32) (count int)
 //go:noescape
 func rangeIdxAVX2(tau *float32, n int, lo uint32, width uint32, idx *int32) (count int)
 
+// deltaRangeCountF32AVX2 counts, over n (a multiple of 8) f32 values, the magnitudes of τ = θ − θ₀ above hi and those in [lo, hi]. lo and hi are at most 0x7fffffff.
+//
+//go:noescape
+func deltaRangeCountF32AVX2(src *byte, base *float32, n int, lo uint32, hi uint32) (above, inside int)
+
+// deltaRangeIdxF32AVX2 counts, over n (a multiple of 8) f32 values, the magnitudes of τ = θ − θ₀ above hi and writes the indices (counted from first) of those in [lo, hi] to idx. lo and hi are at most 0x7fffffff.
+//
+//go:noescape
+func deltaRangeIdxF32AVX2(src *byte, base *float32, n int, lo uint32, hi uint32, idx *int32, first int) (above, inside int)
+
+// deltaRangeCountF16AVX2 counts, over n (a multiple of 8) f16 values, the magnitudes of τ = θ − θ₀ above hi and those in [lo, hi]. lo and hi are at most 0x7fffffff.
+//
+//go:noescape
+func deltaRangeCountF16AVX2(src *byte, base *float32, n int, lo uint32, hi uint32) (above, inside int)
+
+// deltaRangeIdxF16AVX2 counts, over n (a multiple of 8) f16 values, the magnitudes of τ = θ − θ₀ above hi and writes the indices (counted from first) of those in [lo, hi] to idx. lo and hi are at most 0x7fffffff.
+//
+//go:noescape
+func deltaRangeIdxF16AVX2(src *byte, base *float32, n int, lo uint32, hi uint32, idx *int32, first int) (above, inside int)
+
+// deltaRangeCountBF16AVX2 counts, over n (a multiple of 8) bf16 values, the magnitudes of τ = θ − θ₀ above hi and those in [lo, hi]. lo and hi are at most 0x7fffffff.
+//
+//go:noescape
+func deltaRangeCountBF16AVX2(src *byte, base *float32, n int, lo uint32, hi uint32) (above, inside int)
+
+// deltaRangeIdxBF16AVX2 counts, over n (a multiple of 8) bf16 values, the magnitudes of τ = θ − θ₀ above hi and writes the indices (counted from first) of those in [lo, hi] to idx. lo and hi are at most 0x7fffffff.
+//
+//go:noescape
+func deltaRangeIdxBF16AVX2(src *byte, base *float32, n int, lo uint32, hi uint32, idx *int32, first int) (above, inside int)
+
 // tiesF32MeanUN1AVX2 merges n (a multiple of 8) elements of 1 f32 models (consensus Sum, aggregate Mean, weights U).
 //
 //go:noescape
@@ -3456,6 +3516,44 @@ func voteAVX2(p *VoteParams, out *float32, taus *float32, stride int, w *float32
 		return voteNoneMaxWAVX2(out, taus, stride, w, models, n)
 	case 35:
 		return voteNoneMax1AVX2(out, taus, stride, w, models, n)
+	}
+	panic("unreachable")
+}
+
+// deltaRangeAVX512 runs the AVX512 DeltaRange variant for dt, the index one if idx is not nil.
+func deltaRangeAVX512(dt DType, src *byte, base *float32, n int, lo, hi uint32, idx *int32, first int) (above, inside int) {
+	switch {
+	case dt == F32 && idx == nil:
+		return deltaRangeCountF32AVX512(src, base, n, lo, hi)
+	case dt == F32:
+		return deltaRangeIdxF32AVX512(src, base, n, lo, hi, idx, first)
+	case dt == F16 && idx == nil:
+		return deltaRangeCountF16AVX512(src, base, n, lo, hi)
+	case dt == F16:
+		return deltaRangeIdxF16AVX512(src, base, n, lo, hi, idx, first)
+	case dt == BF16 && idx == nil:
+		return deltaRangeCountBF16AVX512(src, base, n, lo, hi)
+	case dt == BF16:
+		return deltaRangeIdxBF16AVX512(src, base, n, lo, hi, idx, first)
+	}
+	panic("unreachable")
+}
+
+// deltaRangeAVX2 runs the AVX2 DeltaRange variant for dt, the index one if idx is not nil.
+func deltaRangeAVX2(dt DType, src *byte, base *float32, n int, lo, hi uint32, idx *int32, first int) (above, inside int) {
+	switch {
+	case dt == F32 && idx == nil:
+		return deltaRangeCountF32AVX2(src, base, n, lo, hi)
+	case dt == F32:
+		return deltaRangeIdxF32AVX2(src, base, n, lo, hi, idx, first)
+	case dt == F16 && idx == nil:
+		return deltaRangeCountF16AVX2(src, base, n, lo, hi)
+	case dt == F16:
+		return deltaRangeIdxF16AVX2(src, base, n, lo, hi, idx, first)
+	case dt == BF16 && idx == nil:
+		return deltaRangeCountBF16AVX2(src, base, n, lo, hi)
+	case dt == BF16:
+		return deltaRangeIdxBF16AVX2(src, base, n, lo, hi, idx, first)
 	}
 	panic("unreachable")
 }

@@ -47,8 +47,12 @@ func init() {
 	avx2Set.Range = func(tau []float32, lo, hi uint32, idx []int32) int { return rangeAVX(tau, lo, hi, idx, false) }
 	avx512Set.Ties = tiesAVX(avx512Set, true)
 	avx2Set.Ties = tiesAVX(avx2Set, false)
-	avx512Set.DeltaRange = deltaRangeGeneric // TODO(deltarange): assembly
-	avx2Set.DeltaRange = deltaRangeGeneric
+	avx512Set.DeltaRange = func(src []byte, dt DType, base []float32, lo, hi uint32, idx []int32) (int, int) {
+		return deltaRangeAVX(src, dt, base, lo, hi, idx, true)
+	}
+	avx2Set.DeltaRange = func(src []byte, dt DType, base []float32, lo, hi uint32, idx []int32) (int, int) {
+		return deltaRangeAVX(src, dt, base, lo, hi, idx, false)
+	}
 }
 
 // asmChunk bounds the elements of one assembly call that counts in 32-bit
@@ -279,6 +283,61 @@ func rangeAVX(tau []float32, lo, hi uint32, idx []int32, z bool) int {
 		}
 	}
 	return count
+}
+
+// deltaRangeAVX is DeltaRange, in chunks (lane counters); AVX2 leaves the
+// last len%8 values to the Go code, its indices shifted.
+func deltaRangeAVX(src []byte, dt DType, base []float32, lo, hi uint32, idx []int32, z bool) (above, inside int) {
+	n := len(base)
+	sz := dt.Size()
+	_ = src[:n*sz]
+	if idx != nil {
+		_ = idx[:n]
+	}
+	if n == 0 || lo > hi || dt > BF16 {
+		return deltaRangeGeneric(src, dt, base, lo, hi, idx)
+	}
+	m := n
+	if !z {
+		// Magnitudes are at most 0x7fffffff, and the AVX2 code compares
+		// signed: a larger lo leaves nothing in or above the band, a
+		// larger hi nothing above it, as 0x7fffffff does.
+		if lo > 0x7fffffff {
+			return 0, 0
+		}
+		m = n &^ 7
+		hi = min(hi, 0x7fffffff)
+	}
+	var ip *int32
+	for off := 0; off < m; off += asmChunk {
+		c := min(asmChunk, m-off)
+		if idx != nil {
+			ip = &idx[inside]
+		}
+		var a, in int
+		if z {
+			a, in = deltaRangeAVX512(dt, &src[off*sz], &base[off], c, lo, hi, ip, off)
+		} else {
+			a, in = deltaRangeAVX2(dt, &src[off*sz], &base[off], c, lo, hi, ip, off)
+		}
+		above += a
+		inside += in
+	}
+	if m < n {
+		var t []int32
+		if idx != nil {
+			t = idx[inside:]
+		}
+		a, in := deltaRangeGeneric(src[m*sz:], dt, base[m:], lo, hi, t)
+		if t != nil {
+			for j := range in {
+				t[j] += int32(m)
+			}
+		}
+		above += a
+		inside += in
+	}
+	return above, inside
 }
 
 // tiesKind numbers the fused kernels as asmgen does: ((dtype·2 +

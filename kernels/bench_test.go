@@ -3,6 +3,7 @@ package kernels
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -136,6 +137,9 @@ func BenchmarkMemcopy(b *testing.B) {
 
 // BenchmarkKernel times each kernel on one L2-resident block (N = 3 for
 // Vote), in bytes of its stored input (float32 for Vote and Range).
+// DeltaRange runs on a block of deltaRangeBlock elements, as the per-tensor
+// select does, and also staged: DeltaTrim without a trim, then Range for
+// the count above the band and for the band.
 func BenchmarkKernel(b *testing.B) {
 	for _, s := range Available() {
 		for _, dt := range dtypes {
@@ -183,6 +187,41 @@ func BenchmarkKernel(b *testing.B) {
 					}
 				})
 			}
+			for _, k := range []string{"deltarange", "deltarange-idx", "deltarange-staged", "deltarange-staged-idx"} {
+				b.Run(fmt.Sprintf("impl=%s/dtype=%s/kernel=%s", s.Name, dt, k), func(b *testing.B) {
+					benchDeltaRange(b, s, dt, strings.HasSuffix(k, "-idx"), strings.Contains(k, "staged"))
+				})
+			}
+		}
+	}
+}
+
+// deltaRangeBlock is the elements of the DeltaRange benchmarks: bf16 model,
+// float32 base, indices and the staged τ fit an L2.
+const deltaRangeBlock = 1 << 16
+
+// benchDeltaRange times DeltaRange on one model: a tie count at the
+// threshold without indices, or a band holding about 2% of the values with
+// them (staged: the same results through DeltaTrim and two Range calls).
+func benchDeltaRange(b *testing.B, s *Set, dt DType, withIdx, staged bool) {
+	n := deltaRangeBlock
+	in := newBenchInputs(dt, 1, n)
+	base, tau := make([]float32, n), make([]float32, n)
+	s.Widen(base, in.base, dt)
+	var idx []int32
+	lo, hi := in.thr[0], in.thr[0]
+	if withIdx {
+		idx, hi = make([]int32, n), AbsBits(1.45e-3)
+	}
+	src := in.models[0]
+	b.SetBytes(int64(n * dt.Size()))
+	for b.Loop() {
+		if staged {
+			s.DeltaTrim(tau, src, dt, base, 0)
+			s.Range(tau, hi+1, 0xffffffff, nil)
+			s.Range(tau, lo, hi, idx)
+		} else {
+			s.DeltaRange(src, dt, base, lo, hi, idx)
 		}
 	}
 }

@@ -135,6 +135,7 @@ func goDecls() []byte {
 		})
 		b.WriteString("\t}\n\tpanic(\"unreachable\")\n}\n")
 	}
+	drGo(&b)
 	fusedGo(&b)
 	src, err := format.Source(b.Bytes())
 	if err != nil {
@@ -159,6 +160,10 @@ func gen512(a *asm) {
 	}
 	range512Count(a)
 	range512Idx(a)
+	for _, dt := range drDTypes {
+		dr512Count(a, dt)
+		dr512Idx(a, dt)
+	}
 	fused512All(a)
 }
 
@@ -710,6 +715,10 @@ func gen2(a *asm) {
 	}
 	range2Count(a)
 	range2Idx(a)
+	for _, dt := range drDTypes {
+		dr2Count(a, dt)
+		dr2Idx(a, dt)
+	}
 	fused2All(a)
 }
 
