@@ -33,7 +33,12 @@ import (
 // two passes and says so.
 
 // band is one model's uncertain range of magnitude patterns, inclusive.
-type band struct{ lo, hi uint32 }
+// Where it is one value, keep estimates from the sample the share of the
+// values at it that the trim keeps.
+type band struct {
+	lo, hi uint32
+	keep   float64
+}
 
 // Sampling: one run of sampleChunk elements in every sampleEvery, but at
 // least sampleMinElems per model (a narrower band, so a smaller spill).
@@ -169,6 +174,8 @@ func (r *run) sampleBands(ctx context.Context, sc *scope) (int64, error) {
 			}
 			if s == 0 {
 				sc.bands[i].hi = th.Bits
+				q := float64(sc.need[i]) / float64(sc.total)
+				sc.bands[i].keep = min(1, max(0, (q*float64(size)-float64(th.Greater))/float64(max(th.Equal, 1))))
 			} else {
 				sc.bands[i].lo = th.Bits
 			}

@@ -17,9 +17,16 @@ import (
 // the values at and above it: the counts the select pass would have taken.
 // Under the exact-k rule the ties kept are the lowest-indexed ones, so only
 // the blocks from the first one that keeps fewer than all its ties on are
-// merged again, with their budgets (usually the last few tenths of the
-// tensor). If the counts show the sample missed, the tensor is selected and
+// merged again, with their budgets; it is tried only where the sample says
+// most ties are kept (specMinKeep). If the counts show the sample missed, the tensor is selected and
 // merged as usual (the radix select).
+
+// specMinKeep is the least share of its tie group, as the sample estimates
+// it, that each model must keep for the one-pass merge to be tried: the
+// blocks past the ties kept (about 1 − specMinKeep of the tensor) are merged
+// again, which costs more than the select pass it saves once they pass a
+// quarter or so.
+const specMinKeep = 0.75
 
 // specBlock is what the one-pass merge of a block counted, per model.
 type specBlock struct {
@@ -49,7 +56,8 @@ func (r *run) speculate(ctx context.Context, ji int) (done bool, sampled *scope,
 		return false, nil, err
 	}
 	for _, i := range sc.models {
-		if sc.bands[i].lo != sc.bands[i].hi {
+		b := sc.bands[i]
+		if b.lo != b.hi || m.Ties == ExactK && b.keep < specMinKeep {
 			return false, sc, nil
 		}
 	}
