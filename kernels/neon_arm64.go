@@ -20,7 +20,7 @@ var neonSet = &Set{
 	Range:     neonRange,
 	Ties:      neonTies,
 
-	DeltaRange: deltaRangeGeneric, // TODO(deltarange): assembly
+	DeltaRange: neonDeltaRange,
 }
 
 // neonStaged is Ties made of the NEON stage kernels: the fallback for the
@@ -32,7 +32,7 @@ func init() { neonStaged = stagedTies(neonSet) }
 // The assembly counts in 32-bit lanes: calls stay well below 2³² elements.
 const neonChunk = 1 << 24
 
-// neonCallMax is how many elements Range and Ties pass to one assembly call
+// neonCallMax is how many elements Range, DeltaRange and Ties pass to one assembly call
 // (a multiple of 16); tests lower it to run the chunking.
 var neonCallMax = neonChunk
 
@@ -73,6 +73,20 @@ func finishBF16NEON(dst *byte, base *float32, tm *float32, n int, lambda float32
 //
 //go:noescape
 func rangeNEON(tau *float32, n int, lo, hi uint32, idx *int32, start int) (count int)
+
+// deltaRange*NEON compute τ from the n stored values (a positive multiple
+// of 16) of src and base and count the magnitude bits above hi and inside
+// [lo, hi]; with idx != nil they write start+j for each inside j, in order,
+// to idx[:inside], and may overwrite idx[inside:n].
+//
+//go:noescape
+func deltaRangeF32NEON(src *byte, base *float32, n int, lo, hi uint32, idx *int32, start int) (above, inside int)
+
+//go:noescape
+func deltaRangeF16NEON(src *byte, base *float32, n int, lo, hi uint32, idx *int32, start int) (above, inside int)
+
+//go:noescape
+func deltaRangeBF16NEON(src *byte, base *float32, n int, lo, hi uint32, idx *int32, start int) (above, inside int)
 
 // neonTiesArgs is the fused kernel's argument block; neon_asmgen_arm64.go
 // knows its offsets (TestNEONTiesArgsLayout checks them).
@@ -264,6 +278,53 @@ func neonRange(tau []float32, lo, hi uint32, idx []int32) int {
 		}
 	}
 	return count
+}
+
+func neonDeltaRange(src []byte, dt DType, base []float32, lo, hi uint32, idx []int32) (above, inside int) {
+	n := len(base)
+	_ = src[:n*dt.Size()]
+	if idx != nil {
+		_ = idx[:n]
+	}
+	if dt > BF16 {
+		return deltaRangeGeneric(src, dt, base, lo, hi, idx)
+	}
+	size := dt.Size()
+	m := n &^ 15
+	for off := 0; off < m; off += neonCallMax {
+		c := min(neonCallMax, m-off)
+		var ip *int32
+		if idx != nil {
+			ip = &idx[inside] // inside ≤ off < n
+		}
+		s, b := &src[off*size], &base[off]
+		var a, in int
+		switch dt {
+		case F32:
+			a, in = deltaRangeF32NEON(s, b, c, lo, hi, ip, off)
+		case F16:
+			a, in = deltaRangeF16NEON(s, b, c, lo, hi, ip, off)
+		default:
+			a, in = deltaRangeBF16NEON(s, b, c, lo, hi, ip, off)
+		}
+		above += a
+		inside += in
+	}
+	if m == n {
+		return above, inside
+	}
+	// The tail, fewer than 16 elements, with indices from 0 at m:
+	// idx[inside:n] holds at least n−m.
+	if idx == nil {
+		a, in := deltaRangeGeneric(src[m*size:], dt, base[m:], lo, hi, nil)
+		return above + a, inside + in
+	}
+	ti := idx[inside:n]
+	a, in := deltaRangeGeneric(src[m*size:], dt, base[m:], lo, hi, ti)
+	for k := range ti[:in] {
+		ti[k] += int32(m)
+	}
+	return above + a, inside + in
 }
 
 // neonTiesFused reports whether the fused assembly takes b: the same dtype

@@ -500,6 +500,12 @@ func TestNEONShortInputsPanic(t *testing.T) {
 		})
 		mustPanic(t, "Finish", func() { neonSet.Finish(make([]byte, 16*dt.Size()), dt, make([]float32, 17), make([]float32, 17), 1) })
 	}
+	for _, dt := range neonDTypes {
+		mustPanic(t, "DeltaRange src", func() { neonSet.DeltaRange(make([]byte, 16*dt.Size()), dt, make([]float32, 17), 0, 1, nil) })
+		mustPanic(t, "DeltaRange idx", func() {
+			neonSet.DeltaRange(make([]byte, 17*dt.Size()), dt, make([]float32, 17), 0, 1, make([]int32, 16))
+		})
+	}
 	p := VoteParams{Weights: []float32{1, 1}}
 	mustPanic(t, "Vote", func() { neonSet.Vote(make([]float32, 16), make([]float32, 31), 16, &p) })
 }
@@ -629,6 +635,66 @@ func TestNEONRange(t *testing.T) {
 		}
 	}
 	mustPanic(t, "Range", func() { neonSet.Range(make([]float32, 17), 0, 1, make([]int32, 16)) })
+}
+
+// TestNEONDeltaRange holds DeltaRange to the reference on the NEON test
+// inputs (raw f16 and bf16 halves: signalling NaNs the widening quiets),
+// with bands at the data's own magnitudes, an inside value in every lane of
+// a group and in the tail, and no allocation.
+func TestNEONDeltaRange(t *testing.T) {
+	r := rand.New(rand.NewPCG(41, 42))
+	for _, dt := range neonDTypes {
+		for _, n := range neonLengths() {
+			src := neonStored(r, dt, n, n%3)
+			base := make([]float32, n+n%2)[n%2:]
+			neonFill(r, base)
+			bounds := [][2]uint32{{0, 0xffffffff}, {0, 0}, {0x7f800000, 0x7f800000}, {0x7f800001, 0xffffffff}, {0xffffffff, 0xffffffff}, {1, 0}}
+			if n > 0 {
+				j := r.IntN(n)
+				a := AbsBits(dt.At(src, j) - base[j])
+				bounds = append(bounds, [2]uint32{a, a}, [2]uint32{a &^ 0xfffff, a | 0xfffff}, [2]uint32{0, a}, [2]uint32{a, 0xffffffff})
+			}
+			for _, lh := range bounds {
+				what := fmt.Sprintf("%v n=%d [%#x, %#x]", dt, n, lh[0], lh[1])
+				want := make([]int32, n)
+				wa, wi := deltaRangeGeneric(src, dt, base, lh[0], lh[1], want)
+				if ga, gi := neonSet.DeltaRange(src, dt, base, lh[0], lh[1], nil); ga != wa || gi != wi {
+					t.Fatalf("%s without indices: above %d inside %d, go %d %d", what, ga, gi, wa, wi)
+				}
+				buf := make([]int32, n+neonGuard)
+				for i := range buf {
+					buf[i] = -7
+				}
+				ga, gi := neonSet.DeltaRange(src, dt, base, lh[0], lh[1], buf[:n])
+				if ga != wa || gi != wi || !slices.Equal(buf[:gi], want[:wi]) {
+					t.Fatalf("%s: above %d indices %v, go %d %v", what, ga, buf[:min(gi, n)], wa, want[:wi])
+				}
+				for i := n; i < len(buf); i++ {
+					if buf[i] != -7 {
+						t.Fatalf("%s: wrote past len(base) at %d", what, i)
+					}
+				}
+			}
+		}
+	}
+	// One inside value in each lane of a group, and in the tail; one above.
+	for _, dt := range neonDTypes {
+		src := make([]byte, 40*dt.Size())
+		base := make([]float32, 40)
+		idx := make([]int32, 40)
+		for j := 0; j < 40; j++ {
+			clear(base)
+			base[j] = -3      // τ = 0 − (−3)
+			base[39-j] = 1e30 // τ = −1e30, above 3
+			if a, c := neonSet.DeltaRange(src, dt, base, 1, math.Float32bits(3), idx); c != 1 || a != 1 || idx[0] != int32(j) {
+				t.Fatalf("%v one inside at %d, one above at %d: above %d inside %d idx[0] %d", dt, j, 39-j, a, c, idx[0])
+			}
+		}
+	}
+	src, base, idx := make([]byte, 2*1000), make([]float32, 1000), make([]int32, 1000)
+	if a := testing.AllocsPerRun(10, func() { neonSet.DeltaRange(src, BF16, base, 0, 0, idx) }); a != 0 {
+		t.Fatalf("DeltaRange allocates: %v per call", a)
+	}
 }
 
 // neonTiesRef is the reference for Ties: the Go set's stages. It returns
@@ -904,7 +970,7 @@ func neonNarrowTo(dt DType, f float32) uint16 {
 	return F32ToBF16(f)
 }
 
-// TestNEONCallChunks runs Range and Ties with the assembly called on small
+// TestNEONCallChunks runs Range, DeltaRange and Ties with the assembly called on small
 // chunks, so that index offsets and counts carry from call to call.
 func TestNEONCallChunks(t *testing.T) {
 	defer func(c int) { neonCallMax = c }(neonCallMax)
@@ -921,6 +987,29 @@ func TestNEONCallChunks(t *testing.T) {
 			got := make([]int32, n)
 			if gc := neonSet.Range(tau, 1, 0x3f800000, got); gc != wc || !slices.Equal(got[:gc], want[:wc]) {
 				t.Fatalf("Range chunk=%d n=%d: %v, want %v", chunk, n, got[:gc], want[:wc])
+			}
+			for _, dt := range neonDTypes {
+				src := make([]byte, n*dt.Size())
+				for j := 0; j < n; j++ {
+					v := float32(r.IntN(3) - 1)
+					if dt == F32 {
+						binary.LittleEndian.PutUint32(src[4*j:], math.Float32bits(v))
+					} else {
+						binary.LittleEndian.PutUint16(src[2*j:], neonNarrowTo(dt, v))
+					}
+				}
+				base := make([]float32, n)
+				for j := range base {
+					base[j] = float32(r.IntN(3) - 1)
+				}
+				wa, wi := deltaRangeGeneric(src, dt, base, 1, 0x3f800000, want)
+				ga, gi := neonSet.DeltaRange(src, dt, base, 1, 0x3f800000, got)
+				if ga != wa || gi != wi || !slices.Equal(got[:gi], want[:wi]) {
+					t.Fatalf("DeltaRange %v chunk=%d n=%d: above %d %v, want %d %v", dt, chunk, n, ga, got[:gi], wa, want[:wi])
+				}
+				if ga, gi := neonSet.DeltaRange(src, dt, base, 1, 0x3f800000, nil); ga != wa || gi != wi {
+					t.Fatalf("DeltaRange %v chunk=%d n=%d without indices: %d %d, want %d %d", dt, chunk, n, ga, gi, wa, wi)
+				}
 			}
 			for _, dt := range []DType{BF16, F16} {
 				c := &neonTiesCase{dt: dt, base: make([]byte, 2*n)}

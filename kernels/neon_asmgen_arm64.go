@@ -41,6 +41,7 @@ func fmul(d, n, m int)  { three(0x6e20dc00, "FMUL", d, n, m) }  // d = n * m
 func fdiv(d, n, m int)  { three(0x6e20fc00, "FDIV", d, n, m) }  // d = n / m
 func fcmgt(d, n, m int) { three(0x6ea0e400, "FCMGT", d, n, m) } // d = n > m
 func cmhs(d, n, m int)  { three(0x6ea03c00, "CMHS", d, n, m) }  // d = n >= m, unsigned
+func cmhi(d, n, m int)  { three(0x6ea03400, "CMHI", d, n, m) }  // d = n > m, unsigned
 
 // Two registers, .4S.
 func two(base uint32, name, suffix string, d, n int) {
@@ -534,6 +535,96 @@ func genRange() {
 	p("RET")
 }
 
+// genDeltaRange computes τ = θ − θ₀ as genDeltaTrim does, 16 at a time,
+// without storing it, and counts the magnitude patterns m above hi
+// (m >u hi) and inside [lo, hi] ((m − lo) ≤u (hi − lo), the reference's
+// test, which agrees with it even for lo > hi); with idx != nil it lists
+// the inside ones as genRange does.
+//
+//	R1 src, R2 base, R3 n (a positive multiple of 16), R4 idx (or 0), R5
+//	index of the group's first element, R6, R7 temporaries; V0..V3 τ, then
+//	its magnitude bits m; V4..V7 θ₀, then the inside masks; V8..V11 the
+//	above masks; V12, V13 raw halves; V14, V15 temporaries; V20 0x7fffffff,
+//	V21 lo, V22 hi − lo, V23 hi; V24, V25 above counters, V26, V27 inside
+//	counters (minus one per lane); V31 0.
+func genDeltaRange(dt dtype) {
+	name := "deltaRange" + dtNames[dt] + "NEON"
+	fmt.Fprintf(&out, "\n// func %s(src *byte, base *float32, n int, lo, hi uint32, idx *int32, start int) (above, inside int)\n", name)
+	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-64\n", name)
+	p("MOVD src+0(FP), R1")
+	p("MOVD base+8(FP), R2")
+	p("MOVD n+16(FP), R3")
+	p("MOVWU lo+24(FP), R6")
+	p("MOVWU hi+28(FP), R7")
+	p("MOVD idx+32(FP), R4")
+	p("MOVD start+40(FP), R5")
+	p("VDUP R6, V21.S4")
+	p("VDUP R7, V23.S4")
+	p("SUBW R6, R7, R7") // hi − lo
+	p("VDUP R7, V22.S4")
+	vdupc(20, 0x7fffffff)
+	vzero(31)
+	for c := 24; c < 28; c++ {
+		vzero(c)
+	}
+	// The compare, shared by both loops: inside masks in V4..V7, above
+	// masks in V8..V11, both counted.
+	match := func() {
+		load16(dt, 12, 31)
+		p("VLD1.P 64(R2), %s", regs(4, 4, "S4"))
+		for k := 0; k < 4; k++ {
+			fsub(k, k, 4+k) // t = θ − θ₀
+		}
+		for k := 0; k < 4; k++ {
+			vand(k, k, 20) // magnitude bits
+		}
+		for k := 0; k < 4; k++ {
+			vsub(4+k, k, 21)   // m − lo
+			cmhs(4+k, 22, 4+k) // inside = hi − lo >= m − lo
+			cmhi(8+k, k, 23)   // above = m > hi
+		}
+		for k := 0; k < 4; k++ {
+			vsub(26+k%2, 26+k%2, 4+k)
+			vsub(24+k%2, 24+k%2, 8+k)
+		}
+	}
+	p("CBNZ R4, %s_idx", name)
+	label(name + "_count")
+	match()
+	p("SUBS $16, R3, R3")
+	p("BNE %s_count", name)
+	p("B %s_done", name)
+
+	comment("With indices, as rangeNEON writes them: a group with any inside lane writes the index of every lane at idx[inside] and advances by the lane's mask bit.")
+	label(name + "_idx")
+	match()
+	vorr(14, 4, 5)
+	vorr(15, 6, 7)
+	vorr(14, 14, 15)
+	p("VMOV V14.D[0], R6")
+	p("VMOV V14.D[1], R7")
+	p("ORR R6, R7, R6")
+	p("CBZ R6, %s_idx_next", name)
+	for l := 0; l < 16; l++ {
+		p("ADD $%d, R5, R6", l)
+		p("MOVW R6, (R4)")
+		p("VMOV V%d.S[%d], R7", 4+l/4, l%4)
+		p("AND $4, R7, R7")
+		p("ADD R7, R4, R4")
+	}
+	label(name + "_idx_next")
+	p("ADD $16, R5, R5")
+	p("SUBS $16, R3, R3")
+	p("BNE %s_idx", name)
+
+	label(name + "_done")
+	vadd(24, 24, 25)
+	addv(24, "above+48(FP)")
+	vadd(26, 26, 27)
+	addv(26, "inside+56(FP)")
+	p("RET")
+}
+
 // Offsets in neonTiesArgs (neon_arm64.go; TestNEONTiesArgsLayout checks them).
 const (
 	taDst     = 0
@@ -822,6 +913,9 @@ func main() {
 		genFinish(dt)
 	}
 	genRange()
+	for _, dt := range []dtype{f32, f16, bf16} {
+		genDeltaRange(dt)
+	}
 	for _, dt := range []dtype{f16, bf16} {
 		genTies(dt)
 	}
