@@ -414,16 +414,26 @@ func (r *run) patch(j *Job, elems []int64, val func(g int) []byte) error {
 	return r.out.WriteTensor(j.Name, first*sz, span)
 }
 
+// histMode is what a histPass counts.
+type histMode int
+
+const (
+	histHigh    histMode = iota // the high 16 bits of |τ|
+	histLow                     // the low 16 bits of the |τ| in bin hi[i]
+	histLowTies                 // as histLow, and collect them for exact-k tie counts
+)
+
 // histPass adds every selected model's |τ| of the blocks to the workers'
-// histograms (high bits, or low bits inside bin hi[i]) and returns the merged
-// histograms: the first worker's, valid until the next pass.
-func (r *run) histPass(ctx context.Context, bs []block, models []int, hi []uint32, low bool) ([]*topk.Hist, error) {
+// histograms and returns the merged histograms: the first worker's, valid
+// until the next pass.
+func (r *run) histPass(ctx context.Context, bs []block, models []int, hi []uint32, mode histMode) ([]*topk.Hist, error) {
 	B := r.stride
 	first := r.ws[0]
 	for _, i := range models {
 		first.hists[i].Reset() // the others were emptied by Take
 	}
-	collect := low && r.p.Method.Ties == ExactK
+	collect := mode == histLowTies && r.p.Method.Ties == ExactK
+	low := mode != histHigh
 	if collect {
 		r.dropLows()
 	}
@@ -467,7 +477,7 @@ func (r *run) pick(ctx context.Context, bs []block, models []int, need []uint64,
 		r.missed++
 	}
 	th := make([]topk.Threshold, len(r.p.Models))
-	high, err := r.histPass(ctx, bs, models, nil, false)
+	high, err := r.histPass(ctx, bs, models, nil, histHigh)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -486,7 +496,7 @@ func (r *run) pick(ctx context.Context, bs []block, models []int, need []uint64,
 		r.prog.EndPass()
 		r.prog.StartPass(passLow, 2, 3, r.p.InputBytes)
 	}
-	low, err := r.histPass(ctx, bs, models, hi, true)
+	low, err := r.histPass(ctx, bs, models, hi, histLowTies)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -127,7 +127,7 @@ func (r *run) sampleBands(ctx context.Context, sc *scope) (int64, error) {
 	for _, b := range sample {
 		size += b.n
 	}
-	high, err := r.histPass(ctx, sample, sc.models, nil, false)
+	high, err := r.histPass(ctx, sample, sc.models, nil, histHigh)
 	if err != nil {
 		return 0, err
 	}
@@ -157,14 +157,21 @@ func (r *run) sampleBands(ctx context.Context, sc *scope) (int64, error) {
 			edges[i][s] = edge{rank: rank, hi: bin, high: above}
 		}
 	}
+	same := true // both edges in one high bin for every model: one low pass
+	for _, i := range sc.models {
+		same = same && edges[i][0].hi == edges[i][1].hi
+	}
+	var low []*topk.Hist
 	for s := range 2 {
 		his := make([]uint32, nm)
 		for _, i := range sc.models {
 			his[i] = edges[i][s].hi
 		}
-		low, err := r.histPass(ctx, sample, sc.models, his, true)
-		if err != nil {
-			return 0, err
+		if s == 0 || !same {
+			var err error
+			if low, err = r.histPass(ctx, sample, sc.models, his, histLow); err != nil {
+				return 0, err
+			}
 		}
 		for _, i := range sc.models {
 			e := edges[i][s]
