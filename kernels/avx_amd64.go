@@ -243,7 +243,7 @@ func finishAVX(dst []byte, dt DType, base, tm []float32, lambda float32, z bool)
 
 // rangeAVX is Range: [lo, hi] becomes m − lo ≤ hi − lo (unsigned). Counting
 // alone goes in chunks (lane counters); AVX2 leaves the last len%8 values
-// to the Go loop.
+// to the Go reference.
 func rangeAVX(tau []float32, lo, hi uint32, idx []int32, z bool) int {
 	n := len(tau)
 	if idx != nil {
@@ -274,13 +274,18 @@ func rangeAVX(tau []float32, lo, hi uint32, idx []int32, z bool) int {
 			}
 		}
 	}
-	for i := m; i < n; i++ {
-		if AbsBits(tau[i])-lo <= width {
-			if idx != nil {
-				idx[count] = int32(i)
-			}
-			count++
+	if m < n {
+		var t []int32
+		if idx != nil {
+			t = idx[count:]
 		}
+		c := rangeGeneric(tau[m:], lo, hi, t)
+		if t != nil {
+			for j := range c {
+				t[j] += int32(m)
+			}
+		}
+		count += c
 	}
 	return count
 }

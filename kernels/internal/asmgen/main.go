@@ -302,33 +302,7 @@ func delta512(a *asm, dt string) {
 		a.op("POPCNTL AX, AX")
 		a.op("ADDQ AX, R8")
 	}
-	a.label("loop64")
-	a.op("CMPQ CX, $64")
-	a.op("JB loop16")
-	prefetch(a, "SI", 64*sz)
-	for k := 0; k < 4; k++ {
-		body(k, false)
-	}
-	a.op("ADDQ $%d, SI", 64*sz)
-	a.op("ADDQ $256, BX")
-	a.op("ADDQ $256, DI")
-	a.op("SUBQ $64, CX")
-	a.op("JMP loop64")
-	a.label("loop16")
-	a.op("CMPQ CX, $16")
-	a.op("JB tail")
-	body(0, false)
-	a.op("ADDQ $%d, SI", 16*sz)
-	a.op("ADDQ $64, BX")
-	a.op("ADDQ $64, DI")
-	a.op("SUBQ $16, CX")
-	a.op("JMP loop16")
-	a.label("tail")
-	a.op("TESTQ CX, CX")
-	a.op("JZ done")
-	tailMask512(a)
-	body(0, true)
-	a.label("done")
+	loops512(a, []ptr{{"SI", sz}, {"BX", 4}, {"DI", 4}}, true, body)
 	a.op("MOVQ R8, kept+40(FP)")
 	a.op("VZEROUPPER")
 	a.op("RET")
@@ -398,32 +372,7 @@ func finish512(a *asm, dt string) {
 			}
 		}
 	}
-	a.label("loop64")
-	a.op("CMPQ CX, $64")
-	a.op("JB loop16")
-	for k := 0; k < 4; k++ {
-		body(k, false)
-	}
-	a.op("ADDQ $256, SI")
-	a.op("ADDQ $256, BX")
-	a.op("ADDQ $%d, DI", 64*sz)
-	a.op("SUBQ $64, CX")
-	a.op("JMP loop64")
-	a.label("loop16")
-	a.op("CMPQ CX, $16")
-	a.op("JB tail")
-	body(0, false)
-	a.op("ADDQ $64, SI")
-	a.op("ADDQ $64, BX")
-	a.op("ADDQ $%d, DI", 16*sz)
-	a.op("SUBQ $16, CX")
-	a.op("JMP loop16")
-	a.label("tail")
-	a.op("TESTQ CX, CX")
-	a.op("JZ done")
-	tailMask512(a)
-	body(0, true)
-	a.label("done")
+	loops512(a, []ptr{{"SI", 4}, {"BX", 4}, {"DI", sz}}, false, body)
 	a.op("VZEROUPPER")
 	a.op("RET")
 }
@@ -738,6 +687,41 @@ func load2(a *asm, dt, mem string, y int) {
 	default:
 		a.op("VCVTPH2PS %s, Y%d", mem, y)
 	}
+}
+
+// loops512 runs body over CX elements: steps of 64 (vectors k = 0..3),
+// then of 16, then the last few masked (K7), advancing each pointer by its
+// element size; with pf, the first pointer's stream is prefetched.
+func loops512(a *asm, adv []ptr, pf bool, body func(k int, masked bool)) {
+	a.label("loop64")
+	a.op("CMPQ CX, $64")
+	a.op("JB loop16")
+	if pf {
+		prefetch(a, adv[0].r, 64*adv[0].sz)
+	}
+	for k := 0; k < 4; k++ {
+		body(k, false)
+	}
+	for _, p := range adv {
+		a.op("ADDQ $%d, %s", 64*p.sz, p.r)
+	}
+	a.op("SUBQ $64, CX")
+	a.op("JMP loop64")
+	a.label("loop16")
+	a.op("CMPQ CX, $16")
+	a.op("JB tail")
+	body(0, false)
+	for _, p := range adv {
+		a.op("ADDQ $%d, %s", 16*p.sz, p.r)
+	}
+	a.op("SUBQ $16, CX")
+	a.op("JMP loop16")
+	a.label("tail")
+	a.op("TESTQ CX, CX")
+	a.op("JZ done")
+	tailMask512(a)
+	body(0, true)
+	a.label("done")
 }
 
 // loops2 emits a 4× unrolled loop over 32 elements and a loop over 8; n is

@@ -221,20 +221,6 @@ func range2Idx(a *asm) {
 	a.op("MOVQ idx+24(FP), DI")
 	a.op("MOVQ DI, DX")
 	a.op("XORQ BX, BX")
-	// bits writes the indices of the set bits of AX, for the vector at
-	// element BX + first (label suffix k).
-	bits := func(k, first int) {
-		a.op("TESTL AX, AX")
-		a.op("JZ skip%d", k)
-		a.label(fmt.Sprintf("bits%d", k))
-		a.op("TZCNTL AX, R8")
-		a.op("LEAL %d(BX)(R8*1), R8", first)
-		a.op("MOVL R8, (DI)")
-		a.op("ADDQ $4, DI")
-		a.op("BLSRL AX, AX")
-		a.op("JNZ bits%d", k)
-		a.label(fmt.Sprintf("skip%d", k))
-	}
 	a.label("loop32")
 	a.op("CMPQ CX, $32")
 	a.op("JB loop8")
@@ -254,7 +240,7 @@ func range2Idx(a *asm) {
 	a.label("some32")
 	for k := 0; k < 4; k++ {
 		a.op("VMOVMSKPS Y%d, AX", k)
-		bits(k, 8*k)
+		bitIndices2(a, k, 8*k)
 	}
 	a.op("JMP next32")
 	a.label("loop8")
@@ -262,7 +248,7 @@ func range2Idx(a *asm) {
 	a.op("JZ done")
 	inRange2(a, "(SI)", 0, 4)
 	a.op("VMOVMSKPS Y0, AX")
-	bits(4, 0)
+	bitIndices2(a, 4, 0)
 	a.op("ADDQ $32, SI")
 	a.op("ADDQ $8, BX")
 	a.op("SUBQ $8, CX")
@@ -273,4 +259,19 @@ func range2Idx(a *asm) {
 	a.op("MOVQ DI, count+32(FP)")
 	a.op("VZEROUPPER")
 	a.op("RET")
+}
+
+// bitIndices2 writes to DI on the indices of the set bits of AX, for the
+// vector at element BX + first (label suffix k); it clobbers R8.
+func bitIndices2(a *asm, k, first int) {
+	a.op("TESTL AX, AX")
+	a.op("JZ skip%d", k)
+	a.label(fmt.Sprintf("bits%d", k))
+	a.op("TZCNTL AX, R8")
+	a.op("LEAL %d(BX)(R8*1), R8", first)
+	a.op("MOVL R8, (DI)")
+	a.op("ADDQ $4, DI")
+	a.op("BLSRL AX, AX")
+	a.op("JNZ bits%d", k)
+	a.label(fmt.Sprintf("skip%d", k))
 }
