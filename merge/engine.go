@@ -101,6 +101,9 @@ type run struct {
 	missed   int    // sampled per-tensor selects whose bands missed
 	onePass  int    // tensors merged in one pass (speculate.go)
 	remerged int    // blocks of those merged again
+	// hot: the passes neither release nor unmap the tensor's input pages
+	// (set between passes, read by their workers).
+	hot bool
 }
 
 // Run executes the plan. Nothing is visible at the destination unless it
@@ -301,11 +304,11 @@ func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b blo
 					}()
 					return fn(w, b)
 				})
-				if end := i + 1 - releaseLag; end%adviseBatch == 0 && end > 0 {
+				if end := i + 1 - releaseLag; end%adviseBatch == 0 && end > 0 && !r.hot {
 					r.release(bs[end-adviseBatch : end])
 				}
 				for _, f := range r.blockFiles(b) {
-					if f.pending.Add(-1) == 0 {
+					if f.pending.Add(-1) == 0 && !r.hot {
 						f.close() // unmapping releases the tail of the pass
 					}
 				}
@@ -679,6 +682,12 @@ func (r *run) mergeAll(ctx context.Context) error {
 func (r *run) mergeJob(ctx context.Context, ji int) error {
 	m := r.p.Method
 	if m.Trim && m.Scope == ScopeTensor {
+		// Read more than once before its merge: keep it mapped if it fits.
+		j := &r.p.Jobs[ji]
+		if r.readBytes(j, j.Elements) <= r.p.HotBytes {
+			r.hot = true
+			defer r.cool(ji)
+		}
 		done, sampled, err := r.speculate(ctx, ji)
 		if err != nil || done {
 			return err
@@ -692,7 +701,21 @@ func (r *run) mergeJob(ctx context.Context, ji int) error {
 			return err
 		}
 	}
+	r.hot = false // the merge releases behind itself, and unmaps at the end
 	return r.parallel(ctx, r.blocks([]int{ji}), r.mergeBlock)
+}
+
+// cool ends a hot tensor's stay: its files are unmapped unless a pass
+// still reads them.
+func (r *run) cool(ji int) {
+	r.hot = false
+	for _, b := range r.blocks([]int{ji})[:1] {
+		for _, f := range r.blockFiles(b) {
+			if f.pending.Load() == 0 {
+				f.close()
+			}
+		}
+	}
 }
 
 // copyJobs copies every tensor that is not merged.

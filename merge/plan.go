@@ -74,6 +74,9 @@ type Plan struct {
 	BlockElems, Workers            int
 	MemoryBound                    int64
 	LowsBytes                      int64 // exact-k trims: the lists of values in the threshold's bin
+	// HotBytes: a per-tensor trim keeps a tensor of at most this many input
+	// bytes mapped from its first read to its merge (no second page faults).
+	HotBytes int64
 }
 
 // The whole-model selection's passes.
@@ -429,6 +432,7 @@ const (
 	histBytes     = 8 << 16
 	fixedOverhead = 48 << 20 // Go runtime, binary, headers, GC slack
 	faultSpan     = 2 << 20  // the most one page fault maps: a PMD-sized folio
+	maxHotBytes   = 512 << 20
 )
 
 func (p *Plan) workerBytes(block int) int64 {
@@ -483,6 +487,13 @@ func (p *Plan) sizeMemory() error {
 	}
 	p.BlockElems, p.Workers = block, workers
 	p.MemoryBound = shared + int64(workers)*p.workerBytes(block)
+	if m := p.Method; m.Trim && m.Scope == ScopeTensor {
+		p.HotBytes = maxHotBytes
+		if p.Opts.MaxMemory > 0 {
+			p.HotBytes = max(0, min(maxHotBytes, p.Opts.MaxMemory/4, p.Opts.MaxMemory-p.MemoryBound))
+		}
+		p.MemoryBound += p.HotBytes
+	}
 	for _, j := range p.Jobs {
 		p.InputBytes += j.Base.Size
 		if !j.Copy {
