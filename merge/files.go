@@ -126,5 +126,5 @@ func (r *run) prefetchJob(ji int) {
 // prefetch asks the kernel to start reading the inputs of blocks that
 // workers will take soon, so the disk works while the cores merge.
 func (r *run) prefetch(bs []block) {
-	r.eachInput(bs, (*mappedFile).willNeed)
+	r.eachInput(bs, false, (*mappedFile).willNeed) // not the gaps: they are not read
 }
