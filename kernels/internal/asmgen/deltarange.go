@@ -165,17 +165,6 @@ func dr512Idx(a *asm, dt string) {
 		drCmp512(a, k, 5, 6, k, masked)
 		a.op("KANDNW K6, K5, K%d", k+1) // ≥ lo and not > hi
 	}
-	emit := func(k int, lbl string) {
-		a.op("KORTESTW K%d, K%d", k, k)
-		a.op("JZ %s", lbl)
-		a.op("VPCOMPRESSD Z26, K%d, Z5", k)
-		a.op("VMOVDQU32 Z5, (DI)")
-		a.op("KMOVW K%d, AX", k)
-		a.op("POPCNTL AX, AX")
-		a.op("LEAQ (DI)(AX*4), DI")
-		a.label(lbl)
-		a.op("VPADDD Z25, Z26, Z26")
-	}
 	a.label("loop64")
 	a.op("CMPQ CX, $64")
 	a.op("JB loop16")
@@ -196,14 +185,14 @@ func dr512Idx(a *asm, dt string) {
 	a.op("JMP loop64")
 	a.label("some64")
 	for k := 0; k < 4; k++ {
-		emit(k+1, fmt.Sprintf("skip%d", k))
+		compressIndices512(a, k+1, fmt.Sprintf("skip%d", k))
 	}
 	a.op("JMP next64")
 	a.label("loop16")
 	a.op("CMPQ CX, $16")
 	a.op("JB tail")
 	inside(0, false)
-	emit(1, "skip16")
+	compressIndices512(a, 1, "skip16")
 	a.op("ADDQ $%d, SI", 16*sz)
 	a.op("ADDQ $64, BX")
 	a.op("SUBQ $16, CX")

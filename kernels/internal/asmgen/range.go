@@ -109,19 +109,6 @@ func range512Idx(a *asm) {
 	a.op("VMOVDQU32 iota32<>(SB), Z26")
 	a.op("MOVL $16, AX")
 	a.op("VPBROADCASTD AX, Z25")
-	// emit writes the matches (mask Kk) of the vector whose indices are
-	// in Z26, then steps Z26 to the next vector.
-	emit := func(k int, lbl string) {
-		a.op("KORTESTW K%d, K%d", k, k)
-		a.op("JZ %s", lbl)
-		a.op("VPCOMPRESSD Z26, K%d, Z5", k)
-		a.op("VMOVDQU32 Z5, (DI)")
-		a.op("KMOVW K%d, AX", k)
-		a.op("POPCNTL AX, AX")
-		a.op("LEAQ (DI)(AX*4), DI")
-		a.label(lbl)
-		a.op("VPADDD Z25, Z26, Z26")
-	}
 	a.label("loop64")
 	a.op("CMPQ CX, $64")
 	a.op("JB loop16")
@@ -140,14 +127,14 @@ func range512Idx(a *asm) {
 	a.op("JMP loop64")
 	a.label("some64")
 	for k := 0; k < 4; k++ {
-		emit(k+1, fmt.Sprintf("skip%d", k))
+		compressIndices512(a, k+1, fmt.Sprintf("skip%d", k))
 	}
 	a.op("JMP next64")
 	a.label("loop16")
 	a.op("CMPQ CX, $16")
 	a.op("JB tail")
 	inRange512(a, "(SI)", 0, 1, false)
-	emit(1, "skip16")
+	compressIndices512(a, 1, "skip16")
 	a.op("ADDQ $64, SI")
 	a.op("SUBQ $16, CX")
 	a.op("JMP loop16")
@@ -274,4 +261,19 @@ func bitIndices2(a *asm, k, first int) {
 	a.op("BLSRL AX, AX")
 	a.op("JNZ bits%d", k)
 	a.label(fmt.Sprintf("skip%d", k))
+}
+
+// compressIndices512 writes to DI on the indices (in Z26) of the lanes of
+// mask Kk, then steps Z26 by Z25 to the next vector (label lbl skips the
+// write); it clobbers Z5 and AX.
+func compressIndices512(a *asm, k int, lbl string) {
+	a.op("KORTESTW K%d, K%d", k, k)
+	a.op("JZ %s", lbl)
+	a.op("VPCOMPRESSD Z26, K%d, Z5", k)
+	a.op("VMOVDQU32 Z5, (DI)")
+	a.op("KMOVW K%d, AX", k)
+	a.op("POPCNTL AX, AX")
+	a.op("LEAQ (DI)(AX*4), DI")
+	a.label(lbl)
+	a.op("VPADDD Z25, Z26, Z26")
 }
