@@ -208,39 +208,13 @@ func range2Idx(a *asm) {
 	a.op("MOVQ idx+24(FP), DI")
 	a.op("MOVQ DI, DX")
 	a.op("XORQ BX, BX")
-	a.label("loop32")
-	a.op("CMPQ CX, $32")
-	a.op("JB loop8")
-	for k := 0; k < 4; k++ {
-		inRange2(a, fmt.Sprintf("%d(SI)", 32*k), k, k+4)
-	}
-	a.op("VPOR Y1, Y0, Y4")
-	a.op("VPOR Y3, Y2, Y5")
-	a.op("VPOR Y5, Y4, Y4")
-	a.op("VPTEST Y4, Y4")
-	a.op("JNZ some32")
-	a.label("next32")
-	a.op("ADDQ $128, SI")
-	a.op("ADDQ $32, BX")
-	a.op("SUBQ $32, CX")
-	a.op("JMP loop32")
-	a.label("some32")
-	for k := 0; k < 4; k++ {
-		a.op("VMOVMSKPS Y%d, AX", k)
-		bitIndices2(a, k, 8*k)
-	}
-	a.op("JMP next32")
-	a.label("loop8")
-	a.op("TESTQ CX, CX")
-	a.op("JZ done")
-	inRange2(a, "(SI)", 0, 4)
-	a.op("VMOVMSKPS Y0, AX")
-	bitIndices2(a, 4, 0)
-	a.op("ADDQ $32, SI")
-	a.op("ADDQ $8, BX")
-	a.op("SUBQ $8, CX")
-	a.op("JMP loop8")
-	a.label("done")
+	idxLoops2(a, []ptr{{"SI", 4}, {"BX", 1}}, false, func(k int) {
+		if k < 4 {
+			inRange2(a, fmt.Sprintf("%d(SI)", 32*k), k, k+4)
+		} else {
+			inRange2(a, "(SI)", 0, 4)
+		}
+	})
 	a.op("SUBQ DX, DI")
 	a.op("SHRQ $2, DI")
 	a.op("MOVQ DI, count+32(FP)")
@@ -276,4 +250,50 @@ func compressIndices512(a *asm, k int, lbl string) {
 	a.op("LEAQ (DI)(AX*4), DI")
 	a.label(lbl)
 	a.op("VPADDD Z25, Z26, Z26")
+}
+
+// idxLoops2 writes to DI the indices of the lanes vec(k) sets in Yk, over
+// CX elements: four vectors a step (vec(0..3)), skipped at once where none
+// is set, then one (vec(4) into Y0), advancing each pointer by its element
+// size (BX: the step's first index); with pf, the first pointer's stream is
+// prefetched.
+func idxLoops2(a *asm, adv []ptr, pf bool, vec func(k int)) {
+	a.label("loop32")
+	a.op("CMPQ CX, $32")
+	a.op("JB loop8")
+	if pf {
+		prefetch(a, adv[0].r, 32*adv[0].sz)
+	}
+	for k := 0; k < 4; k++ {
+		vec(k)
+	}
+	a.op("VPOR Y1, Y0, Y4")
+	a.op("VPOR Y3, Y2, Y5")
+	a.op("VPOR Y5, Y4, Y4")
+	a.op("VPTEST Y4, Y4")
+	a.op("JNZ some32")
+	a.label("next32")
+	for _, p := range adv {
+		a.op("ADDQ $%d, %s", 32*p.sz, p.r)
+	}
+	a.op("SUBQ $32, CX")
+	a.op("JMP loop32")
+	a.label("some32")
+	for k := 0; k < 4; k++ {
+		a.op("VMOVMSKPS Y%d, AX", k)
+		bitIndices2(a, k, 8*k)
+	}
+	a.op("JMP next32")
+	a.label("loop8")
+	a.op("TESTQ CX, CX")
+	a.op("JZ done")
+	vec(4)
+	a.op("VMOVMSKPS Y0, AX")
+	bitIndices2(a, 4, 0)
+	for _, p := range adv {
+		a.op("ADDQ $%d, %s", 8*p.sz, p.r)
+	}
+	a.op("SUBQ $8, CX")
+	a.op("JMP loop8")
+	a.label("done")
 }
