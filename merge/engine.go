@@ -565,9 +565,10 @@ func (r *run) selectTensor(ctx context.Context, ji int, sampled *scope) error {
 	j := &r.p.Jobs[ji]
 	bs := r.blocks([]int{ji})
 	for _, sel := range []struct {
-		dst  [][]trim
-		need []uint64
-	}{{r.trims, j.Need}, {r.tops, j.NeedTop}} {
+		dst     [][]trim
+		need    []uint64
+		sampled *scope
+	}{{r.trims, j.Need, sampled}, {r.tops, j.NeedTop, nil}} {
 		var models []int
 		for i, k := range sel.need {
 			if k > 0 && k <= uint64(j.Elements) {
@@ -577,8 +578,7 @@ func (r *run) selectTensor(ctx context.Context, ji int, sampled *scope) error {
 		if len(models) == 0 {
 			continue
 		}
-		th, ties, err := r.pick(ctx, bs, models, sel.need, false, sampled)
-		sampled = nil // the trim's, not the cut's
+		th, ties, err := r.pick(ctx, bs, models, sel.need, false, sel.sampled)
 		if err != nil {
 			return fmt.Errorf("tensor %q: %w", j.Name, err)
 		}
