@@ -73,7 +73,7 @@ type Plan struct {
 	tensorSampled, tensorSampleMin int64
 	BlockElems, Workers            int
 	MemoryBound                    int64
-	LowsBytes                      int64 // exact-k trims: the lists of values in the threshold's bin
+	LowsBytes                      int64 // exact-k trims and per-tensor selects: the lists of values in the threshold's bin or band
 	// HotBytes: a per-tensor trim keeps a tensor of at most this many input
 	// bytes mapped from its first read to its merge (no second page faults).
 	HotBytes int64
@@ -467,7 +467,9 @@ func (p *Plan) sizeMemory() error {
 	shared := int64(fixedOverhead)
 	if p.Method.Trim {
 		shared += 2 * int64(len(p.Models)) * histBytes // the merged histograms
-		if p.Method.Ties == ExactK {
+		// The lists of exact-k ties, and of the values inside a per-tensor
+		// select's sampled bands.
+		if p.Method.Ties == ExactK || p.Method.Scope == ScopeTensor {
 			p.LowsBytes = maxLowsBytes
 			if p.Opts.MaxMemory > 0 {
 				p.LowsBytes = min(maxLowsBytes, max(minLowsBytes, p.Opts.MaxMemory/8))

@@ -2,8 +2,8 @@ package merge
 
 import (
 	"context"
-
 	"math"
+	"math/rand/v2"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -80,4 +80,49 @@ func cmpf(a, b float64) int {
 		return 1
 	}
 	return 0
+}
+
+// TestSampledPickWideBand holds a per-tensor select whose sampled band
+// spans many values (distinct task-vector values) to the reference, with
+// every tie rule: the values inside the band must be collected, not sent to
+// the radix select.
+func TestSampledPickWideBand(t *testing.T) {
+	for _, pr := range []string{"mergekit", "paper"} {
+		r := rand.New(rand.NewPCG(7, 8))
+		const n = 20000
+		base := make([]float32, n)
+		set := testSet{base: []testTensor{{name: "w", shape: []int64{n}, dt: kernels.F32, vals: base}}}
+		for range 2 {
+			vals := make([]float32, n)
+			for e := range vals {
+				vals[e] = float32(r.NormFloat64())
+			}
+			set.models = append(set.models, []testTensor{{name: "w", shape: []int64{n}, dt: kernels.F32, vals: vals}})
+		}
+		dir := t.TempDir()
+		b, models := set.write(t, dir, r)
+		m := preset(pr, func(m *Method) { m.Scope = ScopeTensor })()
+		params := uniformParams(0.3, ones(2), 1)
+		p, err := NewPlan(Options{Base: b, Models: models, Out: filepath.Join(dir, "out"), BlockElems: 1000, Threads: 2},
+			m, func(string, int, int) (TensorParams, error) { return params("w"), nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.tensorSampled, p.tensorSampleMin, p.sampleEvery, p.sampleChunk = 1, 1, 4, 64
+		sum, err := Run(context.Background(), p, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum.FellBack != 0 {
+			t.Fatalf("%s: the select fell back to the radix select", pr)
+		}
+		want, _ := set.expected(m, params, nil)
+		_, data := readModel(t, p.Opts.Out)
+		got := decode(kernels.F32, data["w"])
+		for e, w := range want["w"] {
+			if !sameFloat(got[e], w) {
+				t.Fatalf("%s: w[%d] = %v, want %v", pr, e, got[e], w)
+			}
+		}
+	}
 }
