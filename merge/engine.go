@@ -43,8 +43,6 @@ type Summary struct {
 	Sampled       int64 // single pass: elements per model read to place the bands
 	Spilled       int64 // single pass: positions settled after the pass
 	FellBack      int   // scopes (single pass) or tensors (per-tensor select) whose sample missed, so the radix select ran
-	OnePass       int   // per-tensor trims merged in one pass (speculate.go)
-	Remerged      int   // blocks of those merged again to drop ties
 	Majority      int   // the model-wide majority sign (paper preset), else 0
 	Elapsed       time.Duration
 	PeakRSS       int64
@@ -93,14 +91,12 @@ type run struct {
 	stock  []float32   // per job: Model Stock's t
 
 	// The single-pass trims.
-	scope    *scope
-	spill    *spill
-	prog     Progress
-	ws       []*worker
-	fixFile  *spill // outputs of the exact zero sums if the majority sign is −1
-	missed   int    // sampled per-tensor selects whose bands missed
-	onePass  int    // tensors merged in one pass (speculate.go)
-	remerged int    // blocks of those merged again
+	scope   *scope
+	spill   *spill
+	prog    Progress
+	ws      []*worker
+	fixFile *spill // outputs of the exact zero sums if the majority sign is −1
+	missed  int    // sampled per-tensor selects whose bands missed
 	// hot: the passes neither release nor unmap the tensor's input pages
 	// (set between passes, read by their workers).
 	hot bool
@@ -142,7 +138,6 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 		return nil, err
 	}
 	sum.FellBack += r.missed
-	sum.OnePass, sum.Remerged = r.onePass, r.remerged
 	sum.Kept = make([]uint64, len(p.Models))
 	for _, w := range r.ws {
 		for i, k := range w.kept {
@@ -472,11 +467,10 @@ func (r *run) histPass(ctx context.Context, bs []block, models []int, hi []uint3
 
 // pick runs the exact (or approximate) select for the models given,
 // keeping need[i] elements of each. A sampled select also returns the ties
-// at each threshold in every block (by block seq); sampled, if not nil, is
-// the tensor's sample already taken.
-func (r *run) pick(ctx context.Context, bs []block, models []int, need []uint64, approx bool, sampled *scope) ([]topk.Threshold, [][]int64, error) {
+// at each threshold in every block (by block seq).
+func (r *run) pick(ctx context.Context, bs []block, models []int, need []uint64, approx bool) ([]topk.Threshold, [][]int64, error) {
 	if !approx && r.p.Method.Scope == ScopeTensor && r.p.Jobs[bs[0].job].Elements >= r.p.tensorSampled {
-		if th, ties, ok, err := r.sampledPick(ctx, bs, need, sampled); err != nil || ok {
+		if th, ties, ok, err := r.sampledPick(ctx, bs, need); err != nil || ok {
 			return th, ties, err
 		}
 		r.missed++
@@ -542,7 +536,7 @@ func (r *run) selectThresholds(ctx context.Context, sum *Summary) error {
 		return nil
 	}
 	r.prog.StartPass(passHigh, 1, 3, p.InputBytes)
-	th, _, err := r.pick(ctx, r.blocks(r.mergeJobs()), models, p.Need, p.Method.ApproxTopK, nil)
+	th, _, err := r.pick(ctx, r.blocks(r.mergeJobs()), models, p.Need, p.Method.ApproxTopK)
 	r.prog.EndPass()
 	if err != nil {
 		return err
@@ -560,15 +554,13 @@ func (r *run) selectThresholds(ctx context.Context, sum *Summary) error {
 
 // selectTensor finds one tensor's thresholds (tensor scope). With outliers
 // (breadcrumbs) it also finds the cut above which the largest are dropped.
-// sampled, if not nil, is the sample of the trim already taken.
-func (r *run) selectTensor(ctx context.Context, ji int, sampled *scope) error {
+func (r *run) selectTensor(ctx context.Context, ji int) error {
 	j := &r.p.Jobs[ji]
 	bs := r.blocks([]int{ji})
 	for _, sel := range []struct {
-		dst     [][]trim
-		need    []uint64
-		sampled *scope
-	}{{r.trims, j.Need, sampled}, {r.tops, j.NeedTop, nil}} {
+		dst  [][]trim
+		need []uint64
+	}{{r.trims, j.Need}, {r.tops, j.NeedTop}} {
 		var models []int
 		for i, k := range sel.need {
 			if k > 0 && k <= uint64(j.Elements) {
@@ -578,7 +570,7 @@ func (r *run) selectTensor(ctx context.Context, ji int, sampled *scope) error {
 		if len(models) == 0 {
 			continue
 		}
-		th, ties, err := r.pick(ctx, bs, models, sel.need, false, sel.sampled)
+		th, ties, err := r.pick(ctx, bs, models, sel.need, false)
 		if err != nil {
 			return fmt.Errorf("tensor %q: %w", j.Name, err)
 		}
@@ -690,11 +682,7 @@ func (r *run) mergeJob(ctx context.Context, ji int) error {
 			r.hot = true
 			defer r.cool(ji)
 		}
-		done, sampled, err := r.speculate(ctx, ji)
-		if err != nil || done {
-			return err
-		}
-		if err := r.selectTensor(ctx, ji, sampled); err != nil {
+		if err := r.selectTensor(ctx, ji); err != nil {
 			return err
 		}
 	}
@@ -756,8 +744,7 @@ func (r *run) copyJob(ji int) error {
 
 func (r *run) mergeBlock(w *worker, b block) error {
 	if r.fusedThresholds(w, b) {
-		_, err := r.mergeBlockFused(w, b, nil)
-		return err
+		return r.mergeBlockFused(w, b, nil)
 	}
 	p := r.p
 	j := &p.Jobs[b.job]
@@ -821,8 +808,8 @@ func (r *run) fusedThresholds(w *worker, b block) bool {
 // mergeBlockFused merges a block in one sweep of the fused kernel. Zero sums
 // (paper preset) come back as indices; only their columns are computed
 // again, for the record of their −1 outputs. equal, if not nil, receives per
-// model the count of values at its threshold. It returns the block's vote.
-func (r *run) mergeBlockFused(w *worker, b block, equal []int) (kernels.VoteStats, error) {
+// model the count of values at its threshold.
+func (r *run) mergeBlockFused(w *worker, b block, equal []int) error {
 	p := r.p
 	j := &p.Jobs[b.job]
 	n, sz := int(b.n), j.OutDT.Size()
@@ -867,10 +854,10 @@ func (r *run) mergeBlockFused(w *worker, b block, equal []int) (kernels.VoteStat
 		}
 		w.zcols = cols
 		if err := r.recordZeros(w, b.job, cols, func(c int) int64 { return b.start + int64(zs[c]) }, fb.Vote, j.Params.Lambda); err != nil {
-			return st, err
+			return err
 		}
 	}
-	return st, r.write(b, fb.Dst)
+	return r.write(b, fb.Dst)
 }
 
 // recordZeroSums keeps, for each element whose vote summed to exactly zero,

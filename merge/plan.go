@@ -102,7 +102,7 @@ func (p *Plan) Passes() []string {
 	}
 	var per []string
 	if m.Trim && p.trims() && m.Scope == ScopeTensor {
-		per = append(per, "|τ| select (a sample, then one pass; radix histograms for small tensors; none where the sample puts every threshold on one value: the merge counts as it goes)")
+		per = append(per, "|τ| select (a sample, then one pass; radix histograms for small tensors")
 	}
 	if m.Rescale == RescaleL1 && m.Sparsifies() {
 		per = append(per, "L1 norms")

@@ -120,12 +120,8 @@ func (s *Summary) Print(w io.Writer, p *Plan) {
 			fmt.Fprintf(w, "; in %d scope(s) the sample missed a threshold, so the exact two-pass select ran", s.FellBack)
 		}
 		fmt.Fprintln(w)
-	} else if s.FellBack > 0 || s.OnePass > 0 {
-		fmt.Fprintf(w, "select:   %d tensor(s) merged in one pass (threshold on one value: %d block(s) merged again for the ties dropped)", s.OnePass, s.Remerged)
-		if s.FellBack > 0 {
-			fmt.Fprintf(w, "; in %d tensor(s) the sample missed a threshold, so the radix select ran", s.FellBack)
-		}
-		fmt.Fprintln(w)
+	} else if s.FellBack > 0 {
+		fmt.Fprintf(w, "select:   in %d tensor(s) the sample missed a threshold, so the radix select ran\n", s.FellBack)
 	}
 	if p.Method.Trim {
 		asked := s.Asked

@@ -26,26 +26,14 @@ const (
 	tensorSampleMinElems = 1 << 16
 )
 
-// sampleTensor sets the bands of a one-tensor scope from its sample.
-func (r *run) sampleTensor(ctx context.Context, sc *scope) error {
-	sc.sampleMin = min(r.p.sampleMin, r.p.tensorSampleMin)
-	_, err := r.sampleBands(ctx, sc)
-	return err
-}
-
 // sampledPick returns the exact thresholds of the models with 0 < need ≤ n
 // over one tensor's blocks bs, with the count of values at each threshold in
-// every block (by block seq), or ok = false if the sample missed. sc, if
-// not nil, is the tensor's sample already taken.
-func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *scope) (_ []topk.Threshold, ties [][]int64, ok bool, _ error) {
-	if sc == nil {
-		sc = r.newScope([]int{bs[0].job}, need)
-		if err := r.sampleTensor(ctx, sc); err != nil {
-			return nil, nil, false, err
-		}
-	}
-	if sc.missed {
-		return nil, nil, false, nil
+// every block (by block seq), or ok = false if the sample missed.
+func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64) (_ []topk.Threshold, ties [][]int64, ok bool, _ error) {
+	sc := r.newScope([]int{bs[0].job}, need)
+	sc.sampleMin = min(r.p.sampleMin, r.p.tensorSampleMin)
+	if _, err := r.sampleBands(ctx, sc); err != nil {
+		return nil, nil, false, err
 	}
 	nm := len(r.p.Models)
 	r.dropLows()

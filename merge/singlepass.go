@@ -33,12 +33,7 @@ import (
 // two passes and says so.
 
 // band is one model's uncertain range of magnitude patterns, inclusive.
-// Where it is one value, keep estimates from the sample the share of the
-// values at it that the trim keeps.
-type band struct {
-	lo, hi uint32
-	keep   float64
-}
+type band struct{ lo, hi uint32 }
 
 // Sampling: one run of sampleChunk elements in every sampleEvery, but at
 // least sampleMinElems per model (a narrower band, so a smaller spill).
@@ -68,7 +63,6 @@ type scope struct {
 	models    []int    // the models trimmed
 	bands     []band
 	trims     []bool // per model: trimmed at all
-	missed    bool   // a pass over the scope showed a threshold outside its band
 }
 
 func (r *run) newScope(jobs []int, need []uint64) *scope {
@@ -181,8 +175,6 @@ func (r *run) sampleBands(ctx context.Context, sc *scope) (int64, error) {
 			}
 			if s == 0 {
 				sc.bands[i].hi = th.Bits
-				q := float64(sc.need[i]) / float64(sc.total)
-				sc.bands[i].keep = min(1, max(0, (q*float64(size)-float64(th.Greater))/float64(max(th.Equal, 1))))
 			} else {
 				sc.bands[i].lo = th.Bits
 			}
@@ -291,7 +283,7 @@ func (r *run) mergeBlockBand(w *worker, b block) error {
 	if r.fusedBands(w, b) {
 		// Every band is one value: nothing to spill, and the fused kernel
 		// counts the values at it.
-		_, err := r.mergeBlockFused(w, b, w.equal)
+		err := r.mergeBlockFused(w, b, w.equal)
 		for _, i := range r.scope.models {
 			at := uint64(w.equal[i])
 			w.band.inside[i] += at
