@@ -65,12 +65,21 @@ func (h *Hist) Pick(k uint64) (bin uint32, above uint64, err error) {
 	if k == 0 {
 		return 0, 0, fmt.Errorf("topk: rank 0")
 	}
-	for b := Bins - 1; b >= 0; b-- {
-		c := h[b]
-		if above+c >= k {
-			return uint32(b), above, nil
+	// Eight bins at a time while the rank is not reached: most of the
+	// high bins of a magnitude histogram are empty.
+	for g := Bins - 8; g >= 0; g -= 8 {
+		sum := h[g] + h[g+1] + h[g+2] + h[g+3] + h[g+4] + h[g+5] + h[g+6] + h[g+7]
+		if above+sum < k {
+			above += sum
+			continue
 		}
-		above += c
+		for b := g + 7; b >= g; b-- {
+			c := h[b]
+			if above+c >= k {
+				return uint32(b), above, nil
+			}
+			above += c
+		}
 	}
 	return 0, 0, fmt.Errorf("topk: rank %d beyond the %d values counted", k, above)
 }
