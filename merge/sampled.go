@@ -2,6 +2,7 @@ package merge
 
 import (
 	"context"
+	"encoding/binary"
 	"sync"
 
 	"github.com/tiesmm/tiesmm/kernels"
@@ -74,12 +75,20 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64) (_ []t
 				w.lowsFull = true
 				continue
 			}
+			// τ again, as the kernel computed it, for the few inside.
+			lows, h := w.lows[i], &w.hists[i]
 			for _, e := range w.idx[:inside] {
-				// τ again, as the kernel computed it, for the few inside
-				m := kernels.AbsBits(dt.At(src, int(e)) - base[e])
-				w.lows[i] = append(w.lows[i], uint64(b.seq)<<32|uint64(m))
-				w.hists[i][m>>16]++
+				var v float32
+				if dt == kernels.BF16 { // the common case, without a call
+					v = kernels.BF16ToF32(binary.LittleEndian.Uint16(src[2*e:]))
+				} else {
+					v = dt.At(src, int(e))
+				}
+				m := kernels.AbsBits(v - base[e])
+				lows = append(lows, uint64(b.seq)<<32|uint64(m))
+				h[m>>16]++
 			}
+			w.lows[i] = lows
 		}
 		return nil
 	})
