@@ -71,13 +71,10 @@ func drSetup512(a *asm) {
 	a.op("MOVQ src+0(FP), SI")
 	a.op("MOVQ base+8(FP), BX")
 	a.op("MOVQ n+16(FP), CX")
-	for _, c := range []struct {
-		v string
-		z int
-	}{{"lo+24(FP)", 30}, {"hi+28(FP)", 28}, {"$0x7fffffff", 31}, {"$1", 27}} {
-		a.op("MOVL %s, AX", c.v)
-		a.op("VPBROADCASTD AX, Z%d", c.z)
-	}
+	broadcast512(a, "lo+24(FP)", 30)
+	broadcast512(a, "hi+28(FP)", 28)
+	broadcast512(a, "$0x7fffffff", 31)
+	broadcast512(a, "$1", 27)
 	for z := 20; z < 24; z++ {
 		a.op("VPXORD Z%d, Z%d, Z%d", z, z, z)
 	}
@@ -159,54 +156,13 @@ func dr512Idx(a *asm, dt string) {
 	a.op("VPADDD iota32<>(SB), Z26, Z26")
 	a.op("MOVL $16, AX")
 	a.op("VPBROADCASTD AX, Z25")
-	sz := size(dt)
 	inside := func(k int, masked bool) {
+		k %= 4 // 4: the single vector at SI
 		drMag512(a, dt, k, masked)
 		drCmp512(a, k, 5, 6, k, masked)
 		a.op("KANDNW K6, K5, K%d", k+1) // ≥ lo and not > hi
 	}
-	a.label("loop64")
-	a.op("CMPQ CX, $64")
-	a.op("JB loop16")
-	prefetch(a, "SI", 64*sz)
-	for k := 0; k < 4; k++ {
-		inside(k, false)
-	}
-	a.op("KORW K1, K2, K5")
-	a.op("KORW K3, K4, K6")
-	a.op("KORTESTW K5, K6")
-	a.op("JNZ some64")
-	a.op("VPSLLD $2, Z25, Z0") // 64
-	a.op("VPADDD Z0, Z26, Z26")
-	a.label("next64")
-	a.op("ADDQ $%d, SI", 64*sz)
-	a.op("ADDQ $256, BX")
-	a.op("SUBQ $64, CX")
-	a.op("JMP loop64")
-	a.label("some64")
-	for k := 0; k < 4; k++ {
-		compressIndices512(a, k+1, fmt.Sprintf("skip%d", k))
-	}
-	a.op("JMP next64")
-	a.label("loop16")
-	a.op("CMPQ CX, $16")
-	a.op("JB tail")
-	inside(0, false)
-	compressIndices512(a, 1, "skip16")
-	a.op("ADDQ $%d, SI", 16*sz)
-	a.op("ADDQ $64, BX")
-	a.op("SUBQ $16, CX")
-	a.op("JMP loop16")
-	a.label("tail")
-	a.op("TESTQ CX, CX")
-	a.op("JZ done")
-	tailMask512(a)
-	inside(0, true)
-	a.op("VPCOMPRESSD Z26, K1, (DI)") // writes only the matches
-	a.op("KMOVW K1, AX")
-	a.op("POPCNTL AX, AX")
-	a.op("LEAQ (DI)(AX*4), DI")
-	a.label("done")
+	idxLoops512(a, []ptr{{"SI", size(dt)}, {"BX", 4}}, true, inside)
 	drSum512(a, 20)
 	a.op("MOVQ AX, above+48(FP)")
 	a.op("SUBQ DX, DI")

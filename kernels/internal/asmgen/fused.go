@@ -160,25 +160,16 @@ func fused512(a *asm, dt, agg, wt string, nm int, eq bool) {
 	}
 	a.op("VPXORD Z31, Z31, Z31")
 	a.op("VBROADCASTSS %d(BX), Z29", argLambda)
-	consts := []struct {
-		v string
-		z int
-	}{{"0x7fffffff", 28}, {"1", 27}, {"0x80000000", 23}}
+	broadcast512(a, "$0x7fffffff", 28)
+	broadcast512(a, "$1", 27)
+	broadcast512(a, "$0x80000000", 23)
 	if agg == "Mean" {
-		consts = append(consts, struct {
-			v string
-			z int
-		}{"0x3f800000", 30})
+		broadcast512(a, "$0x3f800000", 30)
 	}
 	if dt == "BF16" {
-		consts = append(consts, []struct {
-			v string
-			z int
-		}{{"0x7f800000", 26}, {"0x7fff", 25}, {"0x40", 24}}...)
-	}
-	for _, c := range consts {
-		a.op("MOVL $%s, AX", c.v)
-		a.op("VPBROADCASTD AX, Z%d", c.z)
+		broadcast512(a, "$0x7f800000", 26)
+		broadcast512(a, "$0x7fff", 25)
+		broadcast512(a, "$0x40", 24)
 	}
 	for z := 19; z <= 22; z++ {
 		a.op("VPXORD Z%d, Z%d, Z%d", z, z, z)

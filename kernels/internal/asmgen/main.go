@@ -320,13 +320,11 @@ func finish512(a *asm, dt string) {
 	a.op("MOVQ n+24(FP), CX")
 	a.op("VBROADCASTSS lambda+32(FP), Z29")
 	if dt == "BF16" {
-		for _, c := range []struct {
-			v string
-			z int
-		}{{"0x7fffffff", 31}, {"0x7f800000", 28}, {"0x7fff", 27}, {"1", 26}, {"0x40", 25}} {
-			a.op("MOVL $%s, AX", c.v)
-			a.op("VPBROADCASTD AX, Z%d", c.z)
-		}
+		broadcast512(a, "$0x7fffffff", 31)
+		broadcast512(a, "$0x7f800000", 28)
+		broadcast512(a, "$0x7fff", 27)
+		broadcast512(a, "$1", 26)
+		broadcast512(a, "$0x40", 25)
 	}
 	sz := size(dt)
 	body := func(k int, masked bool) {
@@ -408,13 +406,10 @@ func vote512(a *asm, cons, agg, wt string) {
 	a.op("MOVQ models+32(FP), R9")
 	a.op("MOVQ n+40(FP), CX")
 	a.op("VPXORD Z31, Z31, Z31")
-	for _, c := range []struct {
-		v string
-		z int
-	}{{"0x3f800000", 30}, {"0x80000000", 29}, {"0x7fffffff", 28}, {"1", 27}} {
-		a.op("MOVL $%s, AX", c.v)
-		a.op("VPBROADCASTD AX, Z%d", c.z)
-	}
+	broadcast512(a, "$0x3f800000", 30)
+	broadcast512(a, "$0x80000000", 29)
+	broadcast512(a, "$0x7fffffff", 28)
+	broadcast512(a, "$1", 27)
 	for z := 23; z <= 26; z++ {
 		a.op("VPXORD Z%d, Z%d, Z%d", z, z, z)
 	}
@@ -669,6 +664,13 @@ func gen2(a *asm) {
 		dr2Idx(a, dt)
 	}
 	fused2All(a)
+}
+
+// broadcast512 fills Zz with the 32-bit value src (an immediate "$…" or a
+// memory operand).
+func broadcast512(a *asm, src string, z int) {
+	a.op("MOVL %s, AX", src)
+	a.op("VPBROADCASTD AX, Z%d", z)
 }
 
 func broadcast2(a *asm, v string, y int) {

@@ -109,45 +109,13 @@ func range512Idx(a *asm) {
 	a.op("VMOVDQU32 iota32<>(SB), Z26")
 	a.op("MOVL $16, AX")
 	a.op("VPBROADCASTD AX, Z25")
-	a.label("loop64")
-	a.op("CMPQ CX, $64")
-	a.op("JB loop16")
-	for k := 0; k < 4; k++ {
-		inRange512(a, fmt.Sprintf("%d(SI)", 64*k), k, k+1, false)
-	}
-	a.op("KORW K1, K2, K5")
-	a.op("KORW K3, K4, K6")
-	a.op("KORTESTW K5, K6")
-	a.op("JNZ some64")
-	a.op("VPSLLD $2, Z25, Z0") // 64
-	a.op("VPADDD Z0, Z26, Z26")
-	a.label("next64")
-	a.op("ADDQ $256, SI")
-	a.op("SUBQ $64, CX")
-	a.op("JMP loop64")
-	a.label("some64")
-	for k := 0; k < 4; k++ {
-		compressIndices512(a, k+1, fmt.Sprintf("skip%d", k))
-	}
-	a.op("JMP next64")
-	a.label("loop16")
-	a.op("CMPQ CX, $16")
-	a.op("JB tail")
-	inRange512(a, "(SI)", 0, 1, false)
-	compressIndices512(a, 1, "skip16")
-	a.op("ADDQ $64, SI")
-	a.op("SUBQ $16, CX")
-	a.op("JMP loop16")
-	a.label("tail")
-	a.op("TESTQ CX, CX")
-	a.op("JZ done")
-	tailMask512(a)
-	inRange512(a, "(SI)", 0, 1, true)
-	a.op("VPCOMPRESSD Z26, K1, (DI)") // writes only the matches
-	a.op("KMOVW K1, AX")
-	a.op("POPCNTL AX, AX")
-	a.op("LEAQ (DI)(AX*4), DI")
-	a.label("done")
+	idxLoops512(a, []ptr{{"SI", 4}}, false, func(k int, masked bool) {
+		if k < 4 {
+			inRange512(a, fmt.Sprintf("%d(SI)", 64*k), k, k+1, masked)
+		} else {
+			inRange512(a, "(SI)", 0, 1, masked)
+		}
+	})
 	a.op("SUBQ DX, DI")
 	a.op("SHRQ $2, DI")
 	a.op("MOVQ DI, count+32(FP)")
@@ -295,5 +263,60 @@ func idxLoops2(a *asm, adv []ptr, pf bool, vec func(k int)) {
 	}
 	a.op("SUBQ $8, CX")
 	a.op("JMP loop8")
+	a.label("done")
+}
+
+// idxLoops512 writes to DI the indices (Z26, stepped by Z25 = 16) of the
+// lanes vec(k, masked) sets in K(k+1), over CX elements: four vectors a step
+// (vec(0..3)), skipped at once where none is set, then one (vec(4) into K1),
+// then the last few masked (K7), advancing each pointer by its element
+// size; with pf, the first pointer's stream is prefetched. It ends at label
+// done.
+func idxLoops512(a *asm, adv []ptr, pf bool, vec func(k int, masked bool)) {
+	a.label("loop64")
+	a.op("CMPQ CX, $64")
+	a.op("JB loop16")
+	if pf {
+		prefetch(a, adv[0].r, 64*adv[0].sz)
+	}
+	for k := 0; k < 4; k++ {
+		vec(k, false)
+	}
+	a.op("KORW K1, K2, K5")
+	a.op("KORW K3, K4, K6")
+	a.op("KORTESTW K5, K6")
+	a.op("JNZ some64")
+	a.op("VPSLLD $2, Z25, Z0") // 64
+	a.op("VPADDD Z0, Z26, Z26")
+	a.label("next64")
+	for _, p := range adv {
+		a.op("ADDQ $%d, %s", 64*p.sz, p.r)
+	}
+	a.op("SUBQ $64, CX")
+	a.op("JMP loop64")
+	a.label("some64")
+	for k := 0; k < 4; k++ {
+		compressIndices512(a, k+1, fmt.Sprintf("skip%d", k))
+	}
+	a.op("JMP next64")
+	a.label("loop16")
+	a.op("CMPQ CX, $16")
+	a.op("JB tail")
+	vec(4, false)
+	compressIndices512(a, 1, "skip16")
+	for _, p := range adv {
+		a.op("ADDQ $%d, %s", 16*p.sz, p.r)
+	}
+	a.op("SUBQ $16, CX")
+	a.op("JMP loop16")
+	a.label("tail")
+	a.op("TESTQ CX, CX")
+	a.op("JZ done")
+	tailMask512(a)
+	vec(4, true)
+	a.op("VPCOMPRESSD Z26, K1, (DI)") // writes only the matches
+	a.op("KMOVW K1, AX")
+	a.op("POPCNTL AX, AX")
+	a.op("LEAQ (DI)(AX*4), DI")
 	a.label("done")
 }
