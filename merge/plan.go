@@ -233,6 +233,9 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 	if err := p.sizeTrim(); err != nil {
 		return nil, err
 	}
+	if p.coarseInputs() {
+		p.sampleMin = sampleMinCoarse
+	}
 
 	outs := make([]mmapio.OutTensor, len(p.Jobs))
 	for i, j := range p.Jobs {
@@ -352,6 +355,26 @@ func (p *Plan) newJob(name string, outDT *kernels.DType, resolve Resolver) (Job,
 	}
 	job.Params = tp
 	return job, errs
+}
+
+// coarseInputs reports whether every merged input is bf16: its task vectors
+// hold few distinct magnitudes, so a smaller sample already narrows a band to
+// one value or a few (measured: a quarter of the sample, no more spill).
+func (p *Plan) coarseInputs() bool {
+	for _, j := range p.Jobs {
+		if j.Copy {
+			continue
+		}
+		if j.BaseDT != kernels.BF16 {
+			return false
+		}
+		for _, dt := range j.ModelDT {
+			if dt != kernels.BF16 {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // sizeTrim works out how many elements each trim keeps.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tiesmm/tiesmm/kernels"
 	topk "github.com/tiesmm/tiesmm/select"
@@ -36,12 +37,20 @@ import (
 type band struct{ lo, hi uint32 }
 
 // Sampling: one run of sampleChunk elements in every sampleEvery, but at
-// least sampleMinElems per model (a narrower band, so a smaller spill).
+// least sampleMinElems per model (a narrower band, so a smaller spill), or
+// sampleMinCoarse when every input is bf16.
 const (
-	sampleEvery    = 50
-	sampleChunk    = 4096
-	sampleMinElems = 1 << 22
+	sampleEvery     = 50
+	sampleChunk     = 4096
+	sampleMinElems  = 1 << 22
+	sampleMinCoarse = 1 << 20
 )
+
+// bandSigmas is the band's half-width around the threshold's expected rank in
+// a sample, in standard deviations of a binomial count. The sample's runs are
+// contiguous, so the real spread is wider than the binomial's: 6 missed on
+// an f32 set (a fallback to two passes), 8 has not.
+const bandSigmas = 8
 
 // singlePass reports whether the plan's trim is a whole-model one that can
 // be done in one pass: every tie at the threshold kept (the paper's rule),
@@ -126,8 +135,8 @@ func (r *run) sampleBands(ctx context.Context, sc *scope) (int64, error) {
 		return 0, err
 	}
 	// Ranks in the sample, from the top, that bracket the threshold: its
-	// expected rank ± 8 standard deviations of a binomial count, plus a
-	// little for the runs being contiguous.
+	// expected rank ± bandSigmas standard deviations of a binomial count,
+	// plus a little for the runs being contiguous.
 	nm := len(r.p.Models)
 	type edge struct {
 		rank uint64
@@ -138,7 +147,7 @@ func (r *run) sampleBands(ctx context.Context, sc *scope) (int64, error) {
 	for _, i := range sc.models {
 		q := float64(sc.need[i]) / float64(sc.total)
 		r0 := q * float64(size)
-		d := 8*math.Sqrt(float64(size)*q*(1-q)) + 0.0002*float64(size) + 64
+		d := bandSigmas*math.Sqrt(float64(size)*q*(1-q)) + 0.0002*float64(size) + 64
 		if size == sc.total {
 			d = 0 // the whole scope was read: the band is the threshold itself
 		}
@@ -192,6 +201,7 @@ type spill struct {
 	w     *bufio.Writer
 	count int64
 	rec   int // bytes per record: job, element, base value, one τ per model
+	chunk int // bytes per read when streaming back
 }
 
 func newSpill(dir string, models int) (*spill, error) { return newRecordFile(dir, 4+8+4+4*models) }
@@ -203,7 +213,7 @@ func newRecordFile(dir string, rec int) (*spill, error) {
 	if err != nil {
 		return nil, fmt.Errorf("spill file: %w", err)
 	}
-	return &spill{f: f, w: bufio.NewWriterSize(f, 1<<20), rec: rec}, nil
+	return &spill{f: f, w: bufio.NewWriterSize(f, 1<<20), rec: rec, chunk: spillChunk}, nil
 }
 
 func (s *spill) append(buf []byte) error {
@@ -219,39 +229,88 @@ func (s *spill) close() {
 	os.Remove(s.f.Name())
 }
 
-// each streams the records back in groups of records of one block (in
-// element order) of at most 1 MiB; block tells a record's job and block.
+// each streams the records back a block at a time (a block's records are
+// contiguous, in element order: workers append whole blocks); block tells a
+// record's job and block. fn may keep recs: each read gets a fresh buffer.
 func (s *spill) each(block func(rec []byte) [2]int64, fn func(recs []byte) error) error {
 	if err := s.w.Flush(); err != nil {
 		return fmt.Errorf("spill file: %w", err)
 	}
-	if _, err := s.f.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
-	rd := bufio.NewReaderSize(s.f, 1<<20)
-	buf := make([]byte, 0, 1<<20)
-	rec := make([]byte, s.rec)
-	for {
-		_, err := io.ReadFull(rd, rec)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
+	var carry []byte // the records of a block the last read cut
+	chunk := max(1, s.chunk/s.rec) * s.rec
+	for off, size := int64(0), s.count*int64(s.rec); off < size || len(carry) > 0; {
+		n := int(min(int64(chunk), size-off))
+		buf := make([]byte, len(carry)+n)
+		copy(buf, carry)
+		if _, err := s.f.ReadAt(buf[len(carry):], off); err != nil {
 			return fmt.Errorf("spill file: %w", err)
 		}
-		if len(buf) > 0 && (block(buf) != block(rec) || len(buf) >= 1<<20-s.rec) {
-			if err := fn(buf); err != nil {
+		off += int64(n)
+		carry = nil
+		for len(buf) > 0 {
+			first := block(buf)
+			end := s.rec
+			for end < len(buf) && block(buf[end:]) == first {
+				end += s.rec
+			}
+			if end == len(buf) && off < size {
+				carry = buf // the block may go on in the next read
+				break
+			}
+			if err := fn(buf[:end:end]); err != nil {
 				return err
 			}
-			buf = buf[:0]
+			buf = buf[end:]
 		}
-		buf = append(buf, rec...)
-	}
-	if len(buf) > 0 {
-		return fn(buf)
 	}
 	return nil
 }
+
+// spillChunk is how much of a record file one read takes.
+const spillChunk = 1 << 20
+
+// eachParallel runs fn over the records of every block, as each does, with
+// the blocks spread over the workers; blocks are disjoint, so are their
+// writes.
+func (r *run) eachParallel(ctx context.Context, s *spill, fn func(w *worker, recs []byte) error) error {
+	groups := make(chan []byte, 2*len(r.ws))
+	errs := make([]error, len(r.ws)+1)
+	var failed atomic.Bool
+	var wg sync.WaitGroup
+	for k, w := range r.ws {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for recs := range groups {
+				if failed.Load() {
+					continue // drain, so the reader never blocks
+				}
+				if err := fn(w, recs); err != nil {
+					errs[k] = err
+					failed.Store(true)
+				}
+			}
+		}()
+	}
+	errs[len(r.ws)] = s.each(r.recordBlock, func(recs []byte) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if failed.Load() {
+			return errStopped
+		}
+		groups <- recs
+		return nil
+	})
+	close(groups)
+	wg.Wait()
+	if errors.Is(errs[len(r.ws)], errStopped) {
+		errs[len(r.ws)] = nil // a worker's error says why
+	}
+	return errors.Join(errs...)
+}
+
+var errStopped = errors.New("stopped")
 
 // reset empties the spill for the next scope.
 func (s *spill) reset() error { return s.truncate(0) }
@@ -471,13 +530,9 @@ func (r *run) settle(ctx context.Context) (bool, error) {
 		thr[i] = th.Bits // every tie at it is kept
 	}
 
-	// Merge the spilled positions, a group at a time, in the first worker's
-	// scratch: gather, trim exactly, vote, patch the output.
-	w := r.ws[0]
-	return true, r.spill.each(r.recordBlock, func(recs []byte) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
+	// Merge the spilled positions, a block at a time on every worker:
+	// gather, trim exactly, vote, patch the output.
+	return true, r.eachParallel(ctx, r.spill, func(w *worker, recs []byte) error {
 		cnt := len(recs) / rec
 		for g := 0; g < cnt; g += r.stride {
 			m := min(cnt-g, r.stride)
