@@ -68,6 +68,10 @@ type Plan struct {
 	sampleEvery int
 	sampleMin   int64
 	sampleChunk int64
+	// firstSample, if not 0: the whole-model single pass first tries a
+	// sample of about this many elements per model, and keeps it if it
+	// puts every threshold on one value (nothing to spill).
+	firstSample int64
 	// A per-tensor select samples tensors of at least tensorSampled
 	// elements, at least tensorSampleMin of them (see sampled.go).
 	tensorSampled, tensorSampleMin int64
@@ -90,7 +94,11 @@ const (
 func (p *Plan) Passes() []string {
 	m := p.Method
 	if p.singlePass() {
-		return []string{"single pass: sample |τ| (one run in " + fmt.Sprint(sampleEvery) +
+		sample := "one run in " + fmt.Sprint(p.sampleEvery)
+		if p.firstSample > 0 {
+			sample = fmt.Sprintf("%dM elements first, one run in %d if that leaves a band wide", p.firstSample>>20, p.sampleEvery)
+		}
+		return []string{"single pass: sample |τ| (" + sample +
 			") to bracket each threshold, merge what is decided, spill the rest; settle the spill exactly"}
 	}
 	var ps []string
@@ -234,7 +242,7 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 		return nil, err
 	}
 	if p.coarseInputs() {
-		p.sampleMin = sampleMinCoarse
+		p.firstSample = firstSampleElems
 	}
 
 	outs := make([]mmapio.OutTensor, len(p.Jobs))
@@ -358,8 +366,8 @@ func (p *Plan) newJob(name string, outDT *kernels.DType, resolve Resolver) (Job,
 }
 
 // coarseInputs reports whether every merged input is bf16: its task vectors
-// hold few distinct magnitudes, so a smaller sample already narrows a band to
-// one value or a few (measured: a quarter of the sample, no more spill).
+// hold few distinct magnitudes, so a small sample often narrows every band to
+// one value already.
 func (p *Plan) coarseInputs() bool {
 	for _, j := range p.Jobs {
 		if j.Copy {

@@ -33,6 +33,7 @@ const (
 func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64) (_ []topk.Threshold, ties [][]int64, ok bool, _ error) {
 	sc := r.newScope([]int{bs[0].job}, need)
 	sc.sampleMin = min(r.p.sampleMin, r.p.tensorSampleMin)
+	sc.firstSample = 0 // a tensor's sample is small already
 	if _, err := r.sampleBands(ctx, sc); err != nil {
 		return nil, nil, false, err
 	}

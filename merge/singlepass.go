@@ -37,13 +37,13 @@ import (
 type band struct{ lo, hi uint32 }
 
 // Sampling: one run of sampleChunk elements in every sampleEvery, but at
-// least sampleMinElems per model (a narrower band, so a smaller spill), or
-// sampleMinCoarse when every input is bf16.
+// least sampleMinElems per model (a narrower band, so a smaller spill). With
+// bf16 inputs a first sample of firstSampleElems is tried (Plan.firstSample).
 const (
-	sampleEvery     = 50
-	sampleChunk     = 4096
-	sampleMinElems  = 1 << 22
-	sampleMinCoarse = 1 << 20
+	sampleEvery      = 50
+	sampleChunk      = 4096
+	sampleMinElems   = 1 << 22
+	firstSampleElems = 1 << 20
 )
 
 // bandSigmas is the band's half-width around the threshold's expected rank in
@@ -67,6 +67,8 @@ func (p *Plan) singlePass() bool {
 type scope struct {
 	jobs      []int
 	sampleMin int64    // sample at least this many elements (all if fewer)
+	// firstSample: try a sample of about this many elements first (0: no).
+	firstSample int64
 	total     int64    // elements per model
 	need      []uint64 // elements kept per model (more than total: no trim)
 	models    []int    // the models trimmed
@@ -75,7 +77,7 @@ type scope struct {
 }
 
 func (r *run) newScope(jobs []int, need []uint64) *scope {
-	sc := &scope{jobs: jobs, sampleMin: r.p.sampleMin, need: need, bands: make([]band, len(r.p.Models)), trims: make([]bool, len(r.p.Models))}
+	sc := &scope{jobs: jobs, sampleMin: r.p.sampleMin, firstSample: r.p.firstSample, need: need, bands: make([]band, len(r.p.Models)), trims: make([]bool, len(r.p.Models))}
 	for _, ji := range jobs {
 		sc.total += r.p.Jobs[ji].Elements
 	}
@@ -88,16 +90,15 @@ func (r *run) newScope(jobs []int, need []uint64) *scope {
 	return sc
 }
 
-// sampleBlocks picks runs of sampleChunk elements, one every sampleEvery
-// runs of the scope's flat element order, so every element has the same
-// chance to be read and every tensor is represented in proportion: the
-// estimate is not thrown off by tensors of very different scales.
-func (r *run) sampleBlocks(sc *scope) []block {
+// sampleBlocks picks runs of sampleChunk elements, one every `every` runs of
+// the scope's flat element order, so every element has the same chance to be
+// read and every tensor is represented in proportion: the estimate is not
+// thrown off by tensors of very different scales.
+func (r *run) sampleBlocks(sc *scope, every int64) []block {
 	p := r.p
-	if sc.total <= sc.sampleMin {
+	if every <= 1 {
 		return r.blocks(sc.jobs)
 	}
-	every := max(1, min(int64(p.sampleEvery), sc.total/sc.sampleMin))
 	step := every * p.sampleChunk
 	var bs []block
 	var flat int64 // flat index of the job's first element
@@ -123,9 +124,29 @@ func (r *run) sampleBlocks(sc *scope) []block {
 }
 
 // sampleBands reads a sample of the scope and sets each trimmed model's
-// band; it returns the sample's size.
+// band; it returns the sample's size. A first, smaller sample is kept if it
+// puts every band on one value.
 func (r *run) sampleBands(ctx context.Context, sc *scope) (int64, error) {
-	sample := r.sampleBlocks(sc)
+	every := min(int64(r.p.sampleEvery), sc.total/max(1, sc.sampleMin))
+	if first := sc.total / max(1, sc.firstSample); sc.firstSample > 0 && first >= 2*every {
+		size, err := r.sampleBandsFrom(ctx, sc, r.sampleBlocks(sc, first))
+		if err != nil {
+			return 0, err
+		}
+		single := true
+		for _, i := range sc.models {
+			single = single && sc.bands[i].lo == sc.bands[i].hi
+		}
+		if single {
+			return size, nil
+		}
+		more, err := r.sampleBandsFrom(ctx, sc, r.sampleBlocks(sc, every))
+		return size + more, err
+	}
+	return r.sampleBandsFrom(ctx, sc, r.sampleBlocks(sc, every))
+}
+
+func (r *run) sampleBandsFrom(ctx context.Context, sc *scope, sample []block) (int64, error) {
 	var size int64
 	for _, b := range sample {
 		size += b.n

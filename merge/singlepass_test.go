@@ -12,8 +12,9 @@ import (
 )
 
 // runPaper merges a set with the paper preset, sampling one run of block
-// elements in every, and checks the output against the reference bit for bit.
-func runPaper(t *testing.T, set testSet, every int, block int, wantFallback bool) *Summary {
+// elements in every (after a first sample of about first elements, if not 0),
+// and checks the output against the reference bit for bit.
+func runPaper(t *testing.T, set testSet, every int, block int, first int64, wantFallback bool) *Summary {
 	t.Helper()
 	r := rand.New(rand.NewPCG(7, 8))
 	dir := t.TempDir()
@@ -25,7 +26,7 @@ func runPaper(t *testing.T, set testSet, every int, block int, wantFallback bool
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.sampleEvery, p.sampleMin, p.sampleChunk = every, 1, int64(block)
+	p.sampleEvery, p.sampleMin, p.sampleChunk, p.firstSample = every, 1, int64(block), first
 	if !p.singlePass() {
 		t.Fatal("the paper preset should take the single pass")
 	}
@@ -58,7 +59,7 @@ func runPaper(t *testing.T, set testSet, every int, block int, wantFallback bool
 func TestSinglePassSampled(t *testing.T) {
 	for seed := range uint64(4) {
 		set := randomSet(rand.New(rand.NewPCG(seed, 99)), 3, seed == 3)
-		sum := runPaper(t, set, 3, 16, false)
+		sum := runPaper(t, set, 3, 16, 0, false)
 		var total int64
 		for _, bt := range set.base {
 			total += int64(len(bt.vals))
@@ -91,13 +92,45 @@ func TestSinglePassFallsBack(t *testing.T) {
 		}
 		set.models = append(set.models, []testTensor{{name: base.name, shape: base.shape, dt: kernels.F32, vals: vals}})
 	}
-	runPaper(t, set, 4, 16, true)
+	runPaper(t, set, 4, 16, 0, true)
 }
 
 // TestSinglePassTieBand: a third of each task vector is exactly ±0.5, and
 // the threshold falls inside that tie group, so the sampled band is the one
 // value 0.5: no position needs spilling, and the counts confirm it.
 func TestSinglePassTieBand(t *testing.T) {
+	sum := runPaper(t, tieBandSet(), 4, 16, 0, false)
+	if sum.Spilled != 0 {
+		t.Fatalf("%d positions spilled; a one-value band needs none", sum.Spilled)
+	}
+}
+
+// TestSinglePassFirstSample: a first sample that puts every band on one
+// value is kept; one that leaves a band wide is followed by the full one.
+// Either way the result is exact.
+func TestSinglePassFirstSample(t *testing.T) {
+	set := tieBandSet()
+	const n = 1 << 16
+	sum := runPaper(t, set, 4, 16, n/16, false)
+	if sum.Sampled == 0 || sum.Sampled > n/8 || sum.Spilled != 0 {
+		t.Fatalf("tie band: sampled %d of %d, spilled %d; want the first sample (about %d) kept, nothing spilled", sum.Sampled, n, sum.Spilled, n/16)
+	}
+	for seed := range uint64(3) {
+		set := randomSet(rand.New(rand.NewPCG(seed, 98)), 3, false)
+		var total int64
+		for _, bt := range set.base {
+			total += int64(len(bt.vals))
+		}
+		sum := runPaper(t, set, 3, 16, total/16, false)
+		if sum.Sampled < total/4 {
+			t.Fatalf("random set: sampled %d of %d; a wide first band should bring the full sample (about a third)", sum.Sampled, total)
+		}
+	}
+}
+
+// tieBandSet has a third of each task vector exactly ±0.5, where the
+// threshold falls.
+func tieBandSet() testSet {
 	const n = 1 << 16
 	base := testTensor{name: "model.layers.0.mlp.up_proj.weight", shape: []int64{256, 256}, dt: kernels.BF16, vals: make([]float32, n)}
 	set := testSet{base: []testTensor{base}}
@@ -119,10 +152,7 @@ func TestSinglePassTieBand(t *testing.T) {
 		}
 		set.models = append(set.models, []testTensor{{name: base.name, shape: base.shape, dt: kernels.BF16, vals: vals}})
 	}
-	sum := runPaper(t, set, 4, 16, false)
-	if sum.Spilled != 0 {
-		t.Fatalf("%d positions spilled; a one-value band needs none", sum.Spilled)
-	}
+	return set
 }
 
 // TestSpillEachGroups streams records back through reads that cut blocks
