@@ -66,14 +66,14 @@ func (p *Plan) singlePass() bool {
 // jobs merged.
 type scope struct {
 	jobs      []int
-	sampleMin int64    // sample at least this many elements (all if fewer)
+	sampleMin int64 // sample at least this many elements (all if fewer)
 	// firstSample: try a sample of about this many elements first (0: no).
 	firstSample int64
-	total     int64    // elements per model
-	need      []uint64 // elements kept per model (more than total: no trim)
-	models    []int    // the models trimmed
-	bands     []band
-	trims     []bool // per model: trimmed at all
+	total       int64    // elements per model
+	need        []uint64 // elements kept per model (more than total: no trim)
+	models      []int    // the models trimmed
+	bands       []band
+	trims       []bool // per model: trimmed at all
 }
 
 func (r *run) newScope(jobs []int, need []uint64) *scope {
