@@ -390,6 +390,7 @@ func TestMatchesReference(t *testing.T) {
 				if r.IntN(2) == 0 { // sample every tensor, in short runs
 					p.tensorSampled, p.tensorSampleMin = 1, 1+int64(r.IntN(50))
 					p.sampleEvery, p.sampleChunk = 2+r.IntN(4), 1+int64(r.IntN(64))
+					p.tensorSampleEvery = 2 + r.IntN(4)
 				}
 				if r.IntN(4) == 0 { // lists of a few values: the samples' selects and the tie lists overflow
 					p.LowsBytes = 64

@@ -73,8 +73,10 @@ type Plan struct {
 	// puts every threshold on one value (nothing to spill).
 	firstSample int64
 	// A per-tensor select samples tensors of at least tensorSampled
-	// elements, at least tensorSampleMin of them (see sampled.go).
+	// elements, one run in tensorSampleEvery, but at least tensorSampleMin
+	// of them (see sampled.go).
 	tensorSampled, tensorSampleMin int64
+	tensorSampleEvery              int
 	BlockElems, Workers            int
 	MemoryBound                    int64
 	LowsBytes                      int64 // exact-k trims and per-tensor selects: the lists of values in the threshold's bin or band
@@ -190,7 +192,7 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 		opts.Kernels = kernels.Generic
 	}
 	p := &Plan{Opts: opts, Method: m, sampleEvery: sampleEvery, sampleMin: sampleMinElems, sampleChunk: sampleChunk,
-		tensorSampled: tensorSampledElems, tensorSampleMin: tensorSampleMinElems}
+		tensorSampled: tensorSampledElems, tensorSampleMin: tensorSampleMinElems, tensorSampleEvery: tensorSampleEvery}
 	var errs []error
 	var err error
 	if p.Base, err = mmapio.OpenModel(opts.Base); err != nil {

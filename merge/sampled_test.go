@@ -39,7 +39,7 @@ func TestSampledPickMissFallsBack(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p.tensorSampled, p.tensorSampleMin, p.sampleEvery, p.sampleChunk = 1, 1, 4, 1
+		p.tensorSampled, p.tensorSampleMin, p.tensorSampleEvery, p.sampleChunk = 1, 1, 4, 1
 		sum, err := Run(context.Background(), p, nil, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -108,7 +108,7 @@ func TestSampledPickWideBand(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p.tensorSampled, p.tensorSampleMin, p.sampleEvery, p.sampleChunk = 1, 1, 4, 64
+		p.tensorSampled, p.tensorSampleMin, p.tensorSampleEvery, p.sampleChunk = 1, 1, 4, 64
 		sum, err := Run(context.Background(), p, nil, nil)
 		if err != nil {
 			t.Fatal(err)

@@ -66,6 +66,7 @@ func (p *Plan) singlePass() bool {
 // jobs merged.
 type scope struct {
 	jobs      []int
+	every     int   // sample one run in every
 	sampleMin int64 // sample at least this many elements (all if fewer)
 	// firstSample: try a sample of about this many elements first (0: no).
 	firstSample int64
@@ -77,7 +78,7 @@ type scope struct {
 }
 
 func (r *run) newScope(jobs []int, need []uint64) *scope {
-	sc := &scope{jobs: jobs, sampleMin: r.p.sampleMin, firstSample: r.p.firstSample, need: need, bands: make([]band, len(r.p.Models)), trims: make([]bool, len(r.p.Models))}
+	sc := &scope{jobs: jobs, every: r.p.sampleEvery, sampleMin: r.p.sampleMin, firstSample: r.p.firstSample, need: need, bands: make([]band, len(r.p.Models)), trims: make([]bool, len(r.p.Models))}
 	for _, ji := range jobs {
 		sc.total += r.p.Jobs[ji].Elements
 	}
@@ -127,7 +128,7 @@ func (r *run) sampleBlocks(sc *scope, every int64) []block {
 // band; it returns the sample's size. A first, smaller sample is kept if it
 // puts every band on one value.
 func (r *run) sampleBands(ctx context.Context, sc *scope) (int64, error) {
-	every := min(int64(r.p.sampleEvery), sc.total/max(1, sc.sampleMin))
+	every := min(int64(sc.every), sc.total/max(1, sc.sampleMin))
 	if first := sc.total / max(1, sc.firstSample); sc.firstSample > 0 && first >= 2*every {
 		size, err := r.sampleBandsFrom(ctx, sc, r.sampleBlocks(sc, first))
 		if err != nil {
