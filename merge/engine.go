@@ -262,6 +262,10 @@ func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b blo
 	if len(bs) > 0 {
 		lead = max(lead, prefetchBytes/max(1, r.readBytes(&r.p.Jobs[bs[0].job], bs[0].n)))
 	}
+	sparse := false // sampled runs, not every block of the tensors
+	for k := 1; k < len(bs) && !sparse; k++ {
+		sparse = bs[k].job == bs[k-1].job && bs[k].start != bs[k-1].start+bs[k-1].n
+	}
 	var next atomic.Int64
 	var failed atomic.Bool
 	errs := make([]error, len(r.ws))
@@ -299,7 +303,11 @@ func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b blo
 					}()
 					return fn(w, b)
 				})
-				if end := i + 1 - releaseLag; end%adviseBatch == 0 && end > 0 && !r.hot {
+				switch end := i + 1 - releaseLag; {
+				case r.hot:
+				case sparse:
+					r.releaseRun(b)
+				case end%adviseBatch == 0 && end > 0:
 					r.release(bs[end-adviseBatch : end])
 				}
 				for _, f := range r.blockFiles(b) {
@@ -345,6 +353,14 @@ func (r *run) release(bs []block) {
 	pad := max(int64(faultSpan), int64(os.Getpagesize()))
 	// Across the gaps between sampled runs too: one call, one TLB flush.
 	r.eachInput(bs, true, func(f *mappedFile, off, n int64) { f.dontNeed(off-pad, n+pad) })
+}
+
+// releaseRun drops the pages of one sampled run, and those a fault mapped
+// around it on both sides: the next run is too far for its release to
+// reach back over this one's folio.
+func (r *run) releaseRun(b block) {
+	pad := max(int64(faultSpan), int64(os.Getpagesize()))
+	r.eachInput([]block{b}, false, func(f *mappedFile, off, n int64) { f.dontNeed(off-pad, n+2*pad) })
 }
 
 // eachInput calls f with the input byte range of every run of consecutive

@@ -140,13 +140,19 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64) (_ []t
 		}
 		first.hists[i].Reset()
 	}
+	// Each list keeps only its values in the chosen bin (in place, in
+	// order), which the tie count below then scans: with bf16 inputs the
+	// bin holds the threshold's ties and little else.
 	r.eachWorker(func(w *worker) {
 		for _, i := range wide {
+			in := w.lows[i][:0]
 			for _, v := range w.lows[i] {
 				if uint32(v)>>16 == hiBin[i] {
 					w.hists[i][uint32(v)&0xffff]++
+					in = append(in, v)
 				}
 			}
+			w.lows[i] = in
 		}
 	})
 	for _, i := range wide {
