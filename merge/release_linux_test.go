@@ -1,0 +1,93 @@
+package merge
+
+import (
+	"context"
+	"encoding/binary"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"unsafe"
+
+	"github.com/tiesmm/tiesmm/kernels"
+)
+
+// TestSampledRunsReleased: a pass over sampled runs far apart releases each
+// run's pages, and those a fault may map around it (a folio on each side),
+// as it goes: none of an earlier run's surroundings stays in the process.
+func TestSampledRunsReleased(t *testing.T) {
+	const n = 1 << 23 // 16 MiB of bf16 per file
+	const gap = 1 << 21 // elements between runs: 4 MiB, two folios
+	name := "model.layers.0.mlp.up_proj.weight"
+	tt := testTensor{name: name, shape: []int64{2048, 4096}, dt: kernels.BF16, vals: make([]float32, n)}
+	set := testSet{base: []testTensor{tt}, models: [][]testTensor{{tt}}}
+	dir := t.TempDir()
+	base, models := set.write(t, dir, rand.New(rand.NewPCG(1, 1)))
+	opts := Options{Base: base, Models: models, Out: filepath.Join(dir, "out"), Threads: 1, BlockElems: 4096, Kernels: kernels.Generic}
+	p, err := NewPlan(opts, preset("paper", nil)(), func(string, int, int) (TensorParams, error) { return uniformParams(0.2, ones(1), 1)(name), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &run{p: p, k: p.Opts.Kernels, prog: noProgress{}}
+	r.openFiles()
+	defer r.closeFiles()
+	r.setup()
+	var bs []block
+	for start := int64(gap / 2); start+4096 <= n; start += gap {
+		bs = append(bs, block{job: 0, index: int(start / 4096), seq: len(bs), start: start, n: 4096})
+	}
+	j := &p.Jobs[0]
+	span := func(b block) (int64, int64) { // bytes of b's run and a folio on each side
+		return max(0, 2*b.start-faultSpan), min(2*n, 2*(b.start+b.n)+faultSpan)
+	}
+	var sum byte
+	err = r.parallel(context.Background(), bs, func(w *worker, b block) error {
+		data := r.src(j.Base, j.BaseDT, 0, n)
+		if b.seq > 0 {
+			lo, hi := span(bs[b.seq-1])
+			pages := present(t, data[lo:hi])
+			for pg, in := range pages[1 : len(pages)-1] { // the ends may share a page with what is kept
+				if in {
+					t.Errorf("run %d: page %d of the run before and its folios still mapped", b.seq, pg)
+					break
+				}
+			}
+		}
+		lo, hi := span(b) // as a fault of large folios may map them
+		for i := lo; i < hi; i += int64(os.Getpagesize()) {
+			sum += data[i]
+		}
+		if !present(t, data[2*b.start : 2*b.start+1])[0] {
+			t.Skip("pagemap cannot tell mapped pages here")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = sum
+}
+
+// present reports, per page of b, whether it is in this process's page
+// tables (its RSS), from /proc/self/pagemap bit 63; mincore would tell
+// page-cache residency instead.
+func present(t *testing.T, b []byte) []bool {
+	t.Helper()
+	pg := os.Getpagesize()
+	f, err := os.Open("/proc/self/pagemap")
+	if err != nil {
+		t.Skipf("no pagemap: %v", err)
+	}
+	defer f.Close()
+	first := uintptr(unsafe.Pointer(&b[0])) / uintptr(pg)
+	last := (uintptr(unsafe.Pointer(&b[len(b)-1]))) / uintptr(pg)
+	buf := make([]byte, 8*(last-first+1))
+	if _, err := f.ReadAt(buf, int64(first)*8); err != nil {
+		t.Skipf("pagemap: %v", err)
+	}
+	r := make([]bool, len(buf)/8)
+	for i := range r {
+		r[i] = binary.LittleEndian.Uint64(buf[8*i:])>>63 != 0
+	}
+	return r
+}
