@@ -16,7 +16,7 @@ import (
 // run's pages, and those a fault may map around it (a folio on each side),
 // as it goes: none of an earlier run's surroundings stays in the process.
 func TestSampledRunsReleased(t *testing.T) {
-	const n = 1 << 23 // 16 MiB of bf16 per file
+	const n = 1 << 23   // 16 MiB of bf16 per file
 	const gap = 1 << 21 // elements between runs: 4 MiB, two folios
 	name := "model.layers.0.mlp.up_proj.weight"
 	tt := testTensor{name: name, shape: []int64{2048, 4096}, dt: kernels.BF16, vals: make([]float32, n)}
@@ -57,7 +57,7 @@ func TestSampledRunsReleased(t *testing.T) {
 		for i := lo; i < hi; i += int64(os.Getpagesize()) {
 			sum += data[i]
 		}
-		if !present(t, data[2*b.start : 2*b.start+1])[0] {
+		if !present(t, data[2*b.start:2*b.start+1])[0] {
 			t.Skip("pagemap cannot tell mapped pages here")
 		}
 		return nil
