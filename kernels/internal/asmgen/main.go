@@ -691,6 +691,16 @@ func load2(a *asm, dt, mem string, y int) {
 	}
 }
 
+// nextStep advances each pointer by n elements, counts them off CX and
+// jumps back to loop.
+func nextStep(a *asm, adv []ptr, n int, loop string) {
+	for _, p := range adv {
+		a.op("ADDQ $%d, %s", n*p.sz, p.r)
+	}
+	a.op("SUBQ $%d, CX", n)
+	a.op("JMP %s", loop)
+}
+
 // loops512 runs body over CX elements: steps of 64 (vectors k = 0..3),
 // then of 16, then the last few masked (K7), advancing each pointer by its
 // element size; with pf, the first pointer's stream is prefetched.
@@ -704,20 +714,12 @@ func loops512(a *asm, adv []ptr, pf bool, body func(k int, masked bool)) {
 	for k := 0; k < 4; k++ {
 		body(k, false)
 	}
-	for _, p := range adv {
-		a.op("ADDQ $%d, %s", 64*p.sz, p.r)
-	}
-	a.op("SUBQ $64, CX")
-	a.op("JMP loop64")
+	nextStep(a, adv, 64, "loop64")
 	a.label("loop16")
 	a.op("CMPQ CX, $16")
 	a.op("JB tail")
 	body(0, false)
-	for _, p := range adv {
-		a.op("ADDQ $%d, %s", 16*p.sz, p.r)
-	}
-	a.op("SUBQ $16, CX")
-	a.op("JMP loop16")
+	nextStep(a, adv, 16, "loop16")
 	a.label("tail")
 	a.op("TESTQ CX, CX")
 	a.op("JZ done")
@@ -739,20 +741,12 @@ func loops2(a *asm, adv []struct {
 	for k := 0; k < 4; k++ {
 		body(k)
 	}
-	for _, p := range adv {
-		a.op("ADDQ $%d, %s", 32*p.sz, p.r)
-	}
-	a.op("SUBQ $32, CX")
-	a.op("JMP loop32")
+	nextStep(a, adv, 32, "loop32")
 	a.label("loop8")
 	a.op("TESTQ CX, CX")
 	a.op("JZ done")
 	body(0)
-	for _, p := range adv {
-		a.op("ADDQ $%d, %s", 8*p.sz, p.r)
-	}
-	a.op("SUBQ $8, CX")
-	a.op("JMP loop8")
+	nextStep(a, adv, 8, "loop8")
 	a.label("done")
 }
 

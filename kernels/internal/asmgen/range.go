@@ -241,11 +241,7 @@ func idxLoops2(a *asm, adv []ptr, pf bool, vec func(k int)) {
 	a.op("VPTEST Y4, Y4")
 	a.op("JNZ some32")
 	a.label("next32")
-	for _, p := range adv {
-		a.op("ADDQ $%d, %s", 32*p.sz, p.r)
-	}
-	a.op("SUBQ $32, CX")
-	a.op("JMP loop32")
+	nextStep(a, adv, 32, "loop32")
 	a.label("some32")
 	for k := 0; k < 4; k++ {
 		a.op("VMOVMSKPS Y%d, AX", k)
@@ -258,11 +254,7 @@ func idxLoops2(a *asm, adv []ptr, pf bool, vec func(k int)) {
 	vec(4)
 	a.op("VMOVMSKPS Y0, AX")
 	bitIndices2(a, 4, 0)
-	for _, p := range adv {
-		a.op("ADDQ $%d, %s", 8*p.sz, p.r)
-	}
-	a.op("SUBQ $8, CX")
-	a.op("JMP loop8")
+	nextStep(a, adv, 8, "loop8")
 	a.label("done")
 }
 
@@ -289,11 +281,7 @@ func idxLoops512(a *asm, adv []ptr, pf bool, vec func(k int, masked bool)) {
 	a.op("VPSLLD $2, Z25, Z0") // 64
 	a.op("VPADDD Z0, Z26, Z26")
 	a.label("next64")
-	for _, p := range adv {
-		a.op("ADDQ $%d, %s", 64*p.sz, p.r)
-	}
-	a.op("SUBQ $64, CX")
-	a.op("JMP loop64")
+	nextStep(a, adv, 64, "loop64")
 	a.label("some64")
 	for k := 0; k < 4; k++ {
 		compressIndices512(a, k+1, fmt.Sprintf("skip%d", k))
@@ -304,11 +292,7 @@ func idxLoops512(a *asm, adv []ptr, pf bool, vec func(k int, masked bool)) {
 	a.op("JB tail")
 	vec(4, false)
 	compressIndices512(a, 1, "skip16")
-	for _, p := range adv {
-		a.op("ADDQ $%d, %s", 16*p.sz, p.r)
-	}
-	a.op("SUBQ $16, CX")
-	a.op("JMP loop16")
+	nextStep(a, adv, 16, "loop16")
 	a.label("tail")
 	a.op("TESTQ CX, CX")
 	a.op("JZ done")
