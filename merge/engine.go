@@ -43,6 +43,8 @@ type Summary struct {
 	Sampled       int64 // single pass: elements per model read to place the bands
 	Spilled       int64 // single pass: positions settled after the pass
 	FellBack      int   // scopes (single pass) or tensors (per-tensor select) whose sample missed, so the radix select ran
+	OnePass       int   // per-tensor trims merged in one pass (the threshold on a tie group)
+	Remerged      int64 // elements of those merged again at a tie cut
 	Majority      int   // the model-wide majority sign (paper preset), else 0
 	Elapsed       time.Duration
 	PeakRSS       int64
@@ -97,6 +99,10 @@ type run struct {
 	ws      []*worker
 	fixFile *spill // outputs of the exact zero sums if the majority sign is −1
 	missed  int    // sampled per-tensor selects whose bands missed
+	// Per-tensor trims merged in one pass (speculate.go), and the elements
+	// they merged again at a tie cut.
+	onePass  int
+	remerged int64
 	// hot: the passes neither release nor unmap the tensor's input pages
 	// (set between passes, read by their workers).
 	hot bool
@@ -138,6 +144,7 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 		return nil, err
 	}
 	sum.FellBack += r.missed
+	sum.OnePass, sum.Remerged = r.onePass, r.remerged
 	sum.Kept = make([]uint64, len(p.Models))
 	for _, w := range r.ws {
 		for i, k := range w.kept {
@@ -484,13 +491,20 @@ func (r *run) histPass(ctx context.Context, bs []block, models []int, hi []uint3
 // pick runs the exact (or approximate) select for the models given,
 // keeping need[i] elements of each. A sampled select also returns the ties
 // at each threshold in every block (by block seq).
-func (r *run) pick(ctx context.Context, bs []block, models []int, need []uint64, approx bool) ([]topk.Threshold, [][]int64, error) {
+// sc, if not nil, is the tensor's sample, already read.
+func (r *run) pick(ctx context.Context, bs []block, models []int, need []uint64, approx bool, sc *scope) ([]topk.Threshold, [][]int64, error) {
 	if !approx && r.p.Method.Scope == ScopeTensor && r.p.Jobs[bs[0].job].Elements >= r.p.tensorSampled {
-		if th, ties, ok, err := r.sampledPick(ctx, bs, need); err != nil || ok {
+		if th, ties, ok, err := r.sampledPick(ctx, bs, need, sc); err != nil || ok {
 			return th, ties, err
 		}
 		r.missed++
 	}
+	return r.radixPick(ctx, bs, models, need, approx)
+}
+
+// radixPick is the select by radix histograms: two passes over bs (one
+// if approx).
+func (r *run) radixPick(ctx context.Context, bs []block, models []int, need []uint64, approx bool) ([]topk.Threshold, [][]int64, error) {
 	th := make([]topk.Threshold, len(r.p.Models))
 	high, err := r.histPass(ctx, bs, models, nil, histHigh)
 	if err != nil {
@@ -552,7 +566,7 @@ func (r *run) selectThresholds(ctx context.Context, sum *Summary) error {
 		return nil
 	}
 	r.prog.StartPass(passHigh, 1, 3, p.InputBytes)
-	th, _, err := r.pick(ctx, r.blocks(r.mergeJobs()), models, p.Need, p.Method.ApproxTopK)
+	th, _, err := r.pick(ctx, r.blocks(r.mergeJobs()), models, p.Need, p.Method.ApproxTopK, nil)
 	r.prog.EndPass()
 	if err != nil {
 		return err
@@ -570,7 +584,8 @@ func (r *run) selectThresholds(ctx context.Context, sum *Summary) error {
 
 // selectTensor finds one tensor's thresholds (tensor scope). With outliers
 // (breadcrumbs) it also finds the cut above which the largest are dropped.
-func (r *run) selectTensor(ctx context.Context, ji int) error {
+// sc, if not nil, is the tensor's sample for the trim, already read.
+func (r *run) selectTensor(ctx context.Context, ji int, sc *scope) error {
 	j := &r.p.Jobs[ji]
 	bs := r.blocks([]int{ji})
 	for _, sel := range []struct {
@@ -586,7 +601,8 @@ func (r *run) selectTensor(ctx context.Context, ji int) error {
 		if len(models) == 0 {
 			continue
 		}
-		th, ties, err := r.pick(ctx, bs, models, sel.need, false)
+		th, ties, err := r.pick(ctx, bs, models, sel.need, false, sc)
+		sc = nil // not the outliers' sample
 		if err != nil {
 			return fmt.Errorf("tensor %q: %w", j.Name, err)
 		}
@@ -698,7 +714,11 @@ func (r *run) mergeJob(ctx context.Context, ji int) error {
 			r.hot = true
 			defer r.cool(ji)
 		}
-		if err := r.selectTensor(ctx, ji); err != nil {
+		sc, done, err := r.speculateJob(ctx, ji)
+		if err != nil || done {
+			return err
+		}
+		if err := r.selectTensor(ctx, ji, sc); err != nil {
 			return err
 		}
 	}

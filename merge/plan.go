@@ -112,7 +112,7 @@ func (p *Plan) Passes() []string {
 	}
 	var per []string
 	if m.Trim && p.trims() && m.Scope == ScopeTensor {
-		per = append(per, "|τ| select (a sample, then one pass; radix histograms for small tensors)")
+		per = append(per, "|τ| select (a sample, then one pass, or none where the sample puts each threshold on a tie group; radix histograms for small tensors)")
 	}
 	if m.Rescale == RescaleL1 && m.Sparsifies() {
 		per = append(per, "L1 norms")

@@ -123,6 +123,9 @@ func (s *Summary) Print(w io.Writer, p *Plan) {
 	} else if s.FellBack > 0 {
 		fmt.Fprintf(w, "select:   in %d tensor(s) the sample missed a threshold, so the radix select ran\n", s.FellBack)
 	}
+	if s.OnePass > 0 {
+		fmt.Fprintf(w, "select:   %d tensor(s) merged in one pass (each threshold on a tie group); %d elements merged again at a tie cut\n", s.OnePass, s.Remerged)
+	}
 	if p.Method.Trim {
 		asked := s.Asked
 		if p.Method.Scope == ScopeTensor {

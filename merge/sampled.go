@@ -35,12 +35,13 @@ const (
 // sampledPick returns the exact thresholds of the models with 0 < need ≤ n
 // over one tensor's blocks bs, with the count of values at each threshold in
 // every block (by block seq), or ok = false if the sample missed.
-func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64) (_ []topk.Threshold, ties [][]int64, ok bool, _ error) {
-	sc := r.newScope([]int{bs[0].job}, need)
-	sc.sampleMin = min(r.p.sampleMin, r.p.tensorSampleMin)
-	sc.every, sc.firstSample = r.p.tensorSampleEvery, 0 // a tensor's sample is small already
-	if _, err := r.sampleBands(ctx, sc); err != nil {
-		return nil, nil, false, err
+// sc, if not nil, is the sample, already read.
+func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *scope) (_ []topk.Threshold, ties [][]int64, ok bool, _ error) {
+	if sc == nil {
+		var err error
+		if sc, err = r.sampleTensor(ctx, bs[0].job, need); err != nil {
+			return nil, nil, false, err
+		}
 	}
 	nm := len(r.p.Models)
 	r.dropLows()
@@ -175,6 +176,15 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64) (_ []t
 		}
 	})
 	return th, ties, true, nil
+}
+
+// sampleTensor reads a sample of one tensor and sets its bands.
+func (r *run) sampleTensor(ctx context.Context, ji int, need []uint64) (*scope, error) {
+	sc := r.newScope([]int{ji}, need)
+	sc.sampleMin = min(r.p.sampleMin, r.p.tensorSampleMin)
+	sc.every, sc.firstSample = r.p.tensorSampleEvery, 0 // a tensor's sample is small already
+	_, err := r.sampleBands(ctx, sc)
+	return sc, err
 }
 
 // eachWorker runs f for every worker, each on its own goroutine, and waits.

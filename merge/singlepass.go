@@ -74,7 +74,8 @@ type scope struct {
 	need        []uint64 // elements kept per model (more than total: no trim)
 	models      []int    // the models trimmed
 	bands       []band
-	trims       []bool // per model: trimmed at all
+	trims       []bool  // per model: trimmed at all
+	sample      []block // the sample the bands come from
 }
 
 func (r *run) newScope(jobs []int, need []uint64) *scope {
@@ -148,6 +149,7 @@ func (r *run) sampleBands(ctx context.Context, sc *scope) (int64, error) {
 }
 
 func (r *run) sampleBandsFrom(ctx context.Context, sc *scope, sample []block) (int64, error) {
+	sc.sample = sample
 	var size int64
 	for _, b := range sample {
 		size += b.n

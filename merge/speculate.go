@@ -1,0 +1,316 @@
+package merge
+
+import (
+	"context"
+
+	"github.com/tiesmm/tiesmm/kernels"
+)
+
+// A per-tensor trim in one pass over the tensor, when its sample puts every
+// trimmed model's threshold on one value v (a tie group: the usual case for
+// bf16 task vectors, whose |τ| take few distinct values).
+//
+// Every |τ| above v is kept and every one below trimmed; of the ties at v the
+// exact-k rule keeps the lowest flat indices, as many as k minus the count
+// above v, a count known only once the whole tensor has been read. So the
+// sample also estimates where the kept ties end (the cut, rounded to a block
+// boundary), and the merge keeps every tie before the estimated cut and none
+// after it while counting, per block, the values kept and the ties. Then the
+// true cut is known: the few blocks between it and the estimate are merged
+// again, their first results replaced in the file and in the counts. If the
+// counts show that v is not the threshold (the sample missed), the radix
+// select runs and the tensor is merged again.
+//
+// The select's own pass over the tensor (sampled.go) is the one this saves.
+
+// speculable reports whether tensor ji's trim can be merged in one pass: a
+// sampled tensor whose blocks the fused kernel merges (a plain trim, no cut
+// of outliers, random drop or rescale, one dtype), and no zero-sum records
+// (the model-wide majority sign): a block merged again would leave its first
+// records stale.
+func (r *run) speculable(ji int) bool {
+	m, j := r.p.Method, &r.p.Jobs[ji]
+	if m.GlobalMajority || m.NoBase || m.Drop != DropNone || m.Outliers || m.ApproxTopK ||
+		m.Rescale == RescaleL1 && m.Sparsifies() || j.Elements < r.p.tensorSampled {
+		return false
+	}
+	for _, dt := range j.ModelDT {
+		if dt != j.BaseDT {
+			return false
+		}
+	}
+	return true
+}
+
+// blockRecord is what the fused kernel counted in one block of a
+// speculative merge, to be taken back if the block is merged again.
+type blockRecord struct {
+	votes       kernels.VoteStats
+	kept, equal []int64 // per model: values kept, values at the threshold
+}
+
+// speculateJob merges tensor ji in one pass if its sample allows (done);
+// otherwise it returns the sample, if it read one, for the select to use.
+func (r *run) speculateJob(ctx context.Context, ji int) (_ *scope, done bool, _ error) {
+	if !r.speculable(ji) {
+		return nil, false, nil
+	}
+	j := &r.p.Jobs[ji]
+	sc, err := r.sampleTensor(ctx, ji, j.Need)
+	if err != nil || len(sc.models) == 0 {
+		return nil, false, err
+	}
+	for _, i := range sc.models {
+		if sc.bands[i].lo != sc.bands[i].hi {
+			return sc, false, nil
+		}
+	}
+	for _, i := range sc.models {
+		r.ws[0].hists[i].Reset() // the others were emptied by Take
+	}
+	bs := r.blocks([]int{ji})
+	nm := len(r.p.Models)
+	cut := make([]int, nm) // per model: the first block none of whose ties are kept
+	for i := range cut {
+		cut[i] = len(bs)
+	}
+	if r.p.Method.Ties == ExactK {
+		if err := r.estimateCuts(ctx, sc, cut); err != nil {
+			return nil, false, err
+		}
+	}
+
+	recs := make([]blockRecord, len(bs))
+	r.hot = false // read once: release behind
+	if err := r.parallel(ctx, bs, func(w *worker, b block) error {
+		for i := range j.Models {
+			bits := r.trims[ji][i].bits // untrimmed: 0, keep all
+			if sc.trims[i] {
+				bits = sc.bands[i].lo
+				if b.index >= cut[i] {
+					bits++ // no ties
+				}
+			}
+			w.fused.Thr[i] = bits
+		}
+		before := w.votes
+		if err := r.mergeBlockFused(w, b, w.equal); err != nil {
+			return err
+		}
+		rec := &recs[b.index]
+		rec.votes = subVotes(w.votes, before)
+		rec.kept, rec.equal = make([]int64, nm), make([]int64, nm)
+		for i := range nm {
+			rec.kept[i], rec.equal[i] = int64(w.fused.Kept[i]), int64(w.equal[i])
+		}
+		return nil
+	}); err != nil {
+		return nil, false, err
+	}
+
+	again, ok, err := r.settleCuts(ctx, sc, bs, cut, recs)
+	if err != nil {
+		return nil, false, err
+	}
+	if !ok {
+		// The sample missed: select exactly, merge everything again.
+		r.missed++
+		r.takeBack(recs, bs)
+		th, _, err := r.radixPick(ctx, bs, sc.models, j.Need, false)
+		if err == nil {
+			err = r.splitTies(ctx, r.trims, bs, sc.models, th, j.Need, nil)
+		}
+		if err == nil {
+			err = r.parallel(ctx, bs, r.mergeBlock)
+		}
+		return nil, true, err
+	}
+	r.onePass++
+	r.takeBack(recs, again)
+	for _, b := range again {
+		r.remerged += b.n
+	}
+	return nil, true, r.parallel(ctx, again, r.mergeBlock)
+}
+
+// estimateCuts sets cut[i], for each model trimmed, to the block boundary
+// nearest the position where the sample says the kept ties end: counting
+// the sample's values above the threshold and its ties run by run, the
+// position where the ties seen so far reach k minus the estimated count
+// above, with each run standing for its share of the tensor.
+func (r *run) estimateCuts(ctx context.Context, sc *scope, cut []int) error {
+	ji := sc.jobs[0]
+	j := &r.p.Jobs[ji]
+	nm := len(r.p.Models)
+	counts := make([][]int64, len(sc.sample)) // by seq: per model above, at
+	if err := r.parallel(ctx, sc.sample, func(w *worker, b block) error {
+		base := r.widenBase(w, b)
+		c := make([]int64, 2*nm)
+		for _, i := range sc.models {
+			dt, v := j.ModelDT[i], sc.bands[i].lo
+			above, at := r.k.DeltaRange(r.src(j.Models[i], dt, b.start, b.n), dt, base, v, v, nil)
+			c[2*i], c[2*i+1] = int64(above), int64(at)
+		}
+		counts[b.seq] = c
+		return nil
+	}); err != nil {
+		return err
+	}
+	var size int64
+	for _, b := range sc.sample {
+		size += b.n
+	}
+	scale := float64(sc.total) / float64(size)
+	B := int64(r.blockSize(ji))
+	blocks := (sc.total + B - 1) / B
+	for _, i := range sc.models {
+		var above float64
+		for _, c := range counts {
+			above += float64(c[2*i])
+		}
+		want := float64(sc.need[i]) - above*scale // ties to keep
+		pos := float64(sc.total)
+		var seen float64
+		for s, b := range sc.sample {
+			t := float64(counts[s][2*i+1]) * scale
+			if t > 0 && seen+t >= want {
+				share := float64(b.n) * scale // the elements this run stands for
+				pos = float64(b.start) + float64(b.n)/2 - share/2 + share*(want-seen)/t
+				break
+			}
+			seen += t
+		}
+		cut[i] = int(min(blocks, int64(max(0, pos/float64(B)+0.5))))
+	}
+	return nil
+}
+
+// settleCuts works out each model's exact ties per block from the counts of
+// the speculative merge, sets the tensor's trims, and returns the blocks
+// whose kept ties differ from what was merged; ok is false if some model's
+// threshold is not its band's value after all.
+func (r *run) settleCuts(ctx context.Context, sc *scope, bs []block, cut []int, recs []blockRecord) (again []block, ok bool, _ error) {
+	ji := sc.jobs[0]
+	nm := len(r.p.Models)
+	redo := make([]bool, len(bs))
+	ties := make([][]int64, nm)
+	left := make([]int64, nm) // ties still to keep past the estimated cut
+	var forward []int         // models whose kept ties reach past it
+	for _, i := range sc.models {
+		var above, before int64
+		for b, rec := range recs {
+			above += rec.kept[i]
+			if b < cut[i] {
+				above -= rec.equal[i]
+				before += rec.equal[i]
+			}
+		}
+		need := int64(sc.need[i])
+		if above >= need {
+			return nil, false, nil // the threshold is above v
+		}
+		r.trims[ji][i] = trim{bits: sc.bands[i].lo}
+		if r.p.Method.Ties == KeepTies {
+			if need > above+before { // cut is len(bs): before counts every tie
+				return nil, false, nil
+			}
+			continue
+		}
+		ties[i] = make([]int64, len(bs))
+		l := need - above
+		for b := range cut[i] { // kept, unless the cut is earlier
+			c := recs[b].equal[i]
+			if c <= l {
+				ties[i][b], l = -1, l-c
+			} else {
+				ties[i][b], l = l, 0
+				redo[b] = true
+			}
+		}
+		if l > 0 {
+			left[i] = l
+			forward = append(forward, i)
+		}
+		r.trims[ji][i].ties = ties[i]
+	}
+	// Past the estimated cut the merge kept no ties, and counted none: count
+	// them, a window of blocks at a time, until each model has its k.
+	from := len(bs)
+	for _, i := range forward {
+		from = min(from, cut[i])
+	}
+	for window := 4 * len(r.ws); len(forward) > 0; window *= 2 {
+		if from >= len(bs) {
+			return nil, false, nil // fewer ties than the tensor needs: v is above the threshold
+		}
+		to := min(len(bs), from+window)
+		counts, err := r.countTies(ctx, sc, bs[from:to], forward)
+		if err != nil {
+			return nil, false, err
+		}
+		still := forward[:0]
+		for _, i := range forward {
+			for b := max(from, cut[i]); b < to && left[i] > 0; b++ {
+				c := counts[b-from][i]
+				if c <= left[i] {
+					ties[i][b], left[i] = -1, left[i]-c
+					redo[b] = redo[b] || c > 0
+				} else {
+					ties[i][b], left[i] = left[i], 0
+					redo[b] = true
+				}
+			}
+			if left[i] > 0 {
+				still = append(still, i)
+			}
+		}
+		forward, from = still, to
+	}
+	for b, re := range redo {
+		if re {
+			again = append(again, bs[b])
+		}
+	}
+	for k := range again {
+		again[k].seq = k
+	}
+	return again, true, nil
+}
+
+// countTies counts, per block of bs (by position in bs) and per model given,
+// the |τ| at the model's band value.
+func (r *run) countTies(ctx context.Context, sc *scope, bs []block, models []int) ([][]int64, error) {
+	j := &r.p.Jobs[sc.jobs[0]]
+	first := bs[0].index
+	counts := make([][]int64, len(bs))
+	err := r.parallel(ctx, bs, func(w *worker, b block) error {
+		base := r.widenBase(w, b)
+		c := make([]int64, len(r.p.Models))
+		for _, i := range models {
+			dt, v := j.ModelDT[i], sc.bands[i].lo
+			_, at := r.k.DeltaRange(r.src(j.Models[i], dt, b.start, b.n), dt, base, v, v, nil)
+			c[i] = int64(at)
+		}
+		counts[b.index-first] = c
+		return nil
+	})
+	return counts, err
+}
+
+// takeBack removes from the run's counts what the speculative merge counted
+// in blocks bs, which are merged again.
+func (r *run) takeBack(recs []blockRecord, bs []block) {
+	w := r.ws[0]
+	for _, b := range bs {
+		rec := &recs[b.index]
+		w.votes = subVotes(w.votes, rec.votes)
+		for i, k := range rec.kept {
+			w.kept[i] -= uint64(k)
+		}
+	}
+}
+
+func subVotes(a, b kernels.VoteStats) kernels.VoteStats {
+	return kernels.VoteStats{Positive: a.Positive - b.Positive, Negative: a.Negative - b.Negative,
+		ZeroSum: a.ZeroSum - b.ZeroSum, Conflicts: a.Conflicts - b.Conflicts}
+}

@@ -1,0 +1,130 @@
+package merge
+
+import (
+	"context"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+
+	"github.com/tiesmm/tiesmm/kernels"
+)
+
+// speculateSet is one tensor of n elements whose |τ| take three values:
+// 2 (every fifth element), the tie value 1, and 0.5. Where the ties fall
+// depends on whether the sample reads the element (pattern): the sample
+// then misplaces the tie cut, or misses the threshold altogether.
+// The sample reads runs of 64 in every 256 elements, from 128.
+func speculateSet(r *rand.Rand, n int, patterns []func(e int, sampled bool) float32) testSet {
+	base := make([]float32, n)
+	set := testSet{base: []testTensor{{name: "w", shape: []int64{int64(n)}, dt: kernels.BF16, vals: base}}}
+	for _, pattern := range patterns {
+		vals := make([]float32, n)
+		for e := range vals {
+			vals[e] = pattern(e, e%256 >= 128 && e%256 < 192) * []float32{1, -1}[r.IntN(2)]
+		}
+		set.models = append(set.models, []testTensor{{name: "w", shape: []int64{int64(n)}, dt: kernels.BF16, vals: vals}})
+	}
+	return set
+}
+
+// tiesWhere puts a tie at the elements (not every fifth) for which at says so.
+func tiesWhere(at func(e int, sampled bool) bool) func(e int, sampled bool) float32 {
+	return func(e int, sampled bool) float32 {
+		switch {
+		case e%5 == 0:
+			return 2
+		case at(e, sampled):
+			return 1
+		}
+		return 0.5
+	}
+}
+
+// TestSpeculativeMerge holds the one-pass per-tensor merge to the reference
+// where the sample misplaces the tie cut both ways (model 1: the sampled
+// part of the first half is denser in ties than the rest, so the estimated
+// cut is early; model 2: the other way), with the exact-k rule, which must
+// merge the blocks in between again, and with every tie kept, which needs
+// no second merge. Where the sample misses the threshold (model 2 then has
+// all its unsampled elements above the tie value, or too few ties), the
+// radix select must take over.
+func TestSpeculativeMerge(t *testing.T) {
+	const n = 256 * 200
+	early := tiesWhere(func(e int, sampled bool) bool { return sampled == (e < n/2) || e%2 == 0 })
+	late := tiesWhere(func(e int, sampled bool) bool { return sampled != (e < n/2) || e%2 == 0 })
+	above := func(e int, sampled bool) float32 { return []float32{2, 1}[b2i(sampled)] }
+	few := func(e int, sampled bool) float32 {
+		if sampled {
+			return []float32{1, 2}[b2i(e%5 == 0)]
+		}
+		return 0.5
+	}
+	for _, c := range []struct {
+		name     string
+		preset   string
+		patterns []func(int, bool) float32
+		again    bool // some blocks merged twice
+		miss     bool
+	}{
+		{"exact-k cut misplaced", "mergekit", []func(int, bool) float32{early, late}, true, false},
+		{"ties kept", "paper", []func(int, bool) float32{early, late}, false, false},
+		{"threshold above the ties", "mergekit", []func(int, bool) float32{early, above}, false, true},
+		{"too few ties", "mergekit", []func(int, bool) float32{late, few}, false, true},
+		{"too few ties, ties kept", "paper", []func(int, bool) float32{late, few}, false, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := rand.New(rand.NewPCG(3, 4))
+			set := speculateSet(r, n, c.patterns)
+			dir := t.TempDir()
+			b, models := set.write(t, dir, r)
+			m := preset(c.preset, func(m *Method) { m.Scope, m.GlobalMajority = ScopeTensor, false })()
+			params := uniformParams(0.35, ones(2), 1)
+			p, err := NewPlan(Options{Base: b, Models: models, Out: filepath.Join(dir, "out"), BlockElems: 1024, Threads: 2},
+				m, func(string, int, int) (TensorParams, error) { return params("w"), nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.tensorSampled, p.tensorSampleMin, p.tensorSampleEvery, p.sampleChunk = 1, 1, 4, 64
+			sum, err := Run(context.Background(), p, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The radix select's merge counts the same votes.
+			radix := *p
+			radix.tensorSampled, radix.Opts.Out = n+1, filepath.Join(dir, "radix")
+			rsum, err := Run(context.Background(), &radix, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sum.Votes != rsum.Votes {
+				t.Errorf("votes %+v, the radix select's merge %+v", sum.Votes, rsum.Votes)
+			}
+			if sum.OnePass != 1-b2i(c.miss) || sum.FellBack != b2i(c.miss) {
+				t.Errorf("%d tensors merged in one pass, %d fell back", sum.OnePass, sum.FellBack)
+			}
+			if (sum.Remerged > 0) != c.again || sum.Remerged > n/4 {
+				t.Errorf("%d elements merged again", sum.Remerged)
+			}
+			want, kept := set.expected(m, params, nil)
+			_, data := readModel(t, p.Opts.Out)
+			got := decode(kernels.BF16, data["w"])
+			for e, w := range want["w"] {
+				if !sameFloat(got[e], w) {
+					t.Fatalf("w[%d] = %v, want %v", e, got[e], w)
+				}
+			}
+			for i := range kept {
+				if sum.Kept[i] != kept[i] {
+					t.Errorf("model %d: kept %d, want %d", i+1, sum.Kept[i], kept[i])
+				}
+			}
+		})
+	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
