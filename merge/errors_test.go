@@ -480,3 +480,15 @@ func readChars(t *testing.T) int64 {
 	t.Skip("no rchar in /proc/self/io")
 	return 0
 }
+
+// A base config.json that is not JSON fails the plan, before any tensor is
+// read, with the file named.
+func TestErrBadConfig(t *testing.T) {
+	f := newFixture(t)
+	base, ft1, ft2 := f.model(t, "base", 0), f.model(t, "ft1", 1), f.model(t, "ft2", 2)
+	cfg := filepath.Join(base, "config.json")
+	if err := os.WriteFile(cfg, []byte(`{"torch_dtype": `), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.expectErr(t, f.merge(base, []string{ft1, ft2}, nil, nil), cfg, "unexpected end of JSON")
+}

@@ -2,7 +2,9 @@ package merge
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -21,11 +23,7 @@ var torchDType = map[kernels.DType]string{kernels.F32: "float32", kernels.F16: "
 // base's tokenizer and generation files, and the caller's files.
 func (r *run) writeExtras(extra map[string][]byte) error {
 	dir := r.p.Base.Dir
-	if b, err := os.ReadFile(filepath.Join(dir, "config.json")); err == nil {
-		var cfg map[string]any
-		if err := json.Unmarshal(b, &cfg); err != nil {
-			return fmt.Errorf("%s: %w", filepath.Join(dir, "config.json"), err)
-		}
+	if cfg := r.p.config; cfg != nil {
 		if dt, ok := r.outDType(); ok {
 			cfg["torch_dtype"] = torchDType[dt]
 		}
@@ -51,6 +49,24 @@ func (r *run) writeExtras(extra map[string][]byte) error {
 		}
 	}
 	return nil
+}
+
+// readConfig reads dir's config.json, if it has one: checked before the
+// merge, written out after it.
+func readConfig(dir string) (map[string]any, error) {
+	path := filepath.Join(dir, "config.json")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	cfg := map[string]any{}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
 }
 
 // outDType is the dtype of the merged tensors when they all share one.

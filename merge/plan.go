@@ -79,7 +79,8 @@ type Plan struct {
 	tensorSampleEvery              int
 	BlockElems, Workers            int
 	MemoryBound                    int64
-	LowsBytes                      int64 // exact-k trims and per-tensor selects: the lists of values in the threshold's bin or band
+	LowsBytes                      int64          // exact-k trims and per-tensor selects: the lists of values in the threshold's bin or band
+	config                         map[string]any // the base's config.json, nil if it has none
 	// HotBytes: a per-tensor trim keeps a tensor of at most this many input
 	// bytes mapped from its first read to its merge (no second page faults).
 	HotBytes int64
@@ -196,6 +197,9 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 	var errs []error
 	var err error
 	if p.Base, err = mmapio.OpenModel(opts.Base); err != nil {
+		return nil, fmt.Errorf("base model: %w", err)
+	}
+	if p.config, err = readConfig(p.Base.Dir); err != nil {
 		return nil, fmt.Errorf("base model: %w", err)
 	}
 	for i, path := range opts.Models {
