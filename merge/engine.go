@@ -43,6 +43,7 @@ type Summary struct {
 	Sampled       int64 // single pass: elements per model read to place the bands
 	Spilled       int64 // single pass: positions settled after the pass
 	FellBack      int   // scopes (single pass) or tensors (per-tensor select) whose sample missed, so the radix select ran
+	Crowded       int   // tensors whose sampled band held more values than the lists take, so the radix select ran
 	OnePass       int   // per-tensor trims merged in one pass (the threshold on a tie group)
 	Remerged      int64 // elements of those merged again at a tie cut
 	Majority      int   // the model-wide majority sign (paper preset), else 0
@@ -75,6 +76,7 @@ type worker struct {
 	lowsFull       bool       // lows outgrew its share of memory
 	lowsCap        int
 	above, inside  []uint64 // per model: values above and in the band (sampled.go)
+	atHi, atLo     []uint64 // per model: values at the band's edges, where counted apart
 	equal          []int    // per model: the fused kernel's count at the threshold
 	votes          kernels.VoteStats
 	fixups         []byte // fixup records not yet in the file
@@ -99,6 +101,7 @@ type run struct {
 	ws      []*worker
 	fixFile *spill // outputs of the exact zero sums if the majority sign is −1
 	missed  int    // sampled per-tensor selects whose bands missed
+	crowded int    // sampled per-tensor selects whose bands held too many values
 	// Per-tensor trims merged in one pass (speculate.go), and the elements
 	// they merged again at a tie cut.
 	onePass  int
@@ -144,6 +147,7 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 		return nil, err
 	}
 	sum.FellBack += r.missed
+	sum.Crowded = r.crowded
 	sum.OnePass, sum.Remerged = r.onePass, r.remerged
 	sum.Kept = make([]uint64, len(p.Models))
 	for _, w := range r.ws {
@@ -202,6 +206,7 @@ func (r *run) setup() {
 			w.hists = make([]topk.Hist, n)
 			w.lows, w.lowsCap = make([][]uint64, n), int(p.LowsBytes/8)/(n*p.Workers)
 			w.above, w.inside = make([]uint64, n), make([]uint64, n)
+			w.atHi, w.atLo = make([]uint64, n), make([]uint64, n)
 		}
 		r.ws[i] = w
 	}
@@ -497,7 +502,6 @@ func (r *run) pick(ctx context.Context, bs []block, models []int, need []uint64,
 		if th, ties, ok, err := r.sampledPick(ctx, bs, need, sc); err != nil || ok {
 			return th, ties, err
 		}
-		r.missed++
 	}
 	return r.radixPick(ctx, bs, models, need, approx)
 }

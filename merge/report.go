@@ -123,6 +123,9 @@ func (s *Summary) Print(w io.Writer, p *Plan) {
 	} else if s.FellBack > 0 {
 		fmt.Fprintf(w, "select:   in %d tensor(s) the sample missed a threshold, so the radix select ran\n", s.FellBack)
 	}
+	if s.Crowded > 0 {
+		fmt.Fprintf(w, "select:   in %d tensor(s) the sample's band held more values than the select's lists take (see --max-memory), so the radix select ran\n", s.Crowded)
+	}
 	if s.OnePass > 0 {
 		fmt.Fprintf(w, "select:   %d tensor(s) merged in one pass (each threshold on a tie group); %d elements merged again at a tie cut\n", s.OnePass, s.Remerged)
 	}

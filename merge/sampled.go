@@ -3,6 +3,7 @@ package merge
 import (
 	"context"
 	"encoding/binary"
+	"slices"
 	"sync"
 
 	"github.com/tiesmm/tiesmm/kernels"
@@ -34,7 +35,8 @@ const (
 
 // sampledPick returns the exact thresholds of the models with 0 < need ≤ n
 // over one tensor's blocks bs, with the count of values at each threshold in
-// every block (by block seq), or ok = false if the sample missed.
+// every block (by block seq), or ok = false if the sample missed or the
+// values in a band outgrew their lists (counted in r.missed, r.crowded).
 // sc, if not nil, is the sample, already read.
 func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *scope) (_ []topk.Threshold, ties [][]int64, ok bool, _ error) {
 	if sc == nil {
@@ -57,6 +59,20 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *sc
 			}
 		}
 	}()
+	// A band whose values would outgrow the lists (its edges on big tie
+	// groups, as bf16 task vectors have) has its edge values counted, block
+	// by block, not listed: the threshold is then one of them, or one of the
+	// few values strictly inside.
+	edged := make([]bool, nm)
+	var edges [][]int64 // by block seq: per model the values at hi, at lo
+	for _, i := range sc.models {
+		bd := sc.bands[i]
+		estimate := float64(bd.pop) * float64(sc.total) / float64(max(1, sc.sampleSize))
+		if bd.lo != bd.hi && estimate > float64(r.ws[0].lowsCap*len(r.ws))/2 {
+			edged[i] = true
+			edges = make([][]int64, len(bs))
+		}
+	}
 	// A band of one value (a tie group: common in bf16 task vectors) needs
 	// only counts, which are then also the ties of each block.
 	ties = make([][]int64, len(bs))
@@ -64,6 +80,9 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *sc
 		j := &r.p.Jobs[b.job]
 		base := r.widenBase(w, b)
 		ties[b.seq] = make([]int64, nm)
+		if edges != nil {
+			edges[b.seq] = make([]int64, 2*nm)
+		}
 		for _, i := range sc.models {
 			dt := j.ModelDT[i]
 			src := r.src(j.Models[i], dt, b.start, b.n)
@@ -75,7 +94,22 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *sc
 				ties[b.seq][i] = int64(inside)
 				continue
 			}
+			if edged[i] {
+				above, atHi := r.k.DeltaRange(src, dt, base, hi, hi, nil)
+				_, atLo := r.k.DeltaRange(src, dt, base, lo, lo, nil)
+				w.above[i] += uint64(above)
+				w.atHi[i] += uint64(atHi)
+				w.atLo[i] += uint64(atLo)
+				edges[b.seq][2*i], edges[b.seq][2*i+1] = int64(atHi), int64(atLo)
+				if hi-lo < 2 {
+					continue // nothing strictly inside
+				}
+				lo, hi = lo+1, hi-1
+			}
 			above, inside := r.k.DeltaRange(src, dt, base, lo, hi, w.idx)
+			if edged[i] {
+				above = 0 // counted above, with the values at hi
+			}
 			w.above[i] += uint64(above)
 			w.inside[i] += uint64(inside)
 			if w.lowsFull || len(w.lows[i])+inside > w.lowsCap {
@@ -101,28 +135,70 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *sc
 	})
 	defer r.dropLows()
 	above, inside := make([]uint64, nm), make([]uint64, nm)
+	atHi, atLo := make([]uint64, nm), make([]uint64, nm)
 	full := false
 	for _, w := range r.ws {
 		for _, i := range sc.models {
 			above[i] += w.above[i]
 			inside[i] += w.inside[i]
-			w.above[i], w.inside[i] = 0, 0
+			atHi[i] += w.atHi[i]
+			atLo[i] += w.atLo[i]
+			w.above[i], w.inside[i], w.atHi[i], w.atLo[i] = 0, 0, 0, 0
 		}
 		full = full || w.lowsFull
+	}
+	if full && err == nil {
+		r.crowded++
 	}
 	if err != nil || full {
 		return nil, nil, false, err
 	}
 	th := make([]topk.Threshold, nm)
-	var wide []int // models whose band holds more than one value
+	var wide []int // models whose threshold is one of the values listed
 	for _, i := range sc.models {
+		bd := sc.bands[i]
+		if edged[i] {
+			// From the top: above hi, at hi, strictly inside, at lo.
+			k, at := need[i], above[i]
+			switch {
+			case k <= at:
+				r.missed++
+				return nil, nil, false, nil
+			case k <= at+atHi[i]:
+				th[i] = topk.Threshold{Bits: bd.hi, Greater: at, Equal: atHi[i]}
+				for b := range bs {
+					ties[b][i] = edges[b][2*i]
+				}
+			case k <= at+atHi[i]+inside[i]:
+				above[i] = at + atHi[i]
+				wide = append(wide, i)
+			case k <= at+atHi[i]+inside[i]+atLo[i]:
+				th[i] = topk.Threshold{Bits: bd.lo, Greater: at + atHi[i] + inside[i], Equal: atLo[i]}
+				for b := range bs {
+					ties[b][i] = edges[b][2*i+1]
+				}
+			default:
+				r.missed++
+				return nil, nil, false, nil
+			}
+			continue
+		}
 		if !(above[i] < need[i] && need[i] <= above[i]+inside[i]) {
+			r.missed++
 			return nil, nil, false, nil
 		}
-		if sc.bands[i].lo == sc.bands[i].hi {
-			th[i] = topk.Threshold{Bits: sc.bands[i].lo, Greater: above[i], Equal: inside[i]}
+		if bd.lo == bd.hi {
+			th[i] = topk.Threshold{Bits: bd.lo, Greater: above[i], Equal: inside[i]}
 		} else {
 			wide = append(wide, i)
+		}
+	}
+	// The histograms of edged models decided at an edge: not needed.
+	for _, i := range sc.models {
+		if edged[i] && !slices.Contains(wide, i) {
+			for _, w := range r.ws {
+				w.hists[i].Reset()
+			}
 		}
 	}
 	if len(wide) == 0 {

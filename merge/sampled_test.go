@@ -126,3 +126,68 @@ func TestSampledPickWideBand(t *testing.T) {
 		}
 	}
 }
+
+// TestSampledPickEdges puts a per-tensor select's band edges on two big tie
+// groups (|τ| 2 and 1) with a few distinct values strictly between them,
+// and its lists room for those few only: the edges' values must be counted,
+// not listed, and the threshold found at the upper edge, inside, or at the
+// lower edge, with the exact-k tie cut, without the radix select.
+func TestSampledPickEdges(t *testing.T) {
+	const n, above, group, inside = 40000, 8000, 4000, 400
+	for _, c := range []struct {
+		name string
+		need int
+	}{{"upper edge", above + 3500}, {"inside", above + group + inside/2}, {"lower edge", above + group + inside + 500}} {
+		t.Run(c.name, func(t *testing.T) {
+			r := rand.New(rand.NewPCG(9, 10))
+			tau := make([]float32, 0, n)
+			for range above {
+				tau = append(tau, 3+r.Float32())
+			}
+			for range group {
+				tau = append(tau, 2, 1)
+			}
+			for k := range inside {
+				tau = append(tau, 1+float32(k+1)/(inside+1))
+			}
+			for len(tau) < n {
+				tau = append(tau, 0.5*r.Float32())
+			}
+			r.Shuffle(n, func(a, b int) { tau[a], tau[b] = tau[b], tau[a] })
+			for e := range tau {
+				tau[e] *= []float32{1, -1}[r.IntN(2)]
+			}
+			dir := t.TempDir()
+			set := testSet{base: []testTensor{{name: "w", shape: []int64{n}, dt: kernels.F32, vals: make([]float32, n)}},
+				models: [][]testTensor{{{name: "w", shape: []int64{n}, dt: kernels.F32, vals: tau}}}}
+			b, models := set.write(t, dir, r)
+			m := newMethod(t, "ties", "mergekit")
+			params := uniformParams((float64(c.need)+0.5)/n, ones(1), 1)
+			p, err := NewPlan(Options{Base: b, Models: models, Out: filepath.Join(dir, "out"), BlockElems: 1000, Threads: 2},
+				m, func(string, int, int) (TensorParams, error) { return params("w"), nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.tensorSampled, p.tensorSampleMin, p.tensorSampleEvery, p.sampleChunk = 1, 1, 4, 64
+			p.LowsBytes = 8 * 2 * 2000 // 2000 values per worker: the inside, not the edges
+			sum, err := Run(context.Background(), p, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sum.FellBack != 0 || sum.Crowded != 0 || sum.OnePass != 0 {
+				t.Errorf("%d tensors missed, %d overflowed the lists, %d merged in one pass: want the sampled select", sum.FellBack, sum.Crowded, sum.OnePass)
+			}
+			want, kept := set.expected(m, params, nil)
+			_, data := readModel(t, p.Opts.Out)
+			got := decode(kernels.F32, data["w"])
+			for e, w := range want["w"] {
+				if !sameFloat(got[e], w) {
+					t.Fatalf("w[%d] = %v, want %v", e, got[e], w)
+				}
+			}
+			if sum.Kept[0] != kept[0] || kept[0] != uint64(c.need) {
+				t.Errorf("kept %d, reference %d, asked %d", sum.Kept[0], kept[0], c.need)
+			}
+		})
+	}
+}

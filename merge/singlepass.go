@@ -33,8 +33,12 @@ import (
 // counts show the threshold outside the band) the merge falls back to the
 // two passes and says so.
 
-// band is one model's uncertain range of magnitude patterns, inclusive.
-type band struct{ lo, hi uint32 }
+// band is one model's uncertain range of magnitude patterns, inclusive,
+// with the count of the sample's values in it.
+type band struct {
+	lo, hi uint32
+	pop    uint64
+}
 
 // Sampling: one run of sampleChunk elements in every sampleEvery, but at
 // least sampleMinElems per model (a narrower band, so a smaller spill). With
@@ -76,6 +80,7 @@ type scope struct {
 	bands       []band
 	trims       []bool  // per model: trimmed at all
 	sample      []block // the sample the bands come from
+	sampleSize  int64   // its elements per model
 }
 
 func (r *run) newScope(jobs []int, need []uint64) *scope {
@@ -154,6 +159,10 @@ func (r *run) sampleBandsFrom(ctx context.Context, sc *scope, sample []block) (i
 	for _, b := range sample {
 		size += b.n
 	}
+	sc.sampleSize = size
+	for _, i := range sc.models {
+		sc.bands[i].pop = 0
+	}
 	high, err := r.histPass(ctx, sample, sc.models, nil, histHigh)
 	if err != nil {
 		return 0, err
@@ -208,8 +217,10 @@ func (r *run) sampleBandsFrom(ctx context.Context, sc *scope, sample []block) (i
 			}
 			if s == 0 {
 				sc.bands[i].hi = th.Bits
+				sc.bands[i].pop -= th.Greater
 			} else {
 				sc.bands[i].lo = th.Bits
+				sc.bands[i].pop += th.Greater + th.Equal
 			}
 		}
 	}
