@@ -34,10 +34,10 @@ import (
 // two passes and says so.
 
 // band is one model's uncertain range of magnitude patterns, inclusive,
-// with the count of the sample's values in it.
+// with the counts of the sample's values in it and at its edges.
 type band struct {
-	lo, hi uint32
-	pop    uint64
+	lo, hi       uint32
+	pop, atEdges uint64
 }
 
 // Sampling: one run of sampleChunk elements in every sampleEvery, but at
@@ -161,7 +161,7 @@ func (r *run) sampleBandsFrom(ctx context.Context, sc *scope, sample []block) (i
 	}
 	sc.sampleSize = size
 	for _, i := range sc.models {
-		sc.bands[i].pop = 0
+		sc.bands[i].pop, sc.bands[i].atEdges = 0, 0
 	}
 	high, err := r.histPass(ctx, sample, sc.models, nil, histHigh)
 	if err != nil {
@@ -218,9 +218,13 @@ func (r *run) sampleBandsFrom(ctx context.Context, sc *scope, sample []block) (i
 			if s == 0 {
 				sc.bands[i].hi = th.Bits
 				sc.bands[i].pop -= th.Greater
+				sc.bands[i].atEdges = th.Equal
 			} else {
 				sc.bands[i].lo = th.Bits
 				sc.bands[i].pop += th.Greater + th.Equal
+				if sc.bands[i].lo != sc.bands[i].hi {
+					sc.bands[i].atEdges += th.Equal
+				}
 			}
 		}
 	}
