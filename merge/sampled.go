@@ -20,8 +20,11 @@ import (
 // few inside it with their block. The threshold is the (k − above)-th
 // largest collected value, exactly what the radix select finds, and the
 // collected values also give the ties of every block for the exact-k rule.
-// If the sample missed (the threshold is outside the band) or the values
-// inside outgrow their memory, the radix select runs instead.
+// Where the band's edges hold many of its values, the edge values are only
+// counted, per block (see edged below). If the sample missed (the threshold
+// is outside the band) or the values inside outgrow their memory, the radix
+// select runs instead. Where every band is one value, speculate.go merges
+// the tensor without this pass.
 
 // A tensor's sample is denser than a whole model's: the values inside its
 // bands are collected one by one, which costs more than a larger sample
