@@ -128,3 +128,72 @@ func b2i(b bool) int {
 	}
 	return 0
 }
+
+// TestSpeculativeMergeRandom holds the one-pass merge to the reference on
+// random tie-heavy tensors (|τ| from a few values, their mix drifting along
+// the tensor so the sample misplaces cuts), with random models, dtypes,
+// block sizes, threads, kernel sets and tie rules, and checks that the
+// trials took the one-pass merge.
+func TestSpeculativeMergeRandom(t *testing.T) {
+	sets := kernels.Available()
+	onePass := 0
+	for trial := range 24 {
+		r := rand.New(rand.NewPCG(11, uint64(trial)))
+		nm := 1 + r.IntN(4)
+		n := 20000 + r.IntN(30000)
+		dt := []kernels.DType{kernels.BF16, kernels.F16, kernels.F32}[r.IntN(3)]
+		base := make([]float32, n)
+		for e := range base { // a coarse grid: θ₀ + τ is exact in every dtype, τ ties
+			base[e] = float32(r.IntN(7)-3) * 0x1p-4
+		}
+		set := testSet{base: []testTensor{{name: "w", shape: []int64{int64(n)}, dt: dt, vals: base}}}
+		for range nm {
+			vals := make([]float32, n)
+			for e := range vals {
+				// Larger values more often towards the end.
+				k := min(5, r.IntN(4)+r.IntN(1+3*e/n))
+				mag := []float32{0, 0x1p-9, 0x1p-8, 0x1p-7, 0x1p-6, 0x1p-5}[k]
+				vals[e] = roundTo(dt, base[e]+mag*[]float32{1, -1}[r.IntN(2)])
+			}
+			set.models = append(set.models, []testTensor{{name: "w", shape: []int64{int64(n)}, dt: dt, vals: vals}})
+		}
+		dir := t.TempDir()
+		b, models := set.write(t, dir, r)
+		pr := []string{"mergekit", "peft", "paper"}[r.IntN(3)]
+		m := preset(pr, func(m *Method) { m.Scope, m.GlobalMajority = ScopeTensor, false })()
+		weights := make([]float32, nm)
+		for i := range weights {
+			weights[i] = 0.5 + r.Float32()
+		}
+		params := uniformParams(0.1+0.6*r.Float64(), weights, 1)
+		opts := Options{Base: b, Models: models, Out: filepath.Join(dir, "out"), Threads: 1 + r.IntN(3),
+			BlockElems: []int{64, 1000, 4096}[r.IntN(3)], Kernels: sets[r.IntN(len(sets))]}
+		p, err := NewPlan(opts, m, func(string, int, int) (TensorParams, error) { return params("w"), nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.tensorSampled, p.tensorSampleMin, p.tensorSampleEvery, p.sampleChunk = 1, 1, 2+r.IntN(4), 16+int64(r.IntN(100))
+		sum, err := Run(context.Background(), p, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		onePass += sum.OnePass
+		want, kept := set.expected(m, params, nil)
+		_, data := readModel(t, opts.Out)
+		got := decode(dt, data["w"])
+		for e, w := range want["w"] {
+			if !sameFloat(got[e], w) {
+				t.Fatalf("trial %d (%s, %d models, %s, block %d, %d threads, %s, one pass %d): w[%d] = %v, want %v",
+					trial, pr, nm, dt, opts.BlockElems, opts.Threads, opts.Kernels.Name, sum.OnePass, e, got[e], w)
+			}
+		}
+		for i := range kept {
+			if sum.Kept[i] != kept[i] {
+				t.Fatalf("trial %d: model %d kept %d, reference %d", trial, i+1, sum.Kept[i], kept[i])
+			}
+		}
+	}
+	if onePass < 12 {
+		t.Errorf("%d of 24 trials merged in one pass: the test no longer exercises it", onePass)
+	}
+}
