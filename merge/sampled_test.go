@@ -99,30 +99,54 @@ func TestSampledPickWideBand(t *testing.T) {
 			}
 			set.models = append(set.models, []testTensor{{name: "w", shape: []int64{n}, dt: kernels.F32, vals: vals}})
 		}
-		dir := t.TempDir()
-		b, models := set.write(t, dir, r)
 		m := preset(pr, func(m *Method) { m.Scope = ScopeTensor })()
 		params := uniformParams(0.3, ones(2), 1)
-		p, err := NewPlan(Options{Base: b, Models: models, Out: filepath.Join(dir, "out"), BlockElems: 1000, Threads: 2},
-			m, func(string, int, int) (TensorParams, error) { return params("w"), nil })
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.tensorSampled, p.tensorSampleMin, p.tensorSampleEvery, p.sampleChunk = 1, 1, 4, 64
-		sum, err := Run(context.Background(), p, nil, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		p, sum := runOneTensor(t, r, set, m, params, 1000, nil)
 		if sum.FellBack != 0 {
 			t.Fatalf("%s: the select fell back to the radix select", pr)
 		}
-		want, _ := set.expected(m, params, nil)
-		_, data := readModel(t, p.Opts.Out)
-		got := decode(kernels.F32, data["w"])
-		for e, w := range want["w"] {
-			if !sameFloat(got[e], w) {
-				t.Fatalf("%s: w[%d] = %v, want %v", pr, e, got[e], w)
-			}
+		checkOneTensor(t, p, sum, set, m, params)
+	}
+}
+
+// runOneTensor merges set's tensor "w" with m, in blocks of block elements
+// on two threads, sampling every tensor (runs of 64 elements, one in 4),
+// with edit's changes to the plan.
+func runOneTensor(t *testing.T, r *rand.Rand, set testSet, m Method, params func(string) TensorParams, block int, edit func(*Plan)) (*Plan, *Summary) {
+	t.Helper()
+	dir := t.TempDir()
+	b, models := set.write(t, dir, r)
+	p, err := NewPlan(Options{Base: b, Models: models, Out: filepath.Join(dir, "out"), BlockElems: block, Threads: 2},
+		m, func(string, int, int) (TensorParams, error) { return params("w"), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.tensorSampled, p.tensorSampleMin, p.tensorSampleEvery, p.sampleChunk = 1, 1, 4, 64
+	if edit != nil {
+		edit(p)
+	}
+	sum, err := Run(context.Background(), p, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, sum
+}
+
+// checkOneTensor holds the merged tensor "w" and the kept counts to the
+// reference.
+func checkOneTensor(t *testing.T, p *Plan, sum *Summary, set testSet, m Method, params func(string) TensorParams) {
+	t.Helper()
+	want, kept := set.expected(m, params, nil)
+	_, data := readModel(t, p.Opts.Out)
+	got := decode(set.base[0].dt, data["w"])
+	for e, w := range want["w"] {
+		if !sameFloat(got[e], w) {
+			t.Fatalf("w[%d] = %v, want %v", e, got[e], w)
+		}
+	}
+	for i := range kept {
+		if sum.Kept[i] != kept[i] {
+			t.Errorf("model %d: kept %d, reference %d", i+1, sum.Kept[i], kept[i])
 		}
 	}
 }
@@ -157,36 +181,19 @@ func TestSampledPickEdges(t *testing.T) {
 			for e := range tau {
 				tau[e] *= []float32{1, -1}[r.IntN(2)]
 			}
-			dir := t.TempDir()
 			set := testSet{base: []testTensor{{name: "w", shape: []int64{n}, dt: kernels.F32, vals: make([]float32, n)}},
 				models: [][]testTensor{{{name: "w", shape: []int64{n}, dt: kernels.F32, vals: tau}}}}
-			b, models := set.write(t, dir, r)
 			m := newMethod(t, "ties", "mergekit")
 			params := uniformParams((float64(c.need)+0.5)/n, ones(1), 1)
-			p, err := NewPlan(Options{Base: b, Models: models, Out: filepath.Join(dir, "out"), BlockElems: 1000, Threads: 2},
-				m, func(string, int, int) (TensorParams, error) { return params("w"), nil })
-			if err != nil {
-				t.Fatal(err)
-			}
-			p.tensorSampled, p.tensorSampleMin, p.tensorSampleEvery, p.sampleChunk = 1, 1, 4, 64
-			p.LowsBytes = 8 * 2 * 2000 // 2000 values per worker: the inside, not the edges
-			sum, err := Run(context.Background(), p, nil, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			p, sum := runOneTensor(t, r, set, m, params, 1000, func(p *Plan) {
+				p.LowsBytes = 8 * 2 * 2000 // 2000 values per worker: the inside, not the edges
+			})
 			if sum.FellBack != 0 || sum.Crowded != 0 || sum.OnePass != 0 {
 				t.Errorf("%d tensors missed, %d overflowed the lists, %d merged in one pass: want the sampled select", sum.FellBack, sum.Crowded, sum.OnePass)
 			}
-			want, kept := set.expected(m, params, nil)
-			_, data := readModel(t, p.Opts.Out)
-			got := decode(kernels.F32, data["w"])
-			for e, w := range want["w"] {
-				if !sameFloat(got[e], w) {
-					t.Fatalf("w[%d] = %v, want %v", e, got[e], w)
-				}
-			}
-			if sum.Kept[0] != kept[0] || kept[0] != uint64(c.need) {
-				t.Errorf("kept %d, reference %d, asked %d", sum.Kept[0], kept[0], c.need)
+			checkOneTensor(t, p, sum, set, m, params)
+			if sum.Kept[0] != uint64(c.need) {
+				t.Errorf("kept %d, asked %d", sum.Kept[0], c.need)
 			}
 		})
 	}

@@ -75,23 +75,12 @@ func TestSpeculativeMerge(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			r := rand.New(rand.NewPCG(3, 4))
 			set := speculateSet(r, n, c.patterns)
-			dir := t.TempDir()
-			b, models := set.write(t, dir, r)
 			m := preset(c.preset, func(m *Method) { m.Scope, m.GlobalMajority = ScopeTensor, false })()
 			params := uniformParams(0.35, ones(2), 1)
-			p, err := NewPlan(Options{Base: b, Models: models, Out: filepath.Join(dir, "out"), BlockElems: 1024, Threads: 2},
-				m, func(string, int, int) (TensorParams, error) { return params("w"), nil })
-			if err != nil {
-				t.Fatal(err)
-			}
-			p.tensorSampled, p.tensorSampleMin, p.tensorSampleEvery, p.sampleChunk = 1, 1, 4, 64
-			sum, err := Run(context.Background(), p, nil, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			p, sum := runOneTensor(t, r, set, m, params, 1024, nil)
 			// The radix select's merge counts the same votes.
 			radix := *p
-			radix.tensorSampled, radix.Opts.Out = n+1, filepath.Join(dir, "radix")
+			radix.tensorSampled, radix.Opts.Out = n+1, p.Opts.Out+"-radix"
 			rsum, err := Run(context.Background(), &radix, nil, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -105,19 +94,7 @@ func TestSpeculativeMerge(t *testing.T) {
 			if (sum.Remerged > 0) != c.again || sum.Remerged > n/4 {
 				t.Errorf("%d elements merged again", sum.Remerged)
 			}
-			want, kept := set.expected(m, params, nil)
-			_, data := readModel(t, p.Opts.Out)
-			got := decode(kernels.BF16, data["w"])
-			for e, w := range want["w"] {
-				if !sameFloat(got[e], w) {
-					t.Fatalf("w[%d] = %v, want %v", e, got[e], w)
-				}
-			}
-			for i := range kept {
-				if sum.Kept[i] != kept[i] {
-					t.Errorf("model %d: kept %d, want %d", i+1, sum.Kept[i], kept[i])
-				}
-			}
+			checkOneTensor(t, p, sum, set, m, params)
 		})
 	}
 }
