@@ -83,25 +83,34 @@ func (r *run) speculateJob(ctx context.Context, ji int) (_ *scope, done bool, _ 
 	recs := make([]blockRecord, len(bs))
 	r.hot = false // read once: release behind
 	if err := r.parallel(ctx, bs, func(w *worker, b block) error {
+		// The ties are counted where some model keeps them; past every
+		// model's cut the kernel without the count runs (about a sixth
+		// faster per element in the 4 GB profile).
+		var equal []int
 		for i := range j.Models {
 			bits := r.trims[ji][i].bits // untrimmed: 0, keep all
 			if sc.trims[i] {
 				bits = sc.bands[i].lo
 				if b.index >= cut[i] {
 					bits++ // no ties
+				} else {
+					equal = w.equal
 				}
 			}
 			w.fused.Thr[i] = bits
 		}
 		before := w.votes
-		if err := r.mergeBlockFused(w, b, w.equal); err != nil {
+		if err := r.mergeBlockFused(w, b, equal); err != nil {
 			return err
 		}
 		rec := &recs[b.index]
 		rec.votes = subVotes(w.votes, before)
 		rec.kept, rec.equal = make([]int64, nm), make([]int64, nm)
 		for i := range nm {
-			rec.kept[i], rec.equal[i] = int64(w.fused.Kept[i]), int64(w.equal[i])
+			rec.kept[i] = int64(w.fused.Kept[i])
+			if equal != nil && b.index < cut[i] {
+				rec.equal[i] = int64(equal[i])
+			}
 		}
 		return nil
 	}); err != nil {
