@@ -73,10 +73,10 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *sc
 	for _, i := range sc.models {
 		bd := sc.bands[i]
 		estimate := float64(bd.pop) * float64(sc.total) / float64(max(1, sc.sampleSize))
-		if bd.lo != bd.hi && (10*bd.atEdges >= bd.pop || estimate > float64(r.ws[0].lowsCap*len(r.ws))/2) {
-			edged[i] = true
-			edges = make([][]int64, len(bs))
-		}
+		edged[i] = bd.lo != bd.hi && (10*bd.atEdges >= bd.pop || estimate > float64(r.ws[0].lowsCap*len(r.ws))/2)
+	}
+	if slices.Contains(edged, true) {
+		edges = make([][]int64, len(bs))
 	}
 	// A band of one value (a tie group: common in bf16 task vectors) needs
 	// only counts, which are then also the ties of each block.
