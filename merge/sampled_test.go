@@ -157,22 +157,33 @@ func checkOneTensor(t *testing.T, p *Plan, sum *Summary, set testSet, m Method, 
 // not listed, and the threshold found at the upper edge, inside, or at the
 // lower edge, with the exact-k tie cut, without the radix select.
 func TestSampledPickEdges(t *testing.T) {
-	const n, above, group, inside = 40000, 8000, 4000, 400
+	const n, above, group = 40000, 8000, 4000
 	for _, c := range []struct {
-		name string
-		need int
-	}{{"upper edge", above + 3500}, {"inside", above + group + inside/2}, {"lower edge", above + group + inside + 500}} {
+		name   string
+		inside int // distinct values strictly between the edges (0: adjacent patterns)
+		need   int
+	}{
+		{"upper edge", 400, above + 3500},
+		{"inside", 400, above + group + 200},
+		{"lower edge", 400, above + group + 400 + 500},
+		{"adjacent edges, upper", 0, above + 3500},
+		{"adjacent edges, lower", 0, above + group + 500},
+	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := rand.New(rand.NewPCG(9, 10))
+			hi := float32(2)
+			if c.inside == 0 {
+				hi = math.Nextafter32(1, 2)
+			}
 			tau := make([]float32, 0, n)
 			for range above {
 				tau = append(tau, 3+r.Float32())
 			}
 			for range group {
-				tau = append(tau, 2, 1)
+				tau = append(tau, hi, 1)
 			}
-			for k := range inside {
-				tau = append(tau, 1+float32(k+1)/(inside+1))
+			for k := range c.inside {
+				tau = append(tau, 1+float32(k+1)/float32(c.inside+1))
 			}
 			for len(tau) < n {
 				tau = append(tau, 0.5*r.Float32())
