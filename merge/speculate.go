@@ -130,7 +130,7 @@ func (r *run) speculateJob(ctx context.Context, ji int) (_ *scope, done bool, _ 
 			err = r.splitTies(ctx, r.trims, bs, sc.models, th, j.Need, nil)
 		}
 		if err == nil {
-			err = r.parallel(ctx, bs, r.mergeBlock)
+			err = r.uncounted(func() error { return r.parallel(ctx, bs, r.mergeBlock) })
 		}
 		return nil, true, err
 	}
@@ -139,7 +139,16 @@ func (r *run) speculateJob(ctx context.Context, ji int) (_ *scope, done bool, _ 
 	for _, b := range again {
 		r.remerged += b.n
 	}
-	return nil, true, r.parallel(ctx, again, r.mergeBlock)
+	return nil, true, r.uncounted(func() error { return r.parallel(ctx, again, r.mergeBlock) })
+}
+
+// uncounted runs a pass that merges blocks again without reporting their
+// bytes as progress: the first merge of them did.
+func (r *run) uncounted(pass func() error) error {
+	prog := r.prog
+	r.prog = noProgress{}
+	defer func() { r.prog = prog }()
+	return pass()
 }
 
 // estimateCuts sets cut[i], for each model trimmed, to the block boundary
