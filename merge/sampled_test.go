@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 
 	"github.com/tiesmm/tiesmm/kernels"
@@ -125,12 +126,24 @@ func runOneTensor(t *testing.T, r *rand.Rand, set testSet, m Method, params func
 	if edit != nil {
 		edit(p)
 	}
-	sum, err := Run(context.Background(), p, nil, nil)
+	var prog countProgress
+	sum, err := Run(context.Background(), p, &prog, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Blocks merged again (a tie cut, a missed sample) count once.
+	if prog.bytes != p.InputBytes {
+		t.Errorf("progress reported %d bytes of %d", prog.bytes, p.InputBytes)
+	}
 	return p, sum
 }
+
+// countProgress adds up the bytes a merge reports.
+type countProgress struct{ bytes int64 }
+
+func (c *countProgress) StartPass(string, int, int, int64) {}
+func (c *countProgress) Add(b int64)                       { atomic.AddInt64(&c.bytes, b) }
+func (c *countProgress) EndPass()                          {}
 
 // checkOneTensor holds the merged tensor "w" and the kept counts to the
 // reference.
