@@ -369,7 +369,8 @@ func (s *spill) truncate(n int64) error {
 
 // bandState is what the single pass counts, per worker.
 type bandState struct {
-	above, inside []uint64 // per model
+	above, inside []uint64 // per model: values above the band, and spilled in it
+	atHi          []uint64 // per model: values at a wide band's upper edge (kept, not spilled)
 	mark          []bool   // positions of the block with some value in a band
 	pos           []int32  // the same positions, listed
 	buf           []byte   // this worker's spill records not yet appended
@@ -417,7 +418,11 @@ func (r *run) mergeBlockBand(w *worker, b block) error {
 			bs.above[i] += uint64(ge[i]) - at
 			continue
 		}
-		in := w.idx[:r.k.Range(tau, lo, hi, w.idx)]
+		// Every tie at the threshold is kept, and the threshold is at most
+		// hi: the values at hi are kept whatever it is, so only [lo, hi)
+		// is undecided (a bf16 band's edges hold big tie groups).
+		atHi := r.k.Range(tau, hi, hi, nil)
+		in := w.idx[:r.k.Range(tau, lo, hi-1, w.idx)]
 		for _, e := range in {
 			if !mark[e] {
 				mark[e] = true
@@ -425,7 +430,8 @@ func (r *run) mergeBlockBand(w *worker, b block) error {
 			}
 		}
 		bs.inside[i] += uint64(len(in))
-		bs.above[i] += uint64(ge[i]) - uint64(len(in))
+		bs.atHi[i] += uint64(atHi)
+		bs.above[i] += uint64(ge[i] - len(in) - atHi)
 	}
 	// Spill the undecided positions, then merge them as zeros for now.
 	slices.Sort(bs.pos)
@@ -495,7 +501,7 @@ func (r *run) voteAndFinish(w *worker, b block, base []float32) error {
 func (r *run) settle(ctx context.Context) (bool, error) {
 	p, sc := r.p, r.scope
 	nm := len(p.Models)
-	above, inside := make([]uint64, nm), make([]uint64, nm)
+	above, inside, atHi := make([]uint64, nm), make([]uint64, nm), make([]uint64, nm)
 	for _, w := range r.ws {
 		if err := r.spill.append(w.band.buf); err != nil {
 			return false, err
@@ -504,27 +510,31 @@ func (r *run) settle(ctx context.Context) (bool, error) {
 		for i := range nm {
 			above[i] += w.band.above[i]
 			inside[i] += w.band.inside[i]
-			w.band.above[i], w.band.inside[i] = 0, 0
+			atHi[i] += w.band.atHi[i]
+			w.band.above[i], w.band.inside[i], w.band.atHi[i] = 0, 0, 0
 		}
 	}
 	for _, i := range sc.models {
-		if !(above[i] < sc.need[i] && sc.need[i] <= above[i]+inside[i]) {
+		if !(above[i] < sc.need[i] && sc.need[i] <= above[i]+atHi[i]+inside[i]) {
 			return false, nil
 		}
 	}
-	// A one-value band that passed the check is the threshold. Otherwise
-	// the threshold is the (k − above)-th largest band value, found by the
-	// same two radix passes, over the spill file instead of the inputs.
+	// A one-value band that passed the check is the threshold, and so is a
+	// wide band's upper edge if the values at it reach k. Otherwise the
+	// threshold is the (k − above − at hi)-th largest spilled band value,
+	// found by the same two radix passes, over the spill file instead of
+	// the inputs.
 	thr := make([]uint32, nm)
 	var wide []int
 	for _, i := range sc.models {
-		if sc.bands[i].lo == sc.bands[i].hi {
-			thr[i] = sc.bands[i].lo
+		if bd := sc.bands[i]; bd.lo == bd.hi || sc.need[i] <= above[i]+atHi[i] {
+			thr[i] = bd.hi
 		} else {
+			above[i] += atHi[i]
 			wide = append(wide, i)
 		}
 	}
-	inBand := func(i int, m uint32) bool { return m >= sc.bands[i].lo && m <= sc.bands[i].hi }
+	inBand := func(i int, m uint32) bool { return m >= sc.bands[i].lo && m < sc.bands[i].hi }
 	mag := func(rec []byte, i int) uint32 { return binary.LittleEndian.Uint32(rec[16+4*i:]) & 0x7fffffff }
 	rec := r.spill.rec
 	high := make([]topk.Hist, nm)
@@ -674,7 +684,7 @@ func (r *run) singlePassMerge(ctx context.Context, sum *Summary) error {
 	}
 	defer r.spill.close()
 	for _, w := range r.ws {
-		w.band = &bandState{above: make([]uint64, nm), inside: make([]uint64, nm), mark: make([]bool, r.stride)}
+		w.band = &bandState{above: make([]uint64, nm), inside: make([]uint64, nm), atHi: make([]uint64, nm), mark: make([]bool, r.stride)}
 	}
 	sum.Asked = make([]uint64, nm)
 	for i, k := range p.Need {

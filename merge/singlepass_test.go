@@ -198,3 +198,41 @@ func TestSpillEachGroups(t *testing.T) {
 		}
 	}
 }
+
+// TestSinglePassUpperEdge gives the whole-model single pass a band whose
+// edges are big tie groups (|τ| 2 and 1) with a few values between them, and
+// the threshold at the upper edge, inside, and at the lower edge. The values
+// at the upper edge are kept whatever the threshold is, so they must not be
+// spilled, and the result must stay exact.
+func TestSinglePassUpperEdge(t *testing.T) {
+	const n, group, inside = 40000, 4000, 400
+	// k = ⌊n·0.2⌋ + 1 = 8001; above sets where it falls.
+	for _, c := range []struct {
+		name  string
+		above int
+	}{{"upper edge", 5000}, {"inside", 3801}, {"lower edge", 3101}} {
+		t.Run(c.name, func(t *testing.T) {
+			r := rand.New(rand.NewPCG(12, 13))
+			tau := make([]float32, 0, n)
+			for range c.above {
+				tau = append(tau, 3+r.Float32())
+			}
+			for range group {
+				tau = append(tau, 2, 1)
+			}
+			for k := range inside {
+				tau = append(tau, 1+float32(k+1)/(inside+1))
+			}
+			for len(tau) < n {
+				tau = append(tau, 0.5*r.Float32())
+			}
+			r.Shuffle(n, func(a, b int) { tau[a], tau[b] = tau[b], tau[a] })
+			set := testSet{base: []testTensor{{name: "w", shape: []int64{n}, dt: kernels.F32, vals: make([]float32, n)}},
+				models: [][]testTensor{{{name: "w", shape: []int64{n}, dt: kernels.F32, vals: tau}}}}
+			sum := runPaper(t, set, 4, 64, 0, false)
+			if sum.Spilled == 0 || sum.Spilled > group+inside+200 {
+				t.Errorf("%d positions spilled: want the lower edge and the inside (%d), not the upper edge", sum.Spilled, group+inside)
+			}
+		})
+	}
+}
