@@ -132,7 +132,7 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *sc
 				}
 				m := kernels.AbsBits(v - base[e])
 				lows = append(lows, uint64(b.seq)<<32|uint64(m))
-				h[m>>16]++
+				h.Inc(m >> 16)
 			}
 			w.lows[i] = lows
 		}
@@ -230,7 +230,7 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *sc
 			in := w.lows[i][:0]
 			for _, v := range w.lows[i] {
 				if uint32(v)>>16 == hiBin[i] {
-					w.hists[i][uint32(v)&0xffff]++
+					w.hists[i].Inc(uint32(v) & 0xffff)
 					in = append(in, v)
 				}
 			}

@@ -542,7 +542,7 @@ func (r *run) settle(ctx context.Context) (bool, error) {
 		for o := 0; o < len(recs); o += rec {
 			for _, i := range wide {
 				if m := mag(recs[o:], i); inBand(i, m) {
-					high[i][m>>16]++
+					high[i].Inc(m >> 16)
 				}
 			}
 		}
@@ -562,7 +562,7 @@ func (r *run) settle(ctx context.Context) (bool, error) {
 		for o := 0; o < len(recs); o += rec {
 			for _, i := range wide {
 				if m := mag(recs[o:], i); inBand(i, m) && m>>16 == his[i] {
-					low[i][m&0xffff]++
+					low[i].Inc(m & 0xffff)
 				}
 			}
 		}

@@ -26,7 +26,7 @@ func (w *worker) addLow(k *kernels.Set, i int, tau []float32, hi uint32, seq int
 	collect := seq >= 0 && !w.lowsFull
 	for _, e := range in {
 		low := kernels.AbsBits(tau[e]) & 0xffff
-		h[low]++
+		h.Inc(low)
 		if collect {
 			w.lows[i] = append(w.lows[i], uint64(seq)<<16|uint64(low))
 		}

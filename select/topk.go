@@ -17,13 +17,35 @@ import (
 const Bins = 1 << 16
 
 // Hist counts magnitudes by 16 bits of their pattern. Magnitude patterns
-// (bits & 0x7fffffff) order like |x|, with NaN above +Inf.
-type Hist [Bins]uint64
+// (bits & 0x7fffffff) order like |x|, with NaN above +Inf. It also marks the
+// pages (256 bins each) it has touched, so that emptying, merging and
+// scanning it visit only those: the values of one tensor or sample fall in a
+// few of the 256 pages (bf16 task vectors: one page per exponent), and a
+// per-tensor select empties, merges and scans a histogram per model and
+// pass (mergekit, 0.5 GB set: 0.27 s against 0.315 s scanning every bin;
+// 1 GB: 0.475 s against 0.535 s; 8 alternating runs each).
+type Hist struct {
+	bins  [Bins]uint64
+	pages [Bins / pageBins]bool
+}
+
+const pageBins = 256
+
+// Inc counts one value in bin b.
+func (h *Hist) Inc(b uint32) {
+	h.bins[b]++
+	h.pages[b/pageBins] = true
+}
+
+// Count is bin b's count.
+func (h *Hist) Count(b uint32) uint64 { return h.bins[b] }
 
 // AddHigh counts each |x| in its high-16-bit bin.
 func (h *Hist) AddHigh(xs []float32) {
 	for _, x := range xs {
-		h[(math.Float32bits(x)&0x7fffffff)>>16]++
+		b := (math.Float32bits(x) & 0x7fffffff) >> 16
+		h.bins[b]++
+		h.pages[b/pageBins] = true
 	}
 }
 
@@ -32,29 +54,46 @@ func (h *Hist) AddLow(xs []float32, hi uint32) {
 	for _, x := range xs {
 		b := math.Float32bits(x) & 0x7fffffff
 		if b>>16 == hi {
-			h[b&0xffff]++
+			h.Inc(b & 0xffff)
 		}
 	}
 }
 
-// Take adds o into h and empties o, touching only o's nonzero bins.
+// Take adds o into h and empties o, touching only o's pages.
 func (h *Hist) Take(o *Hist) {
-	for i, c := range o {
-		if c != 0 {
-			h[i] += c
-			o[i] = 0
+	for p, used := range o.pages {
+		if !used {
+			continue
 		}
+		for i := p * pageBins; i < (p+1)*pageBins; i++ {
+			if c := o.bins[i]; c != 0 {
+				h.bins[i] += c
+				o.bins[i] = 0
+			}
+		}
+		h.pages[p], o.pages[p] = true, false
 	}
 }
 
 // Reset zeroes h.
-func (h *Hist) Reset() { *h = Hist{} }
+func (h *Hist) Reset() {
+	for p, used := range h.pages {
+		if used {
+			clear(h.bins[p*pageBins : (p+1)*pageBins])
+			h.pages[p] = false
+		}
+	}
+}
 
 // Total is the number of values counted.
 func (h *Hist) Total() uint64 {
 	var t uint64
-	for _, c := range h {
-		t += c
+	for p, used := range h.pages {
+		if used {
+			for _, c := range h.bins[p*pageBins : (p+1)*pageBins] {
+				t += c
+			}
+		}
 	}
 	return t
 }
@@ -65,18 +104,23 @@ func (h *Hist) Pick(k uint64) (bin uint32, above uint64, err error) {
 	if k == 0 {
 		return 0, 0, fmt.Errorf("topk: rank 0")
 	}
-	// Eight bins at a time while the rank is not reached: most of the
-	// high bins of a magnitude histogram are empty.
-	for g := Bins - 8; g >= 0; g -= 8 {
-		sum := h[g] + h[g+1] + h[g+2] + h[g+3] + h[g+4] + h[g+5] + h[g+6] + h[g+7]
+	for p := len(h.pages) - 1; p >= 0; p-- {
+		if !h.pages[p] {
+			continue
+		}
+		page := h.bins[p*pageBins : (p+1)*pageBins]
+		var sum uint64
+		for _, c := range page {
+			sum += c
+		}
 		if above+sum < k {
 			above += sum
 			continue
 		}
-		for b := g + 7; b >= g; b-- {
-			c := h[b]
+		for b := pageBins - 1; b >= 0; b-- {
+			c := page[b]
 			if above+c >= k {
-				return uint32(b), above, nil
+				return uint32(p*pageBins + b), above, nil
 			}
 			above += c
 		}
@@ -101,12 +145,12 @@ func Exact(k uint64, hi uint32, aboveHi uint64, low *Hist) (Threshold, error) {
 	if err != nil {
 		return Threshold{}, err
 	}
-	return Threshold{Bits: hi<<16 | lo, Greater: aboveHi + aboveLo, Equal: low[lo]}, nil
+	return Threshold{Bits: hi<<16 | lo, Greater: aboveHi + aboveLo, Equal: low.bins[lo]}, nil
 }
 
 // Approx stops after the high pass: the threshold is the lower edge of bin hi,
 // so every value of that bin is kept; Equal is then the bin's population and
 // the kept count Greater+Equal exceeds k by less than that.
 func Approx(hi uint32, aboveHi uint64, high *Hist) Threshold {
-	return Threshold{Bits: hi << 16, Greater: aboveHi, Equal: high[hi]}
+	return Threshold{Bits: hi << 16, Greater: aboveHi, Equal: high.bins[hi]}
 }

@@ -129,8 +129,58 @@ func TestApproxKeepsAtLeastK(t *testing.T) {
 				kept++
 			}
 		}
-		if kept != a.Greater+a.Equal || kept < k || kept-k >= high[hi] {
-			t.Fatalf("k=%d: kept %d, approx %+v, bin %d", k, kept, a, high[hi])
+		if kept != a.Greater+a.Equal || kept < k || kept-k >= high.Count(hi) {
+			t.Fatalf("k=%d: kept %d, approx %+v, bin %d", k, kept, a, high.Count(hi))
+		}
+	}
+}
+
+// TestHistReuse reuses histograms as the passes do, emptied by Take or
+// Reset between rounds of values from different exponents (pages), and
+// holds their picks and counts to a fresh histogram's over the same values.
+func TestHistReuse(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 3))
+	var h, other Hist
+	for round := range 20 {
+		var fresh Hist
+		xs := make([]float32, 1+r.IntN(5000))
+		exps := []int{r.IntN(40) - 30, r.IntN(40) - 30, r.IntN(3) - 140} // a subnormal page too
+		for i := range xs {
+			xs[i] = float32(math.Ldexp(1+r.Float64(), exps[r.IntN(3)]))
+			if r.IntN(50) == 0 {
+				xs[i] = 0
+			}
+		}
+		fresh.AddHigh(xs)
+		cut := r.IntN(len(xs) + 1)
+		h.AddHigh(xs[:cut])
+		other.AddHigh(xs[cut:])
+		h.Take(&other)
+		if other.Total() != 0 {
+			t.Fatalf("round %d: Take left %d values", round, other.Total())
+		}
+		if h.Total() != uint64(len(xs)) {
+			t.Fatalf("round %d: %d values counted, want %d", round, h.Total(), len(xs))
+		}
+		for range 10 {
+			k := 1 + uint64(r.IntN(len(xs)))
+			b, above, err := h.Pick(k)
+			fb, fabove, ferr := fresh.Pick(k)
+			if err != nil || ferr != nil || b != fb || above != fabove {
+				t.Fatalf("round %d, rank %d: bin %d above %d (%v), fresh bin %d above %d (%v)", round, k, b, above, err, fb, fabove, ferr)
+			}
+		}
+		if _, _, err := h.Pick(uint64(len(xs)) + 1); err == nil {
+			t.Fatalf("round %d: a rank past the values was accepted", round)
+		}
+		if round%2 == 0 {
+			h.Reset()
+		} else {
+			var sink Hist
+			sink.Take(&h)
+		}
+		if h.Total() != 0 {
+			t.Fatalf("round %d: %d values left after emptying", round, h.Total())
 		}
 	}
 }
