@@ -9,10 +9,12 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"unsafe"
 
 	"github.com/tiesmm/tiesmm/config"
 	"github.com/tiesmm/tiesmm/kernels"
 	"github.com/tiesmm/tiesmm/mmapio"
+	topk "github.com/tiesmm/tiesmm/select"
 )
 
 // Options are the run settings that do not change what is computed.
@@ -466,7 +468,7 @@ func (p *Plan) keep(density float64, n int64) uint64 {
 
 // Memory accounting, in bytes.
 const (
-	histBytes     = 8 << 16
+	histBytes     = int64(unsafe.Sizeof(topk.Hist{}))
 	fixedOverhead = 48 << 20 // Go runtime, binary, headers, GC slack
 	faultSpan     = 2 << 20  // the most one page fault maps: a PMD-sized folio
 	maxHotBytes   = 512 << 20
