@@ -158,27 +158,11 @@ func (r *run) uncounted(pass func() error) error {
 // above, with each run standing for its share of the tensor.
 func (r *run) estimateCuts(ctx context.Context, sc *scope, cut []int) error {
 	ji := sc.jobs[0]
-	j := &r.p.Jobs[ji]
-	nm := len(r.p.Models)
-	counts := make([][]int64, len(sc.sample)) // by seq: per model above, at
-	if err := r.parallel(ctx, sc.sample, func(w *worker, b block) error {
-		base := r.widenBase(w, b)
-		c := make([]int64, 2*nm)
-		for _, i := range sc.models {
-			dt, v := j.ModelDT[i], sc.bands[i].lo
-			above, at := r.k.DeltaRange(r.src(j.Models[i], dt, b.start, b.n), dt, base, v, v, nil)
-			c[2*i], c[2*i+1] = int64(above), int64(at)
-		}
-		counts[b.seq] = c
-		return nil
-	}); err != nil {
+	counts, err := r.countAtBands(ctx, sc, sc.sample, sc.models)
+	if err != nil {
 		return err
 	}
-	var size int64
-	for _, b := range sc.sample {
-		size += b.n
-	}
-	scale := float64(sc.total) / float64(size)
+	scale := float64(sc.total) / float64(sc.sampleSize)
 	B := int64(r.blockSize(ji))
 	blocks := (sc.total + B - 1) / B
 	for _, i := range sc.models {
@@ -262,14 +246,14 @@ func (r *run) settleCuts(ctx context.Context, sc *scope, bs []block, cut []int, 
 			return nil, false, nil // fewer ties than the tensor needs: v is above the threshold
 		}
 		to := min(len(bs), from+window)
-		counts, err := r.countTies(ctx, sc, bs[from:to], forward)
+		counts, err := r.countAtBands(ctx, sc, bs[from:to], forward)
 		if err != nil {
 			return nil, false, err
 		}
 		still := forward[:0]
 		for _, i := range forward {
 			for b := max(from, cut[i]); b < to && left[i] > 0; b++ {
-				c := counts[b-from][i]
+				c := counts[b-from][2*i+1]
 				if c <= left[i] {
 					ties[i][b], left[i] = -1, left[i]-c
 					redo[b] = redo[b] || c > 0
@@ -295,21 +279,21 @@ func (r *run) settleCuts(ctx context.Context, sc *scope, bs []block, cut []int, 
 	return again, true, nil
 }
 
-// countTies counts, per block of bs (by position in bs) and per model given,
-// the |τ| at the model's band value.
-func (r *run) countTies(ctx context.Context, sc *scope, bs []block, models []int) ([][]int64, error) {
+// countAtBands counts, per block of bs (by position: the blocks' seqs are
+// consecutive) and per model given, the |τ| above the model's one-value band
+// and at it: counts[k][2*i] and counts[k][2*i+1].
+func (r *run) countAtBands(ctx context.Context, sc *scope, bs []block, models []int) ([][]int64, error) {
 	j := &r.p.Jobs[sc.jobs[0]]
-	first := bs[0].index
 	counts := make([][]int64, len(bs))
 	err := r.parallel(ctx, bs, func(w *worker, b block) error {
 		base := r.widenBase(w, b)
-		c := make([]int64, len(r.p.Models))
+		c := make([]int64, 2*len(r.p.Models))
 		for _, i := range models {
 			dt, v := j.ModelDT[i], sc.bands[i].lo
-			_, at := r.k.DeltaRange(r.src(j.Models[i], dt, b.start, b.n), dt, base, v, v, nil)
-			c[i] = int64(at)
+			above, at := r.k.DeltaRange(r.src(j.Models[i], dt, b.start, b.n), dt, base, v, v, nil)
+			c[2*i], c[2*i+1] = int64(above), int64(at)
 		}
-		counts[b.index-first] = c
+		counts[b.seq-bs[0].seq] = c
 		return nil
 	})
 	return counts, err
