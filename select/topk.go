@@ -43,9 +43,7 @@ func (h *Hist) Count(b uint32) uint64 { return h.bins[b] }
 // AddHigh counts each |x| in its high-16-bit bin.
 func (h *Hist) AddHigh(xs []float32) {
 	for _, x := range xs {
-		b := (math.Float32bits(x) & 0x7fffffff) >> 16
-		h.bins[b]++
-		h.pages[b/pageBins] = true
+		h.Inc((math.Float32bits(x) & 0x7fffffff) >> 16)
 	}
 }
 
