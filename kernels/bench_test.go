@@ -93,10 +93,7 @@ func BenchmarkTies(b *testing.B) {
 		for _, dt := range dtypes {
 			for _, n := range []int{2, 3, 8} {
 				for _, size := range []string{"l2", "ram"} {
-					name := fmt.Sprintf("impl=%s/dtype=%s/n=%d", s.Name, dt, n)
-					if size == "ram" {
-						name += "/size=ram"
-					}
+					name := fmt.Sprintf("impl=%s/dtype=%s/n=%d/size=%s", s.Name, dt, n, size)
 					b.Run(name, func(b *testing.B) {
 						elems := benchBlock
 						if size == "ram" {

@@ -111,6 +111,7 @@ func dr512Count(a *asm, dt string) {
 	drDeclare(name, dt, false, "AVX512")
 	a.text(name, "$0-48", sigDRCount)
 	drSetup512(a)
+	loadSetup512(a, dt)
 	for z := 16; z < 20; z++ {
 		a.op("VPXORD Z%d, Z%d, Z%d", z, z, z)
 	}
@@ -149,6 +150,7 @@ func dr512Idx(a *asm, dt string) {
 	drDeclare(name, dt, true, "AVX512")
 	a.text(name, "$0-64", sigDRIdx)
 	drSetup512(a)
+	loadSetup512(a, dt)
 	a.op("MOVQ idx+32(FP), DI")
 	a.op("MOVQ DI, DX")
 	a.op("MOVQ first+40(FP), AX")

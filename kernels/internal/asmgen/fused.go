@@ -145,7 +145,7 @@ func fused512All(a *asm) {
 //	through KMOVW and POPCNT to memory), Z9 s, Z10 max v, Z11 min v,
 //	Z12 |τ| then flip, Z13 num, Z14 den, Z15..Z17 temporaries, Z18 w,
 //	Z19..Z22 lane counters: conflicts, zero sum, negative, positive,
-//	Z23 sign bit, Z24..Z26 bf16 rounding (0x40, 0x7fff, 0x7f800000),
+//	Z23 sign bit, Z24..Z26 bf16: widen and pack tables, 0x7fff,
 //	Z27 int 1, Z28 0x7fffffff, Z29 λ, Z30 1.0, Z31 0.
 func fused512(a *asm, dt, agg, wt string, nm int, eq bool) {
 	name := tiesName(dt, agg, wt, nm, eq, "AVX512")
@@ -167,9 +167,9 @@ func fused512(a *asm, dt, agg, wt string, nm int, eq bool) {
 		broadcast512(a, "$0x3f800000", 30)
 	}
 	if dt == "BF16" {
-		broadcast512(a, "$0x7f800000", 26)
-		broadcast512(a, "$0x7fff", 25)
-		broadcast512(a, "$0x40", 24)
+		loadSetup512(a, dt)
+		a.op("VMOVDQU64 bf16pack<>(SB), Z25")
+		broadcast512(a, "$0x7fff", 26)
 	}
 	for z := 19; z <= 22; z++ {
 		a.op("VPXORD Z%d, Z%d, Z%d", z, z, z)
@@ -359,19 +359,11 @@ func fused512Body(a *asm, dt, agg, wt string, nm int, eq, masked bool) func() {
 			a.op("VCVTPS2PH $0, Z13, %s", dst)
 		}
 	case "BF16":
-		a.op("VPSRLD $16, Z13, Z15")
-		a.op("VPANDD Z27, Z15, Z16")
-		a.op("VPADDD Z25, Z13, Z17")
-		a.op("VPADDD Z16, Z17, Z17")
-		a.op("VPSRLD $16, Z17, Z17")
-		a.op("VPANDD Z28, Z13, Z16")
-		a.op("VPCMPUD $6, Z26, Z16, K1") // NaN
-		a.op("VPORD Z24, Z15, K1, Z17")
+		roundBF16_512(a, 13, 17, 26, 27, 25)
 		if masked {
-			a.op("VPMOVDW Z17, Y17")
 			a.op("VMOVDQU16 Y17, K7, %s", dst)
 		} else {
-			a.op("VPMOVDW Z17, %s", dst)
+			a.op("VMOVDQU32 Y17, %s", dst)
 		}
 	}
 	return func() {

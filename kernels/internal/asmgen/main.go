@@ -176,7 +176,7 @@ func tailMask512(a *asm) {
 }
 
 // load512 widens 16 stored values at mem into Zz; masked loads go through
-// K7 with masked-off lanes zero.
+// K7 with masked-off lanes zero. bf16 needs Z24 = bf16widen (loadSetup512).
 func load512(a *asm, dt, mem string, z int, masked bool) {
 	switch {
 	case dt == "F32" && masked:
@@ -186,17 +186,38 @@ func load512(a *asm, dt, mem string, z int, masked bool) {
 	case masked:
 		a.op("VMOVDQU16.Z %s, K7, Y%d", mem, z)
 		if dt == "BF16" {
-			a.op("VPMOVZXWD Y%d, Z%d", z, z)
-			a.op("VPSLLD $16, Z%d, Z%d", z, z)
+			a.op("VPERMW Z%d, Z24, Z%d", z, z)
 		} else {
 			a.op("VCVTPH2PS Y%d, Z%d", z, z)
 		}
 	case dt == "BF16":
-		a.op("VPMOVZXWD %s, Z%d", mem, z)
-		a.op("VPSLLD $16, Z%d, Z%d", z, z)
+		// One shuffle puts each word in the high half of its lane, where a
+		// zero-extension and a shift take two.
+		a.op("VMOVDQU16 %s, Y%d", mem, z)
+		a.op("VPERMW Z%d, Z24, Z%d", z, z)
 	default:
 		a.op("VCVTPH2PS %s, Z%d", mem, z)
 	}
+}
+
+// loadSetup512 loads the table load512 widens bf16 with into Z24.
+func loadSetup512(a *asm, dt string) {
+	if dt == "BF16" {
+		a.op("VMOVDQU64 bf16widen<>(SB), Z24")
+	}
+}
+
+// roundBF16_512 rounds the f32 lanes of Zu to bf16, nearest even (a NaN
+// keeps its payload, made quiet), into the low half of Zr: u + 0x7fff + lsb
+// in the high halves, then one shuffle packs them. Needs Z(c7fff) = 0x7fff,
+// Z(one) = 1, Z(pack) = bf16pack; K1 is clobbered.
+func roundBF16_512(a *asm, u, r, c7fff, one, pack int) {
+	a.op("VPTESTMD.BCST bf16lsb<>(SB), Z%d, K1", u)
+	a.op("VPADDD Z%d, Z%d, Z%d", c7fff, u, r)
+	a.op("VPADDD Z%d, Z%d, K1, Z%d", one, r, r)
+	a.op("VFPCLASSPSZ $0x81, Z%d, K1", u) // QNaN or SNaN
+	a.op("VPORD.BCST bf16quiet<>(SB), Z%d, K1, Z%d", u, r)
+	a.op("VPERMW Z%d, Z%d, Z%d", r, pack, r)
 }
 
 // prefetchDist is how far ahead (bytes) the loops over stored inputs, the
@@ -229,6 +250,7 @@ func widen512(a *asm, dt string) {
 	a.op("MOVQ dst+0(FP), DI")
 	a.op("MOVQ src+8(FP), SI")
 	a.op("MOVQ n+16(FP), CX")
+	loadSetup512(a, dt)
 	a.label("loop64")
 	a.op("CMPQ CX, $64")
 	a.op("JB loop16")
@@ -276,6 +298,7 @@ func delta512(a *asm, dt string) {
 	a.op("VPBROADCASTD AX, Z30")
 	a.op("MOVL $0x7fffffff, AX")
 	a.op("VPBROADCASTD AX, Z31")
+	loadSetup512(a, dt)
 	a.op("XORQ R8, R8")
 	sz := size(dt)
 	body := func(k int, masked bool) {
@@ -308,8 +331,7 @@ func delta512(a *asm, dt string) {
 	a.op("RET")
 }
 
-// finish512: Z29 = λ; bf16 constants Z31 = 0x7fffffff, Z28 = 0x7f800000,
-// Z27 = 0x7fff, Z26 = 1, Z25 = 0x40.
+// finish512: Z29 = λ; bf16 constants Z27 = 0x7fff, Z26 = 1, Z24 = bf16pack.
 func finish512(a *asm, dt string) {
 	name := "finish" + dt + "AVX512"
 	declare(name, sigFinish, fmt.Sprintf("%s writes θ₀ + λ·τₘ for n elements as %s.", name, strings.ToLower(dt)))
@@ -320,11 +342,9 @@ func finish512(a *asm, dt string) {
 	a.op("MOVQ n+24(FP), CX")
 	a.op("VBROADCASTSS lambda+32(FP), Z29")
 	if dt == "BF16" {
-		broadcast512(a, "$0x7fffffff", 31)
-		broadcast512(a, "$0x7f800000", 28)
 		broadcast512(a, "$0x7fff", 27)
 		broadcast512(a, "$1", 26)
-		broadcast512(a, "$0x40", 25)
+		a.op("VMOVDQU64 bf16pack<>(SB), Z24")
 	}
 	sz := size(dt)
 	body := func(k int, masked bool) {
@@ -353,20 +373,12 @@ func finish512(a *asm, dt string) {
 				a.op("VCVTPS2PH $0, Z%d, %s", z, dmem)
 			}
 		case "BF16":
-			h, l, r, kk := k+4, k+8, k+12, k+1
-			a.op("VPSRLD $16, Z%d, Z%d", z, h)       // h = u >> 16
-			a.op("VPANDD Z26, Z%d, Z%d", h, l)       // l = h & 1
-			a.op("VPADDD Z27, Z%d, Z%d", z, r)       // r = u + 0x7fff
-			a.op("VPADDD Z%d, Z%d, Z%d", l, r, r)    // r += l
-			a.op("VPSRLD $16, Z%d, Z%d", r, r)       // r >>= 16
-			a.op("VPANDD Z31, Z%d, Z%d", z, l)       // l = |u|
-			a.op("VPCMPUD $6, Z28, Z%d, K%d", l, kk) // NaN: |u| > 0x7f800000
-			a.op("VPORD Z25, Z%d, K%d, Z%d", h, kk, r)
+			r := k + 12
+			roundBF16_512(a, z, r, 27, 26, 24)
 			if masked {
-				a.op("VPMOVDW Z%d, Y%d", r, r)
 				a.op("VMOVDQU16 Y%d, K7, (DI)", r)
 			} else {
-				a.op("VPMOVDW Z%d, %s", r, dmem)
+				a.op("VMOVDQU16 Y%d, %s", r, dmem)
 			}
 		}
 	}

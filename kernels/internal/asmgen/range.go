@@ -17,6 +17,25 @@ func iotaData(a *asm) {
 		a.b.WriteString(fmt.Sprintf("DATA iota32<>+%d(SB)/4, $%d\n", 4*i, i))
 	}
 	a.b.WriteString("GLOBL iota32<>(SB), RODATA|NOPTR, $64\n")
+	// VPERMW tables for bf16: widen puts word i in the high half of dword i
+	// (index 16 picks a word of the zero upper half); pack takes them back.
+	for i := 0; i < 32; i++ {
+		w, p := 16, 0
+		if i%2 == 1 {
+			w = i / 2
+		}
+		if i < 16 {
+			p = 2*i + 1
+		}
+		a.b.WriteString(fmt.Sprintf("DATA bf16widen<>+%d(SB)/2, $%d\n", 2*i, w))
+		a.b.WriteString(fmt.Sprintf("DATA bf16pack<>+%d(SB)/2, $%d\n", 2*i, p))
+	}
+	a.b.WriteString("GLOBL bf16widen<>(SB), RODATA|NOPTR, $64\n")
+	a.b.WriteString("GLOBL bf16pack<>(SB), RODATA|NOPTR, $64\n")
+	a.b.WriteString("DATA bf16lsb<>+0(SB)/4, $0x10000\n")
+	a.b.WriteString("GLOBL bf16lsb<>(SB), RODATA|NOPTR, $4\n")
+	a.b.WriteString("DATA bf16quiet<>+0(SB)/4, $0x400000\n")
+	a.b.WriteString("GLOBL bf16quiet<>(SB), RODATA|NOPTR, $4\n")
 }
 
 // rangeSetup512: SI tau, CX n, Z30 lo, Z29 width, Z28 0x7fffffff.
