@@ -45,7 +45,9 @@ type Output struct {
 }
 
 // writebackEvery is how many bytes written start a background writeback.
-const writebackEvery = 32 << 20
+// What is written after the last one, Commit's fsync waits for: 32 MiB
+// left it 15–18 ms at the end of a 0.5 GB merge, 8 MiB leaves 2–4 ms.
+const writebackEvery = 8 << 20
 
 const (
 	building = iota
