@@ -590,3 +590,46 @@ func TestPipelineMatchesGeneric(t *testing.T) {
 		}
 	}
 }
+
+// TestColumnDeltas holds ColumnDeltas, on random columns of random stored
+// blocks, to every set's Widen and DeltaTrim over the whole block.
+func TestColumnDeltas(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, s := range append(asmSets(t), Generic) {
+		for _, dt := range dtypes {
+			for _, nm := range []int{1, 3, 8} {
+				n := 1 + r.IntN(300)
+				baseSrc := randStored(r, dt, n, 0)
+				base := make([]float32, n)
+				s.Widen(base, baseSrc, dt)
+				models, thr := make([][]byte, nm), make([]uint32, nm)
+				taus := make([][]float32, nm)
+				for i := range nm {
+					models[i] = randStored(r, dt, n, 0)
+					taus[i] = make([]float32, n)
+					s.DeltaTrim(taus[i], models[i], dt, base, 0)
+					ths := thresholds(r, taus[i])
+					thr[i] = ths[r.IntN(len(ths))]
+					s.DeltaTrim(taus[i], models[i], dt, base, thr[i])
+				}
+				cols := make([]int32, r.IntN(n+1))
+				for c := range cols {
+					cols[c] = int32(r.IntN(n))
+				}
+				m := len(cols)
+				gotBase, got := make([]float32, m), make([]float32, nm*m)
+				ColumnDeltas(gotBase, got, baseSrc, models, dt, cols, thr)
+				wantBase, want := make([]float32, m), make([]float32, nm*m)
+				for c, e := range cols {
+					wantBase[c] = base[e]
+					for i := range nm {
+						want[i*m+c] = taus[i][e]
+					}
+				}
+				what := fmt.Sprintf("%s ColumnDeltas %v models=%d n=%d", s.Name, dt, nm, n)
+				sameFloats(t, what+" base", gotBase, wantBase)
+				sameFloats(t, what+" taus", got, want)
+			}
+		}
+	}
+}

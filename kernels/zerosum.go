@@ -61,3 +61,27 @@ func (s *Set) FindZeroSums(taus []float32, stride, n int, p *VoteParams, scratch
 		}
 	}
 }
+
+// ColumnDeltas computes, for the elements cols of a block stored as dt, the
+// base values and each model's trimmed task vector, as Widen and DeltaTrim
+// would: base[c] = θ₀ of element cols[c]; taus[i*len(cols)+c] = θ − θ₀ of
+// model i, zero where its magnitude bits are below thr[i]. It reads the
+// stored values in place, for the few columns a fused kernel reported
+// (zero sums), where gathering them first and calling the kernels cost more.
+func ColumnDeltas(base, taus []float32, baseSrc []byte, models [][]byte, dt DType, cols []int32, thr []uint32) {
+	m := len(cols)
+	base = base[:m]
+	for c, e := range cols {
+		base[c] = load(baseSrc, dt, int(e))
+	}
+	for i, src := range models {
+		t, th := taus[i*m:(i+1)*m], thr[i]
+		for c, e := range cols {
+			v := load(src, dt, int(e)) - base[c]
+			if AbsBits(v) < th {
+				v = 0
+			}
+			t[c] = v
+		}
+	}
+}

@@ -68,7 +68,7 @@ type worker struct {
 	scratch        []float32
 	zneg           []float32 // the negated zero-sum columns, model by model
 	zcols          []int32   // zero-sum columns of the block
-	zbytes         []byte    // stored values of the zero-sum positions, one input at a time; their outputs
+	zbytes         []byte    // the −1 outputs of the zero-sum positions
 	idx            []int32   // Range's indices, one block long
 	fused          kernels.TiesBlock
 	band           *bandState
@@ -871,29 +871,15 @@ func (r *run) mergeBlockFused(w *worker, b block, equal []int) error {
 		}
 	}
 	if p.Method.GlobalMajority && st.ZeroSum > 0 {
-		// Their columns, gathered: the stored values, then one Widen and
-		// one DeltaTrim per model over all of them.
+		// Their task vectors, read in place and negated.
 		zs := w.idx[:st.ZeroSum]
-		m, dsz := len(zs), j.BaseDT.Size()
-		gather := func(dst, src []byte) []byte {
-			dst = dst[:m*dsz]
-			for c, e := range zs {
-				for k := range dsz { // not copy: a call per 2 bytes
-					dst[c*dsz+k] = src[int(e)*dsz+k]
-				}
-			}
-			return dst
+		nm, m := len(j.Models), len(zs)
+		neg, base := w.zneg[:nm*m], w.scratch[r.stride:r.stride+m]
+		kernels.ColumnDeltas(base, neg, fb.Base, fb.Models[:nm], j.BaseDT, zs, fb.Thr[:nm])
+		for c := range neg {
+			neg[c] = -neg[c]
 		}
-		r.k.Widen(w.base[:m], gather(w.zbytes, fb.Base), j.BaseDT)
-		for i, md := range fb.Models {
-			r.k.DeltaTrim(w.taus[i*r.stride:i*r.stride+m], gather(w.zbytes, md), j.BaseDT, w.base[:m], fb.Thr[i])
-		}
-		cols := w.zcols[:0]
-		for c := range m {
-			cols = append(cols, int32(c))
-		}
-		w.zcols = cols
-		if err := r.recordZeros(w, b.job, cols, func(c int) int64 { return b.start + int64(zs[c]) }, fb.Vote, j.Params.Lambda); err != nil {
+		if err := r.recordNegated(w, b.job, zs, func(e int) int64 { return b.start + int64(e) }, neg, base, fb.Vote, j.Params.Lambda); err != nil {
 			return err
 		}
 	}
@@ -915,18 +901,27 @@ func (r *run) recordZeroSums(w *worker, ji, n int, pos func(e int) int64, vp *ke
 // worker's block (w.taus, w.base), all at once: the negated columns are
 // gathered, voted and finished in one call each.
 func (r *run) recordZeros(w *worker, ji int, zs []int32, pos func(e int) int64, vp *kernels.VoteParams, lambda float32) error {
-	j := &r.p.Jobs[ji]
 	B, nm, m := r.stride, len(r.p.Models), len(zs)
 	if m == 0 {
 		return nil
 	}
-	neg, out, base := w.zneg[:nm*m], w.scratch[:m], w.scratch[B:B+m]
+	neg, base := w.zneg[:nm*m], w.scratch[B:B+m]
 	for c, e := range zs {
 		for i := range nm {
 			neg[i*m+c] = -w.taus[i*B+int(e)]
 		}
 		base[c] = w.base[e]
 	}
+	return r.recordNegated(w, ji, zs, pos, neg, base, vp, lambda)
+}
+
+// recordNegated records the −1 outputs of the zero-sum elements zs of a
+// block of job ji from their negated task vectors neg (model by model) and
+// base values.
+func (r *run) recordNegated(w *worker, ji int, zs []int32, pos func(e int) int64, neg, base []float32, vp *kernels.VoteParams, lambda float32) error {
+	j := &r.p.Jobs[ji]
+	m := len(zs)
+	out := w.scratch[:m]
 	r.k.Vote(out, neg, m, vp)
 	for c := range out {
 		out[c] = -out[c]
