@@ -1,6 +1,9 @@
 package kernels
 
-import "math"
+import (
+	"encoding/binary"
+	"math"
+)
 
 // ZeroSums calls fn for each element j < n whose vote sum is exactly zero
 // while some vote value is not: the elements Vote counts in ZeroSum and
@@ -71,17 +74,36 @@ func (s *Set) FindZeroSums(taus []float32, stride, n int, p *VoteParams, scratch
 func ColumnDeltas(base, taus []float32, baseSrc []byte, models [][]byte, dt DType, cols []int32, thr []uint32) {
 	m := len(cols)
 	base = base[:m]
-	for c, e := range cols {
-		base[c] = load(baseSrc, dt, int(e))
-	}
+	column(base, baseSrc, dt, cols)
 	for i, src := range models {
 		t, th := taus[i*m:(i+1)*m], thr[i]
-		for c, e := range cols {
-			v := load(src, dt, int(e)) - base[c]
-			if AbsBits(v) < th {
-				v = 0
+		column(t, src, dt, cols)
+		for c, v := range t {
+			u := math.Float32bits(v - base[c])
+			if u&0x7fffffff < th { // integers, for a conditional move, not a branch
+				u = 0
 			}
-			t[c] = v
+			t[c] = math.Float32frombits(u)
+		}
+	}
+}
+
+// column widens the elements cols of src (stored as dt) into dst, a loop per
+// dtype: load's switch per value cost more than the values.
+func column(dst []float32, src []byte, dt DType, cols []int32) {
+	dst = dst[:len(cols)]
+	switch dt {
+	case BF16:
+		for c, e := range cols {
+			dst[c] = BF16ToF32(binary.LittleEndian.Uint16(src[2*int(e):]))
+		}
+	case F16:
+		for c, e := range cols {
+			dst[c] = F16ToF32(binary.LittleEndian.Uint16(src[2*int(e):]))
+		}
+	default:
+		for c, e := range cols {
+			dst[c] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*int(e):]))
 		}
 	}
 }
