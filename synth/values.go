@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"sync"
 
 	"github.com/tiesmm/tiesmm/kernels"
 )
@@ -50,15 +51,17 @@ func unit01(h uint64) float64 { return float64(h>>11) / (1 << 53) }
 
 // normTab[k] is the standard normal quantile at (k+½)/65536: 16 random bits
 // become a normal value (bounded at ±4.33) with one load from a 256 KB table
-// that stays in L2. It is computed once, with math.Erfinv (pure Go; the table
-// was checked identical on amd64 and arm64), and never written again.
-var normTab = func() (t [1 << 16]float32) {
+// that stays in L2. It is computed once, on first use (not at start-up:
+// 2.4 ms every merge would pay), with math.Erfinv (pure Go; the table was
+// checked identical on amd64 and arm64), and never written again.
+var normTable = sync.OnceValue(func() *[1 << 16]float32 {
+	var t [1 << 16]float32
 	for k := range t {
 		p := (float64(k) + 0.5) / (1 << 16)
 		t[k] = float32(math.Sqrt2 * math.Erfinv(2*p-1))
 	}
-	return t
-}()
+	return &t
+})
 
 // Task-vector recipe, in units of the tensor's τ unit u:
 //
@@ -278,6 +281,7 @@ func encode(dst []byte, dt kernels.DType, v []float32) []byte {
 // to dt), the shared component into b.shared, and returns the base's bytes
 // (in b.out). start is a multiple of 4.
 func (t *tensorSpec) fillBase(b *chunkBuf, start int64, n int, dt kernels.DType) []byte {
+	normTab := normTable()
 	base, shared := b.base[:n], b.shared[:n]
 	kb, ks, kss := t.stream(streamBase), t.stream(streamShared), t.stream(streamSharedSparse)
 	mean, sigma := t.mean, t.sigma
@@ -375,6 +379,7 @@ func sparseAt(key uint64, e int64) float32 {
 // Each draw serves two elements (its low and high 32 bits); the loop bodies
 // are written out by hand because a helper call per element costs a third.
 func (t *tensorSpec) fillModel(b *chunkBuf, start int64, n int, m int, dt kernels.DType) []byte {
+	normTab := normTable()
 	kd, ksp := t.modelStream(m)
 	base, shared := b.base[:n], b.shared[:n]
 	u := t.unit
@@ -455,6 +460,7 @@ func (t *tensorSpec) fillModel(b *chunkBuf, start int64, n int, m int, dt kernel
 // oddValue is the value of the chunk's last element j when n is odd: the low
 // half of the draw at Weyl state x.
 func (t *tensorSpec) oddValue(b *chunkBuf, start int64, j int, x, ksp uint64) float32 {
+	normTab := normTable()
 	h := wymix(x)
 	d := normTab[uint16(h)]
 	if uint16(h>>16) < pOwn16 {
