@@ -45,6 +45,7 @@ func MapFile(path string) (*Mapping, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: mmap: %w", path, err)
 	}
+	adviseLargeFolios(mm)
 	return &Mapping{path: path, mm: mm, page: int64(os.Getpagesize())}, nil
 }
 

@@ -9,3 +9,6 @@ func startWriteback(*os.File) {}
 
 // Prefetch is a no-op here; mappings still get madvise(WILLNEED).
 func Prefetch(path string, off, n int64) {}
+
+// adviseLargeFolios is a no-op here.
+func adviseLargeFolios([]byte) {}
