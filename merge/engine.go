@@ -935,13 +935,13 @@ func (r *run) recordNegated(w *worker, ji int, zs []int32, pos func(e int) int64
 		rec := w.fixups[at+c*fixupBytes : at+(c+1)*fixupBytes]
 		binary.LittleEndian.PutUint32(rec[0:], uint32(ji))
 		binary.LittleEndian.PutUint64(rec[4:], uint64(pos(int(e))))
-		var out uint32 // the output's bytes, zero-padded: no call per record
+		var v uint32 // the output's bytes, zero-padded: no call per record
 		if sz == 2 {
-			out = uint32(binary.LittleEndian.Uint16(outb[2*c:]))
+			v = uint32(binary.LittleEndian.Uint16(outb[2*c:]))
 		} else {
-			out = binary.LittleEndian.Uint32(outb[4*c:])
+			v = binary.LittleEndian.Uint32(outb[4*c:])
 		}
-		binary.LittleEndian.PutUint32(rec[12:], out)
+		binary.LittleEndian.PutUint32(rec[12:], v)
 	}
 	if len(w.fixups) >= 1<<20 {
 		err := r.fixFile.append(w.fixups)
