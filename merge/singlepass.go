@@ -147,6 +147,10 @@ func (r *run) sampleBands(ctx context.Context, sc *scope) (int64, error) {
 		if single {
 			return size, nil
 		}
+		// The first sample missed one value, mostly by a little: a sample
+		// of twice its size, not sampleMin, is then enough (1 GB set: 0.32 s
+		// against 0.385 s, no spill either way).
+		every = min(int64(sc.every), sc.total/(2*sc.firstSample))
 		more, err := r.sampleBandsFrom(ctx, sc, r.sampleBlocks(sc, every))
 		return size + more, err
 	}
