@@ -49,7 +49,7 @@ func hashString(s string) uint64 { // FNV-1a, then mixed
 // unit01 maps 53 bits of h to [0, 1).
 func unit01(h uint64) float64 { return float64(h>>11) / (1 << 53) }
 
-// normTab[k] is the standard normal quantile at (k+½)/65536: 16 random bits
+// normTable()[k] is the standard normal quantile at (k+½)/65536: 16 random bits
 // become a normal value (bounded at ±4.33) with one load from a 256 KB table
 // that stays in L2. It is computed once, on first use (not at start-up:
 // 2.4 ms every merge would pay), with math.Erfinv (pure Go; the table was
