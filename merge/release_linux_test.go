@@ -13,7 +13,7 @@ import (
 )
 
 // TestSampledRunsReleased: a pass over sampled runs far apart releases each
-// run's pages, and those a fault may map around it (a folio on each side),
+// run's pages, and those a fault may map around it (the rest of its folios),
 // as it goes: none of an earlier run's surroundings stays in the process.
 func TestSampledRunsReleased(t *testing.T) {
 	const n = 1 << 23   // 16 MiB of bf16 per file
@@ -37,12 +37,18 @@ func TestSampledRunsReleased(t *testing.T) {
 		bs = append(bs, block{job: 0, index: int(start / 4096), seq: len(bs), start: start, n: 4096})
 	}
 	j := &p.Jobs[0]
-	span := func(b block) (int64, int64) { // bytes of b's run and a folio on each side
-		return max(0, 2*b.start-faultSpan), min(2*n, 2*(b.start+b.n)+faultSpan)
-	}
 	var sum byte
 	err = r.parallel(context.Background(), bs, func(w *worker, b block) error {
 		data := r.src(j.Base, j.BaseDT, 0, n)
+		// The bytes of b's run and the rest of the PMD-sized folios holding
+		// them (aligned in the address space, or a fault maps no PMD), as a
+		// fault may map them.
+		va := int64(uintptr(unsafe.Pointer(&data[0])))
+		span := func(b block) (int64, int64) {
+			lo := (va+2*b.start)/faultSpan*faultSpan - va
+			hi := (va+2*(b.start+b.n)+faultSpan-1)/faultSpan*faultSpan - va
+			return max(0, lo), min(2*n, hi)
+		}
 		if b.seq > 0 {
 			lo, hi := span(bs[b.seq-1])
 			pages := present(t, data[lo:hi])
@@ -53,7 +59,7 @@ func TestSampledRunsReleased(t *testing.T) {
 				}
 			}
 		}
-		lo, hi := span(b) // as a fault of large folios may map them
+		lo, hi := span(b)
 		for i := lo; i < hi; i += int64(os.Getpagesize()) {
 			sum += data[i]
 		}
