@@ -101,7 +101,9 @@ type run struct {
 	ws      []*worker
 	fixFile *spill // outputs of the exact zero sums if the majority sign is −1
 	missed  int    // sampled per-tensor selects whose bands missed
-	crowded int    // sampled per-tensor selects whose bands held too many values
+	// tensorSigmas: the width of a tensor's sampled bands (tensorBandSigmas)
+	tensorSigmas float64
+	crowded      int // sampled per-tensor selects whose bands held too many values
 	// Per-tensor trims merged in one pass (speculate.go), and the elements
 	// they merged again at a tie cut.
 	onePass  int
@@ -185,6 +187,7 @@ func (r *run) setup() {
 	p := r.p
 	n := len(p.Models)
 	r.stride = p.BlockElems
+	r.tensorSigmas = tensorBandSigmas
 	for ji := range p.Jobs {
 		r.stride = max(r.stride, r.blockSize(ji))
 	}

@@ -171,7 +171,7 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *sc
 			k, at := need[i], above[i]
 			switch {
 			case k <= at:
-				r.missed++
+				r.sampleMissed()
 				return nil, nil, false, nil
 			case k <= at+atHi[i]:
 				th[i] = topk.Threshold{Bits: bd.hi, Greater: at, Equal: atHi[i]}
@@ -187,13 +187,13 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *sc
 					ties[b][i] = edges[b][2*i+1]
 				}
 			default:
-				r.missed++
+				r.sampleMissed()
 				return nil, nil, false, nil
 			}
 			continue
 		}
 		if !(above[i] < need[i] && need[i] <= above[i]+inside[i]) {
-			r.missed++
+			r.sampleMissed()
 			return nil, nil, false, nil
 		}
 		if bd.lo == bd.hi {
@@ -268,6 +268,7 @@ func (r *run) sampleTensor(ctx context.Context, ji int, need []uint64) (*scope, 
 	sc := r.newScope([]int{ji}, need)
 	sc.sampleMin = min(r.p.sampleMin, r.p.tensorSampleMin)
 	sc.every, sc.firstSample = r.p.tensorSampleEvery, 0 // a tensor's sample is small already
+	sc.sigmas = r.tensorSigmas
 	_, err := r.sampleBands(ctx, sc)
 	return sc, err
 }
@@ -283,4 +284,11 @@ func (r *run) eachWorker(f func(w *worker)) {
 		}()
 	}
 	wg.Wait()
+}
+
+// sampleMissed counts a tensor whose sample missed its threshold and widens
+// the bands of the tensors after it.
+func (r *run) sampleMissed() {
+	r.missed++
+	r.tensorSigmas = min(maxTensorBandSigmas, 2*r.tensorSigmas)
 }

@@ -222,3 +222,15 @@ func TestSampledPickEdges(t *testing.T) {
 		})
 	}
 }
+
+// TestTensorBandsWidenAfterMiss: each miss doubles the width of the next
+// tensors' bands, from 4σ up to 16σ, and is counted.
+func TestTensorBandsWidenAfterMiss(t *testing.T) {
+	r := &run{tensorSigmas: tensorBandSigmas}
+	for k, want := range []float64{8, 16, 16} {
+		r.sampleMissed()
+		if r.tensorSigmas != want || r.missed != k+1 {
+			t.Fatalf("after %d misses: %vσ, %d counted; want %vσ, %d", k+1, r.tensorSigmas, r.missed, want, k+1)
+		}
+	}
+}

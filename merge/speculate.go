@@ -123,7 +123,7 @@ func (r *run) speculateJob(ctx context.Context, ji int) (_ *scope, done bool, _ 
 	}
 	if !ok {
 		// The sample missed: select exactly, merge everything again.
-		r.missed++
+		r.sampleMissed()
 		r.takeBack(recs, bs)
 		th, _, err := r.radixPick(ctx, bs, sc.models, j.Need, false)
 		if err == nil {
