@@ -6,7 +6,6 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
-	"unsafe"
 
 	"github.com/edsrzf/mmap-go"
 	"golang.org/x/sys/unix"
@@ -68,40 +67,19 @@ func (m *Mapping) WillNeed(off, n int64) {
 	}
 }
 
-// DontNeed drops from this process the pages of [off, off+n), clamped to the file,
-// in whole releaseSpan-aligned extents of the address space (the mapping's two ends
-// count as aligned): an extent partly outside the range is kept. A range that cut
-// a PMD-mapped folio would make the kernel split its mapping and flush the TLB of
-// every core for each cut, on top of the flush that ends the call. The data stays
+// DontNeed drops from this process the pages lying wholly inside [off, off+n), clamped
+// to the file; a page shared with bytes outside the range is kept. The data stays
 // readable: a later access faults it back in from the page cache or the file.
 func (m *Mapping) DontNeed(off, n int64) {
 	lo, hi := m.clamp(off, n)
-	if lo >= hi {
-		return
+	lo = (lo + m.page - 1) / m.page * m.page // up
+	if hi < int64(len(m.mm)) {
+		hi = hi / m.page * m.page // down; the file's last partial page counts as whole
 	}
-	base := int64(uintptr(unsafe.Pointer(&m.mm[0])))
-	lo, hi = extentsInside(base, lo, hi, int64(len(m.mm)), max(releaseSpan, m.page))
 	if lo < hi {
 		_ = unix.Madvise(m.mm[lo:hi], unix.MADV_DONTNEED)
 	}
 }
-
-// extentsInside narrows [lo, hi) of a mapping of size bytes at address base to
-// the span-aligned extents of the address space lying wholly inside it; the
-// mapping's start and end count as aligned.
-func extentsInside(base, lo, hi, size, span int64) (int64, int64) {
-	if lo > 0 {
-		lo = (base+lo+span-1)/span*span - base // up
-	}
-	if hi < size {
-		hi = (base+hi)/span*span - base // down
-	}
-	return lo, max(lo, hi)
-}
-
-// releaseSpan is the extent DontNeed releases whole: a PMD (the largest folio one
-// fault maps on amd64, and on arm64 with 4 KiB pages).
-const releaseSpan = 2 << 20
 
 // clamp intersects [off, off+n) with the mapping, guarding against overflow.
 func (m *Mapping) clamp(off, n int64) (int64, int64) {

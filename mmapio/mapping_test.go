@@ -81,26 +81,6 @@ func TestAdviceRounding(t *testing.T) {
 	}
 }
 
-// extentsInside, hand-worked for 1000-byte extents and a mapping at address
-// 2500 (extents of the file start at offsets 500, 1500, 2500, ...).
-func TestExtentsInside(t *testing.T) {
-	const base, size, span = 2500, 4200, 1000
-	for _, c := range []struct{ lo, hi, wantLo, wantHi int64 }{
-		{0, size, 0, size},       // the whole mapping: its ends count as aligned
-		{0, 1200, 0, 500},        // from the start to inside the second extent
-		{500, 2500, 500, 2500},   // exactly two extents
-		{501, 2500, 1500, 2500},  // the first one cut: kept
-		{400, 2499, 500, 1500},   // both ends cut
-		{1600, 2400, 2500, 2500}, // inside one extent: nothing
-		{3000, size, 3500, size}, // to the end, which counts as aligned
-		{3000, size - 1, 3500, 3500},
-	} {
-		if lo, hi := extentsInside(base, c.lo, c.hi, size, span); lo != c.wantLo || hi != c.wantHi {
-			t.Errorf("extentsInside(%d, %d) = %d, %d, want %d, %d", c.lo, c.hi, lo, hi, c.wantLo, c.wantHi)
-		}
-	}
-}
-
 func TestGuardFault(t *testing.T) {
 	pg := os.Getpagesize()
 	p := writeRaw(t, t.TempDir(), "f", pattern(4*pg))
