@@ -56,7 +56,7 @@ func TestSampledRunsReleased(t *testing.T) {
 			var lo, hi int64 // what must be released by now
 			switch k := b.seq - 1 - sparseLag; {
 			case k < 0:
-			case 2*gap >= 2*faultSpan:
+			case 2*gap >= 2*faultSpan: // bytes of bf16 between runs: far apart
 				lo, hi = span(bs[k])
 			default:
 				lo, _ = span(bs[0])
