@@ -392,20 +392,25 @@ const sparseLag = 2
 // the next takes its folios on both sides with it.
 func (r *run) releaseRun(b, next block) {
 	pad := max(int64(faultSpan), int64(os.Getpagesize()))
-	j := &r.p.Jobs[b.job]
-	release := func(t *mmapio.Tensor, sz int64) {
+	r.eachTensor(b.job, func(t *mmapio.Tensor, sz int64) {
 		f, off := r.files[t.File], t.Offset+b.start*sz
 		if to := next.start * sz; next.job == b.job && to-b.start*sz < 2*faultSpan {
 			f.dontNeed(off-pad, t.Offset+to-(off-pad))
 		} else {
 			f.dontNeed(off-pad, b.n*sz+2*pad)
 		}
-	}
+	})
+}
+
+// eachTensor calls f with job ji's input tensors (the base's unless the
+// method has none, then each model's) and their stored element sizes.
+func (r *run) eachTensor(ji int, f func(t *mmapio.Tensor, sz int64)) {
+	j := &r.p.Jobs[ji]
 	if !r.p.Method.NoBase {
-		release(j.Base, int64(j.BaseDT.Size()))
+		f(j.Base, int64(j.BaseDT.Size()))
 	}
 	for i, t := range j.Models {
-		release(t, int64(j.ModelDT[i].Size()))
+		f(t, int64(j.ModelDT[i].Size()))
 	}
 }
 
@@ -418,16 +423,8 @@ func (r *run) eachInput(bs []block, gaps bool, f func(file *mappedFile, off, n i
 		for k < len(bs) && bs[k].job == bs[0].job && (gaps || bs[k].start == bs[k-1].start+bs[k-1].n) {
 			k++
 		}
-		j := &r.p.Jobs[bs[0].job]
 		start, n := bs[0].start, bs[k-1].start+bs[k-1].n-bs[0].start
-		if !r.p.Method.NoBase {
-			sz := int64(j.BaseDT.Size())
-			f(r.files[j.Base.File], j.Base.Offset+start*sz, n*sz)
-		}
-		for i, t := range j.Models {
-			sz := int64(j.ModelDT[i].Size())
-			f(r.files[t.File], t.Offset+start*sz, n*sz)
-		}
+		r.eachTensor(bs[0].job, func(t *mmapio.Tensor, sz int64) { f(r.files[t.File], t.Offset+start*sz, n*sz) })
 		bs = bs[k:]
 	}
 }

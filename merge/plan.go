@@ -482,7 +482,7 @@ func (p *Plan) workerBytes(block int) int64 {
 	scratch := (n+2)*b*4 + b*4 + b*4 + int64(kernels.TiesScratch(int(n), block))*4
 	mapped := (n + 1) * ((releaseLag+adviseBatch)*b*4 + 2*faultSpan) // input pages read, not yet released
 	if p.Method.GlobalMajority {
-		scratch += 2*b*4 + n*b*4 + b*4 + 4*b // zero sums: sums and maxima, negated columns, columns, stored values
+		scratch += 2*b*4 + n*b*4 + b*4 + 4*b // zero sums: sums and maxima, negated columns, columns, their outputs
 	}
 	hists := int64(0)
 	if p.Method.Trim {
