@@ -80,6 +80,11 @@ type worker struct {
 	equal          []int    // per model: the fused kernel's count at the threshold
 	votes          kernels.VoteStats
 	fixups         []byte // fixup records not yet in the file
+	// copyRuns: this pass copies its sampled runs into runs, one buffer per
+	// input read in turn, instead of mapping them (see src).
+	copyRuns bool
+	runs     [][]byte
+	nextRun  int
 }
 
 type run struct {
@@ -277,9 +282,11 @@ func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b blo
 	if len(bs) > 0 {
 		lead = max(lead, prefetchBytes/max(1, r.readBytes(&r.p.Jobs[bs[0].job], bs[0].n)))
 	}
-	sparse := false // sampled runs, not every block of the tensors
-	for k := 1; k < len(bs) && !sparse; k++ {
-		sparse = bs[k].job == bs[k-1].job && bs[k].start != bs[k-1].start+bs[k-1].n
+	// Sampled runs (not every block of the tensors) are copied (src), not
+	// mapped, unless the tensor is hot: read again soon, from the mapping.
+	copyRuns := false
+	for k := 1; k < len(bs) && !copyRuns && !r.hot; k++ {
+		copyRuns = bs[k].job == bs[k-1].job && bs[k].start != bs[k-1].start+bs[k-1].n
 	}
 	var next atomic.Int64
 	var failed atomic.Bool
@@ -289,6 +296,8 @@ func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b blo
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			w.copyRuns = copyRuns
+			defer func() { w.copyRuns = false }()
 			for !failed.Load() {
 				i := next.Add(1) - 1
 				if i >= int64(len(bs)) {
@@ -319,11 +328,7 @@ func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b blo
 					return fn(w, b)
 				})
 				switch end := i + 1 - releaseLag; {
-				case r.hot:
-				case sparse:
-					if k := i - sparseLag; k >= 0 {
-						r.releaseRun(bs[k], bs[k+1])
-					}
+				case r.hot, copyRuns:
 				case end%adviseBatch == 0 && end > 0:
 					r.release(bs[end-adviseBatch : end])
 				}
@@ -341,27 +346,43 @@ func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b blo
 		}()
 	}
 	wg.Wait()
-	if sparse && !r.hot {
-		for k := max(0, len(bs)-sparseLag); k < len(bs); k++ {
-			r.releaseRun(bs[k], block{job: -1})
-		}
-	}
 	return errors.Join(errs...)
 }
 
-// src is the view of elements [start, start+n) of t. The file stays mapped
-// until the pass's last block reading it is done (parallel counts them).
-func (r *run) src(t *mmapio.Tensor, dt kernels.DType, start, n int64) []byte {
+// src is elements [start, start+n) of t: a view of the mapping, which stays
+// until the pass's last block reading the file is done (parallel counts
+// them), or, in a pass over sampled runs whose pages would be released right
+// after, a copy read into one of the worker's run buffers. A copy costs the
+// sample's few bytes; a mapped run costs a fault and a release, each
+// interrupting both cores (the 1 GB set's paper sample spent a third of its
+// time releasing). The buffers are used in turn, one per input of a block,
+// so a block's inputs never share one.
+func (r *run) src(w *worker, t *mmapio.Tensor, dt kernels.DType, start, n int64) []byte {
 	sz := int64(dt.Size())
 	off := t.Offset + start*sz
-	data, err := r.files[t.File].data()
+	f := r.files[t.File]
+	if w.copyRuns && n <= r.p.sampleChunk {
+		if w.runs == nil {
+			w.runs = make([][]byte, len(r.p.Models)+1)
+			for i := range w.runs {
+				w.runs[i] = make([]byte, r.p.sampleChunk*4)
+			}
+		}
+		buf := w.runs[w.nextRun][:n*sz]
+		w.nextRun = (w.nextRun + 1) % len(w.runs)
+		if err := f.readAt(buf, off); err != nil {
+			panic(mapError{err}) // inside Guard: parallel returns it
+		}
+		return buf
+	}
+	data, err := f.data()
 	if err != nil {
 		panic(mapError{err}) // inside Guard: parallel returns it
 	}
 	return data[off : off+n*sz]
 }
 
-// mapError carries a mapping failure out of a kernel call site.
+// mapError carries a mapping or read failure out of a kernel call site.
 type mapError struct{ err error }
 
 // release drops the input pages of blocks bs from this process once read.
@@ -373,33 +394,7 @@ type mapError struct{ err error }
 // harmless for a read-only file mapping: it faults back from the page cache.
 func (r *run) release(bs []block) {
 	pad := max(int64(faultSpan), int64(os.Getpagesize()))
-	// Across the gaps between sampled runs too: one call, one TLB flush.
-	r.eachInput(bs, true, func(f *mappedFile, off, n int64) { f.dontNeed(off-pad, n+pad) })
-}
-
-// sparseLag is how many sampled runs behind the one just read a run's pages
-// are released: a worker may still be reading the one before.
-const sparseLag = 2
-
-// releaseRun drops the pages of sampled run b and those a fault mapped
-// around it. Where the next run lies within a PMD-sized folio or two, the
-// release reaches from before b up to the next run's start (the folio
-// holding both stays mapped for it, and goes with a later release): on the
-// 1 GB set, runs 320 KB apart, releasing each run's folios on both sides
-// made the next runs fault the same folio in again, each release with a
-// TLB flush (paper: releases 9.5 % of the CPU against 7.3 %, 13.8K page
-// faults against 11.8K, 0.31 against 0.30 s, medians of 11). A run far from
-// the next takes its folios on both sides with it.
-func (r *run) releaseRun(b, next block) {
-	pad := max(int64(faultSpan), int64(os.Getpagesize()))
-	r.eachTensor(b.job, func(t *mmapio.Tensor, sz int64) {
-		f, off := r.files[t.File], t.Offset+b.start*sz
-		if to := next.start * sz; next.job == b.job && to-b.start*sz < 2*faultSpan {
-			f.dontNeed(off-pad, t.Offset+to-(off-pad))
-		} else {
-			f.dontNeed(off-pad, b.n*sz+2*pad)
-		}
-	})
+	r.eachInput(bs, func(f *mappedFile, off, n int64) { f.dontNeed(off-pad, n+pad) })
 }
 
 // eachTensor calls f with job ji's input tensors (the base's unless the
@@ -415,12 +410,11 @@ func (r *run) eachTensor(ji int, f func(t *mmapio.Tensor, sz int64)) {
 }
 
 // eachInput calls f with the input byte range of every run of consecutive
-// blocks of one tensor in bs (with gaps, of every run of blocks of one
-// tensor, the gaps between them included), once per input file.
-func (r *run) eachInput(bs []block, gaps bool, f func(file *mappedFile, off, n int64)) {
+// blocks of one tensor in bs, once per input file.
+func (r *run) eachInput(bs []block, f func(file *mappedFile, off, n int64)) {
 	for len(bs) > 0 {
 		k := 1
-		for k < len(bs) && bs[k].job == bs[0].job && (gaps || bs[k].start == bs[k-1].start+bs[k-1].n) {
+		for k < len(bs) && bs[k].job == bs[0].job && bs[k].start == bs[k-1].start+bs[k-1].n {
 			k++
 		}
 		start, n := bs[0].start, bs[k-1].start+bs[k-1].n-bs[0].start
@@ -444,7 +438,7 @@ func (r *run) deltas(w *worker, b block, models []int) []float32 {
 	base := r.widenBase(w, b)
 	for _, i := range models {
 		t, dt := j.Models[i], j.ModelDT[i]
-		r.k.DeltaTrim(w.taus[i*B:i*B+int(b.n)], r.src(t, dt, b.start, b.n), dt, base, 0)
+		r.k.DeltaTrim(w.taus[i*B:i*B+int(b.n)], r.src(w, t, dt, b.start, b.n), dt, base, 0)
 	}
 	return base
 }
@@ -886,9 +880,9 @@ func (r *run) mergeBlockFused(w *worker, b block, equal []int) error {
 	n, sz := int(b.n), j.OutDT.Size()
 	fb := &w.fused
 	fb.Dst, fb.OutDT, fb.DT = w.outb[:n*sz], j.OutDT, j.BaseDT
-	fb.Base = r.src(j.Base, j.BaseDT, b.start, b.n)
+	fb.Base = r.src(w, j.Base, j.BaseDT, b.start, b.n)
 	for i, t := range j.Models {
-		fb.Models[i] = r.src(t, j.BaseDT, b.start, b.n)
+		fb.Models[i] = r.src(w, t, j.BaseDT, b.start, b.n)
 	}
 	fb.Vote, fb.Lambda, fb.Equal, fb.Zero = &r.votes[b.job], j.Params.Lambda, equal, nil
 	if p.Method.GlobalMajority {

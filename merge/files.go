@@ -1,6 +1,9 @@
 package merge
 
 import (
+	"fmt"
+	"io"
+	"os"
 	"sync"
 	"sync/atomic"
 
@@ -15,6 +18,7 @@ type mappedFile struct {
 	path    string
 	mu      sync.Mutex
 	m       *mmapio.Mapping
+	rf      *os.File     // for readAt: sampled runs are copied, not mapped
 	pending atomic.Int64 // blocks of this pass still to read the file
 }
 
@@ -40,23 +44,63 @@ func (f *mappedFile) dontNeed(off, n int64) {
 	}
 }
 
-// willNeed asks for read-ahead of a range, if the file is mapped.
+// willNeed asks for read-ahead of a range: through the mapping, or through
+// the descriptor if the file is not mapped (yet, or at all in a pass that
+// copies its runs).
 func (f *mappedFile) willNeed(off, n int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.m != nil {
 		f.m.WillNeed(off, n)
+	} else if rf, err := f.openLocked(); err == nil {
+		mmapio.PrefetchFile(rf, off, n)
 	}
 }
 
+// openLocked opens the file for reads on first use; f.mu is held.
+func (f *mappedFile) openLocked() (*os.File, error) {
+	if f.rf == nil {
+		rf, err := os.Open(f.path)
+		if err != nil {
+			return nil, err
+		}
+		f.rf = rf
+	}
+	return f.rf, nil
+}
+
+// readAt copies len(buf) bytes at off.
+func (f *mappedFile) readAt(buf []byte, off int64) error {
+	f.mu.Lock()
+	rf, err := f.openLocked()
+	f.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if _, err := rf.ReadAt(buf, off); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF // the file shrank since its header was read
+		}
+		return fmt.Errorf("%s: reading %d bytes at %d: %w", f.path, len(buf), off, err)
+	}
+	return nil
+}
+
+// close unmaps the file and closes its descriptor for readAt.
 func (f *mappedFile) close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.m == nil {
-		return nil
+	var err error
+	if f.m != nil {
+		err = f.m.Close()
+		f.m = nil
 	}
-	err := f.m.Close()
-	f.m = nil
+	if f.rf != nil {
+		if e := f.rf.Close(); err == nil {
+			err = e
+		}
+		f.rf = nil
+	}
 	return err
 }
 
@@ -126,5 +170,5 @@ func (r *run) prefetchJob(ji int) {
 // prefetch asks the kernel to start reading the inputs of blocks that
 // workers will take soon, so the disk works while the cores merge.
 func (r *run) prefetch(bs []block) {
-	r.eachInput(bs, false, (*mappedFile).willNeed) // not the gaps: they are not read
+	r.eachInput(bs, (*mappedFile).willNeed)
 }

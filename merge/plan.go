@@ -478,8 +478,8 @@ func (p *Plan) workerBytes(block int) int64 {
 	n := int64(len(p.Models))
 	b := int64(block)
 	// τ per model, base, merged, out bytes, Range's indices, the fused
-	// kernel's staged form
-	scratch := (n+2)*b*4 + b*4 + b*4 + int64(kernels.TiesScratch(int(n), block))*4
+	// kernel's staged form, the copies of sampled runs
+	scratch := (n+2)*b*4 + b*4 + b*4 + int64(kernels.TiesScratch(int(n), block))*4 + (n+1)*p.sampleChunk*4
 	mapped := (n + 1) * ((releaseLag+adviseBatch)*b*4 + 2*faultSpan) // input pages read, not yet released
 	if p.Method.GlobalMajority {
 		scratch += 2*b*4 + n*b*4 + b*4 + 4*b // zero sums: sums and maxima, negated columns, columns, their outputs

@@ -94,7 +94,7 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *sc
 		}
 		for _, i := range sc.models {
 			dt := j.ModelDT[i]
-			src := r.src(j.Models[i], dt, b.start, b.n)
+			src := r.src(w, j.Models[i], dt, b.start, b.n)
 			lo, hi := sc.bands[i].lo, sc.bands[i].hi
 			if lo == hi {
 				above, inside := r.k.DeltaRange(src, dt, base, lo, hi, nil)

@@ -421,7 +421,7 @@ func (r *run) mergeBlockBand(w *worker, b block) error {
 		tau := w.taus[i*r.stride : i*r.stride+n]
 		t, dt := j.Models[i], j.ModelDT[i]
 		// Below the band is trimmed for sure: the kernel does that.
-		ge[i] = r.k.DeltaTrim(tau, r.src(t, dt, b.start, b.n), dt, base, sc.bands[i].lo)
+		ge[i] = r.k.DeltaTrim(tau, r.src(w, t, dt, b.start, b.n), dt, base, sc.bands[i].lo)
 	}
 	bs.pos = bs.pos[:0]
 	for _, i := range sc.models {

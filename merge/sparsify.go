@@ -69,7 +69,7 @@ func (r *run) taskVector(w *worker, b block, i int, tau, base []float32) int {
 			cut = keep
 		}
 	}
-	kept := r.k.DeltaTrim(tau, r.src(t, dt, b.start, b.n), dt, base, bits)
+	kept := r.k.DeltaTrim(tau, r.src(w, t, dt, b.start, b.n), dt, base, bits)
 	if cut >= 0 {
 		kept -= w.dropTies(r.k, tau, tr.bits, cut)
 	}
@@ -284,7 +284,7 @@ func (r *run) widenBase(w *worker, b block) []float32 {
 		clear(base)
 		return base
 	}
-	r.k.Widen(base, r.src(j.Base, j.BaseDT, b.start, b.n), j.BaseDT)
+	r.k.Widen(base, r.src(w, j.Base, j.BaseDT, b.start, b.n), j.BaseDT)
 	return base
 }
 
@@ -350,7 +350,7 @@ func (r *run) modelStockJob(ctx context.Context, ji int) error {
 		for i := range n {
 			t, dt := j.Models[i], j.ModelDT[i]
 			theta := w.taus[i*r.stride : i*r.stride+int(b.n)]
-			r.k.Widen(theta, r.src(t, dt, b.start, b.n), dt)
+			r.k.Widen(theta, r.src(w, t, dt, b.start, b.n), dt)
 			for e, v := range theta {
 				avg[e] += v
 			}

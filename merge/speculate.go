@@ -290,7 +290,7 @@ func (r *run) countAtBands(ctx context.Context, sc *scope, bs []block, models []
 		c := make([]int64, 2*len(r.p.Models))
 		for _, i := range models {
 			dt, v := j.ModelDT[i], sc.bands[i].lo
-			above, at := r.k.DeltaRange(r.src(j.Models[i], dt, b.start, b.n), dt, base, v, v, nil)
+			above, at := r.k.DeltaRange(r.src(w, j.Models[i], dt, b.start, b.n), dt, base, v, v, nil)
 			c[2*i], c[2*i+1] = int64(above), int64(at)
 		}
 		counts[b.seq-bs[0].seq] = c

@@ -27,6 +27,11 @@ func Prefetch(path string, off, n int64) {
 		return
 	}
 	defer f.Close()
+	PrefetchFile(f, off, n)
+}
+
+// PrefetchFile is Prefetch on an open file.
+func PrefetchFile(f *os.File, off, n int64) {
 	_ = unix.Fadvise(int(f.Fd()), off, n, unix.FADV_WILLNEED)
 }
 
