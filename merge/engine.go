@@ -310,10 +310,10 @@ func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b blo
 				}
 				b := bs[i]
 				if i == 0 {
-					r.prefetch(bs[:min(lead, int64(len(bs)))])
+					r.prefetch(bs[:min(lead, int64(len(bs)))], copyRuns)
 				}
 				if ahead := i + lead; i%adviseBatch == 0 && ahead < int64(len(bs)) {
-					r.prefetch(bs[ahead:min(ahead+adviseBatch, int64(len(bs)))])
+					r.prefetch(bs[ahead:min(ahead+adviseBatch, int64(len(bs)))], copyRuns)
 				}
 				err := mmapio.Guard(func() (err error) {
 					defer func() {

@@ -44,15 +44,21 @@ func (f *mappedFile) dontNeed(off, n int64) {
 	}
 }
 
-// willNeed asks for read-ahead of a range: through the mapping, or through
-// the descriptor if the file is not mapped (yet, or at all in a pass that
-// copies its runs).
+// willNeed asks for read-ahead of a range, if the file is mapped.
 func (f *mappedFile) willNeed(off, n int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.m != nil {
 		f.m.WillNeed(off, n)
-	} else if rf, err := f.openLocked(); err == nil {
+	}
+}
+
+// willRead asks for read-ahead of a range through the descriptor that
+// readAt copies with.
+func (f *mappedFile) willRead(off, n int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if rf, err := f.openLocked(); err == nil {
 		mmapio.PrefetchFile(rf, off, n)
 	}
 }
@@ -169,6 +175,10 @@ func (r *run) prefetchJob(ji int) {
 
 // prefetch asks the kernel to start reading the inputs of blocks that
 // workers will take soon, so the disk works while the cores merge.
-func (r *run) prefetch(bs []block) {
+func (r *run) prefetch(bs []block, copied bool) {
+	if copied {
+		r.eachInput(bs, (*mappedFile).willRead)
+		return
+	}
 	r.eachInput(bs, (*mappedFile).willNeed)
 }
