@@ -116,6 +116,9 @@ type run struct {
 	// hot: the passes neither release nor unmap the tensor's input pages
 	// (set between passes, read by their workers).
 	hot bool
+	// shared: other runs read the same files side by side (solo.go): the
+	// passes never unmap a file, whose pages are released instead.
+	shared bool
 }
 
 // Run executes the plan. Nothing is visible at the destination unless it
@@ -266,16 +269,18 @@ const adviseBatch = 16
 // parallel runs fn over the blocks with one goroutine per worker; the first
 // error stops the others.
 func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b block) error) error {
-	for _, b := range bs {
-		for _, f := range r.blockFiles(b) {
-			f.pending.Add(1)
+	if !r.shared {
+		for _, b := range bs {
+			for _, f := range r.blockFiles(b) {
+				f.pending.Add(1)
+			}
 		}
+		defer func() {
+			for _, f := range r.files {
+				f.pending.Store(0)
+			}
+		}()
 	}
-	defer func() {
-		for _, f := range r.files {
-			f.pending.Store(0)
-		}
-	}()
 	// Read-ahead runs about prefetchBytes of input ahead of the workers:
 	// the page cache holds it, not this process, so it costs no RSS.
 	lead := int64(2 * len(r.ws))
@@ -333,7 +338,7 @@ func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b blo
 					r.release(bs[end-adviseBatch : end])
 				}
 				for _, f := range r.blockFiles(b) {
-					if f.pending.Add(-1) == 0 && !r.hot {
+					if !r.shared && f.pending.Add(-1) == 0 && !r.hot {
 						f.close() // unmapping releases the tail of the pass
 					}
 				}
@@ -708,13 +713,22 @@ func (r *run) mergeAll(ctx context.Context) error {
 	}
 	r.prog.StartPass(name, count, count, p.InputBytes)
 	defer r.prog.EndPass()
+	if err := r.mergeSolo(ctx); err != nil {
+		return err
+	}
+	var jobs []int // the rest, one by one
 	for ji := range p.Jobs {
-		j := &p.Jobs[ji]
-		if ji == 0 {
-			r.prefetchJob(0)
+		if !r.solo(ji) {
+			jobs = append(jobs, ji)
 		}
-		if ji+1 < len(p.Jobs) {
-			r.prefetchJob(ji + 1) // read while this one merges
+	}
+	for k, ji := range jobs {
+		j := &p.Jobs[ji]
+		if k == 0 {
+			r.prefetchJob(ji)
+		}
+		if k+1 < len(jobs) {
+			r.prefetchJob(jobs[k+1]) // read while this one merges
 		}
 		var err error
 		switch {
@@ -764,6 +778,9 @@ func (r *run) mergeJob(ctx context.Context, ji int) error {
 // still reads them.
 func (r *run) cool(ji int) {
 	r.hot = false
+	if r.shared {
+		return // the solo job releases the tensor when it is done
+	}
 	for _, b := range r.blocks([]int{ji})[:1] {
 		for _, f := range r.blockFiles(b) {
 			if f.pending.Load() == 0 {

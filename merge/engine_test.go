@@ -395,6 +395,9 @@ func TestMatchesReference(t *testing.T) {
 				if r.IntN(4) == 0 { // lists of a few values: the samples' selects and the tie lists overflow
 					p.LowsBytes = 64
 				}
+				if r.IntN(2) == 0 { // every tensor split across the workers, none solo
+					p.soloBytes = 0
+				}
 				sum, err := Run(context.Background(), p, nil, nil)
 				if err != nil {
 					t.Fatal(err)

@@ -79,10 +79,14 @@ type Plan struct {
 	// of them (see sampled.go).
 	tensorSampled, tensorSampleMin int64
 	tensorSampleEvery              int
-	BlockElems, Workers            int
-	MemoryBound                    int64
-	LowsBytes                      int64          // exact-k trims and per-tensor selects: the lists of values in the threshold's bin or band
-	config                         map[string]any // the base's config.json, nil if it has none
+	// soloBytes: per-tensor trims of tensors of at most this many input
+	// bytes are merged side by side, each by one worker (solo.go).
+	soloBytes int64
+
+	BlockElems, Workers int
+	MemoryBound         int64
+	LowsBytes           int64          // exact-k trims and per-tensor selects: the lists of values in the threshold's bin or band
+	config              map[string]any // the base's config.json, nil if it has none
 	// HotBytes: a per-tensor trim keeps a tensor of at most this many input
 	// bytes mapped from its first read to its merge (no second page faults).
 	HotBytes int64
@@ -195,7 +199,8 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 		opts.Kernels = kernels.Generic
 	}
 	p := &Plan{Opts: opts, Method: m, sampleEvery: sampleEvery, sampleMin: sampleMinElems, sampleChunk: sampleChunk,
-		tensorSampled: tensorSampledElems, tensorSampleMin: tensorSampleMinElems, tensorSampleEvery: tensorSampleEvery}
+		tensorSampled: tensorSampledElems, tensorSampleMin: tensorSampleMinElems, tensorSampleEvery: tensorSampleEvery,
+		soloBytes: soloBytes}
 	var errs []error
 	var err error
 	if p.Base, err = mmapio.OpenModel(opts.Base); err != nil {

@@ -150,6 +150,9 @@ func TestSpeculativeMergeRandom(t *testing.T) {
 			t.Fatal(err)
 		}
 		p.tensorSampled, p.tensorSampleMin, p.tensorSampleEvery, p.sampleChunk = 1, 1, 2+r.IntN(4), 16+int64(r.IntN(100))
+		if r.IntN(2) == 0 {
+			p.soloBytes = 0 // the tensor split across the workers
+		}
 		sum, err := Run(context.Background(), p, nil, nil)
 		if err != nil {
 			t.Fatal(err)

@@ -1,0 +1,94 @@
+package merge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/tiesmm/tiesmm/mmapio"
+)
+
+// Small tensors of a per-tensor trim are merged side by side, each whole by
+// one worker. Split across the workers, such a tensor's 4–6 passes (sample,
+// select, merge) each end on a barrier, with the select's histogram work
+// in between on one core: the 0.5 GB set kept 1.5 of 2 cores busy.
+
+// soloBytes bounds the input bytes of a tensor merged solo (Plan.soloBytes).
+const soloBytes = 16 << 20
+
+// solo reports whether job ji is merged by mergeSolo: a small tensor of a
+// plain per-tensor magnitude trim. (Random drops, L1 rescales, outlier cuts
+// and the global majority sign keep the tensor-by-tensor order.)
+func (r *run) solo(ji int) bool {
+	m, j := r.p.Method, &r.p.Jobs[ji]
+	if len(r.ws) < 2 || j.Copy || !m.Trim || m.Scope != ScopeTensor || m.Outliers || m.Drop != DropNone ||
+		m.Rescale == RescaleL1 || m.GlobalMajority || m.ModelStock || m.NoBase {
+		return false
+	}
+	// The workers' tensors are hot at once: together within the hot bound.
+	return r.readBytes(j, j.Elements) <= min(r.p.soloBytes, r.p.HotBytes/int64(len(r.ws)))
+}
+
+// mergeSolo merges the solo jobs, each worker taking the next one whole on
+// a run of its own that shares the files, then adds up their counts.
+func (r *run) mergeSolo(ctx context.Context) error {
+	var jobs []int
+	for ji := range r.p.Jobs {
+		if r.solo(ji) {
+			jobs = append(jobs, ji)
+		}
+	}
+	if len(jobs) == 0 {
+		return nil
+	}
+	subs := make([]*run, len(r.ws))
+	errs := make([]error, len(r.ws))
+	var next atomic.Int64
+	var failed atomic.Bool
+	var wg sync.WaitGroup
+	for wi, w := range r.ws {
+		s := *r
+		s.ws, s.shared = []*worker{w}, true
+		s.missed, s.crowded, s.onePass, s.remerged = 0, 0, 0, 0
+		subs[wi] = &s
+		wg.Go(func() {
+			for !failed.Load() {
+				k := next.Add(1) - 1
+				if k >= int64(len(jobs)) {
+					return
+				}
+				ji := jobs[k]
+				if k+1 < int64(len(jobs)) {
+					s.prefetchJob(jobs[k+1])
+				}
+				err := ctx.Err()
+				if err == nil {
+					err = s.mergeJob(ctx, ji)
+				}
+				s.releaseJob(ji)
+				if err != nil {
+					errs[wi] = fmt.Errorf("tensor %q: %w", r.p.Jobs[ji].Name, err)
+					failed.Store(true)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, s := range subs {
+		r.missed += s.missed
+		r.crowded += s.crowded
+		r.onePass += s.onePass
+		r.remerged += s.remerged
+		r.tensorSigmas = max(r.tensorSigmas, s.tensorSigmas)
+	}
+	return errors.Join(errs...)
+}
+
+// releaseJob drops a solo job's input pages from the process: its files
+// stay mapped for the other workers' tensors.
+func (r *run) releaseJob(ji int) {
+	r.eachTensor(ji, func(t *mmapio.Tensor, sz int64) { r.files[t.File].dontNeed(t.Offset, t.Size) })
+}
