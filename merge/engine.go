@@ -770,7 +770,9 @@ func (r *run) mergeJob(ctx context.Context, ji int) error {
 			return err
 		}
 	}
-	r.hot = false // the merge releases behind itself, and unmaps at the end
+	// The merge releases behind itself, and unmaps at the end; a solo
+	// tensor, mapped whole already, is released once when done.
+	r.hot = r.shared
 	return r.parallel(ctx, r.blocks([]int{ji}), r.mergeBlock)
 }
 

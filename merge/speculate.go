@@ -81,7 +81,7 @@ func (r *run) speculateJob(ctx context.Context, ji int) (_ *scope, done bool, _ 
 	}
 
 	recs := make([]blockRecord, len(bs))
-	r.hot = false // read once: release behind
+	r.hot = r.shared // read once: release behind (a solo tensor: once done)
 	if err := r.parallel(ctx, bs, func(w *worker, b block) error {
 		// The ties are counted where some model keeps them; past every
 		// model's cut the kernel without the count runs (about a sixth
