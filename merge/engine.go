@@ -85,6 +85,10 @@ type worker struct {
 	copyRuns bool
 	runs     [][]byte
 	nextRun  int
+	// side: per model, the |τ| patterns with low bits of a sample's high
+	// pass (topk's AddHighSide); sideFull: one did not fit.
+	side     [][]uint32
+	sideFull bool
 }
 
 type run struct {
@@ -476,10 +480,16 @@ func (r *run) patch(j *Job, elems []int64, val func(g int) []byte) error {
 type histMode int
 
 const (
-	histHigh    histMode = iota // the high 16 bits of |τ|
-	histLow                     // the low 16 bits of the |τ| in bin hi[i]
-	histLowTies                 // as histLow, and collect them for exact-k tie counts
+	histHigh     histMode = iota // the high 16 bits of |τ|
+	histHighSide                 // as histHigh, and list the |τ| with low bits (lowsFromSide)
+	histLow                      // the low 16 bits of the |τ| in bin hi[i]
+	histLowTies                  // as histLow, and collect them for exact-k tie counts
 )
+
+// sideEntries is the room of a worker's list of one model's sampled |τ|
+// with low bits: enough for bf16 inputs (about 1 % of a sample's values),
+// not for f32 or f16 ones, whose samples fall back to low passes.
+const sideEntries = 1 << 16
 
 // histPass adds every selected model's |τ| of the blocks to the workers'
 // histograms and returns the merged histograms: the first worker's, valid
@@ -491,9 +501,23 @@ func (r *run) histPass(ctx context.Context, bs []block, models []int, hi []uint3
 		first.hists[i].Reset() // the others were emptied by Take
 	}
 	collect := mode == histLowTies && r.p.Method.Ties == ExactK
-	low := mode != histHigh
+	low := mode == histLow || mode == histLowTies
 	if collect {
 		r.dropLows()
+	}
+	if mode == histHighSide {
+		for _, w := range r.ws {
+			if w.side == nil {
+				w.side = make([][]uint32, len(r.p.Models))
+				for i := range w.side {
+					w.side[i] = make([]uint32, 0, r.p.sideEntries)
+				}
+			}
+			for i := range w.side {
+				w.side[i] = w.side[i][:0]
+			}
+			w.sideFull = false
+		}
 	}
 	err := r.parallel(ctx, bs, func(w *worker, b block) error {
 		r.deltas(w, b, models)
@@ -504,6 +528,10 @@ func (r *run) histPass(ctx context.Context, bs []block, models []int, hi []uint3
 				w.addLow(r.k, i, tau, hi[i], b.seq)
 			case low:
 				w.addLow(r.k, i, tau, hi[i], -1)
+			case mode == histHighSide:
+				if !w.hists[i].AddHighSide(tau, &w.side[i]) {
+					w.sideFull = true
+				}
 			default:
 				w.hists[i].AddHigh(tau)
 			}

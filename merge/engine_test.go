@@ -398,6 +398,9 @@ func TestMatchesReference(t *testing.T) {
 				if r.IntN(2) == 0 { // every tensor split across the workers, none solo
 					p.soloBytes = 0
 				}
+				if r.IntN(3) == 0 { // the samples' low histograms by passes, not from the lists
+					p.sideEntries = r.IntN(3)
+				}
 				sum, err := Run(context.Background(), p, nil, nil)
 				if err != nil {
 					t.Fatal(err)

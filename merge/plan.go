@@ -82,6 +82,9 @@ type Plan struct {
 	// soloBytes: per-tensor trims of tensors of at most this many input
 	// bytes are merged side by side, each by one worker (solo.go).
 	soloBytes int64
+	// sideEntries: room per worker and model for a sample's |τ| with low
+	// bits (engine.go's const of that name).
+	sideEntries int
 
 	BlockElems, Workers int
 	MemoryBound         int64
@@ -200,7 +203,7 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 	}
 	p := &Plan{Opts: opts, Method: m, sampleEvery: sampleEvery, sampleMin: sampleMinElems, sampleChunk: sampleChunk,
 		tensorSampled: tensorSampledElems, tensorSampleMin: tensorSampleMinElems, tensorSampleEvery: tensorSampleEvery,
-		soloBytes: soloBytes}
+		soloBytes: soloBytes, sideEntries: sideEntries}
 	var errs []error
 	var err error
 	if p.Base, err = mmapio.OpenModel(opts.Base); err != nil {
@@ -491,7 +494,7 @@ func (p *Plan) workerBytes(block int) int64 {
 	}
 	hists := int64(0)
 	if p.Method.Trim {
-		hists = 2 * n * histBytes
+		hists = 2*n*histBytes + n*int64(p.sideEntries)*4 // and the sampled |τ| with low bits
 	}
 	return scratch + mapped + hists
 }

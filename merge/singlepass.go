@@ -183,18 +183,20 @@ func (r *run) sampleBandsFrom(ctx context.Context, sc *scope, sample []block) (i
 	for _, i := range sc.models {
 		sc.bands[i].pop, sc.bands[i].atEdges = 0, 0
 	}
-	high, err := r.histPass(ctx, sample, sc.models, nil, histHigh)
+	high, err := r.histPass(ctx, sample, sc.models, nil, histHighSide)
 	if err != nil {
 		return 0, err
 	}
+	sides := r.sides(sc.models)
 	// Ranks in the sample, from the top, that bracket the threshold: its
 	// expected rank ± bandSigmas standard deviations of a binomial count,
 	// plus a little for the runs being contiguous.
 	nm := len(r.p.Models)
 	type edge struct {
-		rank uint64
-		hi   uint32
-		high uint64
+		rank  uint64
+		hi    uint32
+		high  uint64
+		count uint64 // values in bin hi
 	}
 	edges := make([][2]edge, nm)
 	for _, i := range sc.models {
@@ -210,7 +212,7 @@ func (r *run) sampleBandsFrom(ctx context.Context, sc *scope, sample []block) (i
 			if err != nil {
 				return 0, err
 			}
-			edges[i][s] = edge{rank: rank, hi: bin, high: above}
+			edges[i][s] = edge{rank: rank, hi: bin, high: above, count: high[i].Count(bin)}
 		}
 	}
 	same := true // both edges in one high bin for every model: one low pass
@@ -223,7 +225,15 @@ func (r *run) sampleBandsFrom(ctx context.Context, sc *scope, sample []block) (i
 		for _, i := range sc.models {
 			his[i] = edges[i][s].hi
 		}
-		if s == 0 || !same {
+		switch {
+		case s == 1 && same:
+		case sides != nil:
+			low = make([]*topk.Hist, nm)
+			for _, i := range sc.models {
+				low[i] = &r.ws[0].hists[i]
+				low[i].LowFrom(his[i], edges[i][s].count, sides[i])
+			}
+		default:
 			var err error
 			if low, err = r.histPass(ctx, sample, sc.models, his, histLow); err != nil {
 				return 0, err
@@ -249,6 +259,21 @@ func (r *run) sampleBandsFrom(ctx context.Context, sc *scope, sample []block) (i
 		}
 	}
 	return size, nil
+}
+
+// sides gathers the workers' lists of the last histHighSide pass, per
+// model; nil if one overflowed (the low histograms then take passes).
+func (r *run) sides(models []int) [][]uint32 {
+	all := make([][]uint32, len(r.p.Models))
+	for _, w := range r.ws {
+		if w.sideFull {
+			return nil
+		}
+		for _, i := range models {
+			all[i] = append(all[i], w.side[i]...)
+		}
+	}
+	return all
 }
 
 // spill holds the positions a pass could not decide. Each worker fills a

@@ -153,6 +153,9 @@ func TestSpeculativeMergeRandom(t *testing.T) {
 		if r.IntN(2) == 0 {
 			p.soloBytes = 0 // the tensor split across the workers
 		}
+		if r.IntN(3) == 0 {
+			p.sideEntries = r.IntN(3) // the sample's low histograms by passes
+		}
 		sum, err := Run(context.Background(), p, nil, nil)
 		if err != nil {
 			t.Fatal(err)

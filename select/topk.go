@@ -47,6 +47,62 @@ func (h *Hist) AddHigh(xs []float32) {
 	}
 }
 
+// AddHighSide is AddHigh that also appends to side the magnitude pattern of
+// each |x| whose low 16 bits are not all zero, while side has room (its
+// capacity); it reports false once one did not fit. With every such value
+// listed, LowFrom makes the low histogram of any bin without a second pass:
+// the others all have low bits 0. (A difference of two bf16 values mostly
+// has at most 8 significant bits: 0.1–0.9 % of the bench sets' τ have
+// low bits.) The list is checked eight values at a time: 0.5 ns a value
+// on top of AddHigh's 1.5, against about 1 ns a value for each low pass
+// saved (4 GB set, medians of 15: mergekit CPU 1.66 against 1.73 s, paper
+// 1.38 against 1.43 s).
+func (h *Hist) AddHighSide(xs []float32, side *[]uint32) bool {
+	h.AddHigh(xs)
+	s, n := (*side)[:cap(*side)], len(*side)
+	fits := true
+	for len(xs) > 0 {
+		g := xs[:min(8, len(xs))]
+		xs = xs[len(g):]
+		var any uint32 // a group at a time: values with low bits are rare
+		for _, x := range g {
+			any |= math.Float32bits(x)
+		}
+		if any&0xffff == 0 {
+			continue
+		}
+		for _, x := range g {
+			if b := math.Float32bits(x) & 0x7fffffff; b&0xffff != 0 {
+				if n < len(s) {
+					s[n] = b
+					n++
+				} else {
+					fits = false
+				}
+			}
+		}
+	}
+	*side = s[:n]
+	return fits
+}
+
+// LowFrom sets h to the low-bit histogram of bin hi, from that bin's count
+// in the high histogram and a complete list of the values with low bits
+// (AddHighSide's).
+func (h *Hist) LowFrom(hi uint32, count uint64, side []uint32) {
+	h.Reset()
+	for _, b := range side {
+		if b>>16 == hi {
+			h.Inc(b & 0xffff)
+			count--
+		}
+	}
+	if count > 0 {
+		h.bins[0] += count
+		h.pages[0] = true
+	}
+}
+
 // AddLow counts, for each |x| whose high 16 bits equal hi, its low 16 bits.
 func (h *Hist) AddLow(xs []float32, hi uint32) {
 	for _, x := range xs {

@@ -184,3 +184,60 @@ func TestHistReuse(t *testing.T) {
 		}
 	}
 }
+
+// TestLowFromSide: the low histogram built from the high one and the list of
+// values with low bits gives the sort's threshold, with halves counted apart
+// (two workers); a list too short to hold them all says so.
+func TestLowFromSide(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for trial := 0; trial < 200; trial++ {
+		n := 1 + r.IntN(3000)
+		xs := make([]float32, n)
+		for i := range xs {
+			// bf16-like values (low bits 0), ties, and a few with low bits.
+			v := math.Float32frombits(math.Float32bits(float32(r.NormFloat64())) &^ 0xffff)
+			switch r.IntN(8) {
+			case 0:
+				v = 0
+			case 1:
+				v = float32(r.IntN(3)) * 0.25
+			case 2:
+				v = float32(r.NormFloat64())
+			}
+			xs[i] = v
+		}
+		if trial%10 == 0 {
+			xs[0], xs[n-1] = float32(math.NaN()), math.Float32frombits(1)
+		}
+		var high, h2 Hist
+		side, side2 := make([]uint32, 0, n), make([]uint32, 0, n)
+		if !high.AddHighSide(xs[:n/2], &side) || !h2.AddHighSide(xs[n/2:], &side2) {
+			t.Fatal("a list with room for every value overflowed")
+		}
+		high.Take(&h2)
+		side = append(side, side2...)
+		k := uint64(1 + r.IntN(n))
+		hi, above, err := high.Pick(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var low Hist
+		low.AddHigh(xs) // leftovers LowFrom must clear
+		low.LowFrom(hi, high.Count(hi), side)
+		got, err := Exact(k, hi, above, &low)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := sortedThreshold(xs, int(k)); got != want {
+			t.Fatalf("trial %d, n=%d k=%d: got %+v want %+v", trial, n, k, got, want)
+		}
+	}
+	var h Hist
+	side := make([]uint32, 0, 1)
+	if h.AddHighSide([]float32{1.5, 1 + 0x1p-20, 2, 1 + 0x1p-21}, &side) {
+		t.Fatal("two values with low bits fit a list of one")
+	}
+	if h.Total() != 4 || len(side) != 1 {
+		t.Fatalf("counted %d values, listed %d: want every value counted, one listed", h.Total(), len(side))
+	}
+}
