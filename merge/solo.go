@@ -51,6 +51,11 @@ func (r *run) mergeSolo(ctx context.Context) error {
 	var next atomic.Int64
 	var failed atomic.Bool
 	var wg sync.WaitGroup
+	// Read-ahead two tensors in front of the one taken last: the other
+	// worker's is being read already.
+	for _, ji := range jobs[:min(2, len(jobs))] {
+		r.prefetchJob(ji)
+	}
 	for wi, w := range r.ws {
 		s := *r
 		s.ws, s.shared = []*worker{w}, true
@@ -63,8 +68,8 @@ func (r *run) mergeSolo(ctx context.Context) error {
 					return
 				}
 				ji := jobs[k]
-				if k+1 < int64(len(jobs)) {
-					s.prefetchJob(jobs[k+1])
+				if k+2 < int64(len(jobs)) {
+					s.prefetchJob(jobs[k+2])
 				}
 				err := ctx.Err()
 				if err == nil {
