@@ -275,7 +275,7 @@ const adviseBatch = 16
 func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b block) error) error {
 	if !r.shared {
 		for _, b := range bs {
-			for _, f := range r.blockFiles(b) {
+			for _, f := range r.jobFiles(b.job) {
 				f.pending.Add(1)
 			}
 		}
@@ -341,7 +341,7 @@ func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b blo
 				case end%adviseBatch == 0 && end > 0:
 					r.release(bs[end-adviseBatch : end])
 				}
-				for _, f := range r.blockFiles(b) {
+				for _, f := range r.jobFiles(b.job) {
 					if !r.shared && f.pending.Add(-1) == 0 && !r.hot {
 						f.close() // unmapping releases the tail of the pass
 					}
@@ -811,11 +811,9 @@ func (r *run) cool(ji int) {
 	if r.shared {
 		return // the solo job releases the tensor when it is done
 	}
-	for _, b := range r.blocks([]int{ji})[:1] {
-		for _, f := range r.blockFiles(b) {
-			if f.pending.Load() == 0 {
-				f.close()
-			}
+	for _, f := range r.jobFiles(ji) {
+		if f.pending.Load() == 0 {
+			f.close()
 		}
 	}
 }

@@ -110,9 +110,9 @@ func (f *mappedFile) close() error {
 	return err
 }
 
-// files lists, for each block, the input files it reads.
-func (r *run) blockFiles(b block) []*mappedFile {
-	j := &r.p.Jobs[b.job]
+// jobFiles lists the input files a job reads.
+func (r *run) jobFiles(ji int) []*mappedFile {
+	j := &r.p.Jobs[ji]
 	fs := make([]*mappedFile, 0, len(j.Models)+1)
 	if !r.p.Method.NoBase {
 		fs = append(fs, r.files[j.Base.File])

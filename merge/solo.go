@@ -46,6 +46,20 @@ func (r *run) mergeSolo(ctx context.Context) error {
 	if len(jobs) == 0 {
 		return nil
 	}
+	// A shard is unmapped once no solo tensor left reads it: mapping every
+	// shard of every model at once is what some arm64 kernels' 512 GiB of
+	// address space cannot hold (a 70B merge's norms lie in every shard).
+	// No other pass runs meanwhile, so the files' pending counts are free.
+	for _, ji := range jobs {
+		for _, f := range r.jobFiles(ji) {
+			f.pending.Add(1)
+		}
+	}
+	defer func() {
+		for _, f := range r.files {
+			f.pending.Store(0)
+		}
+	}()
 	subs := make([]*run, len(r.ws))
 	errs := make([]error, len(r.ws))
 	var next atomic.Int64
@@ -76,6 +90,11 @@ func (r *run) mergeSolo(ctx context.Context) error {
 					err = s.mergeJob(ctx, ji)
 				}
 				s.releaseJob(ji)
+				for _, f := range r.jobFiles(ji) {
+					if f.pending.Add(-1) == 0 {
+						f.close()
+					}
+				}
 				if err != nil {
 					errs[wi] = fmt.Errorf("tensor %q: %w", r.p.Jobs[ji].Name, err)
 					failed.Store(true)
