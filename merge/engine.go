@@ -270,6 +270,14 @@ const releaseLag = 8
 // flush its TLB, and each call has a fixed cost, so they come in runs.
 const adviseBatch = 16
 
+// clearPending zeroes the files' counts of blocks (or solo jobs) still to
+// read them: they belong to one pass, which may have stopped on an error.
+func (r *run) clearPending() {
+	for _, f := range r.files {
+		f.pending.Store(0)
+	}
+}
+
 // parallel runs fn over the blocks with one goroutine per worker; the first
 // error stops the others.
 func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b block) error) error {
@@ -279,11 +287,7 @@ func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b blo
 				f.pending.Add(1)
 			}
 		}
-		defer func() {
-			for _, f := range r.files {
-				f.pending.Store(0)
-			}
-		}()
+		defer r.clearPending()
 	}
 	// Read-ahead runs about prefetchBytes of input ahead of the workers:
 	// the page cache holds it, not this process, so it costs no RSS.
@@ -481,7 +485,7 @@ type histMode int
 
 const (
 	histHigh     histMode = iota // the high 16 bits of |τ|
-	histHighSide                 // as histHigh, and list the |τ| with low bits (lowsFromSide)
+	histHighSide                 // as histHigh, and list the |τ| with low bits (sides, topk's LowFrom)
 	histLow                      // the low 16 bits of the |τ| in bin hi[i]
 	histLowTies                  // as histLow, and collect them for exact-k tie counts
 )

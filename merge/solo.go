@@ -55,11 +55,7 @@ func (r *run) mergeSolo(ctx context.Context) error {
 			f.pending.Add(1)
 		}
 	}
-	defer func() {
-		for _, f := range r.files {
-			f.pending.Store(0)
-		}
-	}()
+	defer r.clearPending()
 	subs := make([]*run, len(r.ws))
 	errs := make([]error, len(r.ws))
 	var next atomic.Int64
