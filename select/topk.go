@@ -32,7 +32,8 @@ type Hist struct {
 	// before any read. With two counters per bin, neighbouring values of one
 	// bin (bf16 task vectors fall in a few hundred) do not wait on each
 	// other's increment, and marking the pages in registers saves a store
-	// per value: 4096 bf16-like values a call, BenchmarkAddHigh.
+	// per value (AddHighSide, 64K bf16-like values in calls of 4096:
+	// 218 µs against 294, BenchmarkAddHigh, medians of 5).
 	alt      [Bins / 2]uint64
 	altPages [2]uint64
 	pages    [Bins / pageBins]bool
@@ -79,9 +80,7 @@ func (h *Hist) AddHigh(xs []float32) {
 		}
 	}
 	if i < len(xs) {
-		b := (math.Float32bits(xs[i]) & 0x7fffffff) >> 16
-		h.bins[b]++
-		mark(b / pageBins)
+		h.Inc((math.Float32bits(xs[i]) & 0x7fffffff) >> 16)
 	}
 	h.altPages[0] |= low
 	h.altPages[1] |= high
