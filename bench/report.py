@@ -67,9 +67,14 @@ def load(out):
     return recs, runs
 
 
+FLOORS = ["floor/warm", "floor/cold", "floor/write", "floor/cold-write"]
+
+
 def order(row):
     kind = {"floor": 0, "tiesmm": 1, "peer": 2}.get(row["kind"], 3)
     c = row["config"]
+    if c in FLOORS:
+        return (kind, FLOORS.index(c))
     return (kind, row.get("preset") or row.get("peer") or "", "/maxmem" in c, "/cold" in c,
             c.startswith("floor/cold"), row.get("kernel") or "", row.get("threads") or 0)
 
@@ -133,6 +138,11 @@ def summarize(recs):
             return r.get("wall_median") if r else None
 
         warm, cold = med("floor/warm"), med("floor/cold")
+        # The disk floor: what a merge that writes its output durably cannot
+        # beat: warm, the slower of reading the inputs and writing the output;
+        # cold, doing both on the one disk at once.
+        write, cold_write = med("floor/write"), med("floor/cold-write")
+        disk_warm = max(warm, write) if warm and write else None
         for row in rows:
             w = row.get("wall_median")
             if w is None:
@@ -141,6 +151,10 @@ def summarize(recs):
                 row["ratio_warm_floor"] = w / warm
             if row["config"] != "floor/cold" and cold:
                 row["ratio_cold_floor"] = w / cold
+            if row["kind"] in ("tiesmm", "peer"):
+                disk = cold_write if row.get("cache") == "cold" else disk_warm
+                if disk:
+                    row["ratio_disk_floor"] = w / disk
             if row["kind"] == "tiesmm":
                 for peer in ("mergekit", "paper"):
                     pm = med(f"peer/{peer}/t{row['threads']}")
@@ -150,6 +164,7 @@ def summarize(recs):
                 row["over_bound"] = row["rss_max_bytes"] > parse_size(row["max_memory"])
         rows.sort(key=order)
         sizes[s] = {"size": s, "input_bytes": input_bytes, "evict_method": evict, "rows": rows, "checks": checks,
+                    "floors": {"warm": warm, "cold": cold, "write": write, "cold_write": cold_write, "disk_warm": disk_warm},
                     "binaries": sorted({f"{r['git']} ({r['binary']})" for r in rs if r.get("binary")}),
                     "run_ids": sorted({r["run_id"] for r in rs if r.get("run_id")})}
     return sizes
@@ -173,7 +188,8 @@ def label(s, input_bytes):
 def row_name(row):
     c = row["config"]
     if row["kind"] == "floor":
-        return f"floor: cat, {row['cache']} cache"
+        return {"floor/write": "floor: write the output's bytes (dd, O_DIRECT)",
+                "floor/cold-write": "floor: cat, cold cache, while writing the output's bytes"}.get(c, f"floor: cat, {row['cache']} cache")
     if row["kind"] == "tiesmm":
         extra = ""
         if row.get("max_memory"):
@@ -200,19 +216,23 @@ def markdown(sizes, runs):
              "load is the 1-minute load average when each run started (the machine is shared: a load above the core count means others were running).\n")
 
     # Summary across sizes.
-    L.append("## Summary: time ÷ warm floor (all cores, fastest kernel set)\n")
-    L.append("| input | floor warm | floor cold | tiesmm paper | tiesmm mergekit | mergekit peer | paper peer | tiesmm peak RSS with --max-memory |")
-    L.append("|---|---|---|---|---|---|---|---|")
+    L.append("## Summary (all cores, fastest kernel set)\n")
+    L.append("Floors in seconds: reading the inputs (`cat`, warm and cold cache), writing the output's bytes "
+             "(`dd` with O_DIRECT: what the disk takes), and a cold read while that write runs. "
+             "tiesmm is given as time ÷ the warm read floor, and in brackets ÷ the disk floor: the slower of the warm read and the write "
+             "(a merge that makes its output durable finishes no sooner); cold runs ÷ the cold read floor, and in brackets ÷ the cold read-while-writing floor.\n")
+    L.append("| input | read warm | write | read cold | read cold + write | tiesmm paper | tiesmm mergekit | tiesmm paper, cold | tiesmm mergekit, cold | mergekit peer | paper peer | tiesmm peak RSS with --max-memory |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s, d in sizes.items():
         rows = d["rows"]
-        fw = next((r for r in rows if r["config"] == "floor/warm"), None)
-        fc = next((r for r in rows if r["config"] == "floor/cold"), None)
-        cells = [label(s, d["input_bytes"]),
-                 f"{fmt_s(fw.get('wall_median'))} s" if fw and fw.get("wall_median") else "—",
-                 fmt_ratio(fc.get("ratio_warm_floor")) if fc else "—"]
+        fl = d["floors"]
+        cells = [label(s, d["input_bytes"])] + [f"{fmt_s(fl[k])} s" if fl.get(k) else "—" for k in ("warm", "write", "cold", "cold_write")]
         for preset in ("paper", "mergekit"):
             best = fastest(rows, preset)
-            cells.append(f"{fmt_ratio(best.get('ratio_warm_floor'))} ({best['kernel']})" if best else "—")
+            cells.append(f"{fmt_ratio(best.get('ratio_warm_floor'))} ({fmt_ratio(best.get('ratio_disk_floor'))})" if best else "—")
+        for preset in ("paper", "mergekit"):
+            c = coldest(rows, preset)
+            cells.append(f"{fmt_ratio(c.get('ratio_cold_floor'))} ({fmt_ratio(c.get('ratio_disk_floor'))})" if c else "—")
         for peer in ("mergekit", "paper"):
             pr = [r for r in rows if r["kind"] == "peer" and r["peer"] == peer]
             pr.sort(key=lambda r: -(r.get("threads") or 0))
@@ -237,14 +257,14 @@ def markdown(sizes, runs):
         if d.get("evict_method"):
             info.append(f"cold cache by `{d['evict_method']}`")
         L.append("; ".join(info) + ".\n")
-        L.append("| configuration | kernels used | wall s, median (min–max) | reps | ÷ warm floor | ÷ cold floor | ÷ mergekit peer | ÷ paper peer | GB/s | peak RSS | passes | CPU use | load |")
-        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        L.append("| configuration | kernels used | wall s, median (min–max) | reps | ÷ warm floor | ÷ cold floor | ÷ disk floor | ÷ mergekit peer | ÷ paper peer | GB/s | peak RSS | passes | CPU use | load |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in d["rows"]:
             if r["kind"] == "skipped":
-                L.append(f"| skipped | | {r['note']} | | | | | | | | | | |")
+                L.append(f"| skipped | | {r['note']} | | | | | | | | | | | |")
                 continue
             if r.get("wall_median") is None:
-                L.append(f"| {row_name(r)} | | **{r['status']}**: {r['note']} | 0 | | | | | | | | | |")
+                L.append(f"| {row_name(r)} | | **{r['status']}**: {r['note']} | 0 | | | | | | | | | | |")
                 continue
             wall = f"{fmt_s(r['wall_median'])} ({fmt_s(r['wall_min'])}–{fmt_s(r['wall_max'])})"
             if r["failed"]:
@@ -254,7 +274,7 @@ def markdown(sizes, runs):
                 rss = f"**{rss} > {r['max_memory']}**"
             L.append("| " + " | ".join([
                 row_name(r), ", ".join(r.get("kernel_used") or []) or "", wall, str(r["reps"]),
-                fmt_ratio(r.get("ratio_warm_floor")), fmt_ratio(r.get("ratio_cold_floor")),
+                fmt_ratio(r.get("ratio_warm_floor")), fmt_ratio(r.get("ratio_cold_floor")), fmt_ratio(r.get("ratio_disk_floor")),
                 fmt_ratio(r.get("ratio_peer_mergekit")), fmt_ratio(r.get("ratio_peer_paper")),
                 f"{r['input_gbps']:.2f}" if r.get("input_gbps") else "—", rss,
                 ",".join(str(p) for p in r.get("passes") or []), f"{r['cpu_util']:.2f}", f"{r['load1']:.1f}",
@@ -280,9 +300,22 @@ def fastest(rows, preset):
     return min((r for r in cand if r["threads"] == top), key=lambda r: r["wall_median"])
 
 
+def coldest(rows, preset):
+    """The cold-cache tiesmm row of a preset."""
+    return next((r for r in rows if r["kind"] == "tiesmm" and r["preset"] == preset and r.get("cache") == "cold"
+                 and r.get("wall_median")), None)
+
+
 # ---------------------------------------------------------------- chart
 
-COLORS = ["#444444", "#999999", "#1f77b4", "#2ca02c", "#d62728", "#ff7f0e", "#9467bd", "#8c564b"]
+# One colour per method; its cold-cache line is the same colour, dashed.
+COLORS = {"floor: cat": "#444444", "floor: write": "#17becf", "floor: cold cat while": "#17becf",
+          "tiesmm paper": "#1f77b4", "tiesmm mergekit": "#2ca02c",
+          "PyTorch mergekit": "#d62728", "PyTorch paper": "#ff7f0e"}
+
+
+def color(name):
+    return next((c for prefix, c in COLORS.items() if name.startswith(prefix)), "#8c564b")
 
 
 def chart(sizes):
@@ -301,10 +334,12 @@ def chart(sizes):
         by = {r["config"]: r for r in rows}
         add("floor: cat, warm cache", x, by.get("floor/warm"))
         add("floor: cat, cold cache", x, by.get("floor/cold"))
+        add("floor: write the output (O_DIRECT)", x, by.get("floor/write"))
+        add("floor: cold cat while writing", x, by.get("floor/cold-write"))
         for preset in ("paper", "mergekit"):
             add(f"tiesmm {preset}", x, fastest(rows, preset))
         for preset in ("paper", "mergekit"):
-            add(f"tiesmm {preset}, cold cache", x, next((r for r in rows if r["kind"] == "tiesmm" and r["preset"] == preset and r.get("cache") == "cold"), None))
+            add(f"tiesmm {preset}, cold cache", x, coldest(rows, preset))
         for peer in ("mergekit", "paper"):
             pr = sorted((r for r in rows if r["kind"] == "peer" and r["peer"] == peer), key=lambda r: -(r.get("threads") or 0))
             if pr and pr[0].get("wall_median"):
@@ -344,7 +379,7 @@ def chart(sizes):
     o.append(f'<text transform="translate(18 {mt + ph / 2}) rotate(-90)" text-anchor="middle">seconds per GB of input</text>')
     colors = {}
     for i, (name, pts) in enumerate(series.items()):
-        c = COLORS[i % len(COLORS)]
+        c = color(name)
         colors[name] = c
         dash = ' stroke-dasharray="6 4"' if "cold" in name else ""
         pts.sort()

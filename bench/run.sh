@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tiesmm benchmark harness: the read floor, tiesmm and two PyTorch peers on
+# tiesmm benchmark harness: the read and write floors, tiesmm and two PyTorch peers on
 # cached synthetic checkpoints, timed in the same run. See bench/README.md.
 #
 # Environment (defaults in brackets):
@@ -218,7 +218,10 @@ bench_size() {
 	mapfile -t INPUTS < <(find "$dir"/base "$dir"/ft1 "$dir"/ft2 "$dir"/ft3 -name '*.safetensors' | sort)
 	INPUT_BYTES=$(stat -c %s "${INPUTS[@]}" | awk '{n += $1} END {printf "%.0f", n}') # mawk prints big sums as 1e+09
 	local models=(--base "$dir/base" --model "$dir/ft1" --model "$dir/ft2" --model "$dir/ft3")
-	local outb=$((INPUT_BYTES / 4)) big=0
+	local big=0 outbytes wcount
+	# A merge writes about one model's bytes: the base's (the output's dtype).
+	outbytes=$(stat -c %s "$dir"/base/*.safetensors | awk '{n += $1} END {printf "%.0f", n}')
+	wcount=$(((outbytes + (8 << 20) - 1) >> 23))
 	if [[ $SIZE == embed ]]; then reps=$EMBED_REPS preps=$EMBED_REPS big=1; fi
 	log "size $SIZE: $((INPUT_BYTES / 1000000)) MB of inputs in ${#INPUTS[@]} files; reps $reps"
 
@@ -236,6 +239,26 @@ bench_size() {
 		jrec key="evict#0" config=evict rep=0 size="$SIZE" kind=info evict_method="$EVICT_METHOD" run_id="$RUN_ID" >>"$RAW"
 		log "  cold cache by $EVICT_METHOD"
 	fi
+	# The write floor: the output's bytes written to the disk the merge
+	# writes to, as fast as it takes them (dd, 8 MiB O_DIRECT writes: no page
+	# cache, durable when dd returns). A merge that fsyncs its output cannot
+	# finish before that, whatever the read floor.
+	local wfile=$WORK/write-floor
+	for ((r = 0; r < reps; r++)); do
+		rm -f "$wfile"
+		run floor/write "$r" warm kind=floor method="dd O_DIRECT" threads=1 output_bytes="$outbytes" -- \
+			dd if=/dev/zero of="$wfile" bs=8M count="$wcount" oflag=direct status=none
+	done
+	if [[ $COLD == 1 ]]; then
+		# A cold merge reads its inputs from that disk while it writes: both at once.
+		for ((r = 0; r < reps; r++)); do
+			rm -f "$wfile"
+			run floor/cold-write "$r" cold kind=floor method="cat + dd O_DIRECT" threads=1 output_bytes="$outbytes" -- \
+				sh -c 'f=$1 n=$2; shift 2; cat "$@" >/dev/null & dd if=/dev/zero of="$f" bs=8M count="$n" oflag=direct status=none; s=$?; wait $! && exit $s' \
+				floor "$wfile" "$wcount" "${INPUTS[@]}"
+		done
+	fi
+	rm -f "$wfile"
 
 	# tiesmm, warm: every preset × kernel set × thread count (the big case:
 	# the best kernel with all threads only).
