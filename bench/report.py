@@ -67,7 +67,7 @@ def load(out):
     return recs, runs
 
 
-FLOORS = ["floor/warm", "floor/cold", "floor/write", "floor/cold-write"]
+FLOORS = ["floor/warm", "floor/cold", "floor/write"]
 
 
 def order(row):
@@ -138,10 +138,9 @@ def summarize(recs):
             return r.get("wall_median") if r else None
 
         warm, cold = med("floor/warm"), med("floor/cold")
-        # The disk floor: what a merge that writes its output durably cannot
-        # beat: warm, the slower of reading the inputs and writing the output;
-        # cold, doing both on the one disk at once.
-        write, cold_write = med("floor/write"), med("floor/cold-write")
+        # The disk floor of a warm merge, which writes its output durably:
+        # the slower of reading the inputs and writing the output.
+        write = med("floor/write")
         disk_warm = max(warm, write) if warm and write else None
         for row in rows:
             w = row.get("wall_median")
@@ -151,10 +150,8 @@ def summarize(recs):
                 row["ratio_warm_floor"] = w / warm
             if row["config"] != "floor/cold" and cold:
                 row["ratio_cold_floor"] = w / cold
-            if row["kind"] in ("tiesmm", "peer"):
-                disk = cold_write if row.get("cache") == "cold" else disk_warm
-                if disk:
-                    row["ratio_disk_floor"] = w / disk
+            if row["kind"] in ("tiesmm", "peer") and row.get("cache") == "warm" and disk_warm:
+                row["ratio_disk_floor"] = w / disk_warm
             if row["kind"] == "tiesmm":
                 for peer in ("mergekit", "paper"):
                     pm = med(f"peer/{peer}/t{row['threads']}")
@@ -164,7 +161,7 @@ def summarize(recs):
                 row["over_bound"] = row["rss_max_bytes"] > parse_size(row["max_memory"])
         rows.sort(key=order)
         sizes[s] = {"size": s, "input_bytes": input_bytes, "evict_method": evict, "rows": rows, "checks": checks,
-                    "floors": {"warm": warm, "cold": cold, "write": write, "cold_write": cold_write, "disk_warm": disk_warm},
+                    "floors": {"warm": warm, "cold": cold, "write": write, "disk_warm": disk_warm},
                     "binaries": sorted({f"{r['git']} ({r['binary']})" for r in rs if r.get("binary")}),
                     "run_ids": sorted({r["run_id"] for r in rs if r.get("run_id")})}
     return sizes
@@ -188,8 +185,7 @@ def label(s, input_bytes):
 def row_name(row):
     c = row["config"]
     if row["kind"] == "floor":
-        return {"floor/write": "floor: write the output's bytes (dd, O_DIRECT)",
-                "floor/cold-write": "floor: cat, cold cache, while writing the output's bytes"}.get(c, f"floor: cat, {row['cache']} cache")
+        return "floor: write the output's bytes (dd, O_DIRECT)" if c == "floor/write" else f"floor: cat, {row['cache']} cache"
     if row["kind"] == "tiesmm":
         extra = ""
         if row.get("max_memory"):
@@ -217,22 +213,22 @@ def markdown(sizes, runs):
 
     # Summary across sizes.
     L.append("## Summary (all cores, fastest kernel set)\n")
-    L.append("Floors in seconds: reading the inputs (`cat`, warm and cold cache), writing the output's bytes "
-             "(`dd` with O_DIRECT: what the disk takes), and a cold read while that write runs. "
-             "tiesmm is given as time ÷ the warm read floor, and in brackets ÷ the disk floor: the slower of the warm read and the write "
-             "(a merge that makes its output durable finishes no sooner); cold runs ÷ the cold read floor, and in brackets ÷ the cold read-while-writing floor.\n")
-    L.append("| input | read warm | write | read cold | read cold + write | tiesmm paper | tiesmm mergekit | tiesmm paper, cold | tiesmm mergekit, cold | mergekit peer | paper peer | tiesmm peak RSS with --max-memory |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    L.append("Floors in seconds: reading the inputs (`cat`, warm and cold cache) and writing the output's bytes "
+             "(`dd` with O_DIRECT: what the disk takes). Warm tiesmm runs are given as time ÷ the warm read floor, and in brackets "
+             "÷ the disk floor, the slower of the warm read and the write (a merge that makes its output durable finishes no sooner); "
+             "cold runs ÷ the cold read floor; the peers ÷ the warm read floor.\n")
+    L.append("| input | read warm | write | read cold | tiesmm paper | tiesmm mergekit | tiesmm paper, cold | tiesmm mergekit, cold | mergekit peer | paper peer | tiesmm peak RSS with --max-memory |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for s, d in sizes.items():
         rows = d["rows"]
         fl = d["floors"]
-        cells = [label(s, d["input_bytes"])] + [f"{fmt_s(fl[k])} s" if fl.get(k) else "—" for k in ("warm", "write", "cold", "cold_write")]
+        cells = [label(s, d["input_bytes"])] + [f"{fmt_s(fl[k])} s" if fl.get(k) else "—" for k in ("warm", "write", "cold")]
         for preset in ("paper", "mergekit"):
             best = fastest(rows, preset)
             cells.append(f"{fmt_ratio(best.get('ratio_warm_floor'))} ({fmt_ratio(best.get('ratio_disk_floor'))})" if best else "—")
         for preset in ("paper", "mergekit"):
             c = coldest(rows, preset)
-            cells.append(f"{fmt_ratio(c.get('ratio_cold_floor'))} ({fmt_ratio(c.get('ratio_disk_floor'))})" if c else "—")
+            cells.append(fmt_ratio(c.get("ratio_cold_floor")) if c else "—")
         for peer in ("mergekit", "paper"):
             pr = [r for r in rows if r["kind"] == "peer" and r["peer"] == peer]
             pr.sort(key=lambda r: -(r.get("threads") or 0))
@@ -309,7 +305,7 @@ def coldest(rows, preset):
 # ---------------------------------------------------------------- chart
 
 # One colour per method; its cold-cache line is the same colour, dashed.
-COLORS = {"floor: cat": "#444444", "floor: write": "#17becf", "floor: cold cat while": "#17becf",
+COLORS = {"floor: cat": "#444444", "floor: write": "#17becf",
           "tiesmm paper": "#1f77b4", "tiesmm mergekit": "#2ca02c",
           "PyTorch mergekit": "#d62728", "PyTorch paper": "#ff7f0e"}
 
@@ -335,7 +331,6 @@ def chart(sizes):
         add("floor: cat, warm cache", x, by.get("floor/warm"))
         add("floor: cat, cold cache", x, by.get("floor/cold"))
         add("floor: write the output (O_DIRECT)", x, by.get("floor/write"))
-        add("floor: cold cat while writing", x, by.get("floor/cold-write"))
         for preset in ("paper", "mergekit"):
             add(f"tiesmm {preset}", x, fastest(rows, preset))
         for preset in ("paper", "mergekit"):

@@ -249,15 +249,6 @@ bench_size() {
 		run floor/write "$r" warm kind=floor method="dd O_DIRECT" threads=1 output_bytes="$outbytes" -- \
 			dd if=/dev/zero of="$wfile" bs=8M count="$wcount" oflag=direct status=none
 	done
-	if [[ $COLD == 1 ]]; then
-		# A cold merge reads its inputs from that disk while it writes: both at once.
-		for ((r = 0; r < reps; r++)); do
-			rm -f "$wfile"
-			run floor/cold-write "$r" cold kind=floor method="cat + dd O_DIRECT" threads=1 output_bytes="$outbytes" -- \
-				sh -c 'f=$1 n=$2; shift 2; cat "$@" >/dev/null & dd if=/dev/zero of="$f" bs=8M count="$n" oflag=direct status=none; s=$?; wait $! && exit $s' \
-				floor "$wfile" "$wcount" "${INPUTS[@]}"
-		done
-	fi
 	rm -f "$wfile"
 
 	# tiesmm, warm: every preset × kernel set × thread count (the big case:
