@@ -214,8 +214,9 @@ def markdown(sizes, runs):
     # Summary across sizes.
     L.append("## Summary (all cores, fastest kernel set)\n")
     L.append("Floors in seconds: reading the inputs (`cat`, warm and cold cache) and writing the output's bytes "
-             "(`dd` with O_DIRECT: what the disk takes). Warm tiesmm runs are given as time ÷ the warm read floor, and in brackets "
-             "÷ the disk floor, the slower of the warm read and the write (a merge that makes its output durable finishes no sooner); "
+             "(`dd` with O_DIRECT: how fast the disk takes them). Warm tiesmm runs are given as time ÷ the warm read floor, and in brackets "
+             "÷ the disk floor, the slower of the warm read and the write (a merge fsyncs its output, so it cannot finish before the disk "
+             "has it; the write's speed varies between runs, so a merge can come in under its median); "
              "cold runs ÷ the cold read floor; the peers ÷ the warm read floor.\n")
     L.append("| input | read warm | write | read cold | tiesmm paper | tiesmm mergekit | tiesmm paper, cold | tiesmm mergekit, cold | mergekit peer | paper peer | tiesmm peak RSS with --max-memory |")
     L.append("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -305,7 +306,7 @@ def coldest(rows, preset):
 # ---------------------------------------------------------------- chart
 
 # One colour per method; its cold-cache line is the same colour, dashed.
-COLORS = {"floor: cat": "#444444", "floor: write": "#17becf",
+COLORS = {"floor: cat": "#444444", "floor: dd write": "#17becf",
           "tiesmm paper": "#1f77b4", "tiesmm mergekit": "#2ca02c",
           "PyTorch mergekit": "#d62728", "PyTorch paper": "#ff7f0e"}
 
@@ -330,7 +331,7 @@ def chart(sizes):
         by = {r["config"]: r for r in rows}
         add("floor: cat, warm cache", x, by.get("floor/warm"))
         add("floor: cat, cold cache", x, by.get("floor/cold"))
-        add("floor: write the output (O_DIRECT)", x, by.get("floor/write"))
+        add("floor: dd write of the output", x, by.get("floor/write"))
         for preset in ("paper", "mergekit"):
             add(f"tiesmm {preset}", x, fastest(rows, preset))
         for preset in ("paper", "mergekit"):
