@@ -76,7 +76,7 @@ def order(row):
     if c in FLOORS:
         return (kind, FLOORS.index(c))
     return (kind, row.get("preset") or row.get("peer") or "", "/maxmem" in c, "/cold" in c,
-            c.startswith("floor/cold"), row.get("kernel") or "", row.get("threads") or 0)
+            row.get("kernel") or "", row.get("threads") or 0)
 
 
 def summarize(recs):
