@@ -73,9 +73,8 @@ FLOORS = ["floor/warm", "floor/cold", "floor/write"]
 def order(row):
     kind = {"floor": 0, "tiesmm": 1, "peer": 2}.get(row["kind"], 3)
     c = row["config"]
-    if c in FLOORS:
-        return (kind, FLOORS.index(c))
-    return (kind, row.get("preset") or row.get("peer") or "", "/maxmem" in c, "/cold" in c,
+    floor = FLOORS.index(c) if c in FLOORS else len(FLOORS)  # records of older harnesses sort last
+    return (kind, floor, row.get("preset") or row.get("peer") or "", "/maxmem" in c, "/cold" in c,
             row.get("kernel") or "", row.get("threads") or 0)
 
 
@@ -185,7 +184,8 @@ def label(s, input_bytes):
 def row_name(row):
     c = row["config"]
     if row["kind"] == "floor":
-        return "floor: write the output's bytes (dd, O_DIRECT)" if c == "floor/write" else f"floor: cat, {row['cache']} cache"
+        return {"floor/warm": "floor: cat, warm cache", "floor/cold": "floor: cat, cold cache",
+                "floor/write": "floor: write the output's bytes (dd, O_DIRECT)"}.get(c, c)
     if row["kind"] == "tiesmm":
         extra = ""
         if row.get("max_memory"):
