@@ -121,6 +121,8 @@ for p in sys.argv[1:]:
 }
 warm() { cat "${INPUTS[@]}" >/dev/null; }
 
+sum_bytes() { stat -c %s "$@" | awk '{n += $1} END {printf "%.0f", n}'; } # mawk prints big sums as 1e+09
+
 mem_available() { awk '/^MemAvailable/{printf "%.0f", $2*1024}' /proc/meminfo; }
 
 # ---------------------------------------------------------------- one run
@@ -216,11 +218,11 @@ bench_size() {
 	fi
 	[[ $RESUME == 1 ]] || : >"$RAW"
 	mapfile -t INPUTS < <(find "$dir"/base "$dir"/ft1 "$dir"/ft2 "$dir"/ft3 -name '*.safetensors' | sort)
-	INPUT_BYTES=$(stat -c %s "${INPUTS[@]}" | awk '{n += $1} END {printf "%.0f", n}') # mawk prints big sums as 1e+09
+	INPUT_BYTES=$(sum_bytes "${INPUTS[@]}")
 	local models=(--base "$dir/base" --model "$dir/ft1" --model "$dir/ft2" --model "$dir/ft3")
 	local big=0 outbytes wcount
 	# A merge writes about one model's bytes: the base's (the output's dtype).
-	outbytes=$(stat -c %s "$dir"/base/*.safetensors | awk '{n += $1} END {printf "%.0f", n}')
+	outbytes=$(sum_bytes "$dir"/base/*.safetensors)
 	wcount=$(((outbytes + (8 << 20) - 1) >> 23))
 	if [[ $SIZE == embed ]]; then reps=$EMBED_REPS preps=$EMBED_REPS big=1; fi
 	log "size $SIZE: $((INPUT_BYTES / 1000000)) MB of inputs in ${#INPUTS[@]} files; reps $reps"
@@ -241,8 +243,9 @@ bench_size() {
 	fi
 	# The write floor: the output's bytes written to the disk the merge
 	# writes to, as fast as it takes them (dd, 8 MiB O_DIRECT writes: no page
-	# cache, durable when dd returns). A merge that fsyncs its output cannot
-	# finish before that, whatever the read floor.
+	# cache, durable when dd returns). A merge fsyncs its output, so it cannot
+	# finish before the disk has it, whatever the read floor; the disk's speed
+	# varies between runs, so a merge can beat this median.
 	local wfile=$WORK/write-floor
 	for ((r = 0; r < reps; r++)); do
 		rm -f "$wfile"
