@@ -49,6 +49,10 @@ type Summary struct {
 	Majority      int   // the model-wide majority sign (paper preset), else 0
 	Elapsed       time.Duration
 	PeakRSS       int64
+	// Partial outputs of merges into the same place that no longer run,
+	// removed before this merge started, and the bytes they held.
+	Reclaimed      []string
+	ReclaimedBytes int64
 }
 
 // trim is one model's trim of one tensor: keep |τ| patterns ≥ bits, and at
@@ -135,6 +139,10 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 	r := &run{p: p, k: p.Opts.Kernels, prog: prog}
 	r.openFiles()
 	defer r.closeFiles()
+	// Checked again: the file system may have changed since the plan was made.
+	if err := p.checkOutput(); err != nil {
+		return nil, err
+	}
 	if r.out, err = mmapio.CreateOutput(p.Opts.Out, p.Opts.Force, p.Layout); err != nil {
 		return nil, err
 	}
@@ -152,6 +160,7 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 	}
 
 	sum := &Summary{Kernel: r.k.Name, Passes: p.Passes(), InputBytes: p.InputBytes, OutputBytes: p.OutputBytes}
+	sum.Reclaimed, sum.ReclaimedBytes = r.out.Reclaimed()
 	if p.singlePass() {
 		err = r.singlePassMerge(ctx, sum)
 	} else if err = r.selectThresholds(ctx, sum); err == nil {

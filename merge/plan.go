@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -185,12 +184,6 @@ func shapeString(s []int64) string {
 	return "[" + strings.Join(parts, ", ") + "]"
 }
 
-// inside reports whether path is dir or below it.
-func inside(path, dir string) bool {
-	rel, err := filepath.Rel(dir, path)
-	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
-}
-
 // NewPlan opens every header, checks everything that can be checked without
 // reading tensor data, and lays out the output. All problems found are
 // returned together.
@@ -279,20 +272,21 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 }
 
 func (p *Plan) checkOutput() error {
-	out, err := filepath.Abs(p.Opts.Out)
-	if err != nil {
-		return err
-	}
+	return mmapio.CheckDestination(p.Opts.Out, p.Opts.Force, p.inputPaths())
+}
+
+// inputPaths are every file and folder a merge reads: what its output may
+// never be, hold or lie inside.
+func (p *Plan) inputPaths() []string {
+	var paths []string
 	for _, md := range append([]*mmapio.Model{p.Base}, p.Models...) {
-		dir, err := filepath.Abs(md.Dir)
-		if err != nil {
-			return err
-		}
-		if inside(out, dir) || inside(dir, out) {
-			return fmt.Errorf("output %s overlaps input %s: write the merge somewhere else", p.Opts.Out, md.Path)
+		paths = append(paths, md.Path, md.Dir)
+		paths = append(paths, md.Files...)
+		if md.Index != "" {
+			paths = append(paths, md.Index)
 		}
 	}
-	return nil
+	return paths
 }
 
 func (p *Plan) newJob(name string, outDT *kernels.DType, resolve Resolver) (Job, []error) {

@@ -146,6 +146,10 @@ func (s *Summary) Print(w io.Writer, p *Plan) {
 		}
 	}
 	fmt.Fprintf(w, "memory:   peak RSS %s (bound %s)\n", mmapio.FormatBytes(s.PeakRSS), mmapio.FormatBytes(p.MemoryBound))
+	if len(s.Reclaimed) > 0 {
+		fmt.Fprintf(w, "cleaned:  removed %d partial output(s) of merges no longer running, %s reclaimed (%s)\n",
+			len(s.Reclaimed), mmapio.FormatBytes(s.ReclaimedBytes), strings.Join(s.Reclaimed, ", "))
+	}
 }
 
 func gb(b int64) string { return fmt.Sprintf("%.2f GB", float64(b)/1e9) }

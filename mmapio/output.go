@@ -21,9 +21,9 @@ import (
 const spaceMargin = 32 << 20
 
 // Output is an output model directory being built. It is built in a hidden directory
-// beside dest (.<base>.tiesmm-partial-<random>), shard files carry a .partial suffix,
-// and Commit renames everything into place: a killed process leaves only the hidden
-// directory, never a file named like a finished model.
+// beside dest (.<base>.tiesmm-partial-<random>, locked while the merge runs), shard
+// files carry a .partial suffix, and Commit renames everything into place: a killed
+// process leaves only the hidden directory, never a file named like a finished model.
 type Output struct {
 	dest   string // final directory (symlinks resolved)
 	parent string
@@ -32,6 +32,11 @@ type Output struct {
 	layout *Layout
 	shards []*outShard
 	places map[string]place
+
+	lock  *os.File // holds the flock on tmp that marks the merge as live
+	// Partial folders of merges no longer running, removed on creation.
+	reclaimed      []string
+	reclaimedBytes int64
 
 	mu    sync.RWMutex // writers share it; Commit and Abort take it alone
 	state int          // building, committed, aborted
@@ -70,26 +75,29 @@ type place struct {
 }
 
 // CreateOutput starts an output model at dest. dest may not exist, or be an empty
-// directory; a non-empty directory is an error unless force (then it is replaced on
-// Commit), and anything else is an error. Free space for the whole layout is checked
-// first, then every shard file is created with its header and its data reserved
-// (fallocate where the file system has it), so a full disk shows now, not mid-merge.
+// directory; a non-empty directory is an error unless force, and then it may hold
+// only what a merge writes (it is replaced on Commit); the root, the home folder and
+// the current folder or one above it are refused, and so is anything else. Partial
+// folders of merges into dest that no longer run are removed. Whether the parent is
+// writable and has the space for the whole layout is checked first, then every shard
+// file is created with its header and its data reserved (fallocate where the file
+// system has it), so a full disk shows now, not mid-merge.
 func CreateOutput(dest string, force bool, layout *Layout) (*Output, error) {
 	if layout == nil || len(layout.Shards) == 0 {
 		return nil, fmt.Errorf("output %s: empty layout", dest)
 	}
 	o := &Output{force: force, layout: layout, places: map[string]place{}}
+	if strings.TrimSpace(dest) == "" {
+		return nil, errors.New("output: the path is empty: name the directory to write the merged model to")
+	}
 	var err error
-	if o.dest, err = filepath.Abs(dest); err != nil {
+	if o.dest, err = ResolvePath(dest); err != nil { // build beside the real directory, on its file system
 		return nil, fmt.Errorf("output %s: %w", dest, err)
 	}
-	if real, err := filepath.EvalSymlinks(o.dest); err == nil {
-		o.dest = real // build beside the real directory, on its file system
+	if err := checkSpecialDest(dest, o.dest); err != nil {
+		return nil, err
 	}
 	base := filepath.Base(o.dest)
-	if base == "/" || base == "." || base == ".." {
-		return nil, fmt.Errorf("output %s: give a directory name", dest)
-	}
 	o.parent = filepath.Dir(o.dest)
 	if err := o.checkDest(dest); err != nil {
 		return nil, err
@@ -100,13 +108,18 @@ func CreateOutput(dest string, force bool, layout *Layout) (*Output, error) {
 	if err := os.MkdirAll(o.parent, 0o755); err != nil {
 		return nil, fmt.Errorf("output %s: %w", dest, err)
 	}
+	if err := CheckWritable(o.parent); err != nil {
+		return nil, fmt.Errorf("output %s: %w", dest, err)
+	}
+	if o.reclaimed, o.reclaimedBytes, err = removeStale(o.parent, base); err != nil {
+		return nil, fmt.Errorf("output %s: %w", dest, err)
+	}
 	if err := checkSpace(o.parent, layout); err != nil {
 		return nil, err
 	}
-	if o.tmp, err = os.MkdirTemp(o.parent, "."+base+".tiesmm-partial-"); err != nil {
+	if o.tmp, o.lock, err = makeLockedTemp(o.parent, "."+base+partialInfix); err != nil {
 		return nil, fmt.Errorf("output %s: %w", dest, err)
 	}
-	_ = os.Chmod(o.tmp, 0o755) // MkdirTemp makes it 0700; the model is for everyone
 	for i := range layout.Shards {
 		if err := o.createShard(&layout.Shards[i]); err != nil {
 			o.Abort()
@@ -160,8 +173,18 @@ func (o *Output) checkDest(shown string) error {
 	if err != nil {
 		return fmt.Errorf("output %s: %w", shown, err)
 	}
-	if !empty && !o.force {
+	if empty {
+		return nil
+	}
+	if !o.force {
 		return fmt.Errorf("output %s exists and is not empty (use --force to replace it)", shown)
+	}
+	foreign, err := listForeign(o.dest)
+	if err != nil {
+		return fmt.Errorf("output %s: %w", shown, err)
+	}
+	if len(foreign) > 0 {
+		return foreignError(shown, foreign)
 	}
 	return nil
 }
@@ -465,6 +488,7 @@ func (o *Output) Commit() error {
 		return err
 	}
 	o.state = committed
+	o.unlock()
 	if err := syncDir(o.parent); err != nil {
 		return fmt.Errorf("output %s: %w", o.dest, err)
 	}
@@ -493,7 +517,9 @@ func (o *Output) writeIndex() error {
 	})
 }
 
-// moveIntoPlace renames the finished temporary directory to dest.
+// moveIntoPlace puts the finished temporary directory at dest. With force, an
+// existing model directory is swapped with it in one rename and then removed;
+// until that rename the old directory stays whole.
 func (o *Output) moveIntoPlace() error {
 	st, err := os.Lstat(o.dest)
 	switch {
@@ -517,33 +543,72 @@ func (o *Output) moveIntoPlace() error {
 		if !o.force {
 			return fmt.Errorf("output %s exists and is not empty (use --force to replace it)", o.dest)
 		}
-		// A fresh hidden name (MkdirTemp picks it; os.Rename will not replace a
-		// directory, so it is freed again) takes the old model aside in one rename.
-		old, err := os.MkdirTemp(o.parent, "."+filepath.Base(o.dest)+".tiesmm-old-")
-		if err == nil {
-			err = os.Remove(old)
-		}
+		// What is in the way is checked again: it may have changed during the merge.
+		foreign, err := listForeign(o.dest)
 		if err != nil {
 			return fmt.Errorf("output %s: %w", o.dest, err)
 		}
-		if err := os.Rename(o.dest, old); err != nil {
-			return fmt.Errorf("output %s: moving the old directory aside: %w", o.dest, err)
+		if len(foreign) > 0 {
+			return foreignError(o.dest, foreign)
 		}
-		if err := os.Rename(o.tmp, o.dest); err != nil {
-			if rerr := os.Rename(old, o.dest); rerr != nil {
-				return fmt.Errorf("output %s: %w (and the old directory stays at %s: %v)", o.dest, err, old, rerr)
-			}
-			return fmt.Errorf("output %s: %w", o.dest, err)
-		}
-		if err := os.RemoveAll(old); err != nil {
-			return fmt.Errorf("output %s: the new model is in place but removing the old one (%s) failed: %w", o.dest, old, err)
-		}
-		return nil
+		return o.replace()
 	}
 	if err := os.Rename(o.tmp, o.dest); err != nil {
 		return fmt.Errorf("output %s: %w", o.dest, err)
 	}
 	return nil
+}
+
+// replace swaps the finished model with the old one at dest, then removes
+// the old one (now at the temporary name, so a kill mid-removal leaves a
+// partial folder the next merge cleans up).
+func (o *Output) replace() error {
+	err := exchange(o.tmp, o.dest)
+	if err == nil {
+		if err := syncDir(o.parent); err != nil {
+			return fmt.Errorf("output %s: %w", o.dest, err)
+		}
+		if err := os.RemoveAll(o.tmp); err != nil {
+			return fmt.Errorf("output %s: the new model is in place but removing the old one (%s) failed: %w", o.dest, o.tmp, err)
+		}
+		return nil
+	}
+	if !errors.Is(err, errExchangeUnsupported) {
+		return fmt.Errorf("output %s: %w", o.dest, err)
+	}
+	// No exchange on this file system: the old model goes aside under a
+	// partial name first, so either name holds a whole model at every moment.
+	old, err := os.MkdirTemp(o.parent, "."+filepath.Base(o.dest)+partialInfix)
+	if err == nil {
+		err = os.Remove(old) // only the fresh name is wanted: rename does not replace a directory
+	}
+	if err != nil {
+		return fmt.Errorf("output %s: %w", o.dest, err)
+	}
+	if err := os.Rename(o.dest, old); err != nil {
+		return fmt.Errorf("output %s: moving the old directory aside: %w", o.dest, err)
+	}
+	if err := os.Rename(o.tmp, o.dest); err != nil {
+		if rerr := os.Rename(old, o.dest); rerr != nil {
+			return fmt.Errorf("output %s: %w (and the old directory stays at %s: %v)", o.dest, err, old, rerr)
+		}
+		return fmt.Errorf("output %s: %w", o.dest, err)
+	}
+	if err := os.RemoveAll(old); err != nil {
+		return fmt.Errorf("output %s: the new model is in place but removing the old one (%s) failed: %w", o.dest, old, err)
+	}
+	return nil
+}
+
+// Reclaimed lists the partial folders of merges no longer running that
+// CreateOutput removed, and the bytes they held.
+func (o *Output) Reclaimed() ([]string, int64) { return o.reclaimed, o.reclaimedBytes }
+
+func (o *Output) unlock() {
+	if o.lock != nil {
+		o.lock.Close()
+		o.lock = nil
+	}
 }
 
 func syncDir(dir string) error {
@@ -580,5 +645,6 @@ func (o *Output) Abort() error {
 			errs = append(errs, fmt.Errorf("output %s: removing %s: %w", o.dest, o.tmp, err))
 		}
 	}
+	o.unlock()
 	return errors.Join(errs...)
 }

@@ -345,7 +345,7 @@ func TestCreateOutputDest(t *testing.T) {
 	}
 	full := filepath.Join(parent, "full")
 	os.Mkdir(full, 0o755)
-	writeRaw(t, full, "old.txt", []byte("old"))
+	writeRaw(t, full, "config.json", []byte("old"))
 	if _, err := CreateOutput(full, false, l); err == nil || !strings.Contains(err.Error(), full+" exists and is not empty") {
 		t.Errorf("non-empty dest: %v", err)
 	}

@@ -253,7 +253,7 @@ func TestCLIBadInputs(t *testing.T) {
 			writeFile(t, filepath.Join(in, "cfg.yml"), "merge_method: ties\nbase_model: in/base\nmodels:\n  - model: in/ft1\n  - model: in/ft2\nparameters:\n  densty: 0.5\n")
 		}, args: []string{"merge", "--quiet", "in/cfg.yml", "dst/out"}, wants: []string{"in/cfg.yml:7:", "densty", "did you mean density"}},
 		{name: "output-inside-input", args: append(append([]string(nil), flags...), "in/ft1/merged"),
-			wants: []string{"overlaps input", "in/ft1"}},
+			wants: []string{"inside the input", "in/ft1"}},
 		{name: "no-space", spoil: func(t *testing.T, in string) {
 			var fs unix.Statfs_t
 			if err := unix.Statfs(in, &fs); err != nil {
@@ -401,7 +401,7 @@ func sameFiles(t *testing.T, what string, a, b map[string][]byte) {
 // replaced with it.
 func TestCLIExistingOutput(t *testing.T) {
 	dir := workDir(t)
-	old := filepath.Join(dir, "out", "old.txt")
+	old := filepath.Join(dir, "out", "README.md") // an earlier merge's model card
 	if err := os.MkdirAll(filepath.Dir(old), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -417,7 +417,7 @@ func TestCLIExistingOutput(t *testing.T) {
 	}
 	mustRun(t, dir, append(args[:len(args)-1], "--force", "out")...)
 	if _, err := os.Stat(old); !os.IsNotExist(err) {
-		t.Errorf("old.txt survived --force: %v", err)
+		t.Errorf("README.md survived --force: %v", err)
 	}
 	files(t, filepath.Join(dir, "out"))
 	if ents, _ := os.ReadDir(dir); len(ents) != 2 {
