@@ -33,7 +33,7 @@ type Output struct {
 	shards []*outShard
 	places map[string]place
 
-	lock  *os.File // holds the flock on tmp that marks the merge as live
+	lock *os.File // holds the flock on tmp that marks the merge as live
 	// Partial folders of merges no longer running, removed on creation.
 	reclaimed      []string
 	reclaimedBytes int64

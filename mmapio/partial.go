@@ -1,7 +1,7 @@
 package mmapio
 
 import (
-		"fmt"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
