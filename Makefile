@@ -4,7 +4,7 @@ BIN     := bin/tiesmm
 DEMO    := demo
 QEMU    ?= qemu-aarch64-static
 
-.PHONY: build demo test test-amd64-levels test-arm64 asm-check vet fuzz bench bench-quick bench-report clean
+.PHONY: build demo test test-race fuzz-short test-amd64-levels test-arm64 asm-check vet fuzz bench bench-quick bench-report clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/tiesmm
@@ -17,12 +17,25 @@ demo: build
 	@echo; echo "merged model: $(DEMO)/merged"; ls -l $(DEMO)/merged
 
 # The whole suite: vet for both architectures, the tests natively with each
-# kernel level forced, the noasm build, and the arm64 kernels under qemu.
+# kernel level forced, the noasm build, the engine and I/O under the race
+# detector, the parsers' fuzz targets briefly, and the arm64 kernels under qemu.
 test: vet asm-check
 	$(GO) test ./...
 	$(MAKE) test-amd64-levels
 	$(GO) test -tags noasm ./kernels/ ./merge/
+	$(MAKE) test-race
+	$(MAKE) fuzz-short
 	$(MAKE) test-arm64
+
+test-race:
+	$(GO) test -race -count=1 ./merge/ ./mmapio/
+
+# The parsers' fuzz targets for a few seconds each, from their committed
+# corpora (testdata/fuzz); `make fuzz` runs everything longer.
+FUZZSHORT ?= 10s
+fuzz-short:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZSHORT) ./mmapio/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZSHORT) ./config/
 
 vet:
 	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './bench/data/*')); \
