@@ -66,7 +66,7 @@ func (f *mappedFile) willRead(off, n int64) {
 // openLocked opens the file for reads on first use; f.mu is held.
 func (f *mappedFile) openLocked() (*os.File, error) {
 	if f.rf == nil {
-		rf, err := os.Open(f.path)
+		rf, err := mmapio.OpenRegular(f.path)
 		if err != nil {
 			return nil, err
 		}

@@ -23,7 +23,11 @@ type Mapping struct {
 // MapFile maps the whole file at path read-only. An empty file cannot be mapped and is
 // an error, as is a directory.
 func MapFile(path string) (*Mapping, error) {
-	f, err := os.Open(path)
+	f, err := OpenRegular(path)
+	var nr *NotRegularError
+	if errors.As(err, &nr) {
+		return nil, fmt.Errorf("%w: cannot map it", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: cannot open for mapping: %w", path, err)
 	}
@@ -31,9 +35,6 @@ func MapFile(path string) (*Mapping, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file, cannot map it", path)
 	}
 	if st.Size() == 0 {
 		return nil, fmt.Errorf("%s: empty file, cannot map it", path)
