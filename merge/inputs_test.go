@@ -2,12 +2,17 @@ package merge
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tiesmm/tiesmm/mmapio"
 )
 
 // within runs f and fails the test if it has not returned in a few seconds,
@@ -112,4 +117,66 @@ func shortFixture(t *testing.T) errFixture {
 		}
 	}
 	return f
+}
+
+// A shard truncated or grown after the plan read its header fails the merge
+// with the file and a tensor named, and nothing left at the destination.
+func TestErrShardChangedSize(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		delta int64
+	}{{"truncated", -4}, {"grown", 8}} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t)
+			base, ft1, ft2 := f.model(t, "base", 0), f.model(t, "ft1", 1), f.model(t, "ft2", 2)
+			m, _, _ := NewMethod("ties", "mergekit")
+			p, err := NewPlan(Options{Base: base, Models: []string{ft1, ft2}, Out: f.out, Threads: 2}, m, tiesParams(0.5))
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := os.Stat(shard(ft1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(shard(ft1), st.Size()+c.delta); err != nil {
+				t.Fatal(err)
+			}
+			_, err = Run(context.Background(), p, nil, nil)
+			t.Log(err)
+			f.expectErr(t, err, shard(ft1), "changed size since its header was read", `tensor "w1"|tensor "w2"`)
+		})
+	}
+}
+
+// A shard truncated while its mapping is read: the fault is an error naming
+// the file and the tensor, not a crash.
+func TestErrShardTruncatedWhileMapped(t *testing.T) {
+	r, bs, path := sampledRuns(t, 4096) // contiguous blocks: read from the mapping
+	j := &r.p.Jobs[0]
+	var once sync.Once
+	var sum byte
+	err := r.parallel(context.Background(), bs, func(w *worker, b block) error {
+		data := r.src(w, j.Base, j.BaseDT, b.start, b.n)
+		once.Do(func() {
+			if err := os.Truncate(path, j.Base.Offset); err != nil {
+				t.Error(err)
+			}
+		})
+		for i := 0; i < len(data); i += 64 {
+			sum += data[i]
+		}
+		return nil
+	})
+	if err != nil && strings.Contains(err.Error(), "fault at address 0x0") {
+		t.Skip("faults reported without an address (qemu-user): cannot tell the file")
+	}
+	if !errors.Is(err, mmapio.ErrFault) {
+		t.Fatalf("got %v, want a fault", err)
+	}
+	t.Log(err)
+	for _, w := range []string{path + ": mapped file truncated or unreadable", `tensor "` + j.Name + `"`} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error lacks %q: %v", w, err)
+		}
+	}
 }
