@@ -126,6 +126,23 @@ type run struct {
 	shared bool
 }
 
+// Interrupted is Run's error when its context was canceled (an interrupt):
+// the merge stopped and the partial output directory was removed.
+type Interrupted struct {
+	Partial   string // the hidden directory the output was being built in
+	RemoveErr error  // why removing it failed, if it did
+	Err       error  // what the merge returned, the context's error among it
+}
+
+func (e *Interrupted) Error() string {
+	if e.RemoveErr != nil {
+		return fmt.Sprintf("interrupted; could not remove the partial output %s: %v", e.Partial, e.RemoveErr)
+	}
+	return "interrupted; removed the partial output " + e.Partial
+}
+
+func (e *Interrupted) Unwrap() error { return e.Err }
+
 // Run executes the plan. Nothing is visible at the destination unless it
 // succeeds; on any error the partial output is removed.
 func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]byte) (_ *Summary, err error) {
@@ -141,7 +158,10 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 	}
 	defer func() {
 		if err != nil {
-			r.out.Abort()
+			aerr := r.out.Abort()
+			if ctx.Err() != nil {
+				err = &Interrupted{Partial: r.out.TempDir(), RemoveErr: aerr, Err: err}
+			}
 		}
 	}()
 	r.setup()
