@@ -17,9 +17,10 @@ package config
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
+
+	"github.com/tiesmm/tiesmm/mmapio"
 )
 
 // Config is a parsed merge configuration, normalised to mergekit's `models` form.
@@ -159,7 +160,7 @@ func (l *errList) err() error {
 // Load reads and parses the YAML config at path. It checks the syntax only: call
 // Validate for the method, parameters, ranges and model paths.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := mmapio.ReadRegular(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}

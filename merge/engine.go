@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/tiesmm/tiesmm/kernels"
@@ -129,6 +130,23 @@ type run struct {
 	shared bool
 }
 
+// Interrupted is Run's error when its context was canceled (an interrupt):
+// the merge stopped and the partial output directory was removed.
+type Interrupted struct {
+	Partial   string // the hidden directory the output was being built in
+	RemoveErr error  // why removing it failed, if it did
+	Err       error  // what the merge returned, the context's error among it
+}
+
+func (e *Interrupted) Error() string {
+	if e.RemoveErr != nil {
+		return fmt.Sprintf("interrupted; could not remove the partial output %s: %v", e.Partial, e.RemoveErr)
+	}
+	return "interrupted; removed the partial output " + e.Partial
+}
+
+func (e *Interrupted) Unwrap() error { return e.Err }
+
 // Run executes the plan. Nothing is visible at the destination unless it
 // succeeds; on any error the partial output is removed.
 func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]byte) (_ *Summary, err error) {
@@ -148,7 +166,10 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 	}
 	defer func() {
 		if err != nil {
-			r.out.Abort()
+			aerr := r.out.Abort()
+			if ctx.Err() != nil {
+				err = &Interrupted{Partial: r.out.TempDir(), RemoveErr: aerr, Err: err}
+			}
 		}
 	}()
 	r.setup()
@@ -349,6 +370,9 @@ func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b blo
 					}()
 					return fn(w, b)
 				})
+				if fe := (*mmapio.FaultError)(nil); errors.As(err, &fe) {
+					err = r.faultError(b, fe)
+				}
 				switch end := i + 1 - releaseLag; {
 				case r.hot, copyRuns:
 				case end%adviseBatch == 0 && end > 0:
@@ -393,19 +417,36 @@ func (r *run) src(w *worker, t *mmapio.Tensor, dt kernels.DType, start, n int64)
 		buf := w.runs[w.nextRun][:n*sz]
 		w.nextRun = (w.nextRun + 1) % len(w.runs)
 		if err := f.readAt(buf, off); err != nil {
-			panic(mapError{err}) // inside Guard: parallel returns it
+			panic(mapError{&InputError{File: f.path, Tensor: t.Name, Err: err}}) // inside Guard: parallel returns it
 		}
 		return buf
 	}
 	data, err := f.data()
 	if err != nil {
-		panic(mapError{err}) // inside Guard: parallel returns it
+		panic(mapError{&InputError{File: f.path, Tensor: t.Name, Err: err}}) // inside Guard: parallel returns it
 	}
 	return data[off : off+n*sz]
 }
 
 // mapError carries a mapping or read failure out of a kernel call site.
 type mapError struct{ err error }
+
+// faultError names the input file and tensor of block b that a memory
+// fault was in (a file truncated under its mapping); the block's files are
+// still mapped, as parallel closes them only after. A fault outside them
+// names the tensor alone.
+func (r *run) faultError(b block, fe *mmapio.FaultError) error {
+	var found *InputError
+	r.eachTensor(b.job, func(t *mmapio.Tensor, _ int64) {
+		if f := r.files[t.File]; found == nil && f != nil && f.contains(fe.Addr) {
+			found = &InputError{File: f.path, Tensor: t.Name, Err: fe}
+		}
+	})
+	if found != nil {
+		return found
+	}
+	return fmt.Errorf("tensor %q: %w", r.p.Jobs[b.job].Name, fe)
+}
 
 // release drops the input pages of blocks bs from this process once read.
 // parallel calls it a few blocks behind the workers, and each range reaches
@@ -679,7 +720,7 @@ func (r *run) selectTensor(ctx context.Context, ji int, sc *scope) error {
 		th, ties, err := r.pick(ctx, bs, models, sel.need, false, sc)
 		sc = nil // not the outliers' sample
 		if err != nil {
-			return fmt.Errorf("tensor %q: %w", j.Name, err)
+			return tensorError(j.Name, err)
 		}
 		if err := r.splitTies(ctx, sel.dst, bs, models, th, sel.need, ties); err != nil {
 			return err
@@ -781,7 +822,7 @@ func (r *run) mergeAll(ctx context.Context) error {
 			err = r.mergeJob(ctx, ji)
 		}
 		if err != nil {
-			return fmt.Errorf("tensor %q: %w", j.Name, err)
+			return tensorError(j.Name, err)
 		}
 	}
 	return nil
@@ -836,7 +877,7 @@ func (r *run) copyJobs() error {
 	for ji, j := range r.p.Jobs {
 		if j.Copy {
 			if err := r.copyJob(ji); err != nil {
-				return fmt.Errorf("tensor %q: %w", j.Name, err)
+				return tensorError(j.Name, err)
 			}
 		}
 	}
@@ -850,10 +891,10 @@ func (r *run) copyJob(ji int) error {
 	defer f.close()
 	all, err := f.data()
 	if err != nil {
-		return err
+		return &InputError{File: f.path, Tensor: j.Name, Err: err}
 	}
 	data := all[j.Base.Offset : j.Base.Offset+j.Base.Size]
-	return mmapio.Guard(func() error {
+	err = mmapio.Guard(func() error {
 		for off := int64(0); off < j.Base.Size; off += chunk {
 			end := min(off+chunk, j.Base.Size)
 			if err := r.out.WriteTensor(j.Name, off, data[off:end]); err != nil {
@@ -863,6 +904,14 @@ func (r *run) copyJob(ji int) error {
 		}
 		return nil
 	})
+	switch {
+	case errors.Is(err, mmapio.ErrFault):
+		return &InputError{File: f.path, Tensor: j.Name, Err: err}
+	case errors.Is(err, syscall.EFAULT):
+		// The write read the mapping in the kernel, which faulted.
+		return &InputError{File: f.path, Tensor: j.Name, Err: fmt.Errorf("%w (copying it out: %v)", mmapio.ErrFault, err)}
+	}
+	return err
 }
 
 func (r *run) mergeBlock(w *worker, b block) error {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/tiesmm/tiesmm/kernels"
+	"github.com/tiesmm/tiesmm/mmapio"
 )
 
 // baseFiles are copied from the base model's directory when present.
@@ -37,10 +38,17 @@ func (r *run) writeExtras(extra map[string][]byte) error {
 	}
 	for _, name := range baseFiles {
 		src := filepath.Join(dir, name)
-		if _, err := os.Stat(src); err == nil {
-			if err := r.out.CopyFile(name, src); err != nil {
-				return err
-			}
+		if _, err := os.Stat(src); err != nil {
+			continue
+		}
+		// Read here rather than by Output.CopyFile, whose open would block
+		// on a FIFO put in the file's place since the plan checked it.
+		data, err := mmapio.ReadRegular(src)
+		if err != nil {
+			return fmt.Errorf("base model: %w", err)
+		}
+		if err := r.out.WriteFile(name, data); err != nil {
+			return err
 		}
 	}
 	for name, data := range extra {
@@ -55,7 +63,7 @@ func (r *run) writeExtras(extra map[string][]byte) error {
 // merge, written out after it.
 func readConfig(dir string) (map[string]any, error) {
 	path := filepath.Join(dir, "config.json")
-	b, err := os.ReadFile(path)
+	b, err := mmapio.ReadRegular(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -67,6 +75,18 @@ func readConfig(dir string) (map[string]any, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return cfg, nil
+}
+
+// checkExtras refuses a file of dir that writeExtras would copy but that is
+// not a regular file (a FIFO would block, a device never end), before the
+// merge rather than after it.
+func checkExtras(dir string) error {
+	for _, name := range baseFiles {
+		if err := mmapio.CheckRegular(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
 }
 
 // outDType is the dtype of the merged tensors when they all share one.

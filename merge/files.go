@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -19,10 +20,12 @@ type mappedFile struct {
 	mu      sync.Mutex
 	m       *mmapio.Mapping
 	rf      *os.File     // for readAt: sampled runs are copied, not mapped
+	size    int64        // when the header was read; -1 if unknown
 	pending atomic.Int64 // blocks of this pass still to read the file
 }
 
-// data maps the file on first use.
+// data maps the file on first use, refusing it if its size changed since
+// its header was read: offsets from that header no longer hold.
 func (f *mappedFile) data() ([]byte, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -31,9 +34,49 @@ func (f *mappedFile) data() ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
+		if got := int64(len(m.Data())); f.size >= 0 && got != f.size {
+			m.Close()
+			return nil, f.changedSize(got)
+		}
 		f.m = m
 	}
 	return f.m.Data(), nil
+}
+
+func (f *mappedFile) changedSize(now int64) error {
+	return fmt.Errorf("%s: file changed size since its header was read (%d bytes, now %d): rewritten or truncated during the merge", f.path, f.size, now)
+}
+
+// contains reports whether addr lies in the file's mapping.
+func (f *mappedFile) contains(addr uintptr) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.m != nil && f.m.Contains(addr)
+}
+
+// InputError is a failure to read an input tensor's bytes: its file was
+// truncated or rewritten during the merge, or could not be read.
+type InputError struct {
+	File, Tensor string
+	Err          error
+}
+
+func (e *InputError) Error() string {
+	if strings.Contains(e.Err.Error(), e.File) {
+		return fmt.Sprintf("tensor %q: %v", e.Tensor, e.Err)
+	}
+	return fmt.Sprintf("tensor %q: %s: %v", e.Tensor, e.File, e.Err)
+}
+
+func (e *InputError) Unwrap() error { return e.Err }
+
+// tensorError prefixes err with the tensor's name unless it starts with it
+// already (an InputError, or a pass that named it).
+func tensorError(name string, err error) error {
+	if prefix := fmt.Sprintf("tensor %q: ", name); strings.HasPrefix(err.Error(), prefix) {
+		return err
+	}
+	return fmt.Errorf("tensor %q: %w", name, err)
 }
 
 func (f *mappedFile) dontNeed(off, n int64) {
@@ -66,9 +109,13 @@ func (f *mappedFile) willRead(off, n int64) {
 // openLocked opens the file for reads on first use; f.mu is held.
 func (f *mappedFile) openLocked() (*os.File, error) {
 	if f.rf == nil {
-		rf, err := os.Open(f.path)
+		rf, err := mmapio.OpenRegular(f.path)
 		if err != nil {
 			return nil, err
+		}
+		if st, err := rf.Stat(); err == nil && f.size >= 0 && st.Size() != f.size {
+			rf.Close()
+			return nil, f.changedSize(st.Size())
 		}
 		f.rf = rf
 	}
@@ -128,7 +175,11 @@ func (r *run) openFiles() {
 	for _, md := range append([]*mmapio.Model{r.p.Base}, r.p.Models...) {
 		for _, f := range md.Files {
 			if r.files[f] == nil {
-				r.files[f] = &mappedFile{path: f}
+				size, ok := md.FileSizes[f]
+				if !ok {
+					size = -1
+				}
+				r.files[f] = &mappedFile{path: f, size: size}
 			}
 		}
 	}

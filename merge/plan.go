@@ -205,6 +205,9 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 	if p.config, err = readConfig(p.Base.Dir); err != nil {
 		return nil, fmt.Errorf("base model: %w", err)
 	}
+	if err := checkExtras(p.Base.Dir); err != nil {
+		return nil, fmt.Errorf("base model: %w", err)
+	}
 	for i, path := range opts.Models {
 		md, err := mmapio.OpenModel(path)
 		if err != nil {

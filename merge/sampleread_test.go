@@ -80,6 +80,9 @@ func TestSampledRunsCopied(t *testing.T) {
 // gives an error naming it, not a fault or a short copy.
 func TestSampledRunShortRead(t *testing.T) {
 	r, bs, path := sampledRuns(t, 1<<21)
+	if err := r.files[path].readAt(make([]byte, 8), 0); err != nil { // opened at its planned size
+		t.Fatal(err)
+	}
 	if err := os.Truncate(path, r.p.Jobs[0].Base.Offset+2*bs[1].start); err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +91,7 @@ func TestSampledRunShortRead(t *testing.T) {
 		r.src(w, j.Base, j.BaseDT, b.start, b.n)
 		return nil
 	})
-	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "unexpected EOF") {
-		t.Fatalf("got %v, want an unexpected EOF naming %s", err, path)
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "unexpected EOF") || !strings.Contains(err.Error(), `tensor "`+j.Name+`"`) {
+		t.Fatalf("got %v, want an unexpected EOF naming %s and tensor %q", err, path, j.Name)
 	}
 }

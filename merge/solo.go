@@ -3,7 +3,6 @@ package merge
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -92,7 +91,7 @@ func (r *run) mergeSolo(ctx context.Context) error {
 					}
 				}
 				if err != nil {
-					errs[wi] = fmt.Errorf("tensor %q: %w", r.p.Jobs[ji].Name, err)
+					errs[wi] = tensorError(r.p.Jobs[ji].Name, err)
 					failed.Store(true)
 					return
 				}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"unsafe"
 
 	"github.com/edsrzf/mmap-go"
 	"golang.org/x/sys/unix"
@@ -23,7 +24,11 @@ type Mapping struct {
 // MapFile maps the whole file at path read-only. An empty file cannot be mapped and is
 // an error, as is a directory.
 func MapFile(path string) (*Mapping, error) {
-	f, err := os.Open(path)
+	f, err := OpenRegular(path)
+	var nr *NotRegularError
+	if errors.As(err, &nr) {
+		return nil, fmt.Errorf("%w: cannot map it", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: cannot open for mapping: %w", path, err)
 	}
@@ -31,9 +36,6 @@ func MapFile(path string) (*Mapping, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file, cannot map it", path)
 	}
 	if st.Size() == 0 {
 		return nil, fmt.Errorf("%s: empty file, cannot map it", path)
@@ -92,6 +94,15 @@ func (m *Mapping) clamp(off, n int64) (int64, int64) {
 		hi = off + n
 	}
 	return max(off, 0), hi
+}
+
+// Contains reports whether addr lies in the mapping: which file a fault was in.
+func (m *Mapping) Contains(addr uintptr) bool {
+	if len(m.mm) == 0 {
+		return false
+	}
+	lo := uintptr(unsafe.Pointer(&m.mm[0]))
+	return addr >= lo && addr-lo < uintptr(len(m.mm))
 }
 
 // Close unmaps the file. It is safe to call twice.
@@ -194,6 +205,15 @@ func (p *Pool) Close() error {
 // ErrFault is what Guard returns for a memory fault.
 var ErrFault = errors.New("mapped file truncated or unreadable")
 
+// FaultError is a memory fault at Addr; it wraps ErrFault.
+type FaultError struct{ Addr uintptr }
+
+func (e *FaultError) Error() string {
+	return fmt.Sprintf("%v (fault at address %#x)", ErrFault, e.Addr)
+}
+
+func (e *FaultError) Unwrap() error { return ErrFault }
+
 // Guard runs f on this goroutine with debug.SetPanicOnFault(true), so a fault while
 // reading a mapping (SIGBUS when the file was truncated under us, EIO) returns an error
 // wrapping ErrFault instead of crashing. Other panics propagate unchanged. Goroutines
@@ -204,7 +224,7 @@ func Guard(f func() error) (err error) {
 		debug.SetPanicOnFault(old)
 		if r := recover(); r != nil {
 			if a, ok := r.(interface{ Addr() uintptr }); ok {
-				err = fmt.Errorf("%w (fault at address %#x)", ErrFault, a.Addr())
+				err = &FaultError{Addr: a.Addr()}
 				return
 			}
 			panic(r)

@@ -105,20 +105,18 @@ func OpenModel(path string) (*Model, error) {
 
 // readFileHeader opens one shard and reads its header.
 func readFileHeader(path string) (*Header, int64, error) {
-	f, err := os.Open(path)
+	f, err := OpenRegular(path)
 	if err != nil {
+		var nr *NotRegularError
+		if errors.As(err, &nr) {
+			return nil, 0, fmt.Errorf("shard %w", err)
+		}
 		return nil, 0, fmt.Errorf("%s: cannot open shard: %w", path, err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
 		return nil, 0, fmt.Errorf("%s: %w", path, err)
-	}
-	if st.IsDir() {
-		return nil, 0, fmt.Errorf("%s: is a directory, not a safetensors file", path)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, 0, fmt.Errorf("%s: not a regular file", path)
 	}
 	h, err := ReadHeader(f, st.Size(), path)
 	if err != nil {
@@ -127,6 +125,8 @@ func readFileHeader(path string) (*Header, int64, error) {
 	return h, st.Size(), nil
 }
 
+// isFile reports whether p exists and is not a directory; a FIFO or device
+// counts, so that readFileHeader refuses it by name.
 func isFile(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && !st.IsDir()
@@ -137,7 +137,7 @@ func isFile(p string) bool {
 func findIndex(dir string) (string, error) {
 	p := filepath.Join(dir, IndexName)
 	if _, err := os.Stat(p); err == nil {
-		return p, nil
+		return p, nil // readIndex refuses it unless it is a regular file
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("model %s: %w", dir, err)
 	}
@@ -163,7 +163,11 @@ func findIndex(dir string) (string, error) {
 // readIndex reads an index and returns its shards (existing regular files) and, for
 // each tensor, the path of the shard it names.
 func readIndex(path string) ([]string, map[string]string, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadRegular(path)
+	var nr *NotRegularError
+	if errors.As(err, &nr) {
+		return nil, nil, fmt.Errorf("index %w", err)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("index %s: %w", path, err)
 	}
@@ -203,8 +207,8 @@ func readIndex(path string) ([]string, map[string]string, error) {
 			return nil, nil, fmt.Errorf("index %s names shard %s (for tensor %q), which does not exist", path, shard, name)
 		case err != nil:
 			return nil, nil, fmt.Errorf("index %s: shard %s: %w", path, shard, err)
-		case st.IsDir():
-			return nil, nil, fmt.Errorf("index %s: shard %s is a directory, not a safetensors file", path, p)
+		case !st.Mode().IsRegular():
+			return nil, nil, fmt.Errorf("index %s: shard %w", path, &NotRegularError{Path: p, Mode: st.Mode()})
 		}
 	}
 	files := make([]string, 0, len(shards))

@@ -79,7 +79,7 @@ func TestOpenModelErrors(t *testing.T) {
 		}, []string{`tensor "a1" is in two shards`, "x.safetensors", "y.safetensors"}},
 		{"shard is a directory", func(d string) {
 			os.Mkdir(filepath.Join(d, "x.safetensors"), 0o755)
-		}, []string{"x.safetensors: is a directory"}},
+		}, []string{"x.safetensors is a directory, not a regular file"}},
 		{"dangling shard", func(d string) {
 			os.Symlink(filepath.Join(d, "gone"), filepath.Join(d, "x.safetensors"))
 		}, []string{"x.safetensors: cannot open shard"}},

@@ -22,7 +22,7 @@ func startWriteback(f *os.File) {
 // ignored. It may block while the disk's request queue is full: call it
 // off the critical path.
 func Prefetch(path string, off, n int64) {
-	f, err := os.Open(path)
+	f, err := OpenRegular(path)
 	if err != nil {
 		return
 	}

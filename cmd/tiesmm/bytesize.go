@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -33,10 +35,39 @@ func ParseByteSize(s string) (int64, error) {
 		}
 	}
 	v, err := strconv.ParseFloat(t, 64)
-	if err != nil || v < 0 || v*mult > 1<<62 {
+	switch {
+	case err != nil && !errors.Is(err, strconv.ErrRange):
 		return 0, fmt.Errorf("%q is not a size (examples: 2GiB, 512MiB, 5GB)", s)
+	case math.IsNaN(v):
+		return 0, fmt.Errorf("%q is not a size: not a number (examples: 2GiB, 512MiB, 5GB)", s)
+	case v < 0:
+		return 0, fmt.Errorf("%q is not a size: sizes cannot be negative", s)
+	case err != nil || math.IsInf(v, 0) || v*mult > maxByteSize:
+		return 0, fmt.Errorf("%q is too large a size (at most 4EiB)", s)
 	}
 	return int64(v * mult), nil
+}
+
+// maxByteSize is the largest size ParseByteSize takes: 4 EiB, well inside int64.
+const maxByteSize = 1 << 62
+
+// minShardSize is the smallest --out-shard-size: a tensor larger than the
+// bound gets a shard of its own, so a tiny bound would write a file per
+// tensor, thousands for some models.
+const minShardSize = 1 << 20
+
+// checkSizes refuses merge sizes that mean nothing: a zero or negative bound
+// on memory (0 is not "unbounded" here), and output shards under
+// minShardSize.
+func (m *mergeCmd) checkSizes() error {
+	if m.MaxMemory <= 0 {
+		return fmt.Errorf("--max-memory %d: want a positive size (examples: 2GiB, 512MiB)", m.MaxMemory)
+	}
+	if m.OutShardSize < minShardSize {
+		return fmt.Errorf("--out-shard-size %d: want at least %d bytes (1MiB): a tensor larger than a shard gets one of its own, so a smaller bound writes a file per tensor",
+			m.OutShardSize, minShardSize)
+	}
+	return nil
 }
 
 func (b *ByteSize) Decode(ctx *kong.DecodeContext) error {

@@ -4,12 +4,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/alecthomas/kong"
+
+	"github.com/tiesmm/tiesmm/merge"
 )
 
 type cli struct {
@@ -30,9 +33,32 @@ func main() {
 	)
 	sig, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		<-sig.Done()
+		stop() // a second signal kills at once, should the first not stop the work
+	}()
 	ctx.BindTo(sig, (*context.Context)(nil))
 	if err := ctx.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "tiesmm:", err)
-		os.Exit(1)
+		os.Exit(report(err, sig.Err() != nil))
 	}
+}
+
+// exitInterrupted is the exit code after SIGINT or SIGTERM, as a shell
+// reports a command stopped by Ctrl-C (128 + SIGINT).
+const exitInterrupted = 130
+
+// report prints err and returns the exit code: 130 for an interrupt, which
+// says what it removed rather than "context canceled", else 1.
+func report(err error, signaled bool) int {
+	var in *merge.Interrupted
+	switch {
+	case errors.As(err, &in):
+		fmt.Fprintln(os.Stderr, "tiesmm:", in)
+		return exitInterrupted
+	case signaled:
+		fmt.Fprintln(os.Stderr, "tiesmm: interrupted")
+		return exitInterrupted
+	}
+	fmt.Fprintln(os.Stderr, "tiesmm:", err)
+	return 1
 }

@@ -37,8 +37,8 @@ type mergeCmd struct {
 	TwoPass   bool      `name:"two-pass" help:"Find exact thresholds with full histogram passes instead of one sampled pass with a spill."`
 
 	OutDType     string   `name:"out-dtype" help:"Output dtype: bfloat16, float16 or float32 (default: the base's)."`
-	OutShardSize ByteSize `name:"out-shard-size" help:"Largest output shard." default:"5GB"`
-	MaxMemory    ByteSize `name:"max-memory" help:"Bound on the process's resident memory; block size and workers follow from it." default:"2GiB"`
+	OutShardSize ByteSize `name:"out-shard-size" help:"Largest output shard, at least 1MiB; a tensor larger than this gets a shard of its own." default:"5GB"`
+	MaxMemory    ByteSize `name:"max-memory" help:"Bound on the process's resident memory, above 0; block size and workers follow from it." default:"2GiB"`
 	Threads      int      `help:"Workers (default: one per core)."`
 	BlockSize    int      `name:"block-size" help:"Elements per block (default: sized to L2)."`
 	Kernel       string   `help:"Kernel set: auto, avx512, avx2, neon or go (also TIESMM_KERNEL)." default:"auto"`
@@ -128,6 +128,9 @@ func (m *mergeCmd) override(c *config.Config) error {
 }
 
 func (m *mergeCmd) Run(ctx context.Context) error {
+	if err := m.checkSizes(); err != nil {
+		return err
+	}
 	c, out, err := m.config()
 	if err != nil {
 		return err
