@@ -245,3 +245,21 @@ func TestCLIForceReplacesModelAndCleansStale(t *testing.T) {
 	second := files(t, filepath.Join(dir, "out"))
 	sameFiles(t, "merged again over the old merge", first, second)
 }
+
+// A read-only destination says so, before the free-space check (the
+// read-only file system here is also too small for the model).
+func TestCLIReadOnlyDestination(t *testing.T) {
+	dir := workDir(t)
+	ro := filepath.Join(dir, "ro")
+	if err := os.Mkdir(ro, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", ro, "tmpfs", unix.MS_RDONLY, "size=64k"); err != nil {
+		t.Skipf("cannot mount a read-only tmpfs here (%v): needs root", err)
+	}
+	t.Cleanup(func() { unix.Unmount(ro, unix.MNT_DETACH) })
+	_, stderr, code := tiesmm(t, dir, "merge", "--quiet", "--base", "demo/base", "--model", "demo/ft1", "ro/out")
+	if code != 1 || !strings.Contains(stderr, "read-only file system") || strings.Contains(stderr, "free space") {
+		t.Fatalf("exit %d, stderr %q: want 1 and a message saying read-only", code, stderr)
+	}
+}
