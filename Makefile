@@ -7,13 +7,13 @@ QEMU    ?= qemu-aarch64-static
 .PHONY: build demo test test-race fuzz-short test-amd64-levels test-arm64 asm-check vet fuzz bench bench-quick bench-report clean
 
 build:
-	$(GO) build -o $(BIN) ./cmd/tiesmm
+	$(GO) build -ldflags "-X main.commit=$$(git rev-parse HEAD 2>/dev/null)$$(git diff --quiet HEAD 2>/dev/null || echo -dirty)" -o $(BIN) ./cmd/tiesmm
 
 demo: build
 	./$(BIN) synth --params 50M --models 3 --seed 1 --force $(DEMO)
-	./$(BIN) merge --dry-run --base $(DEMO)/base --model $(DEMO)/ft1 --model $(DEMO)/ft2 --model $(DEMO)/ft3 --density 0.2 $(DEMO)/merged
-	./$(BIN) merge --quiet --force --base $(DEMO)/base --model $(DEMO)/ft1 --model $(DEMO)/ft2 --model $(DEMO)/ft3 --density 0.2 $(DEMO)/merged
-	./$(BIN) merge --quiet --force examples/ties.yml $(DEMO)/merged-mergekit
+	./$(BIN) merge --dry-run --force --base $(DEMO)/base --model $(DEMO)/ft1 --model $(DEMO)/ft2 --model $(DEMO)/ft3 --density 0.2 $(DEMO)/merged
+	./$(BIN) merge --force --base $(DEMO)/base --model $(DEMO)/ft1 --model $(DEMO)/ft2 --model $(DEMO)/ft3 --density 0.2 $(DEMO)/merged
+	./$(BIN) merge --force examples/ties.yml $(DEMO)/merged-mergekit
 	@echo; echo "merged model: $(DEMO)/merged"; ls -l $(DEMO)/merged
 
 # The whole suite: vet for both architectures, the tests natively with each

@@ -19,8 +19,9 @@ import (
 )
 
 // Progress hears about the passes of a merge; Add is called from every worker.
+// A pass's phase is one short word: select (thresholds) or merge.
 type Progress interface {
-	StartPass(name string, index, count int, totalBytes int64)
+	StartPass(phase string, index, count int, totalBytes int64)
 	Add(bytes int64)
 	EndPass()
 }
@@ -28,6 +29,12 @@ type Progress interface {
 type noProgress struct{}
 
 func (noProgress) StartPass(string, int, int, int64) {}
+
+// The phases a Progress is told of.
+const (
+	phaseSelect = "select"
+	phaseMerge  = "merge"
+)
 func (noProgress) Add(int64)                         {}
 func (noProgress) EndPass()                          {}
 
@@ -54,6 +61,7 @@ type Summary struct {
 	// removed before this merge started, and the bytes they held.
 	Reclaimed      []string
 	ReclaimedBytes int64
+	Warnings       []Warning // the plan's, then those found while merging
 }
 
 // trim is one model's trim of one tensor: keep |τ| patterns ≥ bits, and at
@@ -182,6 +190,7 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 
 	sum := &Summary{Kernel: r.k.Name, Passes: p.Passes(), InputBytes: p.InputBytes, OutputBytes: p.OutputBytes}
 	sum.Reclaimed, sum.ReclaimedBytes = r.out.Reclaimed()
+	sum.Warnings = append(sum.Warnings, p.Warnings...)
 	if p.singlePass() {
 		err = r.singlePassMerge(ctx, sum)
 	} else if err = r.selectThresholds(ctx, sum); err == nil {
@@ -639,7 +648,7 @@ func (r *run) radixPick(ctx context.Context, bs []block, models []int, need []ui
 	}
 	if r.p.Method.Scope == ScopeModel {
 		r.prog.EndPass()
-		r.prog.StartPass(passLow, 2, 3, r.p.InputBytes)
+		r.prog.StartPass(phaseSelect, 2, len(r.p.Passes()), r.p.InputBytes)
 	}
 	low, err := r.histPass(ctx, bs, models, hi, histLowTies)
 	if err != nil {
@@ -681,7 +690,7 @@ func (r *run) selectThresholds(ctx context.Context, sum *Summary) error {
 	if len(models) == 0 {
 		return nil
 	}
-	r.prog.StartPass(passHigh, 1, 3, p.InputBytes)
+	r.prog.StartPass(phaseSelect, 1, len(p.Passes()), p.InputBytes)
 	th, _, err := r.pick(ctx, r.blocks(r.mergeJobs()), models, p.Need, p.Method.ApproxTopK, nil)
 	r.prog.EndPass()
 	if err != nil {
@@ -789,11 +798,11 @@ share:
 func (r *run) mergeAll(ctx context.Context) error {
 	p := r.p
 	passes := p.Passes()
-	name, count := passes[len(passes)-1], len(passes)
+	count := len(passes)
 	if count > 1 && strings.HasPrefix(passes[count-2], "per tensor") {
-		name, count = passes[count-2]+"; merge", count-1
+		count-- // the per-tensor passes run inside this one
 	}
-	r.prog.StartPass(name, count, count, p.InputBytes)
+	r.prog.StartPass(phaseMerge, count, count, p.InputBytes)
 	defer r.prog.EndPass()
 	if err := r.mergeSolo(ctx); err != nil {
 		return err

@@ -63,6 +63,7 @@ type Plan struct {
 	Density []float64
 
 	InputBytes, OutputBytes int64
+	Warnings                []Warning // policies applied that the user may not expect
 	// The single pass samples one run of sampleChunk elements in every
 	// sampleEvery, unless the model has fewer than sampleMin elements (then
 	// all of them); tests lower them.

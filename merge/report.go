@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/tiesmm/tiesmm/kernels"
 	"github.com/tiesmm/tiesmm/mmapio"
@@ -109,11 +108,23 @@ func (p *Plan) askedPerTensor() (asked []uint64, total int64) {
 	return asked, total
 }
 
-// Print writes the final summary.
-func (s *Summary) Print(w io.Writer, p *Plan) {
-	fmt.Fprintf(w, "merged:   %s → %s in %s (%.2f GB/s of input), kernels %s\n",
-		gb(s.InputBytes), gb(s.OutputBytes), s.Elapsed.Round(time.Millisecond), float64(s.InputBytes)/1e9/s.Elapsed.Seconds(), s.Kernel)
+// AskedFor is what the trim was asked to keep per model, summed over
+// tensors (nil when nothing is trimmed).
+func (s *Summary) AskedFor(p *Plan) []uint64 {
+	if !p.Method.Trim {
+		return nil
+	}
+	if p.Method.Scope == ScopeTensor {
+		asked, _ := p.askedPerTensor()
+		return asked
+	}
+	return s.Asked
+}
+
+// PrintDetails writes what the engine did, in its own terms (--verbose).
+func (s *Summary) PrintDetails(w io.Writer, p *Plan) {
 	fmt.Fprintf(w, "passes:   %d (%s)\n", len(s.Passes), strings.Join(s.Passes, " → "))
+	fmt.Fprintf(w, "memory:   blocks of %d elements, %d workers; kernels %s\n", p.BlockElems, p.Workers, s.Kernel)
 	if s.Sampled > 0 {
 		fmt.Fprintf(w, "single:   sampled %d elements per model; %d positions spilled and settled", s.Sampled, s.Spilled)
 		if s.FellBack > 0 {
@@ -129,26 +140,12 @@ func (s *Summary) Print(w io.Writer, p *Plan) {
 	if s.OnePass > 0 {
 		fmt.Fprintf(w, "select:   %d tensor(s) merged in one pass (each threshold on a tie group); %d elements merged again at a tie cut\n", s.OnePass, s.Remerged)
 	}
-	if p.Method.Trim {
-		asked := s.Asked
-		if p.Method.Scope == ScopeTensor {
-			asked, _ = p.askedPerTensor()
+	if s.Votes.ZeroSum > 0 {
+		sign := "+"
+		if s.Majority < 0 {
+			sign = "−"
 		}
-		for i, k := range s.Kept {
-			fmt.Fprintf(w, "kept:     model %d: %d elements (asked for %d)\n", i+1, k, asked[i])
-		}
-		v := s.Votes
-		fmt.Fprintf(w, "votes:    %d elements elected +, %d elected −, %d sign conflicts resolved\n", v.Positive, v.Negative, v.Conflicts)
-		if p.Method.GlobalMajority {
-			fmt.Fprintf(w, "          %d exact zero sums took the model-wide majority sign %+d\n", v.ZeroSum, s.Majority)
-		} else if v.ZeroSum > 0 {
-			fmt.Fprintf(w, "          %d exact zero sums took +\n", v.ZeroSum)
-		}
-	}
-	fmt.Fprintf(w, "memory:   peak RSS %s (bound %s)\n", mmapio.FormatBytes(s.PeakRSS), mmapio.FormatBytes(p.MemoryBound))
-	if len(s.Reclaimed) > 0 {
-		fmt.Fprintf(w, "cleaned:  removed %d partial output(s) of merges no longer running, %s reclaimed (%s)\n",
-			len(s.Reclaimed), mmapio.FormatBytes(s.ReclaimedBytes), strings.Join(s.Reclaimed, ", "))
+		fmt.Fprintf(w, "votes:    %d exact zero sums took the sign %s\n", s.Votes.ZeroSum, sign)
 	}
 }
 

@@ -735,7 +735,7 @@ func (r *run) singlePassMerge(ctx context.Context, sum *Summary) error {
 	for i, k := range p.Need {
 		sum.Asked[i] = min(k, uint64(p.Merged))
 	}
-	r.prog.StartPass(p.Passes()[0], 1, 1, p.InputBytes)
+	r.prog.StartPass(phaseMerge, 1, 1, p.InputBytes)
 	defer r.prog.EndPass()
 	if err := r.copyJobs(); err != nil {
 		return err

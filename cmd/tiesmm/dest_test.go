@@ -204,7 +204,7 @@ func TestCLIDestinationIdentity(t *testing.T) {
 // partial folders of killed merges into the same place are removed.
 func TestCLIForceReplacesModelAndCleansStale(t *testing.T) {
 	dir := workDir(t)
-	args := []string{"merge", "--quiet", "--base", "demo/base", "--model", "demo/ft1", "--model", "demo/ft2", "--force", "out"}
+	args := []string{"merge", "--base", "demo/base", "--model", "demo/ft1", "--model", "demo/ft2", "--force", "out"}
 	mustRun(t, dir, args...)
 	first := files(t, filepath.Join(dir, "out"))
 	putFile(t, filepath.Join(dir, "out", "README.md"), "a model card")

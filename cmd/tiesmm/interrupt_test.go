@@ -54,11 +54,11 @@ func TestCLIInterrupt(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Slow on purpose: three passes, one worker, the pure-Go kernels.
-			cmd := exec.Command(bin, "merge", "--quiet", "--two-pass", "--kernel", "go", "--threads", "1", "--max-memory", "96MiB",
+			cmd := exec.Command(bin, "merge", "--two-pass", "--kernel", "go", "--threads", "1", "--max-memory", "96MiB",
 				"--base", "in/base", "--model", "in/ft1", "--model", "in/ft2", filepath.Join(dst, "out"))
 			cmd.Dir = dir
 			var stdout bytes.Buffer
-			stderr := &watchWriter{want: "pass 1 of", seen: make(chan struct{})}
+			stderr := &watchWriter{want: "[1/3] select", seen: make(chan struct{})}
 			cmd.Stdout, cmd.Stderr = &stdout, stderr
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)

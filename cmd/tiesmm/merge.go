@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"strconv"
+	"time"
 
 	"golang.org/x/term"
 
@@ -18,35 +19,40 @@ import (
 type mergeCmd struct {
 	Args []string `arg:"" name:"[config.yml] out" help:"A mergekit-style YAML config and the output directory, or only the output directory with --base and --model."`
 
-	Base      string    `help:"Base model (flag form): a directory of safetensors or a .safetensors file." placeholder:"DIR"`
-	Model     []string  `help:"A fine-tuned model (flag form; repeat for each)." placeholder:"DIR"`
-	Method    string    `help:"Merge method (flag form): ties, task_arithmetic, dare_ties, dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear, linear, model_stock." default:"ties"`
-	Preset    string    `help:"TIES preset: paper (default in the flag form), mergekit (default for YAML) or peft."`
-	TrimScope string    `help:"Trim threshold per model (whole model) or per tensor." enum:",model,tensor" default:""`
-	Density   string    `help:"Fraction of each task vector kept by the trim, in (0, 1]."`
-	Weight    []float64 `help:"Weight of each model, in --model order (repeat or comma-separate)."`
-	Lambda    string    `help:"Scale of the merged task vector."`
-	Gamma     string    `help:"Breadcrumbs: fraction of the largest |τ| dropped."`
-	Epsilon   string    `help:"DELLA: half-width of the keep-probability range."`
-	Rescale   string    `help:"DARE/DELLA: make up for dropped values by L1 norm (true, l1), by 1/p (inverse), or not (false)." enum:",true,false,l1,inverse" default:""`
-	Seed      uint64    `help:"Seed of the random methods (DARE, DELLA): same seed, same bytes." default:"0"`
-	Consensus string    `help:"Sign election: sum of values or count of signs." enum:",sum,count" default:""`
-	Aggregate string    `help:"How agreeing values combine." enum:",mean,sum,max" default:""`
-	Normalize string    `help:"Divide by the agreeing weights (true) or not (false)." enum:",true,false" default:""`
-	TopK      string    `name:"topk" help:"Whole-model threshold: exact, or approx (the high-bits histogram only: keeps up to one histogram bin more)." enum:",exact,approx" default:""`
-	TwoPass   bool      `name:"two-pass" help:"Find exact thresholds with full histogram passes instead of one sampled pass with a spill."`
+	Base  string   `group:"input" help:"Base model (flag form): a directory of safetensors or a .safetensors file." placeholder:"DIR"`
+	Model []string `group:"input" help:"A fine-tuned model (flag form; repeat for each)." placeholder:"DIR"`
 
-	OutDType     string   `name:"out-dtype" help:"Output dtype: bfloat16, float16 or float32 (default: the base's)."`
-	OutShardSize ByteSize `name:"out-shard-size" help:"Largest output shard, at least 1MiB; a tensor larger than this gets a shard of its own." default:"5GB"`
-	MaxMemory    ByteSize `name:"max-memory" help:"Bound on the process's resident memory, above 0; block size and workers follow from it." default:"2GiB"`
-	Threads      int      `help:"Workers (default: one per core)."`
-	BlockSize    int      `name:"block-size" help:"Elements per block (default: sized to L2)."`
-	Kernel       string   `help:"Kernel set: auto, avx512, avx2, neon or go (also TIESMM_KERNEL)." default:"auto"`
-	DryRun       bool     `name:"dry-run" help:"Check everything and print the plan; read no tensor data, write nothing."`
-	Explain      bool     `help:"Print each tensor's resolved parameters per model, then exit."`
-	Force        bool     `help:"Replace a non-empty output directory."`
-	Quiet        bool     `help:"One line per pass instead of a progress bar."`
-	CPUProfile   string   `name:"cpu-profile" hidden:"" help:"Write a Go CPU profile of the merge to this file."`
+	Method    string    `group:"method" help:"Merge method (flag form): ties, task_arithmetic, dare_ties, dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear, linear, model_stock." default:"ties"`
+	Preset    string    `group:"method" help:"TIES preset: paper (default in the flag form), mergekit (default for YAML) or peft." enum:",paper,mergekit,peft" default:""`
+	TrimScope string    `group:"method" help:"Trim threshold per model (whole model) or per tensor." enum:",model,tensor" default:""`
+	Density   string    `group:"method" help:"Fraction of each task vector kept by the trim, in (0, 1]."`
+	Weight    []float64 `group:"method" help:"Weight of each model, in --model order (repeat or comma-separate)."`
+	Lambda    string    `group:"method" help:"Scale of the merged task vector."`
+	Gamma     string    `group:"method" help:"Breadcrumbs: fraction of the largest |τ| dropped."`
+	Epsilon   string    `group:"method" help:"DELLA: half-width of the keep-probability range."`
+	Rescale   string    `group:"method" help:"DARE/DELLA: make up for dropped values by L1 norm (true, l1), by 1/p (inverse), or not (false)." enum:",true,false,l1,inverse" default:""`
+	Seed      uint64    `group:"method" help:"Seed of the random methods (DARE, DELLA): same seed, same bytes." default:"0"`
+	Consensus string    `group:"method" help:"Sign election: sum of values or count of signs." enum:",sum,count" default:""`
+	Aggregate string    `group:"method" help:"How agreeing values combine." enum:",mean,sum,max" default:""`
+	Normalize string    `group:"method" help:"Divide by the agreeing weights (true) or not (false)." enum:",true,false" default:""`
+	TopK      string    `group:"method" name:"topk" help:"Whole-model threshold: exact, or approx (the high-bits histogram only: keeps up to one histogram bin more)." enum:",exact,approx" default:""`
+	TwoPass   bool      `group:"method" name:"two-pass" help:"Find exact thresholds with full histogram passes instead of one sampled pass with a spill."`
+
+	OutDType     string   `group:"output" name:"out-dtype" help:"Output dtype: bfloat16, float16 or float32 (default: the base's)."`
+	OutShardSize ByteSize `group:"output" name:"out-shard-size" help:"Largest output shard, at least 1MiB; a tensor larger than this gets a shard of its own." default:"5GB"`
+	Force        bool     `group:"output" help:"Replace an existing output directory that holds a model (and nothing else)."`
+
+	MaxMemory ByteSize `group:"resources" name:"max-memory" help:"Bound on the process's resident memory, above 0; block size and workers follow from it." default:"2GiB"`
+	Threads   int      `group:"resources" help:"Workers (default: one per core)."`
+	BlockSize int      `group:"resources" name:"block-size" help:"Elements per block (default: sized to L2)."`
+	Kernel    string   `group:"resources" help:"Kernel set: auto, avx512, avx2, neon or go (also TIESMM_KERNEL)." default:"auto"`
+
+	DryRun     bool   `group:"diagnostics" name:"dry-run" help:"Check everything and print the plan and its warnings; read no tensor data, write nothing."`
+	Explain    bool   `group:"diagnostics" help:"Print each tensor's resolved parameters per model, then exit."`
+	Quiet      bool   `group:"diagnostics" short:"q" help:"Print nothing but warnings and errors." xor:"verbosity"`
+	Verbose    bool   `group:"diagnostics" short:"v" help:"Add the engine's details to the summary (passes, samples, tie cuts, spills)." xor:"verbosity"`
+	JSON       bool   `group:"diagnostics" name:"json" help:"Print the summary as one JSON object on stdout (fields: docs/json.md); progress and warnings stay on stderr."`
+	CPUProfile string `name:"cpu-profile" hidden:"" help:"Write a Go CPU profile of the merge to this file."`
 }
 
 // config builds the merge config from the YAML file, or from the flags.
@@ -54,7 +60,7 @@ func (m *mergeCmd) config() (*config.Config, string, error) {
 	switch len(m.Args) {
 	case 2:
 		if m.Base != "" || len(m.Model) > 0 {
-			return nil, "", errors.New("give either a config file or --base/--model, not both")
+			return nil, "", usageError{errors.New("give either a config file or --base/--model, not both")}
 		}
 		c, err := config.Load(m.Args[0])
 		if err != nil {
@@ -66,17 +72,17 @@ func (m *mergeCmd) config() (*config.Config, string, error) {
 		return c, m.Args[1], nil
 	case 1:
 	default:
-		return nil, "", errors.New("want CONFIG.yml OUT, or OUT with --base and --model")
+		return nil, "", usageError{errors.New("want CONFIG.yml OUT, or OUT with --base and --model")}
 	}
 	if m.Base == "" && m.Method != "linear" {
-		return nil, "", errors.New("no base model: give --base DIR (or a config file)")
+		return nil, "", usageError{errors.New("no base model: give --base DIR (or a config file)")}
 	}
 	c := &config.Config{Method: m.Method, BaseModel: m.Base, Parameters: config.Params{}}
 	if m.Method == "ties" {
 		c.Parameters["preset"] = config.StringParam("paper")
 	}
 	if len(m.Weight) > 0 && len(m.Weight) != len(m.Model) {
-		return nil, "", fmt.Errorf("%d weights for %d models", len(m.Weight), len(m.Model))
+		return nil, "", usageError{fmt.Errorf("%d weights for %d models", len(m.Weight), len(m.Model))}
 	}
 	for i, path := range m.Model {
 		e := config.ModelEntry{Path: path, Parameters: config.Params{}}
@@ -107,7 +113,7 @@ func (m *mergeCmd) override(c *config.Config) error {
 		}
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil {
-			return fmt.Errorf("--%s %q: not a number", key, v)
+			return usageError{fmt.Errorf("--%s %q: not a number", key, v)}
 		}
 		c.Parameters[key] = config.NumberParam(f)
 	}
@@ -129,7 +135,7 @@ func (m *mergeCmd) override(c *config.Config) error {
 
 func (m *mergeCmd) Run(ctx context.Context) error {
 	if err := m.checkSizes(); err != nil {
-		return err
+		return usageError{err}
 	}
 	c, out, err := m.config()
 	if err != nil {
@@ -166,6 +172,7 @@ func (m *mergeCmd) Run(ctx context.Context) error {
 	if c.LayerRange != nil && c.LayerRange[1] != plan.Layers {
 		return fmt.Errorf("%s: the slices cover layers [%d, %d) but the models have %d layers; tiesmm merges whole models", c.File, c.LayerRange[0], c.LayerRange[1], plan.Layers)
 	}
+	merge.PrintWarnings(os.Stderr, plan.Warnings)
 	if m.Explain {
 		names := make([]string, len(plan.Jobs))
 		for i, j := range plan.Jobs {
@@ -181,9 +188,9 @@ func (m *mergeCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var prog merge.Progress = &lineProgress{w: os.Stderr}
-	if !m.Quiet && term.IsTerminal(int(os.Stderr.Fd())) {
-		prog = &barProgress{w: os.Stderr}
+	var prog merge.Progress
+	if !m.Quiet {
+		prog = newProgress(os.Stderr)
 	}
 	if m.CPUProfile != "" {
 		f, err := os.Create(m.CPUProfile)
@@ -200,6 +207,30 @@ func (m *mergeCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sum.Print(os.Stdout, plan)
+	switch {
+	case m.JSON:
+		return writeJSON(os.Stdout, newJSONSummary(plan, sum))
+	case m.Quiet:
+		return nil
+	}
+	printSummary(os.Stdout, plan, sum)
+	if m.Verbose {
+		sum.PrintDetails(os.Stdout, plan)
+	}
 	return nil
+}
+
+// newProgress draws on a terminal, or prints a line every few seconds.
+func newProgress(f *os.File) *progress {
+	fd := int(f.Fd())
+	if term.IsTerminal(fd) {
+		return &progress{w: f, tty: true, every: 150 * time.Millisecond, width: func() int {
+			w, _, err := term.GetSize(fd)
+			if err != nil {
+				return 0
+			}
+			return w
+		}}
+	}
+	return &progress{w: f, every: 5 * time.Second}
 }

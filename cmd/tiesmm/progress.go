@@ -3,66 +3,165 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/vbauerster/mpb/v8"
-	"github.com/vbauerster/mpb/v8/decor"
 )
 
-// lineProgress prints one line per pass: for logs and non-terminals.
-type lineProgress struct {
+// progress shows a merge's passes on stderr, one line per pass:
+//
+//	[2/3] merge  [=========>          ]  47%  1.8/3.9 GB  1.4 GB/s  ETA 1s
+//
+// On a terminal the line is redrawn in place and its bar fits the width
+// (a narrow terminal shortens the bar, never the figures); elsewhere (a
+// pipe, a CI log) the same line is printed when the pass begins, every few
+// seconds, and when it ends.
+type progress struct {
 	w     io.Writer
-	name  string
-	start time.Time
-	done  atomic.Int64
+	tty   bool
+	width func() int    // the terminal's columns (tty only)
+	every time.Duration // between redraws, or between lines off a terminal
+
+	phase        string
+	index, count int
+	total        int64
+	start        time.Time
+	done         atomic.Int64
+
+	mu   sync.Mutex // serializes drawing
+	stop chan struct{}
+	wg   sync.WaitGroup
 }
 
-func (p *lineProgress) StartPass(name string, i, n int, total int64) {
-	p.name, p.start = fmt.Sprintf("pass %d of %d: %s", i, n, name), time.Now()
+func (p *progress) StartPass(phase string, index, count int, total int64) {
+	p.phase, p.index, p.count, p.total = phase, index, count, total
+	p.start = time.Now()
 	p.done.Store(0)
-}
-
-func (p *lineProgress) Add(b int64) { p.done.Add(b) }
-
-func (p *lineProgress) EndPass() {
-	d := time.Since(p.start)
-	fmt.Fprintf(p.w, "%s: %s in %s (%.2f GB/s)\n", p.name, gb(p.done.Load()), d.Round(time.Millisecond), gbps(p.done.Load(), d))
-}
-
-// barProgress draws a bar per pass on a terminal: bytes, GB/s, ETA.
-type barProgress struct {
-	w    io.Writer
-	pb   *mpb.Progress
-	bar  *mpb.Bar
-	line lineProgress
-}
-
-func (p *barProgress) StartPass(name string, i, n int, total int64) {
-	p.line.w = io.Discard
-	p.line.StartPass(name, i, n, total)
-	p.pb = mpb.New(mpb.WithOutput(p.w), mpb.WithWidth(40), mpb.WithRefreshRate(150*time.Millisecond))
-	p.bar = p.pb.AddBar(total,
-		mpb.PrependDecorators(decor.Name(fmt.Sprintf("pass %d/%d %s ", i, n, name)), decor.CountersKibiByte("% .1f / % .1f")),
-		mpb.AppendDecorators(decor.AverageSpeed(decor.SizeB1000(0), " % .2f"), decor.Name(" ETA "), decor.AverageETA(decor.ET_STYLE_GO)),
-	)
-}
-
-func (p *barProgress) Add(b int64) {
-	p.line.Add(b)
-	p.bar.EwmaIncrInt64(b, 0)
-}
-
-func (p *barProgress) EndPass() {
-	p.bar.SetTotal(-1, true)
-	p.pb.Wait()
-}
-
-func gb(b int64) string { return fmt.Sprintf("%.2f GB", float64(b)/1e9) }
-
-func gbps(b int64, d time.Duration) float64 {
-	if d <= 0 {
-		return 0
+	p.stop = make(chan struct{})
+	if !p.tty {
+		p.draw(false) // a log shows when each pass began
 	}
-	return float64(b) / 1e9 / d.Seconds()
+	p.wg.Add(1)
+	go p.tick(p.stop)
+}
+
+func (p *progress) Add(b int64) { p.done.Add(b) }
+
+func (p *progress) EndPass() {
+	close(p.stop)
+	p.wg.Wait()
+	p.draw(true)
+}
+
+func (p *progress) tick(stop chan struct{}) {
+	defer p.wg.Done()
+	t := time.NewTicker(p.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			p.draw(false)
+		}
+	}
+}
+
+// draw writes the line: in place on a terminal (a newline once the pass
+// ends), as a line of its own elsewhere.
+func (p *progress) draw(final bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	width := 80
+	if p.tty && p.width != nil {
+		if w := p.width(); w > 0 {
+			width = w
+		}
+	}
+	line := progressLine(p.phase, p.index, p.count, p.done.Load(), p.total, time.Since(p.start), final, width-1)
+	switch {
+	case !p.tty:
+		fmt.Fprintln(p.w, line)
+	case final:
+		fmt.Fprintf(p.w, "\r%s\x1b[K\n", line)
+	default:
+		fmt.Fprintf(p.w, "\r%s\x1b[K", line)
+	}
+}
+
+// progressLine formats one pass's state in at most width columns when the
+// figures fit: the bar takes what they leave, and goes below minBar.
+func progressLine(phase string, index, count int, done, total int64, took time.Duration, final bool, width int) string {
+	if total < done {
+		total = done
+	}
+	frac := 1.0
+	if total > 0 {
+		frac = float64(done) / float64(total)
+	}
+	speed := 0.0
+	if s := took.Seconds(); s > 0 {
+		speed = float64(done) / s
+	}
+	eta := "ETA -"
+	switch {
+	case final:
+		eta = "in " + shortDuration(took)
+	case speed > 0 && done > 0:
+		eta = "ETA " + shortDuration(time.Duration(float64(total-done)/speed*float64(time.Second)))
+	}
+	head := fmt.Sprintf("[%d/%d] %-6s", index, count, phase)
+	tail := fmt.Sprintf("%3.0f%%  %s  %s/s  %s", 100*frac, doneOfTotal(done, total), decimalBytes(int64(speed)), eta)
+	room := width - len(head) - len(tail) - 4 // spaces and brackets
+	if room < minBar {
+		return head + "  " + tail
+	}
+	bar := min(room, maxBar)
+	fill := int(frac * float64(bar))
+	b := strings.Repeat("=", fill)
+	if fill < bar {
+		b += ">" + strings.Repeat(" ", bar-fill-1)
+	}
+	return head + " [" + b + "] " + tail
+}
+
+const (
+	minBar = 10
+	maxBar = 40
+)
+
+// doneOfTotal prints "1.8/3.9 GB" in the unit that suits the total.
+func doneOfTotal(done, total int64) string {
+	unit, name := 1e9, "GB"
+	if total < 1e9 {
+		unit, name = 1e6, "MB"
+	}
+	return fmt.Sprintf("%.1f/%.1f %s", float64(done)/unit, float64(total)/unit, name)
+}
+
+// decimalBytes prints a byte count in decimal units (GB = 10^9 bytes).
+func decimalBytes(b int64) string {
+	switch {
+	case b >= 1e9:
+		return fmt.Sprintf("%.1f GB", float64(b)/1e9)
+	case b >= 1e6:
+		return fmt.Sprintf("%.0f MB", float64(b)/1e6)
+	case b >= 1e3:
+		return fmt.Sprintf("%.0f kB", float64(b)/1e3)
+	}
+	return fmt.Sprintf("%d B", b)
+}
+
+// shortDuration prints 0.4s, 12s, 3m05s, 1h02m.
+func shortDuration(d time.Duration) string {
+	switch {
+	case d < 10*time.Second:
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	}
+	return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
 }

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+
+	"github.com/tiesmm/tiesmm/kernels"
+	"github.com/tiesmm/tiesmm/merge"
+	"github.com/tiesmm/tiesmm/mmapio"
+)
+
+// jsonSummary is the --json summary of a merge: one object on stdout. Its fields
+// are documented in docs/json.md and kept stable.
+type jsonSummary struct {
+	Method           string          `json:"method"`
+	Preset           string          `json:"preset,omitempty"`
+	Base             string          `json:"base"`
+	Models           []modelReport   `json:"models"`
+	Output           string          `json:"output"`
+	InputBytes       int64           `json:"input_bytes"`
+	OutputBytes      int64           `json:"output_bytes"`
+	Seconds          float64         `json:"seconds"`
+	PeakRSSBytes     int64           `json:"peak_rss_bytes"`
+	MemoryBoundBytes int64           `json:"memory_bound_bytes"`
+	MaxMemoryBytes   int64           `json:"max_memory_bytes"`
+	Passes           []string        `json:"passes"`
+	Kernels          string          `json:"kernels"`
+	Votes            *voteReport     `json:"votes,omitempty"`
+	Reclaimed        []string        `json:"reclaimed"`
+	ReclaimedBytes   int64           `json:"reclaimed_bytes"`
+	Warnings         []merge.Warning `json:"warnings"`
+}
+
+type modelReport struct {
+	Path   string  `json:"path"`
+	Kept   *uint64 `json:"kept,omitempty"`
+	Asked  *uint64 `json:"asked,omitempty"`
+	Values int64   `json:"values"`
+}
+
+type voteReport struct {
+	Positive  int `json:"positive"`
+	Negative  int `json:"negative"`
+	Conflicts int `json:"conflicts"`
+	ZeroSums  int `json:"zero_sums"`
+}
+
+func newJSONSummary(p *merge.Plan, s *merge.Summary) jsonSummary {
+	r := jsonSummary{
+		Method: p.Method.Name, Preset: p.Method.Preset, Base: p.Opts.Base, Output: p.Opts.Out,
+		InputBytes: s.InputBytes, OutputBytes: s.OutputBytes, Seconds: s.Elapsed.Seconds(),
+		PeakRSSBytes: s.PeakRSS, MemoryBoundBytes: p.MemoryBound, MaxMemoryBytes: p.Opts.MaxMemory,
+		Passes: s.Passes, Kernels: s.Kernel, Reclaimed: s.Reclaimed, ReclaimedBytes: s.ReclaimedBytes,
+		Warnings: s.Warnings,
+	}
+	if r.Reclaimed == nil {
+		r.Reclaimed = []string{}
+	}
+	if r.Warnings == nil {
+		r.Warnings = []merge.Warning{}
+	}
+	asked := s.AskedFor(p)
+	for i, path := range p.Opts.Models {
+		m := modelReport{Path: path, Values: p.Merged}
+		if asked != nil && i < len(s.Kept) {
+			m.Kept, m.Asked = &s.Kept[i], &asked[i]
+		}
+		r.Models = append(r.Models, m)
+	}
+	if p.Method.Trim || p.Method.Vote.Consensus != kernels.ConsensusNone {
+		v := s.Votes
+		r.Votes = &voteReport{Positive: v.Positive, Negative: v.Negative, Conflicts: v.Conflicts, ZeroSums: v.ZeroSum}
+	}
+	return r
+}
+
+func writeJSON(w io.Writer, r jsonSummary) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// printSummary writes the human summary: what was merged, how fast, the
+// memory against its bound, what each model kept, the vote, the warnings.
+func printSummary(w io.Writer, p *merge.Plan, s *merge.Summary) {
+	what := p.Method.Name
+	if p.Method.Preset != "" {
+		what += " (" + p.Method.Preset + " preset)"
+	}
+	fmt.Fprintf(w, "Merged %d model(s) into %s with %s in %s.\n", len(p.Opts.Models), p.Opts.Out, what, shortDuration(s.Elapsed))
+	fmt.Fprintf(w, "  read     %s at %s/s; wrote %s\n", decimalBytes(s.InputBytes), decimalBytes(int64(float64(s.InputBytes)/max(s.Elapsed.Seconds(), 1e-9))), decimalBytes(s.OutputBytes))
+	bound := fmt.Sprintf("the plan's bound %s", mmapio.FormatBytes(p.MemoryBound))
+	if p.Opts.MaxMemory > 0 {
+		bound += fmt.Sprintf(", --max-memory %s", mmapio.FormatBytes(p.Opts.MaxMemory))
+	}
+	fmt.Fprintf(w, "  memory   peak %s, under %s\n", mmapio.FormatBytes(s.PeakRSS), bound)
+	if asked := s.AskedFor(p); asked != nil {
+		width := 0
+		for _, m := range p.Opts.Models {
+			width = max(width, len(m))
+		}
+		for i, m := range p.Opts.Models {
+			label := "  kept    "
+			if i > 0 {
+				label = "          "
+			}
+			fmt.Fprintf(w, "%s %-*s  %s of %s values (%s; asked for %s)\n", label, width, m,
+				count(s.Kept[i]), count(uint64(p.Merged)), percent(s.Kept[i], uint64(p.Merged)), count(asked[i]))
+		}
+	}
+	if p.Method.Trim || p.Method.Vote.Consensus != kernels.ConsensusNone {
+		v := s.Votes
+		elected := uint64(v.Positive + v.Negative)
+		fmt.Fprintf(w, "  signs    %s values elected a sign by vote: %s positive, %s negative\n",
+			count(elected), count(uint64(v.Positive)), count(uint64(v.Negative)))
+		fmt.Fprintf(w, "           %s (%s) had models pulling both ways: only those agreeing with the vote were merged\n",
+			count(uint64(v.Conflicts)), percent(uint64(v.Conflicts), elected))
+	}
+	if len(s.Reclaimed) > 0 {
+		names := make([]string, len(s.Reclaimed))
+		for i, d := range s.Reclaimed {
+			names[i] = filepath.Base(d)
+		}
+		fmt.Fprintf(w, "  cleaned  removed %d partial output(s) of merges no longer running, %s reclaimed (%s)\n",
+			len(s.Reclaimed), mmapio.FormatBytes(s.ReclaimedBytes), strings.Join(names, ", "))
+	}
+	if len(s.Warnings) > 0 {
+		fmt.Fprintf(w, "  warnings %d (printed above):\n", len(s.Warnings))
+		for _, x := range s.Warnings {
+			fmt.Fprintf(w, "    %s\n", x)
+		}
+	}
+}
+
+// count prints a count of values in words a reader takes in at a glance:
+// 950, 12.3K, 4.56M, 7.1B.
+func count(n uint64) string {
+	v, unit := float64(n), ""
+	switch {
+	case n >= 1e9:
+		v, unit = v/1e9, "B"
+	case n >= 1e6:
+		v, unit = v/1e6, "M"
+	case n >= 1e4:
+		v, unit = v/1e3, "K"
+	default:
+		return fmt.Sprint(n)
+	}
+	switch {
+	case v < 10:
+		return fmt.Sprintf("%.2f%s", v, unit)
+	case v < 100:
+		return fmt.Sprintf("%.1f%s", v, unit)
+	}
+	return fmt.Sprintf("%.0f%s", v, unit)
+}
+
+func percent(a, b uint64) string {
+	if b == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f%%", 100*float64(a)/float64(b))
+}
