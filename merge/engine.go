@@ -35,8 +35,9 @@ const (
 	phaseSelect = "select"
 	phaseMerge  = "merge"
 )
-func (noProgress) Add(int64)                         {}
-func (noProgress) EndPass()                          {}
+
+func (noProgress) Add(int64) {}
+func (noProgress) EndPass()  {}
 
 // Summary is what a merge did.
 type Summary struct {
