@@ -492,16 +492,17 @@ const (
 // the whole model (its trim) hold the pass's list of blocks, the sample's
 // and one more (a select's list while the next is made), and with exact-k
 // ties per model the blocks' tie budgets and tie counts. Per-tensor passes
-// hold up to three lists and the again list of a speculative merge, and per
-// model the tie budgets of the trim and of the outlier cut, the sampled
-// select's ties and edge counts, the counting pass's ties, and the
-// speculative merge's records (votes, kept, ties, counts past the cut,
-// blocks to merge again).
+// hold at most, in a speculative merge that falls back to the radix select:
+// the lists of the tensor's blocks, of its blocks to merge again and of a
+// select; the records of votes and of a flag per block; and per model the
+// records of values kept and at the threshold, the tie counts and budgets,
+// and the counts of the blocks past the cut (or, in a sampled select, its
+// ties and edge counts and the outlier cut's budgets: no more).
 var (
 	modelBlockBytes = 3 * int64(unsafe.Sizeof(block{}))
 	modelBlockTies  = int64(2 * 8) // per model
-	tensorBlock     = 4*int64(unsafe.Sizeof(block{})) + int64(unsafe.Sizeof(kernels.VoteStats{})) + 1
-	tensorBlockTies = int64((2 + 3 + 1 + 2 + 2) * 8) // per model
+	tensorBlock     = 3*int64(unsafe.Sizeof(block{})) + int64(unsafe.Sizeof(kernels.VoteStats{})) + 1
+	tensorBlockTies = int64(6 * 8) // per model
 )
 
 // grown bounds the capacity of a slice appended to until it holds x bytes:
@@ -534,10 +535,9 @@ func (p *Plan) workerBytes(block int) (heap, mapped int64) {
 		heap += grown(recordFlush+fixupBytes*b) + 12*b
 	}
 	if m.Trim {
-		// Histograms; the sampled |τ| with low bits, and their copies
+		// Histograms; the sampled |τ| with low bits, and their copy
 		// gathered from every worker.
-		side := n * int64(p.sideEntries) * 4
-		heap += 2*n*histBytes + side + grown(side)
+		heap += n*histBytes + 2*n*int64(p.sideEntries)*4
 	}
 	if p.singlePass() {
 		rec := 4 + 8 + 4 + 4*n
@@ -615,12 +615,18 @@ func (p *Plan) lowsFor(maxMem int64) int64 {
 func (p *Plan) need(workers, block int, lows int64) (total, mapped int64) {
 	n := int64(len(p.Models))
 	m := p.Method
-	// Record files' buffers, a spill read on its way to the workers, the
-	// fixups' read and patch.
-	total = fixedOverhead + 2*recordBuffer + 2*spillChunk + 12*int64(p.stride(block))
+	total = fixedOverhead
 	if m.Trim {
-		total += 4 * n * histBytes // the merged histograms; the spill's
-		total += 2 * lows          // append may double a list's capacity
+		total += 2 * lows // append may double a list's capacity
+	}
+	if p.singlePass() {
+		// The spill file's buffer, a read on its way to the workers, and
+		// the histograms of the values it holds.
+		total += recordBuffer + spillChunk + 2*n*histBytes
+	}
+	if m.GlobalMajority {
+		// The fixup file's buffer, a read and its patch.
+		total += recordBuffer + spillChunk + 12*int64(p.stride(block))
 	}
 	model, tensor := p.blocksAtOnce(block, workers)
 	if m.Trim && m.Ties == ExactK && !m.ApproxTopK {

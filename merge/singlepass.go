@@ -279,7 +279,14 @@ func (r *run) sides(models []int) [][]uint32 {
 		if w.sideFull {
 			return nil
 		}
-		for _, i := range models {
+	}
+	for _, i := range models {
+		n := 0
+		for _, w := range r.ws {
+			n += len(w.side[i])
+		}
+		all[i] = make([]uint32, 0, n) // the exact size: the plan counts one copy
+		for _, w := range r.ws {
 			all[i] = append(all[i], w.side[i]...)
 		}
 	}
