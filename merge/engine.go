@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -164,6 +165,11 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 		prog = noProgress{}
 	}
 	r := &run{p: p, k: p.Opts.Kernels, prog: prog}
+	if p.heapLimit > 0 {
+		// Garbage of passes past is collected before the heap outgrows
+		// its share of the bound, not only when it doubles.
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(p.heapLimit))
+	}
 	r.openFiles()
 	defer r.closeFiles()
 	// Checked again: the file system may have changed since the plan was made.
@@ -290,8 +296,14 @@ type block struct {
 	start, n int64
 }
 
+// blocks lists the blocks of the jobs, in one allocation of the exact size:
+// a list grown by append would hold up to three times its bytes at once.
 func (r *run) blocks(jobs []int) []block {
-	var bs []block
+	count := 0
+	for _, ji := range jobs {
+		count += r.p.jobBlocks(ji, r.p.BlockElems)
+	}
+	bs := make([]block, 0, count)
 	for _, ji := range jobs {
 		e, B := r.p.Jobs[ji].Elements, int64(r.blockSize(ji))
 		for s, b := int64(0), 0; s < e; s, b = s+B, b+1 {
@@ -300,6 +312,20 @@ func (r *run) blocks(jobs []int) []block {
 	}
 	return bs
 }
+
+// blockCounts holds a few counts per block of a pass (by the block's
+// position in the pass's list), in one allocation.
+type blockCounts struct {
+	per int // counts per block
+	v   []int64
+}
+
+func newBlockCounts(blocks, per int) blockCounts {
+	return blockCounts{per: per, v: make([]int64, blocks*per)}
+}
+
+// at is block k's counts.
+func (c blockCounts) at(k int) []int64 { return c.v[k*c.per : (k+1)*c.per : (k+1)*c.per] }
 
 // releaseLag is how many blocks behind the one just merged pages are
 // released: far enough that no worker still reads them.
@@ -619,7 +645,7 @@ func (r *run) histPass(ctx context.Context, bs []block, models []int, hi []uint3
 // keeping need[i] elements of each. A sampled select also returns the ties
 // at each threshold in every block (by block seq).
 // sc, if not nil, is the tensor's sample, already read.
-func (r *run) pick(ctx context.Context, bs []block, models []int, need []uint64, approx bool, sc *scope) ([]topk.Threshold, [][]int64, error) {
+func (r *run) pick(ctx context.Context, bs []block, models []int, need []uint64, approx bool, sc *scope) ([]topk.Threshold, blockCounts, error) {
 	if !approx && r.p.Method.Scope == ScopeTensor && r.p.Jobs[bs[0].job].Elements >= r.p.tensorSampled {
 		if th, ties, ok, err := r.sampledPick(ctx, bs, need, sc); err != nil || ok {
 			return th, ties, err
@@ -630,22 +656,22 @@ func (r *run) pick(ctx context.Context, bs []block, models []int, need []uint64,
 
 // radixPick is the select by radix histograms: two passes over bs (one
 // if approx).
-func (r *run) radixPick(ctx context.Context, bs []block, models []int, need []uint64, approx bool) ([]topk.Threshold, [][]int64, error) {
+func (r *run) radixPick(ctx context.Context, bs []block, models []int, need []uint64, approx bool) ([]topk.Threshold, blockCounts, error) {
 	th := make([]topk.Threshold, len(r.p.Models))
 	high, err := r.histPass(ctx, bs, models, nil, histHigh)
 	if err != nil {
-		return nil, nil, err
+		return nil, blockCounts{}, err
 	}
 	hi := make([]uint32, len(r.p.Models))
 	above := make([]uint64, len(r.p.Models))
 	for _, i := range models {
 		if hi[i], above[i], err = high[i].Pick(need[i]); err != nil {
-			return nil, nil, fmt.Errorf("model %d: %w", i+1, err)
+			return nil, blockCounts{}, fmt.Errorf("model %d: %w", i+1, err)
 		}
 		th[i] = topk.Approx(hi[i], above[i], high[i])
 	}
 	if approx {
-		return th, nil, nil
+		return th, blockCounts{}, nil
 	}
 	if r.p.Method.Scope == ScopeModel {
 		r.prog.EndPass()
@@ -653,14 +679,14 @@ func (r *run) radixPick(ctx context.Context, bs []block, models []int, need []ui
 	}
 	low, err := r.histPass(ctx, bs, models, hi, histLowTies)
 	if err != nil {
-		return nil, nil, err
+		return nil, blockCounts{}, err
 	}
 	for _, i := range models {
 		if th[i], err = topk.Exact(need[i], hi[i], above[i], low[i]); err != nil {
-			return nil, nil, fmt.Errorf("model %d: %w", i+1, err)
+			return nil, blockCounts{}, fmt.Errorf("model %d: %w", i+1, err)
 		}
 	}
-	return th, nil, nil
+	return th, blockCounts{}, nil
 }
 
 func (r *run) mergeJobs() []int {
@@ -705,7 +731,7 @@ func (r *run) selectThresholds(ctx context.Context, sum *Summary) error {
 		}
 		return nil
 	}
-	return r.splitTies(ctx, r.trims, r.blocks(r.mergeJobs()), models, th, p.Need, nil)
+	return r.splitTies(ctx, r.trims, r.blocks(r.mergeJobs()), models, th, p.Need, blockCounts{})
 }
 
 // selectTensor finds one tensor's thresholds (tensor scope). With outliers
@@ -743,7 +769,7 @@ func (r *run) selectTensor(ctx context.Context, ji int, sc *scope) error {
 // partly kept: the ties kept are the lowest flat indices over bs, in order.
 // It counts the ties of each block (unless counts, by block seq, has them),
 // then hands out the budget block by block.
-func (r *run) splitTies(ctx context.Context, dst [][]trim, bs []block, models []int, th []topk.Threshold, need []uint64, counts [][]int64) error {
+func (r *run) splitTies(ctx context.Context, dst [][]trim, bs []block, models []int, th []topk.Threshold, need []uint64, counts blockCounts) error {
 	var split []int
 	for _, i := range models {
 		for _, b := range bs {
@@ -756,21 +782,20 @@ func (r *run) splitTies(ctx context.Context, dst [][]trim, bs []block, models []
 	if len(split) == 0 {
 		return nil
 	}
-	if counts != nil {
+	if counts.v != nil {
 		goto share
 	}
-	counts = make([][]int64, len(bs))
+	counts = newBlockCounts(len(bs), len(r.p.Models))
 	if r.countCollected(counts, split, th) {
 		goto share
 	}
 	if err := r.parallel(ctx, bs, func(w *worker, b block) error {
 		r.deltas(w, b, split)
-		c := make([]int64, len(r.p.Models))
+		c := counts.at(b.seq)
 		for _, i := range split {
 			bits := th[i].Bits
 			c[i] = int64(r.k.Range(w.taus[i*r.stride:i*r.stride+int(b.n)], bits, bits, nil))
 		}
-		counts[b.seq] = c
 		return nil
 	}); err != nil {
 		return err
@@ -784,7 +809,7 @@ share:
 				bs := int64(r.blockSize(b.job))
 				tr.ties = make([]int64, (r.p.Jobs[b.job].Elements+bs-1)/bs)
 			}
-			if c := counts[k][i]; c <= left {
+			if c := counts.at(k)[i]; c <= left {
 				tr.ties[b.index] = -1 // every one: the block needs no cut
 				left -= c
 			} else {
@@ -843,6 +868,7 @@ func (r *run) mergeAll(ctx context.Context) error {
 func (r *run) mergeJob(ctx context.Context, ji int) error {
 	m := r.p.Method
 	if m.Trim && m.Scope == ScopeTensor {
+		defer r.dropTieCounts(ji)
 		// Read more than once before its merge: keep it mapped if it fits.
 		j := &r.p.Jobs[ji]
 		if r.readBytes(j, j.Elements) <= r.p.HotBytes {
@@ -866,6 +892,14 @@ func (r *run) mergeJob(ctx context.Context, ji int) error {
 	// tensor, mapped whole already, is released once when done.
 	r.hot = r.shared
 	return r.parallel(ctx, r.blocks([]int{ji}), r.mergeBlock)
+}
+
+// dropTieCounts frees job ji's per-block tie budgets once it is merged:
+// the plan counts one tensor's at a time for per-tensor trims.
+func (r *run) dropTieCounts(ji int) {
+	for i := range r.trims[ji] {
+		r.trims[ji][i].ties, r.tops[ji][i].ties = nil, nil
+	}
 }
 
 // cool ends a hot tensor's stay: its files are unmapped unless a pass
@@ -1085,7 +1119,7 @@ func (r *run) recordNegated(w *worker, ji int, zs []int32, pos func(e int) int64
 		}
 		binary.LittleEndian.PutUint32(rec[12:], v)
 	}
-	if len(w.fixups) >= 1<<20 {
+	if len(w.fixups) >= recordFlush {
 		err := r.fixFile.append(w.fixups)
 		w.fixups = w.fixups[:0]
 		return err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -93,6 +94,9 @@ type Plan struct {
 	// HotBytes: a per-tensor trim keeps a tensor of at most this many input
 	// bytes mapped from its first read to its merge (no second page faults).
 	HotBytes int64
+	// fileBytes: the input files' size, the most of them mapped at once
+	// (0: unknown); heapLimit: the Go heap's share of MaxMemory (0: none).
+	fileBytes, heapLimit int64
 }
 
 // The whole-model selection's passes.
@@ -475,72 +479,172 @@ func (p *Plan) keep(density float64, n int64) uint64 {
 // Memory accounting, in bytes.
 const (
 	histBytes     = int64(unsafe.Sizeof(topk.Hist{}))
+	sumBytes      = int64(unsafe.Sizeof(exactSum{}))
 	fixedOverhead = 48 << 20 // Go runtime, binary, headers, GC slack
 	faultSpan     = 2 << 20  // the most one page fault maps: a PMD-sized folio
 	maxHotBytes   = 512 << 20
+	workerStack   = 64 << 10 // the goroutines a worker runs on at once
 )
 
-func (p *Plan) workerBytes(block int) int64 {
-	n := int64(len(p.Models))
-	b := int64(block)
-	// τ per model, base, merged, out bytes, Range's indices, the fused
-	// kernel's staged form, the copies of sampled runs
-	scratch := (n+2)*b*4 + b*4 + b*4 + int64(kernels.TiesScratch(int(n), block))*4 + (n+1)*p.sampleChunk*4
-	mapped := (n + 1) * ((releaseLag+adviseBatch)*b*4 + 2*faultSpan) // input pages read, not yet released
-	if p.Method.GlobalMajority {
-		scratch += 2*b*4 + n*b*4 + b*4 + 4*b // zero sums: sums and maxima, negated columns, columns, their outputs
+// Bytes per block of the structures kept per block of a pass. Passes over
+// the whole model (its trim) hold the pass's list of blocks, the sample's
+// and one more (a select's list while the next is made), and with exact-k
+// ties per model the blocks' tie budgets and tie counts. Per-tensor passes
+// hold at most, in a speculative merge that falls back to the radix select:
+// the lists of the tensor's blocks, of its blocks to merge again and of a
+// select; the records of votes and of a flag per block; and per model the
+// records of values kept and at the threshold, the tie counts and budgets,
+// and the counts of the blocks past the cut (or, in a sampled select, its
+// ties and edge counts and the outlier cut's budgets: no more).
+var (
+	modelBlockBytes = 3 * int64(unsafe.Sizeof(block{}))
+	modelBlockTies  = int64(2 * 8) // per model
+	tensorBlock     = 3*int64(unsafe.Sizeof(block{})) + int64(unsafe.Sizeof(kernels.VoteStats{})) + 1
+	tensorBlockTies = int64(6 * 8) // per model
+)
+
+// grown bounds the capacity of a slice appended to until it holds x bytes:
+// append grows a large slice by a quarter, rounded up to whole pages.
+func grown(x int64) int64 { return x + x/4 + 16<<10 }
+
+// stride is the workers' block length: the longest block of any job.
+func (p *Plan) stride(block int) int {
+	s := block
+	if p.Method.Drop == DropDella {
+		for ji := range p.Jobs {
+			s = max(s, p.jobBlock(ji, block))
+		}
 	}
-	hists := int64(0)
-	if p.Method.Trim {
-		hists = 2*n*histBytes + n*int64(p.sideEntries)*4 // and the sampled |τ| with low bits
-	}
-	return scratch + mapped + hists
+	return s
 }
 
-// sizeMemory picks the block size and worker count under MaxMemory.
+// workerBytes is one worker's memory: heap, and input pages mapped.
+func (p *Plan) workerBytes(block int) (heap, mapped int64) {
+	m := p.Method
+	n := int64(len(p.Models))
+	b := int64(p.stride(block))
+	// τ per model, base, merged, out bytes, Range's indices, the fused
+	// kernel's staged form, the copies of sampled runs, goroutine stacks
+	heap = (n+2)*b*4 + b*4 + b*4 + int64(kernels.TiesScratch(int(n), int(b)))*4 + (n+1)*p.sampleChunk*4 + workerStack
+	mapped = (n + 1) * ((releaseLag+adviseBatch)*b*4 + 2*faultSpan) // input pages read, not yet released
+	if m.GlobalMajority {
+		heap += 2*b*4 + n*b*4 + b*4 + 4*b // zero sums: sums and maxima, negated columns, columns, their outputs
+		// Their records before a flush, and a patch's positions and span.
+		heap += grown(recordFlush+fixupBytes*b) + 12*b
+	}
+	if m.Trim {
+		// Histograms; the sampled |τ| with low bits, and their copy
+		// gathered from every worker.
+		heap += n*histBytes + 2*n*int64(p.sideEntries)*4
+	}
+	if p.singlePass() {
+		rec := 4 + 8 + 4 + 4*n
+		heap += b + grown(4*b) + grown(recordFlush+rec*b) // marks, positions, spill records before a flush
+		heap += 2*(spillChunk+rec*b) + 12*b               // spill reads queued and in work; settle's positions and patch span
+	}
+	if m.Rescale == RescaleL1 && m.Sparsifies() {
+		heap += 2 * n * sumBytes
+	}
+	if m.ModelStock {
+		heap += n * (n + 1) / 2 * sumBytes
+	}
+	if m.Drop == DropDella {
+		heap += 8 * b // a row's ranks
+	}
+	return heap, mapped
+}
+
+// blocksAtOnce counts the blocks whose per-block structures a pass holds at
+// once: every block of the model for a whole-model trim, and the blocks of
+// one tensor (of as many as there are workers, where small tensors are
+// merged side by side, solo.go) for per-tensor passes.
+func (p *Plan) blocksAtOnce(block, workers int) (model, tensor int64) {
+	m := p.Method
+	soloable := workers >= 2 && m.Trim && m.Scope == ScopeTensor && !m.Outliers && m.Drop == DropNone &&
+		m.Rescale != RescaleL1 && !m.GlobalMajority && !m.ModelStock && !m.NoBase
+	var solo []int64
+	for ji, j := range p.Jobs {
+		if j.Copy {
+			continue
+		}
+		c := int64(p.jobBlocks(ji, block))
+		model += c
+		tensor = max(tensor, c)
+		if soloable && p.jobReadBytes(ji) <= p.soloBytes {
+			solo = append(solo, c)
+		}
+	}
+	slices.Sort(solo)
+	var side int64
+	for _, c := range solo[max(0, len(solo)-workers):] {
+		side += c
+	}
+	if !(m.Trim && m.Scope == ScopeModel) {
+		model = 0
+	}
+	return model, max(tensor, side)
+}
+
+// jobReadBytes is the input bytes of job ji.
+func (p *Plan) jobReadBytes(ji int) int64 {
+	j := &p.Jobs[ji]
+	total := j.Elements * int64(j.BaseDT.Size())
+	for _, dt := range j.ModelDT {
+		total += j.Elements * int64(dt.Size())
+	}
+	return total
+}
+
+// lowsFor is the memory of the lists of values in a threshold's bin or
+// band (exact-k trims and per-tensor selects) under a --max-memory of max.
+func (p *Plan) lowsFor(maxMem int64) int64 {
+	if m := p.Method; !m.Trim || m.Ties != ExactK && m.Scope != ScopeTensor {
+		return 0
+	}
+	if maxMem <= 0 {
+		return maxLowsBytes
+	}
+	return min(maxLowsBytes, max(minLowsBytes, maxMem/8))
+}
+
+// need is the resident memory of a merge with the workers and block size
+// given and lists of lows bytes: everything but the hot tensor (HotBytes).
+// mapped is its part of input pages mapped.
+func (p *Plan) need(workers, block int, lows int64) (total, mapped int64) {
+	n := int64(len(p.Models))
+	m := p.Method
+	total = fixedOverhead
+	if m.Trim {
+		total += 2 * lows // append may double a list's capacity
+	}
+	if p.singlePass() {
+		// The spill file's buffer, a read on its way to the workers, and
+		// the histograms of the values it holds.
+		total += recordBuffer + spillChunk + 2*n*histBytes
+	}
+	if m.GlobalMajority {
+		// The fixup file's buffer, a read and its patch.
+		total += recordBuffer + spillChunk + 12*int64(p.stride(block))
+	}
+	model, tensor := p.blocksAtOnce(block, workers)
+	if m.Trim && m.Ties == ExactK && !m.ApproxTopK {
+		total += model * (modelBlockBytes + n*modelBlockTies)
+	} else {
+		total += model * modelBlockBytes
+	}
+	total += tensor * (tensorBlock + n*tensorBlockTies)
+	heap, perWorker := p.workerBytes(block)
+	mapped = int64(workers) * perWorker
+	if p.fileBytes > 0 {
+		mapped = min(mapped, p.fileBytes) // no more than the files hold
+	}
+	return total + int64(workers)*heap + mapped, mapped
+}
+
+// sizeMemory picks the block size and worker count under MaxMemory. Those
+// the options set are kept: if they cannot fit, the plan is refused with
+// the smallest --max-memory that would fit them.
 func (p *Plan) sizeMemory() error {
-	workers := p.Opts.Threads
-	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
-	}
-	block := p.Opts.BlockElems
-	if block <= 0 {
-		// τ of every model plus base and result should sit in L2.
-		block = kernels.L2Bytes() / (4 * (len(p.Models) + 3))
-		block = max(4096, min(65536, 1<<(bits.Len(uint(block))-1)))
-	}
-	shared := int64(fixedOverhead)
-	if p.Method.Trim {
-		shared += 2 * int64(len(p.Models)) * histBytes // the merged histograms
-		// The lists of exact-k ties, and of the values inside a per-tensor
-		// select's sampled bands.
-		if p.Method.Ties == ExactK || p.Method.Scope == ScopeTensor {
-			p.LowsBytes = maxLowsBytes
-			if p.Opts.MaxMemory > 0 {
-				p.LowsBytes = min(maxLowsBytes, max(minLowsBytes, p.Opts.MaxMemory/8))
-			}
-			shared += 2 * p.LowsBytes // append may double a list's capacity
-		}
-	}
-	for p.Opts.MaxMemory > 0 && shared+int64(workers)*p.workerBytes(block) > p.Opts.MaxMemory {
-		switch {
-		case workers > 1:
-			workers--
-		case block > 1024:
-			block /= 2
-		default:
-			return fmt.Errorf("--max-memory %s is too small: a merge of %d models needs at least %s", mmapio.FormatBytes(p.Opts.MaxMemory), len(p.Models), mmapio.FormatBytes(shared+p.workerBytes(block)))
-		}
-	}
-	p.BlockElems, p.Workers = block, workers
-	p.MemoryBound = shared + int64(workers)*p.workerBytes(block)
-	if m := p.Method; m.Trim && m.Scope == ScopeTensor {
-		p.HotBytes = maxHotBytes
-		if p.Opts.MaxMemory > 0 {
-			p.HotBytes = max(0, min(maxHotBytes, p.Opts.MaxMemory/4, p.Opts.MaxMemory-p.MemoryBound))
-		}
-		p.MemoryBound += p.HotBytes
-	}
 	for _, j := range p.Jobs {
 		p.InputBytes += j.Base.Size
 		if !j.Copy {
@@ -549,5 +653,141 @@ func (p *Plan) sizeMemory() error {
 			}
 		}
 	}
+	p.fileBytes = inputFileBytes(append([]*mmapio.Model{p.Base}, p.Models...))
+	maxMem := p.Opts.MaxMemory
+	workers := p.Opts.Threads
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	block := p.Opts.BlockElems
+	blocks := []int{block}
+	if block <= 0 {
+		// τ of every model plus base and result should sit in L2.
+		block = kernels.L2Bytes() / (4 * (len(p.Models) + 3))
+		block = max(4096, min(65536, 1<<(bits.Len(uint(block))-1)))
+		// If that does not fit: smaller blocks, then larger ones (the
+		// structures kept per block may outweigh the workers' blocks).
+		blocks = []int{block}
+		for b := block / 2; b >= minAutoBlock; b /= 2 {
+			blocks = append(blocks, b)
+		}
+		for b := 2 * block; b <= maxAutoBlock; b *= 2 {
+			blocks = append(blocks, b)
+		}
+	}
+	lows := p.lowsFor(maxMem)
+	minWorkers := 1
+	if p.Opts.Threads > 0 {
+		minWorkers = workers
+	}
+	if maxMem > 0 {
+		found := false
+	search:
+		for _, b := range blocks {
+			for w := workers; w >= minWorkers; w-- {
+				if total, _ := p.need(w, b, lows); total <= maxMem {
+					workers, block, found = w, b, true
+					break search
+				}
+			}
+		}
+		if !found {
+			least := int64(math.MaxInt64)
+			for _, b := range blocks {
+				least = min(least, p.leastMemory(minWorkers, b))
+			}
+			return p.tooSmall(least)
+		}
+	}
+	p.BlockElems, p.Workers, p.LowsBytes = block, workers, lows
+	var mapped int64
+	p.MemoryBound, mapped = p.need(workers, block, lows)
+	if m := p.Method; m.Trim && m.Scope == ScopeTensor {
+		p.HotBytes = maxHotBytes
+		if maxMem > 0 {
+			p.HotBytes = max(0, min(maxHotBytes, maxMem/4, maxMem-p.MemoryBound))
+		}
+		p.MemoryBound += p.HotBytes
+	}
+	if maxMem > 0 {
+		// The Go heap's share: the garbage collector keeps it there.
+		p.heapLimit = maxMem - mapped - p.HotBytes
+	}
 	return nil
+}
+
+// The blocks a plan sizes itself stay within these.
+const (
+	minAutoBlock = 1024
+	maxAutoBlock = 1 << 20
+)
+
+// leastMemory is the smallest --max-memory that fits the workers and block
+// size given, rounded up to a figure FormatBytes prints exactly.
+func (p *Plan) leastMemory(workers, block int) int64 {
+	// The lists grow with --max-memory, by an eighth of it at most.
+	var m int64
+	for range 100 {
+		next, _ := p.need(workers, block, p.lowsFor(max(m, 1)))
+		if next <= m {
+			break
+		}
+		m = next
+	}
+	unit := int64(1)
+	for unit*1024 <= m && unit < 1<<50 {
+		unit *= 1024
+	}
+	if unit == 1 {
+		return m
+	}
+	step := float64(unit) / 100
+	c := math.Ceil(float64(m) / step)
+	for int64(math.Floor(c*step)) < m {
+		c++
+	}
+	return int64(math.Floor(c * step))
+}
+
+// tooSmall is the error of a --max-memory that fits no plan: least is the
+// smallest that would, for the block size and workers the options set.
+func (p *Plan) tooSmall(least int64) error {
+	var flags []string
+	if p.Opts.BlockElems > 0 {
+		flags = append(flags, fmt.Sprintf("--block-size %d", p.Opts.BlockElems))
+	}
+	if p.Opts.Threads > 0 {
+		flags = append(flags, fmt.Sprintf("--threads %d", p.Opts.Threads))
+	}
+	have := mmapio.FormatBytes(p.Opts.MaxMemory)
+	if len(flags) == 0 {
+		return fmt.Errorf("--max-memory %s is too small: a merge of %d models needs at least %s", have, len(p.Models), mmapio.FormatBytes(least))
+	}
+	names := make([]string, len(flags))
+	for i, f := range flags {
+		names[i], _, _ = strings.Cut(f, " ")
+	}
+	return fmt.Errorf("--max-memory %s is too small for %s: this merge needs at least %s; raise --max-memory or leave %s to the plan",
+		have, strings.Join(flags, " and "), mmapio.FormatBytes(least), strings.Join(names, " and "))
+}
+
+// inputFileBytes is the size of every input file, or 0 if one cannot be
+// read.
+func inputFileBytes(models []*mmapio.Model) int64 {
+	var total int64
+	seen := map[string]bool{}
+	for _, md := range models {
+		for _, f := range md.Files {
+			if seen[f] {
+				continue
+			}
+			seen[f] = true
+			fi, err := os.Stat(f)
+			if err != nil {
+				return 0
+			}
+			total += fi.Size()
+		}
+	}
+	return total
 }

@@ -45,11 +45,11 @@ const (
 // every block (by block seq), or ok = false if the sample missed or the
 // values in a band outgrew their lists (counted in r.missed, r.crowded).
 // sc, if not nil, is the sample, already read.
-func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *scope) (_ []topk.Threshold, ties [][]int64, ok bool, _ error) {
+func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *scope) (_ []topk.Threshold, ties blockCounts, ok bool, _ error) {
 	if sc == nil {
 		var err error
 		if sc, err = r.sampleTensor(ctx, bs[0].job, need); err != nil {
-			return nil, nil, false, err
+			return nil, blockCounts{}, false, err
 		}
 	}
 	nm := len(r.p.Models)
@@ -73,24 +73,25 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *sc
 	// listed. The threshold is then an edge, or one of the few inside.
 	// (A tenth: 4 GB set, mergekit, 1.49 s against 1.60 s listing them.)
 	edged := make([]bool, nm)
-	var edges [][]int64 // by block seq: per model the values at hi, at lo
+	var edges blockCounts // by block seq: per model the values at hi, at lo
 	for _, i := range sc.models {
 		bd := sc.bands[i]
 		estimate := float64(bd.pop) * float64(sc.total) / float64(max(1, sc.sampleSize))
 		edged[i] = bd.lo != bd.hi && (10*bd.atEdges >= bd.pop || estimate > float64(r.ws[0].lowsCap*len(r.ws))/2)
 	}
 	if slices.Contains(edged, true) {
-		edges = make([][]int64, len(bs))
+		edges = newBlockCounts(len(bs), 2*nm)
 	}
 	// A band of one value (a tie group: common in bf16 task vectors) needs
 	// only counts, which are then also the ties of each block.
-	ties = make([][]int64, len(bs))
+	ties = newBlockCounts(len(bs), nm)
 	err := r.parallel(ctx, bs, func(w *worker, b block) error {
 		j := &r.p.Jobs[b.job]
 		base := r.widenBase(w, b)
-		ties[b.seq] = make([]int64, nm)
-		if edges != nil {
-			edges[b.seq] = make([]int64, 2*nm)
+		bt := ties.at(b.seq)
+		var be []int64
+		if edges.v != nil {
+			be = edges.at(b.seq)
 		}
 		for _, i := range sc.models {
 			dt := j.ModelDT[i]
@@ -100,7 +101,7 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *sc
 				above, inside := r.k.DeltaRange(src, dt, base, lo, hi, nil)
 				w.above[i] += uint64(above)
 				w.inside[i] += uint64(inside)
-				ties[b.seq][i] = int64(inside)
+				bt[i] = int64(inside)
 				continue
 			}
 			if edged[i] {
@@ -109,7 +110,7 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *sc
 				w.above[i] += uint64(above)
 				w.atHi[i] += uint64(atHi)
 				w.atLo[i] += uint64(atLo)
-				edges[b.seq][2*i], edges[b.seq][2*i+1] = int64(atHi), int64(atLo)
+				be[2*i], be[2*i+1] = int64(atHi), int64(atLo)
 				if hi-lo < 2 {
 					continue // nothing strictly inside
 				}
@@ -160,7 +161,7 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *sc
 		r.crowded++
 	}
 	if err != nil || full {
-		return nil, nil, false, err
+		return nil, blockCounts{}, false, err
 	}
 	th := make([]topk.Threshold, nm)
 	var wide []int // models whose threshold is one of the values listed
@@ -172,11 +173,11 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *sc
 			switch {
 			case k <= at:
 				r.sampleMissed()
-				return nil, nil, false, nil
+				return nil, blockCounts{}, false, nil
 			case k <= at+atHi[i]:
 				th[i] = topk.Threshold{Bits: bd.hi, Greater: at, Equal: atHi[i]}
 				for b := range bs {
-					ties[b][i] = edges[b][2*i]
+					ties.at(b)[i] = edges.at(b)[2*i]
 				}
 			case k <= at+atHi[i]+inside[i]:
 				above[i] = at + atHi[i]
@@ -184,17 +185,17 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *sc
 			case k <= at+atHi[i]+inside[i]+atLo[i]:
 				th[i] = topk.Threshold{Bits: bd.lo, Greater: at + atHi[i] + inside[i], Equal: atLo[i]}
 				for b := range bs {
-					ties[b][i] = edges[b][2*i+1]
+					ties.at(b)[i] = edges.at(b)[2*i+1]
 				}
 			default:
 				r.sampleMissed()
-				return nil, nil, false, nil
+				return nil, blockCounts{}, false, nil
 			}
 			continue
 		}
 		if !(above[i] < need[i] && need[i] <= above[i]+inside[i]) {
 			r.sampleMissed()
-			return nil, nil, false, nil
+			return nil, blockCounts{}, false, nil
 		}
 		if bd.lo == bd.hi {
 			th[i] = topk.Threshold{Bits: bd.lo, Greater: above[i], Equal: inside[i]}
@@ -222,7 +223,7 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *sc
 			first.hists[i].Take(&w.hists[i])
 		}
 		if hiBin[i], aboveHi[i], err = first.hists[i].Pick(need[i] - above[i]); err != nil {
-			return nil, nil, false, err
+			return nil, blockCounts{}, false, err
 		}
 		first.hists[i].Reset()
 	}
@@ -246,7 +247,7 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *sc
 			first.hists[i].Take(&w.hists[i])
 		}
 		if th[i], err = topk.Exact(need[i]-above[i], hiBin[i], aboveHi[i], &first.hists[i]); err != nil {
-			return nil, nil, false, err
+			return nil, blockCounts{}, false, err
 		}
 		th[i].Greater += above[i]
 	}
@@ -255,7 +256,7 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *sc
 		for _, i := range wide {
 			for _, v := range w.lows[i] {
 				if uint32(v) == th[i].Bits {
-					ties[v>>32][i]++
+					ties.at(int(v >> 32))[i]++
 				}
 			}
 		}

@@ -123,26 +123,36 @@ func (r *run) sampleBlocks(sc *scope, every int64) []block {
 		return r.blocks(sc.jobs)
 	}
 	step := every * p.sampleChunk
-	var bs []block
-	var flat int64 // flat index of the job's first element
-	next := step / 2
-	for _, ji := range sc.jobs {
-		e, B := p.Jobs[ji].Elements, int64(r.blockSize(ji))
-		for next < flat+e {
-			start := next - flat
-			n := min(p.sampleChunk, e-start)
-			for n > 0 { // a run never crosses a block of the job
-				m := min(n, B-start%B)
-				bs = append(bs, block{job: ji, index: int(start / B), seq: len(bs), start: start, n: m})
-				start, n = start+m, n-m
+	// Walked twice: to count the runs' pieces, then to list them in a
+	// slice of that size.
+	walk := func(emit func(b block)) {
+		var flat int64 // flat index of the job's first element
+		next := step / 2
+		for _, ji := range sc.jobs {
+			e, B := p.Jobs[ji].Elements, int64(r.blockSize(ji))
+			for next < flat+e {
+				start := next - flat
+				n := min(p.sampleChunk, e-start)
+				for n > 0 { // a run never crosses a block of the job
+					m := min(n, B-start%B)
+					emit(block{job: ji, index: int(start / B), start: start, n: m})
+					start, n = start+m, n-m
+				}
+				next += step
 			}
-			next += step
+			flat += e
 		}
-		flat += e
 	}
-	if len(bs) == 0 {
+	count := 0
+	walk(func(block) { count++ })
+	if count == 0 {
 		return r.blocks(sc.jobs)
 	}
+	bs := make([]block, 0, count)
+	walk(func(b block) {
+		b.seq = len(bs)
+		bs = append(bs, b)
+	})
 	return bs
 }
 
@@ -269,7 +279,14 @@ func (r *run) sides(models []int) [][]uint32 {
 		if w.sideFull {
 			return nil
 		}
-		for _, i := range models {
+	}
+	for _, i := range models {
+		n := 0
+		for _, w := range r.ws {
+			n += len(w.side[i])
+		}
+		all[i] = make([]uint32, 0, n) // the exact size: the plan counts one copy
+		for _, w := range r.ws {
 			all[i] = append(all[i], w.side[i]...)
 		}
 	}
@@ -297,7 +314,7 @@ func newRecordFile(dir string, rec int) (*spill, error) {
 	if err != nil {
 		return nil, fmt.Errorf("spill file: %w", err)
 	}
-	return &spill{f: f, w: bufio.NewWriterSize(f, 1<<20), rec: rec, chunk: spillChunk}, nil
+	return &spill{f: f, w: bufio.NewWriterSize(f, recordBuffer), rec: rec, chunk: spillChunk}, nil
 }
 
 func (s *spill) append(buf []byte) error {
@@ -350,14 +367,20 @@ func (s *spill) each(block func(rec []byte) [2]int64, fn func(recs []byte) error
 	return nil
 }
 
-// spillChunk is how much of a record file one read takes.
-const spillChunk = 1 << 20
+// spillChunk is how much of a record file one read takes; recordBuffer is
+// a record file's write buffer, and recordFlush how many bytes of records a
+// worker gathers before it appends them to a file.
+const (
+	spillChunk   = 1 << 20
+	recordBuffer = 1 << 20
+	recordFlush  = 1 << 20
+)
 
 // eachParallel runs fn over the records of every block, as each does, with
 // the blocks spread over the workers; blocks are disjoint, so are their
 // writes.
 func (r *run) eachParallel(ctx context.Context, s *spill, fn func(w *worker, recs []byte) error) error {
-	groups := make(chan []byte, 2*len(r.ws))
+	groups := make(chan []byte, len(r.ws)) // a read each queued, each in work: the plan counts them
 	errs := make([]error, len(r.ws)+1)
 	var failed atomic.Bool
 	var wg sync.WaitGroup
@@ -496,7 +519,7 @@ func (r *run) mergeBlockBand(w *worker, b block) error {
 			*v = 0
 		}
 	}
-	if len(bs.buf) >= 1<<20 {
+	if len(bs.buf) >= recordFlush {
 		if err := r.spill.append(bs.buf); err != nil {
 			return err
 		}

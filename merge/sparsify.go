@@ -14,12 +14,21 @@ import (
 
 // blockSize is the block length of a job: DELLA ranks within rows, so its
 // blocks hold whole rows.
-func (r *run) blockSize(ji int) int {
-	if r.p.Method.Drop != DropDella {
-		return r.p.BlockElems
+func (r *run) blockSize(ji int) int { return r.p.jobBlock(ji, r.p.BlockElems) }
+
+// jobBlock is job ji's block length for plan blocks of b elements.
+func (p *Plan) jobBlock(ji, b int) int {
+	if p.Method.Drop != DropDella {
+		return b
 	}
-	row := rowLen(r.p.Jobs[ji])
-	return max(1, r.p.BlockElems/row) * row
+	row := rowLen(p.Jobs[ji])
+	return max(1, b/row) * row
+}
+
+// jobBlocks is how many blocks job ji has for plan blocks of b elements.
+func (p *Plan) jobBlocks(ji, b int) int {
+	B := int64(p.jobBlock(ji, b))
+	return int((p.Jobs[ji].Elements + B - 1) / B)
 }
 
 // rowLen is the length of the rows DELLA ranks in: the last dimension, or

@@ -42,11 +42,11 @@ func (r *run) speculable(ji int) bool {
 	return true
 }
 
-// blockRecord is what the fused kernel counted in one block of a
+// blockRecords are what the fused kernel counted in each block of a
 // speculative merge, to be taken back if the block is merged again.
-type blockRecord struct {
-	votes       kernels.VoteStats
-	kept, equal []int64 // per model: values kept, values at the threshold
+type blockRecords struct {
+	votes       []kernels.VoteStats
+	kept, equal blockCounts // per model: values kept, values at the threshold
 }
 
 // speculateJob merges tensor ji in one pass if its sample allows (done);
@@ -80,7 +80,7 @@ func (r *run) speculateJob(ctx context.Context, ji int) (_ *scope, done bool, _ 
 		}
 	}
 
-	recs := make([]blockRecord, len(bs))
+	recs := blockRecords{votes: make([]kernels.VoteStats, len(bs)), kept: newBlockCounts(len(bs), nm), equal: newBlockCounts(len(bs), nm)}
 	r.hot = r.shared // read once: release behind (a solo tensor: once done)
 	if err := r.parallel(ctx, bs, func(w *worker, b block) error {
 		// The ties are counted where some model keeps them; past every
@@ -103,13 +103,12 @@ func (r *run) speculateJob(ctx context.Context, ji int) (_ *scope, done bool, _ 
 		if err := r.mergeBlockFused(w, b, equal); err != nil {
 			return err
 		}
-		rec := &recs[b.index]
-		rec.votes = subVotes(w.votes, before)
-		rec.kept, rec.equal = make([]int64, nm), make([]int64, nm)
+		recs.votes[b.index] = subVotes(w.votes, before)
+		kept, eq := recs.kept.at(b.index), recs.equal.at(b.index)
 		for i := range nm {
-			rec.kept[i] = int64(w.fused.Kept[i])
+			kept[i] = int64(w.fused.Kept[i])
 			if equal != nil && b.index < cut[i] {
-				rec.equal[i] = int64(equal[i])
+				eq[i] = int64(equal[i])
 			}
 		}
 		return nil
@@ -127,7 +126,7 @@ func (r *run) speculateJob(ctx context.Context, ji int) (_ *scope, done bool, _ 
 		r.takeBack(recs, bs)
 		th, _, err := r.radixPick(ctx, bs, sc.models, j.Need, false)
 		if err == nil {
-			err = r.splitTies(ctx, r.trims, bs, sc.models, th, j.Need, nil)
+			err = r.splitTies(ctx, r.trims, bs, sc.models, th, j.Need, blockCounts{})
 		}
 		if err == nil {
 			err = r.uncounted(func() error { return r.parallel(ctx, bs, r.mergeBlock) })
@@ -167,14 +166,14 @@ func (r *run) estimateCuts(ctx context.Context, sc *scope, cut []int) error {
 	blocks := (sc.total + B - 1) / B
 	for _, i := range sc.models {
 		var above float64
-		for _, c := range counts {
-			above += float64(c[2*i])
+		for s := range sc.sample {
+			above += float64(counts.at(s)[2*i])
 		}
 		want := float64(sc.need[i]) - above*scale // ties to keep
 		pos := float64(sc.total)
 		var seen float64
 		for s, b := range sc.sample {
-			t := float64(counts[s][2*i+1]) * scale
+			t := float64(counts.at(s)[2*i+1]) * scale
 			if t > 0 && seen+t >= want {
 				share := float64(b.n) * scale // the elements this run stands for
 				pos = float64(b.start) + float64(b.n)/2 - share/2 + share*(want-seen)/t
@@ -191,7 +190,7 @@ func (r *run) estimateCuts(ctx context.Context, sc *scope, cut []int) error {
 // the speculative merge, sets the tensor's trims, and returns the blocks
 // whose kept ties differ from what was merged; ok is false if some model's
 // threshold is not its band's value after all.
-func (r *run) settleCuts(ctx context.Context, sc *scope, bs []block, cut []int, recs []blockRecord) (again []block, ok bool, _ error) {
+func (r *run) settleCuts(ctx context.Context, sc *scope, bs []block, cut []int, recs blockRecords) (again []block, ok bool, _ error) {
 	ji := sc.jobs[0]
 	nm := len(r.p.Models)
 	redo := make([]bool, len(bs))
@@ -200,11 +199,11 @@ func (r *run) settleCuts(ctx context.Context, sc *scope, bs []block, cut []int, 
 	var forward []int         // models whose kept ties reach past it
 	for _, i := range sc.models {
 		var above, before int64
-		for b, rec := range recs {
-			above += rec.kept[i]
+		for b := range bs {
+			above += recs.kept.at(b)[i]
 			if b < cut[i] {
-				above -= rec.equal[i]
-				before += rec.equal[i]
+				above -= recs.equal.at(b)[i]
+				before += recs.equal.at(b)[i]
 			}
 		}
 		need := int64(sc.need[i])
@@ -221,7 +220,7 @@ func (r *run) settleCuts(ctx context.Context, sc *scope, bs []block, cut []int, 
 		ties[i] = make([]int64, len(bs))
 		l := need - above
 		for b := range cut[i] { // kept, unless the cut is earlier
-			c := recs[b].equal[i]
+			c := recs.equal.at(b)[i]
 			if c <= l {
 				ties[i][b], l = -1, l-c
 			} else {
@@ -253,7 +252,7 @@ func (r *run) settleCuts(ctx context.Context, sc *scope, bs []block, cut []int, 
 		still := forward[:0]
 		for _, i := range forward {
 			for b := max(from, cut[i]); b < to && left[i] > 0; b++ {
-				c := counts[b-from][2*i+1]
+				c := counts.at(b - from)[2*i+1]
 				if c <= left[i] {
 					ties[i][b], left[i] = -1, left[i]-c
 					redo[b] = redo[b] || c > 0
@@ -281,19 +280,18 @@ func (r *run) settleCuts(ctx context.Context, sc *scope, bs []block, cut []int, 
 
 // countAtBands counts, per block of bs (by position: the blocks' seqs are
 // consecutive) and per model given, the |τ| above the model's one-value band
-// and at it: counts[k][2*i] and counts[k][2*i+1].
-func (r *run) countAtBands(ctx context.Context, sc *scope, bs []block, models []int) ([][]int64, error) {
+// and at it: counts.at(k)[2*i] and counts.at(k)[2*i+1].
+func (r *run) countAtBands(ctx context.Context, sc *scope, bs []block, models []int) (blockCounts, error) {
 	j := &r.p.Jobs[sc.jobs[0]]
-	counts := make([][]int64, len(bs))
+	counts := newBlockCounts(len(bs), 2*len(r.p.Models))
 	err := r.parallel(ctx, bs, func(w *worker, b block) error {
 		base := r.widenBase(w, b)
-		c := make([]int64, 2*len(r.p.Models))
+		c := counts.at(b.seq - bs[0].seq)
 		for _, i := range models {
 			dt, v := j.ModelDT[i], sc.bands[i].lo
 			above, at := r.k.DeltaRange(r.src(w, j.Models[i], dt, b.start, b.n), dt, base, v, v, nil)
 			c[2*i], c[2*i+1] = int64(above), int64(at)
 		}
-		counts[b.seq-bs[0].seq] = c
 		return nil
 	})
 	return counts, err
@@ -301,12 +299,11 @@ func (r *run) countAtBands(ctx context.Context, sc *scope, bs []block, models []
 
 // takeBack removes from the run's counts what the speculative merge counted
 // in blocks bs, which are merged again.
-func (r *run) takeBack(recs []blockRecord, bs []block) {
+func (r *run) takeBack(recs blockRecords, bs []block) {
 	w := r.ws[0]
 	for _, b := range bs {
-		rec := &recs[b.index]
-		w.votes = subVotes(w.votes, rec.votes)
-		for i, k := range rec.kept {
+		w.votes = subVotes(w.votes, recs.votes[b.index])
+		for i, k := range recs.kept.at(b.index) {
 			w.kept[i] -= uint64(k)
 		}
 	}

@@ -36,10 +36,10 @@ func (w *worker) addLow(k *kernels.Set, i int, tau []float32, hi uint32, seq int
 	}
 }
 
-// countCollected fills counts[seq][i] with the ties at each split model's
+// countCollected fills counts.at(seq)[i] with the ties at each split model's
 // threshold from the workers' lists, and empties them. It reports false if
 // a list was dropped.
-func (r *run) countCollected(counts [][]int64, split []int, th []topk.Threshold) bool {
+func (r *run) countCollected(counts blockCounts, split []int, th []topk.Threshold) bool {
 	full := false
 	for _, w := range r.ws {
 		full = full || w.lowsFull
@@ -48,15 +48,12 @@ func (r *run) countCollected(counts [][]int64, split []int, th []topk.Threshold)
 	if full {
 		return false
 	}
-	for k := range counts {
-		counts[k] = make([]int64, len(r.p.Models))
-	}
 	for _, w := range r.ws {
 		for _, i := range split {
 			low := uint64(th[i].Bits & 0xffff)
 			for _, e := range w.lows[i] {
 				if e&0xffff == low {
-					counts[e>>16][i]++
+					counts.at(int(e >> 16))[i]++
 				}
 			}
 		}
