@@ -54,6 +54,8 @@ type Summary struct {
 	// removed before this merge started, and the bytes they held.
 	Reclaimed      []string
 	ReclaimedBytes int64
+	// Warnings are the plan's, and any found while merging.
+	Warnings []Warning
 }
 
 // trim is one model's trim of one tensor: keep |τ| patterns ≥ bits, and at
@@ -200,6 +202,7 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 		}
 		sum.Votes.Add(w.votes)
 	}
+	sum.Warnings = slices.Clone(p.Warnings)
 	if p.Method.GlobalMajority {
 		sum.Majority = 1
 		// The paper: sign(Σ elected signs); a zero total leaves the sign 0,
