@@ -163,6 +163,7 @@ func (m *mergeCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	merge.PrintWarnings(os.Stderr, plan.Warnings)
 	if c.LayerRange != nil && c.LayerRange[1] != plan.Layers {
 		return fmt.Errorf("%s: the slices cover layers [%d, %d) but the models have %d layers; tiesmm merges whole models", c.File, c.LayerRange[0], c.LayerRange[1], plan.Layers)
 	}
