@@ -130,9 +130,12 @@ func (p *Plan) findWarnings() {
 				extra = append(extra, name)
 			}
 		}
-		if len(extra) > 0 {
-			add(WarnTensorIgnored, md.Path, only(extra), "%s not in the base %s ignored: %s",
-				plural(len(extra), "tensor", "tensors"), is(len(extra)), listed(extra))
+		switch len(extra) {
+		case 0:
+		case 1:
+			add(WarnTensorIgnored, md.Path, extra[0], "not in the base: ignored")
+		default:
+			add(WarnTensorIgnored, md.Path, "", "%d tensors not in the base are ignored: %s", len(extra), listed(extra))
 		}
 	}
 	var copied, merged []string
@@ -142,6 +145,9 @@ func (p *Plan) findWarnings() {
 			continue
 		}
 		merged = append(merged, j.Name)
+		if len(j.Base.Shape) == 0 {
+			continue
+		}
 		base := j.Base.Shape[0]
 		for i, t := range j.Models {
 			if len(t.Shape) == 0 || t.Shape[0] == base {
@@ -155,9 +161,13 @@ func (p *Plan) findWarnings() {
 			add(WarnVocabCut, p.Models[i].Path, j.Name, "%s dropped: the base has %d; to keep them, extend the base's embeddings first (tokenizer_source: union is not supported yet)", rows, base)
 		}
 	}
-	if len(copied) > 0 {
-		add(WarnCopiedFromBase, p.Base.Path, only(copied), "%s not float %s copied from the base unmerged (the fine-tunes' values are not read): %s",
-			plural(len(copied), "tensor", "tensors"), is(len(copied)), listed(copied))
+	const unread = "copied from the base unmerged (the fine-tunes' values are not read)"
+	switch len(copied) {
+	case 0:
+	case 1:
+		add(WarnCopiedFromBase, p.Base.Path, copied[0], "not a float tensor: "+unread)
+	default:
+		add(WarnCopiedFromBase, p.Base.Path, "", "%d non-float tensors are %s: %s", len(copied), unread, listed(copied))
 	}
 	p.warnContributions(add, merged)
 	p.warnOutDType(add)
@@ -208,8 +218,10 @@ func (p *Plan) warnContributions(add func(code, model, tensor, format string, ar
 		case len(zero) == 0:
 		case len(zero) == len(merged):
 			add(WarnContributesNone, md.Path, only(zero), "weight 0 on every merged tensor (%d): the model contributes nothing", len(zero))
+		case len(zero) == 1:
+			add(WarnContributesNone, md.Path, zero[0], "weight 0 (on 1 of %d merged tensors): the model contributes nothing to it", len(merged))
 		default:
-			add(WarnContributesNone, md.Path, only(zero), "weight 0 on %d of %d merged tensors, to which the model contributes nothing: %s", len(zero), len(merged), listed(zero))
+			add(WarnContributesNone, md.Path, "", "weight 0 on %d of %d merged tensors, to which the model contributes nothing: %s", len(zero), len(merged), listed(zero))
 		}
 	}
 }

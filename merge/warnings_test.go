@@ -146,7 +146,7 @@ func TestWarnTensorIgnored(t *testing.T) {
 		}, "")
 	wantWarnings(t, p.Warnings,
 		want{WarnTensorIgnored, ft1, "", []string{"5 tensors", "not in the base", "ignored", `"x1", "x2", "x3" and 2 more`}},
-		want{WarnTensorIgnored, ft3, "lora.scale", []string{"1 tensor ", "is ignored", `"lora.scale"`}})
+		want{WarnTensorIgnored, ft3, "lora.scale", []string{"not in the base: ignored"}})
 }
 
 func TestWarnStrayShard(t *testing.T) {
@@ -194,9 +194,16 @@ func TestWarnCopiedFromBase(t *testing.T) {
 		paths = append(paths, p)
 	}
 	p := f.warnPlan(t, paths[0], paths[1:], newMethod(t, "ties", "mergekit"), nil, "")
-	says := []string{"2 tensors", "not float", "copied from the base unmerged", `"pos_ids", "mask"`}
+	says := []string{"2 non-float tensors", "copied from the base unmerged", `"pos_ids", "mask"`}
 	wantWarnings(t, p.Warnings, want{WarnCopiedFromBase, paths[0], "", says})
 	wantWarnings(t, runPlan(t, p).Warnings, want{WarnCopiedFromBase, paths[0], "", says})
+
+	// One: named as the tensor.
+	f = newFixture(t)
+	base := filepath.Join(f.in, "base")
+	writeModel(t, base, append(goodTensors(0), testTensor{name: "pos_ids", shape: []int64{3}, ints: []int64{0, 1, 2}}), 0)
+	p = f.warnPlan(t, base, []string{f.model(t, "ft1", 1), f.model(t, "ft2", 2)}, newMethod(t, "ties", "mergekit"), nil, "")
+	wantWarnings(t, p.Warnings, want{WarnCopiedFromBase, base, "pos_ids", []string{"not a float tensor: copied from the base unmerged"}})
 }
 
 func TestWarnZeroTaskVectorSameFiles(t *testing.T) {
@@ -235,7 +242,7 @@ func TestWarnContributesNothing(t *testing.T) {
 	for _, m := range []Method{newMethod(t, "ties", "mergekit"), newMethod(t, "linear", "")} {
 		p := f.warnPlan(t, base, []string{ft1, ft2}, m, weights(0), "")
 		wantWarnings(t, p.Warnings,
-			want{WarnContributesNone, ft1, "w1", []string{"weight 0 on 1 of 2 merged tensors", `"w1"`}},
+			want{WarnContributesNone, ft1, "w1", []string{"weight 0 (on 1 of 2 merged tensors)", "contributes nothing to it"}},
 			want{WarnContributesNone, ft2, "", []string{"weight 0 on every merged tensor (2)", "contributes nothing"}})
 	}
 	// Model Stock takes no weights.
