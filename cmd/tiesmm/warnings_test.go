@@ -53,3 +53,11 @@ func TestCLIWarnVocabCut(t *testing.T) {
 		t.Errorf("clean inputs: exit %d, stderr:\n%s", code, errOut)
 	}
 }
+
+// afterWarnings is stderr without its leading warning lines.
+func afterWarnings(stderr string) string {
+	for strings.HasPrefix(stderr, "warning: ") {
+		_, stderr, _ = strings.Cut(stderr, "\n")
+	}
+	return stderr
+}
