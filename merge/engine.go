@@ -197,7 +197,6 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 
 	sum := &Summary{Kernel: r.k.Name, Passes: p.Passes(), InputBytes: p.InputBytes, OutputBytes: p.OutputBytes}
 	sum.Reclaimed, sum.ReclaimedBytes = r.out.Reclaimed()
-	sum.Warnings = append(sum.Warnings, p.Warnings...)
 	if p.singlePass() {
 		err = r.singlePassMerge(ctx, sum)
 	} else if err = r.selectThresholds(ctx, sum); err == nil {
@@ -216,6 +215,7 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 		}
 		sum.Votes.Add(w.votes)
 	}
+	sum.Warnings = slices.Clone(p.Warnings)
 	if p.Method.GlobalMajority {
 		sum.Majority = 1
 		// The paper: sign(Σ elected signs); a zero total leaves the sign 0,

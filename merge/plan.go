@@ -62,9 +62,11 @@ type Plan struct {
 	Merged  int64    // float elements merged, per model
 	Need    []uint64 // model scope: elements to keep per model (k)
 	Density []float64
+	// Warnings are the policies the merge applies that the user may not
+	// expect, found from headers; they never stop a merge.
+	Warnings []Warning
 
 	InputBytes, OutputBytes int64
-	Warnings                []Warning // policies applied that the user may not expect
 	// The single pass samples one run of sampleChunk elements in every
 	// sampleEvery, unless the model has fewer than sampleMin elements (then
 	// all of them); tests lower them.
@@ -261,6 +263,7 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 	if p.coarseInputs() {
 		p.firstSample = firstSampleElems
 	}
+	p.findWarnings()
 
 	outs := make([]mmapio.OutTensor, len(p.Jobs))
 	for i, j := range p.Jobs {

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -24,6 +25,9 @@ type Model struct {
 	Metadata  map[string]string  // __metadata__ of the first shard
 	Index     string             // the index file used, "" when there is none
 	FileSizes map[string]int64   // shard path → size seen when the header was read
+	// Stray are the directory's *.safetensors files that are not read: not
+	// named by the index, or beside model.safetensors. Sorted paths.
+	Stray []string
 }
 
 // OpenModel finds a model's shards and reads and validates every header (by pread;
@@ -53,14 +57,8 @@ func OpenModel(path string) (*Model, error) {
 		case isFile(filepath.Join(path, "model.safetensors")):
 			m.Files = []string{filepath.Join(path, "model.safetensors")}
 		default:
-			all, err := filepath.Glob(filepath.Join(path, "*.safetensors"))
-			if err != nil {
-				return nil, fmt.Errorf("model %s: %w", path, err)
-			}
-			for _, f := range all {
-				if !strings.HasPrefix(filepath.Base(f), ".") {
-					m.Files = append(m.Files, f)
-				}
+			if m.Files, err = shardFiles(path); err != nil {
+				return nil, err
 			}
 			if len(m.Files) == 0 {
 				return nil, fmt.Errorf("model %s: no *.safetensors files and no %s in the directory", path, IndexName)
@@ -68,6 +66,17 @@ func OpenModel(path string) (*Model, error) {
 		}
 	}
 	sort.Strings(m.Files)
+	if st.IsDir() {
+		all, err := shardFiles(path)
+		if err != nil {
+			return nil, err
+		}
+		for _, f := range all {
+			if !slices.Contains(m.Files, f) {
+				m.Stray = append(m.Stray, f)
+			}
+		}
+	}
 
 	for i, f := range m.Files {
 		h, size, err := readFileHeader(f)
@@ -101,6 +110,21 @@ func OpenModel(path string) (*Model, error) {
 		}
 	}
 	return m, nil
+}
+
+// shardFiles lists the directory's *.safetensors files, hidden ones aside.
+func shardFiles(dir string) ([]string, error) {
+	all, err := filepath.Glob(filepath.Join(dir, "*.safetensors"))
+	if err != nil {
+		return nil, fmt.Errorf("model %s: %w", dir, err)
+	}
+	var files []string
+	for _, f := range all {
+		if !strings.HasPrefix(filepath.Base(f), ".") {
+			files = append(files, f)
+		}
+	}
+	return files, nil
 }
 
 // readFileHeader opens one shard and reads its header.

@@ -35,11 +35,12 @@ func TestOpenModelForms(t *testing.T) {
 		path, dir string
 		files     []string
 		names     []string
+		stray     []string // files of the directory that are not read
 	}{
-		{d1, d1, []string{"model.safetensors"}, []string{"a1", "a0"}},
-		{filepath.Join(d1, "stray.safetensors"), d1, []string{"stray.safetensors"}, []string{"a1", "a0"}},
-		{d2, d2, []string{"y.safetensors", "z.safetensors"}, []string{"a1", "a0", "b"}},
-		{d3, d3, []string{"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"}, []string{"a1", "a0", "b"}},
+		{d1, d1, []string{"model.safetensors"}, []string{"a1", "a0"}, []string{"stray.safetensors"}},
+		{filepath.Join(d1, "stray.safetensors"), d1, []string{"stray.safetensors"}, []string{"a1", "a0"}, nil},
+		{d2, d2, []string{"y.safetensors", "z.safetensors"}, []string{"a1", "a0", "b"}, nil},
+		{d3, d3, []string{"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"}, []string{"a1", "a0", "b"}, []string{"unlisted.safetensors"}},
 	} {
 		m, err := OpenModel(c.path)
 		if err != nil {
@@ -54,6 +55,16 @@ func TestOpenModelForms(t *testing.T) {
 		}
 		if m.Path != c.path || m.Dir != c.dir || !slices.Equal(files, c.files) || !slices.Equal(m.Names, c.names) {
 			t.Errorf("%s: got dir %s files %v names %v", c.path, m.Dir, files, m.Names)
+		}
+		var stray []string
+		for _, f := range m.Stray {
+			if filepath.Dir(f) != c.dir {
+				t.Errorf("%s: stray %s outside %s", c.path, f, c.dir)
+			}
+			stray = append(stray, filepath.Base(f))
+		}
+		if !slices.Equal(stray, c.stray) {
+			t.Errorf("%s: stray files %v, want %v", c.path, stray, c.stray)
 		}
 		if m.Metadata["who"] != "first" {
 			t.Errorf("%s: metadata %v", c.path, m.Metadata)

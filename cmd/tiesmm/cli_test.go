@@ -297,8 +297,9 @@ func TestCLIBadInputs(t *testing.T) {
 			if code != 1 {
 				t.Fatalf("exit %d, want 1\nstdout: %s\nstderr: %s", code, stdout, stderr)
 			}
-			if !strings.HasPrefix(stderr, "tiesmm: ") {
-				t.Errorf("stderr does not start with \"tiesmm: \": %s", stderr)
+			// Warnings about the inputs may come first.
+			if msg := afterWarnings(stderr); !strings.HasPrefix(msg, "tiesmm: ") {
+				t.Errorf("stderr does not start with \"tiesmm: \" after the warnings: %s", stderr)
 			}
 			for _, w := range c.wants {
 				if !containsAny(stderr, w) {

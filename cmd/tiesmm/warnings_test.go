@@ -1,0 +1,63 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// vocab is a hand-made model with a vocabulary of rows rows.
+func vocab(rows int64, shift float32) []st {
+	ts := tiny(shift)
+	for _, name := range []string{"model.embed_tokens.weight", "lm_head.weight"} {
+		x := st{name, []int64{rows, 2}, make([]float32, 2*rows)}
+		for i := range x.vals {
+			x.vals[i] = float32(i%7) - 3 + shift*float32(i%2)
+		}
+		ts = append(ts, x)
+	}
+	return ts
+}
+
+// A fine-tune with added tokens: --dry-run names the rows dropped, per
+// tensor, on stderr; clean inputs give no warning.
+func TestCLIWarnVocabCut(t *testing.T) {
+	dir := t.TempDir()
+	writeST(t, shardOf(filepath.Join(dir, "in", "base")), vocab(32, 0), nil)
+	writeST(t, shardOf(filepath.Join(dir, "in", "ft1")), vocab(38, 1), nil)
+	writeST(t, shardOf(filepath.Join(dir, "in", "ft2")), vocab(32, 2), nil)
+	args := []string{"merge", "--dry-run", "--base", "in/base", "--model", "in/ft1", "--model", "in/ft2", "--density", "0.5", "out"}
+	_, errOut, code := tiesmm(t, dir, args...)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(errOut), "\n") {
+		if strings.HasPrefix(l, "warning: ") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 2 {
+		t.Fatalf("%d warnings, want 2 (embed_tokens and lm_head):\n%s", len(lines), errOut)
+	}
+	for i, name := range []string{"model.embed_tokens.weight", "lm_head.weight"} {
+		want := `warning: in/ft1: tensor "` + name + `": rows 32–37 (6 added tokens) are dropped: the base has 32`
+		if !strings.HasPrefix(lines[i], want) || !strings.Contains(lines[i], "tokenizer_source") {
+			t.Errorf("warning %d:\n%s\nwant it to start with\n%s", i, lines[i], want)
+		}
+	}
+
+	writeST(t, shardOf(filepath.Join(dir, "in", "ft1")), vocab(32, 1), nil)
+	_, errOut, code = tiesmm(t, dir, args...)
+	if code != 0 || strings.Contains(errOut, "warning") {
+		t.Errorf("clean inputs: exit %d, stderr:\n%s", code, errOut)
+	}
+}
+
+// afterWarnings is stderr without its leading warning lines.
+func afterWarnings(stderr string) string {
+	for strings.HasPrefix(stderr, "warning: ") {
+		_, stderr, _ = strings.Cut(stderr, "\n")
+	}
+	return stderr
+}
