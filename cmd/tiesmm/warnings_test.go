@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -60,4 +61,33 @@ func afterWarnings(stderr string) string {
 		_, stderr, _ = strings.Cut(stderr, "\n")
 	}
 	return stderr
+}
+
+// The same warnings reach --json, as objects with their code, model and
+// tensor; stdout holds nothing else.
+func TestCLIWarnVocabCutJSON(t *testing.T) {
+	dir := t.TempDir()
+	writeST(t, shardOf(filepath.Join(dir, "in", "base")), vocab(32, 0), nil)
+	writeST(t, shardOf(filepath.Join(dir, "in", "ft1")), vocab(38, 1), nil)
+	writeST(t, shardOf(filepath.Join(dir, "in", "ft2")), vocab(32, 2), nil)
+	stdout, stderr, code := tiesmm(t, dir, "merge", "--json", "--base", "in/base", "--model", "in/ft1", "--model", "in/ft2", "--density", "0.5", "out")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	var sum struct{ Warnings []map[string]string }
+	if err := json.Unmarshal([]byte(stdout), &sum); err != nil {
+		t.Fatalf("stdout is not JSON: %v\n%s", err, stdout)
+	}
+	if len(sum.Warnings) != 2 {
+		t.Fatalf("%d warnings in the JSON, want 2:\n%s", len(sum.Warnings), stdout)
+	}
+	for i, name := range []string{"model.embed_tokens.weight", "lm_head.weight"} {
+		w := sum.Warnings[i]
+		if w["code"] != "vocab-cut" || w["model"] != "in/ft1" || w["tensor"] != name || !strings.Contains(w["message"], "rows 32–37") {
+			t.Errorf("warning %d: %v", i, w)
+		}
+	}
+	if !strings.Contains(stderr, `warning: in/ft1: tensor "lm_head.weight": rows 32–37`) {
+		t.Errorf("stderr lacks the warning:\n%s", stderr)
+	}
 }
