@@ -4,7 +4,7 @@ BIN     := bin/tiesmm
 DEMO    := demo
 QEMU    ?= qemu-aarch64-static
 
-.PHONY: build demo test test-race fuzz-short test-amd64-levels test-arm64 asm-check vet fuzz bench bench-quick bench-report clean
+.PHONY: build demo lint test test-race fuzz-short test-amd64-levels test-arm64 asm-check vet fuzz bench bench-quick bench-report clean
 
 build:
 	$(GO) build -ldflags "-X main.commit=$$(git rev-parse HEAD 2>/dev/null)$$(git diff --quiet HEAD 2>/dev/null || echo -dirty)" -o $(BIN) ./cmd/tiesmm
@@ -36,6 +36,14 @@ FUZZSHORT ?= 10s
 fuzz-short:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZSHORT) ./mmapio/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZSHORT) ./config/
+
+# staticcheck over every package and build (not part of make test).
+STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
+lint:
+	@command -v $(STATICCHECK) >/dev/null || { echo "$(STATICCHECK) missing: go install honnef.co/go/tools/cmd/staticcheck@latest"; exit 1; }
+	$(STATICCHECK) ./...
+	GOARCH=arm64 $(STATICCHECK) ./...
+	$(STATICCHECK) -tags noasm ./...
 
 vet:
 	@out=$$(gofmt -l $$(find . -name '*.go' -not -path './bench/data/*')); \

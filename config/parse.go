@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	yaml "go.yaml.in/yaml/v3"
+
+	"github.com/tiesmm/tiesmm/kernels"
 )
 
 // maxNodes bounds the nodes visited while walking the YAML, aliases included, so that an
@@ -590,16 +592,11 @@ func (p *parser) scalar(n *yaml.Node, name string) (Param, bool) {
 	return Param{}, false
 }
 
-// canonicalDType maps the dtype spellings people use to mergekit's names; others are
-// kept for Validate to report.
+// canonicalDType maps any spelling kernels.ParseDType reads to mergekit's name
+// (float32, float16, bfloat16); others are kept for Validate to report.
 func canonicalDType(s string) string {
-	switch strings.TrimPrefix(strings.ToLower(s), "torch.") {
-	case "float32", "fp32", "f32", "float":
-		return "float32"
-	case "float16", "fp16", "f16", "half":
-		return "float16"
-	case "bfloat16", "bf16":
-		return "bfloat16"
+	if d, err := kernels.ParseDType(s); err == nil {
+		return d.TorchName()
 	}
 	return s
 }

@@ -154,3 +154,18 @@ func TestAliasBomb(t *testing.T) {
 		t.Fatal("alias bomb parsed")
 	}
 }
+
+// dtype and out_dtype take every spelling kernels.ParseDType reads and keep
+// mergekit's name for it.
+func TestParseDTypeSpellings(t *testing.T) {
+	for in, want := range map[string]string{
+		"float32": "float32", "fp32": "float32", "f32": "float32", "F32": "float32", "torch.float32": "float32",
+		"float16": "float16", "fp16": "float16", "half": "float16", "F16": "float16", "torch.float16": "float16",
+		"bfloat16": "bfloat16", "bf16": "bfloat16", "BF16": "bfloat16", "torch.bfloat16": "bfloat16",
+	} {
+		c := mustParse(t, "merge_method: ties\nbase_model: b\nmodels: [{model: a}]\ndtype: "+in+"\nout_dtype: "+in+"\n")
+		if c.DType != want || c.OutDType != want {
+			t.Errorf("%s: dtype %q, out_dtype %q; want %q", in, c.DType, c.OutDType, want)
+		}
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/tiesmm/tiesmm/kernels"
 )
 
 // Where a parameter may be set.
@@ -140,7 +142,7 @@ func (c *Config) ValidateWith(stat func(name string) (fs.FileInfo, error)) error
 		key, val string
 		line     int
 	}{{"dtype", c.DType, c.lines.dtype}, {"out_dtype", c.OutDType, c.lines.outDType}} {
-		if d.val != "" && canonicalDType(d.val) != "float32" && canonicalDType(d.val) != "float16" && canonicalDType(d.val) != "bfloat16" {
+		if _, err := kernels.ParseDType(d.val); d.val != "" && err != nil {
 			v.add(d.line, "%s %s is not supported (float32, float16 or bfloat16)", d.key, d.val)
 		}
 	}

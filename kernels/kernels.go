@@ -47,18 +47,36 @@ func (d DType) String() string {
 	return fmt.Sprintf("DType(%d)", uint8(d))
 }
 
-// ParseDType accepts safetensors names (F32, BF16) and PyTorch/mergekit ones
-// (float32, bfloat16, float16).
+// dtypeNames maps every spelling of a dtype that safetensors, PyTorch and
+// mergekit users write, lower-cased and without "torch.", to the dtype.
+var dtypeNames = map[string]DType{
+	"float32": F32, "fp32": F32, "f32": F32, "float": F32,
+	"float16": F16, "fp16": F16, "f16": F16, "half": F16,
+	"bfloat16": BF16, "bf16": BF16,
+}
+
+// ParseDType reads a dtype in any of its usual spellings, case-insensitively:
+// float32, fp32, f32, float, torch.float32, F32; float16, fp16, f16, half,
+// torch.float16, F16; bfloat16, bf16, torch.bfloat16, BF16.
 func ParseDType(s string) (DType, error) {
-	switch strings.ToLower(s) {
-	case "f32", "float32", "float":
-		return F32, nil
-	case "f16", "float16", "half", "fp16":
-		return F16, nil
-	case "bf16", "bfloat16":
-		return BF16, nil
+	if d, ok := dtypeNames[strings.TrimPrefix(strings.ToLower(strings.TrimSpace(s)), "torch.")]; ok {
+		return d, nil
 	}
 	return 0, fmt.Errorf("unsupported dtype %q (want float32, float16 or bfloat16)", s)
+}
+
+// TorchName is the dtype's PyTorch and mergekit name: float32, float16 or
+// bfloat16.
+func (d DType) TorchName() string {
+	switch d {
+	case F32:
+		return "float32"
+	case F16:
+		return "float16"
+	case BF16:
+		return "bfloat16"
+	}
+	return d.String()
 }
 
 // Consensus is how the sign vote sums model values.

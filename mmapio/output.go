@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tiesmm/tiesmm/internal/units"
 )
 
 // spaceMargin is free space demanded beyond the shards, for the index, config files
@@ -251,7 +253,7 @@ func checkSpace(dir string, l *Layout) error {
 	}
 	have := satMul(int64(st.Bavail), int64(st.Bsize))
 	if have < need {
-		return fmt.Errorf("not enough free space on %s: need %s, have %s", dir, FormatBytes(need), FormatBytes(have))
+		return fmt.Errorf("not enough free space on %s: need %s, have %s", dir, units.FormatBinary(need), units.FormatBinary(have))
 	}
 	return nil
 }
@@ -275,19 +277,9 @@ func satMul(a, b int64) int64 {
 
 const maxInt64 = 1<<63 - 1
 
-// FormatBytes prints a size in binary units (GiB = 2^30 bytes).
-func FormatBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	v, i := float64(n), -1
-	for v >= unit && i < 5 {
-		v /= unit
-		i++
-	}
-	return fmt.Sprintf("%.2f %ciB", v, "KMGTPE"[i])
-}
+// FormatBytes prints a size in binary units (GiB = 2^30 bytes); it is
+// units.FormatBinary.
+func FormatBytes(n int64) string { return units.FormatBinary(n) }
 
 // createShard makes a shard's .partial file: length prefix, header, data reserved.
 func (o *Output) createShard(s *Shard) error {
@@ -311,7 +303,7 @@ func (o *Output) createShard(s *Shard) error {
 		return fmt.Errorf("%s: writing header: %w", os_.shown, err)
 	}
 	if err := reserve(f, s.Size); err != nil {
-		return fmt.Errorf("%s: reserving %s for the shard: %w", os_.shown, FormatBytes(s.Size), err)
+		return fmt.Errorf("%s: reserving %s for the shard: %w", os_.shown, units.FormatBinary(s.Size), err)
 	}
 	for _, t := range s.Tensors {
 		o.places[t.Name] = place{s: os_, begin: os_.dataStart + t.Begin, end: os_.dataStart + t.End}

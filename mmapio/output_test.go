@@ -522,14 +522,6 @@ func TestWriteErrors(t *testing.T) {
 	}
 }
 
-func TestFormatBytes(t *testing.T) {
-	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.00 KiB", 1536: "1.50 KiB", 5 << 30: "5.00 GiB", 1<<63 - 1: "8.00 EiB"} {
-		if got := FormatBytes(n); got != want {
-			t.Errorf("FormatBytes(%d) = %q, want %q", n, got, want)
-		}
-	}
-}
-
 // TestWritebackWhileWriting writes enough for the background writeback to
 // run many times, from several goroutines, then commits and reads back.
 func TestWritebackWhileWriting(t *testing.T) {

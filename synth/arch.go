@@ -3,8 +3,8 @@ package synth
 import (
 	"fmt"
 	"math"
-	"strconv"
-	"strings"
+
+	"github.com/tiesmm/tiesmm/internal/units"
 )
 
 // Arch is the Llama-style shape chosen for a parameter budget.
@@ -122,47 +122,18 @@ func DeriveArch(o Options) (Arch, error) {
 	return a, nil
 }
 
-// ParseParams reads a parameter count: a plain integer or a decimal number
-// with a K, M, B (or G) or T suffix, powers of 1000: "1M", "50M", "1.5B", "7B".
+// ParseParams reads a parameter count with units.ParseCount ("1M", "50M",
+// "1.5B", "7B") and checks it is between 1 and 1e15.
 func ParseParams(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	mult := 1.0
-	if n := len(t); n > 0 {
-		switch t[n-1] {
-		case 'k', 'K':
-			mult = 1e3
-		case 'm', 'M':
-			mult = 1e6
-		case 'b', 'B', 'g', 'G':
-			mult = 1e9
-		case 't', 'T':
-			mult = 1e12
-		}
-		if mult != 1 {
-			t = t[:n-1]
-		}
+	n, err := units.ParseCount(s)
+	if err != nil {
+		return 0, fmt.Errorf("synth: parameter count: %w", err)
 	}
-	f, err := strconv.ParseFloat(t, 64)
-	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
-		return 0, fmt.Errorf("synth: parameter count %q: want a number with an optional K/M/B/T suffix", s)
-	}
-	v := math.Round(f * mult)
-	if v < 1 || v > 1e15 {
+	if n < 1 || n > 1e15 {
 		return 0, fmt.Errorf("synth: parameter count %q out of range (1 .. 1e15)", s)
 	}
-	return int64(v), nil
+	return n, nil
 }
 
 // FormatParams writes n the way ParseParams reads it, to three digits.
-func FormatParams(n int64) string {
-	f := float64(n)
-	for _, u := range []struct {
-		s string
-		v float64
-	}{{"T", 1e12}, {"B", 1e9}, {"M", 1e6}, {"K", 1e3}} {
-		if f >= u.v {
-			return strconv.FormatFloat(f/u.v, 'g', 3, 64) + u.s
-		}
-	}
-	return strconv.FormatInt(n, 10)
-}
+func FormatParams(n int64) string { return units.FormatCount(n) }

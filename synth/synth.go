@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tiesmm/tiesmm/internal/units"
 	"github.com/tiesmm/tiesmm/kernels"
 )
 
@@ -80,10 +81,10 @@ func (s *Summary) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "synthetic Llama set in %s (seed %d): %s\n", s.Dir, s.Seed, s.Arch)
 	for _, m := range s.Models {
-		fmt.Fprintf(&b, "  %-6s %-4s %9.3f GB  %4d tensors  %3d shard(s)  %s\n",
-			m.Role, m.DType, float64(m.Bytes)/1e9, m.Tensors, m.Shards, m.Path)
+		fmt.Fprintf(&b, "  %-6s %-4s %8s  %4d tensors  %3d shard(s)  %s\n",
+			m.Role, m.DType, units.FormatDecimal(m.Bytes), m.Tensors, m.Shards, m.Path)
 	}
-	fmt.Fprintf(&b, "%.3f GB in %v (%.2f GB/s)", float64(s.Bytes)/1e9, s.Elapsed.Round(time.Millisecond), s.GBps())
+	fmt.Fprintf(&b, "%s in %v (%.2f GB/s)", units.FormatDecimal(s.Bytes), s.Elapsed.Round(time.Millisecond), s.GBps())
 	return b.String()
 }
 

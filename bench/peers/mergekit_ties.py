@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Benchmark peer: mergekit-style per-tensor TIES in PyTorch.
 
-Written from the published algorithm (shared/SEMANTICS.md, `mergekit` column),
+Written from the published algorithm (docs/semantics.md, `mergekit` column),
 not from mergekit's code. Per tensor name, one at a time, as mergekit does:
 
   τᵢ = θᵢ − θ₀ in float32

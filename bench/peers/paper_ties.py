@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Benchmark peer: the TIES paper's whole-model merge in PyTorch.
 
-Written from the published algorithm (Yadav et al. 2023; shared/SEMANTICS.md,
+Written from the published algorithm (Yadav et al. 2023; docs/semantics.md,
 `paper` column), not from the authors' code:
 
   flatten every float tensor of every fine-tune into one [N, D] float32 matrix

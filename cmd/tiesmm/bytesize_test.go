@@ -5,49 +5,6 @@ import (
 	"testing"
 )
 
-func TestParseByteSize(t *testing.T) {
-	for in, want := range map[string]int64{
-		"2GiB": 2 << 30, "512MiB": 512 << 20, "1.5GiB": 3 << 29, "5GB": 5e9, "5B": 5e9,
-		"100M": 1e8, "4096": 4096, " 1kib ": 1024, "0": 0,
-	} {
-		got, err := ParseByteSize(in)
-		if err != nil || got != want {
-			t.Errorf("%q: got %d, %v; want %d", in, got, err, want)
-		}
-	}
-}
-
-// Each bad size is refused with a message saying what is wrong with it.
-func TestParseByteSizeBad(t *testing.T) {
-	for _, c := range []struct{ in, want string }{
-		{"", "is not a size"},
-		{"GiB", "is not a size"},
-		{"two", "is not a size"},
-		{"nan", "not a number"},
-		{"NaN", "not a number"},
-		{"nanGiB", "not a number"},
-		{"inf", "too large"},
-		{"+Inf", "too large"},
-		{"infinity", "too large"},
-		{"-inf", "cannot be negative"},
-		{"-1", "cannot be negative"},
-		{"-1GiB", "cannot be negative"},
-		{"-0.5MiB", "cannot be negative"},
-		{"1e30GB", "too large"},
-		{"1e400", "too large"},
-		{"5EiB", "is not a size"},
-	} {
-		_, err := ParseByteSize(c.in)
-		if err == nil {
-			t.Errorf("%q: accepted", c.in)
-			continue
-		}
-		if !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "\""+c.in+"\"") {
-			t.Errorf("%q: %v; want %q and the input quoted", c.in, err, c.want)
-		}
-	}
-}
-
 // The merge's size flags refuse nan, inf, negatives and 0 (which is not
 // "unbounded"), and --out-shard-size anything under 1MiB, before any input
 // is read.

@@ -38,7 +38,7 @@ type mergeCmd struct {
 	TopK      string    `group:"method" name:"topk" help:"Whole-model threshold: exact, or approx (the high-bits histogram only: keeps up to one histogram bin more)." enum:",exact,approx" default:""`
 	TwoPass   bool      `group:"method" name:"two-pass" help:"Find exact thresholds with full histogram passes instead of one sampled pass with a spill."`
 
-	OutDType     string   `group:"output" name:"out-dtype" help:"Output dtype: bfloat16, float16 or float32 (default: the base's)."`
+	OutDType     string   `group:"output" name:"out-dtype" help:"Output dtype: bfloat16 (bf16), float16 (fp16, half) or float32 (fp32); torch.* names too (default: the base's)."`
 	OutShardSize ByteSize `group:"output" name:"out-shard-size" help:"Largest output shard, at least 1MiB; a tensor larger than this gets a shard of its own." default:"5GB"`
 	Force        bool     `group:"output" help:"Replace an existing output directory that holds a model (and nothing else)."`
 
@@ -128,7 +128,11 @@ func (m *mergeCmd) override(c *config.Config) error {
 		c.Parameters["normalize"] = config.BoolParam(m.Normalize == "true")
 	}
 	if m.OutDType != "" {
-		c.OutDType = m.OutDType
+		dt, err := kernels.ParseDType(m.OutDType)
+		if err != nil {
+			return usageError{fmt.Errorf("--out-dtype: %w", err)}
+		}
+		c.OutDType = dt.TorchName()
 	}
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tiesmm/tiesmm/internal/units"
 )
 
 // progress shows a merge's passes on stderr, one line per pass:
@@ -112,7 +114,7 @@ func progressLine(phase string, index, count int, done, total int64, took time.D
 		eta = "ETA " + shortDuration(time.Duration(float64(total-done)/speed*float64(time.Second)))
 	}
 	head := fmt.Sprintf("[%d/%d] %-6s", index, count, phase)
-	tail := fmt.Sprintf("%3.0f%%  %s  %s/s  %s", 100*frac, doneOfTotal(done, total), decimalBytes(int64(speed)), eta)
+	tail := fmt.Sprintf("%3.0f%%  %s  %s/s  %s", 100*frac, doneOfTotal(done, total), units.FormatDecimal(int64(speed)), eta)
 	room := width - len(head) - len(tail) - 4 // spaces and brackets
 	if room < minBar {
 		return head + "  " + tail
@@ -138,19 +140,6 @@ func doneOfTotal(done, total int64) string {
 		unit, name = 1e6, "MB"
 	}
 	return fmt.Sprintf("%.1f/%.1f %s", float64(done)/unit, float64(total)/unit, name)
-}
-
-// decimalBytes prints a byte count in decimal units (GB = 10^9 bytes).
-func decimalBytes(b int64) string {
-	switch {
-	case b >= 1e9:
-		return fmt.Sprintf("%.1f GB", float64(b)/1e9)
-	case b >= 1e6:
-		return fmt.Sprintf("%.0f MB", float64(b)/1e6)
-	case b >= 1e3:
-		return fmt.Sprintf("%.0f kB", float64(b)/1e3)
-	}
-	return fmt.Sprintf("%d B", b)
 }
 
 // shortDuration prints 0.4s, 12s, 3m05s, 1h02m.

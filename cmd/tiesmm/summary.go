@@ -7,9 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/tiesmm/tiesmm/internal/units"
 	"github.com/tiesmm/tiesmm/kernels"
 	"github.com/tiesmm/tiesmm/merge"
-	"github.com/tiesmm/tiesmm/mmapio"
 )
 
 // jsonSummary is the --json summary of a merge: one object on stdout. Its fields
@@ -91,12 +91,12 @@ func printSummary(w io.Writer, p *merge.Plan, s *merge.Summary) {
 		what += " (" + p.Method.Preset + " preset)"
 	}
 	fmt.Fprintf(w, "Merged %d model(s) into %s with %s in %s.\n", len(p.Opts.Models), p.Opts.Out, what, shortDuration(s.Elapsed))
-	fmt.Fprintf(w, "  read     %s at %s/s; wrote %s\n", decimalBytes(s.InputBytes), decimalBytes(int64(float64(s.InputBytes)/max(s.Elapsed.Seconds(), 1e-9))), decimalBytes(s.OutputBytes))
-	bound := fmt.Sprintf("the plan's bound %s", mmapio.FormatBytes(p.MemoryBound))
+	fmt.Fprintf(w, "  read     %s at %s/s; wrote %s\n", units.FormatDecimal(s.InputBytes), units.FormatDecimal(int64(float64(s.InputBytes)/max(s.Elapsed.Seconds(), 1e-9))), units.FormatDecimal(s.OutputBytes))
+	bound := fmt.Sprintf("the plan's bound %s", units.FormatBinary(p.MemoryBound))
 	if p.Opts.MaxMemory > 0 {
-		bound += fmt.Sprintf(", --max-memory %s", mmapio.FormatBytes(p.Opts.MaxMemory))
+		bound += fmt.Sprintf(", --max-memory %s", units.FormatBinary(p.Opts.MaxMemory))
 	}
-	fmt.Fprintf(w, "  memory   peak %s, under %s\n", mmapio.FormatBytes(s.PeakRSS), bound)
+	fmt.Fprintf(w, "  memory   peak %s, under %s\n", units.FormatBinary(s.PeakRSS), bound)
 	if asked := s.AskedFor(p); asked != nil {
 		width := 0
 		for _, m := range p.Opts.Models {
@@ -108,16 +108,16 @@ func printSummary(w io.Writer, p *merge.Plan, s *merge.Summary) {
 				label = "          "
 			}
 			fmt.Fprintf(w, "%s %-*s  %s of %s values (%s; asked for %s)\n", label, width, m,
-				count(s.Kept[i]), count(uint64(p.Merged)), percent(s.Kept[i], uint64(p.Merged)), count(asked[i]))
+				units.FormatCount(int64(s.Kept[i])), units.FormatCount(int64(p.Merged)), percent(s.Kept[i], uint64(p.Merged)), units.FormatCount(int64(asked[i])))
 		}
 	}
 	if p.Method.Trim || p.Method.Vote.Consensus != kernels.ConsensusNone {
 		v := s.Votes
 		elected := uint64(v.Positive + v.Negative)
 		fmt.Fprintf(w, "  signs    %s values elected a sign by vote: %s positive, %s negative\n",
-			count(elected), count(uint64(v.Positive)), count(uint64(v.Negative)))
+			units.FormatCount(int64(elected)), units.FormatCount(int64(v.Positive)), units.FormatCount(int64(v.Negative)))
 		fmt.Fprintf(w, "           %s (%s) had models pulling both ways: only those agreeing with the vote were merged\n",
-			count(uint64(v.Conflicts)), percent(uint64(v.Conflicts), elected))
+			units.FormatCount(int64(v.Conflicts)), percent(uint64(v.Conflicts), elected))
 	}
 	if len(s.Reclaimed) > 0 {
 		names := make([]string, len(s.Reclaimed))
@@ -125,7 +125,7 @@ func printSummary(w io.Writer, p *merge.Plan, s *merge.Summary) {
 			names[i] = filepath.Base(d)
 		}
 		fmt.Fprintf(w, "  cleaned  removed %d partial output(s) of merges no longer running, %s reclaimed (%s)\n",
-			len(s.Reclaimed), mmapio.FormatBytes(s.ReclaimedBytes), strings.Join(names, ", "))
+			len(s.Reclaimed), units.FormatBinary(s.ReclaimedBytes), strings.Join(names, ", "))
 	}
 	if len(s.Warnings) > 0 {
 		fmt.Fprintf(w, "  warnings %d (printed above):\n", len(s.Warnings))
@@ -133,29 +133,6 @@ func printSummary(w io.Writer, p *merge.Plan, s *merge.Summary) {
 			fmt.Fprintf(w, "    %s\n", x)
 		}
 	}
-}
-
-// count prints a count of values in words a reader takes in at a glance:
-// 950, 12.3K, 4.56M, 7.1B.
-func count(n uint64) string {
-	v, unit := float64(n), ""
-	switch {
-	case n >= 1e9:
-		v, unit = v/1e9, "B"
-	case n >= 1e6:
-		v, unit = v/1e6, "M"
-	case n >= 1e4:
-		v, unit = v/1e3, "K"
-	default:
-		return fmt.Sprint(n)
-	}
-	switch {
-	case v < 10:
-		return fmt.Sprintf("%.2f%s", v, unit)
-	case v < 100:
-		return fmt.Sprintf("%.1f%s", v, unit)
-	}
-	return fmt.Sprintf("%.0f%s", v, unit)
 }
 
 func percent(a, b uint64) string {
