@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/tiesmm/tiesmm/internal/units"
 )
 
 // TestPeakRSSUnderMaxMemory merges inputs four times larger than
@@ -156,7 +158,7 @@ func TestPeakRSSProperty(t *testing.T) {
 				t.Errorf("%s: refused but left %s", what, e.Name())
 			}
 		}
-		least, perr := ParseByteSize(m[1] + m[2])
+		least, perr := units.ParseBytes(m[1] + m[2])
 		if perr != nil {
 			t.Fatal(perr)
 		}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/alecthomas/kong"
 	"golang.org/x/term"
 
 	"github.com/tiesmm/tiesmm/config"
@@ -17,7 +18,9 @@ import (
 )
 
 type mergeCmd struct {
-	Args []string `arg:"" name:"[config.yml] out" help:"A mergekit-style YAML config and the output directory, or only the output directory with --base and --model."`
+	First  string   `arg:"" name:"config.yml|out" help:"A mergekit-style YAML config (then the output directory follows), or the output directory with --base and --model."`
+	Second string   `arg:"" optional:"" name:"out" help:"The output directory, after a config file."`
+	args   []string // the positional arguments given, empty ones included
 
 	Base  string   `group:"input" help:"Base model (flag form): a directory of safetensors or a .safetensors file." placeholder:"DIR"`
 	Model []string `group:"input" help:"A fine-tuned model (flag form; repeat for each)." placeholder:"DIR"`
@@ -57,19 +60,19 @@ type mergeCmd struct {
 
 // config builds the merge config from the YAML file, or from the flags.
 func (m *mergeCmd) config() (*config.Config, string, error) {
-	switch len(m.Args) {
+	switch len(m.args) {
 	case 2:
 		if m.Base != "" || len(m.Model) > 0 {
 			return nil, "", usageError{errors.New("give either a config file or --base/--model, not both")}
 		}
-		c, err := config.Load(m.Args[0])
+		c, err := config.Load(m.args[0])
 		if err != nil {
 			return nil, "", err
 		}
 		if err := m.override(c); err != nil {
 			return nil, "", err
 		}
-		return c, m.Args[1], nil
+		return c, m.args[1], nil
 	case 1:
 	default:
 		return nil, "", usageError{errors.New("want CONFIG.yml OUT, or OUT with --base and --model")}
@@ -94,7 +97,7 @@ func (m *mergeCmd) config() (*config.Config, string, error) {
 	if err := m.override(c); err != nil {
 		return nil, "", err
 	}
-	return c, m.Args[0], nil
+	return c, m.args[0], nil
 }
 
 // override applies the detail flags on top of a config.
@@ -137,7 +140,12 @@ func (m *mergeCmd) override(c *config.Config) error {
 	return nil
 }
 
-func (m *mergeCmd) Run(ctx context.Context) error {
+func (m *mergeCmd) Run(ctx context.Context, k *kong.Context) error {
+	for _, p := range k.Path {
+		if p.Positional != nil {
+			m.args = append(m.args, p.Positional.Target.String())
+		}
+	}
 	if err := m.checkSizes(); err != nil {
 		return usageError{err}
 	}

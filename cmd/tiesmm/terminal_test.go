@@ -266,3 +266,13 @@ func TestCLICompletion(t *testing.T) {
 		t.Errorf("zsh script: %.80q", zsh)
 	}
 }
+
+// Flags may stand anywhere among the config and the output, as in mergekit.
+func TestCLIFlagsBetweenArguments(t *testing.T) {
+	dir := workDir(t)
+	cfg := filepath.Join(examplesDir(t), "ties.yml")
+	if _, stderr, code := tiesmm(t, dir, "merge", cfg, "--quiet", "--force", "out"); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	files(t, filepath.Join(dir, "out"))
+}
