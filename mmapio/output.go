@@ -52,8 +52,8 @@ type Output struct {
 }
 
 // writebackEvery is how many bytes written start a background writeback.
-// What is written after the last one, Commit's fsync waits for: 32 MiB
-// left it 15–18 ms at the end of a 0.5 GB merge, 8 MiB leaves 2–4 ms.
+// What is written after the last one, Commit's fsync waits for, so it is
+// kept small.
 const writebackEvery = 8 << 20
 
 const (

@@ -23,8 +23,7 @@ const Bins = 1 << 16
 // scanning it visit only those: the values of one tensor or sample fall in a
 // few of the 256 pages (bf16 task vectors: one page per exponent), and a
 // per-tensor select empties, merges and scans a histogram per model and
-// pass (mergekit, 0.5 GB set: 0.27 s against 0.315 s scanning every bin;
-// 1 GB: 0.475 s against 0.535 s; 8 alternating runs each).
+// pass, so scanning every bin would cost more than the marks.
 type Hist struct {
 	bins [Bins]uint64
 	// alt counts every other value of AddHigh (high bins are below Bins/2),
@@ -32,8 +31,7 @@ type Hist struct {
 	// before any read. With two counters per bin, neighbouring values of one
 	// bin (bf16 task vectors fall in a few hundred) do not wait on each
 	// other's increment, and marking the pages in registers saves a store
-	// per value (AddHighSide, 64K bf16-like values in calls of 4096:
-	// 218 µs against 294, BenchmarkAddHigh, medians of 5).
+	// per value (BenchmarkAddHigh measures it).
 	alt      [Bins / 2]uint64
 	altPages [2]uint64
 	pages    [Bins / pageBins]bool
@@ -109,10 +107,8 @@ func (h *Hist) fold() {
 // capacity); it reports false once one did not fit. With every such value
 // listed, LowFrom makes the low histogram of any bin without a second pass:
 // the others all have low bits 0. (A difference of two bf16 values mostly
-// has at most 8 significant bits: 0.1–0.9 % of the bench sets' τ have
-// low bits.) The list is checked eight values at a time, cheaper than the
-// low passes it saves (4 GB set, medians of 15: mergekit CPU 1.66 against
-// 1.73 s, paper 1.38 against 1.43 s).
+// has at most 8 significant bits, so few τ have low bits.) The list is
+// checked eight values at a time, cheaper than the low passes it saves.
 func (h *Hist) AddHighSide(xs []float32, side *[]uint32) bool {
 	h.AddHigh(xs)
 	s, n := (*side)[:cap(*side)], len(*side)

@@ -51,8 +51,8 @@ func unit01(h uint64) float64 { return float64(h>>11) / (1 << 53) }
 
 // normTable()[k] is the standard normal quantile at (k+½)/65536: 16 random bits
 // become a normal value (bounded at ±4.33) with one load from a 256 KB table
-// that stays in L2. It is computed once, on first use (not at start-up:
-// 2.4 ms every merge would pay), with math.Erfinv (pure Go; the table was
+// that stays in L2. It is computed once, on first use (not at start-up,
+// which every merge would pay), with math.Erfinv (pure Go; the table was
 // checked identical on amd64 and arm64), and never written again.
 var normTable = sync.OnceValue(func() *[1 << 16]float32 {
 	var t [1 << 16]float32
