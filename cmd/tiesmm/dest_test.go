@@ -93,6 +93,19 @@ type destCase struct {
 	wants string
 }
 
+// bindBase bind-mounts root/in/base at root/mnt for the test's duration.
+func bindBase(t *testing.T, root string) {
+	t.Helper()
+	mnt := filepath.Join(root, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(filepath.Join(root, "in", "base"), mnt, "", unix.MS_BIND, ""); err != nil {
+		t.Skipf("cannot bind-mount here (%v): needs root and a mount namespace that allows it", err)
+	}
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+}
+
 func TestCLIDestinationIdentity(t *testing.T) {
 	link := func(t *testing.T, target, name string) {
 		t.Helper()
@@ -149,25 +162,11 @@ func TestCLIDestinationIdentity(t *testing.T) {
 			return "out", "in/base"
 		}, "notes.txt, runs/"},
 		{"a bind mount of the base", func(t *testing.T, root string) (string, string) {
-			mnt := filepath.Join(root, "mnt")
-			if err := os.Mkdir(mnt, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := unix.Mount(filepath.Join(root, "in", "base"), mnt, "", unix.MS_BIND, ""); err != nil {
-				t.Skipf("cannot bind-mount here (%v): needs root and a mount namespace that allows it", err)
-			}
-			t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+			bindBase(t, root)
 			return "mnt", "in/base"
 		}, "is the input"},
 		{"inside a bind mount of the base", func(t *testing.T, root string) (string, string) {
-			mnt := filepath.Join(root, "mnt")
-			if err := os.Mkdir(mnt, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := unix.Mount(filepath.Join(root, "in", "base"), mnt, "", unix.MS_BIND, ""); err != nil {
-				t.Skipf("cannot bind-mount here (%v): needs root and a mount namespace that allows it", err)
-			}
-			t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+			bindBase(t, root)
 			return "mnt/merged", "in/base"
 		}, "inside the input"},
 	}

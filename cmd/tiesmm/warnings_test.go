@@ -20,13 +20,21 @@ func vocab(rows int64, shift float32) []st {
 	return ts
 }
 
-// A fine-tune with added tokens: --dry-run names the rows dropped, per
-// tensor, on stderr; clean inputs give no warning.
-func TestCLIWarnVocabCut(t *testing.T) {
+// addedTokens is a folder holding in/base and in/ft2 with 32 rows of
+// vocabulary, and in/ft1 with 38.
+func addedTokens(t *testing.T) string {
+	t.Helper()
 	dir := t.TempDir()
 	writeST(t, shardOf(filepath.Join(dir, "in", "base")), vocab(32, 0), nil)
 	writeST(t, shardOf(filepath.Join(dir, "in", "ft1")), vocab(38, 1), nil)
 	writeST(t, shardOf(filepath.Join(dir, "in", "ft2")), vocab(32, 2), nil)
+	return dir
+}
+
+// A fine-tune with added tokens: --dry-run names the rows dropped, per
+// tensor, on stderr; clean inputs give no warning.
+func TestCLIWarnVocabCut(t *testing.T) {
+	dir := addedTokens(t)
 	args := []string{"merge", "--dry-run", "--base", "in/base", "--model", "in/ft1", "--model", "in/ft2", "--density", "0.5", "out"}
 	_, errOut, code := tiesmm(t, dir, args...)
 	if code != 0 {
@@ -66,10 +74,7 @@ func afterWarnings(stderr string) string {
 // The same warnings reach --json, as objects with their code, model and
 // tensor; stdout holds nothing else.
 func TestCLIWarnVocabCutJSON(t *testing.T) {
-	dir := t.TempDir()
-	writeST(t, shardOf(filepath.Join(dir, "in", "base")), vocab(32, 0), nil)
-	writeST(t, shardOf(filepath.Join(dir, "in", "ft1")), vocab(38, 1), nil)
-	writeST(t, shardOf(filepath.Join(dir, "in", "ft2")), vocab(32, 2), nil)
+	dir := addedTokens(t)
 	stdout, stderr, code := tiesmm(t, dir, "merge", "--json", "--base", "in/base", "--model", "in/ft1", "--model", "in/ft2", "--density", "0.5", "out")
 	if code != 0 {
 		t.Fatalf("exit %d\n%s", code, stderr)
