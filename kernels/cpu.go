@@ -14,8 +14,8 @@ import (
 
 // CPUReport describes this CPU as the kernels see it: vendor and brand, the
 // features the kernel sets use or could use, the cache sizes, the sets it
-// runs and the one Best picks.
-func CPUReport() string {
+// runs, and the one named by selected ("" or "auto": the one Best picks).
+func CPUReport(selected string) string {
 	var b strings.Builder
 	brand := cpuid.CPU.BrandName
 	if brand == "" {
@@ -48,10 +48,10 @@ func CPUReport() string {
 	fmt.Fprintf(&b, "caches:    L1d %s, L2 %s, L3 %s (%s)\n", sizeString(c.l1d), sizeString(c.l2), sizeString(c.l3), c.source)
 	fmt.Fprintf(&b, "block L2:  %s per core assumed for block sizing\n", sizeString(L2Bytes()))
 	fmt.Fprintf(&b, "kernels:   %s\n", strings.Join(setNames(Available()), ", "))
-	auto := available[0].Name
-	if env := os.Getenv("TIESMM_KERNEL"); env != "" && env != "auto" {
-		if s, err := Best(); err == nil {
-			fmt.Fprintf(&b, "selected:  %s (TIESMM_KERNEL; auto would pick %s)\n", s.Name, auto)
+	auto := Best().Name
+	if selected != "" && selected != "auto" {
+		if s, err := Lookup(selected); err == nil {
+			fmt.Fprintf(&b, "selected:  %s (auto would pick %s)\n", s.Name, auto)
 		} else {
 			fmt.Fprintf(&b, "selected:  error: %v (auto would pick %s)\n", err, auto)
 		}

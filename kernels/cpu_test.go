@@ -42,7 +42,13 @@ func TestSysfsCaches(t *testing.T) {
 }
 
 func TestCPUReport(t *testing.T) {
-	r := CPUReport()
+	r := CPUReport("")
+	if got := CPUReport("go"); !strings.Contains(got, "selected:  go (auto would pick "+Best().Name+")") {
+		t.Errorf("CPUReport(go) does not name go as selected:\n%s", got)
+	}
+	if got := CPUReport("no-such-kernel"); !strings.Contains(got, "selected:  error:") {
+		t.Errorf("CPUReport(no-such-kernel) reports no error:\n%s", got)
+	}
 	for _, want := range []string{"cpu:", "caches:", "kernels:", "selected:", Available()[0].Name} {
 		if !strings.Contains(r, want) {
 			t.Errorf("CPUReport lacks %q:\n%s", want, r)

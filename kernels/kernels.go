@@ -11,7 +11,6 @@ package kernels
 import (
 	"fmt"
 	"math"
-	"os"
 	"strings"
 )
 
@@ -206,23 +205,14 @@ var available = detect()
 // Available returns the kernel sets this CPU can run, best first.
 func Available() []*Set { return append([]*Set(nil), available...) }
 
-// Best returns the set named by TIESMM_KERNEL, or the fastest one this CPU runs.
-func Best() (*Set, error) {
-	if name := os.Getenv("TIESMM_KERNEL"); name != "" && name != "auto" {
-		s, err := Lookup(name)
-		if err != nil {
-			return nil, fmt.Errorf("TIESMM_KERNEL: %w", err)
-		}
-		return s, nil
-	}
-	return available[0], nil
-}
+// Best returns the fastest set this CPU runs.
+func Best() *Set { return available[0] }
 
-// Lookup returns the named set ("auto" for Best), or an error if this CPU or
-// build lacks it.
+// Lookup returns the named set ("" or "auto" for Best), or an error if this
+// CPU or build lacks it.
 func Lookup(name string) (*Set, error) {
 	if name == "" || name == "auto" {
-		return Best()
+		return Best(), nil
 	}
 	var names []string
 	for _, s := range available {

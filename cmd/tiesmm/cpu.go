@@ -8,7 +8,8 @@ import (
 )
 
 type cpuCmd struct {
-	Sets bool `help:"Print only the names of the kernel sets this CPU runs, best first."`
+	Sets   bool   `help:"Print only the names of the kernel sets this CPU runs, best first."`
+	Kernel string `help:"The kernel set to report as selected." env:"TIESMM_KERNEL" default:"auto"`
 }
 
 func (c *cpuCmd) Run(context.Context) error {
@@ -18,6 +19,6 @@ func (c *cpuCmd) Run(context.Context) error {
 		}
 		return nil
 	}
-	fmt.Print(kernels.CPUReport())
+	fmt.Print(kernels.CPUReport(c.Kernel))
 	return nil
 }

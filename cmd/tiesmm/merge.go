@@ -48,7 +48,7 @@ type mergeCmd struct {
 	MaxMemory ByteSize `group:"resources" name:"max-memory" help:"Bound on the process's resident memory, above 0; block size and workers follow from it." default:"2GiB"`
 	Threads   int      `group:"resources" help:"Workers (default: one per core)."`
 	BlockSize int      `group:"resources" name:"block-size" help:"Elements per block (default: sized to L2)."`
-	Kernel    string   `group:"resources" help:"Kernel set: auto, avx512, avx2, neon or go (also TIESMM_KERNEL)." default:"auto"`
+	Kernel    string   `group:"resources" help:"Kernel set: auto, avx512, avx2, neon or go." env:"TIESMM_KERNEL" default:"auto"`
 
 	DryRun     bool   `group:"diagnostics" name:"dry-run" help:"Check everything and print the plan and its warnings; read no tensor data, write nothing."`
 	Explain    bool   `group:"diagnostics" help:"Print each tensor's resolved parameters per model, then exit."`
