@@ -5,11 +5,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/klauspost/cpuid/v2"
+
+	"github.com/tiesmm/tiesmm/internal/units"
 )
 
 // CPUReport describes this CPU as the kernels see it: vendor and brand, the
@@ -143,31 +144,21 @@ func sysfsCaches(dir string) cacheSizes {
 	return c
 }
 
+// parseCacheSize reads a sysfs cache size ("48K", "2048K", "32M": binary units).
 func parseCacheSize(s string) int {
-	mul := 1
-	switch {
-	case strings.HasSuffix(s, "K"):
-		mul, s = 1<<10, strings.TrimSuffix(s, "K")
-	case strings.HasSuffix(s, "M"):
-		mul, s = 1<<20, strings.TrimSuffix(s, "M")
-	case strings.HasSuffix(s, "G"):
-		mul, s = 1<<30, strings.TrimSuffix(s, "G")
+	if strings.HasSuffix(s, "K") || strings.HasSuffix(s, "M") || strings.HasSuffix(s, "G") {
+		s += "iB"
 	}
-	n, err := strconv.Atoi(s)
+	n, err := units.ParseBytes(s)
 	if err != nil || n <= 0 {
 		return 0
 	}
-	return n * mul
+	return int(n)
 }
 
 func sizeString(n int) string {
-	switch {
-	case n <= 0:
+	if n <= 0 {
 		return "unknown"
-	case n%(1<<20) == 0:
-		return fmt.Sprintf("%d MiB", n>>20)
-	case n%(1<<10) == 0:
-		return fmt.Sprintf("%d KiB", n>>10)
 	}
-	return fmt.Sprintf("%d B", n)
+	return units.FormatBinary(int64(n))
 }

@@ -360,7 +360,7 @@ func randWeights(r *rand.Rand, n, kind int) []float32 {
 		case 0:
 			w[i] = 1
 		case 1:
-			w[i] = []float32{0, -1, 0.5, 2, -0.3, 1, 1e-3, -0.0, 3}[r.IntN(9)]
+			w[i] = []float32{0, -1, 0.5, 2, -0.3, 1, 1e-3, float32(math.Copysign(0, -1)), 3}[r.IntN(9)]
 		default:
 			w[i] = math.Float32frombits(randBits(r))
 		}
