@@ -41,8 +41,8 @@ func (r *run) writeExtras(extra map[string][]byte) error {
 		if _, err := os.Stat(src); err != nil {
 			continue
 		}
-		// Read here rather than by Output.CopyFile, whose open would block
-		// on a FIFO put in the file's place since the plan checked it.
+		// ReadRegular: a FIFO put in the file's place since the plan
+		// checked it is refused, not waited on.
 		data, err := mmapio.ReadRegular(src)
 		if err != nil {
 			return fmt.Errorf("base model: %w", err)

@@ -400,34 +400,6 @@ func (o *Output) WriteFile(name string, data []byte) error {
 	})
 }
 
-// CopyFile copies the file src into the output as name.
-func (o *Output) CopyFile(name, src string) error {
-	o.mu.RLock()
-	defer o.mu.RUnlock()
-	if err := o.checkName(name); err != nil {
-		return err
-	}
-	if o.state != building {
-		return fmt.Errorf("output %s: %s: copied after the output was committed or aborted", o.dest, name)
-	}
-	in, err := os.Open(src)
-	if err != nil {
-		return fmt.Errorf("output %s: copying %s: %w", o.dest, src, err)
-	}
-	defer in.Close()
-	if st, err := in.Stat(); err == nil && st.IsDir() {
-		return fmt.Errorf("output %s: copying %s: is a directory", o.dest, src)
-	}
-	err = writeSynced(filepath.Join(o.tmp, name), func(w io.Writer) error {
-		_, err := io.Copy(w, in)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("copying %s: %w", src, err)
-	}
-	return nil
-}
-
 // writeSynced creates (or replaces) path with what fill writes, and fsyncs it.
 func writeSynced(path string, fill func(io.Writer) error) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
