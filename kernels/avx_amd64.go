@@ -7,8 +7,6 @@ import (
 	"unsafe"
 )
 
-//go:generate go run ./internal/asmgen
-
 // avx512Set runs the kernels with AVX-512 F/BW/VL (plus AVX2 and F16C):
 // 16 lanes, tails through masked loads and stores, so the assembly takes
 // every element.

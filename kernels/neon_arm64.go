@@ -4,8 +4,6 @@ package kernels
 
 import "unsafe"
 
-//go:generate go run neon_asmgen_arm64.go
-
 // neonSet runs the kernels with Advanced SIMD (base ARMv8.0: f16 conversion
 // included, no FP16 or BF16 arithmetic extensions). The assembly takes whole
 // groups of 16 elements (8 for Vote, 4 for Ties); the rest goes through the
@@ -88,7 +86,7 @@ func deltaRangeF16NEON(src *byte, base *float32, n int, lo, hi uint32, idx *int3
 //go:noescape
 func deltaRangeBF16NEON(src *byte, base *float32, n int, lo, hi uint32, idx *int32, start int) (above, inside int)
 
-// neonTiesArgs is the fused kernel's argument block; neon_asmgen_arm64.go
+// neonTiesArgs is the fused kernel's argument block; internal/asmgen
 // knows its offsets (TestNEONTiesArgsLayout checks them).
 type neonTiesArgs struct {
 	dst    *byte
@@ -110,7 +108,7 @@ type neonTiesArgs struct {
 	equal                       [8]int // with tiesEqual
 }
 
-// Ties flag bits, as neon_asmgen_arm64.go numbers them.
+// Ties flag bits, as internal/asmgen numbers them.
 const (
 	tiesMean  = 1 << iota // aggregate mean with the count divisor, else sum
 	tiesZero              // write zero-sum indices
@@ -124,7 +122,7 @@ func tiesF16NEON(a *neonTiesArgs)
 //go:noescape
 func tiesBF16NEON(a *neonTiesArgs)
 
-// Vote flag bits, as neon_asmgen_arm64.go numbers them.
+// Vote flag bits, as internal/asmgen numbers them.
 const (
 	voteWeighted = 1 << iota
 	voteCount

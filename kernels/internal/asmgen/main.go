@@ -1,7 +1,9 @@
-// Command asmgen writes the amd64 kernels of package kernels: avx512_amd64.s,
-// avx2_amd64.s and the Go declarations that go with them (asm_amd64.go).
-// Run it with `go generate ./kernels/` (it writes into the current directory,
-// or the one given by -dir); `make` checks that a fresh run leaves no diff.
+// Command asmgen writes the assembly kernels of package kernels and the Go
+// declarations that go with them: avx512_amd64.s, avx2_amd64.s and
+// asm_amd64.go for amd64, neon_arm64.s for arm64. Run it with
+// `go generate ./kernels/` on any host (it writes into the current
+// directory, or the one given by -dir); `make asm-check` checks that a fresh
+// run leaves no diff.
 //
 // The arithmetic follows kernels/generic.go operation for operation. Where the
 // reference adds or multiplies two values that may both be NaN, the operands
@@ -112,6 +114,7 @@ func main() {
 	write(filepath.Join(*dir, "avx512_amd64.s"), a512.b.Bytes())
 	write(filepath.Join(*dir, "avx2_amd64.s"), a2.b.Bytes())
 	write(filepath.Join(*dir, "asm_amd64.go"), goDecls())
+	genNEON(*dir)
 }
 
 func write(path string, b []byte) {
