@@ -343,41 +343,44 @@ func deltaRangeAVX(src []byte, dt DType, base []float32, lo, hi uint32, idx []in
 	return above, inside
 }
 
-// tiesKind numbers the fused kernels as asmgen does: ((dtype·2 +
-// aggregate)·3 + weighting)·8 + models − 1, with aggregate Mean, Sum and
-// weighting as voteKind's. It is −1 where no fused kernel applies: stored
-// and output dtypes that differ, consensus other than Sum, aggregate Max or
-// a mean divided by non-unit weights, no models or more than eight, or
-// parameter lengths that do not match (the staged path panics on those).
-func tiesKind(b *TiesBlock) int {
+// tiesFused returns the fused kernel for b and its flags, or nil where none
+// applies: stored and output dtypes that differ, consensus other than Sum,
+// aggregate Max or a mean divided by non-unit weights, no models or more
+// than tiesMaxModels, or parameter lengths that do not match (the staged
+// path panics on those).
+func tiesFused(b *TiesBlock, z bool) (tiesFunc, int) {
 	p, nm := b.Vote, len(b.Models)
-	if nm < 1 || nm > 8 || len(b.Thr) != nm || len(b.Kept) != nm || len(p.Weights) != nm ||
+	if nm < 1 || nm > tiesMaxModels || len(b.Thr) != nm || len(b.Kept) != nm || len(p.Weights) != nm ||
+		b.Equal != nil && len(b.Equal) != nm ||
 		b.DT != b.OutDT || b.DT > BF16 || p.Consensus != ConsensusSum {
-		return -1
+		return nil, 0
 	}
 	k := voteKind(p) // Sum consensus: aggregate·3 + weighting
-	agg, wt := k/3, k%3
-	switch agg {
+	flags := 0
+	switch k / 3 {
 	case 0: // Mean
+		flags = tiesFlagMean
 	case 2: // Sum
-		agg = 1
 	default:
-		return -1
+		return nil, 0
 	}
-	return ((int(b.DT)*2+agg)*3+wt)*8 + nm - 1
+	if b.Equal != nil {
+		flags |= tiesFlagEq
+	}
+	if z {
+		return tiesAVX512Kernels[b.DT][k%3], flags
+	}
+	return tiesAVX2Kernels[b.DT][k%3], flags
 }
 
-// tiesAVX is Ties for s: the fused kernel where one applies (tiesKind),
+// tiesAVX is Ties for s: the fused kernel where one applies (tiesFused),
 // s's stage kernels otherwise.
 func tiesAVX(s *Set, z bool) func(b *TiesBlock) VoteStats {
 	staged := stagedTies(s)
 	return func(b *TiesBlock) VoteStats {
-		kind := tiesKind(b)
-		if kind < 0 || b.Equal != nil && len(b.Equal) != len(b.Models) {
+		fn, flags := tiesFused(b, z)
+		if fn == nil {
 			return staged(b)
-		}
-		if b.Equal != nil {
-			kind += tiesEqKinds
 		}
 		sz := b.DT.Size()
 		n := len(b.Dst) / sz
@@ -411,24 +414,23 @@ func tiesAVX(s *Set, z bool) func(b *TiesBlock) VoteStats {
 				a.w[i] = b.Vote.Weights[i]
 			}
 			a.lambda = b.Lambda
+			a.nm, a.flags = len(b.Models), flags
 			if b.Zero != nil {
 				a.zero = uintptr(unsafe.Pointer(&b.Zero[0]))
 			}
 			for off := 0; off < m; off += asmChunk {
 				c := min(asmChunk, m-off)
 				a.base, a.dst = &b.Base[off*sz], &b.Dst[off*sz]
+				for i := range a.models {
+					a.models[i] = a.base
+				}
 				for i, mdl := range b.Models {
 					a.models[i] = &mdl[off*sz]
 				}
 				for k := range a.idx {
 					a.idx[k] = int32(off + k)
 				}
-				var pos, neg, zero, conflicts int
-				if z {
-					pos, neg, zero, conflicts = tiesAVX512(kind, &a, c)
-				} else {
-					pos, neg, zero, conflicts = tiesAVX2(kind, &a, c)
-				}
+				pos, neg, zero, conflicts := fn(&a, c)
 				st.Add(VoteStats{Positive: pos, Negative: neg, ZeroSum: zero, Conflicts: conflicts})
 			}
 			copy(b.Kept, a.kept[:])
