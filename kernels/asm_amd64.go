@@ -591,150 +591,141 @@ func tiesBF16WAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 //go:noescape
 func tiesBF161AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
-// voteAVX512 runs the AVX512 vote variant for p over n elements.
-func voteAVX512(p *VoteParams, out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int) {
-	switch voteKind(p) {
-	case 0:
-		return voteSumMeanUAVX512(out, taus, stride, w, models, n)
-	case 1:
-		return voteSumMeanWAVX512(out, taus, stride, w, models, n)
-	case 2:
-		return voteSumMean1AVX512(out, taus, stride, w, models, n)
-	case 3:
-		return voteSumMeanWUAVX512(out, taus, stride, w, models, n)
-	case 4:
-		return voteSumMeanWWAVX512(out, taus, stride, w, models, n)
-	case 6:
-		return voteSumSumUAVX512(out, taus, stride, w, models, n)
-	case 7:
-		return voteSumSumWAVX512(out, taus, stride, w, models, n)
-	case 8:
-		return voteSumSum1AVX512(out, taus, stride, w, models, n)
-	case 9:
-		return voteSumMaxUAVX512(out, taus, stride, w, models, n)
-	case 10:
-		return voteSumMaxWAVX512(out, taus, stride, w, models, n)
-	case 11:
-		return voteSumMax1AVX512(out, taus, stride, w, models, n)
-	case 12:
-		return voteCountMeanUAVX512(out, taus, stride, w, models, n)
-	case 13:
-		return voteCountMeanWAVX512(out, taus, stride, w, models, n)
-	case 14:
-		return voteCountMean1AVX512(out, taus, stride, w, models, n)
-	case 15:
-		return voteCountMeanWUAVX512(out, taus, stride, w, models, n)
-	case 16:
-		return voteCountMeanWWAVX512(out, taus, stride, w, models, n)
-	case 18:
-		return voteCountSumUAVX512(out, taus, stride, w, models, n)
-	case 19:
-		return voteCountSumWAVX512(out, taus, stride, w, models, n)
-	case 20:
-		return voteCountSum1AVX512(out, taus, stride, w, models, n)
-	case 21:
-		return voteCountMaxUAVX512(out, taus, stride, w, models, n)
-	case 22:
-		return voteCountMaxWAVX512(out, taus, stride, w, models, n)
-	case 23:
-		return voteCountMax1AVX512(out, taus, stride, w, models, n)
-	case 24:
-		return voteNoneMeanUAVX512(out, taus, stride, w, models, n)
-	case 25:
-		return voteNoneMeanWAVX512(out, taus, stride, w, models, n)
-	case 26:
-		return voteNoneMean1AVX512(out, taus, stride, w, models, n)
-	case 27:
-		return voteNoneMeanWUAVX512(out, taus, stride, w, models, n)
-	case 28:
-		return voteNoneMeanWWAVX512(out, taus, stride, w, models, n)
-	case 30:
-		return voteNoneSumUAVX512(out, taus, stride, w, models, n)
-	case 31:
-		return voteNoneSumWAVX512(out, taus, stride, w, models, n)
-	case 32:
-		return voteNoneSum1AVX512(out, taus, stride, w, models, n)
-	case 33:
-		return voteNoneMaxUAVX512(out, taus, stride, w, models, n)
-	case 34:
-		return voteNoneMaxWAVX512(out, taus, stride, w, models, n)
-	case 35:
-		return voteNoneMax1AVX512(out, taus, stride, w, models, n)
-	}
-	panic("unreachable")
+// The aggregates the vote kernels are specialised on: Aggregate, with a
+// mean divided by non-unit weights apart.
+const (
+	voteAggMean  = 0
+	voteAggMeanW = 1
+	voteAggSum   = 2
+	voteAggMax   = 3
+)
+
+// voteFunc is a vote kernel over n elements.
+type voteFunc func(out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int)
+
+// voteKernel is one generated vote kernel and the parameters that select it.
+type voteKernel struct {
+	name    string
+	fn      voteFunc
+	isa     string // "avx512", "avx2"
+	cons    Consensus
+	agg, wt int // voteAgg…, weight…
 }
 
-// voteAVX2 runs the AVX2 vote variant for p over n elements.
-func voteAVX2(p *VoteParams, out *float32, taus *float32, stride int, w *float32, models int, n int) (pos, neg, zero, conflicts int) {
-	switch voteKind(p) {
-	case 0:
-		return voteSumMeanUAVX2(out, taus, stride, w, models, n)
-	case 1:
-		return voteSumMeanWAVX2(out, taus, stride, w, models, n)
-	case 2:
-		return voteSumMean1AVX2(out, taus, stride, w, models, n)
-	case 3:
-		return voteSumMeanWUAVX2(out, taus, stride, w, models, n)
-	case 4:
-		return voteSumMeanWWAVX2(out, taus, stride, w, models, n)
-	case 6:
-		return voteSumSumUAVX2(out, taus, stride, w, models, n)
-	case 7:
-		return voteSumSumWAVX2(out, taus, stride, w, models, n)
-	case 8:
-		return voteSumSum1AVX2(out, taus, stride, w, models, n)
-	case 9:
-		return voteSumMaxUAVX2(out, taus, stride, w, models, n)
-	case 10:
-		return voteSumMaxWAVX2(out, taus, stride, w, models, n)
-	case 11:
-		return voteSumMax1AVX2(out, taus, stride, w, models, n)
-	case 12:
-		return voteCountMeanUAVX2(out, taus, stride, w, models, n)
-	case 13:
-		return voteCountMeanWAVX2(out, taus, stride, w, models, n)
-	case 14:
-		return voteCountMean1AVX2(out, taus, stride, w, models, n)
-	case 15:
-		return voteCountMeanWUAVX2(out, taus, stride, w, models, n)
-	case 16:
-		return voteCountMeanWWAVX2(out, taus, stride, w, models, n)
-	case 18:
-		return voteCountSumUAVX2(out, taus, stride, w, models, n)
-	case 19:
-		return voteCountSumWAVX2(out, taus, stride, w, models, n)
-	case 20:
-		return voteCountSum1AVX2(out, taus, stride, w, models, n)
-	case 21:
-		return voteCountMaxUAVX2(out, taus, stride, w, models, n)
-	case 22:
-		return voteCountMaxWAVX2(out, taus, stride, w, models, n)
-	case 23:
-		return voteCountMax1AVX2(out, taus, stride, w, models, n)
-	case 24:
-		return voteNoneMeanUAVX2(out, taus, stride, w, models, n)
-	case 25:
-		return voteNoneMeanWAVX2(out, taus, stride, w, models, n)
-	case 26:
-		return voteNoneMean1AVX2(out, taus, stride, w, models, n)
-	case 27:
-		return voteNoneMeanWUAVX2(out, taus, stride, w, models, n)
-	case 28:
-		return voteNoneMeanWWAVX2(out, taus, stride, w, models, n)
-	case 30:
-		return voteNoneSumUAVX2(out, taus, stride, w, models, n)
-	case 31:
-		return voteNoneSumWAVX2(out, taus, stride, w, models, n)
-	case 32:
-		return voteNoneSum1AVX2(out, taus, stride, w, models, n)
-	case 33:
-		return voteNoneMaxUAVX2(out, taus, stride, w, models, n)
-	case 34:
-		return voteNoneMaxWAVX2(out, taus, stride, w, models, n)
-	case 35:
-		return voteNoneMax1AVX2(out, taus, stride, w, models, n)
-	}
-	panic("unreachable")
+// voteAVX512Kernels[consensus][aggregate][weighting] is the AVX512 vote kernel
+// (nil for MeanW with unit weights: Mean serves).
+var voteAVX512Kernels = [3][4][3]voteFunc{
+	ConsensusSum: {
+		voteAggMean:  {weightU: voteSumMeanUAVX512, weightW: voteSumMeanWAVX512, weight1: voteSumMean1AVX512},
+		voteAggMeanW: {weightU: voteSumMeanWUAVX512, weightW: voteSumMeanWWAVX512},
+		voteAggSum:   {weightU: voteSumSumUAVX512, weightW: voteSumSumWAVX512, weight1: voteSumSum1AVX512},
+		voteAggMax:   {weightU: voteSumMaxUAVX512, weightW: voteSumMaxWAVX512, weight1: voteSumMax1AVX512},
+	},
+	ConsensusCount: {
+		voteAggMean:  {weightU: voteCountMeanUAVX512, weightW: voteCountMeanWAVX512, weight1: voteCountMean1AVX512},
+		voteAggMeanW: {weightU: voteCountMeanWUAVX512, weightW: voteCountMeanWWAVX512},
+		voteAggSum:   {weightU: voteCountSumUAVX512, weightW: voteCountSumWAVX512, weight1: voteCountSum1AVX512},
+		voteAggMax:   {weightU: voteCountMaxUAVX512, weightW: voteCountMaxWAVX512, weight1: voteCountMax1AVX512},
+	},
+	ConsensusNone: {
+		voteAggMean:  {weightU: voteNoneMeanUAVX512, weightW: voteNoneMeanWAVX512, weight1: voteNoneMean1AVX512},
+		voteAggMeanW: {weightU: voteNoneMeanWUAVX512, weightW: voteNoneMeanWWAVX512},
+		voteAggSum:   {weightU: voteNoneSumUAVX512, weightW: voteNoneSumWAVX512, weight1: voteNoneSum1AVX512},
+		voteAggMax:   {weightU: voteNoneMaxUAVX512, weightW: voteNoneMaxWAVX512, weight1: voteNoneMax1AVX512},
+	},
+}
+
+// voteAVX2Kernels[consensus][aggregate][weighting] is the AVX2 vote kernel
+// (nil for MeanW with unit weights: Mean serves).
+var voteAVX2Kernels = [3][4][3]voteFunc{
+	ConsensusSum: {
+		voteAggMean:  {weightU: voteSumMeanUAVX2, weightW: voteSumMeanWAVX2, weight1: voteSumMean1AVX2},
+		voteAggMeanW: {weightU: voteSumMeanWUAVX2, weightW: voteSumMeanWWAVX2},
+		voteAggSum:   {weightU: voteSumSumUAVX2, weightW: voteSumSumWAVX2, weight1: voteSumSum1AVX2},
+		voteAggMax:   {weightU: voteSumMaxUAVX2, weightW: voteSumMaxWAVX2, weight1: voteSumMax1AVX2},
+	},
+	ConsensusCount: {
+		voteAggMean:  {weightU: voteCountMeanUAVX2, weightW: voteCountMeanWAVX2, weight1: voteCountMean1AVX2},
+		voteAggMeanW: {weightU: voteCountMeanWUAVX2, weightW: voteCountMeanWWAVX2},
+		voteAggSum:   {weightU: voteCountSumUAVX2, weightW: voteCountSumWAVX2, weight1: voteCountSum1AVX2},
+		voteAggMax:   {weightU: voteCountMaxUAVX2, weightW: voteCountMaxWAVX2, weight1: voteCountMax1AVX2},
+	},
+	ConsensusNone: {
+		voteAggMean:  {weightU: voteNoneMeanUAVX2, weightW: voteNoneMeanWAVX2, weight1: voteNoneMean1AVX2},
+		voteAggMeanW: {weightU: voteNoneMeanWUAVX2, weightW: voteNoneMeanWWAVX2},
+		voteAggSum:   {weightU: voteNoneSumUAVX2, weightW: voteNoneSumWAVX2, weight1: voteNoneSum1AVX2},
+		voteAggMax:   {weightU: voteNoneMaxUAVX2, weightW: voteNoneMaxWAVX2, weight1: voteNoneMax1AVX2},
+	},
+}
+
+// voteKernels lists every generated vote kernel.
+var voteKernels = []voteKernel{
+	{"voteSumMeanUAVX512", voteSumMeanUAVX512, "avx512", ConsensusSum, voteAggMean, weightU},
+	{"voteSumMeanWAVX512", voteSumMeanWAVX512, "avx512", ConsensusSum, voteAggMean, weightW},
+	{"voteSumMean1AVX512", voteSumMean1AVX512, "avx512", ConsensusSum, voteAggMean, weight1},
+	{"voteSumMeanWUAVX512", voteSumMeanWUAVX512, "avx512", ConsensusSum, voteAggMeanW, weightU},
+	{"voteSumMeanWWAVX512", voteSumMeanWWAVX512, "avx512", ConsensusSum, voteAggMeanW, weightW},
+	{"voteSumSumUAVX512", voteSumSumUAVX512, "avx512", ConsensusSum, voteAggSum, weightU},
+	{"voteSumSumWAVX512", voteSumSumWAVX512, "avx512", ConsensusSum, voteAggSum, weightW},
+	{"voteSumSum1AVX512", voteSumSum1AVX512, "avx512", ConsensusSum, voteAggSum, weight1},
+	{"voteSumMaxUAVX512", voteSumMaxUAVX512, "avx512", ConsensusSum, voteAggMax, weightU},
+	{"voteSumMaxWAVX512", voteSumMaxWAVX512, "avx512", ConsensusSum, voteAggMax, weightW},
+	{"voteSumMax1AVX512", voteSumMax1AVX512, "avx512", ConsensusSum, voteAggMax, weight1},
+	{"voteCountMeanUAVX512", voteCountMeanUAVX512, "avx512", ConsensusCount, voteAggMean, weightU},
+	{"voteCountMeanWAVX512", voteCountMeanWAVX512, "avx512", ConsensusCount, voteAggMean, weightW},
+	{"voteCountMean1AVX512", voteCountMean1AVX512, "avx512", ConsensusCount, voteAggMean, weight1},
+	{"voteCountMeanWUAVX512", voteCountMeanWUAVX512, "avx512", ConsensusCount, voteAggMeanW, weightU},
+	{"voteCountMeanWWAVX512", voteCountMeanWWAVX512, "avx512", ConsensusCount, voteAggMeanW, weightW},
+	{"voteCountSumUAVX512", voteCountSumUAVX512, "avx512", ConsensusCount, voteAggSum, weightU},
+	{"voteCountSumWAVX512", voteCountSumWAVX512, "avx512", ConsensusCount, voteAggSum, weightW},
+	{"voteCountSum1AVX512", voteCountSum1AVX512, "avx512", ConsensusCount, voteAggSum, weight1},
+	{"voteCountMaxUAVX512", voteCountMaxUAVX512, "avx512", ConsensusCount, voteAggMax, weightU},
+	{"voteCountMaxWAVX512", voteCountMaxWAVX512, "avx512", ConsensusCount, voteAggMax, weightW},
+	{"voteCountMax1AVX512", voteCountMax1AVX512, "avx512", ConsensusCount, voteAggMax, weight1},
+	{"voteNoneMeanUAVX512", voteNoneMeanUAVX512, "avx512", ConsensusNone, voteAggMean, weightU},
+	{"voteNoneMeanWAVX512", voteNoneMeanWAVX512, "avx512", ConsensusNone, voteAggMean, weightW},
+	{"voteNoneMean1AVX512", voteNoneMean1AVX512, "avx512", ConsensusNone, voteAggMean, weight1},
+	{"voteNoneMeanWUAVX512", voteNoneMeanWUAVX512, "avx512", ConsensusNone, voteAggMeanW, weightU},
+	{"voteNoneMeanWWAVX512", voteNoneMeanWWAVX512, "avx512", ConsensusNone, voteAggMeanW, weightW},
+	{"voteNoneSumUAVX512", voteNoneSumUAVX512, "avx512", ConsensusNone, voteAggSum, weightU},
+	{"voteNoneSumWAVX512", voteNoneSumWAVX512, "avx512", ConsensusNone, voteAggSum, weightW},
+	{"voteNoneSum1AVX512", voteNoneSum1AVX512, "avx512", ConsensusNone, voteAggSum, weight1},
+	{"voteNoneMaxUAVX512", voteNoneMaxUAVX512, "avx512", ConsensusNone, voteAggMax, weightU},
+	{"voteNoneMaxWAVX512", voteNoneMaxWAVX512, "avx512", ConsensusNone, voteAggMax, weightW},
+	{"voteNoneMax1AVX512", voteNoneMax1AVX512, "avx512", ConsensusNone, voteAggMax, weight1},
+	{"voteSumMeanUAVX2", voteSumMeanUAVX2, "avx2", ConsensusSum, voteAggMean, weightU},
+	{"voteSumMeanWAVX2", voteSumMeanWAVX2, "avx2", ConsensusSum, voteAggMean, weightW},
+	{"voteSumMean1AVX2", voteSumMean1AVX2, "avx2", ConsensusSum, voteAggMean, weight1},
+	{"voteSumMeanWUAVX2", voteSumMeanWUAVX2, "avx2", ConsensusSum, voteAggMeanW, weightU},
+	{"voteSumMeanWWAVX2", voteSumMeanWWAVX2, "avx2", ConsensusSum, voteAggMeanW, weightW},
+	{"voteSumSumUAVX2", voteSumSumUAVX2, "avx2", ConsensusSum, voteAggSum, weightU},
+	{"voteSumSumWAVX2", voteSumSumWAVX2, "avx2", ConsensusSum, voteAggSum, weightW},
+	{"voteSumSum1AVX2", voteSumSum1AVX2, "avx2", ConsensusSum, voteAggSum, weight1},
+	{"voteSumMaxUAVX2", voteSumMaxUAVX2, "avx2", ConsensusSum, voteAggMax, weightU},
+	{"voteSumMaxWAVX2", voteSumMaxWAVX2, "avx2", ConsensusSum, voteAggMax, weightW},
+	{"voteSumMax1AVX2", voteSumMax1AVX2, "avx2", ConsensusSum, voteAggMax, weight1},
+	{"voteCountMeanUAVX2", voteCountMeanUAVX2, "avx2", ConsensusCount, voteAggMean, weightU},
+	{"voteCountMeanWAVX2", voteCountMeanWAVX2, "avx2", ConsensusCount, voteAggMean, weightW},
+	{"voteCountMean1AVX2", voteCountMean1AVX2, "avx2", ConsensusCount, voteAggMean, weight1},
+	{"voteCountMeanWUAVX2", voteCountMeanWUAVX2, "avx2", ConsensusCount, voteAggMeanW, weightU},
+	{"voteCountMeanWWAVX2", voteCountMeanWWAVX2, "avx2", ConsensusCount, voteAggMeanW, weightW},
+	{"voteCountSumUAVX2", voteCountSumUAVX2, "avx2", ConsensusCount, voteAggSum, weightU},
+	{"voteCountSumWAVX2", voteCountSumWAVX2, "avx2", ConsensusCount, voteAggSum, weightW},
+	{"voteCountSum1AVX2", voteCountSum1AVX2, "avx2", ConsensusCount, voteAggSum, weight1},
+	{"voteCountMaxUAVX2", voteCountMaxUAVX2, "avx2", ConsensusCount, voteAggMax, weightU},
+	{"voteCountMaxWAVX2", voteCountMaxWAVX2, "avx2", ConsensusCount, voteAggMax, weightW},
+	{"voteCountMax1AVX2", voteCountMax1AVX2, "avx2", ConsensusCount, voteAggMax, weight1},
+	{"voteNoneMeanUAVX2", voteNoneMeanUAVX2, "avx2", ConsensusNone, voteAggMean, weightU},
+	{"voteNoneMeanWAVX2", voteNoneMeanWAVX2, "avx2", ConsensusNone, voteAggMean, weightW},
+	{"voteNoneMean1AVX2", voteNoneMean1AVX2, "avx2", ConsensusNone, voteAggMean, weight1},
+	{"voteNoneMeanWUAVX2", voteNoneMeanWUAVX2, "avx2", ConsensusNone, voteAggMeanW, weightU},
+	{"voteNoneMeanWWAVX2", voteNoneMeanWWAVX2, "avx2", ConsensusNone, voteAggMeanW, weightW},
+	{"voteNoneSumUAVX2", voteNoneSumUAVX2, "avx2", ConsensusNone, voteAggSum, weightU},
+	{"voteNoneSumWAVX2", voteNoneSumWAVX2, "avx2", ConsensusNone, voteAggSum, weightW},
+	{"voteNoneSum1AVX2", voteNoneSum1AVX2, "avx2", ConsensusNone, voteAggSum, weight1},
+	{"voteNoneMaxUAVX2", voteNoneMaxUAVX2, "avx2", ConsensusNone, voteAggMax, weightU},
+	{"voteNoneMaxWAVX2", voteNoneMaxWAVX2, "avx2", ConsensusNone, voteAggMax, weightW},
+	{"voteNoneMax1AVX2", voteNoneMax1AVX2, "avx2", ConsensusNone, voteAggMax, weight1},
 }
 
 // deltaRangeAVX512 runs the AVX512 DeltaRange variant for dt, the index one if idx is not nil.
@@ -848,16 +839,16 @@ type tiesKernel struct {
 
 // tiesAVX512Kernels[dt][wt] is the AVX512 fused kernel for DType dt and weighting wt.
 var tiesAVX512Kernels = [3][3]tiesFunc{
-	{tiesF32UAVX512, tiesF32WAVX512, tiesF321AVX512},
-	{tiesF16UAVX512, tiesF16WAVX512, tiesF161AVX512},
-	{tiesBF16UAVX512, tiesBF16WAVX512, tiesBF161AVX512},
+	F32:  {weightU: tiesF32UAVX512, weightW: tiesF32WAVX512, weight1: tiesF321AVX512},
+	F16:  {weightU: tiesF16UAVX512, weightW: tiesF16WAVX512, weight1: tiesF161AVX512},
+	BF16: {weightU: tiesBF16UAVX512, weightW: tiesBF16WAVX512, weight1: tiesBF161AVX512},
 }
 
 // tiesAVX2Kernels[dt][wt] is the AVX2 fused kernel for DType dt and weighting wt.
 var tiesAVX2Kernels = [3][3]tiesFunc{
-	{tiesF32UAVX2, tiesF32WAVX2, tiesF321AVX2},
-	{tiesF16UAVX2, tiesF16WAVX2, tiesF161AVX2},
-	{tiesBF16UAVX2, tiesBF16WAVX2, tiesBF161AVX2},
+	F32:  {weightU: tiesF32UAVX2, weightW: tiesF32WAVX2, weight1: tiesF321AVX2},
+	F16:  {weightU: tiesF16UAVX2, weightW: tiesF16WAVX2, weight1: tiesF161AVX2},
+	BF16: {weightU: tiesBF16UAVX2, weightW: tiesBF16WAVX2, weight1: tiesBF161AVX2},
 }
 
 // tiesKernels lists every generated fused kernel.

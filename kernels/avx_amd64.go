@@ -57,19 +57,15 @@ func init() {
 // lanes (the AVX2 kept counts, every vote count).
 const asmChunk = 1 << 24
 
-// voteKind numbers the generated vote variants as asmgen does:
-// (consensus·4 + aggregate)·3 + weighting, with consensus Sum, Count, None,
-// aggregate Mean, MeanW (divide by weights), Sum, Max, and weighting U (vote
-// on τ), W (vote on w·τ), 1 (every weight exactly 1: the vote and the mean
-// are the same either way). Values the reference does not name explicitly
-// fall where its switches put them.
-func voteKind(p *VoteParams) int {
-	c := 0
-	switch p.Consensus {
-	case ConsensusCount:
-		c = 1
-	case ConsensusNone:
-		c = 2
+// voteClass is how the vote kernels are specialised for p: consensus,
+// aggregate (voteAgg…: a mean divided by weights only where some weight is
+// not 1, since the mean is the same either way then) and weighting
+// (weight…). Values the reference does not name explicitly fall where its
+// switches put them.
+func voteClass(p *VoteParams) (c Consensus, agg, wt int) {
+	c = ConsensusSum
+	if p.Consensus == ConsensusCount || p.Consensus == ConsensusNone {
+		c = p.Consensus
 	}
 	unit := true
 	for _, w := range p.Weights {
@@ -78,25 +74,34 @@ func voteKind(p *VoteParams) int {
 			break
 		}
 	}
-	a := 0
-	switch p.Aggregate {
-	case AggregateSum:
-		a = 2
-	case AggregateMax:
-		a = 3
+	switch {
+	case p.Aggregate == AggregateSum:
+		agg = voteAggSum
+	case p.Aggregate == AggregateMax:
+		agg = voteAggMax
+	case p.DivideByWeights && !unit:
+		agg = voteAggMeanW
 	default:
-		if p.DivideByWeights && !unit {
-			a = 1
-		}
+		agg = voteAggMean
 	}
-	k := (c*4 + a) * 3
 	switch {
 	case unit:
-		k += 2
+		wt = weight1
 	case p.WeightedVote:
-		k++
+		wt = weightW
+	default:
+		wt = weightU
 	}
-	return k
+	return c, agg, wt
+}
+
+// voteKernelFor is the vote kernel for p.
+func voteKernelFor(p *VoteParams, z bool) voteFunc {
+	c, agg, wt := voteClass(p)
+	if z {
+		return voteAVX512Kernels[c][agg][wt]
+	}
+	return voteAVX2Kernels[c][agg][wt]
 }
 
 func widenAVX(dst []float32, src []byte, dt DType, z bool) {
@@ -183,15 +188,11 @@ func voteAVX(out, taus []float32, stride int, p *VoteParams, z bool) VoteStats {
 		n > 1 && stride > (len(taus)-len(out))/(n-1) {
 		return voteGeneric(out, taus, stride, p)
 	}
+	fn := voteKernelFor(p, z)
 	var st VoteStats
 	for off := 0; off < m; off += asmChunk {
 		c := min(asmChunk, m-off)
-		var pos, neg, zero, conflicts int
-		if z {
-			pos, neg, zero, conflicts = voteAVX512(p, &out[off], &taus[off], stride, &p.Weights[0], n, c)
-		} else {
-			pos, neg, zero, conflicts = voteAVX2(p, &out[off], &taus[off], stride, &p.Weights[0], n, c)
-		}
+		pos, neg, zero, conflicts := fn(&out[off], &taus[off], stride, &p.Weights[0], n, c)
 		st.Conflicts += conflicts
 		if p.Consensus != ConsensusNone {
 			st.Positive += pos
@@ -355,12 +356,12 @@ func tiesFused(b *TiesBlock, z bool) (tiesFunc, int) {
 		b.DT != b.OutDT || b.DT > BF16 || p.Consensus != ConsensusSum {
 		return nil, 0
 	}
-	k := voteKind(p) // Sum consensus: aggregate·3 + weighting
+	_, agg, wt := voteClass(p)
 	flags := 0
-	switch k / 3 {
-	case 0: // Mean
+	switch agg {
+	case voteAggMean:
 		flags = tiesFlagMean
-	case 2: // Sum
+	case voteAggSum:
 	default:
 		return nil, 0
 	}
@@ -368,9 +369,9 @@ func tiesFused(b *TiesBlock, z bool) (tiesFunc, int) {
 		flags |= tiesFlagEq
 	}
 	if z {
-		return tiesAVX512Kernels[b.DT][k%3], flags
+		return tiesAVX512Kernels[b.DT][wt], flags
 	}
-	return tiesAVX2Kernels[b.DT][k%3], flags
+	return tiesAVX2Kernels[b.DT][wt], flags
 }
 
 // tiesAVX is Ties for s: the fused kernel where one applies (tiesFused),

@@ -120,12 +120,12 @@ type tiesKernel struct {
 		fmt.Fprintf(b, "\n// ties%sKernels[dt][wt] is the %s fused kernel for DType dt and weighting wt.\n", isa, isa)
 		fmt.Fprintf(b, "var ties%sKernels = [%d][%d]tiesFunc{\n", isa, len(fusedDTypes), len(weightings))
 		for _, dt := range fusedDTypes {
-			b.WriteString("\t{")
+			fmt.Fprintf(b, "\t%s: {", dt)
 			for wi, wt := range weightings {
 				if wi > 0 {
 					b.WriteString(", ")
 				}
-				b.WriteString(tiesName(fkind{dt, wt}, isa))
+				fmt.Fprintf(b, "weight%s: %s", wt, tiesName(fkind{dt, wt}, isa))
 			}
 			b.WriteString("},\n")
 		}

@@ -14,10 +14,47 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"go/format"
+	"log"
 	"path/filepath"
+	"strings"
 )
 
 var out bytes.Buffer
+
+// neonDecls are the Go declarations of the NEON kernels (asm_arm64.go).
+var neonDecls []decl
+
+// neonDocs are the declarations' comments, by function name; %s is the name.
+var neonDocs = map[string]string{
+	"voteNEON": "%s votes groups×8 elements; it returns, summed over them, how many\n" +
+		"vote sums are > 0, ≥ 0 (up), exactly zero with a nonzero value, and how\n" +
+		"many elements saw both signs. stride is in elements, n ≥ 1; flags are vote….",
+	"rangeNEON": "%s counts the n values (a positive multiple of 16) whose magnitude\n" +
+		"bits lie in [lo, hi]; with idx != nil it writes start+j for each match j,\n" +
+		"in order, to idx[:count], and may overwrite idx[count:n].",
+	"deltaRange": "%s computes τ from the n stored values (a positive multiple\n" +
+		"of 16) of src and base and counts the magnitude bits above hi and inside\n" +
+		"[lo, hi]; with idx != nil it writes start+j for each inside j, in order,\n" +
+		"to idx[:inside], and may overwrite idx[inside:n].",
+	"widen":     "%s widens n (a positive multiple of 16) stored values at src into dst.",
+	"deltaTrim": "%s computes τ = θ − θ₀ for n (a positive multiple of 16) stored values\nand zeroes |τ| bits < thr.",
+	"finish":    "%s writes θ₀ + λ·τₘ for n (a positive multiple of 16) elements.",
+	"ties":      "%s merges a.groups×4 elements of a.nm models (flags ties…).",
+}
+
+// neonText starts the assembly of one kernel and declares it.
+func neonText(name, sig, frame string) {
+	fmt.Fprintf(&out, "\n// func %s%s\n", name, sig)
+	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, %s\n", name, frame)
+	doc := ""
+	for k := range neonDocs {
+		if strings.HasPrefix(name, k) && len(k) > len(doc) {
+			doc = k
+		}
+	}
+	neonDecls = append(neonDecls, decl{name, sig, fmt.Sprintf(neonDocs[doc], name)})
+}
 
 func p(format string, args ...any) { fmt.Fprintf(&out, "\t"+format+"\n", args...) }
 func label(l string)               { fmt.Fprintf(&out, "%s:\n", l) }
@@ -151,8 +188,7 @@ func neonHeader() {
 // widen: dst *float32, src *byte, n int (a positive multiple of 16).
 func genWiden(dt dtype) {
 	name := "widen" + dtNames[dt] + "NEON"
-	fmt.Fprintf(&out, "\n// func %s(dst *float32, src *byte, n int)\n", name)
-	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-24\n", name)
+	neonText(name, "(dst *float32, src *byte, n int)", "$0-24")
 	p("MOVD dst+0(FP), R0")
 	p("MOVD src+8(FP), R1")
 	p("MOVD n+16(FP), R2")
@@ -169,8 +205,7 @@ func genWiden(dt dtype) {
 // > 0), thr uint32; returns kept int.
 func genDeltaTrim(dt dtype) {
 	name := "deltaTrim" + dtNames[dt] + "NEON"
-	fmt.Fprintf(&out, "\n// func %s(tau *float32, src *byte, base *float32, n int, thr uint32) (kept int)\n", name)
-	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-48\n", name)
+	neonText(name, "(tau *float32, src *byte, base *float32, n int, thr uint32) (kept int)", "$0-48")
 	p("MOVD tau+0(FP), R0")
 	p("MOVD src+8(FP), R1")
 	p("MOVD base+16(FP), R2")
@@ -209,8 +244,7 @@ func genDeltaTrim(dt dtype) {
 // lambda float32.
 func genFinish(dt dtype) {
 	name := "finish" + dtNames[dt] + "NEON"
-	fmt.Fprintf(&out, "\n// func %s(dst *byte, base *float32, tm *float32, n int, lambda float32)\n", name)
-	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-36\n", name)
+	neonText(name, "(dst *byte, base *float32, tm *float32, n int, lambda float32)", "$0-36")
 	p("MOVD dst+0(FP), R0")
 	p("MOVD base+8(FP), R1")
 	p("MOVD tm+16(FP), R2")
@@ -289,8 +323,7 @@ func genVote() {
 		mone, one, absmask                = 28, 29, 30
 	)
 	name := "voteNEON"
-	fmt.Fprintf(&out, "\n// func %s(out *float32, taus *float32, stride int, w *float32, n int, groups int, flags int) (pos, up, zero, conflicts int)\n", name)
-	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-88\n", name)
+	neonText(name, "(out *float32, taus *float32, stride int, w *float32, n int, groups int, flags int) (pos, up, zero, conflicts int)", "$0-88")
 	p("MOVD out+0(FP), R0")
 	p("MOVD taus+8(FP), R1")
 	p("MOVD stride+16(FP), R2")
@@ -470,8 +503,7 @@ func genVote() {
 //	match), V0..V3 values, V4..V7 masks, V8..V11 temporaries.
 func genRange() {
 	name := "rangeNEON"
-	fmt.Fprintf(&out, "\n// func %s(tau *float32, n int, lo, hi uint32, idx *int32, start int) (count int)\n", name)
-	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-48\n", name)
+	neonText(name, "(tau *float32, n int, lo, hi uint32, idx *int32, start int) (count int)", "$0-48")
 	p("MOVD tau+0(FP), R0")
 	p("MOVD n+8(FP), R1")
 	p("MOVWU lo+16(FP), R5")
@@ -546,8 +578,7 @@ func genRange() {
 //	counters (minus one per lane); V31 0.
 func genDeltaRange(dt dtype) {
 	name := "deltaRange" + dtNames[dt] + "NEON"
-	fmt.Fprintf(&out, "\n// func %s(src *byte, base *float32, n int, lo, hi uint32, idx *int32, start int) (above, inside int)\n", name)
-	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-64\n", name)
+	neonText(name, "(src *byte, base *float32, n int, lo, hi uint32, idx *int32, start int) (above, inside int)", "$0-64")
 	p("MOVD src+0(FP), R1")
 	p("MOVD base+8(FP), R2")
 	p("MOVD n+16(FP), R3")
@@ -622,26 +653,49 @@ func genDeltaRange(dt dtype) {
 	p("RET")
 }
 
-// Offsets in neonTiesArgs (neon_arm64.go; TestNEONTiesArgsLayout checks them).
-const (
-	taDst     = 0
-	taBase    = 8
-	taModels  = 16 // [8]*byte
-	taGroups  = 80
-	taNM      = 88
-	taZero    = 96
-	taStart   = 104
-	taFlags   = 112
-	taThr     = 120 // [8]uint32
-	taW       = 152 // [8]float32
-	taVW      = 184 // [8]float32
-	taLambda  = 216
-	taKept    = 224 // [8]int
-	taPos     = 288
-	taUp      = 296
-	taZeroSum = 304
-	taConf    = 312
-	taEqual   = 320 // [8]int
+// neonTiesArgs is the fused NEON kernel's parameter block.
+var neonTiesArgs = newLayout("neonTiesArgs", "neonTiesArgs is the fused NEON kernels' parameter block.",
+	field{"dst", "*byte", ""},
+	field{"base", "*byte", ""},
+	field{"models", "[8]*byte", ""},
+	field{"groups", "int", "of 4 elements, > 0"},
+	field{"nm", "int", "1..8"},
+	field{"zero", "*int32", ""},
+	field{"start", "int", "index of the first element, for the zero-sum indices"},
+	field{"flags", "int", ""},
+	field{"thr", "[8]uint32", ""},
+	field{"w", "[8]float32", ""},
+	field{"vw", "[8]float32", "the vote's weights: w for a weighted vote, else 1"},
+	field{"lambda", "float32", ""},
+	field{"_", "uint32", ""},
+	field{"kept", "[8]int", "Results."},
+	field{"pos", "int", ""},
+	field{"up", "int", ""},
+	field{"zeroSum", "int", ""},
+	field{"conflicts", "int", ""},
+	field{"equal", "[8]int", "with tiesEqual"},
+)
+
+// Offsets in neonTiesArgs.
+var (
+	taDst     = neonTiesArgs.at("dst")
+	taBase    = neonTiesArgs.at("base")
+	taModels  = neonTiesArgs.at("models")
+	taGroups  = neonTiesArgs.at("groups")
+	taNM      = neonTiesArgs.at("nm")
+	taZero    = neonTiesArgs.at("zero")
+	taStart   = neonTiesArgs.at("start")
+	taFlags   = neonTiesArgs.at("flags")
+	taThr     = neonTiesArgs.at("thr")
+	taW       = neonTiesArgs.at("w")
+	taVW      = neonTiesArgs.at("vw")
+	taLambda  = neonTiesArgs.at("lambda")
+	taKept    = neonTiesArgs.at("kept")
+	taPos     = neonTiesArgs.at("pos")
+	taUp      = neonTiesArgs.at("up")
+	taZeroSum = neonTiesArgs.at("zeroSum")
+	taConf    = neonTiesArgs.at("conflicts")
+	taEqual   = neonTiesArgs.at("equal")
 )
 
 // Ties flag bits, as neon_arm64.go sets them.
@@ -682,8 +736,7 @@ func genTies(dt dtype) {
 		vwP, wP, thrP, lambda, zero      = 24, 26, 28, 30, 31
 		bfOne, bfRound, bfQuiet          = 9, 10, 11
 	)
-	fmt.Fprintf(&out, "\n// func %s(a *neonTiesArgs)\n", name)
-	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-8\n", name)
+	neonText(name, "(a *neonTiesArgs)", "$0-8")
 	p("MOVD a+0(FP), R5")
 	p("MOVD %d(R5), R0", taDst)
 	p("MOVD %d(R5), R1", taBase)
@@ -918,4 +971,41 @@ func genNEON(dir string) {
 		genTies(dt)
 	}
 	write(filepath.Join(dir, "neon_arm64.s"), out.Bytes())
+	write(filepath.Join(dir, "asm_arm64.go"), neonGo())
+}
+
+// neonGo is asm_arm64.go: the kernels' declarations, the parameter block
+// and the flag bits.
+func neonGo() []byte {
+	var b bytes.Buffer
+	b.WriteString(goHeader)
+	for _, d := range neonDecls {
+		fmt.Fprintf(&b, "\n// %s\n//\n//go:noescape\nfunc %s%s\n", strings.ReplaceAll(d.doc, "\n", "\n// "), d.name, d.sig)
+	}
+	neonTiesArgs.goDecl(&b)
+	fmt.Fprintf(&b, `
+// Ties flag bits (neonTiesArgs.flags).
+const (
+	tiesMean  = 1 << %d // aggregate mean with the count divisor, else sum
+	tiesZero  = 1 << %d // write zero-sum indices
+	tiesDivW  = 1 << %d // the mean divides by Σ m·w
+	tiesEqual = 1 << %d // count the values at the threshold (TiesBlock.Equal)
+)
+
+// Vote flag bits (voteNEON's flags).
+const (
+	voteWeighted = 1 << %d // vote on w·τ
+	voteCount    = 1 << %d // sum signs
+	voteNone     = 1 << %d // no vote, every value counts
+	voteSum      = 1 << %d // aggregate sum
+	voteMax      = 1 << %d // aggregate max
+	voteDivW     = 1 << %d // mean divides by Σw
+)
+`, neonTiesFlagMean, neonTiesFlagZero, neonTiesFlagDivW, neonTiesFlagEq,
+		flagWeighted, flagCount, flagNone, flagSum, flagMax, flagDivW)
+	src, err := format.Source(b.Bytes())
+	if err != nil {
+		log.Fatalf("format: %v\n%s", err, b.Bytes())
+	}
+	return src
 }
