@@ -155,7 +155,8 @@ func fused512All(a *asm) {
 // fused512 takes 16 elements per step, the last ones masked (K7).
 // Registers:
 //
-//	BX args, CX element index, DX n, SI θ₀, DI output, R8..R15 model i's θ.
+//	BX args, CX element index, DX the model count, SI θ₀, DI output,
+//	R8..R15 model i's θ.
 //	Z0 θ₀, Z1..Z8 τ (or a) of models 0..7, Z9 s, Z10 max v, Z11 min v,
 //	Z12 |τ| then flip, Z13 num, Z14 den, Z15 Z17 temporaries, Z16 Z18
 //	models 0 and 1's kept lanes (the others go through KMOVW and POPCNT to
@@ -167,7 +168,7 @@ func fused512(a *asm, k fkind) {
 	declareTies(name, k, "")
 	a.text(name, "$0-48", sigTies)
 	a.op("MOVQ a+0(FP), BX")
-	a.op("MOVQ n+8(FP), DX")
+	a.op("MOVQ %d(BX), DX", argNM)
 	a.op("MOVQ %d(BX), SI", argBase)
 	a.op("MOVQ %d(BX), DI", argDst)
 	for i := 0; i < maxFused; i++ {
@@ -197,20 +198,21 @@ func fused512(a *asm, k fkind) {
 	var outOfLine []func()
 	a.label("loop")
 	a.op("LEAQ 16(CX), AX")
-	a.op("CMPQ AX, DX")
+	a.op("CMPQ AX, n+8(FP)")
 	a.op("JA tail")
 	prefetchLines(a, 16*sz, sz, append([]string{"SI"}, modelRegs(maxFused)...))
 	outOfLine = append(outOfLine, fused512Body(a, k, false))
 	a.op("ADDQ $16, CX")
 	a.op("JMP loop")
 	a.label("tail")
-	a.op("MOVQ DX, AX")
+	a.op("MOVQ n+8(FP), AX")
 	a.op("SUBQ CX, AX")
 	a.op("JZ done")
 	a.op("MOVQ CX, DX")
 	a.op("MOVQ AX, CX")
 	tailMask512(a)
 	a.op("MOVQ DX, CX")
+	a.op("MOVQ %d(BX), DX", argNM)
 	outOfLine = append(outOfLine, fused512Body(a, k, true))
 	a.label("done")
 	for i := 0; i < maxFused; i++ {
@@ -273,10 +275,11 @@ func modelRegs(nm int) []string {
 	return r
 }
 
-// modelGuard skips to label once model i is past the model count.
-func modelGuard(a *asm, i int, label string) {
+// modelGuard skips to label once model i is past the model count, held
+// in nm (a register or memory).
+func modelGuard(a *asm, i int, label, nm string) {
 	if i > 0 {
-		a.op("CMPQ %d(BX), $%d", argNM, i)
+		a.op("CMPQ %s, $%d", nm, i)
 		a.op("JLS %s", label)
 	}
 }
@@ -305,7 +308,7 @@ func fused512Body(a *asm, k fkind, masked bool) func() {
 	mem := func(r string) string { return fmt.Sprintf("(%s)(CX*%d)", r, sz) }
 	load512(a, dt, mem("SI"), 0, masked)
 	for i := 0; i < maxFused; i++ {
-		modelGuard(a, i, "voted"+sfx)
+		modelGuard(a, i, "voted"+sfx, "DX")
 		t := 1 + i
 		load512(a, dt, mem(fmt.Sprintf("R%d", 8+i)), t, masked)
 		a.op("VSUBPS Z0, Z%d, Z%d", t, t) // τ = θ − θ₀
@@ -358,7 +361,7 @@ func fused512Body(a *asm, k fkind, masked bool) func() {
 	a.op("JNE zero%s", sfx)
 	a.label("back" + sfx)
 	for i := 0; i < maxFused; i++ {
-		modelGuard(a, i, "summed"+sfx)
+		modelGuard(a, i, "summed"+sfx, "DX")
 		t := 1 + i
 		a.op("VPXORD Z12, Z%d, Z15", t)
 		a.op("VCMPPS %s, Z31, Z15, K2", cmpGT) // v agrees with the vote
@@ -548,7 +551,7 @@ func fused2(a *asm, k fkind) {
 	step := func(half string) {
 		load("SI", 12, half)
 		for i := 0; i < nm; i++ {
-			modelGuard(a, i, "voted"+half)
+			modelGuard(a, i, "voted"+half, fmt.Sprintf("%d(BX)", argNM))
 			t := 7
 			if i < held {
 				t = i
@@ -582,7 +585,7 @@ func fused2(a *asm, k fkind) {
 		pos.add(a, 10)
 		a.op("VANDNPS csign<>(SB), Y8, Y9") // flip = ¬up & sign
 		for i := 0; i < nm; i++ {
-			modelGuard(a, i, "summed"+half)
+			modelGuard(a, i, "summed"+half, fmt.Sprintf("%d(BX)", argNM))
 			t, w := i, 7
 			if i >= held {
 				trim(i, 7, half, false)
