@@ -28,10 +28,9 @@ var fusedDTypes = []string{"F32", "F16", "BF16"} // in DType order
 const maxFused = 8
 
 // fusedPrefetch is the fused kernels' prefetch distance: they read N + 1
-// streams at once, and a shorter distance than the stage kernels' did
-// better on RAM-sized inputs (bf16, N = 3: 1024 vs 4096 bytes, about 0.75
-// vs 0.70 of a memory copy, medians of six noisy runs).
-var fusedPrefetch = flag.Int("fused-prefetch", 1024, "prefetch distance of the fused kernels in bytes (0: none)")
+// streams at once, and do best on RAM-sized inputs with a shorter distance
+// than the stage kernels' (kernels/README.md).
+var fusedPrefetch = flag.Int("fused-prefetch", 512, "prefetch distance of the fused kernels in bytes (0: none)")
 
 const sigTies = "(a *tiesArgs, n int) (pos, neg, zero, conflicts int)"
 
@@ -200,7 +199,7 @@ func fused512(a *asm, k fkind) {
 	a.op("LEAQ 16(CX), AX")
 	a.op("CMPQ AX, n+8(FP)")
 	a.op("JA tail")
-	prefetchLines(a, 16*sz, sz, append([]string{"SI"}, modelRegs(maxFused)...))
+	prefetchLines(a, 16*sz, sz, "DX")
 	outOfLine = append(outOfLine, fused512Body(a, k, false))
 	a.op("ADDQ $16, CX")
 	a.op("JMP loop")
@@ -248,10 +247,11 @@ func keptReg512(i int) int {
 	return 0
 }
 
-// prefetchLines prefetches each stream (element index CX, sz bytes an
-// element) once per 64-byte line: where a step (bytes per stream) is
-// shorter, only on steps that start a line.
-func prefetchLines(a *asm, step, sz int, regs []string) {
+// prefetchLines prefetches θ₀ and each model's stream (element index CX,
+// sz bytes an element) once per 64-byte line: where a step (bytes per
+// stream) is shorter, only on steps that start a line. Models past the
+// count (nm, as modelGuard) are not prefetched.
+func prefetchLines(a *asm, step, sz int, nm string) {
 	if *fusedPrefetch <= 0 {
 		return
 	}
@@ -259,20 +259,12 @@ func prefetchLines(a *asm, step, sz int, regs []string) {
 		a.op("TESTQ $%d, CX", 64/sz-1)
 		a.op("JNZ noprefetch")
 	}
-	for _, r := range regs {
-		a.op("PREFETCHT0 %d(%s)(CX*%d)", *fusedPrefetch, r, sz)
+	a.op("PREFETCHT0 %d(SI)(CX*%d)", *fusedPrefetch, sz)
+	for i := 0; i < maxFused; i++ {
+		modelGuard(a, i, "noprefetch", nm)
+		a.op("PREFETCHT0 %d(R%d)(CX*%d)", *fusedPrefetch, 8+i, sz)
 	}
-	if step < 64 {
-		a.label("noprefetch")
-	}
-}
-
-func modelRegs(nm int) []string {
-	var r []string
-	for i := 0; i < nm; i++ {
-		r = append(r, fmt.Sprintf("R%d", 8+i))
-	}
-	return r
+	a.label("noprefetch")
 }
 
 // modelGuard skips to label once model i is past the model count, held
@@ -649,7 +641,7 @@ func fused2(a *asm, k fkind) {
 	if pair {
 		stepLen = 16
 	}
-	prefetchLines(a, stepLen*sz, sz, append([]string{"SI"}, modelRegs(nm)...))
+	prefetchLines(a, stepLen*sz, sz, fmt.Sprintf("%d(BX)", argNM))
 	if pair {
 		step("A")
 		step("B")
