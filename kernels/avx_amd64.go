@@ -1,4 +1,4 @@
-//go:build !noasm
+//go:build !noasm && !purego && gc
 
 package kernels
 
@@ -6,8 +6,6 @@ import (
 	"math"
 	"unsafe"
 )
-
-//go:generate go run ./internal/asmgen
 
 // avx512Set runs the kernels with AVX-512 F/BW/VL (plus AVX2 and F16C):
 // 16 lanes, tails through masked loads and stores, so the assembly takes
@@ -59,19 +57,15 @@ func init() {
 // lanes (the AVX2 kept counts, every vote count).
 const asmChunk = 1 << 24
 
-// voteKind numbers the generated vote variants as asmgen does:
-// (consensus·4 + aggregate)·3 + weighting, with consensus Sum, Count, None,
-// aggregate Mean, MeanW (divide by weights), Sum, Max, and weighting U (vote
-// on τ), W (vote on w·τ), 1 (every weight exactly 1: the vote and the mean
-// are the same either way). Values the reference does not name explicitly
-// fall where its switches put them.
-func voteKind(p *VoteParams) int {
-	c := 0
-	switch p.Consensus {
-	case ConsensusCount:
-		c = 1
-	case ConsensusNone:
-		c = 2
+// voteClass is how the vote kernels are specialised for p: consensus,
+// aggregate (voteAgg…: a mean divided by weights only where some weight is
+// not 1, since the mean is the same either way then) and weighting
+// (weight…). Values the reference does not name explicitly fall where its
+// switches put them.
+func voteClass(p *VoteParams) (c Consensus, agg, wt int) {
+	c = ConsensusSum
+	if p.Consensus == ConsensusCount || p.Consensus == ConsensusNone {
+		c = p.Consensus
 	}
 	unit := true
 	for _, w := range p.Weights {
@@ -80,25 +74,34 @@ func voteKind(p *VoteParams) int {
 			break
 		}
 	}
-	a := 0
-	switch p.Aggregate {
-	case AggregateSum:
-		a = 2
-	case AggregateMax:
-		a = 3
+	switch {
+	case p.Aggregate == AggregateSum:
+		agg = voteAggSum
+	case p.Aggregate == AggregateMax:
+		agg = voteAggMax
+	case p.DivideByWeights && !unit:
+		agg = voteAggMeanW
 	default:
-		if p.DivideByWeights && !unit {
-			a = 1
-		}
+		agg = voteAggMean
 	}
-	k := (c*4 + a) * 3
 	switch {
 	case unit:
-		k += 2
+		wt = weight1
 	case p.WeightedVote:
-		k++
+		wt = weightW
+	default:
+		wt = weightU
 	}
-	return k
+	return c, agg, wt
+}
+
+// voteKernelFor is the vote kernel for p.
+func voteKernelFor(p *VoteParams, z bool) voteFunc {
+	c, agg, wt := voteClass(p)
+	if z {
+		return voteAVX512Kernels[c][agg][wt]
+	}
+	return voteAVX2Kernels[c][agg][wt]
 }
 
 func widenAVX(dst []float32, src []byte, dt DType, z bool) {
@@ -185,15 +188,11 @@ func voteAVX(out, taus []float32, stride int, p *VoteParams, z bool) VoteStats {
 		n > 1 && stride > (len(taus)-len(out))/(n-1) {
 		return voteGeneric(out, taus, stride, p)
 	}
+	fn := voteKernelFor(p, z)
 	var st VoteStats
 	for off := 0; off < m; off += asmChunk {
 		c := min(asmChunk, m-off)
-		var pos, neg, zero, conflicts int
-		if z {
-			pos, neg, zero, conflicts = voteAVX512(p, &out[off], &taus[off], stride, &p.Weights[0], n, c)
-		} else {
-			pos, neg, zero, conflicts = voteAVX2(p, &out[off], &taus[off], stride, &p.Weights[0], n, c)
-		}
+		pos, neg, zero, conflicts := fn(&out[off], &taus[off], stride, &p.Weights[0], n, c)
 		st.Conflicts += conflicts
 		if p.Consensus != ConsensusNone {
 			st.Positive += pos
@@ -345,41 +344,44 @@ func deltaRangeAVX(src []byte, dt DType, base []float32, lo, hi uint32, idx []in
 	return above, inside
 }
 
-// tiesKind numbers the fused kernels as asmgen does: ((dtype·2 +
-// aggregate)·3 + weighting)·8 + models − 1, with aggregate Mean, Sum and
-// weighting as voteKind's. It is −1 where no fused kernel applies: stored
-// and output dtypes that differ, consensus other than Sum, aggregate Max or
-// a mean divided by non-unit weights, no models or more than eight, or
-// parameter lengths that do not match (the staged path panics on those).
-func tiesKind(b *TiesBlock) int {
+// tiesFused returns the fused kernel for b and its flags, or nil where none
+// applies: stored and output dtypes that differ, consensus other than Sum,
+// aggregate Max or a mean divided by non-unit weights, no models or more
+// than tiesMaxModels, or parameter lengths that do not match (the staged
+// path panics on those).
+func tiesFused(b *TiesBlock, z bool) (tiesFunc, int) {
 	p, nm := b.Vote, len(b.Models)
-	if nm < 1 || nm > 8 || len(b.Thr) != nm || len(b.Kept) != nm || len(p.Weights) != nm ||
+	if nm < 1 || nm > tiesMaxModels || len(b.Thr) != nm || len(b.Kept) != nm || len(p.Weights) != nm ||
+		b.Equal != nil && len(b.Equal) != nm ||
 		b.DT != b.OutDT || b.DT > BF16 || p.Consensus != ConsensusSum {
-		return -1
+		return nil, 0
 	}
-	k := voteKind(p) // Sum consensus: aggregate·3 + weighting
-	agg, wt := k/3, k%3
+	_, agg, wt := voteClass(p)
+	flags := 0
 	switch agg {
-	case 0: // Mean
-	case 2: // Sum
-		agg = 1
+	case voteAggMean:
+		flags = tiesFlagMean
+	case voteAggSum:
 	default:
-		return -1
+		return nil, 0
 	}
-	return ((int(b.DT)*2+agg)*3+wt)*8 + nm - 1
+	if b.Equal != nil {
+		flags |= tiesFlagEq
+	}
+	if z {
+		return tiesAVX512Kernels[b.DT][wt], flags
+	}
+	return tiesAVX2Kernels[b.DT][wt], flags
 }
 
-// tiesAVX is Ties for s: the fused kernel where one applies (tiesKind),
+// tiesAVX is Ties for s: the fused kernel where one applies (tiesFused),
 // s's stage kernels otherwise.
 func tiesAVX(s *Set, z bool) func(b *TiesBlock) VoteStats {
 	staged := stagedTies(s)
 	return func(b *TiesBlock) VoteStats {
-		kind := tiesKind(b)
-		if kind < 0 || b.Equal != nil && len(b.Equal) != len(b.Models) {
+		fn, flags := tiesFused(b, z)
+		if fn == nil {
 			return staged(b)
-		}
-		if b.Equal != nil {
-			kind += tiesEqKinds
 		}
 		sz := b.DT.Size()
 		n := len(b.Dst) / sz
@@ -413,24 +415,23 @@ func tiesAVX(s *Set, z bool) func(b *TiesBlock) VoteStats {
 				a.w[i] = b.Vote.Weights[i]
 			}
 			a.lambda = b.Lambda
+			a.nm, a.flags = len(b.Models), flags
 			if b.Zero != nil {
 				a.zero = uintptr(unsafe.Pointer(&b.Zero[0]))
 			}
 			for off := 0; off < m; off += asmChunk {
 				c := min(asmChunk, m-off)
 				a.base, a.dst = &b.Base[off*sz], &b.Dst[off*sz]
+				for i := range a.models {
+					a.models[i] = a.base
+				}
 				for i, mdl := range b.Models {
 					a.models[i] = &mdl[off*sz]
 				}
 				for k := range a.idx {
 					a.idx[k] = int32(off + k)
 				}
-				var pos, neg, zero, conflicts int
-				if z {
-					pos, neg, zero, conflicts = tiesAVX512(kind, &a, c)
-				} else {
-					pos, neg, zero, conflicts = tiesAVX2(kind, &a, c)
-				}
+				pos, neg, zero, conflicts := fn(&a, c)
 				st.Add(VoteStats{Positive: pos, Negative: neg, ZeroSum: zero, Conflicts: conflicts})
 			}
 			copy(b.Kept, a.kept[:])

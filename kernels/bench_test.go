@@ -91,7 +91,7 @@ func (in *benchInputs) pass(s *Set) {
 func BenchmarkTies(b *testing.B) {
 	for _, s := range Available() {
 		for _, dt := range dtypes {
-			for _, n := range []int{2, 3, 8} {
+			for _, n := range []int{2, 3, 5, 8} {
 				for _, size := range []string{"l2", "ram"} {
 					name := fmt.Sprintf("impl=%s/dtype=%s/n=%d/size=%s", s.Name, dt, n, size)
 					b.Run(name, func(b *testing.B) {

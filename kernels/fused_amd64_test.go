@@ -1,20 +1,20 @@
-//go:build !noasm
+//go:build !noasm && !purego && gc
 
 package kernels
 
 import (
+	"reflect"
 	"testing"
-	"unsafe"
 )
 
-// TestTiesArgsLayout holds the parameter block to the offsets asmgen wrote
-// into the assembly.
+// TestTiesArgsLayout holds the parameter block to the offsets the generator
+// computed and wrote into the assembly.
 func TestTiesArgsLayout(t *testing.T) {
-	var a tiesArgs
-	got := [...]uintptr{unsafe.Offsetof(a.models), unsafe.Offsetof(a.thr), unsafe.Offsetof(a.w),
-		unsafe.Offsetof(a.kept), unsafe.Offsetof(a.zero), unsafe.Offsetof(a.base), unsafe.Offsetof(a.dst),
-		unsafe.Offsetof(a.lambda), unsafe.Offsetof(a.idx), unsafe.Offsetof(a.eq), unsafe.Offsetof(a.equal)}
-	if got != tiesArgsOffsets {
-		t.Fatalf("tiesArgs offsets %v, the assembly uses %v", got, tiesArgsOffsets)
+	typ := reflect.TypeFor[tiesArgs]()
+	for _, f := range tiesArgsLayout {
+		sf, ok := typ.FieldByName(f.name)
+		if !ok || sf.Offset != f.off {
+			t.Errorf("tiesArgs.%s at offset %d (found %v), the assembly uses %d", f.name, sf.Offset, ok, f.off)
+		}
 	}
 }

@@ -1,10 +1,8 @@
-//go:build !noasm
+//go:build !noasm && !purego && gc
 
 package kernels
 
 import "unsafe"
-
-//go:generate go run neon_asmgen_arm64.go
 
 // neonSet runs the kernels with Advanced SIMD (base ARMv8.0: f16 conversion
 // included, no FP16 or BF16 arithmetic extensions). The assembly takes whole
@@ -35,104 +33,6 @@ const neonChunk = 1 << 24
 // neonCallMax is how many elements Range, DeltaRange and Ties pass to one assembly call
 // (a multiple of 16); tests lower it to run the chunking.
 var neonCallMax = neonChunk
-
-//go:noescape
-func widenF16NEON(dst *float32, src *byte, n int)
-
-//go:noescape
-func widenBF16NEON(dst *float32, src *byte, n int)
-
-//go:noescape
-func deltaTrimF32NEON(tau *float32, src *byte, base *float32, n int, thr uint32) (kept int)
-
-//go:noescape
-func deltaTrimF16NEON(tau *float32, src *byte, base *float32, n int, thr uint32) (kept int)
-
-//go:noescape
-func deltaTrimBF16NEON(tau *float32, src *byte, base *float32, n int, thr uint32) (kept int)
-
-// voteNEON votes groups×8 elements; it returns, summed over them, how many
-// vote sums are > 0, ≥ 0 (up), exactly zero with a nonzero value, and how
-// many elements saw both signs. stride is in elements, n ≥ 1.
-//
-//go:noescape
-func voteNEON(out *float32, taus *float32, stride int, w *float32, n int, groups int, flags int) (pos, up, zero, conflicts int)
-
-//go:noescape
-func finishF32NEON(dst *byte, base *float32, tm *float32, n int, lambda float32)
-
-//go:noescape
-func finishF16NEON(dst *byte, base *float32, tm *float32, n int, lambda float32)
-
-//go:noescape
-func finishBF16NEON(dst *byte, base *float32, tm *float32, n int, lambda float32)
-
-// rangeNEON counts the n values (a positive multiple of 16) whose magnitude
-// bits lie in [lo, hi]; with idx != nil it writes start+j for each match j,
-// in order, to idx[:count], and may overwrite idx[count:n].
-//
-//go:noescape
-func rangeNEON(tau *float32, n int, lo, hi uint32, idx *int32, start int) (count int)
-
-// deltaRange*NEON compute τ from the n stored values (a positive multiple
-// of 16) of src and base and count the magnitude bits above hi and inside
-// [lo, hi]; with idx != nil they write start+j for each inside j, in order,
-// to idx[:inside], and may overwrite idx[inside:n].
-//
-//go:noescape
-func deltaRangeF32NEON(src *byte, base *float32, n int, lo, hi uint32, idx *int32, start int) (above, inside int)
-
-//go:noescape
-func deltaRangeF16NEON(src *byte, base *float32, n int, lo, hi uint32, idx *int32, start int) (above, inside int)
-
-//go:noescape
-func deltaRangeBF16NEON(src *byte, base *float32, n int, lo, hi uint32, idx *int32, start int) (above, inside int)
-
-// neonTiesArgs is the fused kernel's argument block; neon_asmgen_arm64.go
-// knows its offsets (TestNEONTiesArgsLayout checks them).
-type neonTiesArgs struct {
-	dst    *byte
-	base   *byte
-	models [8]*byte
-	groups int // of 4 elements, > 0
-	nm     int // 1..8
-	zero   *int32
-	start  int // index of the first element, for the zero-sum indices
-	flags  int
-	thr    [8]uint32
-	w      [8]float32
-	vw     [8]float32 // the vote's weights: w for a weighted vote, else 1
-	lambda float32
-	_      uint32
-	// Results.
-	kept                        [8]int
-	pos, up, zeroSum, conflicts int
-	equal                       [8]int // with tiesEqual
-}
-
-// Ties flag bits, as neon_asmgen_arm64.go numbers them.
-const (
-	tiesMean  = 1 << iota // aggregate mean with the count divisor, else sum
-	tiesZero              // write zero-sum indices
-	tiesDivW              // the mean divides by Σ m·w
-	tiesEqual             // count the values at the threshold (TiesBlock.Equal)
-)
-
-//go:noescape
-func tiesF16NEON(a *neonTiesArgs)
-
-//go:noescape
-func tiesBF16NEON(a *neonTiesArgs)
-
-// Vote flag bits, as neon_asmgen_arm64.go numbers them.
-const (
-	voteWeighted = 1 << iota
-	voteCount
-	voteNone
-	voteSum
-	voteMax
-	voteDivW
-)
 
 func neonWiden(dst []float32, src []byte, dt DType) {
 	n := len(dst)

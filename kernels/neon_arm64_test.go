@@ -1,4 +1,4 @@
-//go:build !noasm
+//go:build !noasm && !purego && gc
 
 package kernels
 
@@ -8,9 +8,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"testing"
-	"unsafe"
 )
 
 // These tests hold the NEON set to the Go reference bit for bit. The
@@ -557,24 +557,14 @@ func BenchmarkNEON(b *testing.B) {
 	}
 }
 
+// TestNEONTiesArgsLayout holds the parameter block to the offsets the
+// generator computed and wrote into the assembly.
 func TestNEONTiesArgsLayout(t *testing.T) {
-	var a neonTiesArgs
-	for _, c := range []struct {
-		name     string
-		got, off uintptr
-	}{
-		{"dst", unsafe.Offsetof(a.dst), 0}, {"base", unsafe.Offsetof(a.base), 8},
-		{"models", unsafe.Offsetof(a.models), 16}, {"groups", unsafe.Offsetof(a.groups), 80},
-		{"nm", unsafe.Offsetof(a.nm), 88}, {"zero", unsafe.Offsetof(a.zero), 96},
-		{"start", unsafe.Offsetof(a.start), 104}, {"flags", unsafe.Offsetof(a.flags), 112},
-		{"thr", unsafe.Offsetof(a.thr), 120}, {"w", unsafe.Offsetof(a.w), 152},
-		{"vw", unsafe.Offsetof(a.vw), 184}, {"lambda", unsafe.Offsetof(a.lambda), 216},
-		{"kept", unsafe.Offsetof(a.kept), 224}, {"pos", unsafe.Offsetof(a.pos), 288},
-		{"up", unsafe.Offsetof(a.up), 296}, {"zeroSum", unsafe.Offsetof(a.zeroSum), 304},
-		{"conflicts", unsafe.Offsetof(a.conflicts), 312}, {"equal", unsafe.Offsetof(a.equal), 320},
-	} {
-		if c.got != c.off {
-			t.Errorf("neonTiesArgs.%s at offset %d, the generator says %d", c.name, c.got, c.off)
+	typ := reflect.TypeFor[neonTiesArgs]()
+	for _, f := range neonTiesArgsLayout {
+		sf, ok := typ.FieldByName(f.name)
+		if !ok || sf.Offset != f.off {
+			t.Errorf("neonTiesArgs.%s at offset %d (found %v), the assembly uses %d", f.name, sf.Offset, ok, f.off)
 		}
 	}
 }

@@ -12,7 +12,7 @@ import (
 	"golang.org/x/arch/arm64/arm64asm"
 )
 
-// neonWordOps are the instructions neon_asmgen_arm64.go encodes as WORDs:
+// neonWordOps are the instructions internal/asmgen encodes as WORDs:
 // each must occur, and so be checked, at least once.
 var neonWordOps = []string{
 	"FADD", "FSUB", "FMUL", "FDIV", "FABS", "FNEG",

@@ -11,151 +11,166 @@ import (
 // The fused Ties kernels: per vector, widen θ₀, then per model widen θ,
 // τ = θ − θ₀, trim, and vote; then the disjoint aggregate over the same τ
 // and θ₀ + λ·τₘ rounded to the stored dtype, with the arithmetic of the
-// stage kernels above, operation for operation. One kernel per stored dtype
-// (input and output alike), aggregate (Mean, Sum), weighting (U, W, 1, as
-// the vote) and model count 1..8, with consensus Sum: unrolling over the
-// models keeps the τ vectors in registers.
+// stage kernels above, operation for operation, consensus Sum. One kernel
+// per stored dtype (input and output alike) and weighting (U, W, 1, as the
+// vote); the model count (1..8), the aggregate (Mean, Sum) and whether to
+// count Equal are run-time parameters. The code is unrolled over eight
+// models, so the τ vectors stay in registers, and a model past the count
+// branches to the end of the vote or the aggregate; the branches, the same
+// on every step, cost less than noise, while specialising the weighting
+// pays (kernels/README.md).
 //
 // With weighting W the register holds a = w·τ from the start: it is both
 // what the vote sees and what the aggregate adds.
 
-var (
-	fusedDTypes = []string{"F32", "F16", "BF16"} // in DType order
-	fusedAggs   = []string{"Mean", "Sum"}
-)
+var fusedDTypes = []string{"F32", "F16", "BF16"} // in DType order
 
 const maxFused = 8
 
 // fusedPrefetch is the fused kernels' prefetch distance: they read N + 1
-// streams at once, and a shorter distance than the stage kernels' did
-// better on RAM-sized inputs (bf16, N = 3: 1024 vs 4096 bytes, about 0.75
-// vs 0.70 of a memory copy, medians of six noisy runs).
-var fusedPrefetch = flag.Int("fused-prefetch", 1024, "prefetch distance of the fused kernels in bytes (0: none)")
+// streams at once, and do best on RAM-sized inputs with a shorter distance
+// than the stage kernels' (kernels/README.md).
+var fusedPrefetch = flag.Int("fused-prefetch", 512, "prefetch distance of the fused kernels in bytes (0: none)")
 
 const sigTies = "(a *tiesArgs, n int) (pos, neg, zero, conflicts int)"
 
-// tiesArgs layout (the generator writes the type into asm_amd64.go).
+// fkind is one fused kernel's specialisation: stored dtype and weighting.
+type fkind struct{ dt, wt string }
+
+// Run-time flags of the fused kernels (tiesArgs.flags).
 const (
-	argModels = 0   // [8]*byte
-	argThr    = 64  // [8][8]uint32
-	argW      = 320 // [8]float32
-	argKept   = 352 // [8]int
-	argZero   = 416 // uintptr
-	argBase   = 424 // *byte
-	argDst    = 432 // *byte
-	argLambda = 440 // float32
-	argIdx    = 448 // [16]int32
-	argEq     = 512 // [8][8]uint32
-	argEqual  = 768 // [8]int
+	tiesFlagMean = 1
+	tiesFlagEq   = 2
 )
 
-const tiesArgsType = `
-// tiesArgs is the parameter block of the fused Ties kernels.
-type tiesArgs struct {
-	models [8]*byte // model i's first element
-	// thr[i] is model i's threshold in every lane: DeltaTrim's thrBits
-	// (AVX-512), or min(thrBits, 0x80000000) − 1 compared signed (AVX2).
-	thr  [8][8]uint32
-	w    [8]float32
-	kept [8]int // the kernels add each model's kept count
-	// zero is where the next zero-sum index goes (the kernels advance it),
-	// 0 if none are wanted. A uintptr: the assembly writes it back, and
-	// TiesBlock.Zero keeps the memory alive.
-	zero   uintptr
-	base   *byte
-	dst    *byte
-	lambda float32
-	_      uint32
-	idx    [16]int32 // lane k's block index at the call's first element
-	// eq[i] is model i's threshold (thrBits) in every lane, and equal[i]
-	// gets the count of |τ| with exactly that pattern: the Eq kernels.
-	eq    [8][8]uint32
-	equal [8]int
-}
+// tiesArgs is the parameter block of the x86 fused kernels.
+var tiesArgs = newLayout("tiesArgs", "tiesArgs is the parameter block of the fused Ties kernels.",
+	field{"models", "[8]*byte", "model i's first element; those past nm point at base (prefetched, never read)"},
+	field{"thr", "[8][8]uint32", "thr[i] is model i's threshold in every lane: DeltaTrim's thrBits\n(AVX-512), or min(thrBits, 0x80000000) − 1 compared signed (AVX2)."},
+	field{"w", "[8]float32", ""},
+	field{"kept", "[8]int", "the kernels add each model's kept count"},
+	field{"zero", "uintptr", "zero is where the next zero-sum index goes (the kernels advance it),\n0 if none are wanted. A uintptr: the assembly writes it back, and\nTiesBlock.Zero keeps the memory alive."},
+	field{"base", "*byte", ""},
+	field{"dst", "*byte", ""},
+	field{"lambda", "float32", ""},
+	field{"_", "uint32", ""},
+	field{"idx", "[16]int32", "lane k's block index at the call's first element"},
+	field{"eq", "[8][8]uint32", "eq[i] is model i's threshold (thrBits) in every lane, and equal[i]\ngets the count of |τ| with exactly that pattern (flag tiesFlagEq)."},
+	field{"equal", "[8]int", ""},
+	field{"nm", "int", "the model count, 1..8"},
+	field{"flags", "int", "tiesFlagMean, tiesFlagEq"},
+)
 
-// tiesArgsOffsets are the offsets the assembly uses, in field order.
-var tiesArgsOffsets = [...]uintptr{%d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d}
+// Offsets in tiesArgs.
+var (
+	argModels = tiesArgs.at("models")
+	argThr    = tiesArgs.at("thr")
+	argW      = tiesArgs.at("w")
+	argKept   = tiesArgs.at("kept")
+	argZero   = tiesArgs.at("zero")
+	argBase   = tiesArgs.at("base")
+	argDst    = tiesArgs.at("dst")
+	argLambda = tiesArgs.at("lambda")
+	argIdx    = tiesArgs.at("idx")
+	argEq     = tiesArgs.at("eq")
+	argEqual  = tiesArgs.at("equal")
+	argNM     = tiesArgs.at("nm")
+	argFlags  = tiesArgs.at("flags")
+)
 
-// tiesEqKinds is the number of fused kernels that do not count Equal; kind
-// + tiesEqKinds is the form of kind that does.
-const tiesEqKinds = %d
-`
+func tiesName(k fkind, isa string) string { return "ties" + k.dt + k.wt + isa }
 
-func tiesName(dt, agg, wt string, nm int, eq bool, isa string) string {
-	e := ""
-	if eq {
-		e = "Eq"
-	}
-	return fmt.Sprintf("ties%s%s%sN%d%s%s", dt, agg, wt, nm, e, isa)
-}
-
-// eqKinds is the number of kernels without Equal counts.
-var eqKinds = len(fusedDTypes) * len(fusedAggs) * len(weightings) * maxFused
-
-// fusedVariants calls f for every kernel with its kind, as tiesKind in
-// package kernels numbers them: ((dtype·2 + aggregate)·3 + weighting)·8 +
-// models − 1, plus eqKinds for the kernels that count Equal.
-func fusedVariants(f func(kind int, dt, agg, wt string, nm int, eq bool)) {
-	for ei, eq := range []bool{false, true} {
-		for di, dt := range fusedDTypes {
-			for ai, agg := range fusedAggs {
-				for wi, wt := range weightings {
-					for nm := 1; nm <= maxFused; nm++ {
-						f(ei*eqKinds+((di*len(fusedAggs)+ai)*len(weightings)+wi)*maxFused+nm-1, dt, agg, wt, nm, eq)
-					}
-				}
-			}
+// fusedVariants calls f for every kernel, with its indices in the generated
+// tables: the DType and the weighting (weightU, weightW, weight1).
+func fusedVariants(f func(dt, wt int, k fkind)) {
+	for di, dt := range fusedDTypes {
+		for wi, wt := range weightings {
+			f(di, wi, fkind{dt, wt})
 		}
 	}
 }
 
+// fusedGo writes tiesArgs, the flags and the tables of kernels.
 func fusedGo(b *bytes.Buffer) {
-	fmt.Fprintf(b, tiesArgsType, argModels, argThr, argW, argKept, argZero, argBase, argDst, argLambda, argIdx, argEq, argEqual, eqKinds)
+	tiesArgs.goDecl(b)
+	fmt.Fprintf(b, `
+// Run-time flags of the fused kernels (tiesArgs.flags).
+const (
+	tiesFlagMean = %d // aggregate Mean, else Sum
+	tiesFlagEq   = %d // count Equal
+)
+
+// tiesMaxModels is the most models a fused kernel takes.
+const tiesMaxModels = %d
+
+// tiesFunc is a fused kernel: it merges n elements.
+type tiesFunc func(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// tiesKernel is one generated fused kernel.
+type tiesKernel struct {
+	name string
+	fn   tiesFunc
+	isa  string // "avx512", "avx2"
+	dt   DType  // stored and output
+	wt   int    // weightU, weightW, weight1
+}
+`, tiesFlagMean, tiesFlagEq, maxFused)
 	for _, isa := range []string{"AVX512", "AVX2"} {
-		fmt.Fprintf(b, "\n// ties%s runs the %s fused kernel numbered kind (tiesKind) over n elements.\n", isa, isa)
-		fmt.Fprintf(b, "func ties%s(kind int, a *tiesArgs, n int) (pos, neg, zero, conflicts int) {\n\tswitch kind {\n", isa)
-		fusedVariants(func(kind int, dt, agg, wt string, nm int, eq bool) {
-			fmt.Fprintf(b, "\tcase %d:\n\t\treturn %s(a, n)\n", kind, tiesName(dt, agg, wt, nm, eq, isa))
-		})
-		b.WriteString("\t}\n\tpanic(\"unreachable\")\n}\n")
+		fmt.Fprintf(b, "\n// ties%sKernels[dt][wt] is the %s fused kernel for DType dt and weighting wt.\n", isa, isa)
+		fmt.Fprintf(b, "var ties%sKernels = [%d][%d]tiesFunc{\n", isa, len(fusedDTypes), len(weightings))
+		for _, dt := range fusedDTypes {
+			fmt.Fprintf(b, "\t%s: {", dt)
+			for wi, wt := range weightings {
+				if wi > 0 {
+					b.WriteString(", ")
+				}
+				fmt.Fprintf(b, "weight%s: %s", wt, tiesName(fkind{dt, wt}, isa))
+			}
+			b.WriteString("},\n")
+		}
+		b.WriteString("}\n")
 	}
+	b.WriteString("\n// tiesKernels lists every generated fused kernel.\nvar tiesKernels = []tiesKernel{\n")
+	for _, isa := range []string{"AVX512", "AVX2"} {
+		fusedVariants(func(dt, wt int, k fkind) {
+			name := tiesName(k, isa)
+			fmt.Fprintf(b, "\t{%q, %s, %q, %s, weight%s},\n", name, name, strings.ToLower(isa), k.dt, k.wt)
+		})
+	}
+	b.WriteString("}\n")
 }
 
-func declareTies(name, dt, agg, wt string, nm int, eq bool, lanes string) {
-	counts := ""
-	if eq {
-		counts = ", counting Equal"
-	}
-	declare(name, sigTies, fmt.Sprintf("%s merges n %selements of %d %s models (consensus Sum, aggregate %s, weights %s%s).",
-		name, lanes, nm, strings.ToLower(dt), agg, wt, counts))
+func declareTies(name string, k fkind, lanes string) {
+	declare(name, sigTies, fmt.Sprintf("%s merges n %selements of a.nm %s models (consensus Sum, weights %s; aggregate and Equal counts by a.flags).",
+		name, lanes, strings.ToLower(k.dt), k.wt))
 }
 
 // ---------------------------------------------------------------- AVX-512
 
 func fused512All(a *asm) {
-	fusedVariants(func(_ int, dt, agg, wt string, nm int, eq bool) { fused512(a, dt, agg, wt, nm, eq) })
+	fusedVariants(func(_, _ int, k fkind) { fused512(a, k) })
 }
 
 // fused512 takes 16 elements per step, the last ones masked (K7).
 // Registers:
 //
-//	BX args, CX element index, DX n, SI θ₀, DI output, R8.. model i's θ.
-//	Z0 θ₀, Z1..Z8 τ (or a) of models 0..7, then the kept counts of the first
-//	models as lane counters where fewer models leave them free (others go
-//	through KMOVW and POPCNT to memory), Z9 s, Z10 max v, Z11 min v,
-//	Z12 |τ| then flip, Z13 num, Z14 den, Z15..Z17 temporaries, Z18 w,
-//	Z19..Z22 lane counters: conflicts, zero sum, negative, positive,
-//	Z23 sign bit, Z24..Z26 bf16: widen and pack tables, 0x7fff,
+//	BX args, CX element index, DX the model count, SI θ₀, DI output,
+//	R8..R15 model i's θ.
+//	Z0 θ₀, Z1..Z8 τ (or a) of models 0..7, Z9 s, Z10 max v, Z11 min v,
+//	Z12 |τ| then flip, Z13 num, Z14 den, Z15 Z17 temporaries, Z16 Z18
+//	models 0 and 1's kept lanes (the others go through KMOVW and POPCNT to
+//	memory), Z19..Z22 lane counters: conflicts, zero sum, negative,
+//	positive, Z23 sign bit, Z24..Z26 bf16: widen and pack tables, 0x7fff,
 //	Z27 int 1, Z28 0x7fffffff, Z29 λ, Z30 1.0, Z31 0.
-func fused512(a *asm, dt, agg, wt string, nm int, eq bool) {
-	name := tiesName(dt, agg, wt, nm, eq, "AVX512")
-	declareTies(name, dt, agg, wt, nm, eq, "")
+func fused512(a *asm, k fkind) {
+	name := tiesName(k, "AVX512")
+	declareTies(name, k, "")
 	a.text(name, "$0-48", sigTies)
 	a.op("MOVQ a+0(FP), BX")
-	a.op("MOVQ n+8(FP), DX")
+	a.op("MOVQ %d(BX), DX", argNM)
 	a.op("MOVQ %d(BX), SI", argBase)
 	a.op("MOVQ %d(BX), DI", argDst)
-	for i := 0; i < nm; i++ {
+	for i := 0; i < maxFused; i++ {
 		a.op("MOVQ %d(BX), R%d", argModels+8*i, 8+i)
 	}
 	a.op("VPXORD Z31, Z31, Z31")
@@ -163,45 +178,44 @@ func fused512(a *asm, dt, agg, wt string, nm int, eq bool) {
 	broadcast512(a, "$0x7fffffff", 28)
 	broadcast512(a, "$1", 27)
 	broadcast512(a, "$0x80000000", 23)
-	if agg == "Mean" {
-		broadcast512(a, "$0x3f800000", 30)
-	}
-	if dt == "BF16" {
-		loadSetup512(a, dt)
+	broadcast512(a, "$0x3f800000", 30)
+	if k.dt == "BF16" {
+		loadSetup512(a, k.dt)
 		a.op("VMOVDQU64 bf16pack<>(SB), Z25")
 		broadcast512(a, "$0x7fff", 26)
 	}
 	for z := 19; z <= 22; z++ {
 		a.op("VPXORD Z%d, Z%d, Z%d", z, z, z)
 	}
-	for i := 0; i < nm; i++ {
-		if z := keptReg512(nm, i); z > 0 {
+	for i := 0; i < maxFused; i++ {
+		if z := keptReg512(i); z > 0 {
 			a.op("VPXORD Z%d, Z%d, Z%d", z, z, z)
 		}
 	}
 	a.op("XORQ CX, CX")
-	sz := size(dt)
+	sz := size(k.dt)
 	var outOfLine []func()
 	a.label("loop")
 	a.op("LEAQ 16(CX), AX")
-	a.op("CMPQ AX, DX")
+	a.op("CMPQ AX, n+8(FP)")
 	a.op("JA tail")
-	prefetchLines(a, 16*sz, sz, append([]string{"SI"}, modelRegs(nm)...))
-	outOfLine = append(outOfLine, fused512Body(a, dt, agg, wt, nm, eq, false))
+	prefetchLines(a, 16*sz, sz, "DX")
+	outOfLine = append(outOfLine, fused512Body(a, k, false))
 	a.op("ADDQ $16, CX")
 	a.op("JMP loop")
 	a.label("tail")
-	a.op("MOVQ DX, AX")
+	a.op("MOVQ n+8(FP), AX")
 	a.op("SUBQ CX, AX")
 	a.op("JZ done")
 	a.op("MOVQ CX, DX")
 	a.op("MOVQ AX, CX")
 	tailMask512(a)
 	a.op("MOVQ DX, CX")
-	outOfLine = append(outOfLine, fused512Body(a, dt, agg, wt, nm, eq, true))
+	a.op("MOVQ %d(BX), DX", argNM)
+	outOfLine = append(outOfLine, fused512Body(a, k, true))
 	a.label("done")
-	for i := 0; i < nm; i++ {
-		if z := keptReg512(nm, i); z > 0 {
+	for i := 0; i < maxFused; i++ {
+		if z := keptReg512(i); z > 0 {
 			a.op("VEXTRACTI64X4 $1, Z%d, Y0", z)
 			a.op("VPADDD Y%d, Y0, Y0", z)
 			hsum(a)
@@ -223,17 +237,21 @@ func fused512(a *asm, dt, agg, wt string, nm int, eq bool) {
 }
 
 // keptReg512 is the Z register counting model i's kept lanes, or 0.
-func keptReg512(nm, i int) int {
-	if z := nm + 1 + i; z <= 8 {
-		return z
+func keptReg512(i int) int {
+	switch i {
+	case 0:
+		return 16
+	case 1:
+		return 18
 	}
 	return 0
 }
 
-// prefetchLines prefetches each stream (element index CX, sz bytes an
-// element) once per 64-byte line: where a step (bytes per stream) is
-// shorter, only on steps that start a line.
-func prefetchLines(a *asm, step, sz int, regs []string) {
+// prefetchLines prefetches θ₀ and each model's stream (element index CX,
+// sz bytes an element) once per 64-byte line: where a step (bytes per
+// stream) is shorter, only on steps that start a line. Models past the
+// count (nm, as modelGuard) are not prefetched.
+func prefetchLines(a *asm, step, sz int, nm string) {
 	if *fusedPrefetch <= 0 {
 		return
 	}
@@ -241,26 +259,39 @@ func prefetchLines(a *asm, step, sz int, regs []string) {
 		a.op("TESTQ $%d, CX", 64/sz-1)
 		a.op("JNZ noprefetch")
 	}
-	for _, r := range regs {
-		a.op("PREFETCHT0 %d(%s)(CX*%d)", *fusedPrefetch, r, sz)
+	a.op("PREFETCHT0 %d(SI)(CX*%d)", *fusedPrefetch, sz)
+	for i := 0; i < maxFused; i++ {
+		modelGuard(a, i, "noprefetch", nm)
+		a.op("PREFETCHT0 %d(R%d)(CX*%d)", *fusedPrefetch, 8+i, sz)
 	}
-	if step < 64 {
-		a.label("noprefetch")
+	a.label("noprefetch")
+}
+
+// modelGuard skips to label once model i is past the model count, held
+// in nm (a register or memory).
+func modelGuard(a *asm, i int, label, nm string) {
+	if i > 0 {
+		a.op("CMPQ %s, $%d", nm, i)
+		a.op("JLS %s", label)
 	}
 }
 
-func modelRegs(nm int) []string {
-	var r []string
-	for i := 0; i < nm; i++ {
-		r = append(r, fmt.Sprintf("R%d", 8+i))
-	}
-	return r
+// flagTest jumps to label unless the run-time flag is set.
+func flagTest(a *asm, flag int, label string) {
+	a.op("TESTB $%d, %d(BX)", flag, argFlags)
+	a.op("JZ %s", label)
 }
 
 // fused512Body merges the 16 elements at CX (the K7 lanes if masked). It
 // returns the code to place out of line: writing zero-sum indices, which
 // are rare.
-func fused512Body(a *asm, dt, agg, wt string, nm int, eq, masked bool) func() {
+//
+// The weights multiply as an embedded broadcast, w the second operand:
+// with W a NaN a = w·τ never joins the aggregate (it agrees with no sign),
+// and with U the τ that join are not NaN, so which NaN operand a product
+// keeps never shows.
+func fused512Body(a *asm, k fkind, masked bool) func() {
+	dt, wt := k.dt, k.wt
 	sz := size(dt)
 	sfx, k7 := "", ""
 	if masked {
@@ -268,20 +299,22 @@ func fused512Body(a *asm, dt, agg, wt string, nm int, eq, masked bool) func() {
 	}
 	mem := func(r string) string { return fmt.Sprintf("(%s)(CX*%d)", r, sz) }
 	load512(a, dt, mem("SI"), 0, masked)
-	for i := 0; i < nm; i++ {
+	for i := 0; i < maxFused; i++ {
+		modelGuard(a, i, "voted"+sfx, "DX")
 		t := 1 + i
 		load512(a, dt, mem(fmt.Sprintf("R%d", 8+i)), t, masked)
 		a.op("VSUBPS Z0, Z%d, Z%d", t, t) // τ = θ − θ₀
 		a.op("VPANDD Z28, Z%d, Z12", t)
 		a.op("VPCMPUD.BCST $5, %d(BX), Z12, %sK1", argThr+32*i, k7) // |τ| ≥ thr
-		if eq {
-			a.op("VPCMPUD.BCST $0, %d(BX), Z12, %sK6", argThr+32*i, k7) // |τ| = thr
-			a.op("KMOVW K6, AX")
-			a.op("POPCNTL AX, AX")
-			a.op("ADDQ AX, %d(BX)", argEqual+8*i)
-		}
+		noeq := fmt.Sprintf("noeq%d%s", i, sfx)
+		flagTest(a, tiesFlagEq, noeq)
+		a.op("VPCMPUD.BCST $0, %d(BX), Z12, %sK6", argThr+32*i, k7) // |τ| = thr
+		a.op("KMOVW K6, AX")
+		a.op("POPCNTL AX, AX")
+		a.op("ADDQ AX, %d(BX)", argEqual+8*i)
+		a.label(noeq)
 		a.op("VMOVAPS.Z Z%d, K1, Z%d", t, t)
-		if z := keptReg512(nm, i); z > 0 {
+		if z := keptReg512(i); z > 0 {
 			a.op("VPADDD Z27, Z%d, K1, Z%d", z, z)
 		} else {
 			a.op("KMOVW K1, AX")
@@ -289,8 +322,7 @@ func fused512Body(a *asm, dt, agg, wt string, nm int, eq, masked bool) func() {
 			a.op("ADDQ AX, %d(BX)", argKept+8*i)
 		}
 		if wt == "W" {
-			a.op("VBROADCASTSS %d(BX), Z18", argW+4*i)
-			a.op("VMULPS Z%d, Z18, Z%d", t, t) // a = w·τ
+			a.op("VMULPS.BCST %d(BX), Z%d, Z%d", argW+4*i, t, t) // a = w·τ
 		}
 		if i == 0 {
 			a.op("VMAXPS Z31, Z%d, Z10", t)
@@ -302,6 +334,7 @@ func fused512Body(a *asm, dt, agg, wt string, nm int, eq, masked bool) func() {
 			a.op("VADDPS Z%d, Z9, Z9", t)
 		}
 	}
+	a.label("voted" + sfx)
 	a.op("VCMPPS %s, Z31, Z10, K2", cmpGT) // some v > 0
 	a.op("VCMPPS %s, Z31, Z11, K3", cmpLT) // some v < 0
 	a.op("KANDW K2, K3, K4")
@@ -319,32 +352,29 @@ func fused512Body(a *asm, dt, agg, wt string, nm int, eq, masked bool) func() {
 	a.op("CMPQ %d(BX), $0", argZero)
 	a.op("JNE zero%s", sfx)
 	a.label("back" + sfx)
-	for i := 0; i < nm; i++ {
+	for i := 0; i < maxFused; i++ {
+		modelGuard(a, i, "summed"+sfx, "DX")
 		t := 1 + i
 		a.op("VPXORD Z12, Z%d, Z15", t)
 		a.op("VCMPPS %s, Z31, Z15, K2", cmpGT) // v agrees with the vote
 		ar := t
 		if wt == "U" {
-			a.op("VBROADCASTSS %d(BX), Z18", argW+4*i)
-			a.op("VMULPS Z%d, Z18, Z15", t) // a = w·τ
+			a.op("VMULPS.BCST %d(BX), Z%d, Z15", argW+4*i, t) // a = w·τ
 			ar = 15
 		}
 		if i == 0 {
 			a.op("VADDPS.Z Z31, Z%d, K2, Z13", ar) // num = a + 0
-			if agg == "Mean" {
-				a.op("VMOVAPS.Z Z30, K2, Z14")
-			}
+			a.op("VMOVAPS.Z Z30, K2, Z14")
 		} else {
 			a.op("VADDPS Z13, Z%d, K2, Z13", ar) // a + num
-			if agg == "Mean" {
-				a.op("VADDPS Z14, Z30, K2, Z14")
-			}
+			a.op("VADDPS Z14, Z30, K2, Z14")
 		}
 	}
-	if agg == "Mean" {
-		a.op("VMAXPS Z30, Z14, Z14") // a zero divisor becomes 1
-		a.op("VDIVPS Z14, Z13, Z13")
-	}
+	a.label("summed" + sfx)
+	flagTest(a, tiesFlagMean, "nodiv"+sfx)
+	a.op("VMAXPS Z30, Z14, Z14") // a zero divisor becomes 1
+	a.op("VDIVPS Z14, Z13, Z13")
+	a.label("nodiv" + sfx)
 	a.op("VMULPS Z13, Z29, Z13") // λ·τₘ
 	a.op("VADDPS Z13, Z0, Z13")  // θ₀ + λ·τₘ
 	dst := mem("DI")
@@ -394,7 +424,7 @@ func fused2All(a *asm) {
 		}
 		a.b.WriteString(fmt.Sprintf("GLOBL %s<>(SB), RODATA|NOPTR, $32\n", c.name))
 	}
-	fusedVariants(func(_ int, dt, agg, wt string, nm int, eq bool) { fused2(a, dt, agg, wt, nm, eq) })
+	fusedVariants(func(_, _ int, k fkind) { fused2(a, k) })
 }
 
 // fused2heldMax is how many τ vectors the AVX2 kernels keep between the
@@ -427,21 +457,21 @@ func (c counter2) add(a *asm, mask int) {
 //
 //	BX args, CX element index, SI θ₀, DI output, R8.. model i's θ,
 //	AX DX temporaries (DX: half A's zero-sum mask).
-//	Y0..Y6 τ (or a) of the first models, Y7 Y8 temporaries, Y9 s then
-//	flip, Y10 max v then num, Y11 min v then den, Y12 θ₀, Y14 half A's
-//	output, Y15 0.
+//	Y0..Y6 τ (or a) of models 0..6, Y7 Y8 temporaries, Y9 s then flip,
+//	Y10 max v then num, Y11 min v then den, Y12 θ₀, Y14 half A's output,
+//	Y15 0.
 //	The counts (up, i.e. s ≥ 0, positive, conflicts, zero sum, then each
-//	model's kept) take the registers left, Y13 (and Y14 but for bf16) and
-//	the unused τ ones, in that order; the others are popcounted into their
-//	results.
-func fused2(a *asm, dt, agg, wt string, nm int, eq bool) {
-	name := tiesName(dt, agg, wt, nm, eq, "AVX2")
+//	model's kept) take the registers left, Y13 (and Y14 but for bf16), in
+//	that order; the others are popcounted into their results.
+func fused2(a *asm, k fkind) {
+	dt, wt, nm := k.dt, k.wt, maxFused
+	name := tiesName(k, "AVX2")
 	pair := dt == "BF16"
 	lanes := "(a multiple of 8) "
 	if pair {
 		lanes = "(a multiple of 16) "
 	}
-	declareTies(name, dt, agg, wt, nm, eq, lanes)
+	declareTies(name, k, lanes)
 	a.text(name, "$0-48", sigTies)
 	a.op("MOVQ a+0(FP), BX")
 	a.op("MOVQ %d(BX), SI", argBase)
@@ -450,13 +480,10 @@ func fused2(a *asm, dt, agg, wt string, nm int, eq bool) {
 		a.op("MOVQ %d(BX), R%d", argModels+8*i, 8+i)
 	}
 	a.op("VXORPS Y15, Y15, Y15")
-	held := min(nm, fused2heldMax)
+	held := fused2heldMax
 	free := []int{13}
 	if !pair {
 		free = append(free, 14)
-	}
-	for y := held; y < fused2heldMax; y++ {
-		free = append(free, y)
 	}
 	mems := []string{"neg+24(FP)", "pos+16(FP)", "conflicts+40(FP)", "zero+32(FP)"}
 	for i := 0; i < nm; i++ {
@@ -492,12 +519,15 @@ func fused2(a *asm, dt, agg, wt string, nm int, eq bool) {
 	trim := func(i, t int, half string, count bool) {
 		load(fmt.Sprintf("R%d", 8+i), t, half)
 		a.op("VSUBPS Y12, Y%d, Y%d", t, t) // τ = θ − θ₀
-		if eq && count {
+		if count {
+			noeq := fmt.Sprintf("noeq%d%s", i, half)
+			flagTest(a, tiesFlagEq, noeq)
 			a.op("VPAND cmag<>(SB), Y%d, Y8", t)
 			a.op("VPCMPEQD %d(BX), Y8, Y8", argEq+32*i) // |τ| = thr
 			a.op("VMOVMSKPS Y8, AX")
 			a.op("POPCNTL AX, AX")
 			a.op("ADDQ AX, %d(BX)", argEqual+8*i)
+			a.label(noeq)
 		}
 		a.op("VPAND cmag<>(SB), Y%d, Y8", t)
 		a.op("VPCMPGTD %d(BX), Y8, Y8", argThr+32*i) // |τ| > thr − 1
@@ -513,6 +543,7 @@ func fused2(a *asm, dt, agg, wt string, nm int, eq bool) {
 	step := func(half string) {
 		load("SI", 12, half)
 		for i := 0; i < nm; i++ {
+			modelGuard(a, i, "voted"+half, fmt.Sprintf("%d(BX)", argNM))
 			t := 7
 			if i < held {
 				t = i
@@ -528,6 +559,7 @@ func fused2(a *asm, dt, agg, wt string, nm int, eq bool) {
 				a.op("VADDPS Y%d, Y9, Y9", t)
 			}
 		}
+		a.label("voted" + half)
 		a.op("VCMPPS %s, Y15, Y9, Y8", cmpGE) // up
 		up.add(a, 8)
 		a.op("VCMPPS %s, Y15, Y10, Y10", cmpGT) // some v > 0
@@ -545,6 +577,7 @@ func fused2(a *asm, dt, agg, wt string, nm int, eq bool) {
 		pos.add(a, 10)
 		a.op("VANDNPS csign<>(SB), Y8, Y9") // flip = ¬up & sign
 		for i := 0; i < nm; i++ {
+			modelGuard(a, i, "summed"+half, fmt.Sprintf("%d(BX)", argNM))
 			t, w := i, 7
 			if i >= held {
 				trim(i, 7, half, false)
@@ -562,21 +595,18 @@ func fused2(a *asm, dt, agg, wt string, nm int, eq bool) {
 			a.op("VANDPS Y8, Y%d, Y%d", ar, ar)
 			if i == 0 {
 				a.op("VADDPS Y15, Y%d, Y10", ar) // num = a + 0
-				if agg == "Mean" {
-					a.op("VPSUBD Y8, Y15, Y11")
-				}
+				a.op("VPSUBD Y8, Y15, Y11")
 			} else {
 				a.op("VADDPS Y10, Y%d, Y10", ar) // a + num
-				if agg == "Mean" {
-					a.op("VPSUBD Y8, Y11, Y11")
-				}
+				a.op("VPSUBD Y8, Y11, Y11")
 			}
 		}
-		if agg == "Mean" {
-			a.op("VPMAXSD ones32<>(SB), Y11, Y11")
-			a.op("VCVTDQ2PS Y11, Y11")
-			a.op("VDIVPS Y11, Y10, Y10")
-		}
+		a.label("summed" + half)
+		flagTest(a, tiesFlagMean, "nodiv"+half)
+		a.op("VPMAXSD ones32<>(SB), Y11, Y11")
+		a.op("VCVTDQ2PS Y11, Y11")
+		a.op("VDIVPS Y11, Y10, Y10")
+		a.label("nodiv" + half)
 		a.op("VBROADCASTSS %d(BX), Y8", argLambda)
 		a.op("VMULPS Y10, Y8, Y10")  // λ·τₘ
 		a.op("VADDPS Y10, Y12, Y10") // θ₀ + λ·τₘ
@@ -611,7 +641,7 @@ func fused2(a *asm, dt, agg, wt string, nm int, eq bool) {
 	if pair {
 		stepLen = 16
 	}
-	prefetchLines(a, stepLen*sz, sz, append([]string{"SI"}, modelRegs(nm)...))
+	prefetchLines(a, stepLen*sz, sz, fmt.Sprintf("%d(BX)", argNM))
 	if pair {
 		step("A")
 		step("B")
