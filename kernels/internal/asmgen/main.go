@@ -32,10 +32,6 @@ func (a *asm) op(format string, args ...any) {
 
 func (a *asm) label(l string) { fmt.Fprintf(&a.b, "%s:\n", l) }
 
-func (a *asm) comment(format string, args ...any) {
-	fmt.Fprintf(&a.b, "\t// "+format+"\n", args...)
-}
-
 func (a *asm) text(name, frame, sig string) {
 	fmt.Fprintf(&a.b, "\n// func %s%s\nTEXT ·%s(SB), NOSPLIT, %s\n", name, sig, name, frame)
 }
