@@ -206,6 +206,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		if err != nil {
 			return nil, err
 		}
+		e.releaseTensor(j)
 		rep.add(j, s)
 	}
 	for _, f := range held {
@@ -453,6 +454,16 @@ func (e *engine) release(j *job, b int, lo, hi int64) {
 	drop(j.base, j.bdt)
 	for i, t := range j.models {
 		drop(t, j.mdt[i])
+	}
+}
+
+// releaseTensor drops the pages of every input of j, read for the last time.
+func (e *engine) releaseTensor(j *job) {
+	for _, t := range append([]*mmapio.Tensor{j.base}, j.models...) {
+		if mp, err := e.pool.Acquire(t.File); err == nil {
+			mp.DontNeed(t.Offset, t.Size)
+			e.pool.Release(t.File)
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 
 	"github.com/alecthomas/kong"
@@ -31,6 +32,8 @@ type inspectCmd struct {
 	BlockSize int      `group:"resources" name:"block-size" help:"Elements per block, a multiple of 1024 (default: 32768, less if memory is short)."`
 	Kernel    string   `group:"resources" help:"Kernel set: auto, avx512, avx2, neon or go (also TIESMM_KERNEL)." default:"auto"`
 	Quiet     bool     `group:"output" short:"q" help:"No progress on stderr."`
+
+	CPUProfile string `name:"cpu-profile" hidden:"" help:"Write a Go CPU profile of the inspection to this file."`
 }
 
 // options builds the inspection from the config file or the flags.
@@ -143,6 +146,17 @@ func (c *inspectCmd) Run(ctx context.Context, k *kong.Context) error {
 	}
 	if !c.Quiet {
 		o.Progress = newProgress(os.Stderr)
+	}
+	if c.CPUProfile != "" {
+		f, err := os.Create(c.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	rep, err := inspect.Run(ctx, o)
 	if err != nil {
