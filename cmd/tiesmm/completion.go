@@ -44,7 +44,7 @@ type compCmd struct {
 }
 
 // pathFlags take a file or directory.
-var pathFlags = map[string]bool{"base": true, "model": true, "cpu-profile": true}
+var pathFlags = map[string]bool{"base": true, "model": true, "cpu-profile": true, "html": true}
 
 func completionModel(app *kong.Node) []compCmd {
 	var cmds []compCmd
