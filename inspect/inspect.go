@@ -160,10 +160,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	ks := opts.Kernels
 	if ks == nil {
-		var err error
-		if ks, err = kernels.Best(); err != nil {
-			return nil, err
-		}
+		ks = kernels.Best()
 	}
 	prog := opts.Progress
 	if prog == nil {

@@ -30,7 +30,7 @@ type inspectCmd struct {
 	MaxMemory ByteSize `group:"resources" name:"max-memory" help:"Bound on the process's resident memory, above 0; block size and workers follow from it." default:"2GiB"`
 	Threads   int      `group:"resources" help:"Workers (default: one per core)."`
 	BlockSize int      `group:"resources" name:"block-size" help:"Elements per block, a multiple of 1024 (default: 32768, less if memory is short)."`
-	Kernel    string   `group:"resources" help:"Kernel set: auto, avx512, avx2, neon or go (also TIESMM_KERNEL)." default:"auto"`
+	Kernel    string   `group:"resources" help:"Kernel set: auto, avx512, avx2, neon or go." env:"TIESMM_KERNEL" default:"auto"`
 	Quiet     bool     `group:"output" short:"q" help:"No progress on stderr."`
 
 	CPUProfile string `name:"cpu-profile" hidden:"" help:"Write a Go CPU profile of the inspection to this file."`
