@@ -2,7 +2,6 @@ package inspect
 
 import (
 	"math"
-	"math/bits"
 )
 
 // sums holds what a row adds up: exact counts and exact sums (Acc), so that a
@@ -193,6 +192,3 @@ func (s *sums) figures(densities []float64) Figures {
 	}
 	return f
 }
-
-// popcount of a model mask.
-func popcount(x uint64) int { return bits.OnesCount64(x) }
