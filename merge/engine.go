@@ -436,9 +436,8 @@ func (r *run) parallel(ctx context.Context, bs []block, fn func(w *worker, b blo
 // them), or, in a pass over sampled runs whose pages would be released right
 // after, a copy read into one of the worker's run buffers. A copy costs the
 // sample's few bytes; a mapped run costs a fault and a release, each
-// interrupting both cores (the 1 GB set's paper sample spent a third of its
-// time releasing). The buffers are used in turn, one per input of a block,
-// so a block's inputs never share one.
+// interrupting every core. The buffers are used in turn, one per input of a
+// block, so a block's inputs never share one.
 func (r *run) src(w *worker, t *mmapio.Tensor, dt kernels.DType, start, n int64) []byte {
 	sz := int64(dt.Size())
 	off := t.Offset + start*sz

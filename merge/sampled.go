@@ -27,14 +27,10 @@ import (
 // the tensor without this pass.
 
 // A tensor's sample is denser than a whole model's: the values inside its
-// bands are collected one by one, which costs more than a larger sample
-// (4 GB set, mergekit: one run in 100 took 3.05 CPU-s, in 50 2.61, in 25
-// 2.55; wall time 1.26 s against 1.31 s for 25 against 50, 8 runs each).
+// bands are collected one by one, which costs more than a larger sample.
 const (
 	// Smaller tensors take the radix select: two histogram passes over
-	// all of them. 1<<20 sent the 0.4M and 0.7M-element projections of the
-	// 0.5 and 1 GB sets there: mergekit 0.30 and 0.53 s against 0.24 and
-	// 0.40 s with 1<<18 (medians of 5), byte-identical.
+	// all of them.
 	tensorSampledElems   = 1 << 18
 	tensorSampleMinElems = 1 << 16
 	tensorSampleEvery    = 25
@@ -71,7 +67,6 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *sc
 	// the values would outgrow the lists, the values at the edges are
 	// counted, block by block, by the kernel, and only those strictly inside
 	// listed. The threshold is then an edge, or one of the few inside.
-	// (A tenth: 4 GB set, mergekit, 1.49 s against 1.60 s listing them.)
 	edged := make([]bool, nm)
 	var edges blockCounts // by block seq: per model the values at hi, at lo
 	for _, i := range sc.models {

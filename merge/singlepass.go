@@ -53,8 +53,8 @@ const (
 
 // bandSigmas is the band's half-width around the threshold's expected rank in
 // a sample, in standard deviations of a binomial count. The sample's runs are
-// contiguous, so the real spread is wider than the binomial's: 6 missed on
-// an f32 set (a fallback to two passes), 8 has not.
+// contiguous, so the real spread is wider than the binomial's
+// (docs/performance.md, tuning).
 const bandSigmas = 8
 
 // A tensor's band starts narrower: a miss costs that one tensor a radix
@@ -63,9 +63,7 @@ const bandSigmas = 8
 // one pass, speculate.go) and fewer values inside the others. Each miss
 // doubles the width for the tensors after it, up to bandSigmas twice over,
 // so a model whose rows differ more than the binomial allows soon stops
-// missing. (Medians of 7–9 runs, mergekit, 4σ against 8σ: 4 GB set 1.12
-// against 1.25 s, 2 GB 0.63 against 0.68 s, 1 GB 0.42 against 0.45 s; no
-// miss on any set.)
+// missing.
 const (
 	tensorBandSigmas    = 4
 	maxTensorBandSigmas = 2 * bandSigmas
@@ -174,8 +172,7 @@ func (r *run) sampleBands(ctx context.Context, sc *scope) (int64, error) {
 			return size, nil
 		}
 		// The first sample missed one value, mostly by a little: a sample
-		// of twice its size, not sampleMin, is then enough (1 GB set: 0.345 s
-		// against 0.365 s, no spill either way).
+		// of twice its size, not sampleMin, is then enough.
 		every = min(int64(sc.every), sc.total/(2*sc.firstSample))
 		more, err := r.sampleBandsFrom(ctx, sc, r.sampleBlocks(sc, every))
 		return size + more, err

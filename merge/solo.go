@@ -12,12 +12,9 @@ import (
 // Small tensors of a per-tensor trim are merged side by side, each whole by
 // one worker. Split across the workers, such a tensor's 4–6 passes (sample,
 // select, merge) each end on a barrier, with the select's histogram work
-// in between on one core: the 0.5 GB set kept 1.5 of 2 cores busy.
+// in between on one core while the others wait.
 
 // soloBytes bounds the input bytes of a tensor merged solo (Plan.soloBytes).
-// mergekit preset, medians of 5–9 alternating runs, none solo against up
-// to 64 MB: 2 GB set 0.52 against 0.44 s, 4 GB 1.01 against 0.91 s, 8 GB
-// 2.54 against 2.29 s (up to 16 MB: 0.46 s at 2 GB; 128 MB: no better).
 const soloBytes = 64 << 20
 
 // solo reports whether job ji is merged by mergeSolo: a small tensor of a
