@@ -138,6 +138,8 @@ type run struct {
 	// shared: other runs read the same files side by side (solo.go): the
 	// passes never unmap a file, whose pages are released instead.
 	shared bool
+	// strategy: per job, the plan's Strategy, which the passes follow.
+	strategy []Strategy
 }
 
 // Interrupted is Run's error when its context was canceled (an interrupt):
@@ -197,7 +199,7 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 
 	sum := &Summary{Kernel: r.k.Name, Passes: p.Passes(), InputBytes: p.InputBytes, OutputBytes: p.OutputBytes}
 	sum.Reclaimed, sum.ReclaimedBytes = r.out.Reclaimed()
-	if p.singlePass() {
+	if r.uses(PathSinglePass) {
 		err = r.singlePassMerge(ctx, sum)
 	} else if err = r.selectThresholds(ctx, sum); err == nil {
 		err = r.mergeAll(ctx)
@@ -246,6 +248,7 @@ func (r *run) setup() {
 	n := len(p.Models)
 	r.stride = p.BlockElems
 	r.tensorSigmas = tensorBandSigmas
+	r.strategy = p.Strategies()
 	for ji := range p.Jobs {
 		r.stride = max(r.stride, r.blockSize(ji))
 	}
@@ -285,6 +288,18 @@ func (r *run) setup() {
 		}
 		r.votes[ji] = p.Method.Vote
 		r.votes[ji].Weights = j.Params.Weights
+	}
+}
+
+// uses reports whether some job takes path.
+func (r *run) uses(path Path) bool {
+	return slices.ContainsFunc(r.strategy, func(s Strategy) bool { return s.Path == path })
+}
+
+// traced tells the plan's trace, if any, that job ji took a step.
+func (r *run) traced(ji int, step string) {
+	if r.p.trace != nil {
+		r.p.trace(ji, step)
 	}
 }
 
@@ -641,11 +656,13 @@ func (r *run) histPass(ctx context.Context, bs []block, models []int, hi []uint3
 }
 
 // pick runs the exact (or approximate) select for the models given,
-// keeping need[i] elements of each. A sampled select also returns the ties
-// at each threshold in every block (by block seq).
-// sc, if not nil, is the tensor's sample, already read.
-func (r *run) pick(ctx context.Context, bs []block, models []int, need []uint64, approx bool, sc *scope) ([]topk.Threshold, blockCounts, error) {
-	if !approx && r.p.Method.Scope == ScopeTensor && r.p.Jobs[bs[0].job].Elements >= r.p.tensorSampled {
+// keeping need[i] elements of each: the sampled select if sampled (one
+// tensor's, which falls back to the radix select if its sample misses), else
+// the radix select. A sampled select also returns the ties at each
+// threshold in every block (by block seq). sc, if not nil, is the tensor's
+// sample, already read.
+func (r *run) pick(ctx context.Context, bs []block, models []int, need []uint64, approx, sampled bool, sc *scope) ([]topk.Threshold, blockCounts, error) {
+	if sampled {
 		if th, ties, ok, err := r.sampledPick(ctx, bs, need, sc); err != nil || ok {
 			return th, ties, err
 		}
@@ -656,6 +673,9 @@ func (r *run) pick(ctx context.Context, bs []block, models []int, need []uint64,
 // radixPick is the select by radix histograms: two passes over bs (one
 // if approx).
 func (r *run) radixPick(ctx context.Context, bs []block, models []int, need []uint64, approx bool) ([]topk.Threshold, blockCounts, error) {
+	if r.p.Method.Scope == ScopeTensor {
+		r.traced(bs[0].job, "radix")
+	}
 	th := make([]topk.Threshold, len(r.p.Models))
 	high, err := r.histPass(ctx, bs, models, nil, histHigh)
 	if err != nil {
@@ -716,8 +736,11 @@ func (r *run) selectThresholds(ctx context.Context, sum *Summary) error {
 	if len(models) == 0 {
 		return nil
 	}
+	for _, ji := range r.mergeJobs() {
+		r.traced(ji, "model-radix")
+	}
 	r.prog.StartPass(phaseSelect, 1, len(p.Passes()), p.InputBytes)
-	th, _, err := r.pick(ctx, r.blocks(r.mergeJobs()), models, p.Need, p.Method.ApproxTopK, nil)
+	th, _, err := r.pick(ctx, r.blocks(r.mergeJobs()), models, p.Need, p.Method.ApproxTopK, false, nil)
 	r.prog.EndPass()
 	if err != nil {
 		return err
@@ -752,7 +775,7 @@ func (r *run) selectTensor(ctx context.Context, ji int, sc *scope) error {
 		if len(models) == 0 {
 			continue
 		}
-		th, ties, err := r.pick(ctx, bs, models, sel.need, false, sc)
+		th, ties, err := r.pick(ctx, bs, models, sel.need, false, r.strategy[ji].Path != PathRadix, sc)
 		sc = nil // not the outliers' sample
 		if err != nil {
 			return tensorError(j.Name, err)
@@ -833,8 +856,8 @@ func (r *run) mergeAll(ctx context.Context) error {
 		return err
 	}
 	var jobs []int // the rest, one by one
-	for ji := range p.Jobs {
-		if !r.solo(ji) {
+	for ji, s := range r.strategy {
+		if !s.Solo {
 			jobs = append(jobs, ji)
 		}
 	}
@@ -847,10 +870,10 @@ func (r *run) mergeAll(ctx context.Context) error {
 			r.prefetchJob(jobs[k+1]) // read while this one merges
 		}
 		var err error
-		switch {
-		case j.Copy:
+		switch r.strategy[ji].Path {
+		case PathCopy:
 			err = r.copyJob(ji)
-		case p.Method.ModelStock:
+		case PathModelStock:
 			err = r.modelStockJob(ctx, ji)
 		default:
 			err = r.mergeJob(ctx, ji)
@@ -862,11 +885,13 @@ func (r *run) mergeAll(ctx context.Context) error {
 	return nil
 }
 
-// mergeJob merges one tensor: its thresholds and L1 rescale first where the
-// method needs them (the tensor is then hot in the page cache), then the vote.
+// mergeJob merges one tensor as its strategy says: its thresholds and L1
+// rescale first where it needs them (the tensor is then hot in the page
+// cache), then the vote.
 func (r *run) mergeJob(ctx context.Context, ji int) error {
-	m := r.p.Method
-	if m.Trim && m.Scope == ScopeTensor {
+	s := r.strategy[ji]
+	switch s.Path {
+	case PathSpeculate, PathSampled, PathRadix:
 		defer r.dropTieCounts(ji)
 		// Read more than once before its merge: keep it mapped if it fits.
 		j := &r.p.Jobs[ji]
@@ -874,15 +899,19 @@ func (r *run) mergeJob(ctx context.Context, ji int) error {
 			r.hot = true
 			defer r.cool(ji)
 		}
-		sc, done, err := r.speculateJob(ctx, ji)
-		if err != nil || done {
-			return err
+		var sc *scope
+		if s.Path == PathSpeculate {
+			var done bool
+			var err error
+			if sc, done, err = r.speculateJob(ctx, ji); err != nil || done {
+				return err
+			}
 		}
 		if err := r.selectTensor(ctx, ji, sc); err != nil {
 			return err
 		}
 	}
-	if m.Rescale == RescaleL1 && m.Sparsifies() {
+	if s.Rescale {
 		if err := r.l1Pass(ctx, ji); err != nil {
 			return err
 		}
@@ -890,6 +919,7 @@ func (r *run) mergeJob(ctx context.Context, ji int) error {
 	// The merge releases behind itself, and unmaps at the end; a solo
 	// tensor, mapped whole already, is released once when done.
 	r.hot = r.shared
+	r.traced(ji, "merge")
 	return r.parallel(ctx, r.blocks([]int{ji}), r.mergeBlock)
 }
 
@@ -928,6 +958,7 @@ func (r *run) copyJobs() error {
 }
 
 func (r *run) copyJob(ji int) error {
+	r.traced(ji, "copy")
 	j := &r.p.Jobs[ji]
 	const chunk = 8 << 20
 	f := r.files[j.Base.File]
@@ -993,16 +1024,13 @@ func (w *worker) dropTies(k *kernels.Set, tau []float32, bits uint32, keep int64
 }
 
 // fusedThresholds reports whether block b's merge is one call of the fused
-// kernel (a plain trim at most: no partial ties, cut of outliers, random
-// drop or rescale; every input in one dtype) and sets w.fused.Thr.
+// kernel (its strategy allows it, and the block's trim cuts no tie group and
+// has no rescale) and sets w.fused.Thr.
 func (r *run) fusedThresholds(w *worker, b block) bool {
-	p := r.p
-	j := &p.Jobs[b.job]
-	if p.Method.NoBase || p.Method.Drop != DropNone {
+	if !r.strategy[b.job].Fused {
 		return false
 	}
-	for i := range j.Models {
-		tr := r.trims[b.job][i]
+	for i, tr := range r.trims[b.job] {
 		bits := tr.bits
 		if tr.ties != nil {
 			switch keep := tr.ties[b.index]; {
@@ -1012,7 +1040,7 @@ func (r *run) fusedThresholds(w *worker, b block) bool {
 				return false
 			}
 		}
-		if j.ModelDT[i] != j.BaseDT || r.scale[b.job][i] != 1 || j.NeedTop != nil && j.NeedTop[i] > 0 {
+		if r.scale[b.job][i] != 1 {
 			return false
 		}
 		w.fused.Thr[i] = bits
@@ -1025,6 +1053,7 @@ func (r *run) fusedThresholds(w *worker, b block) bool {
 // again, for the record of their −1 outputs. equal, if not nil, receives per
 // model the count of values at its threshold.
 func (r *run) mergeBlockFused(w *worker, b block, equal []int) error {
+	r.traced(b.job, "fused")
 	p := r.p
 	j := &p.Jobs[b.job]
 	n, sz := int(b.n), j.OutDT.Size()

@@ -96,6 +96,8 @@ type Plan struct {
 	// HotBytes: a per-tensor trim keeps a tensor of at most this many input
 	// bytes mapped from its first read to its merge (no second page faults).
 	HotBytes int64
+	// trace, if set, hears of each step the engine takes for a job (tests).
+	trace func(ji int, step string)
 	// fileBytes: the input files' size, the most of them mapped at once
 	// (0: unknown); heapLimit: the Go heap's share of MaxMemory (0: none).
 	fileBytes, heapLimit int64
@@ -563,8 +565,7 @@ func (p *Plan) workerBytes(block int) (heap, mapped int64) {
 // merged side by side, solo.go) for per-tensor passes.
 func (p *Plan) blocksAtOnce(block, workers int) (model, tensor int64) {
 	m := p.Method
-	soloable := workers >= 2 && m.Trim && m.Scope == ScopeTensor && !m.Outliers && m.Drop == DropNone &&
-		m.Rescale != RescaleL1 && !m.GlobalMajority && !m.ModelStock && !m.NoBase
+	soloable := workers >= 2 && p.soloMethod()
 	var solo []int64
 	for ji, j := range p.Jobs {
 		if j.Copy {

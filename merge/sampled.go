@@ -42,6 +42,7 @@ const (
 // values in a band outgrew their lists (counted in r.missed, r.crowded).
 // sc, if not nil, is the sample, already read.
 func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *scope) (_ []topk.Threshold, ties blockCounts, ok bool, _ error) {
+	r.traced(bs[0].job, "sampled")
 	if sc == nil {
 		var err error
 		if sc, err = r.sampleTensor(ctx, bs[0].job, need); err != nil {

@@ -529,15 +529,14 @@ func (r *run) mergeBlockBand(w *worker, b block) error {
 }
 
 // fusedBands reports whether block b can be merged by the fused kernel in
-// the single pass (every band one value, every input in one dtype) and sets
-// the kernel's thresholds to the bands.
+// the single pass (its strategy allows it, and every band is one value) and
+// sets the kernel's thresholds to the bands.
 func (r *run) fusedBands(w *worker, b block) bool {
-	j := &r.p.Jobs[b.job]
-	if r.p.Method.NoBase {
+	if !r.strategy[b.job].Fused {
 		return false
 	}
 	for i, bd := range r.scope.bands {
-		if bd.lo != bd.hi || j.ModelDT[i] != j.BaseDT {
+		if bd.lo != bd.hi {
 			return false
 		}
 		w.fused.Thr[i] = bd.lo
@@ -771,6 +770,9 @@ func (r *run) singlePassMerge(ctx context.Context, sum *Summary) error {
 // scopePass samples the scope, merges it in one pass and settles it; if the
 // sample missed, it undoes the counts and runs fallback instead.
 func (r *run) scopePass(ctx context.Context, sc *scope, sum *Summary, fallback func() error) error {
+	for _, ji := range sc.jobs {
+		r.traced(ji, "single-pass")
+	}
 	if len(sc.models) == 0 {
 		r.scope = sc
 		return r.parallel(ctx, r.blocks(sc.jobs), r.mergeBlockBand)

@@ -245,6 +245,7 @@ func (a *exactSum) value() float64 {
 // its task vector over that of the sparsified one (mergekit's rescale; left
 // at 1 when either is below 1e-7).
 func (r *run) l1Pass(ctx context.Context, ji int) error {
+	r.traced(ji, "l1")
 	n := len(r.p.Models)
 	for _, w := range r.ws {
 		if w.sums == nil {
@@ -300,6 +301,7 @@ func (r *run) widenBase(w *worker, b block) []float32 {
 // modelStockJob merges one tensor with Model Stock: t = N·c/(1+(N−1)·c) from
 // the mean pairwise cosine c of the task vectors, then t·mean(θᵢ) + (1−t)·θ₀.
 func (r *run) modelStockJob(ctx context.Context, ji int) error {
+	r.traced(ji, "model-stock")
 	n := len(r.p.Models)
 	pairs := n * (n + 1) / 2 // dot products i ≤ k, norms included
 	for _, w := range r.ws {
