@@ -302,10 +302,11 @@ func (p *Plan) inputPaths() []string {
 	return paths
 }
 
+// newJob checks one tensor of the base against the models and resolves its
+// parameters: a job to merge, or one to copy if it is not a float tensor.
 func (p *Plan) newJob(name string, outDT *kernels.DType, resolve Resolver) (Job, []error) {
 	bt := p.Base.Tensors[name]
 	job := Job{Name: name, Base: bt, Shape: bt.Shape, Elements: bt.Elements(), OutDType: bt.DType}
-	var errs []error
 	bdt, isFloat := floatDType(bt.DType)
 	if !isFloat {
 		if !slices.Contains(copyable, bt.DType) {
@@ -319,6 +320,29 @@ func (p *Plan) newJob(name string, outDT *kernels.DType, resolve Resolver) (Job,
 		job.OutDT = *outDT
 		job.OutDType = outDT.String()
 	}
+	if errs := p.jobModels(&job); len(errs) > 0 {
+		return job, errs
+	}
+	layer, ok := config.LayerIndex(name)
+	if !ok {
+		layer = -1
+	}
+	tp, err := resolve(name, layer, p.Layers)
+	if err != nil {
+		return job, []error{fmt.Errorf("tensor %q: %w", name, err)}
+	}
+	if len(tp.Weights) != len(p.Models) || len(tp.Density) != len(p.Models) {
+		return job, []error{fmt.Errorf("tensor %q: parameters resolved for %d models, want %d", name, len(tp.Weights), len(p.Models))}
+	}
+	job.Params = tp
+	return job, p.checkParams(name, tp)
+}
+
+// jobModels finds the job's tensor in every model and checks its dtype and
+// shape against the base's.
+func (p *Plan) jobModels(job *Job) []error {
+	var errs []error
+	name, bt := job.Name, job.Base
 	for i, md := range p.Models {
 		t, ok := md.Tensors[name]
 		if !ok {
@@ -340,42 +364,26 @@ func (p *Plan) newJob(name string, outDT *kernels.DType, resolve Resolver) (Job,
 		job.Models = append(job.Models, t)
 		job.ModelDT = append(job.ModelDT, dt)
 	}
-	if len(errs) > 0 {
-		return job, errs
-	}
-	layer, ok := config.LayerIndex(name)
-	if !ok {
-		layer = -1
-	}
-	tp, err := resolve(name, layer, p.Layers)
-	if err != nil {
-		return job, []error{fmt.Errorf("tensor %q: %w", name, err)}
-	}
-	if len(tp.Weights) != len(p.Models) || len(tp.Density) != len(p.Models) {
-		return job, []error{fmt.Errorf("tensor %q: parameters resolved for %d models, want %d", name, len(tp.Weights), len(p.Models))}
-	}
+	return errs
+}
+
+// checkParams checks a tensor's resolved parameters against the method's
+// ranges: every problem, model by model.
+func (p *Plan) checkParams(name string, tp TensorParams) []error {
+	var errs []error
 	for i, d := range tp.Density {
 		// Every sparsifying method reads density as a fraction kept.
 		if p.Method.Sparsifies() && !(d > 0 && d <= 1) {
 			errs = append(errs, fmt.Errorf("tensor %q: model %d: density %v outside (0, 1]", name, i+1, d))
 		}
 		if p.Method.Drop == DropDella && d > 0 && d < 1 {
-			eps := math.NaN()
-			if i < len(tp.Epsilon) {
-				eps = tp.Epsilon[i]
-			}
+			eps := paramAt(tp.Epsilon, i)
 			if !(eps >= 0 && d-eps > 0 && d+eps < 1) {
 				errs = append(errs, fmt.Errorf("tensor %q: model %d: della needs 0 < density ± epsilon < 1, but density %v and epsilon %v give [%v, %v]", name, i+1, d, eps, d-eps, d+eps))
 			}
 		}
-		if p.Method.Outliers {
-			if i >= len(tp.Gamma) || !(tp.Gamma[i] >= 0 && tp.Gamma[i] < 1) {
-				g := math.NaN()
-				if i < len(tp.Gamma) {
-					g = tp.Gamma[i]
-				}
-				errs = append(errs, fmt.Errorf("tensor %q: model %d: gamma %v outside [0, 1)", name, i+1, g))
-			}
+		if g := paramAt(tp.Gamma, i); p.Method.Outliers && !(g >= 0 && g < 1) {
+			errs = append(errs, fmt.Errorf("tensor %q: model %d: gamma %v outside [0, 1)", name, i+1, g))
 		}
 		if w := float64(tp.Weights[i]); math.IsNaN(w) || math.IsInf(w, 0) {
 			errs = append(errs, fmt.Errorf("tensor %q: model %d: weight %v is not finite", name, i+1, w))
@@ -384,8 +392,15 @@ func (p *Plan) newJob(name string, outDT *kernels.DType, resolve Resolver) (Job,
 	if l := float64(tp.Lambda); math.IsNaN(l) || math.IsInf(l, 0) {
 		errs = append(errs, fmt.Errorf("tensor %q: lambda %v is not finite", name, l))
 	}
-	job.Params = tp
-	return job, errs
+	return errs
+}
+
+// paramAt is model i's value of a per-model parameter, NaN if it has none.
+func paramAt(vals []float64, i int) float64 {
+	if i < len(vals) {
+		return vals[i]
+	}
+	return math.NaN()
 }
 
 // coarseInputs reports whether every merged input is bf16: its task vectors
