@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"slices"
-	"sync"
 
 	"github.com/tiesmm/tiesmm/kernels"
 	topk "github.com/tiesmm/tiesmm/select"
@@ -315,34 +314,4 @@ func (r *run) wideThresholds(bp *bandPick, wide []int, th []topk.Threshold) erro
 		}
 	})
 	return nil
-}
-
-// sampleTensor reads a sample of one tensor and sets its bands.
-func (r *run) sampleTensor(ctx context.Context, ji int, need []uint64) (*scope, error) {
-	sc := r.newScope([]int{ji}, need)
-	sc.sampleMin = min(r.p.sampleMin, r.p.tensorSampleMin)
-	sc.every, sc.firstSample = r.p.tensorSampleEvery, 0 // a tensor's sample is small already
-	sc.sigmas = r.tensorSigmas
-	_, err := r.sampleBands(ctx, sc)
-	return sc, err
-}
-
-// eachWorker runs f for every worker, each on its own goroutine, and waits.
-func (r *run) eachWorker(f func(w *worker)) {
-	var wg sync.WaitGroup
-	for _, w := range r.ws {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			f(w)
-		}()
-	}
-	wg.Wait()
-}
-
-// sampleMissed counts a tensor whose sample missed its threshold and widens
-// the bands of the tensors after it.
-func (r *run) sampleMissed() {
-	r.missed++
-	r.tensorSigmas = min(maxTensorBandSigmas, 2*r.tensorSigmas)
 }
