@@ -11,7 +11,6 @@ import (
 
 	"github.com/tiesmm/tiesmm/kernels"
 	"github.com/tiesmm/tiesmm/mmapio"
-	topk "github.com/tiesmm/tiesmm/select"
 )
 
 // Progress hears about the passes of a merge; Add is called from every worker.
@@ -72,33 +71,19 @@ type trim struct {
 type worker struct {
 	base, tm, taus []float32
 	outb           []byte
-	hists          []topk.Hist // per model, for the current select pass
 	kept           []uint64
 	sums           []exactSum // L1 norms or dot products of one tensor
-	scratch        []float32
-	zneg           []float32 // the negated zero-sum columns, model by model
-	zcols          []int32   // zero-sum columns of the block
-	zbytes         []byte    // the −1 outputs of the zero-sum positions
-	idx            []int32   // Range's indices, one block long
+	idx            []int32    // Range's indices, one block long
 	fused          kernels.TiesBlock
-	band           *bandState
-	lows           [][]uint64 // per model: block seq<<16 | low bits of |τ| in the chosen bin
-	lowsFull       bool       // lows outgrew its share of memory
-	lowsCap        int
-	above, inside  []uint64 // per model: values above and in the band (sampled.go)
-	atHi, atLo     []uint64 // per model: values at the band's edges, where counted apart
-	equal          []int    // per model: the fused kernel's count at the threshold
+	equal          []int // per model: the fused kernel's count at the threshold
 	votes          kernels.VoteStats
-	fixups         []byte // fixup records not yet in the file
-	// copyRuns: this pass copies its sampled runs into runs, one buffer per
-	// input read in turn, instead of mapping them (see src).
-	copyRuns bool
-	runs     [][]byte
-	nextRun  int
-	// side: per model, the |τ| patterns with low bits of a sample's high
-	// pass (topk's AddHighSide); sideFull: one did not fit.
-	side     [][]uint32
-	sideFull bool
+	// Each strategy's own scratch, declared with it.
+	selectScratch             // the selects' histograms and lists (select.go)
+	sampledCounts             // the sampled select's counts (sampled.go)
+	sideLists                 // a sample's |τ| with low bits (sample.go)
+	zeroSumScratch            // the zero sums' columns and records (zerosum.go)
+	runCopies                 // copies of sampled runs (reads.go)
+	band           *bandState // the single pass's counts and spill (singlepass.go)
 }
 
 type run struct {
@@ -258,14 +243,11 @@ func (r *run) setup() {
 		w.fused.Scratch = make([]float32, kernels.TiesScratch(n, B))
 		w.equal = make([]int, n)
 		if p.Method.GlobalMajority {
-			w.scratch, w.zneg = make([]float32, 2*B), make([]float32, n*B)
-			w.zcols, w.zbytes = make([]int32, 0, B), make([]byte, 4*B)
+			w.zeroSumScratch = newZeroSumScratch(n, B)
 		}
 		if p.Method.Trim {
-			w.hists = make([]topk.Hist, n)
-			w.lows, w.lowsCap = make([][]uint64, n), int(p.LowsBytes/8)/(n*p.Workers)
-			w.above, w.inside = make([]uint64, n), make([]uint64, n)
-			w.atHi, w.atLo = make([]uint64, n), make([]uint64, n)
+			w.selectScratch = newSelectScratch(n, int(p.LowsBytes/8)/(n*p.Workers))
+			w.sampledCounts = newSampledCounts(n)
 		}
 		r.ws[i] = w
 	}

@@ -131,3 +131,12 @@ func (r *run) readBytes(j *Job, n int64) int64 {
 	}
 	return total
 }
+
+// runCopies: in a pass that copies its sampled runs (copyRuns), a worker's
+// buffers for them, one per input read in turn, instead of mapping them
+// (see src).
+type runCopies struct {
+	copyRuns bool
+	runs     [][]byte
+	nextRun  int
+}

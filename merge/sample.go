@@ -275,3 +275,11 @@ func (r *run) sampleMissed() {
 	r.missed++
 	r.tensorSigmas = min(maxTensorBandSigmas, 2*r.tensorSigmas)
 }
+
+// sideLists is a worker's list, per model, of the |τ| patterns with low
+// bits of a sample's high pass (topk's AddHighSide); sideFull: one did not
+// fit.
+type sideLists struct {
+	side     [][]uint32
+	sideFull bool
+}

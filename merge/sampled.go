@@ -315,3 +315,14 @@ func (r *run) wideThresholds(bp *bandPick, wide []int, th []topk.Threshold) erro
 	})
 	return nil
 }
+
+// sampledCounts is a worker's counts of a sampled select's pass, per model.
+type sampledCounts struct {
+	above, inside []uint64 // values above and in the band
+	atHi, atLo    []uint64 // values at the band's edges, where counted apart
+}
+
+func newSampledCounts(models int) sampledCounts {
+	return sampledCounts{above: make([]uint64, models), inside: make([]uint64, models),
+		atHi: make([]uint64, models), atLo: make([]uint64, models)}
+}

@@ -273,3 +273,17 @@ share:
 	}
 	return nil
 }
+
+// selectScratch is a worker's part of a select: per model, the histogram
+// of the current pass, and the list of values collected for exact-k tie
+// counts or a sampled band (ties.go, sampled.go).
+type selectScratch struct {
+	hists    []topk.Hist
+	lows     [][]uint64 // per model: block seq<<16 | low bits of |τ| in the chosen bin (seq<<32 | |τ| in a band)
+	lowsFull bool       // lows outgrew its share of memory
+	lowsCap  int
+}
+
+func newSelectScratch(models, lowsCap int) selectScratch {
+	return selectScratch{hists: make([]topk.Hist, models), lows: make([][]uint64, models), lowsCap: lowsCap}
+}

@@ -100,3 +100,18 @@ func (r *run) recordNegated(w *worker, ji int, zs []int32, pos func(e int) int64
 	}
 	return nil
 }
+
+// zeroSumScratch is a worker's room for the zero sums of a block and its
+// records not yet in the file.
+type zeroSumScratch struct {
+	scratch []float32 // the vote's sums and maxima, then the base of the columns
+	zneg    []float32 // the negated zero-sum columns, model by model
+	zcols   []int32   // zero-sum columns of the block
+	zbytes  []byte    // the −1 outputs of the zero-sum positions
+	fixups  []byte    // fixup records not yet in the file
+}
+
+func newZeroSumScratch(models, block int) zeroSumScratch {
+	return zeroSumScratch{scratch: make([]float32, 2*block), zneg: make([]float32, models*block),
+		zcols: make([]int32, 0, block), zbytes: make([]byte, 4*block)}
+}
