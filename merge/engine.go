@@ -275,8 +275,8 @@ func (r *run) uses(path Path) bool {
 
 // traced tells the plan's trace, if any, that job ji took a step.
 func (r *run) traced(ji int, step string) {
-	if r.p.trace != nil {
-		r.p.trace(ji, step)
+	if r.p.tuning.trace != nil {
+		r.p.tuning.trace(ji, step)
 	}
 }
 

@@ -67,9 +67,28 @@ type Plan struct {
 	Warnings []Warning
 
 	InputBytes, OutputBytes int64
+	// tuning: the engine's knobs, which tests change.
+	tuning tuning
+
+	BlockElems, Workers int
+	MemoryBound         int64
+	LowsBytes           int64          // exact-k trims and per-tensor selects: the lists of values in the threshold's bin or band
+	config              map[string]any // the base's config.json, nil if it has none
+	// HotBytes: a per-tensor trim keeps a tensor of at most this many input
+	// bytes mapped from its first read to its merge (no second page faults).
+	HotBytes int64
+	// fileBytes: the input files' size, the most of them mapped at once
+	// (0: unknown); heapLimit: the Go heap's share of MaxMemory (0: none).
+	fileBytes, heapLimit int64
+}
+
+// tuning holds the sizes of samples and the limits of the strategies: the
+// constants of the engine, set by NewPlan, which tests lower to reach every
+// path on small inputs.
+type tuning struct {
 	// The single pass samples one run of sampleChunk elements in every
 	// sampleEvery, unless the model has fewer than sampleMin elements (then
-	// all of them); tests lower them.
+	// all of them).
 	sampleEvery int
 	sampleMin   int64
 	sampleChunk int64
@@ -86,21 +105,16 @@ type Plan struct {
 	// bytes are merged side by side, each by one worker (solo.go).
 	soloBytes int64
 	// sideEntries: room per worker and model for a sample's |τ| with low
-	// bits (engine.go's const of that name).
+	// bits (select.go's const of that name).
 	sideEntries int
-
-	BlockElems, Workers int
-	MemoryBound         int64
-	LowsBytes           int64          // exact-k trims and per-tensor selects: the lists of values in the threshold's bin or band
-	config              map[string]any // the base's config.json, nil if it has none
-	// HotBytes: a per-tensor trim keeps a tensor of at most this many input
-	// bytes mapped from its first read to its merge (no second page faults).
-	HotBytes int64
-	// trace, if set, hears of each step the engine takes for a job (tests).
+	// trace, if set, hears of each step the engine takes for a job.
 	trace func(ji int, step string)
-	// fileBytes: the input files' size, the most of them mapped at once
-	// (0: unknown); heapLimit: the Go heap's share of MaxMemory (0: none).
-	fileBytes, heapLimit int64
+}
+
+func defaultTuning() tuning {
+	return tuning{sampleEvery: sampleEvery, sampleMin: sampleMinElems, sampleChunk: sampleChunk,
+		tensorSampled: tensorSampledElems, tensorSampleMin: tensorSampleMinElems, tensorSampleEvery: tensorSampleEvery,
+		soloBytes: soloBytes, sideEntries: sideEntries}
 }
 
 // The whole-model selection's passes.
@@ -114,9 +128,9 @@ const (
 func (p *Plan) Passes() []string {
 	m := p.Method
 	if p.singlePass() {
-		sample := "one run in " + fmt.Sprint(p.sampleEvery)
-		if p.firstSample > 0 {
-			sample = fmt.Sprintf("%dM elements first, one run in %d if that leaves a band wide", p.firstSample>>20, p.sampleEvery)
+		sample := "one run in " + fmt.Sprint(p.tuning.sampleEvery)
+		if p.tuning.firstSample > 0 {
+			sample = fmt.Sprintf("%dM elements first, one run in %d if that leaves a band wide", p.tuning.firstSample>>20, p.tuning.sampleEvery)
 		}
 		return []string{"single pass: sample |τ| (" + sample +
 			") to bracket each threshold, merge what is decided, spill the rest; settle the spill exactly"}
@@ -203,9 +217,7 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 	if opts.Kernels == nil {
 		opts.Kernels = kernels.Generic
 	}
-	p := &Plan{Opts: opts, Method: m, sampleEvery: sampleEvery, sampleMin: sampleMinElems, sampleChunk: sampleChunk,
-		tensorSampled: tensorSampledElems, tensorSampleMin: tensorSampleMinElems, tensorSampleEvery: tensorSampleEvery,
-		soloBytes: soloBytes, sideEntries: sideEntries}
+	p := &Plan{Opts: opts, Method: m, tuning: defaultTuning()}
 	var errs []error
 	var err error
 	if p.Base, err = mmapio.OpenModel(opts.Base); err != nil {
@@ -263,7 +275,7 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 		return nil, err
 	}
 	if p.coarseInputs() {
-		p.firstSample = firstSampleElems
+		p.tuning.firstSample = firstSampleElems
 	}
 	p.findWarnings()
 
@@ -545,7 +557,7 @@ func (p *Plan) workerBytes(block int) (heap, mapped int64) {
 	b := int64(p.stride(block))
 	// τ per model, base, merged, out bytes, Range's indices, the fused
 	// kernel's staged form, the copies of sampled runs, goroutine stacks
-	heap = (n+2)*b*4 + b*4 + b*4 + int64(kernels.TiesScratch(int(n), int(b)))*4 + (n+1)*p.sampleChunk*4 + workerStack
+	heap = (n+2)*b*4 + b*4 + b*4 + int64(kernels.TiesScratch(int(n), int(b)))*4 + (n+1)*p.tuning.sampleChunk*4 + workerStack
 	mapped = (n + 1) * ((releaseLag+adviseBatch)*b*4 + 2*faultSpan) // input pages read, not yet released
 	if m.GlobalMajority {
 		heap += 2*b*4 + n*b*4 + b*4 + 4*b // zero sums: sums and maxima, negated columns, columns, their outputs
@@ -555,7 +567,7 @@ func (p *Plan) workerBytes(block int) (heap, mapped int64) {
 	if m.Trim {
 		// Histograms; the sampled |τ| with low bits, and their copy
 		// gathered from every worker.
-		heap += n*histBytes + 2*n*int64(p.sideEntries)*4
+		heap += n*histBytes + 2*n*int64(p.tuning.sideEntries)*4
 	}
 	if p.singlePass() {
 		rec := 4 + 8 + 4 + 4*n
@@ -589,7 +601,7 @@ func (p *Plan) blocksAtOnce(block, workers int) (model, tensor int64) {
 		c := int64(p.jobBlocks(ji, block))
 		model += c
 		tensor = max(tensor, c)
-		if soloable && p.jobReadBytes(ji) <= p.soloBytes {
+		if soloable && p.jobReadBytes(ji) <= p.tuning.soloBytes {
 			solo = append(solo, c)
 		}
 	}

@@ -24,11 +24,11 @@ func (r *run) src(w *worker, t *mmapio.Tensor, dt kernels.DType, start, n int64)
 	sz := int64(dt.Size())
 	off := t.Offset + start*sz
 	f := r.files[t.File]
-	if w.copyRuns && n <= r.p.sampleChunk {
+	if w.copyRuns && n <= r.p.tuning.sampleChunk {
 		if w.runs == nil {
 			w.runs = make([][]byte, len(r.p.Models)+1)
 			for i := range w.runs {
-				w.runs[i] = make([]byte, r.p.sampleChunk*4)
+				w.runs[i] = make([]byte, r.p.tuning.sampleChunk*4)
 			}
 		}
 		buf := w.runs[w.nextRun][:n*sz]

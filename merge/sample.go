@@ -21,7 +21,7 @@ type band struct {
 
 // Sampling: one run of sampleChunk elements in every sampleEvery, but at
 // least sampleMinElems per model (a narrower band, so a smaller spill). With
-// bf16 inputs a first sample of firstSampleElems is tried (Plan.firstSample),
+// bf16 inputs a first sample of firstSampleElems is tried (tuning.firstSample),
 // and if it leaves a band wide, a second of at least twice its size.
 const (
 	sampleEvery      = 50
@@ -67,7 +67,7 @@ type scope struct {
 }
 
 func (r *run) newScope(jobs []int, need []uint64) *scope {
-	sc := &scope{jobs: jobs, sigmas: bandSigmas, every: r.p.sampleEvery, sampleMin: r.p.sampleMin, firstSample: r.p.firstSample, need: need, bands: make([]band, len(r.p.Models)), trims: make([]bool, len(r.p.Models))}
+	sc := &scope{jobs: jobs, sigmas: bandSigmas, every: r.p.tuning.sampleEvery, sampleMin: r.p.tuning.sampleMin, firstSample: r.p.tuning.firstSample, need: need, bands: make([]band, len(r.p.Models)), trims: make([]bool, len(r.p.Models))}
 	for _, ji := range jobs {
 		sc.total += r.p.Jobs[ji].Elements
 	}
@@ -89,7 +89,7 @@ func (r *run) sampleBlocks(sc *scope, every int64) []block {
 	if every <= 1 {
 		return r.blocks(sc.jobs)
 	}
-	step := every * p.sampleChunk
+	step := every * p.tuning.sampleChunk
 	// Walked twice: to count the runs' pieces, then to list them in a
 	// slice of that size.
 	walk := func(emit func(b block)) {
@@ -99,7 +99,7 @@ func (r *run) sampleBlocks(sc *scope, every int64) []block {
 			e, B := p.Jobs[ji].Elements, int64(r.blockSize(ji))
 			for next < flat+e {
 				start := next - flat
-				n := min(p.sampleChunk, e-start)
+				n := min(p.tuning.sampleChunk, e-start)
 				for n > 0 { // a run never crosses a block of the job
 					m := min(n, B-start%B)
 					emit(block{job: ji, index: int(start / B), start: start, n: m})
@@ -262,8 +262,8 @@ func (r *run) sides(models []int) [][]uint32 {
 // sampleTensor reads a sample of one tensor and sets its bands.
 func (r *run) sampleTensor(ctx context.Context, ji int, need []uint64) (*scope, error) {
 	sc := r.newScope([]int{ji}, need)
-	sc.sampleMin = min(r.p.sampleMin, r.p.tensorSampleMin)
-	sc.every, sc.firstSample = r.p.tensorSampleEvery, 0 // a tensor's sample is small already
+	sc.sampleMin = min(r.p.tuning.sampleMin, r.p.tuning.tensorSampleMin)
+	sc.every, sc.firstSample = r.p.tuning.tensorSampleEvery, 0 // a tensor's sample is small already
 	sc.sigmas = r.tensorSigmas
 	_, err := r.sampleBands(ctx, sc)
 	return sc, err

@@ -45,7 +45,7 @@ func (r *run) histPass(ctx context.Context, bs []block, models []int, hi []uint3
 			if w.side == nil {
 				w.side = make([][]uint32, len(r.p.Models))
 				for i := range w.side {
-					w.side[i] = make([]uint32, 0, r.p.sideEntries)
+					w.side[i] = make([]uint32, 0, r.p.tuning.sideEntries)
 				}
 			}
 			for i := range w.side {

@@ -14,7 +14,7 @@ import (
 // select, merge) each end on a barrier, with the select's histogram work
 // in between on one core while the others wait.
 
-// soloBytes bounds the input bytes of a tensor merged solo (Plan.soloBytes).
+// soloBytes bounds the input bytes of a tensor merged solo (tuning.soloBytes).
 const soloBytes = 64 << 20
 
 // mergeSolo merges the solo jobs, each worker taking the next one whole on

@@ -131,7 +131,7 @@ func (p *Plan) tensorTrims(ji int) bool {
 func (p *Plan) tensorPath(ji int, s Strategy) Path {
 	m, j := p.Method, &p.Jobs[ji]
 	switch {
-	case j.Elements < p.tensorSampled:
+	case j.Elements < p.tuning.tensorSampled:
 		return PathRadix
 	case s.Fused && !s.Rescale && !m.GlobalMajority && !m.Outliers && !m.ApproxTopK:
 		return PathSpeculate
@@ -156,7 +156,7 @@ func (p *Plan) solo(ji int) bool {
 	if p.Workers < 2 || j.Copy || !p.soloMethod() {
 		return false
 	}
-	return p.jobReadBytes(ji) <= min(p.soloBytes, p.HotBytes/int64(p.Workers))
+	return p.jobReadBytes(ji) <= min(p.tuning.soloBytes, p.HotBytes/int64(p.Workers))
 }
 
 // Strategies lists every tensor's strategy, by job.

@@ -77,15 +77,15 @@ func TestStrategyMatchesEngine(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				p.tensorSampled = []int64{1, 200, 1 << 20}[r.IntN(3)]
-				p.tensorSampleMin, p.sampleChunk, p.tensorSampleEvery = 16, 16, 3
+				p.tuning.tensorSampled = []int64{1, 200, 1 << 20}[r.IntN(3)]
+				p.tuning.tensorSampleMin, p.tuning.sampleChunk, p.tuning.tensorSampleEvery = 16, 16, 3
 				if r.IntN(2) == 0 {
-					p.soloBytes = 0
+					p.tuning.soloBytes = 0
 				}
 				var mu sync.Mutex
 				steps := make([][]string, len(p.Jobs))
 				fused := make([]bool, len(p.Jobs))
-				p.trace = func(ji int, step string) {
+				p.tuning.trace = func(ji int, step string) {
 					mu.Lock()
 					defer mu.Unlock()
 					if step == "fused" {
