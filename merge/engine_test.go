@@ -388,18 +388,18 @@ func TestMatchesReference(t *testing.T) {
 					t.Fatal(err)
 				}
 				if r.IntN(2) == 0 { // sample every tensor, in short runs
-					p.tensorSampled, p.tensorSampleMin = 1, 1+int64(r.IntN(50))
-					p.sampleEvery, p.sampleChunk = 2+r.IntN(4), 1+int64(r.IntN(64))
-					p.tensorSampleEvery = 2 + r.IntN(4)
+					p.tuning.tensorSampled, p.tuning.tensorSampleMin = 1, 1+int64(r.IntN(50))
+					p.tuning.sampleEvery, p.tuning.sampleChunk = 2+r.IntN(4), 1+int64(r.IntN(64))
+					p.tuning.tensorSampleEvery = 2 + r.IntN(4)
 				}
 				if r.IntN(4) == 0 { // lists of a few values: the samples' selects and the tie lists overflow
 					p.LowsBytes = 64
 				}
 				if r.IntN(2) == 0 { // every tensor split across the workers, none solo
-					p.soloBytes = 0
+					p.tuning.soloBytes = 0
 				}
 				if r.IntN(3) == 0 { // the samples' low histograms by passes, not from the lists
-					p.sideEntries = r.IntN(3)
+					p.tuning.sideEntries = r.IntN(3)
 				}
 				sum, err := Run(context.Background(), p, nil, nil)
 				if err != nil {

@@ -67,9 +67,28 @@ type Plan struct {
 	Warnings []Warning
 
 	InputBytes, OutputBytes int64
+	// tuning: the engine's knobs, which tests change.
+	tuning tuning
+
+	BlockElems, Workers int
+	MemoryBound         int64
+	LowsBytes           int64          // exact-k trims and per-tensor selects: the lists of values in the threshold's bin or band
+	config              map[string]any // the base's config.json, nil if it has none
+	// HotBytes: a per-tensor trim keeps a tensor of at most this many input
+	// bytes mapped from its first read to its merge (no second page faults).
+	HotBytes int64
+	// fileBytes: the input files' size, the most of them mapped at once
+	// (0: unknown); heapLimit: the Go heap's share of MaxMemory (0: none).
+	fileBytes, heapLimit int64
+}
+
+// tuning holds the sizes of samples and the limits of the strategies: the
+// constants of the engine, set by NewPlan, which tests lower to reach every
+// path on small inputs.
+type tuning struct {
 	// The single pass samples one run of sampleChunk elements in every
 	// sampleEvery, unless the model has fewer than sampleMin elements (then
-	// all of them); tests lower them.
+	// all of them).
 	sampleEvery int
 	sampleMin   int64
 	sampleChunk int64
@@ -86,19 +105,16 @@ type Plan struct {
 	// bytes are merged side by side, each by one worker (solo.go).
 	soloBytes int64
 	// sideEntries: room per worker and model for a sample's |τ| with low
-	// bits (engine.go's const of that name).
+	// bits (select.go's const of that name).
 	sideEntries int
+	// trace, if set, hears of each step the engine takes for a job.
+	trace func(ji int, step string)
+}
 
-	BlockElems, Workers int
-	MemoryBound         int64
-	LowsBytes           int64          // exact-k trims and per-tensor selects: the lists of values in the threshold's bin or band
-	config              map[string]any // the base's config.json, nil if it has none
-	// HotBytes: a per-tensor trim keeps a tensor of at most this many input
-	// bytes mapped from its first read to its merge (no second page faults).
-	HotBytes int64
-	// fileBytes: the input files' size, the most of them mapped at once
-	// (0: unknown); heapLimit: the Go heap's share of MaxMemory (0: none).
-	fileBytes, heapLimit int64
+func defaultTuning() tuning {
+	return tuning{sampleEvery: sampleEvery, sampleMin: sampleMinElems, sampleChunk: sampleChunk,
+		tensorSampled: tensorSampledElems, tensorSampleMin: tensorSampleMinElems, tensorSampleEvery: tensorSampleEvery,
+		soloBytes: soloBytes, sideEntries: sideEntries}
 }
 
 // The whole-model selection's passes.
@@ -112,9 +128,9 @@ const (
 func (p *Plan) Passes() []string {
 	m := p.Method
 	if p.singlePass() {
-		sample := "one run in " + fmt.Sprint(p.sampleEvery)
-		if p.firstSample > 0 {
-			sample = fmt.Sprintf("%dM elements first, one run in %d if that leaves a band wide", p.firstSample>>20, p.sampleEvery)
+		sample := "one run in " + fmt.Sprint(p.tuning.sampleEvery)
+		if p.tuning.firstSample > 0 {
+			sample = fmt.Sprintf("%dM elements first, one run in %d if that leaves a band wide", p.tuning.firstSample>>20, p.tuning.sampleEvery)
 		}
 		return []string{"single pass: sample |τ| (" + sample +
 			") to bracket each threshold, merge what is decided, spill the rest; settle the spill exactly"}
@@ -201,9 +217,7 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 	if opts.Kernels == nil {
 		opts.Kernels = kernels.Generic
 	}
-	p := &Plan{Opts: opts, Method: m, sampleEvery: sampleEvery, sampleMin: sampleMinElems, sampleChunk: sampleChunk,
-		tensorSampled: tensorSampledElems, tensorSampleMin: tensorSampleMinElems, tensorSampleEvery: tensorSampleEvery,
-		soloBytes: soloBytes, sideEntries: sideEntries}
+	p := &Plan{Opts: opts, Method: m, tuning: defaultTuning()}
 	var errs []error
 	var err error
 	if p.Base, err = mmapio.OpenModel(opts.Base); err != nil {
@@ -261,7 +275,7 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 		return nil, err
 	}
 	if p.coarseInputs() {
-		p.firstSample = firstSampleElems
+		p.tuning.firstSample = firstSampleElems
 	}
 	p.findWarnings()
 
@@ -300,10 +314,11 @@ func (p *Plan) inputPaths() []string {
 	return paths
 }
 
+// newJob checks one tensor of the base against the models and resolves its
+// parameters: a job to merge, or one to copy if it is not a float tensor.
 func (p *Plan) newJob(name string, outDT *kernels.DType, resolve Resolver) (Job, []error) {
 	bt := p.Base.Tensors[name]
 	job := Job{Name: name, Base: bt, Shape: bt.Shape, Elements: bt.Elements(), OutDType: bt.DType}
-	var errs []error
 	bdt, isFloat := floatDType(bt.DType)
 	if !isFloat {
 		if !slices.Contains(copyable, bt.DType) {
@@ -317,6 +332,29 @@ func (p *Plan) newJob(name string, outDT *kernels.DType, resolve Resolver) (Job,
 		job.OutDT = *outDT
 		job.OutDType = outDT.String()
 	}
+	if errs := p.jobModels(&job); len(errs) > 0 {
+		return job, errs
+	}
+	layer, ok := config.LayerIndex(name)
+	if !ok {
+		layer = -1
+	}
+	tp, err := resolve(name, layer, p.Layers)
+	if err != nil {
+		return job, []error{fmt.Errorf("tensor %q: %w", name, err)}
+	}
+	if len(tp.Weights) != len(p.Models) || len(tp.Density) != len(p.Models) {
+		return job, []error{fmt.Errorf("tensor %q: parameters resolved for %d models, want %d", name, len(tp.Weights), len(p.Models))}
+	}
+	job.Params = tp
+	return job, p.checkParams(name, tp)
+}
+
+// jobModels finds the job's tensor in every model and checks its dtype and
+// shape against the base's.
+func (p *Plan) jobModels(job *Job) []error {
+	var errs []error
+	name, bt := job.Name, job.Base
 	for i, md := range p.Models {
 		t, ok := md.Tensors[name]
 		if !ok {
@@ -338,42 +376,26 @@ func (p *Plan) newJob(name string, outDT *kernels.DType, resolve Resolver) (Job,
 		job.Models = append(job.Models, t)
 		job.ModelDT = append(job.ModelDT, dt)
 	}
-	if len(errs) > 0 {
-		return job, errs
-	}
-	layer, ok := config.LayerIndex(name)
-	if !ok {
-		layer = -1
-	}
-	tp, err := resolve(name, layer, p.Layers)
-	if err != nil {
-		return job, []error{fmt.Errorf("tensor %q: %w", name, err)}
-	}
-	if len(tp.Weights) != len(p.Models) || len(tp.Density) != len(p.Models) {
-		return job, []error{fmt.Errorf("tensor %q: parameters resolved for %d models, want %d", name, len(tp.Weights), len(p.Models))}
-	}
+	return errs
+}
+
+// checkParams checks a tensor's resolved parameters against the method's
+// ranges: every problem, model by model.
+func (p *Plan) checkParams(name string, tp TensorParams) []error {
+	var errs []error
 	for i, d := range tp.Density {
 		// Every sparsifying method reads density as a fraction kept.
 		if p.Method.Sparsifies() && !(d > 0 && d <= 1) {
 			errs = append(errs, fmt.Errorf("tensor %q: model %d: density %v outside (0, 1]", name, i+1, d))
 		}
 		if p.Method.Drop == DropDella && d > 0 && d < 1 {
-			eps := math.NaN()
-			if i < len(tp.Epsilon) {
-				eps = tp.Epsilon[i]
-			}
+			eps := paramAt(tp.Epsilon, i)
 			if !(eps >= 0 && d-eps > 0 && d+eps < 1) {
 				errs = append(errs, fmt.Errorf("tensor %q: model %d: della needs 0 < density ± epsilon < 1, but density %v and epsilon %v give [%v, %v]", name, i+1, d, eps, d-eps, d+eps))
 			}
 		}
-		if p.Method.Outliers {
-			if i >= len(tp.Gamma) || !(tp.Gamma[i] >= 0 && tp.Gamma[i] < 1) {
-				g := math.NaN()
-				if i < len(tp.Gamma) {
-					g = tp.Gamma[i]
-				}
-				errs = append(errs, fmt.Errorf("tensor %q: model %d: gamma %v outside [0, 1)", name, i+1, g))
-			}
+		if g := paramAt(tp.Gamma, i); p.Method.Outliers && !(g >= 0 && g < 1) {
+			errs = append(errs, fmt.Errorf("tensor %q: model %d: gamma %v outside [0, 1)", name, i+1, g))
 		}
 		if w := float64(tp.Weights[i]); math.IsNaN(w) || math.IsInf(w, 0) {
 			errs = append(errs, fmt.Errorf("tensor %q: model %d: weight %v is not finite", name, i+1, w))
@@ -382,8 +404,15 @@ func (p *Plan) newJob(name string, outDT *kernels.DType, resolve Resolver) (Job,
 	if l := float64(tp.Lambda); math.IsNaN(l) || math.IsInf(l, 0) {
 		errs = append(errs, fmt.Errorf("tensor %q: lambda %v is not finite", name, l))
 	}
-	job.Params = tp
-	return job, errs
+	return errs
+}
+
+// paramAt is model i's value of a per-model parameter, NaN if it has none.
+func paramAt(vals []float64, i int) float64 {
+	if i < len(vals) {
+		return vals[i]
+	}
+	return math.NaN()
 }
 
 // coarseInputs reports whether every merged input is bf16: its task vectors
@@ -528,7 +557,7 @@ func (p *Plan) workerBytes(block int) (heap, mapped int64) {
 	b := int64(p.stride(block))
 	// τ per model, base, merged, out bytes, Range's indices, the fused
 	// kernel's staged form, the copies of sampled runs, goroutine stacks
-	heap = (n+2)*b*4 + b*4 + b*4 + int64(kernels.TiesScratch(int(n), int(b)))*4 + (n+1)*p.sampleChunk*4 + workerStack
+	heap = (n+2)*b*4 + b*4 + b*4 + int64(kernels.TiesScratch(int(n), int(b)))*4 + (n+1)*p.tuning.sampleChunk*4 + workerStack
 	mapped = (n + 1) * ((releaseLag+adviseBatch)*b*4 + 2*faultSpan) // input pages read, not yet released
 	if m.GlobalMajority {
 		heap += 2*b*4 + n*b*4 + b*4 + 4*b // zero sums: sums and maxima, negated columns, columns, their outputs
@@ -538,7 +567,7 @@ func (p *Plan) workerBytes(block int) (heap, mapped int64) {
 	if m.Trim {
 		// Histograms; the sampled |τ| with low bits, and their copy
 		// gathered from every worker.
-		heap += n*histBytes + 2*n*int64(p.sideEntries)*4
+		heap += n*histBytes + 2*n*int64(p.tuning.sideEntries)*4
 	}
 	if p.singlePass() {
 		rec := 4 + 8 + 4 + 4*n
@@ -563,8 +592,7 @@ func (p *Plan) workerBytes(block int) (heap, mapped int64) {
 // merged side by side, solo.go) for per-tensor passes.
 func (p *Plan) blocksAtOnce(block, workers int) (model, tensor int64) {
 	m := p.Method
-	soloable := workers >= 2 && m.Trim && m.Scope == ScopeTensor && !m.Outliers && m.Drop == DropNone &&
-		m.Rescale != RescaleL1 && !m.GlobalMajority && !m.ModelStock && !m.NoBase
+	soloable := workers >= 2 && p.soloMethod()
 	var solo []int64
 	for ji, j := range p.Jobs {
 		if j.Copy {
@@ -573,7 +601,7 @@ func (p *Plan) blocksAtOnce(block, workers int) (model, tensor int64) {
 		c := int64(p.jobBlocks(ji, block))
 		model += c
 		tensor = max(tensor, c)
-		if soloable && p.jobReadBytes(ji) <= p.soloBytes {
+		if soloable && p.jobReadBytes(ji) <= p.tuning.soloBytes {
 			solo = append(solo, c)
 		}
 	}

@@ -23,6 +23,48 @@ type refTensor struct {
 // refMerge returns each tensor's merged float32 values (before rounding) and
 // the elements kept per model.
 func refMerge(m Method, ts []refTensor) ([][]float32, []uint64) {
+	taus := refTaskVectors(m, ts)
+	if m.ModelStock {
+		return refModelStock(ts, taus), nil
+	}
+	kept := refSparsifyAll(m, ts, taus)
+
+	// The vote, with zero sums left for later when the majority decides them.
+	out := make([][]float32, len(ts))
+	type pending struct{ t, e int }
+	var zero []pending
+	total := 0
+	for t, rt := range ts {
+		out[t] = make([]float32, len(rt.base))
+		for e := range rt.base {
+			v, elected, zeroSum := refVote(m, rt.params.Weights, taus[t], e)
+			if zeroSum && m.GlobalMajority {
+				zero = append(zero, pending{t, e})
+				continue
+			}
+			out[t][e] = v
+			total += elected
+		}
+	}
+	majority := float32(-1) // the paper's code sends a zero total to the negative side
+	if total > 0 {
+		majority = 1
+	}
+	n := len(ts[0].models)
+	for _, z := range zero {
+		rt := ts[z.t]
+		vals := make([]float32, n)
+		for i := range n {
+			vals[i] = rt.params.Weights[i] * taus[z.t][i][z.e]
+		}
+		out[z.t][z.e] = refAggregate(m, rt.params.Weights, vals, vals, majority)
+	}
+	return out, kept
+}
+
+// refTaskVectors is every tensor's task vector per model: the model's values
+// minus the base's (minus zero without a base).
+func refTaskVectors(m Method, ts []refTensor) [][][]float32 {
 	n := len(ts[0].models)
 	taus := make([][][]float32, len(ts)) // tensor, model, element
 	for t, rt := range ts {
@@ -37,94 +79,77 @@ func refMerge(m Method, ts []refTensor) ([][]float32, []uint64) {
 			}
 		}
 	}
-	if m.ModelStock {
-		return refModelStock(ts, taus), nil
-	}
+	return taus
+}
+
+// refSparsifyAll trims or drops the task vectors in place and returns the
+// elements kept per model.
+func refSparsifyAll(m Method, ts []refTensor, taus [][][]float32) []uint64 {
+	n := len(ts[0].models)
 	kept := make([]uint64, n)
-	if m.Outliers || m.Drop != DropNone {
+	switch {
+	case m.Outliers || m.Drop != DropNone:
 		for t, rt := range ts {
 			for i := range n {
 				kept[i] += refSparsify(m, rt, i, taus[t][i])
 			}
 		}
-	} else if m.Trim {
+	case m.Trim && m.Scope == ScopeModel:
 		for i := range n {
-			if m.Scope == ScopeModel {
-				var all [][]float32
-				for t := range ts {
-					all = append(all, taus[t][i])
-				}
-				kept[i] += refTrim(all, ts[0].params.Density[i], m.Ties)
-			} else {
-				for t := range ts {
-					kept[i] += refTrim([][]float32{taus[t][i]}, ts[t].params.Density[i], m.Ties)
-				}
+			var all [][]float32
+			for t := range ts {
+				all = append(all, taus[t][i])
+			}
+			kept[i] += refTrim(all, ts[0].params.Density[i], m.Ties)
+		}
+	case m.Trim:
+		for i := range n {
+			for t := range ts {
+				kept[i] += refTrim([][]float32{taus[t][i]}, ts[t].params.Density[i], m.Ties)
 			}
 		}
 	}
+	return kept
+}
 
-	// The vote, with zero sums left for later when the majority decides them.
-	out := make([][]float32, len(ts))
-	type pending struct{ t, e int }
-	var zero []pending
-	total := 0
-	for t, rt := range ts {
-		out[t] = make([]float32, len(rt.base))
-		for e := range rt.base {
-			vals := make([]float32, n)
-			votes := make([]float32, n)
-			for i := range n {
-				vals[i] = rt.params.Weights[i] * taus[t][i][e]
-				votes[i] = taus[t][i][e]
-				if m.Vote.WeightedVote {
-					votes[i] = vals[i]
-				}
-			}
-			var s float32
-			any := false
-			for _, v := range votes {
-				if m.Vote.Consensus == kernels.ConsensusCount {
-					if v > 0 {
-						s += 1
-					} else if v < 0 {
-						s -= 1
-					}
-				} else {
-					s += v
-				}
-				any = any || v != 0
-			}
-			if m.Vote.Consensus == kernels.ConsensusNone {
-				out[t][e] = refAggregate(m, rt.params.Weights, vals, nil, 0)
-				continue
-			}
-			switch {
-			case s > 0:
-				total++
-				out[t][e] = refAggregate(m, rt.params.Weights, vals, votes, 1)
-			case s < 0 || s != s:
-				total--
-				out[t][e] = refAggregate(m, rt.params.Weights, vals, votes, -1)
-			case any && m.GlobalMajority:
-				zero = append(zero, pending{t, e})
-			default:
-				out[t][e] = refAggregate(m, rt.params.Weights, vals, votes, 1)
-			}
+// refVote is element e's vote and aggregate over the models' task vectors
+// taus, with the sign elected (+1, −1; 0 without a vote or election) and
+// whether the vote was an exact zero sum of some nonzero values (v is then
+// the +1 result).
+func refVote(m Method, weights []float32, taus [][]float32, e int) (v float32, elected int, zeroSum bool) {
+	n := len(taus)
+	vals := make([]float32, n)
+	votes := make([]float32, n)
+	for i := range n {
+		vals[i] = weights[i] * taus[i][e]
+		votes[i] = taus[i][e]
+		if m.Vote.WeightedVote {
+			votes[i] = vals[i]
 		}
 	}
-	majority := float32(-1) // the paper's code sends a zero total to the negative side
-	if total > 0 {
-		majority = 1
-	}
-	for _, z := range zero {
-		rt := ts[z.t]
-		vals := make([]float32, n)
-		for i := range n {
-			vals[i] = rt.params.Weights[i] * taus[z.t][i][z.e]
+	var s float32
+	any := false
+	for _, v := range votes {
+		if m.Vote.Consensus == kernels.ConsensusCount {
+			if v > 0 {
+				s += 1
+			} else if v < 0 {
+				s -= 1
+			}
+		} else {
+			s += v
 		}
-		out[z.t][z.e] = refAggregate(m, rt.params.Weights, vals, vals, majority)
+		any = any || v != 0
 	}
-	return out, kept
+	switch {
+	case m.Vote.Consensus == kernels.ConsensusNone:
+		return refAggregate(m, weights, vals, nil, 0), 0, false
+	case s > 0:
+		return refAggregate(m, weights, vals, votes, 1), 1, false
+	case s < 0 || s != s:
+		return refAggregate(m, weights, vals, votes, -1), -1, false
+	}
+	return refAggregate(m, weights, vals, votes, 1), 0, any
 }
 
 // refTrim zeroes the small magnitudes of the concatenation of parts in place.

@@ -73,6 +73,7 @@ func (p *Plan) Describe(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "passes:   %s\n", strings.Join(p.Passes(), " → "))
+	fmt.Fprintf(w, "strategy: %s (tensors; --explain lists them)\n", p.strategyCounts())
 	fmt.Fprintf(w, "memory:   blocks of %d elements, %d workers: at most %s resident", p.BlockElems, p.Workers, mmapio.FormatBytes(p.MemoryBound))
 	if p.Opts.MaxMemory > 0 {
 		fmt.Fprintf(w, " (--max-memory %s)", mmapio.FormatBytes(p.Opts.MaxMemory))

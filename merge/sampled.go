@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"slices"
-	"sync"
 
 	"github.com/tiesmm/tiesmm/kernels"
 	topk "github.com/tiesmm/tiesmm/select"
@@ -27,18 +26,29 @@ import (
 // the tensor without this pass.
 
 // A tensor's sample is denser than a whole model's: the values inside its
-// bands are collected one by one, which costs more than a larger sample
-// (4 GB set, mergekit: one run in 100 took 3.05 CPU-s, in 50 2.61, in 25
-// 2.55; wall time 1.26 s against 1.31 s for 25 against 50, 8 runs each).
+// bands are collected one by one, which costs more than a larger sample.
 const (
 	// Smaller tensors take the radix select: two histogram passes over
-	// all of them. 1<<20 sent the 0.4M and 0.7M-element projections of the
-	// 0.5 and 1 GB sets there: mergekit 0.30 and 0.53 s against 0.24 and
-	// 0.40 s with 1<<18 (medians of 5), byte-identical.
+	// all of them.
 	tensorSampledElems   = 1 << 18
 	tensorSampleMinElems = 1 << 16
 	tensorSampleEvery    = 25
 )
+
+// bandPick is one sampled select over a tensor's blocks: what its counting
+// pass found, per model and per block.
+type bandPick struct {
+	sc    *scope
+	bs    []block
+	need  []uint64
+	edged []bool      // per model: the band's edge values are counted apart, block by block
+	edges blockCounts // by block seq: per model the values at hi, at lo (edged models)
+	ties  blockCounts // by block seq: per model the values at the threshold
+	// Per model, over every worker: values above the band, inside it (strictly,
+	// if edged), at its upper and lower edges (edged).
+	above, inside, atHi, atLo []uint64
+	full                      bool // a worker's list of the values inside outgrew its share
+}
 
 // sampledPick returns the exact thresholds of the models with 0 < need ≤ n
 // over one tensor's blocks bs, with the count of values at each threshold in
@@ -46,184 +56,225 @@ const (
 // values in a band outgrew their lists (counted in r.missed, r.crowded).
 // sc, if not nil, is the sample, already read.
 func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *scope) (_ []topk.Threshold, ties blockCounts, ok bool, _ error) {
+	r.traced(bs[0].job, "sampled")
 	if sc == nil {
 		var err error
 		if sc, err = r.sampleTensor(ctx, bs[0].job, need); err != nil {
 			return nil, blockCounts{}, false, err
 		}
 	}
-	nm := len(r.p.Models)
 	r.dropLows()
 	for _, i := range sc.models {
 		r.ws[0].hists[i].Reset() // the others were emptied by Take
 	}
 	defer func() {
 		if !ok { // keep the others empty for the next histPass
-			for _, w := range r.ws[1:] {
-				for _, i := range sc.models {
-					w.hists[i].Reset()
-				}
-			}
+			r.resetHists(r.ws[1:], sc.models)
 		}
 	}()
-	// A band's edges often fall on big tie groups (bf16 task vectors take
-	// few values): where they hold a good share of the band's values, or
-	// the values would outgrow the lists, the values at the edges are
-	// counted, block by block, by the kernel, and only those strictly inside
-	// listed. The threshold is then an edge, or one of the few inside.
-	// (A tenth: 4 GB set, mergekit, 1.49 s against 1.60 s listing them.)
-	edged := make([]bool, nm)
-	var edges blockCounts // by block seq: per model the values at hi, at lo
+	bp := &bandPick{sc: sc, bs: bs, need: need, edged: r.edgedModels(sc)}
+	err := r.countBands(ctx, bp)
+	defer r.dropLows()
+	r.totalBands(bp)
+	if bp.full && err == nil {
+		r.crowded++
+	}
+	if err != nil || bp.full {
+		return nil, blockCounts{}, false, err
+	}
+	th, wide, ok := bp.thresholds()
+	if !ok {
+		r.sampleMissed()
+		return nil, blockCounts{}, false, nil
+	}
+	// The histograms of edged models decided at an edge: not needed.
+	for _, i := range sc.models {
+		if bp.edged[i] && !slices.Contains(wide, i) {
+			r.resetHists(r.ws, []int{i})
+		}
+	}
+	if len(wide) > 0 {
+		if err := r.wideThresholds(bp, wide, th); err != nil {
+			return nil, blockCounts{}, false, err
+		}
+	}
+	return th, bp.ties, true, nil
+}
+
+// resetHists empties the workers' histograms of the models given.
+func (r *run) resetHists(ws []*worker, models []int) {
+	for _, w := range ws {
+		for _, i := range models {
+			w.hists[i].Reset()
+		}
+	}
+}
+
+// edgedModels picks the models whose band edges are counted apart. A band's
+// edges often fall on big tie groups (bf16 task vectors take few values):
+// where they hold a good share of the band's values, or the values would
+// outgrow the lists, the values at the edges are counted, block by block,
+// by the kernel, and only those strictly inside listed. The threshold is
+// then an edge, or one of the few inside.
+func (r *run) edgedModels(sc *scope) []bool {
+	edged := make([]bool, len(r.p.Models))
 	for _, i := range sc.models {
 		bd := sc.bands[i]
 		estimate := float64(bd.pop) * float64(sc.total) / float64(max(1, sc.sampleSize))
 		edged[i] = bd.lo != bd.hi && (10*bd.atEdges >= bd.pop || estimate > float64(r.ws[0].lowsCap*len(r.ws))/2)
 	}
-	if slices.Contains(edged, true) {
-		edges = newBlockCounts(len(bs), 2*nm)
+	return edged
+}
+
+// countBands is the sampled select's pass over the tensor: per block and
+// model it counts the values above each band and collects those inside.
+// A band of one value (a tie group: common in bf16 task vectors) needs only
+// counts, which are then also the ties of each block.
+func (r *run) countBands(ctx context.Context, bp *bandPick) error {
+	nm := len(r.p.Models)
+	if slices.Contains(bp.edged, true) {
+		bp.edges = newBlockCounts(len(bp.bs), 2*nm)
 	}
-	// A band of one value (a tie group: common in bf16 task vectors) needs
-	// only counts, which are then also the ties of each block.
-	ties = newBlockCounts(len(bs), nm)
-	err := r.parallel(ctx, bs, func(w *worker, b block) error {
+	bp.ties = newBlockCounts(len(bp.bs), nm)
+	return r.parallel(ctx, bp.bs, func(w *worker, b block) error {
 		j := &r.p.Jobs[b.job]
 		base := r.widenBase(w, b)
-		bt := ties.at(b.seq)
-		var be []int64
-		if edges.v != nil {
-			be = edges.at(b.seq)
-		}
-		for _, i := range sc.models {
+		for _, i := range bp.sc.models {
 			dt := j.ModelDT[i]
-			src := r.src(w, j.Models[i], dt, b.start, b.n)
-			lo, hi := sc.bands[i].lo, sc.bands[i].hi
-			if lo == hi {
-				above, inside := r.k.DeltaRange(src, dt, base, lo, hi, nil)
-				w.above[i] += uint64(above)
-				w.inside[i] += uint64(inside)
-				bt[i] = int64(inside)
-				continue
-			}
-			if edged[i] {
-				above, atHi := r.k.DeltaRange(src, dt, base, hi, hi, nil)
-				_, atLo := r.k.DeltaRange(src, dt, base, lo, lo, nil)
-				w.above[i] += uint64(above)
-				w.atHi[i] += uint64(atHi)
-				w.atLo[i] += uint64(atLo)
-				be[2*i], be[2*i+1] = int64(atHi), int64(atLo)
-				if hi-lo < 2 {
-					continue // nothing strictly inside
-				}
-				lo, hi = lo+1, hi-1
-			}
-			above, inside := r.k.DeltaRange(src, dt, base, lo, hi, w.idx)
-			if edged[i] {
-				above = 0 // counted above, with the values at hi
-			}
-			w.above[i] += uint64(above)
-			w.inside[i] += uint64(inside)
-			if w.lowsFull || len(w.lows[i])+inside > w.lowsCap {
-				w.lowsFull = true
-				continue
-			}
-			// τ again, as the kernel computed it, for the few inside.
-			lows, h := w.lows[i], &w.hists[i]
-			for _, e := range w.idx[:inside] {
-				var v float32
-				if dt == kernels.BF16 { // the common case, without a call
-					v = kernels.BF16ToF32(binary.LittleEndian.Uint16(src[2*e:]))
-				} else {
-					v = dt.At(src, int(e))
-				}
-				m := kernels.AbsBits(v - base[e])
-				lows = append(lows, uint64(b.seq)<<32|uint64(m))
-				h.Inc(m >> 16)
-			}
-			w.lows[i] = lows
+			r.countBand(w, bp, b.seq, i, r.src(w, j.Models[i], dt, b.start, b.n), dt, base)
 		}
 		return nil
 	})
-	defer r.dropLows()
-	above, inside := make([]uint64, nm), make([]uint64, nm)
-	atHi, atLo := make([]uint64, nm), make([]uint64, nm)
-	full := false
+}
+
+// countBand counts model i's values of one block (src, of dtype dt) against
+// its band, and lists those inside with the block's seq.
+func (r *run) countBand(w *worker, bp *bandPick, seq, i int, src []byte, dt kernels.DType, base []float32) {
+	lo, hi := bp.sc.bands[i].lo, bp.sc.bands[i].hi
+	if lo == hi {
+		above, inside := r.k.DeltaRange(src, dt, base, lo, hi, nil)
+		w.above[i] += uint64(above)
+		w.inside[i] += uint64(inside)
+		bp.ties.at(seq)[i] = int64(inside)
+		return
+	}
+	if bp.edged[i] {
+		above, atHi := r.k.DeltaRange(src, dt, base, hi, hi, nil)
+		_, atLo := r.k.DeltaRange(src, dt, base, lo, lo, nil)
+		w.above[i] += uint64(above)
+		w.atHi[i] += uint64(atHi)
+		w.atLo[i] += uint64(atLo)
+		be := bp.edges.at(seq)
+		be[2*i], be[2*i+1] = int64(atHi), int64(atLo)
+		if hi-lo < 2 {
+			return // nothing strictly inside
+		}
+		lo, hi = lo+1, hi-1
+	}
+	above, inside := r.k.DeltaRange(src, dt, base, lo, hi, w.idx)
+	if bp.edged[i] {
+		above = 0 // counted above, with the values at hi
+	}
+	w.above[i] += uint64(above)
+	w.inside[i] += uint64(inside)
+	if w.lowsFull || len(w.lows[i])+inside > w.lowsCap {
+		w.lowsFull = true
+		return
+	}
+	// τ again, as the kernel computed it, for the few inside.
+	lows, h := w.lows[i], &w.hists[i]
+	for _, e := range w.idx[:inside] {
+		var v float32
+		if dt == kernels.BF16 { // the common case, without a call
+			v = kernels.BF16ToF32(binary.LittleEndian.Uint16(src[2*e:]))
+		} else {
+			v = dt.At(src, int(e))
+		}
+		m := kernels.AbsBits(v - base[e])
+		lows = append(lows, uint64(seq)<<32|uint64(m))
+		h.Inc(m >> 16)
+	}
+	w.lows[i] = lows
+}
+
+// totalBands adds up the workers' counts into bp and zeroes them.
+func (r *run) totalBands(bp *bandPick) {
+	nm := len(r.p.Models)
+	bp.above, bp.inside = make([]uint64, nm), make([]uint64, nm)
+	bp.atHi, bp.atLo = make([]uint64, nm), make([]uint64, nm)
 	for _, w := range r.ws {
-		for _, i := range sc.models {
-			above[i] += w.above[i]
-			inside[i] += w.inside[i]
-			atHi[i] += w.atHi[i]
-			atLo[i] += w.atLo[i]
+		for _, i := range bp.sc.models {
+			bp.above[i] += w.above[i]
+			bp.inside[i] += w.inside[i]
+			bp.atHi[i] += w.atHi[i]
+			bp.atLo[i] += w.atLo[i]
 			w.above[i], w.inside[i], w.atHi[i], w.atLo[i] = 0, 0, 0, 0
 		}
-		full = full || w.lowsFull
+		bp.full = bp.full || w.lowsFull
 	}
-	if full && err == nil {
-		r.crowded++
-	}
-	if err != nil || full {
-		return nil, blockCounts{}, false, err
-	}
-	th := make([]topk.Threshold, nm)
-	var wide []int // models whose threshold is one of the values listed
-	for _, i := range sc.models {
-		bd := sc.bands[i]
-		if edged[i] {
+}
+
+// thresholds places each model's k-th largest value from the counts: on a
+// one-value band or an edge (th is then set, and an edge's ties per block
+// copied into bp.ties), or among the values listed inside a band (wide,
+// with bp.above raised to count what lies above them). ok is false if a
+// threshold lies outside its band: the sample missed.
+func (bp *bandPick) thresholds() (th []topk.Threshold, wide []int, ok bool) {
+	th = make([]topk.Threshold, len(bp.need))
+	for _, i := range bp.sc.models {
+		bd, k := bp.sc.bands[i], bp.need[i]
+		switch at := bp.above[i]; {
+		case bp.edged[i]:
 			// From the top: above hi, at hi, strictly inside, at lo.
-			k, at := need[i], above[i]
 			switch {
 			case k <= at:
-				r.sampleMissed()
-				return nil, blockCounts{}, false, nil
-			case k <= at+atHi[i]:
-				th[i] = topk.Threshold{Bits: bd.hi, Greater: at, Equal: atHi[i]}
-				for b := range bs {
-					ties.at(b)[i] = edges.at(b)[2*i]
-				}
-			case k <= at+atHi[i]+inside[i]:
-				above[i] = at + atHi[i]
+				return nil, nil, false
+			case k <= at+bp.atHi[i]:
+				th[i] = topk.Threshold{Bits: bd.hi, Greater: at, Equal: bp.atHi[i]}
+				bp.edgeTies(i, 0)
+			case k <= at+bp.atHi[i]+bp.inside[i]:
+				bp.above[i] = at + bp.atHi[i]
 				wide = append(wide, i)
-			case k <= at+atHi[i]+inside[i]+atLo[i]:
-				th[i] = topk.Threshold{Bits: bd.lo, Greater: at + atHi[i] + inside[i], Equal: atLo[i]}
-				for b := range bs {
-					ties.at(b)[i] = edges.at(b)[2*i+1]
-				}
+			case k <= at+bp.atHi[i]+bp.inside[i]+bp.atLo[i]:
+				th[i] = topk.Threshold{Bits: bd.lo, Greater: at + bp.atHi[i] + bp.inside[i], Equal: bp.atLo[i]}
+				bp.edgeTies(i, 1)
 			default:
-				r.sampleMissed()
-				return nil, blockCounts{}, false, nil
+				return nil, nil, false
 			}
-			continue
-		}
-		if !(above[i] < need[i] && need[i] <= above[i]+inside[i]) {
-			r.sampleMissed()
-			return nil, blockCounts{}, false, nil
-		}
-		if bd.lo == bd.hi {
-			th[i] = topk.Threshold{Bits: bd.lo, Greater: above[i], Equal: inside[i]}
-		} else {
+		case !(at < k && k <= at+bp.inside[i]):
+			return nil, nil, false
+		case bd.lo == bd.hi:
+			th[i] = topk.Threshold{Bits: bd.lo, Greater: at, Equal: bp.inside[i]}
+		default:
 			wide = append(wide, i)
 		}
 	}
-	// The histograms of edged models decided at an edge: not needed.
-	for _, i := range sc.models {
-		if edged[i] && !slices.Contains(wide, i) {
-			for _, w := range r.ws {
-				w.hists[i].Reset()
-			}
-		}
+	return th, wide, true
+}
+
+// edgeTies copies model i's counts at its band's upper (edge 0) or lower
+// (edge 1) edge into the ties of every block.
+func (bp *bandPick) edgeTies(i, edge int) {
+	for b := range bp.bs {
+		bp.ties.at(b)[i] = bp.edges.at(b)[2*i+edge]
 	}
-	if len(wide) == 0 {
-		return th, ties, true, nil
-	}
-	// The values collected in wide bands: each worker histograms and counts
-	// its own, on its own core; the first worker's histograms take the sums.
+}
+
+// wideThresholds finds the thresholds of the wide models from the values
+// listed inside their bands, and counts their ties per block. Each worker
+// histograms and counts its own lists, on its own core; the first worker's
+// histograms take the sums.
+func (r *run) wideThresholds(bp *bandPick, wide []int, th []topk.Threshold) error {
+	nm := len(r.p.Models)
 	first := r.ws[0]
 	hiBin, aboveHi := make([]uint32, nm), make([]uint64, nm)
 	for _, i := range wide {
 		for _, w := range r.ws[1:] {
 			first.hists[i].Take(&w.hists[i])
 		}
-		if hiBin[i], aboveHi[i], err = first.hists[i].Pick(need[i] - above[i]); err != nil {
-			return nil, blockCounts{}, false, err
+		var err error
+		if hiBin[i], aboveHi[i], err = first.hists[i].Pick(bp.need[i] - bp.above[i]); err != nil {
+			return err
 		}
 		first.hists[i].Reset()
 	}
@@ -246,50 +297,32 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *sc
 		for _, w := range r.ws[1:] {
 			first.hists[i].Take(&w.hists[i])
 		}
-		if th[i], err = topk.Exact(need[i]-above[i], hiBin[i], aboveHi[i], &first.hists[i]); err != nil {
-			return nil, blockCounts{}, false, err
+		var err error
+		if th[i], err = topk.Exact(bp.need[i]-bp.above[i], hiBin[i], aboveHi[i], &first.hists[i]); err != nil {
+			return err
 		}
-		th[i].Greater += above[i]
+		th[i].Greater += bp.above[i]
 	}
 	// A block's values all come from the worker that read it.
 	r.eachWorker(func(w *worker) {
 		for _, i := range wide {
 			for _, v := range w.lows[i] {
 				if uint32(v) == th[i].Bits {
-					ties.at(int(v >> 32))[i]++
+					bp.ties.at(int(v >> 32))[i]++
 				}
 			}
 		}
 	})
-	return th, ties, true, nil
+	return nil
 }
 
-// sampleTensor reads a sample of one tensor and sets its bands.
-func (r *run) sampleTensor(ctx context.Context, ji int, need []uint64) (*scope, error) {
-	sc := r.newScope([]int{ji}, need)
-	sc.sampleMin = min(r.p.sampleMin, r.p.tensorSampleMin)
-	sc.every, sc.firstSample = r.p.tensorSampleEvery, 0 // a tensor's sample is small already
-	sc.sigmas = r.tensorSigmas
-	_, err := r.sampleBands(ctx, sc)
-	return sc, err
+// sampledCounts is a worker's counts of a sampled select's pass, per model.
+type sampledCounts struct {
+	above, inside []uint64 // values above and in the band
+	atHi, atLo    []uint64 // values at the band's edges, where counted apart
 }
 
-// eachWorker runs f for every worker, each on its own goroutine, and waits.
-func (r *run) eachWorker(f func(w *worker)) {
-	var wg sync.WaitGroup
-	for _, w := range r.ws {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			f(w)
-		}()
-	}
-	wg.Wait()
-}
-
-// sampleMissed counts a tensor whose sample missed its threshold and widens
-// the bands of the tensors after it.
-func (r *run) sampleMissed() {
-	r.missed++
-	r.tensorSigmas = min(maxTensorBandSigmas, 2*r.tensorSigmas)
+func newSampledCounts(models int) sampledCounts {
+	return sampledCounts{above: make([]uint64, models), inside: make([]uint64, models),
+		atHi: make([]uint64, models), atLo: make([]uint64, models)}
 }

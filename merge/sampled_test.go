@@ -40,7 +40,7 @@ func TestSampledPickMissFallsBack(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p.tensorSampled, p.tensorSampleMin, p.tensorSampleEvery, p.sampleChunk = 1, 1, 4, 1
+		p.tuning.tensorSampled, p.tuning.tensorSampleMin, p.tuning.tensorSampleEvery, p.tuning.sampleChunk = 1, 1, 4, 1
 		sum, err := Run(context.Background(), p, nil, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -122,7 +122,7 @@ func runOneTensor(t *testing.T, r *rand.Rand, set testSet, m Method, params func
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.tensorSampled, p.tensorSampleMin, p.tensorSampleEvery, p.sampleChunk = 1, 1, 4, 64
+	p.tuning.tensorSampled, p.tuning.tensorSampleMin, p.tuning.tensorSampleEvery, p.tuning.sampleChunk = 1, 1, 4, 64
 	if edit != nil {
 		edit(p)
 	}

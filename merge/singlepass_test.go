@@ -26,7 +26,7 @@ func runPaper(t *testing.T, set testSet, every int, block int, first int64, want
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.sampleEvery, p.sampleMin, p.sampleChunk, p.firstSample = every, 1, int64(block), first
+	p.tuning.sampleEvery, p.tuning.sampleMin, p.tuning.sampleChunk, p.tuning.firstSample = every, 1, int64(block), first
 	if !p.singlePass() {
 		t.Fatal("the paper preset should take the single pass")
 	}

@@ -12,33 +12,17 @@ import (
 // Small tensors of a per-tensor trim are merged side by side, each whole by
 // one worker. Split across the workers, such a tensor's 4–6 passes (sample,
 // select, merge) each end on a barrier, with the select's histogram work
-// in between on one core: the 0.5 GB set kept 1.5 of 2 cores busy.
+// in between on one core while the others wait.
 
-// soloBytes bounds the input bytes of a tensor merged solo (Plan.soloBytes).
-// mergekit preset, medians of 5–9 alternating runs, none solo against up
-// to 64 MB: 2 GB set 0.52 against 0.44 s, 4 GB 1.01 against 0.91 s, 8 GB
-// 2.54 against 2.29 s (up to 16 MB: 0.46 s at 2 GB; 128 MB: no better).
+// soloBytes bounds the input bytes of a tensor merged solo (tuning.soloBytes).
 const soloBytes = 64 << 20
-
-// solo reports whether job ji is merged by mergeSolo: a small tensor of a
-// plain per-tensor magnitude trim. (Random drops, L1 rescales, outlier cuts
-// and the global majority sign keep the tensor-by-tensor order.)
-func (r *run) solo(ji int) bool {
-	m, j := r.p.Method, &r.p.Jobs[ji]
-	if len(r.ws) < 2 || j.Copy || !m.Trim || m.Scope != ScopeTensor || m.Outliers || m.Drop != DropNone ||
-		m.Rescale == RescaleL1 || m.GlobalMajority || m.ModelStock || m.NoBase {
-		return false
-	}
-	// The workers' tensors are hot at once: together within the hot bound.
-	return r.readBytes(j, j.Elements) <= min(r.p.soloBytes, r.p.HotBytes/int64(len(r.ws)))
-}
 
 // mergeSolo merges the solo jobs, each worker taking the next one whole on
 // a run of its own that shares the files, then adds up their counts.
 func (r *run) mergeSolo(ctx context.Context) error {
 	var jobs []int
-	for ji := range r.p.Jobs {
-		if r.solo(ji) {
+	for ji, s := range r.strategy {
+		if s.Solo {
 			jobs = append(jobs, ji)
 		}
 	}
@@ -77,6 +61,7 @@ func (r *run) mergeSolo(ctx context.Context) error {
 					return
 				}
 				ji := jobs[k]
+				s.traced(ji, "solo")
 				if k+2 < int64(len(jobs)) {
 					s.prefetchJob(jobs[k+2])
 				}

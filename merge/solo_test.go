@@ -27,9 +27,8 @@ func TestSoloCancelled(t *testing.T) {
 		t.Fatal(err)
 	}
 	solo := 0
-	r0 := &run{p: p, ws: make([]*worker, 2)}
 	for ji := range p.Jobs {
-		if r0.solo(ji) {
+		if p.Strategy(ji).Solo {
 			solo++
 		}
 	}
@@ -81,7 +80,7 @@ func TestSoloUnmapsShards(t *testing.T) {
 	run.setup()
 	solo := 0
 	for ji := range p.Jobs {
-		if run.solo(ji) {
+		if run.strategy[ji].Solo {
 			solo++
 		}
 	}

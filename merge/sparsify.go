@@ -2,7 +2,6 @@ package merge
 
 import (
 	"context"
-	"fmt"
 	"hash/fnv"
 	"math"
 	"math/big"
@@ -245,6 +244,7 @@ func (a *exactSum) value() float64 {
 // its task vector over that of the sparsified one (mergekit's rescale; left
 // at 1 when either is below 1e-7).
 func (r *run) l1Pass(ctx context.Context, ji int) error {
+	r.traced(ji, "l1")
 	n := len(r.p.Models)
 	for _, w := range r.ws {
 		if w.sums == nil {
@@ -284,22 +284,10 @@ func (r *run) l1Pass(ctx context.Context, ji int) error {
 	return nil
 }
 
-// widenBase fills the worker's base scratch for block b (zeros for methods
-// without a base) and releases the base's pages.
-func (r *run) widenBase(w *worker, b block) []float32 {
-	j := &r.p.Jobs[b.job]
-	base := w.base[:b.n]
-	if r.p.Method.NoBase {
-		clear(base)
-		return base
-	}
-	r.k.Widen(base, r.src(w, j.Base, j.BaseDT, b.start, b.n), j.BaseDT)
-	return base
-}
-
 // modelStockJob merges one tensor with Model Stock: t = N·c/(1+(N−1)·c) from
 // the mean pairwise cosine c of the task vectors, then t·mean(θᵢ) + (1−t)·θ₀.
 func (r *run) modelStockJob(ctx context.Context, ji int) error {
+	r.traced(ji, "model-stock")
 	n := len(r.p.Models)
 	pairs := n * (n + 1) / 2 // dot products i ≤ k, norms included
 	for _, w := range r.ws {
@@ -370,23 +358,4 @@ func (r *run) modelStockJob(ctx context.Context, ji int) error {
 		}
 		return r.finish(w, b, base, avg, t)
 	})
-}
-
-// finish rounds θ₀ + λ·τₘ of a block to the output and writes it.
-func (r *run) finish(w *worker, b block, base, tm []float32, lambda float32) error {
-	j := &r.p.Jobs[b.job]
-	sz := j.OutDT.Size()
-	out := w.outb[:int(b.n)*sz]
-	r.k.Finish(out, j.OutDT, base, tm, lambda)
-	return r.write(b, out)
-}
-
-// write writes a block's output.
-func (r *run) write(b block, out []byte) error {
-	j := &r.p.Jobs[b.job]
-	if err := r.out.WriteTensor(j.Name, b.start*int64(j.OutDT.Size()), out); err != nil {
-		return fmt.Errorf("tensor %q: %w", j.Name, err)
-	}
-	r.prog.Add(r.readBytes(j, b.n))
-	return nil
 }

@@ -23,25 +23,6 @@ import (
 //
 // The select's own pass over the tensor (sampled.go) is the one this saves.
 
-// speculable reports whether tensor ji's trim can be merged in one pass: a
-// sampled tensor whose blocks the fused kernel merges (a plain trim, no cut
-// of outliers, random drop or rescale, one dtype), and no zero-sum records
-// (the model-wide majority sign): a block merged again would leave its first
-// records stale.
-func (r *run) speculable(ji int) bool {
-	m, j := r.p.Method, &r.p.Jobs[ji]
-	if m.GlobalMajority || m.NoBase || m.Drop != DropNone || m.Outliers || m.ApproxTopK ||
-		m.Rescale == RescaleL1 && m.Sparsifies() || j.Elements < r.p.tensorSampled {
-		return false
-	}
-	for _, dt := range j.ModelDT {
-		if dt != j.BaseDT {
-			return false
-		}
-	}
-	return true
-}
-
 // blockRecords are what the fused kernel counted in each block of a
 // speculative merge, to be taken back if the block is merged again.
 type blockRecords struct {
@@ -52,9 +33,7 @@ type blockRecords struct {
 // speculateJob merges tensor ji in one pass if its sample allows (done);
 // otherwise it returns the sample, if it read one, for the select to use.
 func (r *run) speculateJob(ctx context.Context, ji int) (_ *scope, done bool, _ error) {
-	if !r.speculable(ji) {
-		return nil, false, nil
-	}
+	r.traced(ji, "speculate")
 	j := &r.p.Jobs[ji]
 	sc, err := r.sampleTensor(ctx, ji, j.Need)
 	if err != nil || len(sc.models) == 0 {
@@ -84,8 +63,7 @@ func (r *run) speculateJob(ctx context.Context, ji int) (_ *scope, done bool, _ 
 	r.hot = r.shared // read once: release behind (a solo tensor: once done)
 	if err := r.parallel(ctx, bs, func(w *worker, b block) error {
 		// The ties are counted where some model keeps them; past every
-		// model's cut the kernel without the count runs (about a sixth
-		// faster per element in the 4 GB profile).
+		// model's cut the cheaper kernel without the count runs.
 		var equal []int
 		for i := range j.Models {
 			bits := r.trims[ji][i].bits // untrimmed: 0, keep all
@@ -134,6 +112,7 @@ func (r *run) speculateJob(ctx context.Context, ji int) (_ *scope, done bool, _ 
 		return nil, true, err
 	}
 	r.onePass++
+	r.traced(ji, "one-pass")
 	r.takeBack(recs, again)
 	for _, b := range again {
 		r.remerged += b.n

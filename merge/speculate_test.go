@@ -80,7 +80,7 @@ func TestSpeculativeMerge(t *testing.T) {
 			p, sum := runOneTensor(t, r, set, m, params, 1024, nil)
 			// The radix select's merge counts the same votes.
 			radix := *p
-			radix.tensorSampled, radix.Opts.Out = n+1, p.Opts.Out+"-radix"
+			radix.tuning.tensorSampled, radix.Opts.Out = n+1, p.Opts.Out+"-radix"
 			rsum, err := Run(context.Background(), &radix, nil, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -149,12 +149,12 @@ func TestSpeculativeMergeRandom(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p.tensorSampled, p.tensorSampleMin, p.tensorSampleEvery, p.sampleChunk = 1, 1, 2+r.IntN(4), 16+int64(r.IntN(100))
+		p.tuning.tensorSampled, p.tuning.tensorSampleMin, p.tuning.tensorSampleEvery, p.tuning.sampleChunk = 1, 1, 2+r.IntN(4), 16+int64(r.IntN(100))
 		if r.IntN(2) == 0 {
-			p.soloBytes = 0 // the tensor split across the workers
+			p.tuning.soloBytes = 0 // the tensor split across the workers
 		}
 		if r.IntN(3) == 0 {
-			p.sideEntries = r.IntN(3) // the sample's low histograms by passes
+			p.tuning.sideEntries = r.IntN(3) // the sample's low histograms by passes
 		}
 		sum, err := Run(context.Background(), p, nil, nil)
 		if err != nil {

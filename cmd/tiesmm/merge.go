@@ -190,7 +190,12 @@ func (m *mergeCmd) Run(ctx context.Context, k *kong.Context) error {
 		for i, j := range plan.Jobs {
 			names[i] = j.Name
 		}
-		return c.Explain(os.Stdout, names, plan.Layers)
+		if err := c.Explain(os.Stdout, names, plan.Layers); err != nil {
+			return err
+		}
+		fmt.Fprintln(os.Stdout)
+		plan.DescribeStrategies(os.Stdout)
+		return nil
 	}
 	if m.DryRun {
 		plan.Describe(os.Stdout)
