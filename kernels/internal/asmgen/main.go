@@ -1038,173 +1038,20 @@ func finish2(a *asm, dt string) {
 func vote2(a *asm, cons, agg, wt string) {
 	name := voteName(cons, agg, wt, "AVX2")
 	declare(name, sigVote, fmt.Sprintf("%s votes n elements, a multiple of 8 (consensus %s, aggregate %s, weights %s).", name, cons, agg, wt))
-	wv, unit := wt == "W", wt == "1"
-	// loadTA loads t into Y4 and a = w·t into Y6 (Y5 = w); with unit
-	// weights t goes straight to Y6 and Y4 is not used.
-	loadTA := func() {
-		if unit {
-			a.op("VMOVUPS (R10), Y6")
-			return
-		}
-		a.op("VMOVUPS (R10), Y4")
-		a.op("VBROADCASTSS (R8)(R11*4), Y5")
-		a.op("VMULPS Y4, Y5, Y6") // a = w·t
-	}
+	g := &vote2Gen{a: a, cons: cons, agg: agg, wv: wt == "W", unit: wt == "1", needS: cons != "None" || agg == "Max"}
 	a.text(name, "$0-80", sigVote)
-	a.op("MOVQ out+0(FP), DI")
-	a.op("MOVQ taus+8(FP), SI")
-	a.op("MOVQ stride+16(FP), DX")
-	a.op("SHLQ $2, DX")
-	a.op("MOVQ w+24(FP), R8")
-	a.op("MOVQ models+32(FP), R9")
-	a.op("MOVQ n+40(FP), CX")
-	a.op("MOVQ CX, BX")
-	a.op("VXORPS Y15, Y15, Y15")
-	broadcast2(a, "0x3f800000", 14)
-	broadcast2(a, "0x80000000", 13)
-	broadcast2(a, "0x7fffffff", 12)
-	for y := 8; y <= 11; y++ {
-		a.op("VPXOR Y%d, Y%d, Y%d", y, y, y)
-	}
-	modelLoop := func(lbl string, body func()) {
-		a.op("MOVQ SI, R10")
-		a.op("XORQ R11, R11")
-		a.label(lbl)
-		body()
-		a.op("ADDQ DX, R10")
-		a.op("INCQ R11")
-		a.op("CMPQ R11, R9")
-		a.op("JB %s", lbl)
-	}
-	needS := cons != "None" || agg == "Max"
+	g.prologue()
 	a.label("loop")
 	a.op("TESTQ CX, CX")
 	a.op("JZ done")
-	var num, den, mx, flip int
 	if cons == "None" {
-		// One pass. Y8..Y10 are free (only conflicts count): num, den, max |a|.
-		num, den, mx, flip = 8, 9, 10, 0
-		for _, y := range []int{1, 2, 8, 9, 10} {
-			a.op("VXORPS Y%d, Y%d, Y%d", y, y, y)
-		}
-		if needS {
-			a.op("VXORPS Y0, Y0, Y0")
-		}
-		modelLoop("all", func() {
-			loadTA()
-			v := 4
-			if wv || unit {
-				v = 6
-			}
-			a.op("VMAXPS Y1, Y%d, Y1", v)
-			a.op("VMINPS Y2, Y%d, Y2", v)
-			if needS {
-				a.op("VADDPS Y%d, Y0, Y0", v)
-			}
-			a.op("VADDPS Y8, Y6, Y8") // a + num
-			switch agg {
-			case "Mean":
-				a.op("VADDPS Y14, Y9, Y9")
-			case "MeanW":
-				a.op("VADDPS Y9, Y5, Y9") // w + den
-			case "Max":
-				a.op("VANDPS Y12, Y6, Y7")
-				a.op("VMAXPS Y10, Y7, Y10")
-			}
-		})
-		a.op("VCMPPS %s, Y15, Y1, Y5", cmpGT)
-		a.op("VCMPPS %s, Y15, Y2, Y6", cmpLT)
-		a.op("VANDPS Y5, Y6, Y7")
-		a.op("VPSUBD Y7, Y11, Y11") // conflicts
-		if agg == "Max" {
-			a.op("VCMPPS %s, Y15, Y0, Y4", cmpGE)
-			a.op("VANDNPS Y13, Y4, Y0") // flip = ¬up & sign
-		}
+		g.onePass()
 	} else {
-		num, den, mx, flip = 1, 2, 3, 0
-		for _, y := range []int{0, 1, 2} {
-			a.op("VXORPS Y%d, Y%d, Y%d", y, y, y)
-		}
-		if cons == "Count" {
-			a.op("VXORPS Y3, Y3, Y3")
-		}
-		modelLoop("vote", func() {
-			a.op("VMOVUPS (R10), Y4")
-			if wv {
-				a.op("VBROADCASTSS (R8)(R11*4), Y5")
-				a.op("VMULPS Y5, Y4, Y4") // v = t·w
-			}
-			a.op("VMAXPS Y1, Y4, Y1")
-			a.op("VMINPS Y2, Y4, Y2")
-			if cons == "Count" {
-				a.op("VADDPS Y4, Y3, Y3")
-				a.op("VCMPPS %s, Y15, Y4, Y5", cmpNEQO)
-				a.op("VANDPS Y13, Y4, Y6")
-				a.op("VORPS Y14, Y6, Y6")
-				a.op("VANDPS Y5, Y6, Y6") // ±1, or 0 for ±0 and NaN
-				a.op("VADDPS Y6, Y0, Y0")
-			} else {
-				a.op("VADDPS Y4, Y0, Y0")
-			}
-		})
-		a.op("VCMPPS %s, Y15, Y0, Y4", cmpGE) // up
-		a.op("VPSUBD Y4, Y9, Y9")
-		a.op("VCMPPS %s, Y15, Y1, Y5", cmpGT) // some v > 0
-		a.op("VCMPPS %s, Y15, Y2, Y6", cmpLT) // some v < 0
-		a.op("VANDPS Y5, Y6, Y7")
-		a.op("VPSUBD Y7, Y11, Y11") // conflicts
-		a.op("VORPS Y5, Y6, Y5")
-		if cons == "Count" {
-			a.op("VCMPPS %s, Y3, Y3, Y6", cmpUNORD)
-			a.op("VORPS Y6, Y5, Y5")
-		}
-		a.op("VCMPPS %s, Y15, Y0, Y6", cmpEQ)
-		a.op("VANDPS Y5, Y6, Y6")
-		a.op("VPSUBD Y6, Y10, Y10") // zero sum
-		a.op("VCMPPS %s, Y15, Y0, Y6", cmpGT)
-		a.op("VPSUBD Y6, Y8, Y8")   // positive
-		a.op("VANDNPS Y13, Y4, Y0") // flip = ¬up & sign
-		for _, y := range []int{1, 2, 3} {
-			a.op("VXORPS Y%d, Y%d, Y%d", y, y, y)
-		}
-		modelLoop("agg", func() {
-			loadTA()
-			v := 4
-			if wv || unit {
-				v = 6
-			}
-			a.op("VXORPS Y0, Y%d, Y7", v)
-			a.op("VCMPPS %s, Y15, Y7, Y7", cmpGT) // agrees
-			a.op("VANDPS Y7, Y6, Y4")
-			a.op("VADDPS Y1, Y4, Y1") // a + num
-			switch agg {
-			case "Mean":
-				a.op("VPSUBD Y7, Y2, Y2") // den counts agreeing values
-			case "MeanW":
-				a.op("VANDPS Y7, Y5, Y4")
-				a.op("VADDPS Y2, Y4, Y2") // w + den
-			case "Max":
-				a.op("VANDPS Y12, Y6, Y4")
-				a.op("VANDPS Y7, Y4, Y4")
-				a.op("VMAXPS Y3, Y4, Y3")
-			}
-		})
+		g.votePass()
+		g.count()
+		g.aggPass()
 	}
-	switch {
-	case agg == "Max":
-		a.op("VXORPS Y%d, Y%d, Y%d", flip, mx, num)
-	case agg == "Mean" && cons != "None":
-		// The count as a float is the reference's den (+1 per value, exact),
-		// and a zero count becomes 1.
-		a.op("VPMAXSD ones32<>(SB), Y%d, Y%d", den, den)
-		a.op("VCVTDQ2PS Y%d, Y%d", den, den)
-		a.op("VDIVPS Y%d, Y%d, Y%d", den, num, num)
-	case agg == "Mean" || agg == "MeanW":
-		a.op("VCMPPS %s, Y15, Y%d, Y4", cmpEQ, den)
-		a.op("VBLENDVPS Y4, Y14, Y%d, Y%d", den, den) // a zero divisor becomes 1
-		a.op("VDIVPS Y%d, Y%d, Y%d", den, num, num)
-	}
-	a.op("VMOVUPS Y%d, (DI)", num)
+	g.store()
 	a.op("ADDQ $32, SI")
 	a.op("ADDQ $32, DI")
 	a.op("SUBQ $8, CX")
@@ -1221,4 +1068,207 @@ func vote2(a *asm, cons, agg, wt string) {
 	}
 	a.op("VZEROUPPER")
 	a.op("RET")
+}
+
+// vote2Gen writes one AVX2 vote variant, in steps. num, den, mx and flip
+// are the registers the aggregate ends in, which depend on the consensus.
+type vote2Gen struct {
+	a                  *asm
+	cons, agg          string
+	wv, unit, needS    bool
+	num, den, mx, flip int
+}
+
+// prologue loads the arguments and sets the constants and counters.
+func (g *vote2Gen) prologue() {
+	a := g.a
+	a.op("MOVQ out+0(FP), DI")
+	a.op("MOVQ taus+8(FP), SI")
+	a.op("MOVQ stride+16(FP), DX")
+	a.op("SHLQ $2, DX")
+	a.op("MOVQ w+24(FP), R8")
+	a.op("MOVQ models+32(FP), R9")
+	a.op("MOVQ n+40(FP), CX")
+	a.op("MOVQ CX, BX")
+	a.op("VXORPS Y15, Y15, Y15")
+	broadcast2(a, "0x3f800000", 14)
+	broadcast2(a, "0x80000000", 13)
+	broadcast2(a, "0x7fffffff", 12)
+	for y := 8; y <= 11; y++ {
+		a.op("VPXOR Y%d, Y%d, Y%d", y, y, y)
+	}
+}
+
+// loadTA loads t into Y4 and a = w·t into Y6 (Y5 = w); with unit weights t
+// goes straight to Y6 and Y4 is not used.
+func (g *vote2Gen) loadTA() {
+	a := g.a
+	if g.unit {
+		a.op("VMOVUPS (R10), Y6")
+		return
+	}
+	a.op("VMOVUPS (R10), Y4")
+	a.op("VBROADCASTSS (R8)(R11*4), Y5")
+	a.op("VMULPS Y4, Y5, Y6") // a = w·t
+}
+
+// vreg is the register holding the vote value after loadTA.
+func (g *vote2Gen) vreg() int {
+	if g.wv || g.unit {
+		return 6
+	}
+	return 4
+}
+
+// modelLoop writes body once per model, labelled lbl.
+func (g *vote2Gen) modelLoop(lbl string, body func()) {
+	a := g.a
+	a.op("MOVQ SI, R10")
+	a.op("XORQ R11, R11")
+	a.label(lbl)
+	body()
+	a.op("ADDQ DX, R10")
+	a.op("INCQ R11")
+	a.op("CMPQ R11, R9")
+	a.op("JB %s", lbl)
+}
+
+// onePass is consensus None, in one pass. Y8..Y10 are free (only
+// conflicts count): num, den, max |a|.
+func (g *vote2Gen) onePass() {
+	a := g.a
+	g.num, g.den, g.mx, g.flip = 8, 9, 10, 0
+	for _, y := range []int{1, 2, 8, 9, 10} {
+		a.op("VXORPS Y%d, Y%d, Y%d", y, y, y)
+	}
+	if g.needS {
+		a.op("VXORPS Y0, Y0, Y0")
+	}
+	g.modelLoop("all", func() {
+		g.loadTA()
+		v := g.vreg()
+		a.op("VMAXPS Y1, Y%d, Y1", v)
+		a.op("VMINPS Y2, Y%d, Y2", v)
+		if g.needS {
+			a.op("VADDPS Y%d, Y0, Y0", v)
+		}
+		a.op("VADDPS Y8, Y6, Y8") // a + num
+		switch g.agg {
+		case "Mean":
+			a.op("VADDPS Y14, Y9, Y9")
+		case "MeanW":
+			a.op("VADDPS Y9, Y5, Y9") // w + den
+		case "Max":
+			a.op("VANDPS Y12, Y6, Y7")
+			a.op("VMAXPS Y10, Y7, Y10")
+		}
+	})
+	a.op("VCMPPS %s, Y15, Y1, Y5", cmpGT)
+	a.op("VCMPPS %s, Y15, Y2, Y6", cmpLT)
+	a.op("VANDPS Y5, Y6, Y7")
+	a.op("VPSUBD Y7, Y11, Y11") // conflicts
+	if g.agg == "Max" {
+		a.op("VCMPPS %s, Y15, Y0, Y4", cmpGE)
+		a.op("VANDNPS Y13, Y4, Y0") // flip = ¬up & sign
+	}
+}
+
+// votePass sums the votes, with the running max and min of v.
+func (g *vote2Gen) votePass() {
+	a := g.a
+	g.num, g.den, g.mx, g.flip = 1, 2, 3, 0
+	for _, y := range []int{0, 1, 2} {
+		a.op("VXORPS Y%d, Y%d, Y%d", y, y, y)
+	}
+	if g.cons == "Count" {
+		a.op("VXORPS Y3, Y3, Y3")
+	}
+	g.modelLoop("vote", func() {
+		a.op("VMOVUPS (R10), Y4")
+		if g.wv {
+			a.op("VBROADCASTSS (R8)(R11*4), Y5")
+			a.op("VMULPS Y5, Y4, Y4") // v = t·w
+		}
+		a.op("VMAXPS Y1, Y4, Y1")
+		a.op("VMINPS Y2, Y4, Y2")
+		if g.cons == "Count" {
+			a.op("VADDPS Y4, Y3, Y3")
+			a.op("VCMPPS %s, Y15, Y4, Y5", cmpNEQO)
+			a.op("VANDPS Y13, Y4, Y6")
+			a.op("VORPS Y14, Y6, Y6")
+			a.op("VANDPS Y5, Y6, Y6") // ±1, or 0 for ±0 and NaN
+			a.op("VADDPS Y6, Y0, Y0")
+		} else {
+			a.op("VADDPS Y4, Y0, Y0")
+		}
+	})
+}
+
+// count adds the vote's outcome to the lane counters and sets the flip.
+func (g *vote2Gen) count() {
+	a := g.a
+	a.op("VCMPPS %s, Y15, Y0, Y4", cmpGE) // up
+	a.op("VPSUBD Y4, Y9, Y9")
+	a.op("VCMPPS %s, Y15, Y1, Y5", cmpGT) // some v > 0
+	a.op("VCMPPS %s, Y15, Y2, Y6", cmpLT) // some v < 0
+	a.op("VANDPS Y5, Y6, Y7")
+	a.op("VPSUBD Y7, Y11, Y11") // conflicts
+	a.op("VORPS Y5, Y6, Y5")
+	if g.cons == "Count" {
+		a.op("VCMPPS %s, Y3, Y3, Y6", cmpUNORD)
+		a.op("VORPS Y6, Y5, Y5")
+	}
+	a.op("VCMPPS %s, Y15, Y0, Y6", cmpEQ)
+	a.op("VANDPS Y5, Y6, Y6")
+	a.op("VPSUBD Y6, Y10, Y10") // zero sum
+	a.op("VCMPPS %s, Y15, Y0, Y6", cmpGT)
+	a.op("VPSUBD Y6, Y8, Y8")   // positive
+	a.op("VANDNPS Y13, Y4, Y0") // flip = ¬up & sign
+}
+
+// aggPass aggregates the values that agree with the vote.
+func (g *vote2Gen) aggPass() {
+	a := g.a
+	for _, y := range []int{1, 2, 3} {
+		a.op("VXORPS Y%d, Y%d, Y%d", y, y, y)
+	}
+	g.modelLoop("agg", func() {
+		g.loadTA()
+		a.op("VXORPS Y0, Y%d, Y7", g.vreg())
+		a.op("VCMPPS %s, Y15, Y7, Y7", cmpGT) // agrees
+		a.op("VANDPS Y7, Y6, Y4")
+		a.op("VADDPS Y1, Y4, Y1") // a + num
+		switch g.agg {
+		case "Mean":
+			a.op("VPSUBD Y7, Y2, Y2") // den counts agreeing values
+		case "MeanW":
+			a.op("VANDPS Y7, Y5, Y4")
+			a.op("VADDPS Y2, Y4, Y2") // w + den
+		case "Max":
+			a.op("VANDPS Y12, Y6, Y4")
+			a.op("VANDPS Y7, Y4, Y4")
+			a.op("VMAXPS Y3, Y4, Y3")
+		}
+	})
+}
+
+// store finishes the aggregate and writes it out.
+func (g *vote2Gen) store() {
+	a := g.a
+	num, den := g.num, g.den
+	switch {
+	case g.agg == "Max":
+		a.op("VXORPS Y%d, Y%d, Y%d", g.flip, g.mx, num)
+	case g.agg == "Mean" && g.cons != "None":
+		// The count as a float is the reference's den (+1 per value, exact),
+		// and a zero count becomes 1.
+		a.op("VPMAXSD ones32<>(SB), Y%d, Y%d", den, den)
+		a.op("VCVTDQ2PS Y%d, Y%d", den, den)
+		a.op("VDIVPS Y%d, Y%d, Y%d", den, num, num)
+	case g.agg == "Mean" || g.agg == "MeanW":
+		a.op("VCMPPS %s, Y15, Y%d, Y4", cmpEQ, den)
+		a.op("VBLENDVPS Y4, Y14, Y%d, Y%d", den, den) // a zero divisor becomes 1
+		a.op("VDIVPS Y%d, Y%d, Y%d", den, num, num)
+	}
+	a.op("VMOVUPS Y%d, (DI)", num)
 }
