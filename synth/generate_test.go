@@ -86,6 +86,41 @@ func readModelDir(t *testing.T, dir string) (map[string]*fileTensor, []string) {
 func TestGenerateFiles(t *testing.T) {
 	dir := t.TempDir()
 	o := Options{Params: 1_000_000, Models: 2, Seed: 42, IntBuffer: true, FineTuneDTypes: []string{"bf16", "f32"}}
+	sum := generateWithProgress(t, dir, o)
+	mem := genMem(t, o, 3)
+	if sum.Arch != mem.arch || len(sum.Models) != 3 {
+		t.Fatalf("summary %+v", sum)
+	}
+	wantDT := map[string]string{"base": "BF16", "ft1": "BF16", "ft2": "F32"}
+	for k, m := range sum.Models {
+		if m.Path != filepath.Join(dir, m.Role) || m.DType != wantDT[m.Role] || m.Shards != 1 || m.Tensors != len(mem.ts) {
+			t.Errorf("model summary %+v", m)
+		}
+		checkModelTensors(t, m, mem, mem.sinks[k])
+		checkConfig(t, m, sum.Arch)
+		checkSideFiles(t, m)
+		// mmapio reads what it wrote.
+		mm, err := mmapio.OpenModel(m.Path)
+		if err != nil {
+			t.Errorf("mmapio.OpenModel: %v", err)
+		} else if len(mm.Tensors) != len(mem.ts) {
+			t.Errorf("mmapio sees %d tensors", len(mm.Tensors))
+		}
+	}
+	// No leftovers besides the three model directories.
+	ents, _ := os.ReadDir(dir)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if strings.Join(names, " ") != "base ft1 ft2" {
+		t.Errorf("directory holds %v", names)
+	}
+}
+
+// generateWithProgress runs Generate with a progress callback and checks
+// that it was called and reached the summary's byte count.
+func generateWithProgress(t *testing.T, dir string, o Options) *Summary {
 	var mu sync.Mutex
 	var calls int
 	var last, total int64
@@ -103,106 +138,98 @@ func TestGenerateFiles(t *testing.T) {
 	if calls < 2 || last != total || total != sum.Bytes {
 		t.Errorf("progress: %d calls, last %d of %d; summary %d bytes", calls, last, total, sum.Bytes)
 	}
-	o.Progress = nil
-	mem := genMem(t, o, 3)
-	if sum.Arch != mem.arch || len(sum.Models) != 3 {
-		t.Fatalf("summary %+v", sum)
+	return sum
+}
+
+// checkModelTensors checks m's single file against the in-memory
+// generator's output: every tensor's dtype, shape and bytes.
+func checkModelTensors(t *testing.T, m ModelSummary, mem *memSet, sink *memSink) {
+	got, files := readModelDir(t, m.Path)
+	if len(files) != 1 || files[0] != "model.safetensors" {
+		t.Errorf("%s: files %v", m.Role, files)
 	}
-	wantDT := map[string]string{"base": "BF16", "ft1": "BF16", "ft2": "F32"}
-	for k, m := range sum.Models {
-		if m.Path != filepath.Join(dir, m.Role) || m.DType != wantDT[m.Role] || m.Shards != 1 || m.Tensors != len(mem.ts) {
-			t.Errorf("model summary %+v", m)
+	var bytesSeen int64
+	for _, ts := range mem.ts {
+		ft := got[ts.name]
+		if ft == nil {
+			t.Errorf("%s: no tensor %q", m.Role, ts.name)
+			continue
 		}
-		got, files := readModelDir(t, m.Path)
-		if len(files) != 1 || files[0] != "model.safetensors" {
-			t.Errorf("%s: files %v", m.Role, files)
+		dt := m.DType
+		if ts.isInt() {
+			dt = "I64"
 		}
-		var bytesSeen int64
-		for _, ts := range mem.ts {
-			ft := got[ts.name]
-			if ft == nil {
-				t.Errorf("%s: no tensor %q", m.Role, ts.name)
-				continue
-			}
-			dt := m.DType
-			if ts.isInt() {
-				dt = "I64"
-			}
-			if ft.DType != dt || len(ft.Shape) != len(ts.shape) {
-				t.Errorf("%s %s: %s %v", m.Role, ts.name, ft.DType, ft.Shape)
-			}
-			for i := range ts.shape {
-				if ft.Shape[i] != ts.shape[i] {
-					t.Errorf("%s %s: shape %v, want %v", m.Role, ts.name, ft.Shape, ts.shape)
-					break
-				}
-			}
-			if !bytes.Equal(ft.data, mem.sinks[k].data[ts.name]) {
-				t.Errorf("%s %s: file bytes differ from the in-memory generator", m.Role, ts.name)
-			}
-			bytesSeen += int64(len(ft.data))
+		if ft.DType != dt || len(ft.Shape) != len(ts.shape) {
+			t.Errorf("%s %s: %s %v", m.Role, ts.name, ft.DType, ft.Shape)
 		}
-		if len(got) != len(mem.ts) || bytesSeen != m.Bytes {
-			t.Errorf("%s: %d tensors, %d bytes; summary says %d bytes", m.Role, len(got), bytesSeen, m.Bytes)
+		for i := range ts.shape {
+			if ft.Shape[i] != ts.shape[i] {
+				t.Errorf("%s %s: shape %v, want %v", m.Role, ts.name, ft.Shape, ts.shape)
+				break
+			}
 		}
-		// The side files.
-		var cfg map[string]any
-		raw, err := os.ReadFile(filepath.Join(m.Path, "config.json"))
+		if !bytes.Equal(ft.data, sink.data[ts.name]) {
+			t.Errorf("%s %s: file bytes differ from the in-memory generator", m.Role, ts.name)
+		}
+		bytesSeen += int64(len(ft.data))
+	}
+	if len(got) != len(mem.ts) || bytesSeen != m.Bytes {
+		t.Errorf("%s: %d tensors, %d bytes; summary says %d bytes", m.Role, len(got), bytesSeen, m.Bytes)
+	}
+}
+
+// checkConfig checks m's config.json against the architecture.
+func checkConfig(t *testing.T, m ModelSummary, a Arch) {
+	var cfg map[string]any
+	raw, err := os.ReadFile(filepath.Join(m.Path, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]any{
+		"hidden_size": float64(a.Hidden), "num_hidden_layers": float64(a.Layers), "intermediate_size": float64(a.Intermediate),
+		"num_attention_heads": float64(a.Heads), "num_key_value_heads": float64(a.KVHeads), "vocab_size": float64(a.Vocab),
+		"torch_dtype": map[string]string{"BF16": "bfloat16", "F32": "float32"}[m.DType], "model_type": "llama",
+	} {
+		if cfg[key] != want {
+			t.Errorf("%s config.json %s = %v, want %v", m.Role, key, cfg[key], want)
+		}
+	}
+	if arch, _ := cfg["architectures"].([]any); len(arch) != 1 || arch[0] != "LlamaForCausalLM" {
+		t.Errorf("%s: architectures %v", m.Role, cfg["architectures"])
+	}
+}
+
+// checkSideFiles checks that m's other JSON files parse, and the
+// tokenizer's vocabulary.
+func checkSideFiles(t *testing.T, m ModelSummary) {
+	for _, f := range []string{"generation_config.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"} {
+		raw, err := os.ReadFile(filepath.Join(m.Path, f))
+		var v map[string]any
+		if err == nil {
+			err = json.Unmarshal(raw, &v)
+		}
 		if err != nil {
-			t.Fatal(err)
+			t.Errorf("%s/%s: %v", m.Role, f, err)
 		}
-		if err := json.Unmarshal(raw, &cfg); err != nil {
-			t.Fatal(err)
-		}
-		a := sum.Arch
-		for key, want := range map[string]any{
-			"hidden_size": float64(a.Hidden), "num_hidden_layers": float64(a.Layers), "intermediate_size": float64(a.Intermediate),
-			"num_attention_heads": float64(a.Heads), "num_key_value_heads": float64(a.KVHeads), "vocab_size": float64(a.Vocab),
-			"torch_dtype": map[string]string{"BF16": "bfloat16", "F32": "float32"}[m.DType], "model_type": "llama",
-		} {
-			if cfg[key] != want {
-				t.Errorf("%s config.json %s = %v, want %v", m.Role, key, cfg[key], want)
-			}
-		}
-		if arch, _ := cfg["architectures"].([]any); len(arch) != 1 || arch[0] != "LlamaForCausalLM" {
-			t.Errorf("%s: architectures %v", m.Role, cfg["architectures"])
-		}
-		for _, f := range []string{"generation_config.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"} {
-			raw, err := os.ReadFile(filepath.Join(m.Path, f))
-			var v map[string]any
-			if err == nil {
-				err = json.Unmarshal(raw, &v)
-			}
-			if err != nil {
-				t.Errorf("%s/%s: %v", m.Role, f, err)
-			}
-			if f == "tokenizer.json" {
-				vocab, _ := v["model"].(map[string]any)["vocab"].(map[string]any)
-				ids := map[float64]bool{}
-				for _, id := range vocab {
-					ids[id.(float64)] = true
-				}
-				if len(vocab) != 259 || len(ids) != 259 || vocab["<s>"] != 1.0 || vocab["A"] != float64(3+'A') || vocab["Ġ"] != float64(3+' ') {
-					t.Errorf("tokenizer.json vocab: %d entries, %d ids, <s> %v, A %v, Ġ %v", len(vocab), len(ids), vocab["<s>"], vocab["A"], vocab["Ġ"])
-				}
-			}
-		}
-		// mmapio reads what it wrote.
-		mm, err := mmapio.OpenModel(m.Path)
-		if err != nil {
-			t.Errorf("mmapio.OpenModel: %v", err)
-		} else if len(mm.Tensors) != len(mem.ts) {
-			t.Errorf("mmapio sees %d tensors", len(mm.Tensors))
+		if f == "tokenizer.json" {
+			checkTokenizerVocab(t, v)
 		}
 	}
-	// No leftovers besides the three model directories.
-	ents, _ := os.ReadDir(dir)
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
+}
+
+// checkTokenizerVocab checks tokenizer.json's byte-level vocabulary: 259
+// distinct ids, <s> at 1, bytes from 3.
+func checkTokenizerVocab(t *testing.T, v map[string]any) {
+	vocab, _ := v["model"].(map[string]any)["vocab"].(map[string]any)
+	ids := map[float64]bool{}
+	for _, id := range vocab {
+		ids[id.(float64)] = true
 	}
-	if strings.Join(names, " ") != "base ft1 ft2" {
-		t.Errorf("directory holds %v", names)
+	if len(vocab) != 259 || len(ids) != 259 || vocab["<s>"] != 1.0 || vocab["A"] != float64(3+'A') || vocab["Ġ"] != float64(3+' ') {
+		t.Errorf("tokenizer.json vocab: %d entries, %d ids, <s> %v, A %v, Ġ %v", len(vocab), len(ids), vocab["<s>"], vocab["A"], vocab["Ġ"])
 	}
 }
 

@@ -464,196 +464,262 @@ func (c counter2) add(a *asm, mask int) {
 //	model's kept) take the registers left, Y13 (and Y14 but for bf16), in
 //	that order; the others are popcounted into their results.
 func fused2(a *asm, k fkind) {
-	dt, wt, nm := k.dt, k.wt, maxFused
+	g := &fused2Gen{a: a, dt: k.dt, wt: k.wt, nm: maxFused, held: fused2heldMax, sz: size(k.dt), pair: k.dt == "BF16"}
 	name := tiesName(k, "AVX2")
-	pair := dt == "BF16"
 	lanes := "(a multiple of 8) "
-	if pair {
+	if g.pair {
 		lanes = "(a multiple of 16) "
 	}
 	declareTies(name, k, lanes)
 	a.text(name, "$0-48", sigTies)
+	g.prologue()
+	a.label("loop")
+	a.op("CMPQ CX, n+8(FP)")
+	a.op("JAE done")
+	stepLen := 8
+	if g.pair {
+		stepLen = 16
+	}
+	prefetchLines(a, stepLen*g.sz, g.sz, fmt.Sprintf("%d(BX)", argNM))
+	if g.pair {
+		g.step("A")
+		g.step("B")
+	} else {
+		g.step("")
+	}
+	a.op("ADDQ $%d, CX", stepLen)
+	a.op("JMP loop")
+	a.label("done")
+	g.results()
+	a.op("VZEROUPPER")
+	a.op("RET")
+	g.zeroIndices()
+}
+
+// fused2Gen writes one AVX2 fused kernel, in steps.
+type fused2Gen struct {
+	a                           *asm
+	dt, wt                      string
+	nm, held, sz                int
+	pair                        bool // bf16: two halves per step
+	cs                          []counter2
+	up, pos, conflicts, zeroSum counter2
+	kept                        []counter2
+}
+
+// prologue loads the pointers and clears the counts.
+func (g *fused2Gen) prologue() {
+	a := g.a
 	a.op("MOVQ a+0(FP), BX")
 	a.op("MOVQ %d(BX), SI", argBase)
 	a.op("MOVQ %d(BX), DI", argDst)
-	for i := 0; i < nm; i++ {
+	for i := 0; i < g.nm; i++ {
 		a.op("MOVQ %d(BX), R%d", argModels+8*i, 8+i)
 	}
 	a.op("VXORPS Y15, Y15, Y15")
-	held := fused2heldMax
 	free := []int{13}
-	if !pair {
+	if !g.pair {
 		free = append(free, 14)
 	}
 	mems := []string{"neg+24(FP)", "pos+16(FP)", "conflicts+40(FP)", "zero+32(FP)"}
-	for i := 0; i < nm; i++ {
+	for i := 0; i < g.nm; i++ {
 		mems = append(mems, fmt.Sprintf("%d(BX)", argKept+8*i))
 	}
-	cs := make([]counter2, len(mems))
+	g.cs = make([]counter2, len(mems))
 	for i, m := range mems {
-		cs[i] = counter2{-1, m}
+		g.cs[i] = counter2{-1, m}
 		if i < len(free) {
-			cs[i].y = free[i]
+			g.cs[i].y = free[i]
 			a.op("VPXOR Y%d, Y%d, Y%d", free[i], free[i], free[i])
 		}
 		if i < 4 {
 			a.op("MOVQ $0, %s", m)
 		}
 	}
-	up, pos, conflicts, zero, kept := cs[0], cs[1], cs[2], cs[3], cs[4:]
+	g.up, g.pos, g.conflicts, g.zeroSum, g.kept = g.cs[0], g.cs[1], g.cs[2], g.cs[3], g.cs[4:]
 	a.op("XORQ CX, CX")
-	sz := size(dt)
-	mem := func(r string) string { return fmt.Sprintf("(%s)(CX*%d)", r, sz) }
-	// load widens the values at r's element CX into Yy (half: "", A, B).
-	load := func(r string, y int, half string) {
-		switch half {
-		case "A":
-			a.op("VPUNPCKLWD %s, Y15, Y%d", mem(r), y)
-		case "B":
-			a.op("VPUNPCKHWD %s, Y15, Y%d", mem(r), y)
-		default:
-			load2(a, dt, mem(r), y)
+}
+
+// mem is register r's element CX.
+func (g *fused2Gen) mem(r string) string { return fmt.Sprintf("(%s)(CX*%d)", r, g.sz) }
+
+// load widens the values at r's element CX into Yy (half: "", A, B).
+func (g *fused2Gen) load(r string, y int, half string) {
+	switch half {
+	case "A":
+		g.a.op("VPUNPCKLWD %s, Y15, Y%d", g.mem(r), y)
+	case "B":
+		g.a.op("VPUNPCKHWD %s, Y15, Y%d", g.mem(r), y)
+	default:
+		load2(g.a, g.dt, g.mem(r), y)
+	}
+}
+
+// trim loads model i's τ (w·τ for W) into Yt, counting (count) the equal
+// and kept values; clobbers Y8.
+func (g *fused2Gen) trim(i, t int, half string, count bool) {
+	a := g.a
+	g.load(fmt.Sprintf("R%d", 8+i), t, half)
+	a.op("VSUBPS Y12, Y%d, Y%d", t, t) // τ = θ − θ₀
+	if count {
+		g.countEq(i, t, half)
+	}
+	a.op("VPAND cmag<>(SB), Y%d, Y8", t)
+	a.op("VPCMPGTD %d(BX), Y8, Y8", argThr+32*i) // |τ| > thr − 1
+	a.op("VPAND Y8, Y%d, Y%d", t, t)
+	if count {
+		g.kept[i].add(a, 8)
+	}
+	if g.wt == "W" {
+		a.op("VBROADCASTSS %d(BX), Y8", argW+4*i)
+		a.op("VMULPS Y%d, Y8, Y%d", t, t) // a = w·τ
+	}
+}
+
+// countEq adds model i's count of |τ| = thr (τ in Yt) when flag
+// tiesFlagEq asks for it; clobbers Y8.
+func (g *fused2Gen) countEq(i, t int, half string) {
+	a := g.a
+	noeq := fmt.Sprintf("noeq%d%s", i, half)
+	flagTest(a, tiesFlagEq, noeq)
+	a.op("VPAND cmag<>(SB), Y%d, Y8", t)
+	a.op("VPCMPEQD %d(BX), Y8, Y8", argEq+32*i) // |τ| = thr
+	a.op("VMOVMSKPS Y8, AX")
+	a.op("POPCNTL AX, AX")
+	a.op("ADDQ AX, %d(BX)", argEqual+8*i)
+	a.label(noeq)
+}
+
+// step writes one step (or half step) over the models.
+func (g *fused2Gen) step(half string) {
+	g.load("SI", 12, half)
+	g.vote(half)
+	g.count(half)
+	g.aggregate(half)
+	g.store(half)
+}
+
+// vote trims each model's τ and sums the votes, with their max and min.
+func (g *fused2Gen) vote(half string) {
+	a := g.a
+	for i := 0; i < g.nm; i++ {
+		modelGuard(a, i, "voted"+half, fmt.Sprintf("%d(BX)", argNM))
+		t := 7
+		if i < g.held {
+			t = i
+		}
+		g.trim(i, t, half, true)
+		if i == 0 {
+			a.op("VMAXPS Y15, Y%d, Y10", t)
+			a.op("VMINPS Y15, Y%d, Y11", t)
+			a.op("VADDPS Y%d, Y15, Y9", t) // s = 0 + v
+		} else {
+			a.op("VMAXPS Y10, Y%d, Y10", t)
+			a.op("VMINPS Y11, Y%d, Y11", t)
+			a.op("VADDPS Y%d, Y9, Y9", t)
 		}
 	}
-	// trim loads model i's τ (w·τ for W) into Yt; clobbers Y8.
-	trim := func(i, t int, half string, count bool) {
-		load(fmt.Sprintf("R%d", 8+i), t, half)
-		a.op("VSUBPS Y12, Y%d, Y%d", t, t) // τ = θ − θ₀
-		if count {
-			noeq := fmt.Sprintf("noeq%d%s", i, half)
-			flagTest(a, tiesFlagEq, noeq)
-			a.op("VPAND cmag<>(SB), Y%d, Y8", t)
-			a.op("VPCMPEQD %d(BX), Y8, Y8", argEq+32*i) // |τ| = thr
-			a.op("VMOVMSKPS Y8, AX")
-			a.op("POPCNTL AX, AX")
-			a.op("ADDQ AX, %d(BX)", argEqual+8*i)
-			a.label(noeq)
+	a.label("voted" + half)
+}
+
+// count adds the vote's outcome to the counts, writes the zero-sum
+// indices if wanted, and sets the flip.
+func (g *fused2Gen) count(half string) {
+	a := g.a
+	a.op("VCMPPS %s, Y15, Y9, Y8", cmpGE) // up
+	g.up.add(a, 8)
+	a.op("VCMPPS %s, Y15, Y10, Y10", cmpGT) // some v > 0
+	a.op("VCMPPS %s, Y15, Y11, Y11", cmpLT) // some v < 0
+	a.op("VANDPS Y10, Y11, Y7")
+	g.conflicts.add(a, 7)
+	a.op("VORPS Y10, Y11, Y10")
+	a.op("VCMPPS %s, Y15, Y9, Y11", cmpEQ)
+	a.op("VANDPS Y10, Y11, Y11")
+	g.zeroSum.add(a, 11)
+	a.op("CMPQ %d(BX), $0", argZero)
+	a.op("JNE zero%s", half)
+	a.label("back" + half)
+	a.op("VCMPPS %s, Y15, Y9, Y10", cmpGT)
+	g.pos.add(a, 10)
+	a.op("VANDNPS csign<>(SB), Y8, Y9") // flip = ¬up & sign
+}
+
+// aggregate sums the values that agree with the vote (num, Y10) and
+// counts them (den, Y11).
+func (g *fused2Gen) aggregate(half string) {
+	a := g.a
+	for i := 0; i < g.nm; i++ {
+		modelGuard(a, i, "summed"+half, fmt.Sprintf("%d(BX)", argNM))
+		t, w := i, 7
+		if i >= g.held {
+			g.trim(i, 7, half, false)
+			t, w = 7, 0
 		}
-		a.op("VPAND cmag<>(SB), Y%d, Y8", t)
-		a.op("VPCMPGTD %d(BX), Y8, Y8", argThr+32*i) // |τ| > thr − 1
-		a.op("VPAND Y8, Y%d, Y%d", t, t)
-		if count {
-			kept[i].add(a, 8)
+		a.op("VXORPS Y9, Y%d, Y8", t)
+		a.op("VCMPPS %s, Y15, Y8, Y8", cmpGT) // v agrees with the vote
+		ar := t
+		if g.wt == "U" {
+			a.op("VBROADCASTSS %d(BX), Y%d", argW+4*i, w)
+			a.op("VMULPS Y%d, Y%d, Y%d", t, w, w) // a = w·τ
+			ar = w
 		}
-		if wt == "W" {
-			a.op("VBROADCASTSS %d(BX), Y8", argW+4*i)
-			a.op("VMULPS Y%d, Y8, Y%d", t, t) // a = w·τ
-		}
-	}
-	step := func(half string) {
-		load("SI", 12, half)
-		for i := 0; i < nm; i++ {
-			modelGuard(a, i, "voted"+half, fmt.Sprintf("%d(BX)", argNM))
-			t := 7
-			if i < held {
-				t = i
-			}
-			trim(i, t, half, true)
-			if i == 0 {
-				a.op("VMAXPS Y15, Y%d, Y10", t)
-				a.op("VMINPS Y15, Y%d, Y11", t)
-				a.op("VADDPS Y%d, Y15, Y9", t) // s = 0 + v
-			} else {
-				a.op("VMAXPS Y10, Y%d, Y10", t)
-				a.op("VMINPS Y11, Y%d, Y11", t)
-				a.op("VADDPS Y%d, Y9, Y9", t)
-			}
-		}
-		a.label("voted" + half)
-		a.op("VCMPPS %s, Y15, Y9, Y8", cmpGE) // up
-		up.add(a, 8)
-		a.op("VCMPPS %s, Y15, Y10, Y10", cmpGT) // some v > 0
-		a.op("VCMPPS %s, Y15, Y11, Y11", cmpLT) // some v < 0
-		a.op("VANDPS Y10, Y11, Y7")
-		conflicts.add(a, 7)
-		a.op("VORPS Y10, Y11, Y10")
-		a.op("VCMPPS %s, Y15, Y9, Y11", cmpEQ)
-		a.op("VANDPS Y10, Y11, Y11")
-		zero.add(a, 11)
-		a.op("CMPQ %d(BX), $0", argZero)
-		a.op("JNE zero%s", half)
-		a.label("back" + half)
-		a.op("VCMPPS %s, Y15, Y9, Y10", cmpGT)
-		pos.add(a, 10)
-		a.op("VANDNPS csign<>(SB), Y8, Y9") // flip = ¬up & sign
-		for i := 0; i < nm; i++ {
-			modelGuard(a, i, "summed"+half, fmt.Sprintf("%d(BX)", argNM))
-			t, w := i, 7
-			if i >= held {
-				trim(i, 7, half, false)
-				t, w = 7, 0
-			}
-			a.op("VXORPS Y9, Y%d, Y8", t)
-			a.op("VCMPPS %s, Y15, Y8, Y8", cmpGT) // v agrees with the vote
-			ar := t
-			if wt == "U" {
-				a.op("VBROADCASTSS %d(BX), Y%d", argW+4*i, w)
-				a.op("VMULPS Y%d, Y%d, Y%d", t, w, w) // a = w·τ
-				ar = w
-			}
-			// A value that does not agree adds +0, as vote2 explains.
-			a.op("VANDPS Y8, Y%d, Y%d", ar, ar)
-			if i == 0 {
-				a.op("VADDPS Y15, Y%d, Y10", ar) // num = a + 0
-				a.op("VPSUBD Y8, Y15, Y11")
-			} else {
-				a.op("VADDPS Y10, Y%d, Y10", ar) // a + num
-				a.op("VPSUBD Y8, Y11, Y11")
-			}
-		}
-		a.label("summed" + half)
-		flagTest(a, tiesFlagMean, "nodiv"+half)
-		a.op("VPMAXSD ones32<>(SB), Y11, Y11")
-		a.op("VCVTDQ2PS Y11, Y11")
-		a.op("VDIVPS Y11, Y10, Y10")
-		a.label("nodiv" + half)
-		a.op("VBROADCASTSS %d(BX), Y8", argLambda)
-		a.op("VMULPS Y10, Y8, Y10")  // λ·τₘ
-		a.op("VADDPS Y10, Y12, Y10") // θ₀ + λ·τₘ
-		dst := mem("DI")
-		switch dt {
-		case "F32":
-			a.op("VMOVUPS Y10, %s", dst)
-		case "F16":
-			a.op("VCVTPS2PH $0, Y10, %s", dst)
-		case "BF16":
-			a.op("VPSRLD $16, Y10, Y7")
-			a.op("VPAND ones32<>(SB), Y7, Y8")
-			a.op("VPADDD c7fff<>(SB), Y10, Y11")
-			a.op("VPADDD Y8, Y11, Y11")
-			a.op("VPSRLD $16, Y11, Y11")
-			a.op("VPOR c40<>(SB), Y7, Y7")
-			a.op("VPAND cmag<>(SB), Y10, Y8")
-			a.op("VPCMPGTD cnan<>(SB), Y8, Y8") // NaN
-			if half == "A" {
-				a.op("VPBLENDVB Y8, Y7, Y11, Y14")
-			} else {
-				a.op("VPBLENDVB Y8, Y7, Y11, Y11")
-				a.op("VPACKUSDW Y11, Y14, Y11")
-				a.op("VMOVDQU Y11, %s", dst)
-			}
+		// A value that does not agree adds +0, as vote2 explains.
+		a.op("VANDPS Y8, Y%d, Y%d", ar, ar)
+		if i == 0 {
+			a.op("VADDPS Y15, Y%d, Y10", ar) // num = a + 0
+			a.op("VPSUBD Y8, Y15, Y11")
+		} else {
+			a.op("VADDPS Y10, Y%d, Y10", ar) // a + num
+			a.op("VPSUBD Y8, Y11, Y11")
 		}
 	}
-	a.label("loop")
-	a.op("CMPQ CX, n+8(FP)")
-	a.op("JAE done")
-	stepLen := 8
-	if pair {
-		stepLen = 16
+	a.label("summed" + half)
+}
+
+// store writes θ₀ + λ·τₘ in the stored dtype (bf16: half A waits in Y14
+// for half B).
+func (g *fused2Gen) store(half string) {
+	a := g.a
+	flagTest(a, tiesFlagMean, "nodiv"+half)
+	a.op("VPMAXSD ones32<>(SB), Y11, Y11")
+	a.op("VCVTDQ2PS Y11, Y11")
+	a.op("VDIVPS Y11, Y10, Y10")
+	a.label("nodiv" + half)
+	a.op("VBROADCASTSS %d(BX), Y8", argLambda)
+	a.op("VMULPS Y10, Y8, Y10")  // λ·τₘ
+	a.op("VADDPS Y10, Y12, Y10") // θ₀ + λ·τₘ
+	dst := g.mem("DI")
+	switch g.dt {
+	case "F32":
+		a.op("VMOVUPS Y10, %s", dst)
+	case "F16":
+		a.op("VCVTPS2PH $0, Y10, %s", dst)
+	case "BF16":
+		a.op("VPSRLD $16, Y10, Y7")
+		a.op("VPAND ones32<>(SB), Y7, Y8")
+		a.op("VPADDD c7fff<>(SB), Y10, Y11")
+		a.op("VPADDD Y8, Y11, Y11")
+		a.op("VPSRLD $16, Y11, Y11")
+		a.op("VPOR c40<>(SB), Y7, Y7")
+		a.op("VPAND cmag<>(SB), Y10, Y8")
+		a.op("VPCMPGTD cnan<>(SB), Y8, Y8") // NaN
+		if half == "A" {
+			a.op("VPBLENDVB Y8, Y7, Y11, Y14")
+		} else {
+			a.op("VPBLENDVB Y8, Y7, Y11, Y11")
+			a.op("VPACKUSDW Y11, Y14, Y11")
+			a.op("VMOVDQU Y11, %s", dst)
+		}
 	}
-	prefetchLines(a, stepLen*sz, sz, fmt.Sprintf("%d(BX)", argNM))
-	if pair {
-		step("A")
-		step("B")
-	} else {
-		step("")
-	}
-	a.op("ADDQ $%d, CX", stepLen)
-	a.op("JMP loop")
-	a.label("done")
+}
+
+// results adds the register counts to their results and makes negative
+// of up.
+func (g *fused2Gen) results() {
+	a := g.a
 	// Register counts in ascending order: hsum clobbers Y0 and Y1.
 	var regs []counter2
-	for _, c := range cs {
+	for _, c := range g.cs {
 		if c.y >= 0 {
 			regs = append(regs, c)
 		}
@@ -667,36 +733,19 @@ func fused2(a *asm, k fkind) {
 	a.op("MOVQ n+8(FP), AX")
 	a.op("SUBQ neg+24(FP), AX") // negative = n − up
 	a.op("MOVQ AX, neg+24(FP)")
-	a.op("VZEROUPPER")
-	a.op("RET")
-	// Zero-sum indices (mask in Y11), written in order. SI is θ₀'s
-	// pointer, reloaded after.
-	if pair {
-		a.label("zeroA")
-		a.op("VMOVMSKPS Y11, DX")
-		a.op("JMP backA")
-		a.label("zeroB")
-		a.op("VMOVMSKPS Y11, AX")
-		// Bit k of the halves is element k (A) or k + 4 (B), plus 4 from k = 4.
-		a.op("MOVL DX, SI")
-		a.op("ANDL $0x0f, SI")
-		a.op("ANDL $0xf0, DX")
-		a.op("SHLL $4, DX")
-		a.op("ORL DX, SI")
-		a.op("MOVL AX, DX")
-		a.op("ANDL $0x0f, DX")
-		a.op("SHLL $4, DX")
-		a.op("ORL DX, SI")
-		a.op("ANDL $0xf0, AX")
-		a.op("SHLL $8, AX")
-		a.op("ORL SI, AX")
+}
+
+// zeroIndices writes the zero-sum indices (mask in Y11), in order. SI is
+// θ₀'s pointer, reloaded after.
+func (g *fused2Gen) zeroIndices() {
+	a := g.a
+	back := "back"
+	if g.pair {
+		g.zeroMaskPair()
+		back = "bits0"
 	} else {
 		a.label("zero")
 		a.op("VMOVMSKPS Y11, AX")
-	}
-	back := "back"
-	if pair {
-		back = "bits0"
 	}
 	a.op("TESTL AX, AX")
 	a.op("JZ %s", back)
@@ -710,13 +759,37 @@ func fused2(a *asm, k fkind) {
 	a.op("BLSRL AX, AX")
 	a.op("JNZ bits")
 	a.op("MOVQ SI, %d(BX)", argZero)
-	if pair {
+	if g.pair {
 		a.label("bits0")
 	}
 	a.op("MOVQ %d(BX), SI", argBase)
-	if pair {
+	if g.pair {
 		a.op("JMP backB")
 	} else {
 		a.op("JMP back")
 	}
+}
+
+// zeroMaskPair gathers the zero-sum masks of bf16's two halves into AX,
+// in element order.
+func (g *fused2Gen) zeroMaskPair() {
+	a := g.a
+	a.label("zeroA")
+	a.op("VMOVMSKPS Y11, DX")
+	a.op("JMP backA")
+	a.label("zeroB")
+	a.op("VMOVMSKPS Y11, AX")
+	// Bit k of the halves is element k (A) or k + 4 (B), plus 4 from k = 4.
+	a.op("MOVL DX, SI")
+	a.op("ANDL $0x0f, SI")
+	a.op("ANDL $0xf0, DX")
+	a.op("SHLL $4, DX")
+	a.op("ORL DX, SI")
+	a.op("MOVL AX, DX")
+	a.op("ANDL $0x0f, DX")
+	a.op("SHLL $4, DX")
+	a.op("ORL DX, SI")
+	a.op("ANDL $0xf0, AX")
+	a.op("SHLL $8, AX")
+	a.op("ORL SI, AX")
 }

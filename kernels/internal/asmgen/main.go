@@ -461,8 +461,57 @@ func finish512(a *asm, dt string) {
 func vote512(a *asm, cons, agg, wt string) {
 	name := voteName(cons, agg, wt, "AVX512")
 	declare(name, sigVote, fmt.Sprintf("%s votes n elements (consensus %s, aggregate %s, weights %s).", name, cons, agg, wt))
-	wv, unit := wt == "W", wt == "1"
+	g := &vote512Gen{a: a, cons: cons, agg: agg, wv: wt == "W", unit: wt == "1", needS: cons != "None" || agg == "Max"}
 	a.text(name, "$0-80", sigVote)
+	g.prologue()
+	a.label("loop32")
+	a.op("CMPQ CX, $32")
+	a.op("JB loop16")
+	g.groups(2, false, "2")
+	a.op("ADDQ $128, SI")
+	a.op("ADDQ $128, DI")
+	a.op("SUBQ $32, CX")
+	a.op("JMP loop32")
+	a.label("loop16")
+	a.op("CMPQ CX, $16")
+	a.op("JB tail")
+	g.groups(1, false, "")
+	a.op("ADDQ $64, SI")
+	a.op("ADDQ $64, DI")
+	a.op("SUBQ $16, CX")
+	a.label("tail")
+	a.op("TESTQ CX, CX")
+	a.op("JZ done")
+	tailMask512(a)
+	g.groups(1, true, "tail")
+	a.label("done")
+	for i, r := range []string{"pos", "neg", "zero", "conflicts"} {
+		a.op("VEXTRACTI64X4 $1, Z%d, Y0", 23+i)
+		a.op("VPADDD Y%d, Y0, Y0", 23+i)
+		hsum(a)
+		a.op("MOVQ AX, %s+%d(FP)", r, 48+8*i)
+	}
+	a.op("VZEROUPPER")
+	a.op("RET")
+}
+
+// vote512Regs are one group's registers in vote512.
+type vote512Regs struct{ s, mx, mn, sv, v, sg, flip, num, den, mxa, tmp int }
+
+// vote512Gen writes one AVX-512 vote variant, in steps. masked, sfx and rg
+// describe the groups being written.
+type vote512Gen struct {
+	a               *asm
+	cons, agg       string
+	wv, unit, needS bool
+	masked          bool
+	sfx             string // label suffix
+	rg              []vote512Regs
+}
+
+// prologue loads the arguments and sets the constants and counters.
+func (g *vote512Gen) prologue() {
+	a := g.a
 	a.op("MOVQ out+0(FP), DI")
 	a.op("MOVQ taus+8(FP), SI")
 	a.op("MOVQ stride+16(FP), DX")
@@ -478,219 +527,235 @@ func vote512(a *asm, cons, agg, wt string) {
 	for z := 23; z <= 26; z++ {
 		a.op("VPXORD Z%d, Z%d, Z%d", z, z, z)
 	}
-	needS := cons != "None" || agg == "Max"
-	// groups votes u groups (u = 2 unmasked, or 1, masked or not).
-	groups := func(u int, masked bool, sfx string) {
-		type regs struct{ s, mx, mn, sv, v, sg, flip, num, den, mxa, tmp int }
-		rg := make([]regs, u)
-		for g := range rg {
-			b := 11 * g
-			rg[g] = regs{b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10}
+}
+
+// groups votes u groups (u = 2 unmasked, or 1, masked or not).
+func (g *vote512Gen) groups(u int, masked bool, sfx string) {
+	g.masked, g.sfx = masked, sfx
+	g.rg = make([]vote512Regs, u)
+	for i := range g.rg {
+		b := 11 * i
+		g.rg[i] = vote512Regs{b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10}
+	}
+	g.zero()
+	if g.cons == "None" {
+		g.onePass()
+	} else {
+		g.votePass()
+		g.count()
+		g.aggPass()
+	}
+	g.store()
+}
+
+// zero clears the accumulators of every group.
+func (g *vote512Gen) zero() {
+	for _, r := range g.rg {
+		zero := []int{r.mx, r.mn, r.num, r.den, r.mxa}
+		if g.needS {
+			zero = append(zero, r.s)
 		}
-		load := func(g, z int) {
-			if masked {
-				a.op("VMOVUPS.Z (R10), K7, Z%d", z)
+		if g.cons == "Count" {
+			zero = append(zero, r.sv)
+		}
+		for _, z := range zero {
+			g.a.op("VPXORD Z%d, Z%d, Z%d", z, z, z)
+		}
+	}
+}
+
+// load loads group i's value of the current model into Zz.
+func (g *vote512Gen) load(i, z int) {
+	if g.masked {
+		g.a.op("VMOVUPS.Z (R10), K7, Z%d", z)
+	} else {
+		g.a.op("VMOVUPS %d(R10), Z%d", 64*i, z)
+	}
+}
+
+// modelLoop writes body once per model, labelled lbl.
+func (g *vote512Gen) modelLoop(lbl string, body func()) {
+	a := g.a
+	a.op("MOVQ SI, R10")
+	a.op("XORQ R11, R11")
+	a.label(lbl + g.sfx)
+	body()
+	a.op("ADDQ DX, R10")
+	a.op("INCQ R11")
+	a.op("CMPQ R11, R9")
+	a.op("JB %s%s", lbl, g.sfx)
+}
+
+// areg is where group r keeps a = w·t: t itself for unit weights.
+func (g *vote512Gen) areg(r vote512Regs) int {
+	if g.unit {
+		return r.v
+	}
+	return r.sg
+}
+
+// vreg is where group r's vote value is after mulW: a for weighting W.
+func (g *vote512Gen) vreg(r vote512Regs) int {
+	if g.wv {
+		return r.sg
+	}
+	return r.v
+}
+
+// aggregate adds group r's agreeing (masked by mask, or every) value a.
+func (g *vote512Gen) aggregate(r vote512Regs, mask string) {
+	a := g.a
+	a.op("VADDPS Z%d, Z%d, %sZ%d", r.num, g.areg(r), mask, r.num) // a + num
+	switch g.agg {
+	case "Mean":
+		a.op("VADDPS Z%d, Z30, %sZ%d", r.den, mask, r.den) // 1 + den
+	case "MeanW":
+		a.op("VADDPS Z%d, Z22, %sZ%d", r.den, mask, r.den) // w + den
+	case "Max":
+		a.op("VPANDD Z28, Z%d, Z%d", g.areg(r), r.tmp)
+		a.op("VMAXPS Z%d, Z%d, %sZ%d", r.mxa, r.tmp, mask, r.mxa) // |a| > mx ? |a| : mx
+	}
+}
+
+// mulW computes a = w·t into r.sg from t in r.v.
+func (g *vote512Gen) mulW(r vote512Regs) {
+	if !g.unit {
+		g.a.op("VMULPS Z%d, Z22, Z%d", r.v, r.sg)
+	}
+}
+
+func (g *vote512Gen) bcastW() {
+	if !g.unit {
+		g.a.op("VBROADCASTSS (R8)(R11*4), Z22")
+	}
+}
+
+// onePass is consensus None: every value takes part; the vote only gives
+// conflicts and, for max, the sign.
+func (g *vote512Gen) onePass() {
+	a := g.a
+	g.modelLoop("all", func() {
+		g.bcastW()
+		for i, r := range g.rg {
+			g.load(i, r.v)
+			g.mulW(r)
+			v := g.vreg(r)
+			a.op("VMAXPS Z%d, Z%d, Z%d", r.mx, v, r.mx)
+			a.op("VMINPS Z%d, Z%d, Z%d", r.mn, v, r.mn)
+			if g.needS {
+				a.op("VADDPS Z%d, Z%d, Z%d", v, r.s, r.s)
+			}
+			g.aggregate(r, "")
+		}
+	})
+	for _, r := range g.rg {
+		a.op("VCMPPS %s, Z31, Z%d, K2", cmpGT, r.mx)
+		a.op("VCMPPS %s, Z31, Z%d, K3", cmpLT, r.mn)
+		a.op("KANDW K2, K3, K4")
+		a.op("VPADDD Z27, Z26, K4, Z26")
+		if g.agg == "Max" {
+			a.op("VCMPPS %s, Z31, Z%d, K1", cmpGE, r.s)
+			a.op("KNOTW K1, K4")
+			a.op("VMOVDQA32.Z Z29, K4, Z%d", r.flip)
+		}
+	}
+}
+
+// votePass sums the votes, with the running max and min of v.
+func (g *vote512Gen) votePass() {
+	a := g.a
+	g.modelLoop("vote", func() {
+		if g.wv {
+			a.op("VBROADCASTSS (R8)(R11*4), Z22")
+		}
+		for i, r := range g.rg {
+			g.load(i, r.v)
+			if g.wv {
+				a.op("VMULPS Z22, Z%d, Z%d", r.v, r.v) // v = t·w
+			}
+			a.op("VMAXPS Z%d, Z%d, Z%d", r.mx, r.v, r.mx)
+			a.op("VMINPS Z%d, Z%d, Z%d", r.mn, r.v, r.mn)
+			if g.cons == "Count" {
+				a.op("VADDPS Z%d, Z%d, Z%d", r.v, r.sv, r.sv)
+				a.op("VCMPPS %s, Z31, Z%d, K1", cmpNEQO, r.v)
+				a.op("VPANDD Z29, Z%d, Z%d", r.v, r.sg)
+				a.op("VPORD.Z Z30, Z%d, K1, Z%d", r.sg, r.sg) // ±1, or 0 for ±0 and NaN
+				a.op("VADDPS Z%d, Z%d, Z%d", r.sg, r.s, r.s)
 			} else {
-				a.op("VMOVUPS %d(R10), Z%d", 64*g, z)
+				a.op("VADDPS Z%d, Z%d, Z%d", r.v, r.s, r.s)
 			}
 		}
-		modelLoop := func(lbl string, body func()) {
-			a.op("MOVQ SI, R10")
-			a.op("XORQ R11, R11")
-			a.label(lbl + sfx)
-			body()
-			a.op("ADDQ DX, R10")
-			a.op("INCQ R11")
-			a.op("CMPQ R11, R9")
-			a.op("JB %s%s", lbl, sfx)
+	})
+}
+
+// count adds the vote's outcome to the lane counters and sets each group's
+// flip.
+func (g *vote512Gen) count() {
+	a := g.a
+	for _, r := range g.rg {
+		a.op("VCMPPS %s, Z31, Z%d, K1", cmpGE, r.s)  // up: s ≥ 0
+		a.op("VCMPPS %s, Z31, Z%d, K2", cmpGT, r.mx) // some v > 0
+		a.op("VCMPPS %s, Z31, Z%d, K3", cmpLT, r.mn) // some v < 0
+		a.op("KANDW K2, K3, K4")
+		a.op("VPADDD Z27, Z26, K4, Z26") // conflicts
+		a.op("VCMPPS %s, Z31, Z%d, K4", cmpGT, r.s)
+		a.op("VPADDD Z27, Z23, K4, Z23") // positive
+		a.op("KNOTW K1, K4")
+		if g.masked {
+			// Masked-off lanes read 0, but 0·w is NaN for a NaN or
+			// infinite weight: keep them out of the counts.
+			a.op("KANDW K7, K4, K4")
 		}
-		for _, r := range rg {
-			zero := []int{r.mx, r.mn, r.num, r.den, r.mxa}
-			if needS {
-				zero = append(zero, r.s)
-			}
-			if cons == "Count" {
-				zero = append(zero, r.sv)
-			}
-			for _, z := range zero {
-				a.op("VPXORD Z%d, Z%d, Z%d", z, z, z)
-			}
-		}
-		// areg is where group r keeps a = w·t: t itself for unit weights.
-		areg := func(r regs) int {
-			if unit {
-				return r.v
-			}
-			return r.sg
-		}
-		// aggregate adds group r's agreeing (masked by mask, or every)
-		// value a.
-		aggregate := func(r regs, mask string) {
-			a.op("VADDPS Z%d, Z%d, %sZ%d", r.num, areg(r), mask, r.num) // a + num
-			switch agg {
-			case "Mean":
-				a.op("VADDPS Z%d, Z30, %sZ%d", r.den, mask, r.den) // 1 + den
-			case "MeanW":
-				a.op("VADDPS Z%d, Z22, %sZ%d", r.den, mask, r.den) // w + den
-			case "Max":
-				a.op("VPANDD Z28, Z%d, Z%d", areg(r), r.tmp)
-				a.op("VMAXPS Z%d, Z%d, %sZ%d", r.mxa, r.tmp, mask, r.mxa) // |a| > mx ? |a| : mx
+		a.op("VPADDD Z27, Z24, K4, Z24")         // negative
+		a.op("VMOVDQA32.Z Z29, K4, Z%d", r.flip) // flip
+		a.op("KORW K2, K3, K5")                  // some v ≠ 0 ...
+		if g.cons == "Count" {
+			a.op("VCMPPS %s, Z%d, Z%d, K6", cmpUNORD, r.sv, r.sv)
+			a.op("KORW K6, K5, K5") // ... or NaN
+			if g.masked {
+				a.op("KANDW K7, K5, K5")
 			}
 		}
-		// mulW computes a = w·t into r.sg from t in r.v.
-		mulW := func(r regs) {
-			if !unit {
-				a.op("VMULPS Z%d, Z22, Z%d", r.v, r.sg)
-			}
+		a.op("VCMPPS %s, Z31, Z%d, K4", cmpEQ, r.s)
+		a.op("KANDW K5, K4, K4")
+		a.op("VPADDD Z27, Z25, K4, Z25") // zero sum
+	}
+}
+
+// aggPass aggregates the values that agree with the vote.
+func (g *vote512Gen) aggPass() {
+	a := g.a
+	g.modelLoop("agg", func() {
+		g.bcastW()
+		for i, r := range g.rg {
+			k := fmt.Sprintf("K%d", 2+i)
+			g.load(i, r.v)
+			g.mulW(r)
+			a.op("VPXORD Z%d, Z%d, Z%d", r.flip, g.vreg(r), r.tmp)
+			a.op("VCMPPS %s, Z31, Z%d, %s", cmpGT, r.tmp, k) // v agrees with the vote
+			g.aggregate(r, k+", ")
 		}
-		bcastW := func() {
-			if !unit {
-				a.op("VBROADCASTSS (R8)(R11*4), Z22")
-			}
+	})
+}
+
+// store finishes each group's aggregate and writes it out.
+func (g *vote512Gen) store() {
+	a := g.a
+	for i, r := range g.rg {
+		switch g.agg {
+		case "Max":
+			a.op("VPXORD Z%d, Z%d, Z%d", r.flip, r.mxa, r.num)
+		case "Mean", "MeanW":
+			a.op("VCMPPS %s, Z31, Z%d, K2", cmpEQ, r.den)
+			a.op("VMOVAPS Z30, K2, Z%d", r.den) // a zero divisor becomes 1
+			a.op("VDIVPS Z%d, Z%d, Z%d", r.den, r.num, r.num)
 		}
-		if cons == "None" {
-			// One pass: every value takes part; the vote only gives
-			// conflicts and, for max, the sign.
-			modelLoop("all", func() {
-				bcastW()
-				for g, r := range rg {
-					load(g, r.v)
-					mulW(r)
-					v := r.v
-					if wv {
-						v = r.sg
-					}
-					a.op("VMAXPS Z%d, Z%d, Z%d", r.mx, v, r.mx)
-					a.op("VMINPS Z%d, Z%d, Z%d", r.mn, v, r.mn)
-					if needS {
-						a.op("VADDPS Z%d, Z%d, Z%d", v, r.s, r.s)
-					}
-					aggregate(r, "")
-				}
-			})
-			for _, r := range rg {
-				a.op("VCMPPS %s, Z31, Z%d, K2", cmpGT, r.mx)
-				a.op("VCMPPS %s, Z31, Z%d, K3", cmpLT, r.mn)
-				a.op("KANDW K2, K3, K4")
-				a.op("VPADDD Z27, Z26, K4, Z26")
-				if agg == "Max" {
-					a.op("VCMPPS %s, Z31, Z%d, K1", cmpGE, r.s)
-					a.op("KNOTW K1, K4")
-					a.op("VMOVDQA32.Z Z29, K4, Z%d", r.flip)
-				}
-			}
+		if g.masked {
+			a.op("VMOVUPS Z%d, K7, (DI)", r.num)
 		} else {
-			modelLoop("vote", func() {
-				if wv {
-					a.op("VBROADCASTSS (R8)(R11*4), Z22")
-				}
-				for g, r := range rg {
-					load(g, r.v)
-					if wv {
-						a.op("VMULPS Z22, Z%d, Z%d", r.v, r.v) // v = t·w
-					}
-					a.op("VMAXPS Z%d, Z%d, Z%d", r.mx, r.v, r.mx)
-					a.op("VMINPS Z%d, Z%d, Z%d", r.mn, r.v, r.mn)
-					if cons == "Count" {
-						a.op("VADDPS Z%d, Z%d, Z%d", r.v, r.sv, r.sv)
-						a.op("VCMPPS %s, Z31, Z%d, K1", cmpNEQO, r.v)
-						a.op("VPANDD Z29, Z%d, Z%d", r.v, r.sg)
-						a.op("VPORD.Z Z30, Z%d, K1, Z%d", r.sg, r.sg) // ±1, or 0 for ±0 and NaN
-						a.op("VADDPS Z%d, Z%d, Z%d", r.sg, r.s, r.s)
-					} else {
-						a.op("VADDPS Z%d, Z%d, Z%d", r.v, r.s, r.s)
-					}
-				}
-			})
-			for _, r := range rg {
-				a.op("VCMPPS %s, Z31, Z%d, K1", cmpGE, r.s)  // up: s ≥ 0
-				a.op("VCMPPS %s, Z31, Z%d, K2", cmpGT, r.mx) // some v > 0
-				a.op("VCMPPS %s, Z31, Z%d, K3", cmpLT, r.mn) // some v < 0
-				a.op("KANDW K2, K3, K4")
-				a.op("VPADDD Z27, Z26, K4, Z26") // conflicts
-				a.op("VCMPPS %s, Z31, Z%d, K4", cmpGT, r.s)
-				a.op("VPADDD Z27, Z23, K4, Z23") // positive
-				a.op("KNOTW K1, K4")
-				if masked {
-					// Masked-off lanes read 0, but 0·w is NaN for a NaN or
-					// infinite weight: keep them out of the counts.
-					a.op("KANDW K7, K4, K4")
-				}
-				a.op("VPADDD Z27, Z24, K4, Z24")         // negative
-				a.op("VMOVDQA32.Z Z29, K4, Z%d", r.flip) // flip
-				a.op("KORW K2, K3, K5")                  // some v ≠ 0 ...
-				if cons == "Count" {
-					a.op("VCMPPS %s, Z%d, Z%d, K6", cmpUNORD, r.sv, r.sv)
-					a.op("KORW K6, K5, K5") // ... or NaN
-					if masked {
-						a.op("KANDW K7, K5, K5")
-					}
-				}
-				a.op("VCMPPS %s, Z31, Z%d, K4", cmpEQ, r.s)
-				a.op("KANDW K5, K4, K4")
-				a.op("VPADDD Z27, Z25, K4, Z25") // zero sum
-			}
-			modelLoop("agg", func() {
-				bcastW()
-				for g, r := range rg {
-					k := fmt.Sprintf("K%d", 2+g)
-					load(g, r.v)
-					mulW(r)
-					v := r.v
-					if wv {
-						v = r.sg
-					}
-					a.op("VPXORD Z%d, Z%d, Z%d", r.flip, v, r.tmp)
-					a.op("VCMPPS %s, Z31, Z%d, %s", cmpGT, r.tmp, k) // v agrees with the vote
-					aggregate(r, k+", ")
-				}
-			})
-		}
-		for g, r := range rg {
-			switch agg {
-			case "Max":
-				a.op("VPXORD Z%d, Z%d, Z%d", r.flip, r.mxa, r.num)
-			case "Mean", "MeanW":
-				a.op("VCMPPS %s, Z31, Z%d, K2", cmpEQ, r.den)
-				a.op("VMOVAPS Z30, K2, Z%d", r.den) // a zero divisor becomes 1
-				a.op("VDIVPS Z%d, Z%d, Z%d", r.den, r.num, r.num)
-			}
-			if masked {
-				a.op("VMOVUPS Z%d, K7, (DI)", r.num)
-			} else {
-				a.op("VMOVUPS Z%d, %d(DI)", r.num, 64*g)
-			}
+			a.op("VMOVUPS Z%d, %d(DI)", r.num, 64*i)
 		}
 	}
-	a.label("loop32")
-	a.op("CMPQ CX, $32")
-	a.op("JB loop16")
-	groups(2, false, "2")
-	a.op("ADDQ $128, SI")
-	a.op("ADDQ $128, DI")
-	a.op("SUBQ $32, CX")
-	a.op("JMP loop32")
-	a.label("loop16")
-	a.op("CMPQ CX, $16")
-	a.op("JB tail")
-	groups(1, false, "")
-	a.op("ADDQ $64, SI")
-	a.op("ADDQ $64, DI")
-	a.op("SUBQ $16, CX")
-	a.label("tail")
-	a.op("TESTQ CX, CX")
-	a.op("JZ done")
-	tailMask512(a)
-	groups(1, true, "tail")
-	a.label("done")
-	for i, r := range []string{"pos", "neg", "zero", "conflicts"} {
-		a.op("VEXTRACTI64X4 $1, Z%d, Y0", 23+i)
-		a.op("VPADDD Y%d, Y0, Y0", 23+i)
-		hsum(a)
-		a.op("MOVQ AX, %s+%d(FP)", r, 48+8*i)
-	}
-	a.op("VZEROUPPER")
-	a.op("RET")
 }
 
 // hsum adds the eight 32-bit lanes of Y0 into AX (clobbers X1).
@@ -973,173 +1038,20 @@ func finish2(a *asm, dt string) {
 func vote2(a *asm, cons, agg, wt string) {
 	name := voteName(cons, agg, wt, "AVX2")
 	declare(name, sigVote, fmt.Sprintf("%s votes n elements, a multiple of 8 (consensus %s, aggregate %s, weights %s).", name, cons, agg, wt))
-	wv, unit := wt == "W", wt == "1"
-	// loadTA loads t into Y4 and a = w·t into Y6 (Y5 = w); with unit
-	// weights t goes straight to Y6 and Y4 is not used.
-	loadTA := func() {
-		if unit {
-			a.op("VMOVUPS (R10), Y6")
-			return
-		}
-		a.op("VMOVUPS (R10), Y4")
-		a.op("VBROADCASTSS (R8)(R11*4), Y5")
-		a.op("VMULPS Y4, Y5, Y6") // a = w·t
-	}
+	g := &vote2Gen{a: a, cons: cons, agg: agg, wv: wt == "W", unit: wt == "1", needS: cons != "None" || agg == "Max"}
 	a.text(name, "$0-80", sigVote)
-	a.op("MOVQ out+0(FP), DI")
-	a.op("MOVQ taus+8(FP), SI")
-	a.op("MOVQ stride+16(FP), DX")
-	a.op("SHLQ $2, DX")
-	a.op("MOVQ w+24(FP), R8")
-	a.op("MOVQ models+32(FP), R9")
-	a.op("MOVQ n+40(FP), CX")
-	a.op("MOVQ CX, BX")
-	a.op("VXORPS Y15, Y15, Y15")
-	broadcast2(a, "0x3f800000", 14)
-	broadcast2(a, "0x80000000", 13)
-	broadcast2(a, "0x7fffffff", 12)
-	for y := 8; y <= 11; y++ {
-		a.op("VPXOR Y%d, Y%d, Y%d", y, y, y)
-	}
-	modelLoop := func(lbl string, body func()) {
-		a.op("MOVQ SI, R10")
-		a.op("XORQ R11, R11")
-		a.label(lbl)
-		body()
-		a.op("ADDQ DX, R10")
-		a.op("INCQ R11")
-		a.op("CMPQ R11, R9")
-		a.op("JB %s", lbl)
-	}
-	needS := cons != "None" || agg == "Max"
+	g.prologue()
 	a.label("loop")
 	a.op("TESTQ CX, CX")
 	a.op("JZ done")
-	var num, den, mx, flip int
 	if cons == "None" {
-		// One pass. Y8..Y10 are free (only conflicts count): num, den, max |a|.
-		num, den, mx, flip = 8, 9, 10, 0
-		for _, y := range []int{1, 2, 8, 9, 10} {
-			a.op("VXORPS Y%d, Y%d, Y%d", y, y, y)
-		}
-		if needS {
-			a.op("VXORPS Y0, Y0, Y0")
-		}
-		modelLoop("all", func() {
-			loadTA()
-			v := 4
-			if wv || unit {
-				v = 6
-			}
-			a.op("VMAXPS Y1, Y%d, Y1", v)
-			a.op("VMINPS Y2, Y%d, Y2", v)
-			if needS {
-				a.op("VADDPS Y%d, Y0, Y0", v)
-			}
-			a.op("VADDPS Y8, Y6, Y8") // a + num
-			switch agg {
-			case "Mean":
-				a.op("VADDPS Y14, Y9, Y9")
-			case "MeanW":
-				a.op("VADDPS Y9, Y5, Y9") // w + den
-			case "Max":
-				a.op("VANDPS Y12, Y6, Y7")
-				a.op("VMAXPS Y10, Y7, Y10")
-			}
-		})
-		a.op("VCMPPS %s, Y15, Y1, Y5", cmpGT)
-		a.op("VCMPPS %s, Y15, Y2, Y6", cmpLT)
-		a.op("VANDPS Y5, Y6, Y7")
-		a.op("VPSUBD Y7, Y11, Y11") // conflicts
-		if agg == "Max" {
-			a.op("VCMPPS %s, Y15, Y0, Y4", cmpGE)
-			a.op("VANDNPS Y13, Y4, Y0") // flip = ¬up & sign
-		}
+		g.onePass()
 	} else {
-		num, den, mx, flip = 1, 2, 3, 0
-		for _, y := range []int{0, 1, 2} {
-			a.op("VXORPS Y%d, Y%d, Y%d", y, y, y)
-		}
-		if cons == "Count" {
-			a.op("VXORPS Y3, Y3, Y3")
-		}
-		modelLoop("vote", func() {
-			a.op("VMOVUPS (R10), Y4")
-			if wv {
-				a.op("VBROADCASTSS (R8)(R11*4), Y5")
-				a.op("VMULPS Y5, Y4, Y4") // v = t·w
-			}
-			a.op("VMAXPS Y1, Y4, Y1")
-			a.op("VMINPS Y2, Y4, Y2")
-			if cons == "Count" {
-				a.op("VADDPS Y4, Y3, Y3")
-				a.op("VCMPPS %s, Y15, Y4, Y5", cmpNEQO)
-				a.op("VANDPS Y13, Y4, Y6")
-				a.op("VORPS Y14, Y6, Y6")
-				a.op("VANDPS Y5, Y6, Y6") // ±1, or 0 for ±0 and NaN
-				a.op("VADDPS Y6, Y0, Y0")
-			} else {
-				a.op("VADDPS Y4, Y0, Y0")
-			}
-		})
-		a.op("VCMPPS %s, Y15, Y0, Y4", cmpGE) // up
-		a.op("VPSUBD Y4, Y9, Y9")
-		a.op("VCMPPS %s, Y15, Y1, Y5", cmpGT) // some v > 0
-		a.op("VCMPPS %s, Y15, Y2, Y6", cmpLT) // some v < 0
-		a.op("VANDPS Y5, Y6, Y7")
-		a.op("VPSUBD Y7, Y11, Y11") // conflicts
-		a.op("VORPS Y5, Y6, Y5")
-		if cons == "Count" {
-			a.op("VCMPPS %s, Y3, Y3, Y6", cmpUNORD)
-			a.op("VORPS Y6, Y5, Y5")
-		}
-		a.op("VCMPPS %s, Y15, Y0, Y6", cmpEQ)
-		a.op("VANDPS Y5, Y6, Y6")
-		a.op("VPSUBD Y6, Y10, Y10") // zero sum
-		a.op("VCMPPS %s, Y15, Y0, Y6", cmpGT)
-		a.op("VPSUBD Y6, Y8, Y8")   // positive
-		a.op("VANDNPS Y13, Y4, Y0") // flip = ¬up & sign
-		for _, y := range []int{1, 2, 3} {
-			a.op("VXORPS Y%d, Y%d, Y%d", y, y, y)
-		}
-		modelLoop("agg", func() {
-			loadTA()
-			v := 4
-			if wv || unit {
-				v = 6
-			}
-			a.op("VXORPS Y0, Y%d, Y7", v)
-			a.op("VCMPPS %s, Y15, Y7, Y7", cmpGT) // agrees
-			a.op("VANDPS Y7, Y6, Y4")
-			a.op("VADDPS Y1, Y4, Y1") // a + num
-			switch agg {
-			case "Mean":
-				a.op("VPSUBD Y7, Y2, Y2") // den counts agreeing values
-			case "MeanW":
-				a.op("VANDPS Y7, Y5, Y4")
-				a.op("VADDPS Y2, Y4, Y2") // w + den
-			case "Max":
-				a.op("VANDPS Y12, Y6, Y4")
-				a.op("VANDPS Y7, Y4, Y4")
-				a.op("VMAXPS Y3, Y4, Y3")
-			}
-		})
+		g.votePass()
+		g.count()
+		g.aggPass()
 	}
-	switch {
-	case agg == "Max":
-		a.op("VXORPS Y%d, Y%d, Y%d", flip, mx, num)
-	case agg == "Mean" && cons != "None":
-		// The count as a float is the reference's den (+1 per value, exact),
-		// and a zero count becomes 1.
-		a.op("VPMAXSD ones32<>(SB), Y%d, Y%d", den, den)
-		a.op("VCVTDQ2PS Y%d, Y%d", den, den)
-		a.op("VDIVPS Y%d, Y%d, Y%d", den, num, num)
-	case agg == "Mean" || agg == "MeanW":
-		a.op("VCMPPS %s, Y15, Y%d, Y4", cmpEQ, den)
-		a.op("VBLENDVPS Y4, Y14, Y%d, Y%d", den, den) // a zero divisor becomes 1
-		a.op("VDIVPS Y%d, Y%d, Y%d", den, num, num)
-	}
-	a.op("VMOVUPS Y%d, (DI)", num)
+	g.store()
 	a.op("ADDQ $32, SI")
 	a.op("ADDQ $32, DI")
 	a.op("SUBQ $8, CX")
@@ -1156,4 +1068,207 @@ func vote2(a *asm, cons, agg, wt string) {
 	}
 	a.op("VZEROUPPER")
 	a.op("RET")
+}
+
+// vote2Gen writes one AVX2 vote variant, in steps. num, den, mx and flip
+// are the registers the aggregate ends in, which depend on the consensus.
+type vote2Gen struct {
+	a                  *asm
+	cons, agg          string
+	wv, unit, needS    bool
+	num, den, mx, flip int
+}
+
+// prologue loads the arguments and sets the constants and counters.
+func (g *vote2Gen) prologue() {
+	a := g.a
+	a.op("MOVQ out+0(FP), DI")
+	a.op("MOVQ taus+8(FP), SI")
+	a.op("MOVQ stride+16(FP), DX")
+	a.op("SHLQ $2, DX")
+	a.op("MOVQ w+24(FP), R8")
+	a.op("MOVQ models+32(FP), R9")
+	a.op("MOVQ n+40(FP), CX")
+	a.op("MOVQ CX, BX")
+	a.op("VXORPS Y15, Y15, Y15")
+	broadcast2(a, "0x3f800000", 14)
+	broadcast2(a, "0x80000000", 13)
+	broadcast2(a, "0x7fffffff", 12)
+	for y := 8; y <= 11; y++ {
+		a.op("VPXOR Y%d, Y%d, Y%d", y, y, y)
+	}
+}
+
+// loadTA loads t into Y4 and a = w·t into Y6 (Y5 = w); with unit weights t
+// goes straight to Y6 and Y4 is not used.
+func (g *vote2Gen) loadTA() {
+	a := g.a
+	if g.unit {
+		a.op("VMOVUPS (R10), Y6")
+		return
+	}
+	a.op("VMOVUPS (R10), Y4")
+	a.op("VBROADCASTSS (R8)(R11*4), Y5")
+	a.op("VMULPS Y4, Y5, Y6") // a = w·t
+}
+
+// vreg is the register holding the vote value after loadTA.
+func (g *vote2Gen) vreg() int {
+	if g.wv || g.unit {
+		return 6
+	}
+	return 4
+}
+
+// modelLoop writes body once per model, labelled lbl.
+func (g *vote2Gen) modelLoop(lbl string, body func()) {
+	a := g.a
+	a.op("MOVQ SI, R10")
+	a.op("XORQ R11, R11")
+	a.label(lbl)
+	body()
+	a.op("ADDQ DX, R10")
+	a.op("INCQ R11")
+	a.op("CMPQ R11, R9")
+	a.op("JB %s", lbl)
+}
+
+// onePass is consensus None, in one pass. Y8..Y10 are free (only
+// conflicts count): num, den, max |a|.
+func (g *vote2Gen) onePass() {
+	a := g.a
+	g.num, g.den, g.mx, g.flip = 8, 9, 10, 0
+	for _, y := range []int{1, 2, 8, 9, 10} {
+		a.op("VXORPS Y%d, Y%d, Y%d", y, y, y)
+	}
+	if g.needS {
+		a.op("VXORPS Y0, Y0, Y0")
+	}
+	g.modelLoop("all", func() {
+		g.loadTA()
+		v := g.vreg()
+		a.op("VMAXPS Y1, Y%d, Y1", v)
+		a.op("VMINPS Y2, Y%d, Y2", v)
+		if g.needS {
+			a.op("VADDPS Y%d, Y0, Y0", v)
+		}
+		a.op("VADDPS Y8, Y6, Y8") // a + num
+		switch g.agg {
+		case "Mean":
+			a.op("VADDPS Y14, Y9, Y9")
+		case "MeanW":
+			a.op("VADDPS Y9, Y5, Y9") // w + den
+		case "Max":
+			a.op("VANDPS Y12, Y6, Y7")
+			a.op("VMAXPS Y10, Y7, Y10")
+		}
+	})
+	a.op("VCMPPS %s, Y15, Y1, Y5", cmpGT)
+	a.op("VCMPPS %s, Y15, Y2, Y6", cmpLT)
+	a.op("VANDPS Y5, Y6, Y7")
+	a.op("VPSUBD Y7, Y11, Y11") // conflicts
+	if g.agg == "Max" {
+		a.op("VCMPPS %s, Y15, Y0, Y4", cmpGE)
+		a.op("VANDNPS Y13, Y4, Y0") // flip = ¬up & sign
+	}
+}
+
+// votePass sums the votes, with the running max and min of v.
+func (g *vote2Gen) votePass() {
+	a := g.a
+	g.num, g.den, g.mx, g.flip = 1, 2, 3, 0
+	for _, y := range []int{0, 1, 2} {
+		a.op("VXORPS Y%d, Y%d, Y%d", y, y, y)
+	}
+	if g.cons == "Count" {
+		a.op("VXORPS Y3, Y3, Y3")
+	}
+	g.modelLoop("vote", func() {
+		a.op("VMOVUPS (R10), Y4")
+		if g.wv {
+			a.op("VBROADCASTSS (R8)(R11*4), Y5")
+			a.op("VMULPS Y5, Y4, Y4") // v = t·w
+		}
+		a.op("VMAXPS Y1, Y4, Y1")
+		a.op("VMINPS Y2, Y4, Y2")
+		if g.cons == "Count" {
+			a.op("VADDPS Y4, Y3, Y3")
+			a.op("VCMPPS %s, Y15, Y4, Y5", cmpNEQO)
+			a.op("VANDPS Y13, Y4, Y6")
+			a.op("VORPS Y14, Y6, Y6")
+			a.op("VANDPS Y5, Y6, Y6") // ±1, or 0 for ±0 and NaN
+			a.op("VADDPS Y6, Y0, Y0")
+		} else {
+			a.op("VADDPS Y4, Y0, Y0")
+		}
+	})
+}
+
+// count adds the vote's outcome to the lane counters and sets the flip.
+func (g *vote2Gen) count() {
+	a := g.a
+	a.op("VCMPPS %s, Y15, Y0, Y4", cmpGE) // up
+	a.op("VPSUBD Y4, Y9, Y9")
+	a.op("VCMPPS %s, Y15, Y1, Y5", cmpGT) // some v > 0
+	a.op("VCMPPS %s, Y15, Y2, Y6", cmpLT) // some v < 0
+	a.op("VANDPS Y5, Y6, Y7")
+	a.op("VPSUBD Y7, Y11, Y11") // conflicts
+	a.op("VORPS Y5, Y6, Y5")
+	if g.cons == "Count" {
+		a.op("VCMPPS %s, Y3, Y3, Y6", cmpUNORD)
+		a.op("VORPS Y6, Y5, Y5")
+	}
+	a.op("VCMPPS %s, Y15, Y0, Y6", cmpEQ)
+	a.op("VANDPS Y5, Y6, Y6")
+	a.op("VPSUBD Y6, Y10, Y10") // zero sum
+	a.op("VCMPPS %s, Y15, Y0, Y6", cmpGT)
+	a.op("VPSUBD Y6, Y8, Y8")   // positive
+	a.op("VANDNPS Y13, Y4, Y0") // flip = ¬up & sign
+}
+
+// aggPass aggregates the values that agree with the vote.
+func (g *vote2Gen) aggPass() {
+	a := g.a
+	for _, y := range []int{1, 2, 3} {
+		a.op("VXORPS Y%d, Y%d, Y%d", y, y, y)
+	}
+	g.modelLoop("agg", func() {
+		g.loadTA()
+		a.op("VXORPS Y0, Y%d, Y7", g.vreg())
+		a.op("VCMPPS %s, Y15, Y7, Y7", cmpGT) // agrees
+		a.op("VANDPS Y7, Y6, Y4")
+		a.op("VADDPS Y1, Y4, Y1") // a + num
+		switch g.agg {
+		case "Mean":
+			a.op("VPSUBD Y7, Y2, Y2") // den counts agreeing values
+		case "MeanW":
+			a.op("VANDPS Y7, Y5, Y4")
+			a.op("VADDPS Y2, Y4, Y2") // w + den
+		case "Max":
+			a.op("VANDPS Y12, Y6, Y4")
+			a.op("VANDPS Y7, Y4, Y4")
+			a.op("VMAXPS Y3, Y4, Y3")
+		}
+	})
+}
+
+// store finishes the aggregate and writes it out.
+func (g *vote2Gen) store() {
+	a := g.a
+	num, den := g.num, g.den
+	switch {
+	case g.agg == "Max":
+		a.op("VXORPS Y%d, Y%d, Y%d", g.flip, g.mx, num)
+	case g.agg == "Mean" && g.cons != "None":
+		// The count as a float is the reference's den (+1 per value, exact),
+		// and a zero count becomes 1.
+		a.op("VPMAXSD ones32<>(SB), Y%d, Y%d", den, den)
+		a.op("VCVTDQ2PS Y%d, Y%d", den, den)
+		a.op("VDIVPS Y%d, Y%d, Y%d", den, num, num)
+	case g.agg == "Mean" || g.agg == "MeanW":
+		a.op("VCMPPS %s, Y15, Y%d, Y4", cmpEQ, den)
+		a.op("VBLENDVPS Y4, Y14, Y%d, Y%d", den, den) // a zero divisor becomes 1
+		a.op("VDIVPS Y%d, Y%d, Y%d", den, num, num)
+	}
+	a.op("VMOVUPS Y%d, (DI)", num)
 }
