@@ -50,6 +50,9 @@ func (r *Report) WriteHTML(w io.Writer) error {
 	fmt.Fprintf(&b, "<h1>Interference between %d fine-tunes</h1>\n", len(r.Models))
 	fmt.Fprintf(&b, "<p class=\"sub\">base %s · %s elements in %d tensors · density %g</p>\n",
 		esc(r.Base), units.FormatCount(r.Model.N), len(r.Tensors), r.Density)
+	if r.Merge != nil {
+		r.Merge.section(&b)
+	}
 
 	m := &r.Model
 	b.WriteString("<div class=\"cards\">")
@@ -89,7 +92,11 @@ func (r *Report) WriteHTML(w io.Writer) error {
 
 	r.trimSection(&b)
 	r.rowsSection(&b)
-	b.WriteString("<p class=\"note\">Written by tiesmm inspect. Definitions: docs/inspect.md.</p>\n</main></body></html>\n")
+	by := "tiesmm inspect"
+	if r.Merge != nil {
+		by = "tiesmm merge --report"
+	}
+	fmt.Fprintf(&b, "<p class=\"note\">Written by %s. Definitions: docs/inspect.md.</p>\n</main></body></html>\n", by)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -69,8 +69,10 @@ type Options struct {
 	Progress   Progress
 }
 
-// Passes is how many times Run reads each input.
-const Passes = 3
+// Passes is how many times Run reads each input, as progress counts it: a
+// tensor whose thresholds need a low pass (float32 inputs, mostly) is read
+// once more.
+const Passes = 2
 
 type job struct {
 	name   string
@@ -125,15 +127,22 @@ type engine struct {
 }
 
 type worker struct {
-	base   []float32
-	tau    [][]float32
-	pos    []uint64
-	neg    []uint64
-	keep   []uint64
-	hi     []topk.Hist
-	lo     []topk.Hist
-	s      *sums
-	counts []uint64 // tie counts of this block, per partial cut
+	base []float32
+	tau  [][]float32
+	f64  [][]float64 // [model]: one chunk of τ, widened
+	// mask words, 64 elements each: some model's τ > 0, some's < 0; per
+	// model, the kept set and the sign bits of its kept values
+	pos, neg   []uint64
+	kept, sign [][]uint64
+	hi         []topk.Hist
+	lo         []topk.Hist
+	// side: per model, the |τ| patterns with low bits of this worker's
+	// blocks of the tensor (topk's AddHighSide); sideFull: one did not fit
+	side     [][]uint32
+	sideFull []bool
+	s        *sums
+	counts   []uint64 // tie counts of this block, per partial cut
+	before   []uint64 // ties in the blocks before, per partial cut
 }
 
 // Run inspects the models and returns the report.
@@ -319,7 +328,8 @@ func (e *engine) size(jobs []*job) error {
 	e.keepBytes = min(maxMem/4, 512<<20)
 	shared := runtimeAllowance + e.keepBytes + histBytes*m*(1+d)
 	perWorker := func(b int64) int64 {
-		return b*4*(m+1) + b*8*3 + histBytes*m*max(1, d) + // blocks, masks, histograms
+		return b*4*(m+1) + (b+63)/64*8*(2+2*m) + histBytes*m*max(1, d) + // blocks, masks, histograms
+			m*ChunkElems*8 + m*sideEntries*4 + // widened chunks, lists of |τ| with low bits
 			b*4*(m+1)*2 + // mapped input pages in flight, and their read-ahead
 			int64(1+m*(m-1)/2+m*d)*int64(len(Acc{}.limbs))*8*2 // sums
 	}
@@ -341,12 +351,22 @@ func (e *engine) size(jobs []*job) error {
 	return fmt.Errorf("--max-memory %d bytes is too small for one worker with %d models and %d densities: give at least %d MiB", maxMem, e.m, e.d, (need+(1<<20)-1)>>20)
 }
 
+// sideEntries is the room of a worker's list of one model's |τ| with low
+// bits, per tensor: more, and the tensor's thresholds take a low pass.
+const sideEntries = 1 << 16
+
 func (e *engine) newWorker() *worker {
-	w := &worker{base: make([]float32, e.block), tau: make([][]float32, e.m),
-		pos: make([]uint64, e.block), neg: make([]uint64, e.block), keep: make([]uint64, e.block),
-		hi: make([]topk.Hist, e.m), lo: make([]topk.Hist, e.m*e.d), s: newSums(e.m, e.d)}
+	nw := wordsOf(e.block)
+	w := &worker{base: make([]float32, e.block), tau: make([][]float32, e.m), f64: make([][]float64, e.m),
+		pos: make([]uint64, nw), neg: make([]uint64, nw), kept: make([][]uint64, e.m), sign: make([][]uint64, e.m),
+		hi: make([]topk.Hist, e.m), lo: make([]topk.Hist, e.m*e.d), side: make([][]uint32, e.m),
+		sideFull: make([]bool, e.m), s: newSums(e.m, e.d), before: make([]uint64, e.m*e.d)}
 	for i := range w.tau {
 		w.tau[i] = make([]float32, e.block)
+		w.f64[i] = make([]float64, ChunkElems)
+		w.kept[i] = make([]uint64, nw)
+		w.sign[i] = make([]uint64, nw)
+		w.side[i] = make([]uint32, 0, sideEntries)
 	}
 	return w
 }
@@ -464,8 +484,9 @@ func (e *engine) releaseTensor(j *job) {
 	}
 }
 
-// deltas widens block b's base and computes every model's τ into w.tau.
-func (e *engine) deltas(w *worker, j *job, b int) (n int, lo int64, err error) {
+// deltas widens block b's base and computes every model's τ into w.tau;
+// count: the bytes read count as progress.
+func (e *engine) deltas(w *worker, j *job, b int, count bool) (n int, lo int64, err error) {
 	base, models, lo, hi, err := e.inputs(j, b)
 	if err != nil {
 		return 0, 0, err
@@ -476,11 +497,13 @@ func (e *engine) deltas(w *worker, j *job, b int) (n int, lo int64, err error) {
 		e.ks.DeltaTrim(w.tau[i][:n], models[i], j.mdt[i], w.base[:n], 0)
 	}
 	e.release(j, b, lo, hi)
-	e.prog.Add(j.bytes * int64(n) / max(j.n, 1))
+	if count {
+		e.prog.Add(j.bytes * int64(n) / max(j.n, 1))
+	}
 	return n, lo, nil
 }
 
-// tensor runs the three passes over one tensor and returns its sums.
+// tensor runs the passes over one tensor and returns its sums.
 func (e *engine) tensor(ctx context.Context, j *job) (*sums, error) {
 	m, d := e.m, e.d
 	if e.hi == nil {
@@ -488,15 +511,28 @@ func (e *engine) tensor(ctx context.Context, j *job) (*sums, error) {
 		e.lo = make([]topk.Hist, m*d)
 		e.cuts = make([]cut, m*d)
 	}
-	// Pass 1: high-bit histograms.
+	for _, w := range e.workers {
+		w.s.reset()
+		for i := range m {
+			w.side[i], w.sideFull[i] = w.side[i][:0], false
+		}
+	}
+	// Pass 1: high-bit histograms, the list of |τ| with low bits, and what
+	// no trim changes.
 	err := e.runPass(ctx, j, func(w *worker, b int) error {
-		n, _, err := e.deltas(w, j, b)
+		n, _, err := e.deltas(w, j, b, true)
 		if err != nil {
 			return err
 		}
 		for i := range m {
-			w.hi[i].AddHigh(w.tau[i][:n])
+			tau := w.tau[i][:n]
+			if w.sideFull[i] {
+				w.hi[i].AddHigh(tau)
+			} else if !w.hi[i].AddHighSide(tau, &w.side[i]) {
+				w.sideFull[i] = true
+			}
 		}
+		e.norms(w, n)
 		return nil
 	})
 	if err != nil {
@@ -514,11 +550,24 @@ func (e *engine) tensor(ctx context.Context, j *job) (*sums, error) {
 			return nil, fmt.Errorf("model %s: tensor %q: %d values of τ = θ − θ₀ are not finite (Inf or NaN)", e.opts.Models[i], j.name, bad)
 		}
 	}
-	// The cuts; the low pass where a threshold needs it.
-	low := false
+	// The cuts: the low histogram from the lists where they are complete,
+	// else from a low pass.
+	low := make([]bool, m) // model i takes the low pass
+	anyLow := false
 	for i := range m {
+		listed := true
+		for _, w := range e.workers {
+			listed = listed && !w.sideFull[i]
+		}
+		var side []uint32
+		if listed {
+			for _, w := range e.workers {
+				side = append(side, w.side[i]...)
+			}
+		}
 		for k, dens := range e.densities {
-			c := &e.cuts[i*d+k]
+			x := i*d + k
+			c := &e.cuts[x]
 			*c = cut{}
 			kk := math.Floor(dens * float64(j.n))
 			switch {
@@ -533,19 +582,29 @@ func (e *engine) tensor(ctx context.Context, j *job) (*sums, error) {
 					return nil, fmt.Errorf("tensor %q: %w", j.name, err)
 				}
 				c.hiBin, c.aboveHi = bin, above
-				low = true
+				if !listed {
+					low[i], anyLow = true, true
+					continue
+				}
+				e.lo[x].LowFrom(bin, e.hi[i].Count(bin), side)
+				if err := e.exact(j, x); err != nil {
+					return nil, err
+				}
 			}
 		}
 		e.hi[i].Reset()
 	}
-	if low {
+	if anyLow {
 		// Pass 2: low-bit histograms inside the chosen bins.
 		err := e.runPass(ctx, j, func(w *worker, b int) error {
-			n, _, err := e.deltas(w, j, b)
+			n, _, err := e.deltas(w, j, b, false)
 			if err != nil {
 				return err
 			}
 			for i := range m {
+				if !low[i] {
+					continue
+				}
 				for k := range d {
 					if c := &e.cuts[i*d+k]; !c.all && !c.none {
 						w.lo[i*d+k].AddLow(w.tau[i][:n], c.hiBin)
@@ -558,25 +617,19 @@ func (e *engine) tensor(ctx context.Context, j *job) (*sums, error) {
 			return nil, err
 		}
 		for x := range e.cuts {
-			c := &e.cuts[x]
-			if c.all || c.none {
+			if c := &e.cuts[x]; c.all || c.none || !low[x/d] {
 				continue
 			}
 			for _, w := range e.workers {
 				e.lo[x].Take(&w.lo[x])
 			}
-			t, err := topk.Exact(c.k, c.hiBin, c.aboveHi, &e.lo[x])
-			if err != nil {
-				return nil, fmt.Errorf("tensor %q: %w", j.name, err)
+			if err := e.exact(j, x); err != nil {
+				return nil, err
 			}
-			e.lo[x].Reset()
-			c.bits, c.need, c.equal = t.Bits, c.k-t.Greater, t.Equal
 		}
-	} else {
-		e.prog.Add(j.bytes)
 	}
-	// Pass 3: the statistics, with the ties at partial cuts scanned in
-	// block order.
+	// Pass 2 (3 after a low pass): the trims, with the ties at partial cuts
+	// counted in block order.
 	var partials []int
 	for x := range e.cuts {
 		if e.cuts[x].partial() {
@@ -588,15 +641,12 @@ func (e *engine) tensor(ctx context.Context, j *job) (*sums, error) {
 	if len(partials) > 0 {
 		e.ties = newTieScan(nb, len(partials))
 	}
-	for _, w := range e.workers {
-		w.s.reset()
-	}
 	err = e.runPass(ctx, j, func(w *worker, b int) error {
-		n, _, err := e.deltas(w, j, b)
+		n, _, err := e.deltas(w, j, b, true)
 		if err != nil {
 			return err
 		}
-		return e.stats(w, b, n, partials)
+		return e.trims(w, b, n, partials)
 	})
 	e.ties = nil
 	if err != nil {
@@ -609,6 +659,18 @@ func (e *engine) tensor(ctx context.Context, j *job) (*sums, error) {
 	}
 	s.n = j.n
 	return s, nil
+}
+
+// exact finishes cut x from its bin and the low histogram of that bin.
+func (e *engine) exact(j *job, x int) error {
+	c := &e.cuts[x]
+	t, err := topk.Exact(c.k, c.hiBin, c.aboveHi, &e.lo[x])
+	if err != nil {
+		return fmt.Errorf("tensor %q: %w", j.name, err)
+	}
+	e.lo[x].Reset()
+	c.bits, c.need, c.equal = t.Bits, c.k-t.Greater, t.Equal
+	return nil
 }
 
 var errAborted = errors.New("aborted")

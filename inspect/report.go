@@ -57,6 +57,10 @@ type Report struct {
 	Cells     []CellRow   `json:"cells"`
 	Model     Figures     `json:"model"`
 
+	// Merge, if set, is the merge the statistics are of (merge --report):
+	// the page shows it first. It is not part of the JSON.
+	Merge *MergeFacts `json:"-"`
+
 	m, d   int
 	layers map[int]*sums
 	mods   map[string]*sums

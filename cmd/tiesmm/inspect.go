@@ -1,19 +1,25 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/alecthomas/kong"
 
 	"github.com/tiesmm/tiesmm/config"
 	"github.com/tiesmm/tiesmm/inspect"
 	"github.com/tiesmm/tiesmm/kernels"
+	"github.com/tiesmm/tiesmm/merge"
 )
 
 type inspectCmd struct {
@@ -175,19 +181,154 @@ func (c *inspectCmd) Run(ctx context.Context, k *kong.Context) error {
 
 // writeHTMLFile writes the page under a temporary name and renames it.
 func writeHTMLFile(path string, rep *inspect.Report) error {
+	return writePage("--html", path, rep.WriteHTML)
+}
+
+// writePage writes a page under a temporary name and renames it.
+func writePage(flag, path string, write func(io.Writer) error) error {
 	tmp := path + ".tmp"
 	f, err := os.Create(tmp)
 	if err != nil {
-		return fmt.Errorf("--html: %w", err)
+		return fmt.Errorf("%s: %w", flag, err)
 	}
-	if err := rep.WriteHTML(f); err != nil {
+	if err := write(f); err != nil {
 		f.Close()
 		os.Remove(tmp)
-		return fmt.Errorf("--html %s: %w", path, err)
+		return fmt.Errorf("%s %s: %w", flag, path, err)
 	}
 	if err := f.Close(); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("--html %s: %w", path, err)
+		return fmt.Errorf("%s %s: %w", flag, path, err)
 	}
 	return os.Rename(tmp, path)
+}
+
+// checkReportPath refuses a --report page inside the output directory,
+// which the merge replaces whole.
+func checkReportPath(report, out string) error {
+	abs := func(p string) string {
+		a, err := filepath.Abs(p)
+		if err != nil {
+			return filepath.Clean(p)
+		}
+		// Resolve the links of the longest part that exists.
+		for dir, rest := a, ""; ; {
+			if r, err := filepath.EvalSymlinks(dir); err == nil {
+				return filepath.Join(r, rest)
+			}
+			parent := filepath.Dir(dir)
+			if parent == dir {
+				return a
+			}
+			dir, rest = parent, filepath.Join(filepath.Base(dir), rest)
+		}
+	}
+	o, r := abs(out), abs(report)
+	if rel, err := filepath.Rel(o, r); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return fmt.Errorf("--report %s is inside the output directory %s, which the merge replaces: write it elsewhere", report, out)
+	}
+	return nil
+}
+
+// reportDensities are the densities the page's statistics are measured at,
+// and a note saying so: every density the merge's trims used, the one that
+// covers the most values first (the one shown), or 1 when the method keeps
+// every value.
+func reportDensities(p *merge.Plan) ([]float64, string) {
+	var ds []float64
+	cover := map[float64]int64{}
+	if p.Method.Sparsifies() {
+		for _, j := range p.Jobs {
+			if j.Copy {
+				continue
+			}
+			for _, d := range j.Params.Density {
+				if d < 0 || math.IsNaN(d) || math.IsInf(d, 0) {
+					continue
+				}
+				if _, ok := cover[d]; !ok {
+					ds = append(ds, d)
+				}
+				cover[d] += j.Elements
+			}
+		}
+	}
+	slices.SortStableFunc(ds, func(a, b float64) int { return cmp.Compare(cover[b], cover[a]) })
+	switch {
+	case len(ds) == 0:
+		return []float64{1}, fmt.Sprintf("%s keeps every value: the statistics below are at density 1 (norms, cosines and sign conflicts; nothing trimmed).", p.Method.Name)
+	case len(ds) == 1:
+		note := fmt.Sprintf("The statistics below are inspect's, at the merge's density %g.", ds[0])
+		if p.Method.Drop != merge.DropNone {
+			note += " The merge drops values at random; the statistics measure a top-k trim at the same density."
+		}
+		return ds, note
+	}
+	note := fmt.Sprintf("The merge's densities differ across models or tensors: the statistics are measured at each (%s), and shown at %g, which covers the most values.", joinFloats(ds), ds[0])
+	if p.Method.Drop != merge.DropNone {
+		note += " The merge drops values at random; the statistics measure top-k trims at the same densities."
+	}
+	return ds, note
+}
+
+func joinFloats(fs []float64) string {
+	s := make([]string, len(fs))
+	for i, f := range fs {
+		s[i] = strconv.FormatFloat(f, 'g', -1, 64)
+	}
+	return strings.Join(s, ", ")
+}
+
+// writeMergeReport writes the page of --report for the merge just made:
+// what it decided, then inspect's statistics of its inputs. When those
+// cannot be measured, the page says why, and so does a line on stderr.
+func writeMergeReport(ctx context.Context, path string, p *merge.Plan, sum *merge.Summary, quiet bool) error {
+	what := p.Method.Name
+	if p.Method.Preset != "" {
+		what += " (" + p.Method.Preset + " preset)"
+	}
+	f := &inspect.MergeFacts{Method: what, Output: p.Opts.Out, Models: p.Opts.Models, Values: p.Merged}
+	if asked := sum.AskedFor(p); asked != nil {
+		f.Kept, f.Asked = sum.Kept, asked
+	}
+	if p.Method.Trim || p.Method.Vote.Consensus != kernels.ConsensusNone {
+		v := sum.Votes
+		f.Votes = &v
+	}
+	for _, w := range sum.Warnings {
+		f.Warnings = append(f.Warnings, fmt.Sprint(w))
+	}
+	var rep *inspect.Report
+	switch {
+	case p.Method.NoBase:
+		f.Note = p.Method.Name + " merges the models' values, not task vectors: no interference statistics."
+	case len(p.Opts.Models) < 2:
+		f.Note = "One model: no interference statistics."
+	default:
+		ds, note := reportDensities(p)
+		f.Note = note
+		o := inspect.Options{Base: p.Opts.Base, Models: p.Opts.Models, Densities: ds, MaxMemory: p.Opts.MaxMemory,
+			Threads: p.Opts.Threads, Kernels: p.Opts.Kernels}
+		if !quiet {
+			o.Progress = newProgress(os.Stderr)
+		}
+		var err error
+		if rep, err = inspect.Run(ctx, o); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "warning: --report: no statistics: %v\n", err)
+			f.Note = fmt.Sprintf("No statistics: %v", err)
+			rep = nil
+		}
+	}
+	write := func(w io.Writer) error { return inspect.WriteMergeHTML(w, f) }
+	if rep != nil {
+		if f.Values == 0 {
+			f.Values = rep.Model.N
+		}
+		rep.Merge = f
+		write = rep.WriteHTML
+	}
+	return writePage("--report", path, write)
 }

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tiesmm/tiesmm/internal/units"
 )
 
 func inspectArgs(extra ...string) []string {
@@ -105,6 +107,22 @@ func TestCLIInspectHTML(t *testing.T) {
 			t.Errorf("the page holds %q: it must not fetch anything", bad)
 		}
 	}
+	dom := renderPage(t, dir, page)
+	for what, want := range map[string]int{
+		`<svg class="heatmap"`: 2, `<svg class="norms"`: 1, `<svg class="matrix"`: 2, `<svg class="trim"`: 1,
+		"<polyline": 3 + 4, "<rect": 100, "<table": 1,
+	} {
+		if n := strings.Count(dom, what); n < want {
+			t.Errorf("the rendered page has %d %s, want %d or more", n, what, want)
+		}
+	}
+}
+
+// renderPage renders page in headless Chromium, checks that the screenshot
+// is not blank, and returns the rendered DOM; it skips the test without
+// Chromium.
+func renderPage(t *testing.T, dir, page string) string {
+	t.Helper()
 	chromium, err := exec.LookPath("chromium")
 	if err != nil {
 		t.Skip("chromium is not installed (apt-get install -y chromium): the page is not rendered")
@@ -134,15 +152,7 @@ func TestCLIInspectHTML(t *testing.T) {
 	if colours := distinctColours(img); colours < 50 {
 		t.Errorf("the screenshot has %d colours: blank?", colours)
 	}
-	dom := string(chrome("--dump-dom"))
-	for what, want := range map[string]int{
-		`<svg class="heatmap"`: 2, `<svg class="norms"`: 1, `<svg class="matrix"`: 2, `<svg class="trim"`: 1,
-		"<polyline": 3 + 4, "<rect": 100, "<table": 1,
-	} {
-		if n := strings.Count(dom, what); n < want {
-			t.Errorf("the rendered page has %d %s, want %d or more", n, what, want)
-		}
-	}
+	return string(chrome("--dump-dom"))
 }
 
 func distinctColours(img image.Image) int {
@@ -155,4 +165,62 @@ func distinctColours(img image.Image) int {
 		}
 	}
 	return len(seen)
+}
+
+func TestCLIMergeReport(t *testing.T) {
+	dir := workDir(t)
+	page := filepath.Join(dir, "report.html")
+	merge := []string{"merge", "-q", "--base", "demo/base", "--model", "demo/ft1", "--model", "demo/ft2", "--model", "demo/ft3",
+		"--preset", "mergekit", "--density", "0.2", "--json"}
+	js := mustRun(t, dir, append(merge, "--report", page, "out")...)
+	var sum jsonSummary
+	if err := json.Unmarshal([]byte(js), &sum); err != nil {
+		t.Fatalf("--json: %v", err)
+	}
+	src, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(src)
+	// The merge's figures, as the page formats them, and the statistics.
+	want := []string{`<section class="merge">`, "elected positive", "sign conflicts resolved", "zero sums",
+		units.FormatCount(int64(sum.Votes.Positive)), units.FormatCount(int64(sum.Votes.Negative)), units.FormatCount(int64(sum.Votes.Conflicts)),
+		"merge&#39;s density 0.2", "Sign conflict by layer and module", "Cosine similarity", "Most conflict"}
+	for _, m := range sum.Models {
+		want = append(want, units.FormatCount(int64(*m.Kept)), units.FormatCount(int64(*m.Asked)))
+	}
+	for _, w := range want {
+		if !strings.Contains(text, w) {
+			t.Errorf("the page lacks %q", w)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "out", "report.html")); err == nil {
+		t.Error("the report was written into the model directory")
+	}
+
+	// A path inside the output is refused before the merge starts.
+	for _, inside := range []string{"out2/report.html", "out2/sub/../r.html", "out2"} {
+		_, errOut, code := tiesmm(t, dir, append(merge, "--report", inside, "out2")...)
+		if code != 2 || !strings.Contains(errOut, "inside the output directory") {
+			t.Errorf("--report %s: exit %d, want 2:\n%s", inside, code, errOut)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "out2")); err == nil {
+			t.Errorf("--report %s: the merge ran", inside)
+		}
+	}
+
+	// A method without a density: the statistics at density 1.
+	ta := filepath.Join(dir, "ta.html")
+	mustRun(t, dir, "merge", "-q", "--method", "task_arithmetic", "--base", "demo/base", "--model", "demo/ft1", "--model", "demo/ft2", "--report", ta, "out3")
+	if src, err := os.ReadFile(ta); err != nil || !strings.Contains(string(src), "at density 1") || !strings.Contains(string(src), "Cosine similarity") {
+		t.Errorf("task_arithmetic's page: %v\n%.300s", err, src)
+	}
+
+	dom := renderPage(t, dir, page)
+	for what, want := range map[string]int{`<section class="merge">`: 1, `<table class="kept">`: 1, `<table class="votes">`: 1,
+		`<svg class="heatmap"`: 2, `<svg class="matrix"`: 2} {
+		if n := strings.Count(dom, what); n < want {
+			t.Errorf("the rendered page has %d %s, want %d or more", n, what, want)
+		}
+	}
 }

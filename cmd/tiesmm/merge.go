@@ -55,6 +55,7 @@ type mergeCmd struct {
 	Quiet      bool   `group:"diagnostics" short:"q" help:"Print nothing but warnings and errors." xor:"verbosity"`
 	Verbose    bool   `group:"diagnostics" short:"v" help:"Add the engine's details to the summary (passes, samples, tie cuts, spills)." xor:"verbosity"`
 	JSON       bool   `group:"diagnostics" name:"json" help:"Print the summary as one JSON object on stdout (fields: docs/json.md); progress and warnings stay on stderr."`
+	Report     string `group:"diagnostics" help:"After the merge, write a self-contained page of what it decided and of inspect's statistics of its inputs (an extra read of them) to FILE.html, outside the output directory." placeholder:"FILE.html"`
 	CPUProfile string `name:"cpu-profile" hidden:"" help:"Write a Go CPU profile of the merge to this file."`
 }
 
@@ -156,6 +157,11 @@ func (m *mergeCmd) Run(ctx context.Context, k *kong.Context) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
+	if m.Report != "" {
+		if err := checkReportPath(m.Report, out); err != nil {
+			return usageError{err}
+		}
+	}
 	method, resolve, err := merge.Recipe(c)
 	if err != nil {
 		return err
@@ -223,6 +229,11 @@ func (m *mergeCmd) Run(ctx context.Context, k *kong.Context) error {
 	sum, err := merge.Run(ctx, plan, prog, map[string][]byte{"tiesmm_config.yml": resolved})
 	if err != nil {
 		return err
+	}
+	if m.Report != "" {
+		if err := writeMergeReport(ctx, m.Report, plan, sum, m.Quiet); err != nil {
+			return err
+		}
 	}
 	switch {
 	case m.JSON:
