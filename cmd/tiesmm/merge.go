@@ -147,63 +147,15 @@ func (m *mergeCmd) Run(ctx context.Context, k *kong.Context) error {
 			m.args = append(m.args, p.Positional.Target.String())
 		}
 	}
-	if err := m.checkSizes(); err != nil {
-		return usageError{err}
-	}
-	c, out, err := m.config()
+	c, plan, err := m.plan()
 	if err != nil {
 		return err
-	}
-	if err := c.Validate(); err != nil {
-		return err
-	}
-	if m.Report != "" {
-		if err := checkReportPath(m.Report, out); err != nil {
-			return usageError{err}
-		}
-	}
-	method, resolve, err := merge.Recipe(c)
-	if err != nil {
-		return err
-	}
-	method.Seed = m.Seed
-	method.ApproxTopK = m.TopK == "approx"
-	ks, err := kernels.Lookup(m.Kernel)
-	if err != nil {
-		return err
-	}
-	opts := merge.Options{
-		Base: c.BaseModel, Out: out, Force: m.Force, OutDType: c.OutputDType(),
-		ShardBytes: int64(m.OutShardSize), MaxMemory: int64(m.MaxMemory), Threads: m.Threads,
-		BlockElems: m.BlockSize, Kernels: ks, TwoPass: m.TwoPass,
-	}
-	for _, e := range c.Models {
-		opts.Models = append(opts.Models, e.Path)
-	}
-	if opts.Base == "" && len(opts.Models) > 0 {
-		opts.Base = opts.Models[0] // linear: the first model lays out the output
-	}
-	plan, err := merge.NewPlan(opts, method, resolve)
-	if err != nil {
-		return err
-	}
-	if c.LayerRange != nil && c.LayerRange[1] != plan.Layers {
-		return fmt.Errorf("%s: the slices cover layers [%d, %d) but the models have %d layers; tiesmm merges whole models", c.File, c.LayerRange[0], c.LayerRange[1], plan.Layers)
 	}
 	merge.PrintWarnings(os.Stderr, plan.Warnings)
-	if m.Explain {
-		names := make([]string, len(plan.Jobs))
-		for i, j := range plan.Jobs {
-			names[i] = j.Name
-		}
-		if err := c.Explain(os.Stdout, names, plan.Layers); err != nil {
-			return err
-		}
-		fmt.Fprintln(os.Stdout)
-		plan.DescribeStrategies(os.Stdout)
-		return nil
-	}
-	if m.DryRun {
+	switch {
+	case m.Explain:
+		return m.explain(c, plan)
+	case m.DryRun:
 		plan.Describe(os.Stdout)
 		return nil
 	}
@@ -216,15 +168,11 @@ func (m *mergeCmd) Run(ctx context.Context, k *kong.Context) error {
 		prog = newProgress(os.Stderr)
 	}
 	if m.CPUProfile != "" {
-		f, err := os.Create(m.CPUProfile)
+		stop, err := startProfile(m.CPUProfile)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+		defer stop()
 	}
 	sum, err := merge.Run(ctx, plan, prog, map[string][]byte{"tiesmm_config.yml": resolved})
 	if err != nil {
@@ -246,6 +194,81 @@ func (m *mergeCmd) Run(ctx context.Context, k *kong.Context) error {
 		sum.PrintDetails(os.Stdout, plan)
 	}
 	return nil
+}
+
+// plan reads and checks the command line and the config, and makes the plan.
+func (m *mergeCmd) plan() (*config.Config, *merge.Plan, error) {
+	if err := m.checkSizes(); err != nil {
+		return nil, nil, usageError{err}
+	}
+	c, out, err := m.config()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, nil, err
+	}
+	if m.Report != "" {
+		if err := checkReportPath(m.Report, out); err != nil {
+			return nil, nil, usageError{err}
+		}
+	}
+	method, resolve, err := merge.Recipe(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	method.Seed = m.Seed
+	method.ApproxTopK = m.TopK == "approx"
+	ks, err := kernels.Lookup(m.Kernel)
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := merge.Options{
+		Base: c.BaseModel, Out: out, Force: m.Force, OutDType: c.OutputDType(),
+		ShardBytes: int64(m.OutShardSize), MaxMemory: int64(m.MaxMemory), Threads: m.Threads,
+		BlockElems: m.BlockSize, Kernels: ks, TwoPass: m.TwoPass,
+	}
+	for _, e := range c.Models {
+		opts.Models = append(opts.Models, e.Path)
+	}
+	if opts.Base == "" && len(opts.Models) > 0 {
+		opts.Base = opts.Models[0] // linear: the first model lays out the output
+	}
+	plan, err := merge.NewPlan(opts, method, resolve)
+	if err != nil {
+		return nil, nil, err
+	}
+	if c.LayerRange != nil && c.LayerRange[1] != plan.Layers {
+		return nil, nil, fmt.Errorf("%s: the slices cover layers [%d, %d) but the models have %d layers; tiesmm merges whole models", c.File, c.LayerRange[0], c.LayerRange[1], plan.Layers)
+	}
+	return c, plan, nil
+}
+
+// explain prints each tensor's resolved parameters and its strategy.
+func (m *mergeCmd) explain(c *config.Config, plan *merge.Plan) error {
+	names := make([]string, len(plan.Jobs))
+	for i, j := range plan.Jobs {
+		names[i] = j.Name
+	}
+	if err := c.Explain(os.Stdout, names, plan.Layers); err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stdout)
+	plan.DescribeStrategies(os.Stdout)
+	return nil
+}
+
+// startProfile writes a CPU profile to path until the returned stop.
+func startProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 // newProgress draws on a terminal, or prints a line every few seconds.
