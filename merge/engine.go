@@ -69,6 +69,7 @@ type trim struct {
 }
 
 type worker struct {
+	id             int // index in the run's workers: a strategy's per-worker scratch
 	base, tm, taus []float32
 	outb           []byte
 	kept           []uint64
@@ -77,13 +78,12 @@ type worker struct {
 	fused          kernels.TiesBlock
 	equal          []int // per model: the fused kernel's count at the threshold
 	votes          kernels.VoteStats
-	// Each strategy's own scratch, declared with it.
-	selectScratch             // the selects' histograms and lists (select.go)
-	sampledCounts             // the sampled select's counts (sampled.go)
-	sideLists                 // a sample's |τ| with low bits (sample.go)
-	zeroSumScratch            // the zero sums' columns and records (zerosum.go)
-	runCopies                 // copies of sampled runs (reads.go)
-	band           *bandState // the single pass's counts and spill (singlepass.go)
+	// The scratch the strategies share, declared with its code; a
+	// strategy's own is in its type, per worker.
+	selectScratch  // the selects' histograms and lists (select.go)
+	sideLists      // a sample's |τ| with low bits (sample.go)
+	zeroSumScratch // the zero sums' columns and records (zerosum.go)
+	runCopies      // copies of sampled runs (reads.go)
 }
 
 type run struct {
@@ -98,9 +98,6 @@ type run struct {
 	scale  [][]float32 // per job, per model: the L1 rescale factor
 	stock  []float32   // per job: Model Stock's t
 
-	// The single-pass trims.
-	scope   *scope
-	spill   *spill
 	prog    Progress
 	ws      []*worker
 	fixFile *spill // outputs of the exact zero sums if the majority sign is −1
@@ -120,6 +117,10 @@ type run struct {
 	shared bool
 	// strategy: per job, the plan's Strategy, which the passes follow.
 	strategy []Strategy
+	// Per job, its strategy's implementation (paths) and the one the pass
+	// driver calls (impl: the solo batch for a solo tensor).
+	paths, impl []tensorStrategy
+	sum         *Summary
 }
 
 // Interrupted is Run's error when its context was canceled (an interrupt):
@@ -179,12 +180,14 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 
 	sum := &Summary{Kernel: r.k.Name, Passes: p.Passes(), InputBytes: p.InputBytes, OutputBytes: p.OutputBytes}
 	sum.Reclaimed, sum.ReclaimedBytes = r.out.Reclaimed()
-	if r.uses(PathSinglePass) {
-		err = r.singlePassMerge(ctx, sum)
-	} else if err = r.selectThresholds(ctx, sum); err == nil {
-		err = r.mergeAll(ctx)
+	if p.Method.Trim && p.Method.Scope == ScopeModel {
+		sum.Asked = make([]uint64, len(p.Models))
+		for i, k := range p.Need {
+			sum.Asked[i] = min(k, uint64(p.Merged))
+		}
 	}
-	if err != nil {
+	r.sum = sum
+	if err := r.mergeAll(ctx); err != nil {
 		return nil, err
 	}
 	sum.FellBack += r.missed
@@ -236,6 +239,7 @@ func (r *run) setup() {
 	r.ws = make([]*worker, p.Workers)
 	for i := range r.ws {
 		w := &worker{
+			id:   i,
 			base: make([]float32, B), tm: make([]float32, B), taus: make([]float32, n*B),
 			outb: make([]byte, 4*B), kept: make([]uint64, n), idx: make([]int32, B),
 		}
@@ -247,10 +251,10 @@ func (r *run) setup() {
 		}
 		if p.Method.Trim {
 			w.selectScratch = newSelectScratch(n, int(p.LowsBytes/8)/(n*p.Workers))
-			w.sampledCounts = newSampledCounts(n)
 		}
 		r.ws[i] = w
 	}
+	r.newStrategies()
 	r.trims = make([][]trim, len(p.Jobs))
 	r.tops = make([][]trim, len(p.Jobs))
 	r.scale = make([][]float32, len(p.Jobs))
@@ -266,11 +270,6 @@ func (r *run) setup() {
 		r.votes[ji] = p.Method.Vote
 		r.votes[ji].Weights = j.Params.Weights
 	}
-}
-
-// uses reports whether some job takes path.
-func (r *run) uses(path Path) bool {
-	return slices.ContainsFunc(r.strategy, func(s Strategy) bool { return s.Path == path })
 }
 
 // traced tells the plan's trace, if any, that job ji took a step.

@@ -356,10 +356,15 @@ func ones(n int) []float32 {
 }
 
 // TestMatchesReference runs every method on random sets, with random
-// thread counts, block sizes, shard layouts and kernel sets, and holds the
-// output to the in-memory reference bit for bit.
+// thread counts, block sizes and shard layouts, under every kernel set this
+// CPU has, and holds the output to the in-memory reference bit for bit.
 func TestMatchesReference(t *testing.T) {
-	sets := kernels.Available()
+	for _, ks := range kernels.Available() {
+		t.Run(ks.Name, func(t *testing.T) { matchesReference(t, ks) })
+	}
+}
+
+func matchesReference(t *testing.T, ks *kernels.Set) {
 	for ci, mc := range methodCases {
 		t.Run(mc.name, func(t *testing.T) {
 			for trial := 0; trial < 3; trial++ {
@@ -377,7 +382,7 @@ func TestMatchesReference(t *testing.T) {
 				opts := Options{
 					Base: base, Models: models, Out: filepath.Join(dir, "out"),
 					Threads: 1 + r.IntN(3), BlockElems: []int{1, 7, 64, 1000, 65536}[r.IntN(5)],
-					Kernels: sets[r.IntN(len(sets))], ShardBytes: []int64{0, 1000, 1 << 30}[r.IntN(3)],
+					Kernels: ks, ShardBytes: []int64{0, 1000, 1 << 30}[r.IntN(3)],
 				}
 				if r.IntN(2) == 0 {
 					dt := []kernels.DType{kernels.F32, kernels.F16, kernels.BF16}[r.IntN(3)]

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -11,12 +12,22 @@ import (
 	"github.com/tiesmm/tiesmm/mmapio"
 )
 
-// The merge pass: every tensor in the order and by the path its strategy
-// gives, each block widened, trimmed, voted and finished into the output
-// (by the fused kernel where its trim allows).
+// The merge pass: every tensor in the order and by the strategy the plan
+// gives (tensorstrategy.go), each block widened, trimmed, voted and finished
+// into the output (by the fused kernel where its trim allows).
 
+// mergeAll is the pass driver: each strategy prepares its tensors (the
+// whole-model select), then the merge pass runs the batch strategies (the
+// solo tensors side by side, the whole-model single pass) and the other
+// tensors one by one, reading each next tensor ahead while one merges.
 func (r *run) mergeAll(ctx context.Context) error {
 	p := r.p
+	groups := r.groups()
+	for _, g := range groups {
+		if err := g.s.prepare(ctx, r, g.jobs); err != nil {
+			return err
+		}
+	}
 	passes := p.Passes()
 	count := len(passes)
 	if count > 1 && strings.HasPrefix(passes[count-2], "per tensor") {
@@ -24,66 +35,57 @@ func (r *run) mergeAll(ctx context.Context) error {
 	}
 	r.prog.StartPass(phaseMerge, count, count, p.InputBytes)
 	defer r.prog.EndPass()
-	if err := r.mergeSolo(ctx); err != nil {
-		return err
-	}
-	var jobs []int // the rest, one by one
-	for ji, s := range r.strategy {
-		if !s.Solo {
-			jobs = append(jobs, ji)
+	var jobs []int // the tensors merged one by one
+	for _, g := range groups {
+		if !g.s.batch() {
+			jobs = append(jobs, g.jobs...)
+		} else if err := g.s.merge(ctx, r, g.jobs); err != nil {
+			return err
 		}
 	}
+	slices.Sort(jobs)
 	for k, ji := range jobs {
-		j := &p.Jobs[ji]
 		if k == 0 {
 			r.prefetchJob(ji)
 		}
 		if k+1 < len(jobs) {
 			r.prefetchJob(jobs[k+1]) // read while this one merges
 		}
-		var err error
-		switch r.strategy[ji].Path {
-		case PathCopy:
-			err = r.copyJob(ji)
-		case PathModelStock:
-			err = r.modelStockJob(ctx, ji)
-		default:
-			err = r.mergeJob(ctx, ji)
-		}
-		if err != nil {
-			return tensorError(j.Name, err)
+		if err := r.impl[ji].merge(ctx, r, []int{ji}); err != nil {
+			return tensorError(p.Jobs[ji].Name, err)
 		}
 	}
 	return nil
 }
 
-// mergeJob merges one tensor as its strategy says: its thresholds and L1
-// rescale first where it needs them (the tensor is then hot in the page
-// cache), then the vote.
-func (r *run) mergeJob(ctx context.Context, ji int) error {
-	s := r.strategy[ji]
-	switch s.Path {
-	case PathSpeculate, PathSampled, PathRadix:
-		defer r.dropTieCounts(ji)
-		// Read more than once before its merge: keep it mapped if it fits.
-		j := &r.p.Jobs[ji]
-		if r.readBytes(j, j.Elements) <= r.p.HotBytes {
-			r.hot = true
-			defer r.cool(ji)
-		}
-		var sc *scope
-		if s.Path == PathSpeculate {
-			var done bool
-			var err error
-			if sc, done, err = r.speculateJob(ctx, ji); err != nil || done {
-				return err
-			}
-		}
-		if err := r.selectTensor(ctx, ji, sc); err != nil {
-			return err
-		}
+// plainTensor merges a tensor without a trim of its own (PathPlain): its L1
+// norms first if rescaled, then the merge pass.
+type plainTensor struct{ perTensor }
+
+func (plainTensor) merge(ctx context.Context, r *run, jobs []int) error {
+	return eachJob(jobs, func(ji int) error { return r.mergeTensor(ctx, ji) })
+}
+
+// selectAndMerge merges a tensor of a per-tensor trim: sel finds its
+// thresholds (or merges it, done), then the merge pass. The tensor is read
+// more than once before its merge: it is kept mapped if it fits.
+func (r *run) selectAndMerge(ctx context.Context, ji int, sel func() (done bool, err error)) error {
+	defer r.dropTieCounts(ji)
+	j := &r.p.Jobs[ji]
+	if r.readBytes(j, j.Elements) <= r.p.HotBytes {
+		r.hot = true
+		defer r.cool(ji)
 	}
-	if s.Rescale {
+	if done, err := sel(); err != nil || done {
+		return err
+	}
+	return r.mergeTensor(ctx, ji)
+}
+
+// mergeTensor runs a tensor's L1 rescale pass where its strategy has one,
+// then its merge pass.
+func (r *run) mergeTensor(ctx context.Context, ji int) error {
+	if r.strategy[ji].Rescale {
 		if err := r.l1Pass(ctx, ji); err != nil {
 			return err
 		}
@@ -117,17 +119,11 @@ func (r *run) cool(ji int) {
 	}
 }
 
-// copyJobs copies every tensor that is not merged.
-func (r *run) copyJobs() error {
-	for ji, j := range r.p.Jobs {
-		if j.Copy {
-			if err := r.copyJob(ji); err != nil {
-				return tensorError(j.Name, err)
-			}
-		}
-	}
-	return nil
-}
+// copyTensor copies a tensor that is not merged from the base, byte for
+// byte (PathCopy).
+type copyTensor struct{ perTensor }
+
+func (copyTensor) merge(_ context.Context, r *run, jobs []int) error { return eachJob(jobs, r.copyJob) }
 
 func (r *run) copyJob(ji int) error {
 	r.traced(ji, "copy")

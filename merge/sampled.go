@@ -35,6 +35,28 @@ const (
 	tensorSampleEvery    = 25
 )
 
+// sampledSelect is a per-tensor trim by the sampled select (PathSampled):
+// a sample, one counting pass, then the merge. It owns each worker's counts
+// of the counting pass.
+type sampledSelect struct {
+	perTensor
+	counts []sampledCounts // per worker
+}
+
+func newSampledSelect(workers, models int) *sampledSelect {
+	s := &sampledSelect{counts: make([]sampledCounts, workers)}
+	for k := range s.counts {
+		s.counts[k] = newSampledCounts(models)
+	}
+	return s
+}
+
+func (s *sampledSelect) merge(ctx context.Context, r *run, jobs []int) error {
+	return eachJob(jobs, func(ji int) error {
+		return r.selectAndMerge(ctx, ji, func() (bool, error) { return false, r.selectTensor(ctx, ji, s, nil) })
+	})
+}
+
 // bandPick is one sampled select over a tensor's blocks: what its counting
 // pass found, per model and per block.
 type bandPick struct {
@@ -50,12 +72,12 @@ type bandPick struct {
 	full                      bool // a worker's list of the values inside outgrew its share
 }
 
-// sampledPick returns the exact thresholds of the models with 0 < need ≤ n
+// pick returns the exact thresholds of the models with 0 < need ≤ n
 // over one tensor's blocks bs, with the count of values at each threshold in
 // every block (by block seq), or ok = false if the sample missed or the
 // values in a band outgrew their lists (counted in r.missed, r.crowded).
 // sc, if not nil, is the sample, already read.
-func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *scope) (_ []topk.Threshold, ties blockCounts, ok bool, _ error) {
+func (s *sampledSelect) pick(ctx context.Context, r *run, bs []block, need []uint64, sc *scope) (_ []topk.Threshold, ties blockCounts, ok bool, _ error) {
 	r.traced(bs[0].job, "sampled")
 	if sc == nil {
 		var err error
@@ -73,9 +95,9 @@ func (r *run) sampledPick(ctx context.Context, bs []block, need []uint64, sc *sc
 		}
 	}()
 	bp := &bandPick{sc: sc, bs: bs, need: need, edged: r.edgedModels(sc)}
-	err := r.countBands(ctx, bp)
+	err := s.countBands(ctx, r, bp)
 	defer r.dropLows()
-	r.totalBands(bp)
+	s.totalBands(r, bp)
 	if bp.full && err == nil {
 		r.crowded++
 	}
@@ -130,7 +152,7 @@ func (r *run) edgedModels(sc *scope) []bool {
 // model it counts the values above each band and collects those inside.
 // A band of one value (a tie group: common in bf16 task vectors) needs only
 // counts, which are then also the ties of each block.
-func (r *run) countBands(ctx context.Context, bp *bandPick) error {
+func (s *sampledSelect) countBands(ctx context.Context, r *run, bp *bandPick) error {
 	nm := len(r.p.Models)
 	if slices.Contains(bp.edged, true) {
 		bp.edges = newBlockCounts(len(bp.bs), 2*nm)
@@ -141,7 +163,7 @@ func (r *run) countBands(ctx context.Context, bp *bandPick) error {
 		base := r.widenBase(w, b)
 		for _, i := range bp.sc.models {
 			dt := j.ModelDT[i]
-			r.countBand(w, bp, b.seq, i, r.src(w, j.Models[i], dt, b.start, b.n), dt, base)
+			s.countBand(r, w, bp, b.seq, i, r.src(w, j.Models[i], dt, b.start, b.n), dt, base)
 		}
 		return nil
 	})
@@ -149,21 +171,22 @@ func (r *run) countBands(ctx context.Context, bp *bandPick) error {
 
 // countBand counts model i's values of one block (src, of dtype dt) against
 // its band, and lists those inside with the block's seq.
-func (r *run) countBand(w *worker, bp *bandPick, seq, i int, src []byte, dt kernels.DType, base []float32) {
+func (s *sampledSelect) countBand(r *run, w *worker, bp *bandPick, seq, i int, src []byte, dt kernels.DType, base []float32) {
+	c := &s.counts[w.id]
 	lo, hi := bp.sc.bands[i].lo, bp.sc.bands[i].hi
 	if lo == hi {
 		above, inside := r.k.DeltaRange(src, dt, base, lo, hi, nil)
-		w.above[i] += uint64(above)
-		w.inside[i] += uint64(inside)
+		c.above[i] += uint64(above)
+		c.inside[i] += uint64(inside)
 		bp.ties.at(seq)[i] = int64(inside)
 		return
 	}
 	if bp.edged[i] {
 		above, atHi := r.k.DeltaRange(src, dt, base, hi, hi, nil)
 		_, atLo := r.k.DeltaRange(src, dt, base, lo, lo, nil)
-		w.above[i] += uint64(above)
-		w.atHi[i] += uint64(atHi)
-		w.atLo[i] += uint64(atLo)
+		c.above[i] += uint64(above)
+		c.atHi[i] += uint64(atHi)
+		c.atLo[i] += uint64(atLo)
 		be := bp.edges.at(seq)
 		be[2*i], be[2*i+1] = int64(atHi), int64(atLo)
 		if hi-lo < 2 {
@@ -175,8 +198,8 @@ func (r *run) countBand(w *worker, bp *bandPick, seq, i int, src []byte, dt kern
 	if bp.edged[i] {
 		above = 0 // counted above, with the values at hi
 	}
-	w.above[i] += uint64(above)
-	w.inside[i] += uint64(inside)
+	c.above[i] += uint64(above)
+	c.inside[i] += uint64(inside)
 	if w.lowsFull || len(w.lows[i])+inside > w.lowsCap {
 		w.lowsFull = true
 		return
@@ -198,17 +221,18 @@ func (r *run) countBand(w *worker, bp *bandPick, seq, i int, src []byte, dt kern
 }
 
 // totalBands adds up the workers' counts into bp and zeroes them.
-func (r *run) totalBands(bp *bandPick) {
+func (s *sampledSelect) totalBands(r *run, bp *bandPick) {
 	nm := len(r.p.Models)
 	bp.above, bp.inside = make([]uint64, nm), make([]uint64, nm)
 	bp.atHi, bp.atLo = make([]uint64, nm), make([]uint64, nm)
 	for _, w := range r.ws {
+		c := &s.counts[w.id]
 		for _, i := range bp.sc.models {
-			bp.above[i] += w.above[i]
-			bp.inside[i] += w.inside[i]
-			bp.atHi[i] += w.atHi[i]
-			bp.atLo[i] += w.atLo[i]
-			w.above[i], w.inside[i], w.atHi[i], w.atLo[i] = 0, 0, 0, 0
+			bp.above[i] += c.above[i]
+			bp.inside[i] += c.inside[i]
+			bp.atHi[i] += c.atHi[i]
+			bp.atLo[i] += c.atLo[i]
+			c.above[i], c.inside[i], c.atHi[i], c.atLo[i] = 0, 0, 0, 0
 		}
 		bp.full = bp.full || w.lowsFull
 	}

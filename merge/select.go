@@ -86,21 +86,6 @@ func (r *run) histPass(ctx context.Context, bs []block, models []int, hi []uint3
 	return merged, err
 }
 
-// pick runs the exact (or approximate) select for the models given,
-// keeping need[i] elements of each: the sampled select if sampled (one
-// tensor's, which falls back to the radix select if its sample misses), else
-// the radix select. A sampled select also returns the ties at each
-// threshold in every block (by block seq). sc, if not nil, is the tensor's
-// sample, already read.
-func (r *run) pick(ctx context.Context, bs []block, models []int, need []uint64, approx, sampled bool, sc *scope) ([]topk.Threshold, blockCounts, error) {
-	if sampled {
-		if th, ties, ok, err := r.sampledPick(ctx, bs, need, sc); err != nil || ok {
-			return th, ties, err
-		}
-	}
-	return r.radixPick(ctx, bs, models, need, approx)
-}
-
 // radixPick is the select by radix histograms: two passes over bs (one
 // if approx).
 func (r *run) radixPick(ctx context.Context, bs []block, models []int, need []uint64, approx bool) ([]topk.Threshold, blockCounts, error) {
@@ -139,27 +124,23 @@ func (r *run) radixPick(ctx context.Context, bs []block, models []int, need []ui
 	return th, blockCounts{}, nil
 }
 
-func (r *run) mergeJobs() []int {
-	var js []int
-	for ji, j := range r.p.Jobs {
-		if !j.Copy {
-			js = append(js, ji)
-		}
-	}
-	return js
+// modelRadix is the whole-model trim by the radix select (PathModelRadix):
+// prepare finds every model's threshold over all the tensors, then each
+// tensor is merged with them.
+type modelRadix struct{}
+
+func (modelRadix) batch() bool { return false }
+
+func (modelRadix) merge(ctx context.Context, r *run, jobs []int) error {
+	return eachJob(jobs, func(ji int) error { return r.mergeTensor(ctx, ji) })
 }
 
-// selectThresholds finds the model-scope thresholds (tensor-scope ones are
+// prepare finds the model-scope thresholds over jobs (tensor-scope ones are
 // found tensor by tensor during the merge, while the tensor is hot).
-func (r *run) selectThresholds(ctx context.Context, sum *Summary) error {
+func (modelRadix) prepare(ctx context.Context, r *run, jobs []int) error {
 	p := r.p
-	if !p.Method.Trim || p.Method.Scope != ScopeModel {
-		return nil
-	}
-	sum.Asked = make([]uint64, len(p.Models))
 	var models []int
 	for i, k := range p.Need {
-		sum.Asked[i] = min(k, uint64(p.Merged))
 		if k <= uint64(p.Merged) {
 			models = append(models, i)
 		}
@@ -167,30 +148,42 @@ func (r *run) selectThresholds(ctx context.Context, sum *Summary) error {
 	if len(models) == 0 {
 		return nil
 	}
-	for _, ji := range r.mergeJobs() {
+	for _, ji := range jobs {
 		r.traced(ji, "model-radix")
 	}
 	r.prog.StartPass(phaseSelect, 1, len(p.Passes()), p.InputBytes)
-	th, _, err := r.pick(ctx, r.blocks(r.mergeJobs()), models, p.Need, p.Method.ApproxTopK, false, nil)
+	th, _, err := r.radixPick(ctx, r.blocks(jobs), models, p.Need, p.Method.ApproxTopK)
 	r.prog.EndPass()
 	if err != nil {
 		return err
 	}
 	if p.Method.ApproxTopK {
-		for _, b := range r.blocks(r.mergeJobs()) {
+		for _, b := range r.blocks(jobs) {
 			for _, i := range models {
 				r.trims[b.job][i] = trim{bits: th[i].Bits}
 			}
 		}
 		return nil
 	}
-	return r.splitTies(ctx, r.trims, r.blocks(r.mergeJobs()), models, th, p.Need, blockCounts{})
+	return r.splitTies(ctx, r.trims, r.blocks(jobs), models, th, p.Need, blockCounts{})
 }
 
-// selectTensor finds one tensor's thresholds (tensor scope). With outliers
-// (breadcrumbs) it also finds the cut above which the largest are dropped.
-// sc, if not nil, is the tensor's sample for the trim, already read.
-func (r *run) selectTensor(ctx context.Context, ji int, sc *scope) error {
+// radixSelect is a per-tensor trim by the radix select (PathRadix): two
+// histogram passes, then the merge.
+type radixSelect struct{ perTensor }
+
+func (radixSelect) merge(ctx context.Context, r *run, jobs []int) error {
+	return eachJob(jobs, func(ji int) error {
+		return r.selectAndMerge(ctx, ji, func() (bool, error) { return false, r.selectTensor(ctx, ji, nil, nil) })
+	})
+}
+
+// selectTensor finds one tensor's thresholds (tensor scope): by the sampled
+// select sp (which falls back to the radix select if its sample misses), or
+// by the radix select if sp is nil. With outliers (breadcrumbs) it also
+// finds the cut above which the largest are dropped. sc, if not nil, is the
+// tensor's sample for the trim, already read.
+func (r *run) selectTensor(ctx context.Context, ji int, sp *sampledSelect, sc *scope) error {
 	j := &r.p.Jobs[ji]
 	bs := r.blocks([]int{ji})
 	for _, sel := range []struct {
@@ -206,7 +199,16 @@ func (r *run) selectTensor(ctx context.Context, ji int, sc *scope) error {
 		if len(models) == 0 {
 			continue
 		}
-		th, ties, err := r.pick(ctx, bs, models, sel.need, false, r.strategy[ji].Path != PathRadix, sc)
+		var th []topk.Threshold
+		var ties blockCounts
+		ok := false
+		var err error
+		if sp != nil {
+			th, ties, ok, err = sp.pick(ctx, r, bs, sel.need, sc)
+		}
+		if err == nil && !ok {
+			th, ties, err = r.radixPick(ctx, bs, models, sel.need, false)
+		}
 		sc = nil // not the outliers' sample
 		if err != nil {
 			return tensorError(j.Name, err)

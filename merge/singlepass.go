@@ -36,6 +36,27 @@ func (p *Plan) singlePass() bool {
 		!p.Opts.TwoPass && m.Rescale != RescaleL1 && p.trims()
 }
 
+// singlePass is the whole-model trim in one pass (PathSinglePass), a batch
+// of every merged tensor: it owns the scope sampled, the spill file and
+// each worker's counts.
+type singlePass struct {
+	scope *scope
+	spill *spill
+	bands []bandState // per worker
+}
+
+func newSinglePass(r *run) *singlePass {
+	nm := len(r.p.Models)
+	s := &singlePass{bands: make([]bandState, len(r.ws))}
+	for k := range s.bands {
+		s.bands[k] = bandState{above: make([]uint64, nm), inside: make([]uint64, nm), atHi: make([]uint64, nm), mark: make([]bool, r.stride)}
+	}
+	return s
+}
+
+func (*singlePass) prepare(context.Context, *run, []int) error { return nil }
+func (*singlePass) batch() bool                                { return true }
+
 // bandState is what the single pass counts, per worker.
 type bandState struct {
 	above, inside []uint64 // per model: values above the band, and spilled in it
@@ -47,23 +68,23 @@ type bandState struct {
 
 // mergeBlockBand merges one block deciding every position it can; the
 // others are spilled and merged as if all their values were zero.
-func (r *run) mergeBlockBand(w *worker, b block) error {
-	if r.fusedBands(w, b) {
+func (s *singlePass) mergeBlockBand(r *run, w *worker, b block) error {
+	bs := &s.bands[w.id]
+	if s.fusedBands(r, w, b) {
 		// Every band is one value: nothing to spill, and the fused kernel
 		// counts the values at it.
 		err := r.mergeBlockFused(w, b, w.equal)
-		for _, i := range r.scope.models {
+		for _, i := range s.scope.models {
 			at := uint64(w.equal[i])
-			w.band.inside[i] += at
-			w.band.above[i] += uint64(w.fused.Kept[i]) - at
+			bs.inside[i] += at
+			bs.above[i] += uint64(w.fused.Kept[i]) - at
 		}
 		return err
 	}
 	j := &r.p.Jobs[b.job]
-	sc := r.scope
+	sc := s.scope
 	n, nm := int(b.n), len(j.Models)
 	base := r.widenBase(w, b)
-	bs := w.band
 	mark := bs.mark[:n]
 	ge := make([]int, nm)
 	for i := range nm {
@@ -121,7 +142,7 @@ func (r *run) mergeBlockBand(w *worker, b block) error {
 		}
 	}
 	if len(bs.buf) >= recordFlush {
-		if err := r.spill.append(bs.buf); err != nil {
+		if err := s.spill.append(bs.buf); err != nil {
 			return err
 		}
 		bs.buf = bs.buf[:0]
@@ -135,11 +156,11 @@ func (r *run) mergeBlockBand(w *worker, b block) error {
 // fusedBands reports whether block b can be merged by the fused kernel in
 // the single pass (its strategy allows it, and every band is one value) and
 // sets the kernel's thresholds to the bands.
-func (r *run) fusedBands(w *worker, b block) bool {
+func (s *singlePass) fusedBands(r *run, w *worker, b block) bool {
 	if !r.strategy[b.job].Fused {
 		return false
 	}
-	for i, bd := range r.scope.bands {
+	for i, bd := range s.scope.bands {
 		if bd.lo != bd.hi {
 			return false
 		}
@@ -151,20 +172,21 @@ func (r *run) fusedBands(w *worker, b block) bool {
 // settle finds the exact thresholds from the counts and the spilled band
 // values, then merges the spilled positions with them. It reports false when
 // the sample's bands missed a threshold.
-func (r *run) settle(ctx context.Context) (bool, error) {
-	p, sc := r.p, r.scope
+func (s *singlePass) settle(ctx context.Context, r *run) (bool, error) {
+	p, sc := r.p, s.scope
 	nm := len(p.Models)
 	above, inside, atHi := make([]uint64, nm), make([]uint64, nm), make([]uint64, nm)
 	for _, w := range r.ws {
-		if err := r.spill.append(w.band.buf); err != nil {
+		bs := &s.bands[w.id]
+		if err := s.spill.append(bs.buf); err != nil {
 			return false, err
 		}
-		w.band.buf = w.band.buf[:0]
+		bs.buf = bs.buf[:0]
 		for i := range nm {
-			above[i] += w.band.above[i]
-			inside[i] += w.band.inside[i]
-			atHi[i] += w.band.atHi[i]
-			w.band.above[i], w.band.inside[i], w.band.atHi[i] = 0, 0, 0
+			above[i] += bs.above[i]
+			inside[i] += bs.inside[i]
+			atHi[i] += bs.atHi[i]
+			bs.above[i], bs.inside[i], bs.atHi[i] = 0, 0, 0
 		}
 	}
 	for _, i := range sc.models {
@@ -189,9 +211,9 @@ func (r *run) settle(ctx context.Context) (bool, error) {
 	}
 	inBand := func(i int, m uint32) bool { return m >= sc.bands[i].lo && m < sc.bands[i].hi }
 	mag := func(rec []byte, i int) uint32 { return binary.LittleEndian.Uint32(rec[16+4*i:]) & 0x7fffffff }
-	rec := r.spill.rec
+	rec := s.spill.rec
 	high := make([]topk.Hist, nm)
-	err := r.spill.each(r.recordBlock, func(recs []byte) error {
+	err := s.spill.each(r.recordBlock, func(recs []byte) error {
 		for o := 0; o < len(recs); o += rec {
 			for _, i := range wide {
 				if m := mag(recs[o:], i); inBand(i, m) {
@@ -211,7 +233,7 @@ func (r *run) settle(ctx context.Context) (bool, error) {
 		}
 	}
 	low := make([]topk.Hist, nm)
-	err = r.spill.each(r.recordBlock, func(recs []byte) error {
+	err = s.spill.each(r.recordBlock, func(recs []byte) error {
 		for o := 0; o < len(recs); o += rec {
 			for _, i := range wide {
 				if m := mag(recs[o:], i); inBand(i, m) && m>>16 == his[i] {
@@ -234,11 +256,11 @@ func (r *run) settle(ctx context.Context) (bool, error) {
 
 	// Merge the spilled positions, a block at a time on every worker:
 	// gather, trim exactly, vote, patch the output.
-	return true, r.eachParallel(ctx, r.spill, func(w *worker, recs []byte) error {
+	return true, r.eachParallel(ctx, s.spill, func(w *worker, recs []byte) error {
 		cnt := len(recs) / rec
 		for g := 0; g < cnt; g += r.stride {
 			m := min(cnt-g, r.stride)
-			if err := r.settleGroup(w, recs[g*rec:(g+m)*rec], thr); err != nil {
+			if err := s.settleGroup(r, w, recs[g*rec:(g+m)*rec], thr); err != nil {
 				return err
 			}
 		}
@@ -247,15 +269,15 @@ func (r *run) settle(ctx context.Context) (bool, error) {
 }
 
 // settleGroup merges up to one stride of spilled records of one block.
-func (r *run) settleGroup(w *worker, recs []byte, thr []uint32) error {
+func (s *singlePass) settleGroup(r *run, w *worker, recs []byte, thr []uint32) error {
 	nm := len(r.p.Models)
-	sc := r.scope
-	m := len(recs) / r.spill.rec
+	sc := s.scope
+	m := len(recs) / s.spill.rec
 	ji := int(binary.LittleEndian.Uint32(recs))
 	j := &r.p.Jobs[ji]
 	elems := make([]int64, m)
 	for g := range m {
-		rec := recs[g*r.spill.rec:]
+		rec := recs[g*s.spill.rec:]
 		elems[g] = int64(binary.LittleEndian.Uint64(rec[4:]))
 		w.base[g] = math.Float32frombits(binary.LittleEndian.Uint32(rec[12:]))
 		for i := range nm {
@@ -316,60 +338,48 @@ func (r *run) restore(s snapshot) error {
 	return nil
 }
 
-// singlePassMerge merges the whole model in one pass.
-func (r *run) singlePassMerge(ctx context.Context, sum *Summary) error {
-	p := r.p
-	nm := len(p.Models)
+// merge merges the whole model (jobs: every tensor merged) in one pass.
+func (s *singlePass) merge(ctx context.Context, r *run, jobs []int) error {
 	var err error
-	if r.spill, err = newSpill(r.spillDir(), nm); err != nil {
+	if s.spill, err = newSpill(r.spillDir(), len(r.p.Models)); err != nil {
 		return err
 	}
-	defer r.spill.close()
-	for _, w := range r.ws {
-		w.band = &bandState{above: make([]uint64, nm), inside: make([]uint64, nm), atHi: make([]uint64, nm), mark: make([]bool, r.stride)}
-	}
-	sum.Asked = make([]uint64, nm)
-	for i, k := range p.Need {
-		sum.Asked[i] = min(k, uint64(p.Merged))
-	}
-	r.prog.StartPass(phaseMerge, 1, 1, p.InputBytes)
-	defer r.prog.EndPass()
-	if err := r.copyJobs(); err != nil {
-		return err
-	}
-	return r.scopePass(ctx, r.newScope(r.mergeJobs(), p.Need), sum, func() error {
-		if err := r.selectThresholds(ctx, sum); err != nil {
+	defer s.spill.close()
+	return s.scopePass(ctx, r, r.newScope(jobs, r.p.Need), func() error {
+		if err := (modelRadix{}).prepare(ctx, r, jobs); err != nil {
 			return err
 		}
-		return r.parallel(ctx, r.blocks(r.mergeJobs()), r.mergeBlock)
+		return r.parallel(ctx, r.blocks(jobs), r.mergeBlock)
 	})
 }
 
 // scopePass samples the scope, merges it in one pass and settles it; if the
 // sample missed, it undoes the counts and runs fallback instead.
-func (r *run) scopePass(ctx context.Context, sc *scope, sum *Summary, fallback func() error) error {
+func (s *singlePass) scopePass(ctx context.Context, r *run, sc *scope, fallback func() error) error {
+	sum := r.sum
+	mergeBand := func(w *worker, b block) error { return s.mergeBlockBand(r, w, b) }
 	for _, ji := range sc.jobs {
 		r.traced(ji, "single-pass")
 	}
 	if len(sc.models) == 0 {
-		r.scope = sc
-		return r.parallel(ctx, r.blocks(sc.jobs), r.mergeBlockBand)
+		s.scope = sc
+		return r.parallel(ctx, r.blocks(sc.jobs), mergeBand)
 	}
 	size, err := r.sampleBands(ctx, sc)
 	if err != nil {
 		return err
 	}
 	sum.Sampled += size
-	if err := r.spill.reset(); err != nil {
+	if err := s.spill.reset(); err != nil {
 		return err
 	}
 	before := r.snapshot()
-	r.scope = sc
-	if err := r.parallel(ctx, r.blocks(sc.jobs), r.mergeBlockBand); err != nil {
+	s.scope = sc
+	if err := r.parallel(ctx, r.blocks(sc.jobs), mergeBand); err != nil {
 		return err
 	}
-	ok, err := r.settle(ctx)
-	sum.Spilled += r.spill.count
+	ok, err := s.settle(ctx, r)
+	sum.Spilled += s.spill.count
 	if err != nil || ok {
 		return err
 	}

@@ -13,15 +13,38 @@ import (
 
 // runPaper merges a set with the paper preset, sampling one run of block
 // elements in every (after a first sample of about first elements, if not 0),
-// and checks the output against the reference bit for bit.
+// under every kernel set this CPU has (a subtest each), and checks the output
+// against the reference bit for bit. It returns the first set's summary;
+// the others must have sampled, spilled and fallen back alike.
 func runPaper(t *testing.T, set testSet, every int, block int, first int64, wantFallback bool) *Summary {
+	t.Helper()
+	var sums []*Summary
+	for _, ks := range kernels.Available() {
+		t.Run(ks.Name, func(t *testing.T) {
+			sum := runPaperWith(t, ks, set, every, block, first, wantFallback)
+			if len(sums) > 0 {
+				if s := sums[0]; sum.Sampled != s.Sampled || sum.Spilled != s.Spilled || sum.FellBack != s.FellBack {
+					t.Fatalf("sampled %d, spilled %d, fell back %d; with %s %d, %d, %d",
+						sum.Sampled, sum.Spilled, sum.FellBack, s.Kernel, s.Sampled, s.Spilled, s.FellBack)
+				}
+			}
+			sums = append(sums, sum)
+		})
+	}
+	if len(sums) == 0 {
+		t.FailNow()
+	}
+	return sums[0]
+}
+
+func runPaperWith(t *testing.T, ks *kernels.Set, set testSet, every int, block int, first int64, wantFallback bool) *Summary {
 	t.Helper()
 	r := rand.New(rand.NewPCG(7, 8))
 	dir := t.TempDir()
 	base, models := set.write(t, dir, r)
 	m := preset("paper", nil)()
 	params := uniformParams(0.2, ones(len(models)), 1)
-	opts := Options{Base: base, Models: models, Out: filepath.Join(dir, "out"), Threads: 2, BlockElems: block, Kernels: kernels.Available()[0]}
+	opts := Options{Base: base, Models: models, Out: filepath.Join(dir, "out"), Threads: 2, BlockElems: block, Kernels: ks}
 	p, err := NewPlan(opts, m, func(name string, _, _ int) (TensorParams, error) { return params(name), nil })
 	if err != nil {
 		t.Fatal(err)

@@ -17,15 +17,15 @@ import (
 // soloBytes bounds the input bytes of a tensor merged solo (tuning.soloBytes).
 const soloBytes = 64 << 20
 
-// mergeSolo merges the solo jobs, each worker taking the next one whole on
-// a run of its own that shares the files, then adds up their counts.
-func (r *run) mergeSolo(ctx context.Context) error {
-	var jobs []int
-	for ji, s := range r.strategy {
-		if s.Solo {
-			jobs = append(jobs, ji)
-		}
-	}
+// soloTensors is the batch of solo tensors (a strategy's Solo flag): each
+// merged whole by one worker, by its path's implementation.
+type soloTensors struct{ perTensor }
+
+func (*soloTensors) batch() bool { return true }
+
+// merge merges the solo jobs, each worker taking the next one whole on a
+// run of its own that shares the files, then adds up their counts.
+func (*soloTensors) merge(ctx context.Context, r *run, jobs []int) error {
 	if len(jobs) == 0 {
 		return nil
 	}
@@ -67,7 +67,7 @@ func (r *run) mergeSolo(ctx context.Context) error {
 				}
 				err := ctx.Err()
 				if err == nil {
-					err = s.mergeJob(ctx, ji)
+					err = s.paths[ji].merge(ctx, &s, []int{ji})
 				}
 				s.releaseJob(ji)
 				for _, f := range r.jobFiles(ji) {

@@ -284,29 +284,45 @@ func (r *run) l1Pass(ctx context.Context, ji int) error {
 	return nil
 }
 
-// modelStockJob merges one tensor with Model Stock: t = N·c/(1+(N−1)·c) from
+// modelStock merges tensors with Model Stock (PathModelStock): a pass for
+// the task vectors' dot products, then the merge. It owns each worker's sums.
+type modelStock struct {
+	perTensor
+	sums [][]exactSum // per worker: the dot products of one tensor
+}
+
+func newModelStock(workers int) *modelStock {
+	return &modelStock{sums: make([][]exactSum, workers)}
+}
+
+func (s *modelStock) merge(ctx context.Context, r *run, jobs []int) error {
+	return eachJob(jobs, func(ji int) error { return s.mergeOne(ctx, r, ji) })
+}
+
+// mergeOne merges one tensor with Model Stock: t = N·c/(1+(N−1)·c) from
 // the mean pairwise cosine c of the task vectors, then t·mean(θᵢ) + (1−t)·θ₀.
-func (r *run) modelStockJob(ctx context.Context, ji int) error {
+func (s *modelStock) mergeOne(ctx context.Context, r *run, ji int) error {
 	r.traced(ji, "model-stock")
 	n := len(r.p.Models)
 	pairs := n * (n + 1) / 2 // dot products i ≤ k, norms included
 	for _, w := range r.ws {
-		if len(w.sums) < pairs {
-			w.sums = make([]exactSum, pairs)
+		if len(s.sums[w.id]) < pairs {
+			s.sums[w.id] = make([]exactSum, pairs)
 		}
-		clear(w.sums)
+		clear(s.sums[w.id])
 	}
 	j := &r.p.Jobs[ji]
 	bs := r.blocks([]int{ji})
 	models := r.allModels()
 	err := r.parallel(ctx, bs, func(w *worker, b block) error {
 		r.deltas(w, b, models)
+		sums := s.sums[w.id]
 		p := 0
 		for i := range n {
 			for k := i; k < n; k++ {
 				a, c := w.taus[i*r.stride:i*r.stride+int(b.n)], w.taus[k*r.stride:k*r.stride+int(b.n)]
 				for e := range a {
-					w.sums[p].add(float64(a[e]) * float64(c[e])) // exact: 24+24 bits
+					sums[p].add(float64(a[e]) * float64(c[e])) // exact: 24+24 bits
 				}
 				p++
 			}
@@ -321,11 +337,11 @@ func (r *run) modelStockJob(ctx context.Context, ji int) error {
 	for i := range n {
 		dots[i] = make([]float64, n)
 		for k := i; k < n; k++ {
-			var s exactSum
+			var sum exactSum
 			for _, w := range r.ws {
-				s.merge(&w.sums[p])
+				sum.merge(&s.sums[w.id][p])
 			}
-			dots[i][k] = s.value()
+			dots[i][k] = sum.value()
 			p++
 		}
 	}

@@ -30,9 +30,29 @@ type blockRecords struct {
 	kept, equal blockCounts // per model: values kept, values at the threshold
 }
 
-// speculateJob merges tensor ji in one pass if its sample allows (done);
+// speculate is a per-tensor trim whose sample is read first
+// (PathSpeculate): if it puts every threshold on a tie group, the tensor is
+// merged in one pass; else the sampled select follows with that sample.
+type speculate struct {
+	perTensor
+	sampled *sampledSelect
+}
+
+func (s *speculate) merge(ctx context.Context, r *run, jobs []int) error {
+	return eachJob(jobs, func(ji int) error {
+		return r.selectAndMerge(ctx, ji, func() (bool, error) {
+			sc, done, err := s.onePass(ctx, r, ji)
+			if err != nil || done {
+				return done, err
+			}
+			return false, r.selectTensor(ctx, ji, s.sampled, sc)
+		})
+	})
+}
+
+// onePass merges tensor ji in one pass if its sample allows (done);
 // otherwise it returns the sample, if it read one, for the select to use.
-func (r *run) speculateJob(ctx context.Context, ji int) (_ *scope, done bool, _ error) {
+func (s *speculate) onePass(ctx context.Context, r *run, ji int) (_ *scope, done bool, _ error) {
 	r.traced(ji, "speculate")
 	j := &r.p.Jobs[ji]
 	sc, err := r.sampleTensor(ctx, ji, j.Need)
@@ -54,7 +74,7 @@ func (r *run) speculateJob(ctx context.Context, ji int) (_ *scope, done bool, _ 
 		cut[i] = len(bs)
 	}
 	if r.p.Method.Ties == ExactK {
-		if err := r.estimateCuts(ctx, sc, cut); err != nil {
+		if err := s.estimateCuts(ctx, r, sc, cut); err != nil {
 			return nil, false, err
 		}
 	}
@@ -94,14 +114,14 @@ func (r *run) speculateJob(ctx context.Context, ji int) (_ *scope, done bool, _ 
 		return nil, false, err
 	}
 
-	again, ok, err := r.settleCuts(ctx, sc, bs, cut, recs)
+	again, ok, err := s.settleCuts(ctx, r, sc, bs, cut, recs)
 	if err != nil {
 		return nil, false, err
 	}
 	if !ok {
 		// The sample missed: select exactly, merge everything again.
 		r.sampleMissed()
-		r.takeBack(recs, bs)
+		s.takeBack(r, recs, bs)
 		th, _, err := r.radixPick(ctx, bs, sc.models, j.Need, false)
 		if err == nil {
 			err = r.splitTies(ctx, r.trims, bs, sc.models, th, j.Need, blockCounts{})
@@ -113,7 +133,7 @@ func (r *run) speculateJob(ctx context.Context, ji int) (_ *scope, done bool, _ 
 	}
 	r.onePass++
 	r.traced(ji, "one-pass")
-	r.takeBack(recs, again)
+	s.takeBack(r, recs, again)
 	for _, b := range again {
 		r.remerged += b.n
 	}
@@ -134,9 +154,9 @@ func (r *run) uncounted(pass func() error) error {
 // the sample's values above the threshold and its ties run by run, the
 // position where the ties seen so far reach k minus the estimated count
 // above, with each run standing for its share of the tensor.
-func (r *run) estimateCuts(ctx context.Context, sc *scope, cut []int) error {
+func (s *speculate) estimateCuts(ctx context.Context, r *run, sc *scope, cut []int) error {
 	ji := sc.jobs[0]
-	counts, err := r.countAtBands(ctx, sc, sc.sample, sc.models)
+	counts, err := s.countAtBands(ctx, r, sc, sc.sample, sc.models)
 	if err != nil {
 		return err
 	}
@@ -169,7 +189,7 @@ func (r *run) estimateCuts(ctx context.Context, sc *scope, cut []int) error {
 // the speculative merge, sets the tensor's trims, and returns the blocks
 // whose kept ties differ from what was merged; ok is false if some model's
 // threshold is not its band's value after all.
-func (r *run) settleCuts(ctx context.Context, sc *scope, bs []block, cut []int, recs blockRecords) (again []block, ok bool, _ error) {
+func (s *speculate) settleCuts(ctx context.Context, r *run, sc *scope, bs []block, cut []int, recs blockRecords) (again []block, ok bool, _ error) {
 	ji := sc.jobs[0]
 	nm := len(r.p.Models)
 	redo := make([]bool, len(bs))
@@ -224,7 +244,7 @@ func (r *run) settleCuts(ctx context.Context, sc *scope, bs []block, cut []int, 
 			return nil, false, nil // fewer ties than the tensor needs: v is above the threshold
 		}
 		to := min(len(bs), from+window)
-		counts, err := r.countAtBands(ctx, sc, bs[from:to], forward)
+		counts, err := s.countAtBands(ctx, r, sc, bs[from:to], forward)
 		if err != nil {
 			return nil, false, err
 		}
@@ -260,7 +280,7 @@ func (r *run) settleCuts(ctx context.Context, sc *scope, bs []block, cut []int, 
 // countAtBands counts, per block of bs (by position: the blocks' seqs are
 // consecutive) and per model given, the |τ| above the model's one-value band
 // and at it: counts.at(k)[2*i] and counts.at(k)[2*i+1].
-func (r *run) countAtBands(ctx context.Context, sc *scope, bs []block, models []int) (blockCounts, error) {
+func (s *speculate) countAtBands(ctx context.Context, r *run, sc *scope, bs []block, models []int) (blockCounts, error) {
 	j := &r.p.Jobs[sc.jobs[0]]
 	counts := newBlockCounts(len(bs), 2*len(r.p.Models))
 	err := r.parallel(ctx, bs, func(w *worker, b block) error {
@@ -278,7 +298,7 @@ func (r *run) countAtBands(ctx context.Context, sc *scope, bs []block, models []
 
 // takeBack removes from the run's counts what the speculative merge counted
 // in blocks bs, which are merged again.
-func (r *run) takeBack(recs blockRecords, bs []block) {
+func (*speculate) takeBack(r *run, recs blockRecords, bs []block) {
 	w := r.ws[0]
 	for _, b := range bs {
 		w.votes = subVotes(w.votes, recs.votes[b.index])

@@ -109,10 +109,15 @@ func b2i(b bool) int {
 // TestSpeculativeMergeRandom holds the one-pass merge to the reference on
 // random tie-heavy tensors (|τ| from a few values, their mix drifting along
 // the tensor so the sample misplaces cuts), with random models, dtypes,
-// block sizes, threads, kernel sets and tie rules, and checks that the
-// trials took the one-pass merge.
+// block sizes, threads and tie rules, under every kernel set this CPU has,
+// and checks that the trials took the one-pass merge.
 func TestSpeculativeMergeRandom(t *testing.T) {
-	sets := kernels.Available()
+	for _, ks := range kernels.Available() {
+		t.Run(ks.Name, func(t *testing.T) { speculativeMergeRandom(t, ks) })
+	}
+}
+
+func speculativeMergeRandom(t *testing.T, ks *kernels.Set) {
 	onePass := 0
 	for trial := range 24 {
 		r := rand.New(rand.NewPCG(11, uint64(trial)))
@@ -144,7 +149,7 @@ func TestSpeculativeMergeRandom(t *testing.T) {
 		}
 		params := uniformParams(0.1+0.6*r.Float64(), weights, 1)
 		opts := Options{Base: b, Models: models, Out: filepath.Join(dir, "out"), Threads: 1 + r.IntN(3),
-			BlockElems: []int{64, 1000, 4096}[r.IntN(3)], Kernels: sets[r.IntN(len(sets))]}
+			BlockElems: []int{64, 1000, 4096}[r.IntN(3)], Kernels: ks}
 		p, err := NewPlan(opts, m, func(string, int, int) (TensorParams, error) { return params("w"), nil })
 		if err != nil {
 			t.Fatal(err)
