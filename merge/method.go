@@ -7,6 +7,7 @@ package merge
 
 import (
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/tiesmm/tiesmm/kernels"
@@ -227,3 +228,68 @@ type TensorParams struct {
 
 // Resolver gives the parameters of one tensor (layer < 0 outside numbered layers).
 type Resolver func(tensor string, layer, layers int) (TensorParams, error)
+
+// normalizeGuard is mergekit's floor on the divisor of the linear-combination
+// methods: with normalize on, a sum of weights smaller in magnitude than this
+// divides by 1 instead.
+const normalizeGuard = 1e-8
+
+// linearNormalize reports whether the method divides Σ w·τ by Σ w over every
+// model (normalize on a method without a vote and with a base): the methods
+// whose divisor mergekit guards with normalizeGuard. linear is not among
+// them: mergekit divides its sum unguarded.
+func (m Method) linearNormalize() bool {
+	return !m.NoBase && !m.ModelStock && m.Vote.Consensus == kernels.ConsensusNone &&
+		m.Vote.Aggregate == kernels.AggregateMean && m.Vote.DivideByWeights
+}
+
+// weightSum is Σ w in float32, in model order, as the vote's divisor sums it.
+func weightSum(ws []float32) float32 {
+	var s float32
+	for _, w := range ws {
+		s = float32(s + w)
+	}
+	return s
+}
+
+// guarded reports whether job ji's divisor Σ w falls under mergekit's guard:
+// the job then divides by 1.
+func (p *Plan) guarded(ji int) bool {
+	j := &p.Jobs[ji]
+	if j.Copy || !p.Method.linearNormalize() {
+		return false
+	}
+	s := weightSum(j.Params.Weights)
+	return math.Abs(float64(s)) < normalizeGuard
+}
+
+// jobVote is the vote and aggregate of job ji: the method's with the
+// tensor's weights, dividing by 1 where mergekit's guard applies.
+func (p *Plan) jobVote(ji int) kernels.VoteParams {
+	v := p.Method.Vote
+	v.Weights = p.Jobs[ji].Params.Weights
+	if p.guarded(ji) {
+		v.Aggregate, v.DivideByWeights = kernels.AggregateSum, false
+	}
+	return v
+}
+
+// warnNormalizeGuard names the tensors whose sum of weights is too small
+// to divide by.
+func (p *Plan) warnNormalizeGuard(add func(code, model, tensor, format string, args ...any)) {
+	var names []string
+	var sum float32
+	for ji, j := range p.Jobs {
+		if p.guarded(ji) {
+			if len(names) == 0 {
+				sum = weightSum(j.Params.Weights)
+			}
+			names = append(names, j.Name)
+		}
+	}
+	if len(names) == 0 {
+		return
+	}
+	add(WarnNormalizeGuard, "", only(names), "normalize: the sum of weights (%v on %s) is below %v in magnitude, so the sum Σ w·τ is not divided (divided by 1, as mergekit does): %s",
+		sum, plural(len(names), "tensor", "tensors"), normalizeGuard, listed(names))
+}
