@@ -1,6 +1,8 @@
 package merge
 
 import (
+	"context"
+	"fmt"
 	"math"
 	"path/filepath"
 	"strings"
@@ -137,5 +139,159 @@ func TestDellaSlabMemory(t *testing.T) {
 	opts.MaxMemory = p.MemoryBound
 	if _, err := NewPlan(opts, m, resolve); err != nil {
 		t.Fatalf("the plan's own bound refused: %v", err)
+	}
+}
+
+// runBF16 is runGolden for bf16 inputs and outputs: every kernel set, a few
+// thread counts and block sizes, all runs agreeing; it returns the output.
+func runBF16(t *testing.T, m Method, base []float32, models [][]float32, params func(string) TensorParams) []float32 {
+	t.Helper()
+	dir := t.TempDir()
+	tensor := func(vals []float32) []testTensor {
+		return []testTensor{{name: "c", shape: []int64{int64(len(vals))}, dt: kernels.BF16, vals: vals}}
+	}
+	basePath := filepath.Join(dir, "base")
+	writeModel(t, basePath, tensor(base), 0)
+	var paths []string
+	for i, md := range models {
+		p := filepath.Join(dir, fmt.Sprintf("ft%d", i+1))
+		writeModel(t, p, tensor(md), 0)
+		paths = append(paths, p)
+	}
+	var first []float32
+	for _, set := range kernels.Available() {
+		for ri, rc := range []struct{ threads, block int }{{1, 0}, {2, 1}, {3, 4}} {
+			out := filepath.Join(dir, fmt.Sprintf("out-%s-%d", set.Name, ri))
+			opts := Options{Base: basePath, Models: paths, Out: out, Threads: rc.threads, BlockElems: rc.block, Kernels: set}
+			p, err := NewPlan(opts, m, func(name string, _, _ int) (TensorParams, error) { return params(name), nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Run(context.Background(), p, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			_, data := readModel(t, out)
+			got := decode(kernels.BF16, data["c"])
+			if first == nil {
+				first = got
+				continue
+			}
+			for e := range got {
+				if math.Float32bits(got[e]) != math.Float32bits(first[e]) {
+					t.Fatalf("kernels %s, %d threads, block %d: c[%d] = %v, but %v in the first run", set.Name, rc.threads, rc.block, e, got[e], first[e])
+				}
+			}
+		}
+	}
+	return first
+}
+
+// compute_dtype: bfloat16 rounds each of mergekit's torch operations to bf16
+// (a sum over models accumulates in float32 and rounds once); the default
+// rounds once, at the end. bf16 inputs, weights 0.3 and 0.6, which bf16
+// holds as 0.30078125 and 0.6015625 (0.3 and 0.6 round up).
+//
+//	c[0]: θ₀ = 0, θ₁ = θ₂ = 1, so τ = 1, 1.
+//	  bf16: bf(1·0.30078125) + bf(1·0.6015625) = 0.90234375 (231/256, a bf16).
+//	  float32: 0.3f + 0.6f = 0.90000004, which rounds to the bf16 0.8984375.
+//	c[1]: θ₀ = 1, θ₁ = 0.5, θ₂ = −0.5, so τ = −0.5, −1.5.
+//	  bf16: −0.150390625 (exact) − 0.90234375 (exact) = −1.052734375, rounded
+//	  to −1.0546875 (a bf16 step at 1 is 1/128); 1 − 1.0546875 = −0.0546875.
+//	  float32: −0.15000001 − 0.90000004 = −1.0500001; 1 − 1.0500001 =
+//	  −0.050000072, which rounds to −0.050048828125.
+//
+// The other elements follow the same steps; c[4] has τ = 0 and is the base
+// either way. With normalize and λ = 0.5 the divisor is bf(0.30078125 +
+// 0.6015625) = 0.90234375 (float32: 0.90000004), the quotient is rounded,
+// then its product by λ, then the sum with the base.
+func TestGoldenComputeBF16(t *testing.T) {
+	base := []float32{0, 1, 0.5, -1.25, 2, 1}
+	models := [][]float32{{1, 0.5, 1, 0.5, 2, 1.125}, {1, -0.5, 1, 0.25, 2, -0.5}}
+	cases := []struct {
+		name        string
+		method      string
+		normalize   bool
+		lambda      float32
+		bf16, float []float32
+	}{
+		{"task_arithmetic", "task_arithmetic", false, 1,
+			[]float32{0.90234375, -0.0546875, 0.953125, 0.1796875, 2, 0.13671875},
+			[]float32{0.8984375, -0.050048828125, 0.94921875, 0.1748046875, 2, 0.1376953125}},
+		{"task_arithmetic-normalize-lambda", "task_arithmetic", true, 0.5,
+			[]float32{0.5, 0.4140625, 0.75, -0.45703125, 2, 0.5234375},
+			[]float32{0.5, 0.416015625, 0.75, -0.458984375, 2, 0.51953125}},
+		// linear ignores the base: Σ bf(wᵢ·θᵢ) / bf(Σ wᵢ).
+		{"linear", "linear", true, 1,
+			[]float32{1, -0.1669921875, 1, 0.333984375, 2, 0.041015625},
+			[]float32{1, -0.1669921875, 1, 0.333984375, 2, 0.041748046875}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := newMethod(t, c.method, "")
+			m.SetNormalize(c.normalize)
+			params := gparams(1, c.lambda, 0, 0, 0.3, 0.6)
+			check := func(what string, got, want []float32) {
+				t.Helper()
+				for e := range want {
+					if got[e] != want[e] {
+						t.Errorf("%s: c = %v, want %v (first difference at [%d])", what, got, want, e)
+						return
+					}
+				}
+			}
+			check("float32", runBF16(t, m, base, models, params), c.float)
+			m.Compute = kernels.BF16
+			check("bfloat16", runBF16(t, m, base, models, params), c.bf16)
+		})
+	}
+}
+
+// The bf16 compute covers linear and task_arithmetic; every other method is
+// refused before a plan is made, naming what keeps it in float32.
+func TestComputeBF16Refused(t *testing.T) {
+	for _, c := range []struct{ name, preset, why string }{
+		{"ties", "mergekit", "trim"}, {"ties", "paper", "trim"}, {"dare_linear", "", "random drop"},
+		{"dare_ties", "mergekit", "random drop"}, {"breadcrumbs", "", "trim"}, {"della", "mergekit", "random drop"},
+		{"della_linear", "", "random drop"}, {"model_stock", "", "Model Stock"},
+	} {
+		m := newMethod(t, c.name, c.preset)
+		m.Compute = kernels.BF16
+		err := m.CheckCompute()
+		if err == nil || !strings.Contains(err.Error(), c.why) || !strings.Contains(err.Error(), "linear and task_arithmetic only") {
+			t.Errorf("%s %s: %v, want refused for its %s", c.name, c.preset, err, c.why)
+		}
+	}
+	for _, name := range []string{"linear", "task_arithmetic"} {
+		m := newMethod(t, name, "")
+		m.Compute = kernels.BF16
+		if err := m.CheckCompute(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	f := newFixture(t)
+	m := newMethod(t, "ties", "mergekit")
+	m.Compute = kernels.BF16
+	err := f.merge(f.model(t, "base", 0), []string{f.model(t, "ft1", 1)}, &m, tiesParams(0.5))
+	if err == nil || !strings.Contains(err.Error(), "compute_dtype") {
+		t.Fatalf("ties with compute_dtype bfloat16 planned: %v", err)
+	}
+}
+
+// A weight is rounded to bf16 from the float64 written, in one step: 1 +
+// 2⁻⁸ + 2⁻³⁰ lies just above the halfway point between the bf16s 1 and
+// 1 + 2⁻⁷, so it rounds up, but float32 rounds it to 1 + 2⁻⁸, the halfway
+// point, which then rounds to even, down to 1.
+func TestBF16WeightOneRounding(t *testing.T) {
+	w := 1 + 0x1p-8 + 0x1p-30
+	if got := bf16Of64(w); got != 1+0x1p-7 {
+		t.Errorf("bf16 of %v = %v, want %v", w, got, 1+0x1p-7)
+	}
+	if got := rbf16(float32(w)); got != 1 {
+		t.Errorf("bf16 of float32(%v) = %v, want 1 (the double rounding this avoids)", w, got)
+	}
+	for _, v := range []float64{0.3, -0.6, 1, 0, 1e-9, -2.5e10} {
+		if got, want := bf16Of64(v), rbf16(float32(v)); got != want {
+			t.Errorf("bf16 of %v = %v, want %v", v, got, want)
+		}
 	}
 }
