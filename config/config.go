@@ -1,6 +1,7 @@
 // Package config reads, checks, explains and writes tiesmm's merge configuration: the
 // YAML format of mergekit (merge_method, base_model, models or slices, parameters, dtype,
-// out_dtype, tokenizer_source), so that mergekit users' configs work unchanged.
+// out_dtype, tokenizer_source), so that mergekit users' configs work unchanged, and
+// tiesmm's compute_dtype beside them.
 //
 // It owns the config's syntax and the resolution of parameters (scalars, gradients over
 // layers, {filter, value} lists, per-model over top-level), not their defaults: those
@@ -36,6 +37,7 @@ type Config struct {
 	Parameters      Params // top-level parameters
 	DType           string // dtype, canonical ("float32", "float16", "bfloat16") when known
 	OutDType        string // out_dtype, canonical when known
+	ComputeDType    string // compute_dtype (tiesmm's), canonical when known: "", float32 or bfloat16
 	TokenizerSource string // "" or "base"; anything else fails Validate
 	// LayerRange is set when the config used the `slices:` form: the layers [0, end) the
 	// slices covered, in order. tiesmm merges whole models, so the engine must check that
@@ -46,7 +48,7 @@ type Config struct {
 }
 
 type lines struct {
-	method, base, models, params, dtype, outDType, tokenizer int
+	method, base, models, params, dtype, outDType, computeDType, tokenizer int
 }
 
 // ModelEntry is one model to merge: a local path and its own parameters.

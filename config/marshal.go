@@ -91,7 +91,7 @@ func (c *Config) Marshal() ([]byte, error) {
 		}
 		put(root, "parameters", n)
 	}
-	for _, kv := range [][2]string{{"dtype", c.DType}, {"out_dtype", c.OutDType}, {"tokenizer_source", c.TokenizerSource}} {
+	for _, kv := range [][2]string{{"dtype", c.DType}, {"out_dtype", c.OutDType}, {"compute_dtype", c.ComputeDType}, {"tokenizer_source", c.TokenizerSource}} {
 		if kv[1] != "" {
 			if err := putStr(root, kv[0], kv[1]); err != nil {
 				return nil, err

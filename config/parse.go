@@ -21,7 +21,7 @@ import (
 const maxNodes = 1 << 20
 
 var (
-	topKeys    = []string{"merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype", "tokenizer_source"}
+	topKeys    = []string{"merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype", "compute_dtype", "tokenizer_source"}
 	modelKeys  = []string{"model", "parameters"}
 	refKeys    = []string{"model", "lora", "override_architecture"}
 	pathKeys   = []string{"path", "revision"}
@@ -287,6 +287,10 @@ func (p *parser) config(root *yaml.Node) *Config {
 			c.lines.outDType = f.line
 			s, _ := p.str(f.val, "out_dtype")
 			c.OutDType = canonicalDType(s)
+		case "compute_dtype":
+			c.lines.computeDType = f.line
+			s, _ := p.str(f.val, "compute_dtype")
+			c.ComputeDType = canonicalDType(s)
 		case "tokenizer_source":
 			c.lines.tokenizer = f.line
 			if n := p.deref(f.val); n != nil && n.Kind == yaml.MappingNode {

@@ -169,3 +169,24 @@ func TestParseDTypeSpellings(t *testing.T) {
 		}
 	}
 }
+
+// compute_dtype is read like dtype (every spelling, canonical name kept) and
+// written back by Marshal.
+func TestParseComputeDType(t *testing.T) {
+	for in, want := range map[string]string{"bf16": "bfloat16", "torch.bfloat16": "bfloat16", "float32": "float32", "FP32": "float32"} {
+		c := mustParse(t, "merge_method: task_arithmetic\nbase_model: b\nmodels: [{model: a}]\ncompute_dtype: "+in+"\n")
+		if c.ComputeDType != want {
+			t.Errorf("%s: compute_dtype %q, want %q", in, c.ComputeDType, want)
+		}
+		if err := c.ValidateWith(nil); err != nil {
+			t.Errorf("%s: %v", in, err)
+		}
+		out, err := c.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(out), "compute_dtype: "+want+"\n") {
+			t.Errorf("%s: marshalled without compute_dtype: %s", in, out)
+		}
+	}
+}

@@ -146,6 +146,11 @@ func (c *Config) ValidateWith(stat func(name string) (fs.FileInfo, error)) error
 			v.add(d.line, "%s %s is not supported (float32, float16 or bfloat16)", d.key, d.val)
 		}
 	}
+	switch c.ComputeDType {
+	case "", "float32", "bfloat16":
+	default:
+		v.add(c.lines.computeDType, "compute_dtype %s is not supported (float32, or bfloat16 to round every step as mergekit does with dtype: bfloat16)", c.ComputeDType)
+	}
 	if c.TokenizerSource != "" && c.TokenizerSource != "base" {
 		v.add(c.lines.tokenizer, "tokenizer_source %s is not supported yet (only base: the base model's tokenizer is copied)", c.TokenizerSource)
 	}

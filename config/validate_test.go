@@ -84,6 +84,8 @@ func TestValidateErrors(t *testing.T) {
 			[]any{4, "tokenizer_source union is not supported yet"}},
 		{"dtype", "merge_method: ties\nbase_model: b\nmodels: [{model: a}]\ndtype: int8\nout_dtype: float8\n",
 			[]any{4, "dtype int8 is not supported", 5, "out_dtype float8 is not supported"}},
+		{"compute_dtype", "merge_method: task_arithmetic\nbase_model: b\nmodels: [{model: a}]\ncompute_dtype: float16\n",
+			[]any{4, "compute_dtype float16 is not supported (float32, or bfloat16"}},
 		// Everything at once, sorted by line.
 		{"all together", "merge_method: ties\nmodels:\n  - model: a\n    parameters:\n      density: 0\n      wieght: 1\nparameters:\n  lambda: .inf\ndtype: fp8\n",
 			[]any{1, "needs base_model", 5, "density 0 must be in (0, 1]", 6, "did you mean weight?", 8, "lambda +Inf must be a finite number", 9, "dtype fp8"}},

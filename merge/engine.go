@@ -260,15 +260,14 @@ func (r *run) setup() {
 	r.scale = make([][]float32, len(p.Jobs))
 	r.stock = make([]float32, len(p.Jobs))
 	r.votes = make([]kernels.VoteParams, len(p.Jobs))
-	for ji, j := range p.Jobs {
+	for ji := range p.Jobs {
 		r.trims[ji] = make([]trim, n)
 		r.tops[ji] = make([]trim, n)
 		r.scale[ji] = make([]float32, n)
 		for i := range n {
 			r.scale[ji][i] = 1
 		}
-		r.votes[ji] = p.Method.Vote
-		r.votes[ji].Weights = j.Params.Weights
+		r.votes[ji] = p.jobVote(ji)
 	}
 }
 

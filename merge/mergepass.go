@@ -157,6 +157,9 @@ func (r *run) copyJob(ji int) error {
 }
 
 func (r *run) mergeBlock(w *worker, b block) error {
+	if r.p.Method.Compute == kernels.BF16 {
+		return r.mergeBlockBF16(w, b)
+	}
 	if r.fusedThresholds(w, b) {
 		return r.mergeBlockFused(w, b, nil)
 	}

@@ -6,7 +6,9 @@
 package merge
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/tiesmm/tiesmm/kernels"
@@ -83,6 +85,11 @@ type Method struct {
 	GlobalMajority bool
 	// ApproxTopK stops the model-scope selection after the high-bits pass.
 	ApproxTopK bool
+	// Compute is the dtype the arithmetic rounds to: F32 (every operation
+	// in float32, one rounding to the output at the end) or BF16 (each of
+	// mergekit's torch operations rounded to bf16, as under its dtype:
+	// bfloat16; linear and task_arithmetic only, see CheckCompute).
+	Compute kernels.DType
 }
 
 // Sparsifies reports whether task vectors lose elements before the vote.
@@ -220,10 +227,220 @@ func ParseAggregate(s string) (kernels.Aggregate, error) {
 type TensorParams struct {
 	Density []float64
 	Weights []float32
-	Gamma   []float64 // breadcrumbs
-	Epsilon []float64 // della
-	Lambda  float32
+	// Weights64 are the weights as written, which the bf16 compute rounds
+	// to bf16 from float64 as torch does; nil: Weights.
+	Weights64 []float64
+	Gamma     []float64 // breadcrumbs
+	Epsilon   []float64 // della
+	Lambda    float32
 }
 
 // Resolver gives the parameters of one tensor (layer < 0 outside numbered layers).
 type Resolver func(tensor string, layer, layers int) (TensorParams, error)
+
+// normalizeGuard is mergekit's floor on the divisor of the linear-combination
+// methods: with normalize on, a sum of weights smaller in magnitude than this
+// divides by 1 instead.
+const normalizeGuard = 1e-8
+
+// linearNormalize reports whether the method divides Σ w·τ by Σ w over every
+// model (normalize on a method without a vote and with a base): the methods
+// whose divisor mergekit guards with normalizeGuard. linear is not among
+// them: mergekit divides its sum unguarded.
+func (m Method) linearNormalize() bool {
+	return !m.NoBase && !m.ModelStock && m.Vote.Consensus == kernels.ConsensusNone &&
+		m.Vote.Aggregate == kernels.AggregateMean && m.Vote.DivideByWeights
+}
+
+// weightSum is Σ w in float32, in model order, as the vote's divisor sums it.
+func weightSum(ws []float32) float32 {
+	var s float32
+	for _, w := range ws {
+		s = float32(s + w)
+	}
+	return s
+}
+
+// guarded reports whether job ji's divisor Σ w falls under mergekit's guard:
+// the job then divides by 1.
+func (p *Plan) guarded(ji int) bool {
+	j := &p.Jobs[ji]
+	if j.Copy || !p.Method.linearNormalize() {
+		return false
+	}
+	s := weightSum(j.Params.Weights)
+	return math.Abs(float64(s)) < normalizeGuard
+}
+
+// jobVote is the vote and aggregate of job ji: the method's with the
+// tensor's weights, dividing by 1 where mergekit's guard applies.
+func (p *Plan) jobVote(ji int) kernels.VoteParams {
+	v := p.Method.Vote
+	v.Weights = p.Jobs[ji].Params.Weights
+	if p.guarded(ji) {
+		v.Aggregate, v.DivideByWeights = kernels.AggregateSum, false
+	}
+	return v
+}
+
+// warnNormalizeGuard names the tensors whose sum of weights is too small
+// to divide by.
+func (p *Plan) warnNormalizeGuard(add func(code, model, tensor, format string, args ...any)) {
+	var names []string
+	var sum float32
+	for ji, j := range p.Jobs {
+		if p.guarded(ji) {
+			if len(names) == 0 {
+				sum = weightSum(j.Params.Weights)
+			}
+			names = append(names, j.Name)
+		}
+	}
+	if len(names) == 0 {
+		return
+	}
+	add(WarnNormalizeGuard, "", only(names), "normalize: the sum of weights (%v on %s) is below %v in magnitude, so the sum Σ w·τ is not divided (divided by 1, as mergekit does): %s",
+		sum, plural(len(names), "tensor", "tensors"), normalizeGuard, listed(names))
+}
+
+// CheckCompute refuses a compute dtype the method has no path for: the
+// bf16 compute covers the deterministic linear combinations, linear and
+// task_arithmetic (no trim, drop, vote or Model Stock).
+func (m Method) CheckCompute() error {
+	switch m.Compute {
+	case kernels.F32:
+		return nil
+	case kernels.BF16:
+	default:
+		return fmt.Errorf("compute_dtype %s is not supported (float32 or bfloat16)", m.Compute.TorchName())
+	}
+	var why string
+	switch {
+	case m.ModelStock:
+		why = "Model Stock's cosines"
+	case m.Trim:
+		why = "its trim"
+	case m.Drop != DropNone:
+		why = "its random drop"
+	case m.Vote.Consensus != kernels.ConsensusNone:
+		why = "its sign vote"
+	case m.Vote.Aggregate == kernels.AggregateMean && !m.Vote.DivideByWeights,
+		m.Vote.Aggregate == kernels.AggregateMax:
+		why = "its aggregate"
+	default:
+		return nil
+	}
+	return fmt.Errorf("compute_dtype: bfloat16 covers linear and task_arithmetic only; %s (%s) computes in float32: drop compute_dtype or set it to float32", m.Name, why)
+}
+
+// rbf16 rounds to bf16 (nearest even), kept as a float32.
+func rbf16(f float32) float32 { return kernels.BF16ToF32(kernels.F32ToBF16(f)) }
+
+// bf16Of64 rounds a float64 to bf16 in one step (nearest even), as torch
+// makes a bf16 tensor from Python floats: rounding to float32 first could
+// land on a bf16 halfway point and round again.
+func bf16Of64(v float64) float32 {
+	f := float32(v)
+	if float64(f) == v || math.IsNaN(v) || math.IsInf(v, 0) {
+		return rbf16(f)
+	}
+	// Round toward zero to float32, keep a sticky bit for what was lost, so
+	// that the one rounding to bf16 sees the exact value's side of half.
+	u := math.Float32bits(f)
+	if math.Abs(float64(f)) > math.Abs(v) {
+		u--
+	}
+	u |= 1
+	return rbf16(math.Float32frombits(u))
+}
+
+// bf16Weights are a tensor's weights rounded to bf16 from the values
+// written.
+func bf16Weights(tp *TensorParams) []float32 {
+	ws := make([]float32, len(tp.Weights))
+	for i, w := range tp.Weights {
+		if tp.Weights64 != nil {
+			ws[i] = bf16Of64(tp.Weights64[i])
+		} else {
+			ws[i] = rbf16(w)
+		}
+	}
+	return ws
+}
+
+// mergeBlockBF16 merges a block of linear or task_arithmetic in bf16 steps,
+// in the order of mergekit's code (torch rounds each operation's float32
+// result to bf16; a sum over models accumulates in float32 and rounds once):
+//
+//	task_arithmetic: τᵢ = bf(θᵢ − θ₀); S = bf(Σ bf(τᵢ·wᵢ)); normalize:
+//	S = bf(S / D), D = bf(Σ wᵢ), 1 where |D| < 1e-8; λ ≠ 1: S = bf(S·λ);
+//	θ = bf(θ₀ + S)
+//	linear: S = bf(Σ bf(wᵢ·θᵢ)); normalize: S = bf(S / D), D = bf(Σ wᵢ)
+//	(1 where it is 0); λ ≠ 1: θ = bf(S·λ)
+//
+// with every input and weight rounded to bf16 first, and θ then converted to
+// the output dtype.
+func (r *run) mergeBlockBF16(w *worker, b block) error {
+	j := &r.p.Jobs[b.job]
+	m := r.p.Method
+	n := int(b.n)
+	base := r.widenBase(w, b)
+	for e := range base {
+		base[e] = rbf16(base[e])
+	}
+	thetas := make([][]float32, len(j.Models))
+	for i, t := range j.Models {
+		theta := w.taus[i*r.stride : i*r.stride+n]
+		r.k.Widen(theta, r.src(w, t, j.ModelDT[i], b.start, b.n), j.ModelDT[i])
+		thetas[i] = theta
+	}
+	ws := bf16Weights(&j.Params)
+	var div float32 = 1
+	normalize := m.Vote.DivideByWeights
+	if normalize {
+		var s float32
+		for _, x := range ws {
+			s = float32(s + x)
+		}
+		div = rbf16(s)
+		if m.NoBase && div == 0 || !m.NoBase && math.Abs(float64(div)) < normalizeGuard {
+			div = 1
+		}
+	}
+	lambda := j.Params.Lambda
+	out := w.tm[:n]
+	for e := range out {
+		var s float32
+		for i, th := range thetas {
+			v := rbf16(th[e])
+			if !m.NoBase {
+				v = rbf16(float32(v - base[e]))
+			}
+			s = float32(s + rbf16(float32(v*ws[i])))
+		}
+		v := rbf16(s)
+		if normalize {
+			v = rbf16(float32(v / div))
+		}
+		if lambda != 1 {
+			v = rbf16(float32(v * lambda))
+		}
+		if !m.NoBase {
+			v = rbf16(float32(base[e] + v))
+		}
+		out[e] = v
+	}
+	sz := j.OutDT.Size()
+	dst := w.outb[:n*sz]
+	for e, v := range out {
+		switch j.OutDT {
+		case kernels.BF16:
+			binary.LittleEndian.PutUint16(dst[2*e:], kernels.F32ToBF16(v))
+		case kernels.F16:
+			binary.LittleEndian.PutUint16(dst[2*e:], kernels.F32ToF16(v))
+		default:
+			binary.LittleEndian.PutUint32(dst[4*e:], math.Float32bits(v))
+		}
+	}
+	return r.write(b, dst)
+}

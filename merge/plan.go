@@ -217,6 +217,9 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 	if opts.Kernels == nil {
 		opts.Kernels = kernels.Generic
 	}
+	if err := m.CheckCompute(); err != nil {
+		return nil, err
+	}
 	p := &Plan{Opts: opts, Method: m, tuning: defaultTuning()}
 	var errs []error
 	var err error

@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/tiesmm/tiesmm/config"
+	"github.com/tiesmm/tiesmm/kernels"
 )
 
 // Recipe turns a config into the method and a per-tensor parameter resolver.
@@ -68,9 +69,13 @@ func Recipe(c *config.Config) (Method, Resolver, error) {
 		}
 	}
 
+	if m.Compute, err = computeDType(c); err != nil {
+		return Method{}, nil, err
+	}
+
 	n := len(c.Models)
 	resolve := func(tensor string, layer, layers int) (TensorParams, error) {
-		tp := TensorParams{Density: make([]float64, n), Weights: make([]float32, n),
+		tp := TensorParams{Density: make([]float64, n), Weights: make([]float32, n), Weights64: make([]float64, n),
 			Gamma: make([]float64, n), Epsilon: make([]float64, n)}
 		num := func(model int, key string, def float64) (float64, error) {
 			p, ok := c.Resolve(model, key, tensor, layer, layers)
@@ -103,10 +108,32 @@ func Recipe(c *config.Config) (Method, Resolver, error) {
 				return tp, fmt.Errorf("model %d: %w", i+1, err)
 			}
 			tp.Density[i], tp.Weights[i], tp.Gamma[i], tp.Epsilon[i] = d, float32(w), g, e
+			tp.Weights64[i] = w
 		}
 		l, err := num(-1, "lambda", def.Lambda)
 		tp.Lambda = float32(l)
 		return tp, err
 	}
 	return m, resolve, nil
+}
+
+// computeDType reads compute_dtype, and refuses bfloat16 for a method its
+// path does not cover.
+func computeDType(c *config.Config) (kernels.DType, error) {
+	switch c.ComputeDType {
+	case "", "float32":
+		return kernels.F32, nil
+	case "bfloat16":
+	default:
+		return 0, fmt.Errorf("%s: compute_dtype %s: want float32 or bfloat16", c.File, c.ComputeDType)
+	}
+	m, _, err := NewMethod(c.Method, "mergekit")
+	if err != nil {
+		return 0, err
+	}
+	m.Compute = kernels.BF16
+	if err := m.CheckCompute(); err != nil {
+		return 0, fmt.Errorf("%s: %w", c.File, err)
+	}
+	return kernels.BF16, nil
 }

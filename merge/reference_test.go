@@ -1,8 +1,10 @@
 package merge
 
 import (
+	"fmt"
 	"math"
 	"math/big"
+	"slices"
 	"sort"
 
 	"github.com/tiesmm/tiesmm/kernels"
@@ -272,28 +274,7 @@ func refSparsify(m Method, rt refTensor, i int, tau []float32) uint64 {
 			keep[e], p[e] = uniform(key, int64(e)) < d, d
 		}
 	case m.Drop == DropDella:
-		eps := rt.params.Epsilon[i]
-		row := n
-		if len(rt.shape) >= 2 {
-			row = int(rt.shape[len(rt.shape)-1])
-		}
-		for s := 0; s < n; s += row {
-			order := make([]int, row)
-			for k := range order {
-				order[k] = s + k
-			}
-			sort.SliceStable(order, func(a, b int) bool {
-				return math.Float32bits(tau[order[a]])&0x7fffffff < math.Float32bits(tau[order[b]])&0x7fffffff
-			})
-			for rank, e := range order {
-				norm := 0.5
-				if row > 1 {
-					norm = float64(rank) / float64(row-1)
-				}
-				p[e] = d - eps + norm*2*eps
-				keep[e] = uniform(key, int64(e)) < p[e]
-			}
-		}
+		refDella(rt.shape, tau, d, rt.params.Epsilon[i], key, keep, p)
 	}
 	var kept uint64
 	for e := range tau {
@@ -402,4 +383,46 @@ func refModelStock(ts []refTensor, taus [][][]float32) [][]float32 {
 // does not model it.
 func sameFloat(a, b float32) bool {
 	return math.Float32bits(a) == math.Float32bits(b) || a != a && b != b
+}
+
+// refDella is mergekit's DELLA rule on one task vector, written from
+// coordinates: a vector is one line; otherwise a line is every element that
+// shares all indices but that of dimension 1 (for a matrix: its rows). In a
+// line of r elements, ranked by |τ| ascending with ties by position, rank k
+// keeps with probability d − ε + 2ε·k/(r − 1) (d for r = 1).
+func refDella(shape []int64, tau []float32, d, eps float64, key uint64, keep []bool, p []float64) {
+	n := len(tau)
+	lines := map[string][]int{} // the indices but dimension 1's → the line's flat indices, in order
+	var keys []string
+	for e := range n {
+		id := "vector"
+		if len(shape) >= 2 {
+			idx := make([]int64, len(shape))
+			rest := int64(e)
+			for k := len(shape) - 1; k >= 0; k-- {
+				idx[k], rest = rest%shape[k], rest/shape[k]
+			}
+			idx[1] = -1
+			id = fmt.Sprint(idx)
+		}
+		if _, ok := lines[id]; !ok {
+			keys = append(keys, id)
+		}
+		lines[id] = append(lines[id], e)
+	}
+	for _, id := range keys {
+		line := slices.Clone(lines[id])
+		r := len(line)
+		sort.SliceStable(line, func(a, b int) bool {
+			return math.Float32bits(tau[line[a]])&0x7fffffff < math.Float32bits(tau[line[b]])&0x7fffffff
+		})
+		for rank, e := range line {
+			norm := 0.5
+			if r > 1 {
+				norm = float64(rank) / float64(r-1)
+			}
+			p[e] = d - eps + norm*2*eps
+			keep[e] = uniform(key, int64(e)) < p[e]
+		}
+	}
 }

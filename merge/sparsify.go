@@ -11,8 +11,9 @@ import (
 	"github.com/tiesmm/tiesmm/kernels"
 )
 
-// blockSize is the block length of a job: DELLA ranks within rows, so its
-// blocks hold whole rows.
+// blockSize is the block length of a job: DELLA ranks within rows (or, for
+// tensors of three dimensions or more, within slabs), so its blocks hold
+// whole ones.
 func (r *run) blockSize(ji int) int { return r.p.jobBlock(ji, r.p.BlockElems) }
 
 // jobBlock is job ji's block length for plan blocks of b elements.
@@ -30,13 +31,34 @@ func (p *Plan) jobBlocks(ji, b int) int {
 	return int((p.Jobs[ji].Elements + B - 1) / B)
 }
 
-// rowLen is the length of the rows DELLA ranks in: the last dimension, or
-// the whole tensor for vectors and scalars.
+// rowLen is the unit a DELLA block holds whole: the last dimension of a
+// matrix, the whole tensor for vectors and scalars, and for three
+// dimensions or more a slab, every element of one index of dimension 0 (the
+// product of shape[1:]), inside which the ranks run along dimension 1.
 func rowLen(j Job) int {
 	if len(j.Shape) < 2 {
 		return int(max(1, j.Elements))
 	}
-	return int(max(1, j.Shape[len(j.Shape)-1]))
+	if len(j.Shape) == 2 {
+		return int(max(1, j.Shape[1]))
+	}
+	slab := int64(1)
+	for _, d := range j.Shape[1:] {
+		slab *= d
+	}
+	return int(max(1, slab))
+}
+
+// rankLine is how DELLA's ranked lines lie in a unit of rowLen elements:
+// count elements apart by step, starting at each of the first step
+// positions of the unit. A matrix's rows and a vector are one line of
+// step 1; a slab of [d1, d2, ...] holds d2·... lines of d1 elements, each
+// along dimension 1, as mergekit ranks them (argsort over dim 1).
+func rankLine(j Job) (count, step int) {
+	if len(j.Shape) < 3 {
+		return rowLen(j), 1
+	}
+	return int(j.Shape[1]), rowLen(j) / int(max(1, j.Shape[1]))
 }
 
 // streamKey seeds the random stream of one model's task vector of one
@@ -135,33 +157,36 @@ func (r *run) dropRandom(b block, i int, tau []float32, d float64) int {
 }
 
 // dropDella keeps each element with a probability rising linearly with the
-// rank of its magnitude in its row, from d−ε (smallest) to d+ε (largest);
-// ties rank by position. The block holds whole rows.
+// rank of its magnitude in its line (rankLine), from d−ε (smallest) to d+ε
+// (largest); ties rank by position. The block holds whole units of rowLen.
 func (r *run) dropDella(b block, i int, tau []float32, d, eps float64) int {
-	key0 := streamKey(r.p.Method.Seed, r.p.Jobs[b.job].Name, i)
+	j := &r.p.Jobs[b.job]
+	key0 := streamKey(r.p.Method.Seed, j.Name, i)
 	inverse := r.p.Method.Rescale == RescaleInverse
-	row := rowLen(r.p.Jobs[b.job])
+	unit := rowLen(*j)
+	count, step := rankLine(*j)
 	// Rank by magnitude, ties by position: sort magnitude<<32 | position.
-	order := make([]uint64, row)
+	order := make([]uint64, count)
 	removed := 0
-	for s := 0; s < len(tau); s += row {
-		v := tau[s : s+row]
-		for k := range order {
-			order[k] = uint64(kernels.AbsBits(v[k]))<<32 | uint64(k)
-		}
-		slices.Sort(order)
-		for rank, key := range order {
-			k := int(uint32(key))
-			norm := 0.5
-			if row > 1 {
-				norm = float64(rank) / float64(row-1)
+	for s := 0; s < len(tau); s += unit {
+		for c := range step {
+			for k := range order {
+				order[k] = uint64(kernels.AbsBits(tau[s+c+k*step]))<<32 | uint64(k)
 			}
-			p := d - eps + norm*2*eps
-			if uniform(key0, b.start+int64(s)+int64(k)) >= p {
-				removed++
-				v[k] = 0
-			} else if inverse {
-				v[k] /= float32(p)
+			slices.Sort(order)
+			for rank, key := range order {
+				e := s + c + int(uint32(key))*step
+				norm := 0.5
+				if count > 1 {
+					norm = float64(rank) / float64(count-1)
+				}
+				p := d - eps + norm*2*eps
+				if uniform(key0, b.start+int64(e)) >= p {
+					removed++
+					tau[e] = 0
+				} else if inverse {
+					tau[e] /= float32(p)
+				}
 			}
 		}
 	}

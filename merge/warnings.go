@@ -49,6 +49,7 @@ const (
 	WarnZeroTaskVector   = "zero-task-vector"
 	WarnContributesNone  = "contributes-nothing"
 	WarnNarrowerOutDType = "narrower-out-dtype"
+	WarnNormalizeGuard   = "normalize-guard"
 )
 
 // listed names at most listMax of names, quoted, and says how many more.
@@ -171,6 +172,7 @@ func (p *Plan) findWarnings() {
 	}
 	p.warnContributions(add, merged)
 	p.warnOutDType(add)
+	p.warnNormalizeGuard(add)
 }
 
 // sameShards reports whether a's shards are b's files, by device and inode.

@@ -527,3 +527,43 @@ func TestCLIExamples(t *testing.T) {
 		})
 	}
 }
+
+// --compute-dtype bf16 (flag form) and compute_dtype: bfloat16 (YAML) write
+// the same bytes, which differ from the float32 compute's on the synthetic
+// bf16 models; a method the bf16 compute does not cover is refused before
+// anything is written.
+func TestCLIComputeDType(t *testing.T) {
+	dir := workDir(t)
+	models := []string{"--base", "demo/base", "--model", "demo/ft1", "--model", "demo/ft2", "--method", "task_arithmetic", "--weight", "0.3,0.6"}
+	mustRun(t, dir, append(append([]string{"merge", "--quiet"}, models...), "f32")...)
+	mustRun(t, dir, append(append([]string{"merge", "--quiet", "--compute-dtype", "bf16"}, models...), "flags")...)
+	writeFile(t, filepath.Join(dir, "bf16.yml"), `merge_method: task_arithmetic
+base_model: demo/base
+models:
+  - model: demo/ft1
+    parameters: {weight: 0.3}
+  - model: demo/ft2
+    parameters: {weight: 0.6}
+compute_dtype: bfloat16
+`)
+	mustRun(t, dir, "merge", "--quiet", "bf16.yml", "yaml")
+	bf16 := files(t, filepath.Join(dir, "flags"))
+	sameFiles(t, "flags against YAML", bf16, files(t, filepath.Join(dir, "yaml")))
+	f32 := files(t, filepath.Join(dir, "f32"))
+	differ := false
+	for name, b := range bf16 {
+		if strings.HasSuffix(name, ".safetensors") && !bytes.Equal(b, f32[name]) {
+			differ = true
+		}
+	}
+	if !differ {
+		t.Error("the bf16 compute wrote the float32 compute's tensors")
+	}
+	_, errOut, code := tiesmm(t, dir, "merge", "--base", "demo/base", "--model", "demo/ft1", "--compute-dtype", "bf16", "refused")
+	if code == 0 || !strings.Contains(errOut, "compute_dtype: bfloat16 covers linear and task_arithmetic only") {
+		t.Errorf("ties with --compute-dtype bf16: exit %d, %s", code, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "refused")); !os.IsNotExist(err) {
+		t.Errorf("a refused merge left its output: %v", err)
+	}
+}

@@ -40,6 +40,7 @@ type mergeCmd struct {
 	Normalize string    `group:"method" help:"Divide by the agreeing weights (true) or not (false)." enum:",true,false" default:""`
 	TopK      string    `group:"method" name:"topk" help:"Whole-model threshold: exact, or approx (the high-bits histogram only: keeps up to one histogram bin more)." enum:",exact,approx" default:""`
 	TwoPass   bool      `group:"method" name:"two-pass" help:"Find exact thresholds with full histogram passes instead of one sampled pass with a spill."`
+	Compute   string    `group:"method" name:"compute-dtype" help:"Arithmetic: float32 (default: one rounding at the end) or bfloat16 (every step rounded to bf16, as mergekit with dtype: bfloat16; linear and task_arithmetic only)."`
 
 	OutDType     string   `group:"output" name:"out-dtype" help:"Output dtype: bfloat16 (bf16), float16 (fp16, half) or float32 (fp32); torch.* names too (default: the base's)."`
 	OutShardSize ByteSize `group:"output" name:"out-shard-size" help:"Largest output shard, at least 1MiB; a tensor larger than this gets a shard of its own." default:"5GB"`
@@ -130,6 +131,13 @@ func (m *mergeCmd) override(c *config.Config) error {
 	}
 	if m.Normalize != "" {
 		c.Parameters["normalize"] = config.BoolParam(m.Normalize == "true")
+	}
+	if m.Compute != "" {
+		dt, err := kernels.ParseDType(m.Compute)
+		if err != nil {
+			return usageError{fmt.Errorf("--compute-dtype: %w", err)}
+		}
+		c.ComputeDType = dt.TorchName()
 	}
 	if m.OutDType != "" {
 		dt, err := kernels.ParseDType(m.OutDType)
