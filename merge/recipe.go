@@ -67,6 +67,9 @@ func Recipe(c *config.Config) (Method, Resolver, error) {
 			return Method{}, nil, err
 		}
 	}
+	if err := m.readSphere(c, top); err != nil {
+		return Method{}, nil, err
+	}
 
 	n := len(c.Models)
 	resolve := func(tensor string, layer, layers int) (TensorParams, error) {
