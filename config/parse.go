@@ -332,12 +332,13 @@ func (p *parser) dedupe(c *Config) {
 			continue
 		}
 		seen[key] = m.Line
-		if c.Method != "linear" && samePath(m.Path, c.BaseModel) {
+		if c.Method != "linear" && c.Method != "karcher" && samePath(m.Path, c.BaseModel) {
 			continue
 		}
 		out = append(out, m)
 	}
 	c.Models = out
+	c.JoinBase()
 }
 
 // modelRef reads mergekit's model reference: a string, or {model: string | {path: string}}.

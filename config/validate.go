@@ -75,13 +75,18 @@ var specs = map[string]paramSpec{
 	"trim_scope":  {scope: scopeTop, typ: typeEnum, enum: []string{"model", "tensor"}},
 	"consensus":   {scope: scopeTop, typ: typeEnum, enum: []string{"sum", "count"}},
 	"aggregate":   {scope: scopeTop, typ: typeEnum, enum: []string{"mean", "sum", "max"}},
+	// multislerp and karcher
+	"normalize_weights": {scope: scopeGlobal, typ: typeBool},
+	"eps":               {scope: scopeGlobal, typ: typeNumber, check: nonNegative},
+	"max_iter":          {scope: scopeGlobal, typ: typeNumber, check: wholeCount},
+	"tol":               {scope: scopeGlobal, typ: typeNumber, check: nonNegative},
 }
 
 // The methods tiesmm implements, in the order they are listed, with their parameters
 // (mergekit's, plus tiesmm's TIES switches for the methods that elect signs).
 var (
 	methodOrder = []string{"task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
-		"breadcrumbs_ties", "della", "della_linear", "linear", "model_stock"}
+		"breadcrumbs_ties", "della", "della_linear", "linear", "model_stock", "multislerp", "karcher"}
 	tiesSwitches = []string{"preset", "consensus", "aggregate"}
 	methodParams = map[string][]string{
 		"task_arithmetic":  {"weight", "lambda", "normalize", "int8_mask"},
@@ -94,9 +99,11 @@ var (
 		"della_linear":     {"weight", "density", "epsilon", "lambda", "normalize", "int8_mask", "rescale"},
 		"linear":           {"weight", "normalize", "int8_mask"},
 		"model_stock":      {"filter_wise", "int8_mask"},
+		"multislerp":       {"weight", "normalize_weights", "eps", "int8_mask"},
+		"karcher":          {"max_iter", "tol", "int8_mask"},
 	}
 	// mergekit methods tiesmm does not implement, to say so instead of "unknown".
-	mergekitOnly = []string{"slerp", "nuslerp", "multislerp", "karcher", "passthrough", "sce",
+	mergekitOnly = []string{"slerp", "nuslerp", "passthrough", "sce",
 		"nearswap", "arcee_fusion", "ranked_ties", "core_space", "ram", "cabs", "lrp"}
 )
 
@@ -119,8 +126,11 @@ func TopLevelOnly(name string) bool {
 	return ok && s.scope != scopeTensor
 }
 
-// NeedsBase reports whether method needs base_model (all but linear).
-func NeedsBase(method string) bool { return method != "linear" }
+// NeedsBase reports whether method needs base_model (all but linear,
+// multislerp and karcher).
+func NeedsBase(method string) bool {
+	return method != "linear" && method != "multislerp" && method != "karcher"
+}
 
 // Validate checks the config against method and parameter rules and the file system, and
 // reports every problem at once (errors.Join of *Error, sorted by line). Model paths are
@@ -136,6 +146,9 @@ func (c *Config) ValidateWith(stat func(name string) (fs.FileInfo, error)) error
 		c.validateParams(v)
 		if c.Method == "della" || c.Method == "della_linear" {
 			c.validateDella(v)
+		}
+		if c.Method == "multislerp" {
+			c.validateMultislerp(v)
 		}
 	}
 	for _, d := range []struct {
@@ -190,7 +203,7 @@ func (c *Config) validateMethod(v *errList) bool {
 	}
 	n := len(c.Models)
 	switch {
-	case n == 0 && c.Method == "linear":
+	case n == 0 && !NeedsBase(c.Method):
 		v.add(c.lines.models, "no models to merge")
 	case n == 0:
 		v.add(c.lines.models, "%s needs at least one model besides the base model", c.Method)

@@ -157,7 +157,7 @@ func TestValidatePaths(t *testing.T) {
 }
 
 func TestKnown(t *testing.T) {
-	if got := strings.Join(KnownMethods(), " "); got != "task_arithmetic ties dare_ties dare_linear breadcrumbs breadcrumbs_ties della della_linear linear model_stock" {
+	if got := strings.Join(KnownMethods(), " "); got != "task_arithmetic ties dare_ties dare_linear breadcrumbs breadcrumbs_ties della della_linear linear model_stock multislerp karcher" {
 		t.Errorf("KnownMethods = %s", got)
 	}
 	for _, m := range KnownMethods() {
@@ -170,7 +170,7 @@ func TestKnown(t *testing.T) {
 				t.Errorf("%s: parameter %s has no spec", m, p)
 			}
 		}
-		if NeedsBase(m) != (m != "linear") {
+		if NeedsBase(m) != (m != "linear" && m != "multislerp" && m != "karcher") {
 			t.Errorf("NeedsBase(%s)", m)
 		}
 	}

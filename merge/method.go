@@ -77,6 +77,8 @@ type Method struct {
 	// ModelStock interpolates between the base and the models' mean by the
 	// angle between task vectors.
 	ModelStock bool
+	// Sphere: multislerp or karcher, from the inputs' Gram matrix (gram.go).
+	Sphere Sphere
 	// Vote carries consensus, aggregate and weighting; its Weights are
 	// filled per tensor.
 	Vote kernels.VoteParams
@@ -105,7 +107,7 @@ type Defaults struct {
 }
 
 var methods = []string{"task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
-	"breadcrumbs_ties", "della", "della_linear", "linear", "model_stock"}
+	"breadcrumbs_ties", "della", "della_linear", "linear", "model_stock", "multislerp", "karcher"}
 
 // NewMethod resolves a method name and (for the methods that vote) a preset
 // to its details, with mergekit's defaults, before any explicit override.
@@ -122,6 +124,10 @@ func NewMethod(name, preset string) (Method, Defaults, error) {
 		m.SetNormalize(true)
 	case "model_stock":
 		m.ModelStock = true
+	case "multislerp":
+		m.Sphere = Sphere{Kind: SphereMultislerp, NormalizeWeights: true, Eps: 1e-8}
+	case "karcher":
+		m.NoBase, m.Sphere = true, Sphere{Kind: SphereKarcher, MaxIter: 10, Tol: 1e-5}
 	case "ties":
 		m.Trim, votes = true, true
 	case "dare_ties":

@@ -152,6 +152,9 @@ func (p *Plan) Passes() []string {
 	if m.ModelStock {
 		per = append(per, "cosines")
 	}
+	if m.Sphere.Kind != SphereNone {
+		per = append(per, "Gram matrix")
+	}
 	if len(per) > 0 {
 		ps = append(ps, "per tensor, hot in cache: "+strings.Join(per, ", "))
 	}
@@ -582,6 +585,9 @@ func (p *Plan) workerBytes(block int) (heap, mapped int64) {
 	}
 	if m.ModelStock {
 		heap += n * (n + 1) / 2 * sumBytes
+	}
+	if m.Sphere.Kind != SphereNone {
+		heap += n * (n + 1) / 2 * sumBytes // the Gram matrix's sums
 	}
 	if m.Drop == DropDella {
 		heap += 8 * b // a row's ranks

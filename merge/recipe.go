@@ -68,6 +68,9 @@ func Recipe(c *config.Config) (Method, Resolver, error) {
 			return Method{}, nil, err
 		}
 	}
+	if err := m.readSphere(c, top); err != nil {
+		return Method{}, nil, err
+	}
 
 	if m.Compute, err = computeDType(c); err != nil {
 		return Method{}, nil, err

@@ -36,10 +36,13 @@ const (
 	// PathRadix: a per-tensor trim by the radix select (two histogram
 	// passes), then the merge: tensors too small for a sample.
 	PathRadix
+	// PathGram: a pass for the inputs' Gram matrix, then the merge
+	// (multislerp, karcher: gram.go).
+	PathGram
 	numPaths
 )
 
-var pathNames = [numPaths]string{"copy", "plain", "model-stock", "single-pass", "model-radix", "speculate", "sampled", "radix"}
+var pathNames = [numPaths]string{"copy", "plain", "model-stock", "single-pass", "model-radix", "speculate", "sampled", "radix", "gram"}
 
 func (p Path) String() string { return pathNames[p] }
 
@@ -83,6 +86,8 @@ func (p *Plan) Strategy(ji int) Strategy {
 	switch {
 	case m.ModelStock:
 		s.Path = PathModelStock
+	case m.Sphere.Kind != SphereNone:
+		s.Path = PathGram
 	case p.singlePass():
 		s.Path = PathSinglePass
 	case m.Trim && m.Scope == ScopeModel && p.trims():

@@ -38,6 +38,7 @@ func traceMatches(s Strategy, steps []string) bool {
 		PathSpeculate:  "speculate (one-pass|radix|sampled (radix )?merge)",
 		PathSampled:    "(sampled (radix )?){1,2}" + l1 + "merge",
 		PathRadix:      "(radix ){1,2}" + l1 + "merge",
+		PathGram:       "gram merge",
 	}[s.Path]
 	return regexp.MustCompile("^" + pattern + "$").MatchString(strings.Join(steps, " "))
 }
@@ -50,6 +51,8 @@ func TestStrategyMatchesEngine(t *testing.T) {
 	cases := append(slices.Clone(methodCases),
 		methodCase{"paper-two-pass", preset("paper", nil), methodCases[0].params},
 		methodCase{"paper-approx", preset("paper", func(m *Method) { m.ApproxTopK = true }), methodCases[0].params},
+		methodCase{"multislerp", method("multislerp", "", nil), methodCases[0].params},
+		methodCase{"karcher", method("karcher", "", nil), methodCases[0].params},
 	)
 	seen := map[string]bool{}
 	for ci, mc := range cases {
