@@ -75,6 +75,9 @@ type Method struct {
 	// ModelStock interpolates between the base and the models' mean by the
 	// angle between task vectors.
 	ModelStock bool
+	// OwnPath, if not PathCopy, is the path of a method that neither votes
+	// nor trims: nearswap, sce, arcee_fusion.
+	OwnPath Path
 	// Vote carries consensus, aggregate and weighting; its Weights are
 	// filled per tensor.
 	Vote kernels.VoteParams
@@ -98,7 +101,8 @@ type Defaults struct {
 }
 
 var methods = []string{"task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
-	"breadcrumbs_ties", "della", "della_linear", "linear", "model_stock"}
+	"breadcrumbs_ties", "della", "della_linear", "linear", "model_stock",
+	"nearswap", "sce", "arcee_fusion"}
 
 // NewMethod resolves a method name and (for the methods that vote) a preset
 // to its details, with mergekit's defaults, before any explicit override.
@@ -115,6 +119,12 @@ func NewMethod(name, preset string) (Method, Defaults, error) {
 		m.SetNormalize(true)
 	case "model_stock":
 		m.ModelStock = true
+	case "nearswap":
+		m.OwnPath = PathNearSwap
+	case "sce":
+		m.OwnPath = PathSCE
+	case "arcee_fusion":
+		m.OwnPath = PathArceeFusion
 	case "ties":
 		m.Trim, votes = true, true
 	case "dare_ties":
@@ -222,7 +232,9 @@ type TensorParams struct {
 	Weights []float32
 	Gamma   []float64 // breadcrumbs
 	Epsilon []float64 // della
-	Lambda  float32
+	// T is nearswap's t; SelectTopK sce's select_topk (global values).
+	T, SelectTopK float64
+	Lambda        float32
 }
 
 // Resolver gives the parameters of one tensor (layer < 0 outside numbered layers).

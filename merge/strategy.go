@@ -36,10 +36,19 @@ const (
 	// PathRadix: a per-tensor trim by the radix select (two histogram
 	// passes), then the merge: tensors too small for a sample.
 	PathRadix
+	// PathNearSwap: nearswap's one elementwise pass (nearswap.go).
+	PathNearSwap
+	// PathSCE: sce's variance select and task-vector means, then the merge
+	// (sce.go).
+	PathSCE
+	// PathArceeFusion: arcee_fusion's importance quantiles, then the merge
+	// (arceefusion.go).
+	PathArceeFusion
 	numPaths
 )
 
-var pathNames = [numPaths]string{"copy", "plain", "model-stock", "single-pass", "model-radix", "speculate", "sampled", "radix"}
+var pathNames = [numPaths]string{"copy", "plain", "model-stock", "single-pass", "model-radix", "speculate", "sampled", "radix",
+	"nearswap", "sce", "arcee-fusion"}
 
 func (p Path) String() string { return pathNames[p] }
 
@@ -83,6 +92,8 @@ func (p *Plan) Strategy(ji int) Strategy {
 	switch {
 	case m.ModelStock:
 		s.Path = PathModelStock
+	case m.OwnPath != PathCopy:
+		s.Path, s.Fused = m.OwnPath, false
 	case p.singlePass():
 		s.Path = PathSinglePass
 	case m.Trim && m.Scope == ScopeModel && p.trims():

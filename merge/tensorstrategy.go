@@ -67,6 +67,12 @@ func (r *run) newStrategies() {
 			s = newSampledSelect(len(r.ws), len(r.p.Models))
 		case PathRadix:
 			s = radixSelect{}
+		case PathNearSwap:
+			s = nearSwap{}
+		case PathSCE:
+			s = newSCE(len(r.ws), len(r.p.Models))
+		case PathArceeFusion:
+			s = newArceeFusion(len(r.ws))
 		}
 		built[p] = s
 		return s
