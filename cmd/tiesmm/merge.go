@@ -25,23 +25,23 @@ type mergeCmd struct {
 	Base  string   `group:"input" help:"Base model (flag form): a directory of safetensors or a .safetensors file." placeholder:"DIR"`
 	Model []string `group:"input" help:"A fine-tuned model (flag form; repeat for each)." placeholder:"DIR"`
 
-	Method     string    `group:"method" help:"Merge method (flag form): ties, task_arithmetic, dare_ties, dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear, linear, model_stock, nearswap, sce, arcee_fusion." default:"ties"`
-	Preset     string    `group:"method" help:"TIES preset: paper (default in the flag form), mergekit (default for YAML) or peft." enum:",paper,mergekit,peft" default:""`
-	TrimScope  string    `group:"method" help:"Trim threshold per model (whole model) or per tensor." enum:",model,tensor" default:""`
-	Density    string    `group:"method" help:"Fraction of each task vector kept by the trim, in (0, 1]."`
-	Weight     []float64 `group:"method" help:"Weight of each model, in --model order (repeat or comma-separate)."`
-	Lambda     string    `group:"method" help:"Scale of the merged task vector."`
-	Gamma      string    `group:"method" help:"Breadcrumbs: fraction of the largest |τ| dropped."`
-	Epsilon    string    `group:"method" help:"DELLA: half-width of the keep-probability range."`
-	Rescale    string    `group:"method" help:"DARE/DELLA: make up for dropped values by L1 norm (true, l1), by 1/p (inverse), or not (false)." enum:",true,false,l1,inverse" default:""`
-	Seed       uint64    `group:"method" help:"Seed of the random methods (DARE, DELLA): same seed, same bytes." default:"0"`
-	Consensus  string    `group:"method" help:"Sign election: sum of values or count of signs." enum:",sum,count" default:""`
-	Aggregate  string    `group:"method" help:"How agreeing values combine." enum:",mean,sum,max" default:""`
-	Normalize  string    `group:"method" help:"Divide by the agreeing weights (true) or not (false)." enum:",true,false" default:""`
-	TopK       string    `group:"method" name:"topk" help:"Whole-model threshold: exact, or approx (the high-bits histogram only: keeps up to one histogram bin more)." enum:",exact,approx" default:""`
-	TwoPass    bool      `group:"method" name:"two-pass" help:"Find exact thresholds with full histogram passes instead of one sampled pass with a spill."`
-	T          string    `group:"method" name:"t" help:"nearswap: where the model is within t of the base, its value is taken."`
-	SelectTopK string    `group:"method" name:"select-topk" help:"sce: fraction of elements kept, those whose task vectors vary most across models."`
+	Method    string    `group:"method" help:"Merge method (flag form): ties, task_arithmetic, dare_ties, dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear, linear, model_stock, nearswap, sce, arcee_fusion." default:"ties"`
+	Preset    string    `group:"method" help:"TIES preset: paper (default in the flag form), mergekit (default for YAML) or peft." enum:",paper,mergekit,peft" default:""`
+	TrimScope string    `group:"method" help:"Trim threshold per model (whole model) or per tensor." enum:",model,tensor" default:""`
+	Density   string    `group:"method" help:"Fraction of each task vector kept by the trim, in (0, 1]."`
+	Weight    []float64 `group:"method" help:"Weight of each model, in --model order (repeat or comma-separate)."`
+	Lambda    string    `group:"method" help:"Scale of the merged task vector."`
+	Gamma     string    `group:"method" help:"Breadcrumbs: fraction of the largest |τ| dropped."`
+	Epsilon   string    `group:"method" help:"DELLA: half-width of the keep-probability range."`
+	Rescale   string    `group:"method" help:"DARE/DELLA: make up for dropped values by L1 norm (true, l1), by 1/p (inverse), or not (false)." enum:",true,false,l1,inverse" default:""`
+	Seed      uint64    `group:"method" help:"Seed of the random methods (DARE, DELLA): same seed, same bytes." default:"0"`
+	Consensus string    `group:"method" help:"Sign election: sum of values or count of signs." enum:",sum,count" default:""`
+	Aggregate string    `group:"method" help:"How agreeing values combine." enum:",mean,sum,max" default:""`
+	Normalize string    `group:"method" help:"Divide by the agreeing weights (true) or not (false)." enum:",true,false" default:""`
+	TopK      string    `group:"method" name:"topk" help:"Whole-model threshold: exact, or approx (the high-bits histogram only: keeps up to one histogram bin more)." enum:",exact,approx" default:""`
+	TwoPass   bool      `group:"method" name:"two-pass" help:"Find exact thresholds with full histogram passes instead of one sampled pass with a spill."`
+	T         string    `group:"method" name:"t" help:"nearswap: where the model is within t of the base, its value is taken."`
+	SceTopK   string    `group:"method" name:"select-topk" help:"sce: fraction of elements kept, those whose task vectors vary most across models."`
 
 	OutDType     string   `group:"output" name:"out-dtype" help:"Output dtype: bfloat16 (bf16), float16 (fp16, half) or float32 (fp32); torch.* names too (default: the base's)."`
 	OutShardSize ByteSize `group:"output" name:"out-shard-size" help:"Largest output shard, at least 1MiB; a tensor larger than this gets a shard of its own." default:"5GB"`
@@ -114,7 +114,7 @@ func (m *mergeCmd) override(c *config.Config) error {
 		}
 	}
 	for key, v := range map[string]string{"density": m.Density, "lambda": m.Lambda, "gamma": m.Gamma, "epsilon": m.Epsilon,
-		"t": m.T, "select_topk": m.SelectTopK} {
+		"t": m.T, "select_topk": m.SceTopK} {
 		if v == "" {
 			continue
 		}
