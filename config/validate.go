@@ -80,13 +80,16 @@ var specs = map[string]paramSpec{
 	"eps":               {scope: scopeGlobal, typ: typeNumber, check: nonNegative},
 	"max_iter":          {scope: scopeGlobal, typ: typeNumber, check: wholeCount},
 	"tol":               {scope: scopeGlobal, typ: typeNumber, check: nonNegative},
+	"t":                 {scope: scopeGlobal, typ: typeNumber, check: finiteCheck},
+	"select_topk":       {scope: scopeGlobal, typ: typeNumber, check: finiteCheck},
 }
 
 // The methods tiesmm implements, in the order they are listed, with their parameters
 // (mergekit's, plus tiesmm's TIES switches for the methods that elect signs).
 var (
 	methodOrder = []string{"task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
-		"breadcrumbs_ties", "della", "della_linear", "linear", "model_stock", "multislerp", "karcher"}
+		"breadcrumbs_ties", "della", "della_linear", "linear", "model_stock", "multislerp", "karcher",
+		"nearswap", "sce", "arcee_fusion"}
 	tiesSwitches = []string{"preset", "consensus", "aggregate"}
 	methodParams = map[string][]string{
 		"task_arithmetic":  {"weight", "lambda", "normalize", "int8_mask"},
@@ -101,10 +104,13 @@ var (
 		"model_stock":      {"filter_wise", "int8_mask"},
 		"multislerp":       {"weight", "normalize_weights", "eps", "int8_mask"},
 		"karcher":          {"max_iter", "tol", "int8_mask"},
+		"nearswap":         {"t", "int8_mask"},
+		"sce":              {"select_topk", "int8_mask"},
+		"arcee_fusion":     {"int8_mask"},
 	}
 	// mergekit methods tiesmm does not implement, to say so instead of "unknown".
-	mergekitOnly = []string{"slerp", "nuslerp", "passthrough", "sce",
-		"nearswap", "arcee_fusion", "ranked_ties", "core_space", "ram", "cabs", "lrp"}
+	mergekitOnly = []string{"slerp", "nuslerp", "passthrough",
+		"ranked_ties", "core_space", "ram", "cabs", "lrp"}
 )
 
 // KnownMethods lists the merge methods tiesmm implements.
@@ -209,6 +215,11 @@ func (c *Config) validateMethod(v *errList) bool {
 		v.add(c.lines.models, "%s needs at least one model besides the base model", c.Method)
 	case c.Method == "model_stock" && n < 2:
 		v.add(c.lines.models, "model_stock needs at least two models besides the base model (it measures the angle between their task vectors)")
+	case (c.Method == "nearswap" || c.Method == "arcee_fusion") && n != 1:
+		v.add(c.lines.models, "%s needs exactly one model besides the base model, not %d (it compares the two)", c.Method, n)
+	}
+	if _, ok := c.Parameters["t"]; c.Method == "nearswap" && !ok {
+		v.add(line, "nearswap needs t under the top-level parameters: (values within t of the base are taken from the model)")
 	}
 	return true
 }

@@ -42,8 +42,8 @@ func TestValidateErrors(t *testing.T) {
 			[]any{6, "unknown parameter dentsity; did you mean density?"}},
 		{"param of another method", "merge_method: linear\nmodels:\n  - model: a\n    parameters: {weight: 1, density: 0.5}\n",
 			[]any{4, "density is not a parameter of linear (it is of ties, dare_ties"}},
-		{"unknown param", "merge_method: linear\nmodels: [{model: a}]\nparameters:\n  t: 0.5\n",
-			[]any{4, "unknown parameter t (linear takes weight, normalize, int8_mask)"}},
+		{"unknown param", "merge_method: linear\nmodels: [{model: a}]\nparameters:\n  zeta: 0.5\n",
+			[]any{4, "unknown parameter zeta (linear takes weight, normalize, int8_mask)"}},
 		{"density range", "merge_method: ties\nbase_model: b\nmodels:\n  - model: a\n    parameters:\n      density: 1.5\n      weight: [1, .nan]\n",
 			[]any{6, "density 1.5 must be in (0, 1]", 7, "weight[1] NaN must be a finite number"}},
 		{"density zero in filter", "merge_method: ties\nbase_model: b\nmodels: [{model: a}]\nparameters:\n  density:\n    - filter: mlp\n      value: [0.5, 0]\n",
@@ -157,7 +157,7 @@ func TestValidatePaths(t *testing.T) {
 }
 
 func TestKnown(t *testing.T) {
-	if got := strings.Join(KnownMethods(), " "); got != "task_arithmetic ties dare_ties dare_linear breadcrumbs breadcrumbs_ties della della_linear linear model_stock multislerp karcher" {
+	if got := strings.Join(KnownMethods(), " "); got != "task_arithmetic ties dare_ties dare_linear breadcrumbs breadcrumbs_ties della della_linear linear model_stock multislerp karcher nearswap sce arcee_fusion" {
 		t.Errorf("KnownMethods = %s", got)
 	}
 	for _, m := range KnownMethods() {

@@ -79,6 +79,9 @@ type Method struct {
 	ModelStock bool
 	// Sphere: multislerp or karcher, from the inputs' Gram matrix (gram.go).
 	Sphere Sphere
+	// OwnPath, if not PathCopy, is the path of a method that neither votes
+	// nor trims: nearswap, sce, arcee_fusion.
+	OwnPath Path
 	// Vote carries consensus, aggregate and weighting; its Weights are
 	// filled per tensor.
 	Vote kernels.VoteParams
@@ -107,7 +110,8 @@ type Defaults struct {
 }
 
 var methods = []string{"task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
-	"breadcrumbs_ties", "della", "della_linear", "linear", "model_stock", "multislerp", "karcher"}
+	"breadcrumbs_ties", "della", "della_linear", "linear", "model_stock", "multislerp", "karcher",
+	"nearswap", "sce", "arcee_fusion"}
 
 // NewMethod resolves a method name and (for the methods that vote) a preset
 // to its details, with mergekit's defaults, before any explicit override.
@@ -128,6 +132,12 @@ func NewMethod(name, preset string) (Method, Defaults, error) {
 		m.Sphere = Sphere{Kind: SphereMultislerp, NormalizeWeights: true, Eps: 1e-8}
 	case "karcher":
 		m.NoBase, m.Sphere = true, Sphere{Kind: SphereKarcher, MaxIter: 10, Tol: 1e-5}
+	case "nearswap":
+		m.OwnPath = PathNearSwap
+	case "sce":
+		m.OwnPath = PathSCE
+	case "arcee_fusion":
+		m.OwnPath = PathArceeFusion
 	case "ties":
 		m.Trim, votes = true, true
 	case "dare_ties":
@@ -238,7 +248,9 @@ type TensorParams struct {
 	Weights64 []float64
 	Gamma     []float64 // breadcrumbs
 	Epsilon   []float64 // della
-	Lambda    float32
+	// T is nearswap's t; SelectTopK sce's select_topk (global values).
+	T, SelectTopK float64
+	Lambda        float32
 }
 
 // Resolver gives the parameters of one tensor (layer < 0 outside numbered layers).

@@ -155,6 +155,12 @@ func (p *Plan) Passes() []string {
 	if m.Sphere.Kind != SphereNone {
 		per = append(per, "Gram matrix")
 	}
+	if m.OwnPath == PathSCE {
+		per = append(per, "variance select (radix histograms, where select_topk < 1), mean squares")
+	}
+	if m.OwnPath == PathArceeFusion {
+		per = append(per, "importance quartiles (radix histograms)")
+	}
 	if len(per) > 0 {
 		ps = append(ps, "per tensor, hot in cache: "+strings.Join(per, ", "))
 	}
@@ -216,6 +222,9 @@ func shapeString(s []int64) string {
 func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 	if len(opts.Models) < 1 {
 		return nil, errors.New("nothing to merge: give at least one fine-tuned model besides the base")
+	}
+	if err := checkOwnModels(m, len(opts.Models)); err != nil {
+		return nil, err
 	}
 	if opts.Kernels == nil {
 		opts.Kernels = kernels.Generic
@@ -410,7 +419,7 @@ func (p *Plan) checkParams(name string, tp TensorParams) []error {
 	if l := float64(tp.Lambda); math.IsNaN(l) || math.IsInf(l, 0) {
 		errs = append(errs, fmt.Errorf("tensor %q: lambda %v is not finite", name, l))
 	}
-	return errs
+	return append(errs, p.checkOwnParams(name, tp)...)
 }
 
 // paramAt is model i's value of a per-model parameter, NaN if it has none.
@@ -548,7 +557,7 @@ func grown(x int64) int64 { return x + x/4 + 16<<10 }
 // stride is the workers' block length: the longest block of any job.
 func (p *Plan) stride(block int) int {
 	s := block
-	if p.Method.Drop == DropDella {
+	if p.Method.wholeRows() {
 		for ji := range p.Jobs {
 			s = max(s, p.jobBlock(ji, block))
 		}
@@ -592,6 +601,7 @@ func (p *Plan) workerBytes(block int) (heap, mapped int64) {
 	if m.Drop == DropDella {
 		heap += 8 * b // a row's ranks
 	}
+	heap += p.ownWorkerBytes(b)
 	return heap, mapped
 }
 

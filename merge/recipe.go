@@ -115,6 +115,9 @@ func Recipe(c *config.Config) (Method, Resolver, error) {
 		}
 		l, err := num(-1, "lambda", def.Lambda)
 		tp.Lambda = float32(l)
+		if err == nil {
+			err = ownParams(&tp, num)
+		}
 		return tp, err
 	}
 	return m, resolve, nil

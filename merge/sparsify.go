@@ -18,7 +18,7 @@ func (r *run) blockSize(ji int) int { return r.p.jobBlock(ji, r.p.BlockElems) }
 
 // jobBlock is job ji's block length for plan blocks of b elements.
 func (p *Plan) jobBlock(ji, b int) int {
-	if p.Method.Drop != DropDella {
+	if !p.Method.wholeRows() {
 		return b
 	}
 	row := rowLen(p.Jobs[ji])
@@ -30,6 +30,10 @@ func (p *Plan) jobBlocks(ji, b int) int {
 	B := int64(p.jobBlock(ji, b))
 	return int((p.Jobs[ji].Elements + B - 1) / B)
 }
+
+// wholeRows reports whether the method's blocks hold whole rows: DELLA
+// ranks within rows (or slabs), arcee_fusion compares their softmaxes.
+func (m Method) wholeRows() bool { return m.Drop == DropDella || m.OwnPath == PathArceeFusion }
 
 // rowLen is the unit a DELLA block holds whole: the last dimension of a
 // matrix, the whole tensor for vectors and scalars, and for three

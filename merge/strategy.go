@@ -39,10 +39,19 @@ const (
 	// PathGram: a pass for the inputs' Gram matrix, then the merge
 	// (multislerp, karcher: gram.go).
 	PathGram
+	// PathNearSwap: nearswap's one elementwise pass (nearswap.go).
+	PathNearSwap
+	// PathSCE: sce's variance select and task-vector means, then the merge
+	// (sce.go).
+	PathSCE
+	// PathArceeFusion: arcee_fusion's importance quantiles, then the merge
+	// (arceefusion.go).
+	PathArceeFusion
 	numPaths
 )
 
-var pathNames = [numPaths]string{"copy", "plain", "model-stock", "single-pass", "model-radix", "speculate", "sampled", "radix", "gram"}
+var pathNames = [numPaths]string{"copy", "plain", "model-stock", "single-pass", "model-radix", "speculate", "sampled", "radix",
+	"gram", "nearswap", "sce", "arcee-fusion"}
 
 func (p Path) String() string { return pathNames[p] }
 
@@ -88,6 +97,8 @@ func (p *Plan) Strategy(ji int) Strategy {
 		s.Path = PathModelStock
 	case m.Sphere.Kind != SphereNone:
 		s.Path = PathGram
+	case m.OwnPath != PathCopy:
+		s.Path, s.Fused = m.OwnPath, false
 	case p.singlePass():
 		s.Path = PathSinglePass
 	case m.Trim && m.Scope == ScopeModel && p.trims():

@@ -30,15 +30,18 @@ func traceMatches(s Strategy, steps []string) bool {
 		l1 = "l1 "
 	}
 	pattern := map[Path]string{
-		PathCopy:       "copy",
-		PathPlain:      l1 + "merge",
-		PathModelStock: "model-stock",
-		PathSinglePass: "single-pass( model-radix)?",
-		PathModelRadix: "model-radix " + l1 + "merge",
-		PathSpeculate:  "speculate (one-pass|radix|sampled (radix )?merge)",
-		PathSampled:    "(sampled (radix )?){1,2}" + l1 + "merge",
-		PathRadix:      "(radix ){1,2}" + l1 + "merge",
-		PathGram:       "gram merge",
+		PathCopy:        "copy",
+		PathPlain:       l1 + "merge",
+		PathModelStock:  "model-stock",
+		PathSinglePass:  "single-pass( model-radix)?",
+		PathModelRadix:  "model-radix " + l1 + "merge",
+		PathSpeculate:   "speculate (one-pass|radix|sampled (radix )?merge)",
+		PathSampled:     "(sampled (radix )?){1,2}" + l1 + "merge",
+		PathRadix:       "(radix ){1,2}" + l1 + "merge",
+		PathGram:        "gram merge",
+		PathNearSwap:    "nearswap",
+		PathSCE:         "sce",
+		PathArceeFusion: "arcee-fusion",
 	}[s.Path]
 	return regexp.MustCompile("^" + pattern + "$").MatchString(strings.Join(steps, " "))
 }
@@ -54,12 +57,13 @@ func TestStrategyMatchesEngine(t *testing.T) {
 		methodCase{"multislerp", method("multislerp", "", nil), methodCases[0].params},
 		methodCase{"karcher", method("karcher", "", nil), methodCases[0].params},
 	)
+	cases = append(cases, ownMethodCases...)
 	seen := map[string]bool{}
 	for ci, mc := range cases {
 		t.Run(mc.name, func(t *testing.T) {
 			for trial := range 2 {
 				r := rand.New(rand.NewPCG(uint64(ci), uint64(trial)+100))
-				n := 2 + r.IntN(2)
+				n := ownModels(mc.name, 2+r.IntN(2))
 				set := randomSet(r, n, false)
 				if trial == 1 { // one dtype: the fused kernel and speculation apply
 					for _, ts := range append([][]testTensor{set.base}, set.models...) {

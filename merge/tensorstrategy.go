@@ -69,6 +69,12 @@ func (r *run) newStrategies() {
 			s = radixSelect{}
 		case PathGram:
 			s = newGramTensor(len(r.ws))
+		case PathNearSwap:
+			s = nearSwap{}
+		case PathSCE:
+			s = newSCE(len(r.ws), len(r.p.Models))
+		case PathArceeFusion:
+			s = newArceeFusion(len(r.ws))
 		}
 		built[p] = s
 		return s
