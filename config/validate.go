@@ -81,7 +81,7 @@ var specs = map[string]paramSpec{
 // (mergekit's, plus tiesmm's TIES switches for the methods that elect signs).
 var (
 	methodOrder = []string{"task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
-		"breadcrumbs_ties", "della", "della_linear", "linear", "model_stock"}
+		"breadcrumbs_ties", "della", "della_linear", "linear", "model_stock", "slerp", "nuslerp"}
 	tiesSwitches = []string{"preset", "consensus", "aggregate"}
 	methodParams = map[string][]string{
 		"task_arithmetic":  {"weight", "lambda", "normalize", "int8_mask"},
@@ -94,9 +94,11 @@ var (
 		"della_linear":     {"weight", "density", "epsilon", "lambda", "normalize", "int8_mask", "rescale"},
 		"linear":           {"weight", "normalize", "int8_mask"},
 		"model_stock":      {"filter_wise", "int8_mask"},
+		"slerp":            {"t"},
+		"nuslerp":          {"weight", "nuslerp_flatten", "nuslerp_row_wise"},
 	}
 	// mergekit methods tiesmm does not implement, to say so instead of "unknown".
-	mergekitOnly = []string{"slerp", "nuslerp", "multislerp", "karcher", "passthrough", "sce",
+	mergekitOnly = []string{"multislerp", "karcher", "passthrough", "sce",
 		"nearswap", "arcee_fusion", "ranked_ties", "core_space", "ram", "cabs", "lrp"}
 )
 
@@ -119,8 +121,9 @@ func TopLevelOnly(name string) bool {
 	return ok && s.scope != scopeTensor
 }
 
-// NeedsBase reports whether method needs base_model (all but linear).
-func NeedsBase(method string) bool { return method != "linear" }
+// NeedsBase reports whether method needs base_model (all but linear and
+// nuslerp).
+func NeedsBase(method string) bool { return method != "linear" && method != "nuslerp" }
 
 // Validate checks the config against method and parameter rules and the file system, and
 // reports every problem at once (errors.Join of *Error, sorted by line). Model paths are
@@ -185,6 +188,8 @@ func (c *Config) validateMethod(v *errList) bool {
 	}
 	n := len(c.Models)
 	switch {
+	case c.Method == "slerp" || c.Method == "nuslerp":
+		c.validateSlerp(v)
 	case n == 0 && c.Method == "linear":
 		v.add(c.lines.models, "no models to merge")
 	case n == 0:

@@ -42,8 +42,8 @@ func TestValidateErrors(t *testing.T) {
 			[]any{6, "unknown parameter dentsity; did you mean density?"}},
 		{"param of another method", "merge_method: linear\nmodels:\n  - model: a\n    parameters: {weight: 1, density: 0.5}\n",
 			[]any{4, "density is not a parameter of linear (it is of ties, dare_ties"}},
-		{"unknown param", "merge_method: linear\nmodels: [{model: a}]\nparameters:\n  t: 0.5\n",
-			[]any{4, "unknown parameter t (linear takes weight, normalize, int8_mask)"}},
+		{"unknown param", "merge_method: linear\nmodels: [{model: a}]\nparameters:\n  tt: 0.5\n",
+			[]any{4, "unknown parameter tt (linear takes weight, normalize, int8_mask)"}},
 		{"density range", "merge_method: ties\nbase_model: b\nmodels:\n  - model: a\n    parameters:\n      density: 1.5\n      weight: [1, .nan]\n",
 			[]any{6, "density 1.5 must be in (0, 1]", 7, "weight[1] NaN must be a finite number"}},
 		{"density zero in filter", "merge_method: ties\nbase_model: b\nmodels: [{model: a}]\nparameters:\n  density:\n    - filter: mlp\n      value: [0.5, 0]\n",
@@ -76,8 +76,8 @@ func TestValidateErrors(t *testing.T) {
 			[]any{3, "ties needs at least one model besides the base model"}},
 		{"model_stock one", "merge_method: model_stock\nbase_model: b\nmodels: [{model: b}, {model: a}]\n",
 			[]any{3, "model_stock needs at least two models"}},
-		{"mergekit method", "merge_method: slerp\nbase_model: b\nmodels: [{model: a}]\n",
-			[]any{1, "slerp is a mergekit method tiesmm does not implement"}},
+		{"mergekit method", "merge_method: karcher\nbase_model: b\nmodels: [{model: a}]\n",
+			[]any{1, "karcher is a mergekit method tiesmm does not implement"}},
 		{"method typo", "merge_method: dare-ties\nbase_model: b\nmodels: [{model: a}]\n",
 			[]any{1, "unknown merge_method dare-ties; did you mean dare_ties?"}},
 		{"tokenizer", "merge_method: ties\nbase_model: b\nmodels: [{model: a}]\ntokenizer_source: union\n",
@@ -155,12 +155,12 @@ func TestValidatePaths(t *testing.T) {
 }
 
 func TestKnown(t *testing.T) {
-	if got := strings.Join(KnownMethods(), " "); got != "task_arithmetic ties dare_ties dare_linear breadcrumbs breadcrumbs_ties della della_linear linear model_stock" {
+	if got := strings.Join(KnownMethods(), " "); got != "task_arithmetic ties dare_ties dare_linear breadcrumbs breadcrumbs_ties della della_linear linear model_stock slerp nuslerp" {
 		t.Errorf("KnownMethods = %s", got)
 	}
 	for _, m := range KnownMethods() {
 		ps := KnownParams(m)
-		if !contains(ps, "int8_mask") {
+		if !contains(ps, "int8_mask") && m != "slerp" && m != "nuslerp" {
 			t.Errorf("%s does not accept int8_mask", m)
 		}
 		for _, p := range ps {
@@ -168,11 +168,11 @@ func TestKnown(t *testing.T) {
 				t.Errorf("%s: parameter %s has no spec", m, p)
 			}
 		}
-		if NeedsBase(m) != (m != "linear") {
+		if NeedsBase(m) != (m != "linear" && m != "nuslerp") {
 			t.Errorf("NeedsBase(%s)", m)
 		}
 	}
-	if KnownParams("slerp") != nil || !TopLevelOnly("lambda") || !TopLevelOnly("preset") || TopLevelOnly("weight") {
+	if KnownParams("karcher") != nil || !TopLevelOnly("lambda") || !TopLevelOnly("preset") || TopLevelOnly("weight") {
 		t.Errorf("KnownParams / TopLevelOnly")
 	}
 }

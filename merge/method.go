@@ -83,6 +83,10 @@ type Method struct {
 	GlobalMajority bool
 	// ApproxTopK stops the model-scope selection after the high-bits pass.
 	ApproxTopK bool
+	// Slerp interpolates spherically between two vectors (slerp, nuslerp),
+	// each vector a tensor or, for nuslerp, a row or column (SlerpAxis).
+	Slerp     SlerpKind
+	SlerpAxis SlerpAxis
 }
 
 // Sparsifies reports whether task vectors lose elements before the vote.
@@ -98,7 +102,7 @@ type Defaults struct {
 }
 
 var methods = []string{"task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
-	"breadcrumbs_ties", "della", "della_linear", "linear", "model_stock"}
+	"breadcrumbs_ties", "della", "della_linear", "linear", "model_stock", "slerp", "nuslerp"}
 
 // NewMethod resolves a method name and (for the methods that vote) a preset
 // to its details, with mergekit's defaults, before any explicit override.
@@ -115,6 +119,10 @@ func NewMethod(name, preset string) (Method, Defaults, error) {
 		m.SetNormalize(true)
 	case "model_stock":
 		m.ModelStock = true
+	case "slerp":
+		m.Slerp, m.Vote = SlerpPair, linear
+	case "nuslerp":
+		m.Slerp, m.Vote = SlerpNu, linear
 	case "ties":
 		m.Trim, votes = true, true
 	case "dare_ties":
@@ -223,6 +231,7 @@ type TensorParams struct {
 	Gamma   []float64 // breadcrumbs
 	Epsilon []float64 // della
 	Lambda  float32
+	T       float64 // slerp's t; nuslerp's w1/(w0+w1)
 }
 
 // Resolver gives the parameters of one tensor (layer < 0 outside numbered layers).

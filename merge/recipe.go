@@ -68,6 +68,9 @@ func Recipe(c *config.Config) (Method, Resolver, error) {
 		}
 	}
 
+	if err := slerpRecipe(c, &m, top); err != nil {
+		return Method{}, nil, err
+	}
 	n := len(c.Models)
 	resolve := func(tensor string, layer, layers int) (TensorParams, error) {
 		tp := TensorParams{Density: make([]float64, n), Weights: make([]float32, n),
@@ -104,6 +107,11 @@ func Recipe(c *config.Config) (Method, Resolver, error) {
 			}
 			tp.Density[i], tp.Weights[i], tp.Gamma[i], tp.Epsilon[i] = d, float32(w), g, e
 		}
+		t, err := slerpT(c.Method, num)
+		if err != nil {
+			return tp, err
+		}
+		tp.T = t
 		l, err := num(-1, "lambda", def.Lambda)
 		tp.Lambda = float32(l)
 		return tp, err

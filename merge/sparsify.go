@@ -11,13 +11,13 @@ import (
 	"github.com/tiesmm/tiesmm/kernels"
 )
 
-// blockSize is the block length of a job: DELLA ranks within rows, so its
-// blocks hold whole rows.
+// blockSize is the block length of a job: DELLA ranks within rows, and
+// nuslerp's rows are vectors, so their blocks hold whole rows.
 func (r *run) blockSize(ji int) int { return r.p.jobBlock(ji, r.p.BlockElems) }
 
 // jobBlock is job ji's block length for plan blocks of b elements.
 func (p *Plan) jobBlock(ji, b int) int {
-	if p.Method.Drop != DropDella {
+	if p.Method.Drop != DropDella && p.slerpAxis(ji) != AxisRows {
 		return b
 	}
 	row := rowLen(p.Jobs[ji])

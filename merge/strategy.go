@@ -36,10 +36,14 @@ const (
 	// PathRadix: a per-tensor trim by the radix select (two histogram
 	// passes), then the merge: tensors too small for a sample.
 	PathRadix
+	// PathSlerp: slerp or nuslerp; a pass for each vector's norms and dot
+	// product, then the merge (rows: one pass, each block holding whole
+	// rows).
+	PathSlerp
 	numPaths
 )
 
-var pathNames = [numPaths]string{"copy", "plain", "model-stock", "single-pass", "model-radix", "speculate", "sampled", "radix"}
+var pathNames = [numPaths]string{"copy", "plain", "model-stock", "single-pass", "model-radix", "speculate", "sampled", "radix", "slerp"}
 
 func (p Path) String() string { return pathNames[p] }
 
@@ -83,6 +87,8 @@ func (p *Plan) Strategy(ji int) Strategy {
 	switch {
 	case m.ModelStock:
 		s.Path = PathModelStock
+	case m.Slerp != SlerpNone:
+		s.Path = PathSlerp
 	case p.singlePass():
 		s.Path = PathSinglePass
 	case m.Trim && m.Scope == ScopeModel && p.trims():
@@ -99,7 +105,7 @@ func (p *Plan) Strategy(ji int) Strategy {
 // input in one dtype.
 func (p *Plan) fusable(ji int) bool {
 	m, j := p.Method, &p.Jobs[ji]
-	if m.NoBase || m.Drop != DropNone || m.ModelStock {
+	if m.NoBase || m.Drop != DropNone || m.ModelStock || m.Slerp != SlerpNone {
 		return false
 	}
 	for i, dt := range j.ModelDT {

@@ -38,6 +38,7 @@ func traceMatches(s Strategy, steps []string) bool {
 		PathSpeculate:  "speculate (one-pass|radix|sampled (radix )?merge)",
 		PathSampled:    "(sampled (radix )?){1,2}" + l1 + "merge",
 		PathRadix:      "(radix ){1,2}" + l1 + "merge",
+		PathSlerp:      "slerp-(sums slerp-merge|rows)",
 	}[s.Path]
 	return regexp.MustCompile("^" + pattern + "$").MatchString(strings.Join(steps, " "))
 }
@@ -50,6 +51,7 @@ func TestStrategyMatchesEngine(t *testing.T) {
 	cases := append(slices.Clone(methodCases),
 		methodCase{"paper-two-pass", preset("paper", nil), methodCases[0].params},
 		methodCase{"paper-approx", preset("paper", func(m *Method) { m.ApproxTopK = true }), methodCases[0].params},
+		methodCase{"nuslerp-rows", method("nuslerp", "", func(m *Method) { m.SlerpAxis = AxisRows }), slerpCaseParams},
 	)
 	seen := map[string]bool{}
 	for ci, mc := range cases {
@@ -57,6 +59,9 @@ func TestStrategyMatchesEngine(t *testing.T) {
 			for trial := range 2 {
 				r := rand.New(rand.NewPCG(uint64(ci), uint64(trial)+100))
 				n := 2 + r.IntN(2)
+				if mc.method().Slerp != SlerpNone {
+					n = 2
+				}
 				set := randomSet(r, n, false)
 				if trial == 1 { // one dtype: the fused kernel and speculation apply
 					for _, ts := range append([][]testTensor{set.base}, set.models...) {

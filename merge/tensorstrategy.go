@@ -67,6 +67,8 @@ func (r *run) newStrategies() {
 			s = newSampledSelect(len(r.ws), len(r.p.Models))
 		case PathRadix:
 			s = radixSelect{}
+		case PathSlerp:
+			s = newSlerpTensors(len(r.ws))
 		}
 		built[p] = s
 		return s

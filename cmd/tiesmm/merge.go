@@ -25,7 +25,7 @@ type mergeCmd struct {
 	Base  string   `group:"input" help:"Base model (flag form): a directory of safetensors or a .safetensors file." placeholder:"DIR"`
 	Model []string `group:"input" help:"A fine-tuned model (flag form; repeat for each)." placeholder:"DIR"`
 
-	Method    string    `group:"method" help:"Merge method (flag form): ties, task_arithmetic, dare_ties, dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear, linear, model_stock." default:"ties"`
+	Method    string    `group:"method" help:"Merge method (flag form): ties, task_arithmetic, dare_ties, dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear, linear, model_stock, slerp, nuslerp." default:"ties"`
 	Preset    string    `group:"method" help:"TIES preset: paper (default in the flag form), mergekit (default for YAML) or peft." enum:",paper,mergekit,peft" default:""`
 	TrimScope string    `group:"method" help:"Trim threshold per model (whole model) or per tensor." enum:",model,tensor" default:""`
 	Density   string    `group:"method" help:"Fraction of each task vector kept by the trim, in (0, 1]."`
@@ -33,6 +33,7 @@ type mergeCmd struct {
 	Lambda    string    `group:"method" help:"Scale of the merged task vector."`
 	Gamma     string    `group:"method" help:"Breadcrumbs: fraction of the largest |τ| dropped."`
 	Epsilon   string    `group:"method" help:"DELLA: half-width of the keep-probability range."`
+	T         string    `group:"method" name:"t" help:"slerp: where between the base (0) and the model (1)."`
 	Rescale   string    `group:"method" help:"DARE/DELLA: make up for dropped values by L1 norm (true, l1), by 1/p (inverse), or not (false)." enum:",true,false,l1,inverse" default:""`
 	Seed      uint64    `group:"method" help:"Seed of the random methods (DARE, DELLA): same seed, same bytes." default:"0"`
 	Consensus string    `group:"method" help:"Sign election: sum of values or count of signs." enum:",sum,count" default:""`
@@ -78,7 +79,7 @@ func (m *mergeCmd) config() (*config.Config, string, error) {
 	default:
 		return nil, "", usageError{errors.New("want CONFIG.yml OUT, or OUT with --base and --model")}
 	}
-	if m.Base == "" && m.Method != "linear" {
+	if m.Base == "" && config.NeedsBase(m.Method) {
 		return nil, "", usageError{errors.New("no base model: give --base DIR (or a config file)")}
 	}
 	c := &config.Config{Method: m.Method, BaseModel: m.Base, Parameters: config.Params{}}
@@ -111,7 +112,7 @@ func (m *mergeCmd) override(c *config.Config) error {
 			c.Parameters[key] = config.StringParam(v)
 		}
 	}
-	for key, v := range map[string]string{"density": m.Density, "lambda": m.Lambda, "gamma": m.Gamma, "epsilon": m.Epsilon} {
+	for key, v := range map[string]string{"density": m.Density, "lambda": m.Lambda, "gamma": m.Gamma, "epsilon": m.Epsilon, "t": m.T} {
 		if v == "" {
 			continue
 		}
@@ -232,7 +233,7 @@ func (m *mergeCmd) plan() (*config.Config, *merge.Plan, error) {
 		opts.Models = append(opts.Models, e.Path)
 	}
 	if opts.Base == "" && len(opts.Models) > 0 {
-		opts.Base = opts.Models[0] // linear: the first model lays out the output
+		opts.Base = opts.Models[0] // linear, nuslerp: the first model lays out the output
 	}
 	plan, err := merge.NewPlan(opts, method, resolve)
 	if err != nil {
