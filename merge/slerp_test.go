@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/tiesmm/tiesmm/config"
 	"github.com/tiesmm/tiesmm/kernels"
 )
 
@@ -485,4 +486,47 @@ func nextUp(dt kernels.DType, v float32) float32 {
 // slerpCaseParams are nuslerp's parameters for the tests of every method.
 func slerpCaseParams(r *rand.Rand, n int) func(string) TensorParams {
 	return slerpParams([]float64{0.3, 0.5, 0.8}[r.IntN(3)], n)
+}
+
+// Recipe reads slerp's t per tensor, nuslerp's t from the weights in
+// double precision (0.5 when they sum to about 0), its switches, and
+// whether it has a base.
+func TestSlerpRecipe(t *testing.T) {
+	cases := []struct {
+		src    string
+		t      float64
+		axis   SlerpAxis
+		noBase bool
+		err    string
+	}{
+		{src: "merge_method: slerp\nbase_model: b\nmodels: [{model: a}]\nparameters: {t: [0, 1]}\n", t: 0.5},
+		{src: "merge_method: nuslerp\nbase_model: b\nmodels: [{model: a, parameters: {weight: 0.1}}, {model: c, parameters: {weight: 0.2}}]\n",
+			t: 0.2 / (0.1 + 0.2)},
+		{src: "merge_method: nuslerp\nmodels: [{model: a, parameters: {weight: 1}}, {model: c, parameters: {weight: -1}}]\nparameters: {nuslerp_flatten: false}\n",
+			t: 0.5, axis: AxisRows, noBase: true},
+		{src: "merge_method: nuslerp\nbase_model: b\nmodels: [{model: a}, {model: c}]\nparameters: {weight: 2, nuslerp_flatten: false, nuslerp_row_wise: true}\n",
+			t: 0.5, axis: AxisColumns},
+		{src: "merge_method: nuslerp\nbase_model: b\nmodels: [{model: a}, {model: c}]\nparameters: {weight: [{filter: attn, value: 1}]}\n",
+			err: "model 1: nuslerp needs a weight for every model"},
+	}
+	for _, tc := range cases {
+		c, err := config.Parse([]byte(tc.src), "t.yml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, resolve, err := Recipe(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tp, err := resolve("model.layers.1.mlp.up_proj.weight", 1, 3)
+		if tc.err != "" {
+			if err == nil || err.Error() != tc.err {
+				t.Errorf("%s: error %v, want %q", tc.src, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || tp.T != tc.t || m.SlerpAxis != tc.axis || m.NoBase != tc.noBase {
+			t.Errorf("%s: t %v, axis %v, no base %v (%v); want %v, %v, %v", tc.src, tp.T, m.SlerpAxis, m.NoBase, err, tc.t, tc.axis, tc.noBase)
+		}
+	}
 }
