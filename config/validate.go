@@ -89,7 +89,7 @@ var specs = map[string]paramSpec{
 var (
 	methodOrder = []string{"task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
 		"breadcrumbs_ties", "della", "della_linear", "linear", "model_stock", "multislerp", "karcher",
-		"nearswap", "sce", "arcee_fusion"}
+		"nearswap", "sce", "arcee_fusion", "slerp", "nuslerp"}
 	tiesSwitches = []string{"preset", "consensus", "aggregate"}
 	methodParams = map[string][]string{
 		"task_arithmetic":  {"weight", "lambda", "normalize", "int8_mask"},
@@ -107,9 +107,11 @@ var (
 		"nearswap":         {"t", "int8_mask"},
 		"sce":              {"select_topk", "int8_mask"},
 		"arcee_fusion":     {"int8_mask"},
+		"slerp":            {"t"},
+		"nuslerp":          {"weight", "nuslerp_flatten", "nuslerp_row_wise"},
 	}
 	// mergekit methods tiesmm does not implement, to say so instead of "unknown".
-	mergekitOnly = []string{"slerp", "nuslerp", "passthrough",
+	mergekitOnly = []string{"passthrough",
 		"ranked_ties", "core_space", "ram", "cabs", "lrp"}
 )
 
@@ -133,9 +135,9 @@ func TopLevelOnly(name string) bool {
 }
 
 // NeedsBase reports whether method needs base_model (all but linear,
-// multislerp and karcher).
+// multislerp, karcher and nuslerp).
 func NeedsBase(method string) bool {
-	return method != "linear" && method != "multislerp" && method != "karcher"
+	return method != "linear" && method != "multislerp" && method != "karcher" && method != "nuslerp"
 }
 
 // Validate checks the config against method and parameter rules and the file system, and
@@ -209,6 +211,8 @@ func (c *Config) validateMethod(v *errList) bool {
 	}
 	n := len(c.Models)
 	switch {
+	case c.Method == "slerp" || c.Method == "nuslerp":
+		c.validateSlerp(v)
 	case n == 0 && !NeedsBase(c.Method):
 		v.add(c.lines.models, "no models to merge")
 	case n == 0:

@@ -138,7 +138,7 @@ func (a *arceeFusion) importances(r *run, w *worker, b block) (base, x, imp []fl
 	x = w.taus[:b.n]
 	r.k.Widen(x, r.src(w, j.Models[0], j.ModelDT[0], b.start, b.n), j.ModelDT[0])
 	imp = a.ws[w.id].imp[:b.n]
-	row := softmaxRow(*j)
+	row := lastAxisLen(*j)
 	for s := 0; s < len(x); s += row {
 		kl := rowKL(x[s:s+row], base[s:s+row])
 		for e := s; e < s+row; e++ {
@@ -197,10 +197,10 @@ func fromOrderKey(k uint32) float32 {
 	return math.Float32frombits(^k)
 }
 
-// softmaxRow is the length of the rows arcee_fusion takes softmaxes over:
-// the last axis (a vector is one row). Blocks hold whole units of rowLen,
-// which are whole rows of it.
-func softmaxRow(j Job) int {
+// lastAxisLen is the length of the rows along the last axis (a vector is
+// one row): arcee_fusion's softmaxes and nuslerp's row vectors. Blocks hold
+// whole units of rowLen, which are whole rows of it.
+func lastAxisLen(j Job) int {
 	if len(j.Shape) < 2 {
 		return int(max(1, j.Elements))
 	}

@@ -95,6 +95,10 @@ type Method struct {
 	// mergekit's torch operations rounded to bf16, as under its dtype:
 	// bfloat16; linear and task_arithmetic only, see CheckCompute).
 	Compute kernels.DType
+	// Slerp interpolates spherically between two vectors (slerp, nuslerp),
+	// each vector a tensor or, for nuslerp, a row or column (SlerpAxis).
+	Slerp     SlerpKind
+	SlerpAxis SlerpAxis
 }
 
 // Sparsifies reports whether task vectors lose elements before the vote.
@@ -111,7 +115,7 @@ type Defaults struct {
 
 var methods = []string{"task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
 	"breadcrumbs_ties", "della", "della_linear", "linear", "model_stock", "multislerp", "karcher",
-	"nearswap", "sce", "arcee_fusion"}
+	"nearswap", "sce", "arcee_fusion", "slerp", "nuslerp"}
 
 // NewMethod resolves a method name and (for the methods that vote) a preset
 // to its details, with mergekit's defaults, before any explicit override.
@@ -138,6 +142,10 @@ func NewMethod(name, preset string) (Method, Defaults, error) {
 		m.OwnPath = PathSCE
 	case "arcee_fusion":
 		m.OwnPath = PathArceeFusion
+	case "slerp":
+		m.Slerp, m.Vote = SlerpPair, linear
+	case "nuslerp":
+		m.Slerp, m.Vote = SlerpNu, linear
 	case "ties":
 		m.Trim, votes = true, true
 	case "dare_ties":
@@ -248,7 +256,8 @@ type TensorParams struct {
 	Weights64 []float64
 	Gamma     []float64 // breadcrumbs
 	Epsilon   []float64 // della
-	// T is nearswap's t; SelectTopK sce's select_topk (global values).
+	// T is slerp's and nearswap's t, nuslerp's w1/(w0+w1); SelectTopK is
+	// sce's select_topk (global values).
 	T, SelectTopK float64
 	Lambda        float32
 }

@@ -161,6 +161,9 @@ func (p *Plan) Passes() []string {
 	if m.OwnPath == PathArceeFusion {
 		per = append(per, "importance quartiles (radix histograms)")
 	}
+	if m.Slerp != SlerpNone && p.slerpSums() {
+		per = append(per, "norms and dot products")
+	}
 	if len(per) > 0 {
 		ps = append(ps, "per tensor, hot in cache: "+strings.Join(per, ", "))
 	}
@@ -416,6 +419,9 @@ func (p *Plan) checkParams(name string, tp TensorParams) []error {
 			errs = append(errs, fmt.Errorf("tensor %q: model %d: weight %v is not finite", name, i+1, w))
 		}
 	}
+	if p.Method.Slerp != SlerpNone && (math.IsNaN(tp.T) || math.IsInf(tp.T, 0)) {
+		errs = append(errs, fmt.Errorf("tensor %q: t %v is not finite", name, tp.T))
+	}
 	if l := float64(tp.Lambda); math.IsNaN(l) || math.IsInf(l, 0) {
 		errs = append(errs, fmt.Errorf("tensor %q: lambda %v is not finite", name, l))
 	}
@@ -557,7 +563,7 @@ func grown(x int64) int64 { return x + x/4 + 16<<10 }
 // stride is the workers' block length: the longest block of any job.
 func (p *Plan) stride(block int) int {
 	s := block
-	if p.Method.wholeRows() {
+	if p.Method.wholeRows() || p.Method.SlerpAxis == AxisRows {
 		for ji := range p.Jobs {
 			s = max(s, p.jobBlock(ji, block))
 		}
@@ -683,6 +689,7 @@ func (p *Plan) need(workers, block int, lows int64) (total, mapped int64) {
 		total += model * modelBlockBytes
 	}
 	total += tensor * (tensorBlock + n*tensorBlockTies)
+	total += p.slerpBytes(workers)
 	heap, perWorker := p.workerBytes(block)
 	mapped = int64(workers) * perWorker
 	if p.fileBytes > 0 {

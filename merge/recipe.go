@@ -32,41 +32,8 @@ func Recipe(c *config.Config) (Method, Resolver, error) {
 	if err != nil {
 		return Method{}, nil, err
 	}
-	if p, ok := top("normalize"); ok {
-		if p.Kind != config.KindBool {
-			return Method{}, nil, fmt.Errorf("%s: normalize: want true or false", c.File)
-		}
-		m.SetNormalize(p.Bool)
-	}
-	if s, err := str("trim_scope", ""); err != nil {
+	if err := readTopLevel(c, &m, top, str); err != nil {
 		return Method{}, nil, err
-	} else if s != "" {
-		if m.Scope, err = ParseScope(s); err != nil {
-			return Method{}, nil, err
-		}
-	}
-	if s, err := str("consensus", ""); err != nil {
-		return Method{}, nil, err
-	} else if s != "" {
-		if m.Vote.Consensus, err = ParseConsensus(s); err != nil {
-			return Method{}, nil, err
-		}
-	}
-	if s, err := str("aggregate", ""); err != nil {
-		return Method{}, nil, err
-	} else if s != "" {
-		if m.Vote.Aggregate, err = ParseAggregate(s); err != nil {
-			return Method{}, nil, err
-		}
-	}
-	if p, ok := top("rescale"); ok {
-		word := p.Str
-		if p.Kind == config.KindBool {
-			word = fmt.Sprint(p.Bool)
-		}
-		if m.Rescale, err = ParseRescale(word); err != nil {
-			return Method{}, nil, err
-		}
 	}
 	if err := m.readSphere(c, top); err != nil {
 		return Method{}, nil, err
@@ -76,6 +43,9 @@ func Recipe(c *config.Config) (Method, Resolver, error) {
 		return Method{}, nil, err
 	}
 
+	if err := slerpRecipe(c, &m, top); err != nil {
+		return Method{}, nil, err
+	}
 	n := len(c.Models)
 	resolve := func(tensor string, layer, layers int) (TensorParams, error) {
 		tp := TensorParams{Density: make([]float64, n), Weights: make([]float32, n), Weights64: make([]float64, n),
@@ -113,14 +83,62 @@ func Recipe(c *config.Config) (Method, Resolver, error) {
 			tp.Density[i], tp.Weights[i], tp.Gamma[i], tp.Epsilon[i] = d, float32(w), g, e
 			tp.Weights64[i] = w
 		}
+		t, err := slerpT(c.Method, num)
+		if err != nil {
+			return tp, err
+		}
+		tp.T = t
 		l, err := num(-1, "lambda", def.Lambda)
 		tp.Lambda = float32(l)
-		if err == nil {
+		if err == nil && m.OwnPath != PathCopy {
 			err = ownParams(&tp, num)
 		}
 		return tp, err
 	}
 	return m, resolve, nil
+}
+
+// readTopLevel applies the top-level parameters that shape the method:
+// normalize, trim_scope, consensus, aggregate and rescale.
+func readTopLevel(c *config.Config, m *Method, top func(string) (config.Param, bool), str func(key, def string) (string, error)) error {
+	var err error
+	if p, ok := top("normalize"); ok {
+		if p.Kind != config.KindBool {
+			return fmt.Errorf("%s: normalize: want true or false", c.File)
+		}
+		m.SetNormalize(p.Bool)
+	}
+	if s, err := str("trim_scope", ""); err != nil {
+		return err
+	} else if s != "" {
+		if m.Scope, err = ParseScope(s); err != nil {
+			return err
+		}
+	}
+	if s, err := str("consensus", ""); err != nil {
+		return err
+	} else if s != "" {
+		if m.Vote.Consensus, err = ParseConsensus(s); err != nil {
+			return err
+		}
+	}
+	if s, err := str("aggregate", ""); err != nil {
+		return err
+	} else if s != "" {
+		if m.Vote.Aggregate, err = ParseAggregate(s); err != nil {
+			return err
+		}
+	}
+	if p, ok := top("rescale"); ok {
+		word := p.Str
+		if p.Kind == config.KindBool {
+			word = fmt.Sprint(p.Bool)
+		}
+		if m.Rescale, err = ParseRescale(word); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // computeDType reads compute_dtype, and refuses bfloat16 for a method its

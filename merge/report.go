@@ -11,6 +11,9 @@ import (
 
 // Describe prints the method's details in words.
 func (m Method) Describe() string {
+	if m.Slerp != SlerpNone {
+		return m.describeSlerp()
+	}
 	if !m.Trim {
 		if m.Vote.DivideByWeights {
 			return m.Name + ": Σ w·τ / Σ w"

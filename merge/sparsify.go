@@ -12,13 +12,13 @@ import (
 )
 
 // blockSize is the block length of a job: DELLA ranks within rows (or, for
-// tensors of three dimensions or more, within slabs), so its blocks hold
-// whole ones.
+// tensors of three dimensions or more, within slabs), arcee_fusion and
+// nuslerp's rows take whole rows, so their blocks hold whole ones.
 func (r *run) blockSize(ji int) int { return r.p.jobBlock(ji, r.p.BlockElems) }
 
 // jobBlock is job ji's block length for plan blocks of b elements.
 func (p *Plan) jobBlock(ji, b int) int {
-	if !p.Method.wholeRows() {
+	if !p.Method.wholeRows() && p.slerpAxis(ji) != AxisRows {
 		return b
 	}
 	row := rowLen(p.Jobs[ji])

@@ -47,11 +47,15 @@ const (
 	// PathArceeFusion: arcee_fusion's importance quantiles, then the merge
 	// (arceefusion.go).
 	PathArceeFusion
+	// PathSlerp: slerp or nuslerp; a pass for each vector's norms and dot
+	// product, then the merge (rows: one pass, each block holding whole
+	// rows).
+	PathSlerp
 	numPaths
 )
 
 var pathNames = [numPaths]string{"copy", "plain", "model-stock", "single-pass", "model-radix", "speculate", "sampled", "radix",
-	"gram", "nearswap", "sce", "arcee-fusion"}
+	"gram", "nearswap", "sce", "arcee-fusion", "slerp"}
 
 func (p Path) String() string { return pathNames[p] }
 
@@ -99,6 +103,8 @@ func (p *Plan) Strategy(ji int) Strategy {
 		s.Path = PathGram
 	case m.OwnPath != PathCopy:
 		s.Path, s.Fused = m.OwnPath, false
+	case m.Slerp != SlerpNone:
+		s.Path = PathSlerp
 	case p.singlePass():
 		s.Path = PathSinglePass
 	case m.Trim && m.Scope == ScopeModel && p.trims():
@@ -115,7 +121,7 @@ func (p *Plan) Strategy(ji int) Strategy {
 // input in one dtype.
 func (p *Plan) fusable(ji int) bool {
 	m, j := p.Method, &p.Jobs[ji]
-	if m.NoBase || m.Drop != DropNone || m.ModelStock {
+	if m.NoBase || m.Drop != DropNone || m.ModelStock || m.Slerp != SlerpNone {
 		return false
 	}
 	for i, dt := range j.ModelDT {

@@ -42,6 +42,7 @@ func traceMatches(s Strategy, steps []string) bool {
 		PathNearSwap:    "nearswap",
 		PathSCE:         "sce",
 		PathArceeFusion: "arcee-fusion",
+		PathSlerp:       "slerp-(sums slerp-merge|rows)",
 	}[s.Path]
 	return regexp.MustCompile("^" + pattern + "$").MatchString(strings.Join(steps, " "))
 }
@@ -56,6 +57,7 @@ func TestStrategyMatchesEngine(t *testing.T) {
 		methodCase{"paper-approx", preset("paper", func(m *Method) { m.ApproxTopK = true }), methodCases[0].params},
 		methodCase{"multislerp", method("multislerp", "", nil), methodCases[0].params},
 		methodCase{"karcher", method("karcher", "", nil), methodCases[0].params},
+		methodCase{"nuslerp-rows", method("nuslerp", "", func(m *Method) { m.SlerpAxis = AxisRows }), slerpCaseParams},
 	)
 	cases = append(cases, ownMethodCases...)
 	seen := map[string]bool{}
@@ -64,6 +66,9 @@ func TestStrategyMatchesEngine(t *testing.T) {
 			for trial := range 2 {
 				r := rand.New(rand.NewPCG(uint64(ci), uint64(trial)+100))
 				n := ownModels(mc.name, 2+r.IntN(2))
+				if mc.method().Slerp != SlerpNone {
+					n = 2
+				}
 				set := randomSet(r, n, false)
 				if trial == 1 { // one dtype: the fused kernel and speculation apply
 					for _, ts := range append([][]testTensor{set.base}, set.models...) {

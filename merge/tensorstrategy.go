@@ -75,6 +75,8 @@ func (r *run) newStrategies() {
 			s = newSCE(len(r.ws), len(r.p.Models))
 		case PathArceeFusion:
 			s = newArceeFusion(len(r.ws))
+		case PathSlerp:
+			s = newSlerpTensors(len(r.ws))
 		}
 		built[p] = s
 		return s

@@ -64,7 +64,7 @@ func completionModel(app *kong.Node) []compCmd {
 				}
 			}
 			if f.Name == "method" {
-				cf.enum = strings.Split("ties,task_arithmetic,dare_ties,dare_linear,breadcrumbs,breadcrumbs_ties,della,della_linear,linear,model_stock,multislerp,karcher,nearswap,sce,arcee_fusion", ",")
+				cf.enum = strings.Split("ties,task_arithmetic,dare_ties,dare_linear,breadcrumbs,breadcrumbs_ties,della,della_linear,linear,model_stock,multislerp,karcher,nearswap,sce,arcee_fusion,slerp,nuslerp", ",")
 			}
 			c.flags = append(c.flags, cf)
 		}

@@ -25,7 +25,7 @@ type mergeCmd struct {
 	Base  string   `group:"input" help:"Base model (flag form): a directory of safetensors or a .safetensors file." placeholder:"DIR"`
 	Model []string `group:"input" help:"A fine-tuned model (flag form; repeat for each)." placeholder:"DIR"`
 
-	Method    string    `group:"method" help:"Merge method (flag form): ties, task_arithmetic, dare_ties, dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear, linear, model_stock, multislerp, karcher, nearswap, sce, arcee_fusion." default:"ties"`
+	Method    string    `group:"method" help:"Merge method (flag form): ties, task_arithmetic, dare_ties, dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear, linear, model_stock, multislerp, karcher, nearswap, sce, arcee_fusion, slerp, nuslerp." default:"ties"`
 	Preset    string    `group:"method" help:"TIES preset: paper (default in the flag form), mergekit (default for YAML) or peft." enum:",paper,mergekit,peft" default:""`
 	TrimScope string    `group:"method" help:"Trim threshold per model (whole model) or per tensor." enum:",model,tensor" default:""`
 	Density   string    `group:"method" help:"Fraction of each task vector kept by the trim, in (0, 1]."`
@@ -41,7 +41,7 @@ type mergeCmd struct {
 	TopK      string    `group:"method" name:"topk" help:"Whole-model threshold: exact, or approx (the high-bits histogram only: keeps up to one histogram bin more)." enum:",exact,approx" default:""`
 	TwoPass   bool      `group:"method" name:"two-pass" help:"Find exact thresholds with full histogram passes instead of one sampled pass with a spill."`
 	Compute   string    `group:"method" name:"compute-dtype" help:"Arithmetic: float32 (default: one rounding at the end) or bfloat16 (every step rounded to bf16, as mergekit with dtype: bfloat16; linear and task_arithmetic only)."`
-	T         string    `group:"method" name:"t" help:"nearswap: where the model is within t of the base, its value is taken."`
+	T         string    `group:"method" name:"t" help:"slerp: where between the base (0) and the model (1); nearswap: where the model is within t of the base, its value is taken."`
 	SceTopK   string    `group:"method" name:"select-topk" help:"sce: fraction of elements kept, those whose task vectors vary most across models."`
 
 	OutDType     string   `group:"output" name:"out-dtype" help:"Output dtype: bfloat16 (bf16), float16 (fp16, half) or float32 (fp32); torch.* names too (default: the base's)."`
@@ -244,7 +244,7 @@ func (m *mergeCmd) plan() (*config.Config, *merge.Plan, error) {
 		opts.Models = append(opts.Models, e.Path)
 	}
 	if opts.Base == "" && len(opts.Models) > 0 {
-		opts.Base = opts.Models[0] // linear: the first model lays out the output
+		opts.Base = opts.Models[0] // linear, nuslerp: the first model lays out the output
 	}
 	plan, err := merge.NewPlan(opts, method, resolve)
 	if err != nil {
