@@ -31,7 +31,7 @@ import (
 
 // ChunkElems is the span of one float64 partial sum; blocks hold a whole
 // number of chunks.
-const ChunkElems = 1024
+const ChunkElems = kernels.SumChunk
 
 // MaxModels is the most fine-tunes one inspection compares (a mask bit each).
 const MaxModels = 64
@@ -129,7 +129,8 @@ type engine struct {
 type worker struct {
 	base []float32
 	tau  [][]float32
-	f64  [][]float64 // [model]: one chunk of τ, widened
+	// c1, c2: a sum per chunk of the block, as the kernels write them
+	c1, c2 []float64
 	// mask words, 64 elements each: some model's τ > 0, some's < 0; per
 	// model, the kept set and the sign bits of its kept values
 	pos, neg   []uint64
@@ -329,7 +330,7 @@ func (e *engine) size(jobs []*job) error {
 	shared := runtimeAllowance + e.keepBytes + histBytes*m*(1+d)
 	perWorker := func(b int64) int64 {
 		return b*4*(m+1) + (b+63)/64*8*(2+2*m) + histBytes*m*max(1, d) + // blocks, masks, histograms
-			m*ChunkElems*8 + m*sideEntries*4 + // widened chunks, lists of |τ| with low bits
+			(b/ChunkElems+1)*8*2 + m*sideEntries*4 + // chunk sums, lists of |τ| with low bits
 			b*4*(m+1)*2 + // mapped input pages in flight, and their read-ahead
 			int64(1+m*(m-1)/2+m*d)*int64(len(Acc{}.limbs))*8*2 // sums
 	}
@@ -357,13 +358,13 @@ const sideEntries = 1 << 16
 
 func (e *engine) newWorker() *worker {
 	nw := wordsOf(e.block)
-	w := &worker{base: make([]float32, e.block), tau: make([][]float32, e.m), f64: make([][]float64, e.m),
+	nc := kernels.Chunks(e.block)
+	w := &worker{base: make([]float32, e.block), tau: make([][]float32, e.m), c1: make([]float64, nc), c2: make([]float64, nc),
 		pos: make([]uint64, nw), neg: make([]uint64, nw), kept: make([][]uint64, e.m), sign: make([][]uint64, e.m),
 		hi: make([]topk.Hist, e.m), lo: make([]topk.Hist, e.m*e.d), side: make([][]uint32, e.m),
 		sideFull: make([]bool, e.m), s: newSums(e.m, e.d), before: make([]uint64, e.m*e.d)}
 	for i := range w.tau {
 		w.tau[i] = make([]float32, e.block)
-		w.f64[i] = make([]float64, ChunkElems)
 		w.kept[i] = make([]uint64, nw)
 		w.sign[i] = make([]uint64, nw)
 		w.side[i] = make([]uint32, 0, sideEntries)

@@ -18,6 +18,9 @@ var Generic = &Set{
 	Finish:     finishGeneric,
 	Range:      rangeGeneric,
 	DeltaRange: deltaRangeGeneric,
+	Norms:      normsGeneric,
+	Dot:        dotGeneric,
+	TrimWords:  trimWordsGeneric,
 }
 
 func init() { Generic.Ties = stagedTies(Generic) }
