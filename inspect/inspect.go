@@ -6,11 +6,14 @@
 // vectors. docs/inspect.md defines every figure.
 //
 // It streams the inputs from their mappings in blocks, tensor by tensor, in
-// three passes per tensor: the high 16 bits of every |τ| (histograms), the
-// low 16 bits inside the chosen bins (exact top-k thresholds, as select/
-// finds them for the merges), then the statistics. Counts are integers and
-// sums are exact (Acc) over float64 partial sums of fixed 1024-element
-// chunks, so the results do not depend on the thread count or the block size.
+// two passes per tensor: the first takes the high 16 bits of every |τ|
+// (histograms, as select/ finds thresholds for the merges) with lists of
+// the |τ| that have low bits, and everything no trim changes; the second
+// the trims at the exact top-k thresholds. A model whose list overflows
+// takes a low-bit pass between them. Counts are integers and sums are exact
+// (Acc) over the kernels' float64 sums of fixed 1024-element chunks, so the
+// results do not depend on the thread count, the block size or the kernel
+// set.
 package inspect
 
 import (
@@ -132,7 +135,8 @@ type worker struct {
 	// c1, c2: a sum per chunk of the block, as the kernels write them
 	c1, c2 []float64
 	// mask words, 64 elements each: some model's τ > 0, some's < 0; per
-	// model, the kept set and the sign bits of its kept values
+	// cut (model·d + density), the kept set and the sign bits of its kept
+	// values
 	pos, neg   []uint64
 	kept, sign [][]uint64
 	hi         []topk.Hist
@@ -329,7 +333,7 @@ func (e *engine) size(jobs []*job) error {
 	e.keepBytes = min(maxMem/4, 512<<20)
 	shared := runtimeAllowance + e.keepBytes + histBytes*m*(1+d)
 	perWorker := func(b int64) int64 {
-		return b*4*(m+1) + (b+63)/64*8*(2+2*m) + histBytes*m*max(1, d) + // blocks, masks, histograms
+		return b*4*(m+1) + (b+63)/64*8*(2+2*m*d) + histBytes*m*max(1, d) + // blocks, masks, histograms
 			(b/ChunkElems+1)*8*2 + m*sideEntries*4 + // chunk sums, lists of |τ| with low bits
 			b*4*(m+1)*2 + // mapped input pages in flight, and their read-ahead
 			int64(1+m*(m-1)/2+m*d)*int64(len(Acc{}.limbs))*8*2 // sums
@@ -360,14 +364,16 @@ func (e *engine) newWorker() *worker {
 	nw := wordsOf(e.block)
 	nc := kernels.Chunks(e.block)
 	w := &worker{base: make([]float32, e.block), tau: make([][]float32, e.m), c1: make([]float64, nc), c2: make([]float64, nc),
-		pos: make([]uint64, nw), neg: make([]uint64, nw), kept: make([][]uint64, e.m), sign: make([][]uint64, e.m),
+		pos: make([]uint64, nw), neg: make([]uint64, nw), kept: make([][]uint64, e.m*e.d), sign: make([][]uint64, e.m*e.d),
 		hi: make([]topk.Hist, e.m), lo: make([]topk.Hist, e.m*e.d), side: make([][]uint32, e.m),
 		sideFull: make([]bool, e.m), s: newSums(e.m, e.d), before: make([]uint64, e.m*e.d)}
 	for i := range w.tau {
 		w.tau[i] = make([]float32, e.block)
-		w.kept[i] = make([]uint64, nw)
-		w.sign[i] = make([]uint64, nw)
 		w.side[i] = make([]uint32, 0, sideEntries)
+	}
+	for x := range w.kept {
+		w.kept[x] = make([]uint64, nw)
+		w.sign[x] = make([]uint64, nw)
 	}
 	return w
 }
@@ -504,28 +510,62 @@ func (e *engine) deltas(w *worker, j *job, b int, count bool) (n int, lo int64, 
 	return n, lo, nil
 }
 
-// tensor runs the passes over one tensor and returns its sums.
+// tensor runs the passes over one tensor and returns its sums: the first
+// pass, the cuts from its histograms and lists, a low pass for the models
+// whose lists overflowed, then the trims.
 func (e *engine) tensor(ctx context.Context, j *job) (*sums, error) {
-	m, d := e.m, e.d
+	e.startTensor()
+	if err := e.runPass(ctx, j, e.firstPass(j)); err != nil {
+		return nil, err
+	}
+	if err := e.takeHigh(j); err != nil {
+		return nil, err
+	}
+	low, err := e.findCuts(j)
+	if err != nil {
+		return nil, err
+	}
+	if low != nil {
+		if err := e.lowPass(ctx, j, low); err != nil {
+			return nil, err
+		}
+	}
+	if err := e.trimPass(ctx, j); err != nil {
+		return nil, err
+	}
+	s := newSums(e.m, e.d)
+	for _, w := range e.workers {
+		s.add(w.s)
+		w.s.reset()
+	}
+	s.n = j.n
+	return s, nil
+}
+
+// startTensor readies the shared state and the workers for a tensor.
+func (e *engine) startTensor() {
 	if e.hi == nil {
-		e.hi = make([]topk.Hist, m)
-		e.lo = make([]topk.Hist, m*d)
-		e.cuts = make([]cut, m*d)
+		e.hi = make([]topk.Hist, e.m)
+		e.lo = make([]topk.Hist, e.m*e.d)
+		e.cuts = make([]cut, e.m*e.d)
 	}
 	for _, w := range e.workers {
 		w.s.reset()
-		for i := range m {
+		for i := range e.m {
 			w.side[i], w.sideFull[i] = w.side[i][:0], false
 		}
 	}
-	// Pass 1: high-bit histograms, the list of |τ| with low bits, and what
-	// no trim changes.
-	err := e.runPass(ctx, j, func(w *worker, b int) error {
+}
+
+// firstPass is the work of the first pass on a block: high-bit histograms,
+// the lists of |τ| with low bits, and what no trim changes.
+func (e *engine) firstPass(j *job) func(w *worker, b int) error {
+	return func(w *worker, b int) error {
 		n, _, err := e.deltas(w, j, b, true)
 		if err != nil {
 			return err
 		}
-		for i := range m {
+		for i := range e.m {
 			tau := w.tau[i][:n]
 			if w.sideFull[i] {
 				w.hi[i].AddHigh(tau)
@@ -535,11 +575,13 @@ func (e *engine) tensor(ctx context.Context, j *job) (*sums, error) {
 		}
 		e.norms(w, n)
 		return nil
-	})
-	if err != nil {
-		return nil, err
 	}
-	for i := range m {
+}
+
+// takeHigh gathers the workers' high-bit histograms; a τ that is not
+// finite is an error.
+func (e *engine) takeHigh(j *job) error {
+	for i := range e.m {
 		for _, w := range e.workers {
 			e.hi[i].Take(&w.hi[i])
 		}
@@ -548,14 +590,17 @@ func (e *engine) tensor(ctx context.Context, j *job) (*sums, error) {
 			bad += e.hi[i].Count(bin)
 		}
 		if bad > 0 {
-			return nil, fmt.Errorf("model %s: tensor %q: %d values of τ = θ − θ₀ are not finite (Inf or NaN)", e.opts.Models[i], j.name, bad)
+			return fmt.Errorf("model %s: tensor %q: %d values of τ = θ − θ₀ are not finite (Inf or NaN)", e.opts.Models[i], j.name, bad)
 		}
 	}
-	// The cuts: the low histogram from the lists where they are complete,
-	// else from a low pass.
-	low := make([]bool, m) // model i takes the low pass
-	anyLow := false
-	for i := range m {
+	return nil
+}
+
+// findCuts sets every cut from the high histograms, and finishes those of
+// the models whose lists of |τ| with low bits are complete; low (nil when
+// none) marks the models that need the low pass.
+func (e *engine) findCuts(j *job) (low []bool, err error) {
+	for i := range e.m {
 		listed := true
 		for _, w := range e.workers {
 			listed = listed && !w.sideFull[i]
@@ -567,27 +612,21 @@ func (e *engine) tensor(ctx context.Context, j *job) (*sums, error) {
 			}
 		}
 		for k, dens := range e.densities {
-			x := i*d + k
-			c := &e.cuts[x]
-			*c = cut{}
-			kk := math.Floor(dens * float64(j.n))
+			x := i*e.d + k
+			sized, err := e.sizeCut(j, x, dens)
+			if err != nil {
+				return nil, err
+			}
 			switch {
-			case dens >= 1:
-				c.all = true
-			case kk < 1:
-				c.none = true
+			case !sized:
+			case !listed:
+				if low == nil {
+					low = make([]bool, e.m)
+				}
+				low[i] = true
 			default:
-				c.k = uint64(kk)
-				bin, above, err := e.hi[i].Pick(c.k)
-				if err != nil {
-					return nil, fmt.Errorf("tensor %q: %w", j.name, err)
-				}
-				c.hiBin, c.aboveHi = bin, above
-				if !listed {
-					low[i], anyLow = true, true
-					continue
-				}
-				e.lo[x].LowFrom(bin, e.hi[i].Count(bin), side)
+				c := &e.cuts[x]
+				e.lo[x].LowFrom(c.hiBin, e.hi[i].Count(c.hiBin), side)
 				if err := e.exact(j, x); err != nil {
 					return nil, err
 				}
@@ -595,42 +634,67 @@ func (e *engine) tensor(ctx context.Context, j *job) (*sums, error) {
 		}
 		e.hi[i].Reset()
 	}
-	if anyLow {
-		// Pass 2: low-bit histograms inside the chosen bins.
-		err := e.runPass(ctx, j, func(w *worker, b int) error {
-			n, _, err := e.deltas(w, j, b, false)
-			if err != nil {
-				return err
-			}
-			for i := range m {
-				if !low[i] {
-					continue
-				}
-				for k := range d {
-					if c := &e.cuts[i*d+k]; !c.all && !c.none {
-						w.lo[i*d+k].AddLow(w.tau[i][:n], c.hiBin)
-					}
-				}
-			}
-			return nil
-		})
+	return low, nil
+}
+
+// sizeCut starts cut x at density dens from its model's high histogram;
+// sized: it trims some of the values and so needs its exact threshold.
+func (e *engine) sizeCut(j *job, x int, dens float64) (sized bool, err error) {
+	c := &e.cuts[x]
+	*c = cut{}
+	kk := math.Floor(dens * float64(j.n))
+	switch {
+	case dens >= 1:
+		c.all = true
+	case kk < 1:
+		c.none = true
+	default:
+		c.k = uint64(kk)
+		bin, above, err := e.hi[x/e.d].Pick(c.k)
 		if err != nil {
-			return nil, err
+			return false, fmt.Errorf("tensor %q: %w", j.name, err)
+		}
+		c.hiBin, c.aboveHi = bin, above
+		return true, nil
+	}
+	return false, nil
+}
+
+// lowPass reads the tensor again for the models low marks: low-bit
+// histograms inside the chosen bins, then their exact cuts.
+func (e *engine) lowPass(ctx context.Context, j *job, low []bool) error {
+	err := e.runPass(ctx, j, func(w *worker, b int) error {
+		n, _, err := e.deltas(w, j, b, false)
+		if err != nil {
+			return err
 		}
 		for x := range e.cuts {
-			if c := &e.cuts[x]; c.all || c.none || !low[x/d] {
-				continue
-			}
-			for _, w := range e.workers {
-				e.lo[x].Take(&w.lo[x])
-			}
-			if err := e.exact(j, x); err != nil {
-				return nil, err
+			if c := &e.cuts[x]; low[x/e.d] && !c.all && !c.none {
+				w.lo[x].AddLow(w.tau[x/e.d][:n], c.hiBin)
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	// Pass 2 (3 after a low pass): the trims, with the ties at partial cuts
-	// counted in block order.
+	for x := range e.cuts {
+		if c := &e.cuts[x]; c.all || c.none || !low[x/e.d] {
+			continue
+		}
+		for _, w := range e.workers {
+			e.lo[x].Take(&w.lo[x])
+		}
+		if err := e.exact(j, x); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// trimPass is the last pass: the trims, with the ties at partial cuts
+// counted in block order.
+func (e *engine) trimPass(ctx context.Context, j *job) error {
 	var partials []int
 	for x := range e.cuts {
 		if e.cuts[x].partial() {
@@ -642,24 +706,14 @@ func (e *engine) tensor(ctx context.Context, j *job) (*sums, error) {
 	if len(partials) > 0 {
 		e.ties = newTieScan(nb, len(partials))
 	}
-	err = e.runPass(ctx, j, func(w *worker, b int) error {
+	defer func() { e.ties = nil }()
+	return e.runPass(ctx, j, func(w *worker, b int) error {
 		n, _, err := e.deltas(w, j, b, true)
 		if err != nil {
 			return err
 		}
 		return e.trims(w, b, n, partials)
 	})
-	e.ties = nil
-	if err != nil {
-		return nil, err
-	}
-	s := newSums(m, d)
-	for _, w := range e.workers {
-		s.add(w.s)
-		w.s.reset()
-	}
-	s.n = j.n
-	return s, nil
 }
 
 // exact finishes cut x from its bin and the low histogram of that bin.

@@ -65,109 +65,125 @@ func addAll(a *Acc, c []float64) {
 }
 
 // trims adds to w.s what the trims keep and remove, for block b's n
-// elements: the ties at the partial cuts first (other blocks wait for
-// them), then per density each model's kept set as mask words, the mass
-// outside it (four partial sums per chunk, as norms), and what the sets
-// share.
+// elements: each model's kept set at each density as mask words, the mass
+// outside it (chunk sums, as norms), and what the sets share. A block
+// posts its ties at the partial cuts first, trims at the other cuts while
+// the blocks before post theirs, and only then waits for them.
 func (e *engine) trims(w *worker, b, n int, partials []int) error {
-	m, d := e.m, e.d
-	s := w.s
-	var before []uint64
 	if len(partials) > 0 {
 		w.counts = w.counts[:0]
 		for _, x := range partials {
 			c := &e.cuts[x]
-			w.counts = append(w.counts, uint64(e.ks.Range(w.tau[x/d][:n], c.bits, c.bits, nil)))
+			w.counts = append(w.counts, uint64(e.ks.Range(w.tau[x/e.d][:n], c.bits, c.bits, nil)))
 		}
 		e.ties.post(b, w.counts)
-		before = w.before[:len(partials)]
+	}
+	p := 0
+	for x := range e.cuts {
+		if p < len(partials) && partials[p] == x {
+			p++
+			continue
+		}
+		e.trimCut(w, x, n, e.cuts[x].gt())
+	}
+	if len(partials) > 0 {
+		before := w.before[:len(partials)]
 		if err := e.ties.wait(b, before); err != nil {
 			return err
 		}
+		for p, x := range partials {
+			e.trimPartial(w, x, n, before[p], w.counts[p])
+		}
 	}
-	nw := wordsOf(n)
-	for k := range d {
-		for i := range m {
-			c := &e.cuts[i*d+k]
-			tau := w.tau[i][:n]
-			kw, sw := w.kept[i][:nw], w.sign[i][:nw]
-			if c.none {
-				clear(kw)
-				clear(sw)
-				for c0 := 0; c0 < n; c0 += ChunkElems {
-					var rem float64
-					for _, t := range tau[c0:min(c0+ChunkElems, n)] {
-						rem += math.Abs(float64(t))
-					}
-					s.removed[k][i].Add(rem)
-				}
-				continue
-			}
-			// Kept: a magnitude pattern above gt; at the threshold, the
-			// first take of this block's ties, or all, or none.
-			thr := c.bits
-			gt := thr // strictly above
-			mode := c.ties()
-			var run, need uint64
-			if mode == tiesAll {
-				gt = thr - 1 // thr ≥ 1 here
-			}
-			if mode == tiesPartial {
-				for p, x := range partials {
-					if x == i*d+k {
-						run = before[p]
-						ties := w.counts[p]
-						need = c.need
-						switch {
-						case run >= need:
-							mode = tiesNone
-						case need-run >= ties:
-							mode, gt = tiesNone, thr-1
-						}
-					}
-				}
-			}
-			var kept int
-			if mode == tiesPartial {
-				kept = trimTies(tau, kw, sw, thr, run, need, s.removed[k][i:i+1])
-			} else {
-				nc := kernels.Chunks(n)
-				kept = e.ks.TrimWords(tau, gt, kw, sw, w.c1[:nc])
-				addAll(&s.removed[k][i], w.c1[:nc])
-			}
-			s.kept[k][i] += int64(kept)
-		}
-		// What the kept sets share, a word at a time.
-		var overlap, topkConflict int
-		po := s.pairOverlap[k]
-		for wi := range nw {
-			var ones, twos, pos, neg uint64
-			for i := range m {
-				kw, sw := w.kept[i][wi], w.sign[i][wi]
-				twos |= ones & kw
-				ones |= kw
-				pos |= kw &^ sw
-				neg |= kw & sw
-			}
-			if twos == 0 {
-				continue
-			}
-			overlap += bits.OnesCount64(twos)
-			topkConflict += bits.OnesCount64(pos & neg)
-			for i := range m {
-				ki := w.kept[i][wi] & twos
-				if ki == 0 {
-					continue
-				}
-				for j := i + 1; j < m; j++ {
-					po[pairIndex(i, j, m)] += int64(bits.OnesCount64(ki & w.kept[j][wi]))
-				}
-			}
-		}
-		s.overlap[k] += int64(overlap)
-		s.topkConflict[k] += int64(topkConflict)
+	for k := range e.d {
+		e.overlaps(w, k, wordsOf(n))
 	}
 	return nil
+}
+
+// gt is the magnitude pattern above which a cut whose ties are all kept or
+// all trimmed keeps a value.
+func (c *cut) gt() uint32 {
+	if c.ties() == tiesAll {
+		return c.bits - 1 // bits ≥ 1 here
+	}
+	return c.bits
+}
+
+// trimCut trims model x/d's τ at cut x, keeping the magnitude patterns
+// above gt, into the words of x.
+func (e *engine) trimCut(w *worker, x, n int, gt uint32) {
+	i, k := x/e.d, x%e.d
+	c := &e.cuts[x]
+	tau := w.tau[i][:n]
+	kw, sw := w.kept[x][:wordsOf(n)], w.sign[x][:wordsOf(n)]
+	s := w.s
+	if c.none {
+		clear(kw)
+		clear(sw)
+		for c0 := 0; c0 < n; c0 += ChunkElems {
+			var rem float64
+			for _, t := range tau[c0:min(c0+ChunkElems, n)] {
+				rem += math.Abs(float64(t))
+			}
+			s.removed[k][i].Add(rem)
+		}
+		return
+	}
+	nc := kernels.Chunks(n)
+	s.kept[k][i] += int64(e.ks.TrimWords(tau, gt, kw, sw, w.c1[:nc]))
+	addAll(&s.removed[k][i], w.c1[:nc])
+}
+
+// trimPartial trims at partial cut x, of whose ties run came in the blocks
+// before and ties are in this one: the first c.need in the tensor are kept.
+func (e *engine) trimPartial(w *worker, x, n int, run, ties uint64) {
+	c := &e.cuts[x]
+	switch need := c.need; {
+	case run >= need:
+		e.trimCut(w, x, n, c.bits)
+	case need-run >= ties:
+		e.trimCut(w, x, n, c.bits-1)
+	default:
+		i, k := x/e.d, x%e.d
+		nw := wordsOf(n)
+		kept := trimTies(w.tau[i][:n], w.kept[x][:nw], w.sign[x][:nw], c.bits, run, need, w.s.removed[k][i:i+1])
+		w.s.kept[k][i] += int64(kept)
+	}
+}
+
+// overlaps adds what the kept sets at density k share, a word at a time.
+func (e *engine) overlaps(w *worker, k, nw int) {
+	m, d := e.m, e.d
+	s := w.s
+	var overlap, topkConflict int
+	po := s.pairOverlap[k]
+	for wi := range nw {
+		var ones, twos, pos, neg uint64
+		for i := range m {
+			kw, sw := w.kept[i*d+k][wi], w.sign[i*d+k][wi]
+			twos |= ones & kw
+			ones |= kw
+			pos |= kw &^ sw
+			neg |= kw & sw
+		}
+		if twos == 0 {
+			continue
+		}
+		overlap += bits.OnesCount64(twos)
+		topkConflict += bits.OnesCount64(pos & neg)
+		for i := range m {
+			ki := w.kept[i*d+k][wi] & twos
+			if ki == 0 {
+				continue
+			}
+			for j := i + 1; j < m; j++ {
+				po[pairIndex(i, j, m)] += int64(bits.OnesCount64(ki & w.kept[j*d+k][wi]))
+			}
+		}
+	}
+	s.overlap[k] += int64(overlap)
+	s.topkConflict[k] += int64(topkConflict)
 }
 
 // trimTies is the kernels' TrimWords for the block where only some of the values at the
