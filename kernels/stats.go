@@ -35,22 +35,9 @@ func Chunks(n int) int { return (n + SumChunk - 1) / SumChunk }
 // Words is the number of mask words of n elements.
 func Words(n int) int { return (n + 63) / 64 }
 
-// lanes4 is the fixed order of a chunk's sum (see above) over the values
-// v(x), x in [0, c).
-func lanes4(c int, v func(x int) float64) float64 {
-	var s0, s1, s2, s3 float64
-	x := 0
-	for ; x+4 <= c; x += 4 {
-		s0 += v(x)
-		s1 += v(x + 1)
-		s2 += v(x + 2)
-		s3 += v(x + 3)
-	}
-	for ; x < c; x++ {
-		s0 += v(x)
-	}
-	return pinNaN((s0 + s1) + (s2 + s3))
-}
+// sum4 is a chunk's sum in the fixed order (see above) from its four
+// partial sums, the last c mod 4 values already in s0.
+func sum4(s0, s1, s2, s3 float64) float64 { return pinNaN((s0 + s1) + (s2 + s3)) }
 
 func pinNaN(f float64) float64 {
 	if f != f {
@@ -87,8 +74,25 @@ func normsGeneric(tau []float32, l1, sq []float64, pos, neg []uint64) int {
 	_, _, _, _ = l1[:nc], sq[:nc], pos[:nw], neg[:nw]
 	for c := range nc {
 		t := tau[c*SumChunk : min(c*SumChunk+SumChunk, len(tau))]
-		l1[c] = lanes4(len(t), func(x int) float64 { return math.Abs(float64(t[x])) })
-		sq[c] = lanes4(len(t), func(x int) float64 { v := float64(t[x]); return v * v })
+		var a0, a1, a2, a3, q0, q1, q2, q3 float64
+		x := 0
+		for ; x+4 <= len(t); x += 4 {
+			v0, v1, v2, v3 := float64(t[x]), float64(t[x+1]), float64(t[x+2]), float64(t[x+3])
+			a0 += math.Abs(v0)
+			a1 += math.Abs(v1)
+			a2 += math.Abs(v2)
+			a3 += math.Abs(v3)
+			q0 += v0 * v0
+			q1 += v1 * v1
+			q2 += v2 * v2
+			q3 += v3 * v3
+		}
+		for ; x < len(t); x++ {
+			v := float64(t[x])
+			a0 += math.Abs(v)
+			q0 += v * v
+		}
+		l1[c], sq[c] = sum4(a0, a1, a2, a3), sum4(q0, q1, q2, q3)
 	}
 	return signWords(tau, pos, neg)
 }
@@ -97,8 +101,20 @@ func dotGeneric(a, b []float32, dot []float64) {
 	_, _ = b[:len(a)], dot[:Chunks(len(a))]
 	for c := range Chunks(len(a)) {
 		lo, hi := c*SumChunk, min(c*SumChunk+SumChunk, len(a))
-		x, y := a[lo:hi], b[lo:hi]
-		dot[c] = lanes4(len(x), func(i int) float64 { return float64(x[i]) * float64(y[i]) })
+		p, q := a[lo:hi], b[lo:hi]
+		q = q[:len(p)]
+		var d0, d1, d2, d3 float64
+		x := 0
+		for ; x+4 <= len(p); x += 4 {
+			d0 += float64(p[x]) * float64(q[x])
+			d1 += float64(p[x+1]) * float64(q[x+1])
+			d2 += float64(p[x+2]) * float64(q[x+2])
+			d3 += float64(p[x+3]) * float64(q[x+3])
+		}
+		for ; x < len(p); x++ {
+			d0 += float64(p[x]) * float64(q[x])
+		}
+		dot[c] = sum4(d0, d1, d2, d3)
 	}
 }
 
@@ -106,27 +122,31 @@ func trimWordsGeneric(tau []float32, gt uint32, kept, sign []uint64, removed []f
 	nc, nw := Chunks(len(tau)), Words(len(tau))
 	_, _, _ = kept[:nw], sign[:nw], removed[:nc]
 	n := 0
-	for w := range nw {
-		g := tau[w*64 : min(w*64+64, len(tau))]
-		var k, s uint64
-		for x, t := range g {
-			b := math.Float32bits(t)
-			if b&0x7fffffff > gt {
-				k |= 1 << x
-				s |= uint64(b>>31) << x
-			}
-		}
-		kept[w], sign[w] = k, s
-		n += bits.OnesCount64(k)
-	}
 	for c := range nc {
-		t := tau[c*SumChunk : min(c*SumChunk+SumChunk, len(tau))]
-		removed[c] = lanes4(len(t), func(x int) float64 {
-			if a := math.Float32bits(t[x]) & 0x7fffffff; a <= gt {
-				return float64(math.Float32frombits(a))
+		c0, c1 := c*SumChunk, min(c*SumChunk+SumChunk, len(tau))
+		last := c0 + (c1-c0)&^3 // from here on, values go to the first partial sum
+		var r [4]float64
+		for w0 := c0; w0 < c1; w0 += 64 {
+			g := tau[w0:min(w0+64, c1)]
+			var k, s uint64
+			for x, t := range g {
+				b := math.Float32bits(t)
+				a := b & 0x7fffffff
+				lane := x & 3
+				if w0+x >= last {
+					lane = 0
+				}
+				if a > gt {
+					k |= 1 << x
+					s |= uint64(b>>31) << x
+				} else {
+					r[lane] += float64(math.Float32frombits(a))
+				}
 			}
-			return 0
-		})
+			kept[w0/64], sign[w0/64] = k, s
+			n += bits.OnesCount64(k)
+		}
+		removed[c] = sum4(r[0], r[1], r[2], r[3])
 	}
 	return n
 }

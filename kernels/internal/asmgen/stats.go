@@ -47,7 +47,7 @@ func newStatsGen(a *asm, z bool) *statsGen {
 }
 
 // chunks emits the loop over the chunks: statsLockstep at a time while
-// there are that many (label prefix "pair"), then one. DX counts the
+// there are that many (label prefix "pair"), then one at a time. DX counts the
 // chunks left; body(l, lbl) emits the code for l chunks side by side; adv
 // lists the pointers and their bytes per chunk.
 func (g *statsGen) chunks(adv []ptr, body func(l int, lbl string)) {
@@ -65,6 +65,11 @@ func (g *statsGen) chunks(adv []ptr, body func(l int, lbl string)) {
 	a.op("TESTQ DX, DX")
 	a.op("JZ done")
 	body(1, "one")
+	for _, p := range adv {
+		a.op("ADDQ $%d, %s", p.sz, p.r)
+	}
+	a.op("DECQ DX")
+	a.op("JMP single")
 	a.label("done")
 }
 
