@@ -316,6 +316,11 @@ func dotAVX512(a *float32, b *float32, chunks int, dot *float64)
 //go:noescape
 func trimWordsAVX512(tau *float32, chunks int, gt uint32, kept *uint64, sign *uint64, removed *float64) (count int)
 
+// lowBitsAVX512 runs LowBits over n (a multiple of 64) values while 64 more fit in room; done is where it stopped.
+//
+//go:noescape
+func lowBitsAVX512(tau *float32, n int, list *uint32, room int) (done, count int)
+
 // widenBF16AVX2 widens n (a multiple of 8) bf16 values at src into dst.
 //
 //go:noescape
@@ -620,6 +625,11 @@ func dotAVX2(a *float32, b *float32, chunks int, dot *float64)
 //
 //go:noescape
 func trimWordsAVX2(tau *float32, chunks int, gt uint32, kept *uint64, sign *uint64, removed *float64) (count int)
+
+// lowBitsAVX2 runs LowBits over n (a multiple of 64) values while 64 more fit in room; done is where it stopped.
+//
+//go:noescape
+func lowBitsAVX2(tau *float32, n int, list *uint32, room int) (done, count int)
 
 // The aggregates the vote kernels are specialised on: Aggregate, with a
 // mean divided by non-unit weights apart.

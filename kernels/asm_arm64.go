@@ -111,6 +111,12 @@ func dotNEON(a *float32, b *float32, chunks int, dot *float64)
 //go:noescape
 func trimWordsNEON(tau *float32, chunks int, gt uint32, kept *uint64, sign *uint64, removed *float64) (count int)
 
+// lowBitsNEON runs LowBits over n (a multiple of 16) values while 16 more
+// fit in room; done is where it stopped.
+//
+//go:noescape
+func lowBitsNEON(tau *float32, n int, list *uint32, room int) (done, count int)
+
 // neonTiesArgs is the fused NEON kernels' parameter block.
 type neonTiesArgs struct {
 	dst    *byte

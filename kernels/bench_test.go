@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -257,5 +258,29 @@ func BenchmarkStats(b *testing.B) {
 				s.TrimWords(tau, gt, w1, w2, sums)
 			}
 		})
+	}
+}
+
+// BenchmarkLowBits lists the magnitudes with low bits of one block in which
+// one value in frac has them, into a list with room for all.
+func BenchmarkLowBits(b *testing.B) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, frac := range []int{1000, 30, 3} {
+		tau := make([]float32, benchBlock)
+		for i := range tau {
+			tau[i] = float32(r.NormFloat64() * 1e-3)
+			if r.IntN(frac) != 0 {
+				tau[i] = math.Float32frombits(math.Float32bits(tau[i]) &^ 0xffff)
+			}
+		}
+		list := make([]uint32, benchBlock)
+		for _, s := range Available() {
+			b.Run(fmt.Sprintf("frac=1/%d/set=%s", frac, s.Name), func(b *testing.B) {
+				b.SetBytes(4 * benchBlock)
+				for b.Loop() {
+					s.LowBits(tau, list)
+				}
+			})
+		}
 	}
 }

@@ -251,3 +251,18 @@ func FuzzTrimWords(f *testing.F) {
 		checkTrimWords(t, asmSets(t), "fuzz", tau, gt, int(k/8)%4)
 	})
 }
+
+// FuzzLowBits clears the low bits of most values (k sets how many keep
+// them) and lists into room w % 300.
+func FuzzLowBits(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte, k uint8, w uint32) {
+		tau := tiled(floatsOf(data), int(k%4))
+		for i := range tau {
+			if uint8(i*37)%8 >= k>>5 {
+				tau[i] = math.Float32frombits(math.Float32bits(tau[i]) &^ 0xffff)
+			}
+		}
+		checkLowBits(t, asmSets(t), "fuzz", tau, int(w%300))
+	})
+}

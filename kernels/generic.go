@@ -21,6 +21,7 @@ var Generic = &Set{
 	Norms:      normsGeneric,
 	Dot:        dotGeneric,
 	TrimWords:  trimWordsGeneric,
+	LowBits:    lowBitsGeneric,
 }
 
 func init() { Generic.Ties = stagedTies(Generic) }

@@ -191,6 +191,12 @@ type Set struct {
 	// sign, and the sum of the others' magnitudes to removed[c] for every
 	// chunk c. It returns how many it kept.
 	TrimWords func(tau []float32, gt uint32, kept, sign []uint64, removed []float64) (count int)
+
+	// LowBits writes to list, in order, the magnitude patterns of tau whose
+	// low 16 bits are not all zero, as many as fit, and returns how many
+	// there are (more than len(list) when they do not fit). The radix
+	// select takes a bin's low-bit histogram from such a list.
+	LowBits func(tau []float32, list []uint32) (count int)
 }
 
 // TiesBlock is one block of a fused TIES merge (Set.Ties). The block has

@@ -10604,3 +10604,130 @@ trim_word:
 	VMOV V27.S[0], R10
 	MOVD R10, count+48(FP)
 	RET
+
+// func lowBitsNEON(tau *float32, n int, list *uint32, room int) (done, count int)
+TEXT ·lowBitsNEON(SB), NOSPLIT, $0-48
+	MOVW $0x7fffffff, R10
+	VDUP R10, V26.S4
+	MOVW $0xffff, R10
+	VDUP R10, V25.S4
+	MOVD tau+0(FP), R0
+	MOVD n+8(FP), R1
+	LSR $4, R1, R1
+	MOVD list+16(FP), R3
+	MOVD R3, R8
+	MOVD room+24(FP), R4
+	ADD R4<<2, R3, R4
+	MOVD $0, R5
+	CBZ R1, lowbits_done
+lowbits_group:
+	VLD1 (R0), [V0.S4, V1.S4, V2.S4, V3.S4]
+	VAND V26.B16, V0.B16, V0.B16
+	VCMTST V25.S4, V0.S4, V4.S4
+	VAND V26.B16, V1.B16, V1.B16
+	VCMTST V25.S4, V1.S4, V5.S4
+	VAND V26.B16, V2.B16, V2.B16
+	VCMTST V25.S4, V2.S4, V6.S4
+	VAND V26.B16, V3.B16, V3.B16
+	VCMTST V25.S4, V3.S4, V7.S4
+	VORR V5.B16, V4.B16, V8.B16
+	VORR V7.B16, V6.B16, V9.B16
+	VORR V9.B16, V8.B16, V8.B16
+	VMOV V8.D[0], R6
+	VMOV V8.D[1], R7
+	ORR R6, R7, R6
+	CBZ R6, lowbits_next
+	SUB R3, R4, R9
+	CMP $64, R9
+	BLO lowbits_done
+	VMOV V0.S[0], R6
+	MOVW R6, (R3)
+	VMOV V4.S[0], R7
+	AND $4, R7, R7
+	ADD R7, R3, R3
+	VMOV V0.S[1], R6
+	MOVW R6, (R3)
+	VMOV V4.S[1], R7
+	AND $4, R7, R7
+	ADD R7, R3, R3
+	VMOV V0.S[2], R6
+	MOVW R6, (R3)
+	VMOV V4.S[2], R7
+	AND $4, R7, R7
+	ADD R7, R3, R3
+	VMOV V0.S[3], R6
+	MOVW R6, (R3)
+	VMOV V4.S[3], R7
+	AND $4, R7, R7
+	ADD R7, R3, R3
+	VMOV V1.S[0], R6
+	MOVW R6, (R3)
+	VMOV V5.S[0], R7
+	AND $4, R7, R7
+	ADD R7, R3, R3
+	VMOV V1.S[1], R6
+	MOVW R6, (R3)
+	VMOV V5.S[1], R7
+	AND $4, R7, R7
+	ADD R7, R3, R3
+	VMOV V1.S[2], R6
+	MOVW R6, (R3)
+	VMOV V5.S[2], R7
+	AND $4, R7, R7
+	ADD R7, R3, R3
+	VMOV V1.S[3], R6
+	MOVW R6, (R3)
+	VMOV V5.S[3], R7
+	AND $4, R7, R7
+	ADD R7, R3, R3
+	VMOV V2.S[0], R6
+	MOVW R6, (R3)
+	VMOV V6.S[0], R7
+	AND $4, R7, R7
+	ADD R7, R3, R3
+	VMOV V2.S[1], R6
+	MOVW R6, (R3)
+	VMOV V6.S[1], R7
+	AND $4, R7, R7
+	ADD R7, R3, R3
+	VMOV V2.S[2], R6
+	MOVW R6, (R3)
+	VMOV V6.S[2], R7
+	AND $4, R7, R7
+	ADD R7, R3, R3
+	VMOV V2.S[3], R6
+	MOVW R6, (R3)
+	VMOV V6.S[3], R7
+	AND $4, R7, R7
+	ADD R7, R3, R3
+	VMOV V3.S[0], R6
+	MOVW R6, (R3)
+	VMOV V7.S[0], R7
+	AND $4, R7, R7
+	ADD R7, R3, R3
+	VMOV V3.S[1], R6
+	MOVW R6, (R3)
+	VMOV V7.S[1], R7
+	AND $4, R7, R7
+	ADD R7, R3, R3
+	VMOV V3.S[2], R6
+	MOVW R6, (R3)
+	VMOV V7.S[2], R7
+	AND $4, R7, R7
+	ADD R7, R3, R3
+	VMOV V3.S[3], R6
+	MOVW R6, (R3)
+	VMOV V7.S[3], R7
+	AND $4, R7, R7
+	ADD R7, R3, R3
+lowbits_next:
+	ADD $64, R0, R0
+	ADD $16, R5, R5
+	SUBS $1, R1, R1
+	BNE lowbits_group
+lowbits_done:
+	MOVD R5, done+32(FP)
+	SUB R8, R3, R3
+	LSR $2, R3, R3
+	MOVD R3, count+40(FP)
+	RET

@@ -150,3 +150,16 @@ func trimWordsGeneric(tau []float32, gt uint32, kept, sign []uint64, removed []f
 	}
 	return n
 }
+
+func lowBitsGeneric(tau []float32, list []uint32) int {
+	n := 0
+	for _, t := range tau {
+		if b := math.Float32bits(t) & 0x7fffffff; b&0xffff != 0 {
+			if n < len(list) {
+				list[n] = b
+			}
+			n++
+		}
+	}
+	return n
+}

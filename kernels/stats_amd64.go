@@ -22,6 +22,8 @@ func init() {
 	avx2Set.TrimWords = func(tau []float32, gt uint32, kept, sign []uint64, removed []float64) int {
 		return trimWordsAVX(tau, gt, kept, sign, removed, false)
 	}
+	avx512Set.LowBits = func(tau []float32, list []uint32) int { return lowBitsAVX(tau, list, true) }
+	avx2Set.LowBits = func(tau []float32, list []uint32) int { return lowBitsAVX(tau, list, false) }
 }
 
 // pinNaNs writes every NaN of s as SumNaN.
@@ -91,4 +93,17 @@ func trimWordsAVX(tau []float32, gt uint32, kept, sign []uint64, removed []float
 		count += trimWordsGeneric(tau[full*SumChunk:], gt, kept[w:], sign[w:], removed[full:])
 	}
 	return count
+}
+
+func lowBitsAVX(tau []float32, list []uint32, z bool) int {
+	m := len(tau) &^ 63
+	done, count := 0, 0
+	if m > 0 && len(list) >= 64 {
+		if z {
+			done, count = lowBitsAVX512(&tau[0], m, &list[0], len(list))
+		} else {
+			done, count = lowBitsAVX2(&tau[0], m, &list[0], len(list))
+		}
+	}
+	return count + lowBitsGeneric(tau[done:], list[count:])
 }

@@ -10,6 +10,7 @@ import "math"
 
 func init() {
 	neonSet.Norms, neonSet.Dot, neonSet.TrimWords = neonNorms, neonDot, neonTrimWords
+	neonSet.LowBits = neonLowBits
 }
 
 // pinNaNs writes every NaN of s as SumNaN.
@@ -72,4 +73,13 @@ func neonTrimWords(tau []float32, gt uint32, kept, sign []uint64, removed []floa
 		count += trimWordsGeneric(tau[full*SumChunk:], gt, kept[full*words:], sign[full*words:], removed[full:])
 	}
 	return count
+}
+
+func neonLowBits(tau []float32, list []uint32) int {
+	m := len(tau) &^ 15
+	done, count := 0, 0
+	if m > 0 && len(list) >= 16 {
+		done, count = lowBitsNEON(&tau[0], m, &list[0], len(list))
+	}
+	return count + lowBitsGeneric(tau[done:], list[count:])
 }

@@ -311,3 +311,65 @@ func TestStatsNaNPinned(t *testing.T) {
 		}
 	}
 }
+
+// checkLowBits runs LowBits of every set under test with a list of room
+// entries (guarded) and compares it with the reference's.
+func checkLowBits(t *testing.T, sets []*Set, what string, tau []float32, room int) {
+	want := make([]uint32, room)
+	wantN := Generic.LowBits(tau, want)
+	for _, s := range sets {
+		buf := make([]uint32, room+guard)
+		for i := range buf {
+			buf[i] = 0xdeadbeef
+		}
+		n := s.LowBits(tau, buf[:room])
+		w := fmt.Sprintf("%s LowBits %s n=%d room=%d", s.Name, what, len(tau), room)
+		if n != wantN {
+			t.Fatalf("%s: count %d, want %d", w, n, wantN)
+		}
+		for i := range min(n, room) {
+			if buf[i] != want[i] {
+				t.Fatalf("%s: entry %d: %#x, want %#x", w, i, buf[i], want[i])
+			}
+		}
+		for i := room; i < len(buf); i++ {
+			if buf[i] != 0xdeadbeef {
+				t.Fatalf("%s: wrote past the list at %d", w, i)
+			}
+		}
+	}
+}
+
+// lowBitsInputs are mostly bf16-like values (low bits zero), with a
+// fraction frac (in 1/64) of random patterns.
+func lowBitsInput(r *rand.Rand, n, frac int) []float32 {
+	tau := make([]float32, n)
+	for i := range tau {
+		u := randBits(r)
+		if r.IntN(64) >= frac {
+			u &^= 0xffff
+		}
+		tau[i] = math.Float32frombits(u)
+	}
+	return tau
+}
+
+func TestLowBitsMatchesGeneric(t *testing.T) {
+	sets := asmSets(t)
+	r := rand.New(rand.NewPCG(49, 50))
+	for _, n := range append(statsLengths(testing.Short()), 64*5, 64*5+1, 100000) {
+		for _, frac := range []int{0, 1, 8, 64} {
+			tau := lowBitsInput(r, n, frac)
+			want := Generic.LowBits(tau, nil)
+			for _, room := range []int{0, 1, 63, 64, 65, 200, want - 1, want, want + 1, want + 64, n + 70} {
+				if room >= 0 {
+					checkLowBits(t, sets, fmt.Sprintf("frac %d/64", frac), tau, room)
+				}
+			}
+		}
+	}
+	for _, o := range []int{1, 2, 3, 5} {
+		buf := lowBitsInput(r, 1000, 4)
+		checkLowBits(t, sets, fmt.Sprintf("offset %d", o), buf[o:], 500)
+	}
+}

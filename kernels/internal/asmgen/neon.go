@@ -44,6 +44,7 @@ var neonDocs = map[string]string{
 	"norms":     "%s runs Norms over whole chunks: sums to l1 and sq (NaNs as they\ncome), words ORed into pos and neg.",
 	"dot":       "%s runs Dot over whole chunks (NaNs as they come).",
 	"trimWords": "%s runs TrimWords over whole chunks (NaN sums as they come).",
+	"lowBits":   "%s runs LowBits over n (a multiple of 16) values while 16 more\nfit in room; done is where it stopped.",
 }
 
 // neonText starts the assembly of one kernel and declares it.

@@ -123,6 +123,7 @@ func (g *statsGen) all() {
 	g.norms()
 	g.dot()
 	g.trimWords()
+	g.lowBits()
 }
 
 // norms: SI tau, DX chunks, DI l1, BX sq, R10 pos, R11 neg, R12 nonzero;
@@ -334,4 +335,99 @@ func (g *statsGen) trimWord(k int) {
 	a.op("MOVQ R9, %d(R11)", off)
 	a.op("POPCNTQ R8, R8")
 	a.op("ADDQ R8, R12")
+}
+
+// LowBits kernels: groups of 64 elements, tested for any magnitude with
+// low bits at once (such values are rare in task vectors of bf16 or f16
+// models). Before writing a group's values the kernel checks that 64 more
+// fit in the list, and returns where it stopped otherwise; the Go side
+// goes on with the reference.
+const sigLowBits = "(tau *float32, n int, list *uint32, room int) (done, count int)"
+
+// lowBits: SI tau, CX groups of 64 left, DI list, R9 room, R8 count, R10
+// done.
+func (g *statsGen) lowBits() {
+	a := g.a
+	name := "lowBits" + g.isa
+	declare(name, sigLowBits, name+" runs LowBits over n (a multiple of 64) values while 64 more fit in room; done is where it stopped.")
+	a.text(name, "$0-48", sigLowBits)
+	a.op("MOVQ tau+0(FP), SI")
+	a.op("MOVQ n+8(FP), CX")
+	a.op("SHRQ $6, CX")
+	a.op("MOVQ list+16(FP), DI")
+	a.op("MOVQ room+24(FP), R9")
+	a.op("XORQ R8, R8")
+	a.op("XORQ R10, R10")
+	if g.z {
+		broadcast512(a, "$0x7fffffff", 15)
+		broadcast512(a, "$0xffff", 14)
+	} else {
+		broadcast2(a, "0x7fffffff", 15)
+		broadcast2(a, "0xffff", 14)
+		a.op("VPXOR Y13, Y13, Y13")
+	}
+	a.op("TESTQ CX, CX")
+	a.op("JZ done")
+	a.label("group")
+	if g.z {
+		for k := 0; k < 4; k++ {
+			a.op("VPANDD %d(SI), Z15, Z%d", 64*k, k)
+			a.op("VPTESTMD Z14, Z%d, K%d", k, k+1)
+		}
+		a.op("KORW K1, K2, K5")
+		a.op("KORW K3, K4, K6")
+		a.op("KORTESTW K5, K6")
+	} else {
+		for k := 0; k < 8; k++ {
+			a.op("VPAND %d(SI), Y15, Y%d", 32*k, k)
+		}
+		a.op("VPOR Y1, Y0, Y8")
+		for k := 2; k < 8; k++ {
+			a.op("VPOR Y%d, Y8, Y8", k)
+		}
+		a.op("VPTEST Y14, Y8")
+	}
+	a.op("JZ next")
+	a.op("MOVQ R9, AX")
+	a.op("SUBQ R8, AX")
+	a.op("CMPQ AX, $64")
+	a.op("JB done")
+	if g.z {
+		for k := 0; k < 4; k++ {
+			// To a register, then a whole store (room for 64 is checked):
+			// a compressing store to memory is slow on some CPUs.
+			a.op("VPCOMPRESSD Z%d, K%d, Z5", k, k+1)
+			a.op("VMOVDQU32 Z5, (DI)(R8*4)")
+			a.op("KMOVW K%d, AX", k+1)
+			a.op("POPCNTL AX, AX")
+			a.op("ADDQ AX, R8")
+		}
+	} else {
+		for k := 0; k < 8; k++ {
+			a.op("VPAND Y%d, Y14, Y8", k)
+			a.op("VPCMPEQD Y13, Y8, Y8") // no low bits
+			a.op("VMOVMSKPS Y8, AX")
+			a.op("XORL $0xff, AX")
+			a.op("JZ skip%d", k)
+			a.label(fmt.Sprintf("bits%d", k))
+			a.op("TZCNTL AX, R11")
+			a.op("MOVL %d(SI)(R11*4), R12", 32*k)
+			a.op("ANDL $0x7fffffff, R12")
+			a.op("MOVL R12, (DI)(R8*4)")
+			a.op("INCQ R8")
+			a.op("BLSRL AX, AX")
+			a.op("JNZ bits%d", k)
+			a.label(fmt.Sprintf("skip%d", k))
+		}
+	}
+	a.label("next")
+	a.op("ADDQ $256, SI")
+	a.op("ADDQ $64, R10")
+	a.op("DECQ CX")
+	a.op("JNZ group")
+	a.label("done")
+	a.op("MOVQ R10, done+32(FP)")
+	a.op("MOVQ R8, count+40(FP)")
+	a.op("VZEROUPPER")
+	a.op("RET")
 }

@@ -232,4 +232,62 @@ func genStatsNEON() {
 	genNorms()
 	genDot()
 	genTrimWords()
+	genLowBits()
+}
+
+// genLowBits lists as genRange does: a group of 16 with any magnitude
+// whose low bits are set writes every lane's magnitude at the list's next
+// entry and advances it by the lane's match bit, once 16 entries fit.
+//
+//	R0 tau, R1 groups left, R3 the next entry, R4 the list's end, R5
+//	done, R8 the list; V0..V3 magnitudes, V4..V7 matches, V25 0xffff,
+//	V26 0x7fffffff.
+func genLowBits() {
+	name := "lowBitsNEON"
+	neonText(name, "(tau *float32, n int, list *uint32, room int) (done, count int)", "$0-48")
+	vdupc(26, 0x7fffffff)
+	vdupc(25, 0xffff)
+	p("MOVD tau+0(FP), R0")
+	p("MOVD n+8(FP), R1")
+	p("LSR $4, R1, R1")
+	p("MOVD list+16(FP), R3")
+	p("MOVD R3, R8")
+	p("MOVD room+24(FP), R4")
+	p("ADD R4<<2, R3, R4")
+	p("MOVD $0, R5")
+	p("CBZ R1, lowbits_done")
+	label("lowbits_group")
+	p("VLD1 (R0), %s", regs(0, 4, "S4"))
+	for k := 0; k < 4; k++ {
+		vand(k, k, 26)
+		vcmtst(4+k, k, 25)
+	}
+	vorr(8, 4, 5)
+	vorr(9, 6, 7)
+	vorr(8, 8, 9)
+	p("VMOV V8.D[0], R6")
+	p("VMOV V8.D[1], R7")
+	p("ORR R6, R7, R6")
+	p("CBZ R6, lowbits_next")
+	p("SUB R3, R4, R9")
+	p("CMP $64, R9")
+	p("BLO lowbits_done")
+	for l := 0; l < 16; l++ {
+		p("VMOV V%d.S[%d], R6", l/4, l%4)
+		p("MOVW R6, (R3)")
+		p("VMOV V%d.S[%d], R7", 4+l/4, l%4)
+		p("AND $4, R7, R7")
+		p("ADD R7, R3, R3")
+	}
+	label("lowbits_next")
+	p("ADD $64, R0, R0")
+	p("ADD $16, R5, R5")
+	p("SUBS $1, R1, R1")
+	p("BNE lowbits_group")
+	label("lowbits_done")
+	p("MOVD R5, done+32(FP)")
+	p("SUB R8, R3, R3")
+	p("LSR $2, R3, R3")
+	p("MOVD R3, count+40(FP)")
+	p("RET")
 }
