@@ -142,7 +142,8 @@ type worker struct {
 	hi         []topk.Hist
 	lo         []topk.Hist
 	// side: per model, the |τ| patterns with low bits of this worker's
-	// blocks of the tensor (topk's AddHighSide); sideFull: one did not fit
+	// blocks of the tensor (the kernels' LowBits, as topk's AddHighSide
+	// lists them); sideFull: one did not fit
 	side     [][]uint32
 	sideFull []bool
 	s        *sums
@@ -567,10 +568,14 @@ func (e *engine) firstPass(j *job) func(w *worker, b int) error {
 		}
 		for i := range e.m {
 			tau := w.tau[i][:n]
-			if w.sideFull[i] {
-				w.hi[i].AddHigh(tau)
-			} else if !w.hi[i].AddHighSide(tau, &w.side[i]) {
-				w.sideFull[i] = true
+			w.hi[i].AddHigh(tau)
+			if side := w.side[i]; !w.sideFull[i] {
+				c := e.ks.LowBits(tau, side[len(side):cap(side)])
+				if c > cap(side)-len(side) {
+					w.sideFull[i] = true
+				} else {
+					w.side[i] = side[:len(side)+c]
+				}
 			}
 		}
 		e.norms(w, n)
