@@ -121,7 +121,8 @@ type engine struct {
 	densities []float64
 
 	// per tensor, shared
-	hi   []topk.Hist // [model]
+	hi   []highHist  // [model]
+	hiMu sync.Mutex  // a worker hands its high counts on early (countHigh)
 	lo   []topk.Hist // [model*d + density]
 	cuts []cut       // [model*d + density]
 	ties *tieScan
@@ -139,7 +140,8 @@ type worker struct {
 	// values
 	pos, neg   []uint64
 	kept, sign [][]uint64
-	hi         []topk.Hist
+	hi         []blockHist
+	hiCount    []uint64 // values in hi, per model
 	lo         []topk.Hist
 	// side: per model, the |τ| patterns with low bits of this worker's
 	// blocks of the tensor (the kernels' LowBits, as topk's AddHighSide
@@ -305,7 +307,13 @@ func plan(opts Options) ([]*job, []*mmapio.Model, []string, error) {
 	return jobs, all, skipped, nil
 }
 
-const histBytes = int64(8*topk.Bins + 4*topk.Bins + 256)
+// The bytes of the histograms: select's (the low-bit ones), a worker's
+// high-bit one, a tensor's.
+const (
+	histBytes      = int64(8*topk.Bins + 4*topk.Bins + 256)
+	blockHistBytes = int64(hiWays*hiBins*4 + 4)
+	highHistBytes  = int64(8*hiBins + hiPages)
+)
 
 // size picks the workers and the block size that fit the memory bound.
 func (e *engine) size(jobs []*job) error {
@@ -332,9 +340,9 @@ func (e *engine) size(jobs []*job) error {
 	m, d := int64(e.m), int64(e.d)
 	const runtimeAllowance = 48 << 20
 	e.keepBytes = min(maxMem/4, 512<<20)
-	shared := runtimeAllowance + e.keepBytes + histBytes*m*(1+d)
+	shared := runtimeAllowance + e.keepBytes + highHistBytes*m + histBytes*m*d
 	perWorker := func(b int64) int64 {
-		return b*4*(m+1) + (b+63)/64*8*(2+2*m*d) + histBytes*m*max(1, d) + // blocks, masks, histograms
+		return b*4*(m+1) + (b+63)/64*8*(2+2*m*d) + blockHistBytes*m + histBytes*m*d + // blocks, masks, histograms
 			(b/ChunkElems+1)*8*2 + m*sideEntries*4 + // chunk sums, lists of |τ| with low bits
 			b*4*(m+1)*2 + // mapped input pages in flight, and their read-ahead
 			int64(1+m*(m-1)/2+m*d)*int64(len(Acc{}.limbs))*8*2 // sums
@@ -366,7 +374,7 @@ func (e *engine) newWorker() *worker {
 	nc := kernels.Chunks(e.block)
 	w := &worker{base: make([]float32, e.block), tau: make([][]float32, e.m), c1: make([]float64, nc), c2: make([]float64, nc),
 		pos: make([]uint64, nw), neg: make([]uint64, nw), kept: make([][]uint64, e.m*e.d), sign: make([][]uint64, e.m*e.d),
-		hi: make([]topk.Hist, e.m), lo: make([]topk.Hist, e.m*e.d), side: make([][]uint32, e.m),
+		hi: make([]blockHist, e.m), hiCount: make([]uint64, e.m), lo: make([]topk.Hist, e.m*e.d), side: make([][]uint32, e.m),
 		sideFull: make([]bool, e.m), s: newSums(e.m, e.d), before: make([]uint64, e.m*e.d)}
 	for i := range w.tau {
 		w.tau[i] = make([]float32, e.block)
@@ -546,7 +554,7 @@ func (e *engine) tensor(ctx context.Context, j *job) (*sums, error) {
 // startTensor readies the shared state and the workers for a tensor.
 func (e *engine) startTensor() {
 	if e.hi == nil {
-		e.hi = make([]topk.Hist, e.m)
+		e.hi = make([]highHist, e.m)
 		e.lo = make([]topk.Hist, e.m*e.d)
 		e.cuts = make([]cut, e.m*e.d)
 	}
@@ -568,7 +576,7 @@ func (e *engine) firstPass(j *job) func(w *worker, b int) error {
 		}
 		for i := range e.m {
 			tau := w.tau[i][:n]
-			w.hi[i].AddHigh(tau)
+			e.countHigh(w, i, tau)
 			if side := w.side[i]; !w.sideFull[i] {
 				c := e.ks.LowBits(tau, side[len(side):cap(side)])
 				if c > cap(side)-len(side) {
@@ -583,16 +591,30 @@ func (e *engine) firstPass(j *job) func(w *worker, b int) error {
 	}
 }
 
+// countHigh adds tau to worker w's high counts of model i, handing them on
+// to the tensor's first where they could overflow.
+func (e *engine) countHigh(w *worker, i int, tau []float32) {
+	if w.hiCount[i]+uint64(len(tau)) > math.MaxUint32 {
+		e.hiMu.Lock()
+		e.hi[i].take(&w.hi[i])
+		e.hiMu.Unlock()
+		w.hiCount[i] = 0
+	}
+	w.hi[i].add(tau)
+	w.hiCount[i] += uint64(len(tau))
+}
+
 // takeHigh gathers the workers' high-bit histograms; a τ that is not
 // finite is an error.
 func (e *engine) takeHigh(j *job) error {
 	for i := range e.m {
 		for _, w := range e.workers {
-			e.hi[i].Take(&w.hi[i])
+			e.hi[i].take(&w.hi[i])
+			w.hiCount[i] = 0
 		}
 		var bad uint64
 		for bin := uint32(0x7f80); bin <= 0x7fff; bin++ {
-			bad += e.hi[i].Count(bin)
+			bad += e.hi[i].count(bin)
 		}
 		if bad > 0 {
 			return fmt.Errorf("model %s: tensor %q: %d values of τ = θ − θ₀ are not finite (Inf or NaN)", e.opts.Models[i], j.name, bad)
@@ -631,13 +653,13 @@ func (e *engine) findCuts(j *job) (low []bool, err error) {
 				low[i] = true
 			default:
 				c := &e.cuts[x]
-				e.lo[x].LowFrom(c.hiBin, e.hi[i].Count(c.hiBin), side)
+				e.lo[x].LowFrom(c.hiBin, e.hi[i].count(c.hiBin), side)
 				if err := e.exact(j, x); err != nil {
 					return nil, err
 				}
 			}
 		}
-		e.hi[i].Reset()
+		e.hi[i].reset()
 	}
 	return low, nil
 }
@@ -655,7 +677,7 @@ func (e *engine) sizeCut(j *job, x int, dens float64) (sized bool, err error) {
 		c.none = true
 	default:
 		c.k = uint64(kk)
-		bin, above, err := e.hi[x/e.d].Pick(c.k)
+		bin, above, err := e.hi[x/e.d].pick(c.k)
 		if err != nil {
 			return false, fmt.Errorf("tensor %q: %w", j.name, err)
 		}
