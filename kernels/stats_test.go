@@ -210,8 +210,9 @@ func TestStatsUnaligned(t *testing.T) {
 	}
 }
 
-// plainChunk is a chunk's sum as stats.go words it, written out without
-// lanes4: partial sum x mod 4 for the first c&^3, the rest into the first.
+// plainChunk is a chunk's sum as stats.go words it, written out apart from
+// the reference: partial sum x mod 4 for the first c&^3, the rest into the
+// first.
 func plainChunk(v []float64) float64 {
 	var s [4]float64
 	for x, f := range v {
