@@ -186,9 +186,9 @@ func (e *engine) overlaps(w *worker, k, nw int) {
 	s.topkConflict[k] += int64(topkConflict)
 }
 
-// trimTies is the kernels' TrimWords for the block where only some of the values at the
-// threshold thr are kept: the first need of them in the tensor, run being
-// how many came in the blocks before.
+// trimTies is the kernels' TrimWords, in the same order, for the block where
+// only some of the values at the threshold thr are kept: the first need of
+// them in the tensor, run being how many came in the blocks before.
 func trimTies(tau []float32, kw, sw []uint64, thr uint32, run, need uint64, removed []Acc) int {
 	n := len(tau)
 	kept := 0
