@@ -492,12 +492,14 @@ func (e *engine) release(j *job, b int, lo, hi int64) {
 
 // releaseTensor drops the pages of every input of j, read for the last time.
 func (e *engine) releaseTensor(j *job) {
-	for _, t := range append([]*mmapio.Tensor{j.base}, j.models...) {
+	inputs := append([]*mmapio.Tensor{j.base}, j.models...)
+	e.each(len(inputs), func(i int) {
+		t := inputs[i]
 		if mp, err := e.pool.Acquire(t.File); err == nil {
 			mp.DontNeed(t.Offset, t.Size)
 			e.pool.Release(t.File)
 		}
-	}
+	})
 }
 
 // deltas widens block b's base and computes every model's τ into w.tau;
@@ -607,11 +609,13 @@ func (e *engine) countHigh(w *worker, i int, tau []float32) {
 // takeHigh gathers the workers' high-bit histograms; a τ that is not
 // finite is an error.
 func (e *engine) takeHigh(j *job) error {
-	for i := range e.m {
+	e.each(e.m, func(i int) {
 		for _, w := range e.workers {
 			e.hi[i].take(&w.hi[i])
 			w.hiCount[i] = 0
 		}
+	})
+	for i := range e.m {
 		var bad uint64
 		for bin := uint32(0x7f80); bin <= 0x7fff; bin++ {
 			bad += e.hi[i].count(bin)
@@ -621,6 +625,22 @@ func (e *engine) takeHigh(j *job) error {
 		}
 	}
 	return nil
+}
+
+// each runs fn(0) … fn(n−1) on up to e.threads goroutines: the work
+// between a tensor's passes, which would otherwise leave all cores but one
+// idle.
+func (e *engine) each(n int, fn func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(n, max(e.threads, 1)) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				fn(i)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // findCuts sets every cut from the high histograms, and finishes those of
