@@ -6,11 +6,14 @@
 // vectors. docs/inspect.md defines every figure.
 //
 // It streams the inputs from their mappings in blocks, tensor by tensor, in
-// three passes per tensor: the high 16 bits of every |τ| (histograms), the
-// low 16 bits inside the chosen bins (exact top-k thresholds, as select/
-// finds them for the merges), then the statistics. Counts are integers and
-// sums are exact (Acc) over float64 partial sums of fixed 1024-element
-// chunks, so the results do not depend on the thread count or the block size.
+// two passes per tensor: the first takes the high 16 bits of every |τ|
+// (histograms, as select/ finds thresholds for the merges) with lists of
+// the |τ| that have low bits, and everything no trim changes; the second
+// the trims at the exact top-k thresholds. A model whose list overflows
+// takes a low-bit pass between them. Counts are integers and sums are exact
+// (Acc) over the kernels' float64 sums of fixed 1024-element chunks, so the
+// results do not depend on the thread count, the block size or the kernel
+// set.
 package inspect
 
 import (
@@ -31,7 +34,7 @@ import (
 
 // ChunkElems is the span of one float64 partial sum; blocks hold a whole
 // number of chunks.
-const ChunkElems = 1024
+const ChunkElems = kernels.SumChunk
 
 // MaxModels is the most fine-tunes one inspection compares (a mask bit each).
 const MaxModels = 64
@@ -118,7 +121,8 @@ type engine struct {
 	densities []float64
 
 	// per tensor, shared
-	hi   []topk.Hist // [model]
+	hi   []highHist  // [model]
+	hiMu sync.Mutex  // a worker hands its high counts on early (countHigh)
 	lo   []topk.Hist // [model*d + density]
 	cuts []cut       // [model*d + density]
 	ties *tieScan
@@ -129,15 +133,19 @@ type engine struct {
 type worker struct {
 	base []float32
 	tau  [][]float32
-	f64  [][]float64 // [model]: one chunk of τ, widened
+	// c1, c2: a sum per chunk of the block, as the kernels write them
+	c1, c2 []float64
 	// mask words, 64 elements each: some model's τ > 0, some's < 0; per
-	// model, the kept set and the sign bits of its kept values
+	// cut (model·d + density), the kept set and the sign bits of its kept
+	// values
 	pos, neg   []uint64
 	kept, sign [][]uint64
-	hi         []topk.Hist
+	hi         []blockHist
+	hiCount    []uint64 // values in hi, per model
 	lo         []topk.Hist
 	// side: per model, the |τ| patterns with low bits of this worker's
-	// blocks of the tensor (topk's AddHighSide); sideFull: one did not fit
+	// blocks of the tensor (the kernels' LowBits, as topk's AddHighSide
+	// lists them); sideFull: one did not fit
 	side     [][]uint32
 	sideFull []bool
 	s        *sums
@@ -299,7 +307,13 @@ func plan(opts Options) ([]*job, []*mmapio.Model, []string, error) {
 	return jobs, all, skipped, nil
 }
 
-const histBytes = int64(8*topk.Bins + 4*topk.Bins + 256)
+// The bytes of the histograms: select's (the low-bit ones), a worker's
+// high-bit one, a tensor's.
+const (
+	histBytes      = int64(8*topk.Bins + 4*topk.Bins + 256)
+	blockHistBytes = int64(hiWays*hiBins*4 + 4)
+	highHistBytes  = int64(8*hiBins + hiPages)
+)
 
 // size picks the workers and the block size that fit the memory bound.
 func (e *engine) size(jobs []*job) error {
@@ -326,10 +340,10 @@ func (e *engine) size(jobs []*job) error {
 	m, d := int64(e.m), int64(e.d)
 	const runtimeAllowance = 48 << 20
 	e.keepBytes = min(maxMem/4, 512<<20)
-	shared := runtimeAllowance + e.keepBytes + histBytes*m*(1+d)
+	shared := runtimeAllowance + e.keepBytes + highHistBytes*m + histBytes*m*d
 	perWorker := func(b int64) int64 {
-		return b*4*(m+1) + (b+63)/64*8*(2+2*m) + histBytes*m*max(1, d) + // blocks, masks, histograms
-			m*ChunkElems*8 + m*sideEntries*4 + // widened chunks, lists of |τ| with low bits
+		return b*4*(m+1) + (b+63)/64*8*(2+2*m*d) + blockHistBytes*m + histBytes*m*d + // blocks, masks, histograms
+			(b/ChunkElems+1)*8*2 + m*sideEntries*4 + // chunk sums, lists of |τ| with low bits
 			b*4*(m+1)*2 + // mapped input pages in flight, and their read-ahead
 			int64(1+m*(m-1)/2+m*d)*int64(len(Acc{}.limbs))*8*2 // sums
 	}
@@ -357,16 +371,18 @@ const sideEntries = 1 << 16
 
 func (e *engine) newWorker() *worker {
 	nw := wordsOf(e.block)
-	w := &worker{base: make([]float32, e.block), tau: make([][]float32, e.m), f64: make([][]float64, e.m),
-		pos: make([]uint64, nw), neg: make([]uint64, nw), kept: make([][]uint64, e.m), sign: make([][]uint64, e.m),
-		hi: make([]topk.Hist, e.m), lo: make([]topk.Hist, e.m*e.d), side: make([][]uint32, e.m),
+	nc := kernels.Chunks(e.block)
+	w := &worker{base: make([]float32, e.block), tau: make([][]float32, e.m), c1: make([]float64, nc), c2: make([]float64, nc),
+		pos: make([]uint64, nw), neg: make([]uint64, nw), kept: make([][]uint64, e.m*e.d), sign: make([][]uint64, e.m*e.d),
+		hi: make([]blockHist, e.m), hiCount: make([]uint64, e.m), lo: make([]topk.Hist, e.m*e.d), side: make([][]uint32, e.m),
 		sideFull: make([]bool, e.m), s: newSums(e.m, e.d), before: make([]uint64, e.m*e.d)}
 	for i := range w.tau {
 		w.tau[i] = make([]float32, e.block)
-		w.f64[i] = make([]float64, ChunkElems)
-		w.kept[i] = make([]uint64, nw)
-		w.sign[i] = make([]uint64, nw)
 		w.side[i] = make([]uint32, 0, sideEntries)
+	}
+	for x := range w.kept {
+		w.kept[x] = make([]uint64, nw)
+		w.sign[x] = make([]uint64, nw)
 	}
 	return w
 }
@@ -476,12 +492,14 @@ func (e *engine) release(j *job, b int, lo, hi int64) {
 
 // releaseTensor drops the pages of every input of j, read for the last time.
 func (e *engine) releaseTensor(j *job) {
-	for _, t := range append([]*mmapio.Tensor{j.base}, j.models...) {
+	inputs := append([]*mmapio.Tensor{j.base}, j.models...)
+	e.each(len(inputs), func(i int) {
+		t := inputs[i]
 		if mp, err := e.pool.Acquire(t.File); err == nil {
 			mp.DontNeed(t.Offset, t.Size)
 			e.pool.Release(t.File)
 		}
-	}
+	})
 }
 
 // deltas widens block b's base and computes every model's τ into w.tau;
@@ -503,58 +521,133 @@ func (e *engine) deltas(w *worker, j *job, b int, count bool) (n int, lo int64, 
 	return n, lo, nil
 }
 
-// tensor runs the passes over one tensor and returns its sums.
+// tensor runs the passes over one tensor and returns its sums: the first
+// pass, the cuts from its histograms and lists, a low pass for the models
+// whose lists overflowed, then the trims.
 func (e *engine) tensor(ctx context.Context, j *job) (*sums, error) {
-	m, d := e.m, e.d
+	e.startTensor()
+	if err := e.runPass(ctx, j, e.firstPass(j)); err != nil {
+		return nil, err
+	}
+	if err := e.takeHigh(j); err != nil {
+		return nil, err
+	}
+	low, err := e.findCuts(j)
+	if err != nil {
+		return nil, err
+	}
+	if low != nil {
+		if err := e.lowPass(ctx, j, low); err != nil {
+			return nil, err
+		}
+	}
+	if err := e.trimPass(ctx, j); err != nil {
+		return nil, err
+	}
+	s := newSums(e.m, e.d)
+	for _, w := range e.workers {
+		s.add(w.s)
+		w.s.reset()
+	}
+	s.n = j.n
+	return s, nil
+}
+
+// startTensor readies the shared state and the workers for a tensor.
+func (e *engine) startTensor() {
 	if e.hi == nil {
-		e.hi = make([]topk.Hist, m)
-		e.lo = make([]topk.Hist, m*d)
-		e.cuts = make([]cut, m*d)
+		e.hi = make([]highHist, e.m)
+		e.lo = make([]topk.Hist, e.m*e.d)
+		e.cuts = make([]cut, e.m*e.d)
 	}
 	for _, w := range e.workers {
 		w.s.reset()
-		for i := range m {
+		for i := range e.m {
 			w.side[i], w.sideFull[i] = w.side[i][:0], false
 		}
 	}
-	// Pass 1: high-bit histograms, the list of |τ| with low bits, and what
-	// no trim changes.
-	err := e.runPass(ctx, j, func(w *worker, b int) error {
+}
+
+// firstPass is the work of the first pass on a block: high-bit histograms,
+// the lists of |τ| with low bits, and what no trim changes.
+func (e *engine) firstPass(j *job) func(w *worker, b int) error {
+	return func(w *worker, b int) error {
 		n, _, err := e.deltas(w, j, b, true)
 		if err != nil {
 			return err
 		}
-		for i := range m {
+		for i := range e.m {
 			tau := w.tau[i][:n]
-			if w.sideFull[i] {
-				w.hi[i].AddHigh(tau)
-			} else if !w.hi[i].AddHighSide(tau, &w.side[i]) {
-				w.sideFull[i] = true
+			e.countHigh(w, i, tau)
+			if side := w.side[i]; !w.sideFull[i] {
+				c := e.ks.LowBits(tau, side[len(side):cap(side)])
+				if c > cap(side)-len(side) {
+					w.sideFull[i] = true
+				} else {
+					w.side[i] = side[:len(side)+c]
+				}
 			}
 		}
 		e.norms(w, n)
 		return nil
-	})
-	if err != nil {
-		return nil, err
 	}
-	for i := range m {
+}
+
+// countHigh adds tau to worker w's high counts of model i, handing them on
+// to the tensor's first where they could overflow.
+func (e *engine) countHigh(w *worker, i int, tau []float32) {
+	if w.hiCount[i]+uint64(len(tau)) > math.MaxUint32 {
+		e.hiMu.Lock()
+		e.hi[i].take(&w.hi[i])
+		e.hiMu.Unlock()
+		w.hiCount[i] = 0
+	}
+	w.hi[i].add(tau)
+	w.hiCount[i] += uint64(len(tau))
+}
+
+// takeHigh gathers the workers' high-bit histograms; a τ that is not
+// finite is an error.
+func (e *engine) takeHigh(j *job) error {
+	e.each(e.m, func(i int) {
 		for _, w := range e.workers {
-			e.hi[i].Take(&w.hi[i])
+			e.hi[i].take(&w.hi[i])
+			w.hiCount[i] = 0
 		}
+	})
+	for i := range e.m {
 		var bad uint64
 		for bin := uint32(0x7f80); bin <= 0x7fff; bin++ {
-			bad += e.hi[i].Count(bin)
+			bad += e.hi[i].count(bin)
 		}
 		if bad > 0 {
-			return nil, fmt.Errorf("model %s: tensor %q: %d values of τ = θ − θ₀ are not finite (Inf or NaN)", e.opts.Models[i], j.name, bad)
+			return fmt.Errorf("model %s: tensor %q: %d values of τ = θ − θ₀ are not finite (Inf or NaN)", e.opts.Models[i], j.name, bad)
 		}
 	}
-	// The cuts: the low histogram from the lists where they are complete,
-	// else from a low pass.
-	low := make([]bool, m) // model i takes the low pass
-	anyLow := false
-	for i := range m {
+	return nil
+}
+
+// each runs fn(0) … fn(n−1) on up to e.threads goroutines: the work
+// between a tensor's passes, which would otherwise leave all cores but one
+// idle.
+func (e *engine) each(n int, fn func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(n, max(e.threads, 1)) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				fn(i)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// findCuts sets every cut from the high histograms, and finishes those of
+// the models whose lists of |τ| with low bits are complete; low (nil when
+// none) marks the models that need the low pass.
+func (e *engine) findCuts(j *job) (low []bool, err error) {
+	for i := range e.m {
 		listed := true
 		for _, w := range e.workers {
 			listed = listed && !w.sideFull[i]
@@ -566,70 +659,89 @@ func (e *engine) tensor(ctx context.Context, j *job) (*sums, error) {
 			}
 		}
 		for k, dens := range e.densities {
-			x := i*d + k
-			c := &e.cuts[x]
-			*c = cut{}
-			kk := math.Floor(dens * float64(j.n))
+			x := i*e.d + k
+			sized, err := e.sizeCut(j, x, dens)
+			if err != nil {
+				return nil, err
+			}
 			switch {
-			case dens >= 1:
-				c.all = true
-			case kk < 1:
-				c.none = true
+			case !sized:
+			case !listed:
+				if low == nil {
+					low = make([]bool, e.m)
+				}
+				low[i] = true
 			default:
-				c.k = uint64(kk)
-				bin, above, err := e.hi[i].Pick(c.k)
-				if err != nil {
-					return nil, fmt.Errorf("tensor %q: %w", j.name, err)
-				}
-				c.hiBin, c.aboveHi = bin, above
-				if !listed {
-					low[i], anyLow = true, true
-					continue
-				}
-				e.lo[x].LowFrom(bin, e.hi[i].Count(bin), side)
+				c := &e.cuts[x]
+				e.lo[x].LowFrom(c.hiBin, e.hi[i].count(c.hiBin), side)
 				if err := e.exact(j, x); err != nil {
 					return nil, err
 				}
 			}
 		}
-		e.hi[i].Reset()
+		e.hi[i].reset()
 	}
-	if anyLow {
-		// Pass 2: low-bit histograms inside the chosen bins.
-		err := e.runPass(ctx, j, func(w *worker, b int) error {
-			n, _, err := e.deltas(w, j, b, false)
-			if err != nil {
-				return err
-			}
-			for i := range m {
-				if !low[i] {
-					continue
-				}
-				for k := range d {
-					if c := &e.cuts[i*d+k]; !c.all && !c.none {
-						w.lo[i*d+k].AddLow(w.tau[i][:n], c.hiBin)
-					}
-				}
-			}
-			return nil
-		})
+	return low, nil
+}
+
+// sizeCut starts cut x at density dens from its model's high histogram;
+// sized: it trims some of the values and so needs its exact threshold.
+func (e *engine) sizeCut(j *job, x int, dens float64) (sized bool, err error) {
+	c := &e.cuts[x]
+	*c = cut{}
+	kk := math.Floor(dens * float64(j.n))
+	switch {
+	case dens >= 1:
+		c.all = true
+	case kk < 1:
+		c.none = true
+	default:
+		c.k = uint64(kk)
+		bin, above, err := e.hi[x/e.d].pick(c.k)
 		if err != nil {
-			return nil, err
+			return false, fmt.Errorf("tensor %q: %w", j.name, err)
+		}
+		c.hiBin, c.aboveHi = bin, above
+		return true, nil
+	}
+	return false, nil
+}
+
+// lowPass reads the tensor again for the models low marks: low-bit
+// histograms inside the chosen bins, then their exact cuts.
+func (e *engine) lowPass(ctx context.Context, j *job, low []bool) error {
+	err := e.runPass(ctx, j, func(w *worker, b int) error {
+		n, _, err := e.deltas(w, j, b, false)
+		if err != nil {
+			return err
 		}
 		for x := range e.cuts {
-			if c := &e.cuts[x]; c.all || c.none || !low[x/d] {
-				continue
-			}
-			for _, w := range e.workers {
-				e.lo[x].Take(&w.lo[x])
-			}
-			if err := e.exact(j, x); err != nil {
-				return nil, err
+			if c := &e.cuts[x]; low[x/e.d] && !c.all && !c.none {
+				w.lo[x].AddLow(w.tau[x/e.d][:n], c.hiBin)
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	// Pass 2 (3 after a low pass): the trims, with the ties at partial cuts
-	// counted in block order.
+	for x := range e.cuts {
+		if c := &e.cuts[x]; c.all || c.none || !low[x/e.d] {
+			continue
+		}
+		for _, w := range e.workers {
+			e.lo[x].Take(&w.lo[x])
+		}
+		if err := e.exact(j, x); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// trimPass is the last pass: the trims, with the ties at partial cuts
+// counted in block order.
+func (e *engine) trimPass(ctx context.Context, j *job) error {
 	var partials []int
 	for x := range e.cuts {
 		if e.cuts[x].partial() {
@@ -641,24 +753,14 @@ func (e *engine) tensor(ctx context.Context, j *job) (*sums, error) {
 	if len(partials) > 0 {
 		e.ties = newTieScan(nb, len(partials))
 	}
-	err = e.runPass(ctx, j, func(w *worker, b int) error {
+	defer func() { e.ties = nil }()
+	return e.runPass(ctx, j, func(w *worker, b int) error {
 		n, _, err := e.deltas(w, j, b, true)
 		if err != nil {
 			return err
 		}
 		return e.trims(w, b, n, partials)
 	})
-	e.ties = nil
-	if err != nil {
-		return nil, err
-	}
-	s := newSums(m, d)
-	for _, w := range e.workers {
-		s.add(w.s)
-		w.s.reset()
-	}
-	s.n = j.n
-	return s, nil
 }
 
 // exact finishes cut x from its bin and the low histogram of that bin.

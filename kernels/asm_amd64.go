@@ -301,6 +301,26 @@ func tiesBF16WAVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 //go:noescape
 func tiesBF161AVX512(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 
+// normsAVX512 runs Norms over whole chunks: sums to l1 and sq (NaNs as they come), words ORed into pos and neg.
+//
+//go:noescape
+func normsAVX512(tau *float32, chunks int, l1 *float64, sq *float64, pos *uint64, neg *uint64) (nonzero int)
+
+// dotAVX512 runs Dot over whole chunks (NaNs as they come).
+//
+//go:noescape
+func dotAVX512(a *float32, b *float32, chunks int, dot *float64)
+
+// trimWordsAVX512 runs TrimWords over whole chunks (NaN sums as they come).
+//
+//go:noescape
+func trimWordsAVX512(tau *float32, chunks int, gt uint32, kept *uint64, sign *uint64, removed *float64) (count int)
+
+// lowBitsAVX512 runs LowBits over n (a multiple of 64) values while 64 more fit in room; done is where it stopped.
+//
+//go:noescape
+func lowBitsAVX512(tau *float32, n int, list *uint32, room int) (done, count int)
+
 // widenBF16AVX2 widens n (a multiple of 8) bf16 values at src into dst.
 //
 //go:noescape
@@ -590,6 +610,26 @@ func tiesBF16WAVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
 //
 //go:noescape
 func tiesBF161AVX2(a *tiesArgs, n int) (pos, neg, zero, conflicts int)
+
+// normsAVX2 runs Norms over whole chunks: sums to l1 and sq (NaNs as they come), words ORed into pos and neg.
+//
+//go:noescape
+func normsAVX2(tau *float32, chunks int, l1 *float64, sq *float64, pos *uint64, neg *uint64) (nonzero int)
+
+// dotAVX2 runs Dot over whole chunks (NaNs as they come).
+//
+//go:noescape
+func dotAVX2(a *float32, b *float32, chunks int, dot *float64)
+
+// trimWordsAVX2 runs TrimWords over whole chunks (NaN sums as they come). gt is at most 0x7fffffff.
+//
+//go:noescape
+func trimWordsAVX2(tau *float32, chunks int, gt uint32, kept *uint64, sign *uint64, removed *float64) (count int)
+
+// lowBitsAVX2 runs LowBits over n (a multiple of 64) values while 64 more fit in room; done is where it stopped.
+//
+//go:noescape
+func lowBitsAVX2(tau *float32, n int, list *uint32, room int) (done, count int)
 
 // The aggregates the vote kernels are specialised on: Aggregate, with a
 // mean divided by non-unit weights apart.

@@ -95,6 +95,28 @@ func tiesF16NEON(a *neonTiesArgs)
 //go:noescape
 func tiesBF16NEON(a *neonTiesArgs)
 
+// normsNEON runs Norms over whole chunks: sums to l1 and sq (NaNs as they
+// come), words ORed into pos and neg.
+//
+//go:noescape
+func normsNEON(tau *float32, chunks int, l1 *float64, sq *float64, pos *uint64, neg *uint64) (nonzero int)
+
+// dotNEON runs Dot over whole chunks (NaNs as they come).
+//
+//go:noescape
+func dotNEON(a *float32, b *float32, chunks int, dot *float64)
+
+// trimWordsNEON runs TrimWords over whole chunks (NaN sums as they come).
+//
+//go:noescape
+func trimWordsNEON(tau *float32, chunks int, gt uint32, kept *uint64, sign *uint64, removed *float64) (count int)
+
+// lowBitsNEON runs LowBits over n (a multiple of 16) values while 16 more
+// fit in room; done is where it stopped.
+//
+//go:noescape
+func lowBitsNEON(tau *float32, n int, list *uint32, room int) (done, count int)
+
 // neonTiesArgs is the fused NEON kernels' parameter block.
 type neonTiesArgs struct {
 	dst    *byte

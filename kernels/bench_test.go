@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -219,6 +220,67 @@ func benchDeltaRange(b *testing.B, s *Set, dt DType, withIdx, staged bool) {
 			s.Range(tau, lo, hi, idx)
 		} else {
 			s.DeltaRange(src, dt, base, lo, hi, idx)
+		}
+	}
+}
+
+// BenchmarkStats times the statistics kernels of tiesmm inspect on one
+// L2-resident block of task-vector-like values, bytes of τ per second (two
+// vectors for Dot):
+//
+//	go test -run '^$' -bench Stats ./kernels/
+func BenchmarkStats(b *testing.B) {
+	r := rand.New(rand.NewPCG(5, 6))
+	tau, other := make([]float32, benchBlock), make([]float32, benchBlock)
+	for i := range tau {
+		tau[i] = float32(r.NormFloat64() * 1e-3)
+		other[i] = float32(r.NormFloat64() * 1e-3)
+	}
+	sums, sums2 := make([]float64, Chunks(benchBlock)), make([]float64, Chunks(benchBlock))
+	w1, w2 := make([]uint64, Words(benchBlock)), make([]uint64, Words(benchBlock))
+	gt := AbsBits(1.2e-3)
+	for _, s := range Available() {
+		b.Run("kernel=Norms/set="+s.Name, func(b *testing.B) {
+			b.SetBytes(4 * benchBlock)
+			for b.Loop() {
+				s.Norms(tau, sums, sums2, w1, w2)
+			}
+		})
+		b.Run("kernel=Dot/set="+s.Name, func(b *testing.B) {
+			b.SetBytes(8 * benchBlock)
+			for b.Loop() {
+				s.Dot(tau, other, sums)
+			}
+		})
+		b.Run("kernel=TrimWords/set="+s.Name, func(b *testing.B) {
+			b.SetBytes(4 * benchBlock)
+			for b.Loop() {
+				s.TrimWords(tau, gt, w1, w2, sums)
+			}
+		})
+	}
+}
+
+// BenchmarkLowBits lists the magnitudes with low bits of one block in which
+// one value in frac has them, into a list with room for all.
+func BenchmarkLowBits(b *testing.B) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, frac := range []int{1000, 30, 3} {
+		tau := make([]float32, benchBlock)
+		for i := range tau {
+			tau[i] = float32(r.NormFloat64() * 1e-3)
+			if r.IntN(frac) != 0 {
+				tau[i] = math.Float32frombits(math.Float32bits(tau[i]) &^ 0xffff)
+			}
+		}
+		list := make([]uint32, benchBlock)
+		for _, s := range Available() {
+			b.Run(fmt.Sprintf("frac=1/%d/set=%s", frac, s.Name), func(b *testing.B) {
+				b.SetBytes(4 * benchBlock)
+				for b.Loop() {
+					s.LowBits(tau, list)
+				}
+			})
 		}
 	}
 }

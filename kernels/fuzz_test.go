@@ -201,3 +201,68 @@ func FuzzTies(f *testing.F) {
 		}
 	})
 }
+
+// tiled repeats the fuzzed floats to reps whole chunks plus their own
+// length, so the assembly's whole chunks see them too.
+func tiled(v []float32, reps int) []float32 {
+	if len(v) == 0 {
+		return v
+	}
+	out := make([]float32, reps*SumChunk+len(v))
+	for i := range out {
+		out[i] = v[i%len(v)]
+	}
+	return out
+}
+
+// FuzzNorms takes the chunks from k, the words it ORs into from w.
+func FuzzNorms(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte, k uint8, w uint32) {
+		tau := tiled(floatsOf(data), int(k%4))
+		fill := make([]uint64, 2*Words(len(tau)))
+		for i := range fill {
+			fill[i] = uint64(w) * 0x9e3779b97f4a7c15 >> (i % 7)
+		}
+		checkNorms(t, asmSets(t), "fuzz", tau, fill, int(k/4)%4)
+	})
+}
+
+// FuzzDot takes a from the first half of data and b from the second.
+func FuzzDot(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte, k uint8, _ uint32) {
+		v := floatsOf(data)
+		n := len(v) / 2
+		a, b := tiled(v[:n], int(k%4)), tiled(v[n:2*n], int(k%4))
+		checkDot(t, asmSets(t), "fuzz", a, b, int(k/4)%4)
+	})
+}
+
+// FuzzTrimWords trims at w, or (k odd) at a magnitude from the data.
+func FuzzTrimWords(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte, k uint8, w uint32) {
+		tau := tiled(floatsOf(data), int(k/2%4))
+		gt := w
+		if k&1 != 0 && len(tau) > 0 {
+			gt = AbsBits(tau[int(w%uint32(len(tau)))])
+		}
+		checkTrimWords(t, asmSets(t), "fuzz", tau, gt, int(k/8)%4)
+	})
+}
+
+// FuzzLowBits clears the low bits of most values (k sets how many keep
+// them) and lists into room w % 300.
+func FuzzLowBits(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte, k uint8, w uint32) {
+		tau := tiled(floatsOf(data), int(k%4))
+		for i := range tau {
+			if uint8(i*37)%8 >= k>>5 {
+				tau[i] = math.Float32frombits(math.Float32bits(tau[i]) &^ 0xffff)
+			}
+		}
+		checkLowBits(t, asmSets(t), "fuzz", tau, int(w%300))
+	})
+}

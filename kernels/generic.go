@@ -18,6 +18,10 @@ var Generic = &Set{
 	Finish:     finishGeneric,
 	Range:      rangeGeneric,
 	DeltaRange: deltaRangeGeneric,
+	Norms:      normsGeneric,
+	Dot:        dotGeneric,
+	TrimWords:  trimWordsGeneric,
+	LowBits:    lowBitsGeneric,
 }
 
 func init() { Generic.Ties = stagedTies(Generic) }

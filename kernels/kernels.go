@@ -172,6 +172,31 @@ type Set struct {
 	// in one sweep over a block's inputs, bit for bit what those four give,
 	// without the intermediate float32 blocks.
 	Ties func(b *TiesBlock) VoteStats
+
+	// Norms, Dot and TrimWords are the statistics of tiesmm inspect: sums
+	// over chunks of SumChunk elements in a fixed order, and mask words of
+	// 64 elements (stats.go). The outputs hold a value per chunk (Chunks) or
+	// per word (Words) of the input.
+
+	// Norms writes Σ|τ| to l1[c] and Στ² to sq[c] for every chunk c of tau,
+	// ORs the mask words of tau's positive values into pos and those of its
+	// negative ones into neg, and returns how many values are nonzero.
+	Norms func(tau []float32, l1, sq []float64, pos, neg []uint64) (nonzero int)
+
+	// Dot writes Σ aₓ·bₓ to dot[c] for every chunk c of a; len(b) ≥ len(a).
+	Dot func(a, b []float32, dot []float64)
+
+	// TrimWords keeps the values of tau whose magnitude pattern exceeds gt
+	// (unsigned): it writes their mask words to kept and their sign bits to
+	// sign, and the sum of the others' magnitudes to removed[c] for every
+	// chunk c. It returns how many it kept.
+	TrimWords func(tau []float32, gt uint32, kept, sign []uint64, removed []float64) (count int)
+
+	// LowBits writes to list, in order, the magnitude patterns of tau whose
+	// low 16 bits are not all zero, as many as fit, and returns how many
+	// there are (more than len(list) when they do not fit). The radix
+	// select takes a bin's low-bit histogram from such a list.
+	LowBits func(tau []float32, list []uint32) (count int)
 }
 
 // TiesBlock is one block of a fused TIES merge (Set.Ties). The block has

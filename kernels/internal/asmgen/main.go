@@ -218,6 +218,7 @@ func gen512(a *asm) {
 		dr512Idx(a, dt)
 	}
 	fused512All(a)
+	newStatsGen(a, true).all()
 }
 
 // tailMask512 sets K7 to the low CX bits (CX < 16).
@@ -794,6 +795,7 @@ func gen2(a *asm) {
 		dr2Idx(a, dt)
 	}
 	fused2All(a)
+	newStatsGen(a, false).all()
 }
 
 // broadcast512 fills Zz with the 32-bit value src (an immediate "$…" or a

@@ -41,6 +41,10 @@ var neonDocs = map[string]string{
 	"deltaTrim": "%s computes τ = θ − θ₀ for n (a positive multiple of 16) stored values\nand zeroes |τ| bits < thr.",
 	"finish":    "%s writes θ₀ + λ·τₘ for n (a positive multiple of 16) elements.",
 	"ties":      "%s merges a.groups×4 elements of a.nm models (flags ties…).",
+	"norms":     "%s runs Norms over whole chunks: sums to l1 and sq (NaNs as they\ncome), words ORed into pos and neg.",
+	"dot":       "%s runs Dot over whole chunks (NaNs as they come).",
+	"trimWords": "%s runs TrimWords over whole chunks (NaN sums as they come).",
+	"lowBits":   "%s runs LowBits over n (a multiple of 16) values while 16 more\nfit in room; done is where it stopped.",
 }
 
 // neonText starts the assembly of one kernel and declares it.
@@ -970,6 +974,7 @@ func genNEON(dir string) {
 	for _, dt := range []dtype{f16, bf16} {
 		genTies(dt)
 	}
+	genStatsNEON()
 	write(filepath.Join(dir, "neon_arm64.s"), out.Bytes())
 	write(filepath.Join(dir, "asm_arm64.go"), neonGo())
 }
