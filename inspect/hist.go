@@ -1,8 +1,9 @@
 package inspect
 
 import (
-	"fmt"
 	"math"
+
+	topk "github.com/tiesmm/tiesmm/select"
 )
 
 // The high-bit histograms of the first pass: the count of every |τ| by the
@@ -94,29 +95,5 @@ func (h *highHist) reset() {
 // pick finds the bin holding the k-th largest counted value (k ≥ 1) and
 // returns it with the number of values in higher bins, as select's Pick.
 func (h *highHist) pick(k uint64) (bin uint32, above uint64, err error) {
-	if k == 0 {
-		return 0, 0, fmt.Errorf("topk: rank 0")
-	}
-	for p := hiPages - 1; p >= 0; p-- {
-		if !h.pages[p] {
-			continue
-		}
-		page := h.bins[p*hiPageLen : (p+1)*hiPageLen]
-		var sum uint64
-		for _, c := range page {
-			sum += c
-		}
-		if above+sum < k {
-			above += sum
-			continue
-		}
-		for b := hiPageLen - 1; b >= 0; b-- {
-			c := page[b]
-			if above+c >= k {
-				return uint32(p*hiPageLen + b), above, nil
-			}
-			above += c
-		}
-	}
-	return 0, 0, fmt.Errorf("topk: rank %d beyond the %d values counted", k, above)
+	return topk.PickPaged(h.bins[:], h.pages[:], hiPageLen, k)
 }

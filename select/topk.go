@@ -211,15 +211,21 @@ func (h *Hist) Total() uint64 {
 // Pick finds the bin holding the k-th largest counted value (k ≥ 1) and
 // returns it with the number of values in higher bins.
 func (h *Hist) Pick(k uint64) (bin uint32, above uint64, err error) {
+	h.fold()
+	return PickPaged(h.bins[:], h.pages[:], pageBins, k)
+}
+
+// PickPaged is Pick over any count array kept in pages of pageLen bins,
+// pages[p] false where page p holds no count.
+func PickPaged(bins []uint64, pages []bool, pageLen int, k uint64) (bin uint32, above uint64, err error) {
 	if k == 0 {
 		return 0, 0, fmt.Errorf("topk: rank 0")
 	}
-	h.fold()
-	for p := len(h.pages) - 1; p >= 0; p-- {
-		if !h.pages[p] {
+	for p := len(pages) - 1; p >= 0; p-- {
+		if !pages[p] {
 			continue
 		}
-		page := h.bins[p*pageBins : (p+1)*pageBins]
+		page := bins[p*pageLen : (p+1)*pageLen]
 		var sum uint64
 		for _, c := range page {
 			sum += c
@@ -228,10 +234,10 @@ func (h *Hist) Pick(k uint64) (bin uint32, above uint64, err error) {
 			above += sum
 			continue
 		}
-		for b := pageBins - 1; b >= 0; b-- {
+		for b := pageLen - 1; b >= 0; b-- {
 			c := page[b]
 			if above+c >= k {
-				return uint32(p*pageBins + b), above, nil
+				return uint32(p*pageLen + b), above, nil
 			}
 			above += c
 		}
