@@ -6,7 +6,6 @@
 package merge
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 	"strings"
@@ -457,17 +456,5 @@ func (r *run) mergeBlockBF16(w *worker, b block) error {
 		}
 		out[e] = v
 	}
-	sz := j.OutDT.Size()
-	dst := w.outb[:n*sz]
-	for e, v := range out {
-		switch j.OutDT {
-		case kernels.BF16:
-			binary.LittleEndian.PutUint16(dst[2*e:], kernels.F32ToBF16(v))
-		case kernels.F16:
-			binary.LittleEndian.PutUint16(dst[2*e:], kernels.F32ToF16(v))
-		default:
-			binary.LittleEndian.PutUint32(dst[4*e:], math.Float32bits(v))
-		}
-	}
-	return r.write(b, dst)
+	return r.writeValues(w, b, out)
 }
