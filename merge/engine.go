@@ -155,11 +155,9 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 	}
 	r.openFiles()
 	defer r.closeFiles()
-	// Checked again: the file system may have changed since the plan was made.
-	if err := p.checkOutput(); err != nil {
-		return nil, err
-	}
-	if r.out, err = mmapio.CreateOutput(p.Opts.Out, p.Opts.Force, p.Layout); err != nil {
+	// The destination is checked again: the file system may have changed
+	// since the plan was made.
+	if r.out, err = mmapio.CreateOutput(p.Opts.Out, p.Opts.Force, p.Layout, p.inputPaths()...); err != nil {
 		return nil, err
 	}
 	defer func() {

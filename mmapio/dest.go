@@ -119,13 +119,27 @@ func ancestors(path string) ([]fileID, []string) {
 // (without force) or holds anything a merge does not write (with force). It
 // creates nothing.
 func CheckDestination(dest string, force bool, inputs []string) error {
+	real, err := resolveDest(dest)
+	if err != nil {
+		return err
+	}
+	return checkDestination(dest, real, force, inputs)
+}
+
+// resolveDest resolves an output path, refusing an empty one.
+func resolveDest(dest string) (string, error) {
 	if strings.TrimSpace(dest) == "" {
-		return errors.New("output: the path is empty: name the directory to write the merged model to")
+		return "", errors.New("output: the path is empty: name the directory to write the merged model to")
 	}
 	real, err := ResolvePath(dest)
 	if err != nil {
-		return fmt.Errorf("output %s: %w", dest, err)
+		return "", fmt.Errorf("output %s: %w", dest, err)
 	}
+	return real, nil
+}
+
+// checkDestination is CheckDestination on dest resolved to real.
+func checkDestination(dest, real string, force bool, inputs []string) error {
 	if err := checkSpecialDest(dest, real); err != nil {
 		return err
 	}
@@ -155,8 +169,7 @@ func CheckDestination(dest string, force bool, inputs []string) error {
 			}
 		}
 	}
-	o := Output{dest: real, force: force}
-	return o.checkDest(dest)
+	return checkExisting(dest, real, force)
 }
 
 // checkSpecialDest refuses the folders no merge should replace: the root, the

@@ -83,27 +83,22 @@ type place struct {
 // folders of merges into dest that no longer run are removed. Whether the parent is
 // writable and has the space for the whole layout is checked first, then every shard
 // file is created with its header and its data reserved (fallocate where the file
-// system has it), so a full disk shows now, not mid-merge.
-func CreateOutput(dest string, force bool, layout *Layout) (*Output, error) {
+// system has it), so a full disk shows now, not mid-merge. The output may not be,
+// hold or lie inside any of inputs (CheckDestination).
+func CreateOutput(dest string, force bool, layout *Layout, inputs ...string) (*Output, error) {
 	if layout == nil || len(layout.Shards) == 0 {
 		return nil, fmt.Errorf("output %s: empty layout", dest)
 	}
 	o := &Output{force: force, layout: layout, places: map[string]place{}}
-	if strings.TrimSpace(dest) == "" {
-		return nil, errors.New("output: the path is empty: name the directory to write the merged model to")
-	}
 	var err error
-	if o.dest, err = ResolvePath(dest); err != nil { // build beside the real directory, on its file system
-		return nil, fmt.Errorf("output %s: %w", dest, err)
+	if o.dest, err = resolveDest(dest); err != nil { // build beside the real directory, on its file system
+		return nil, err
 	}
-	if err := checkSpecialDest(dest, o.dest); err != nil {
+	if err := checkDestination(dest, o.dest, force, inputs); err != nil {
 		return nil, err
 	}
 	base := filepath.Base(o.dest)
 	o.parent = filepath.Dir(o.dest)
-	if err := o.checkDest(dest); err != nil {
-		return nil, err
-	}
 	if err := o.checkLayout(); err != nil {
 		return nil, fmt.Errorf("output %s: %w", dest, err)
 	}
@@ -159,9 +154,10 @@ func (o *Output) stopFlusher() {
 	})
 }
 
-// checkDest refuses a dest that is a file, or a non-empty directory without force.
-func (o *Output) checkDest(shown string) error {
-	st, err := os.Stat(o.dest)
+// checkExisting refuses a dest (resolved to real) that is a file, a non-empty
+// directory without force, or one holding what a merge does not write.
+func checkExisting(shown, real string, force bool) error {
+	st, err := os.Stat(real)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -171,17 +167,17 @@ func (o *Output) checkDest(shown string) error {
 	if !st.IsDir() {
 		return fmt.Errorf("output %s exists and is not a directory", shown)
 	}
-	empty, err := isEmptyDir(o.dest)
+	empty, err := isEmptyDir(real)
 	if err != nil {
 		return fmt.Errorf("output %s: %w", shown, err)
 	}
 	if empty {
 		return nil
 	}
-	if !o.force {
+	if !force {
 		return fmt.Errorf("output %s exists and is not empty (use --force to replace it)", shown)
 	}
-	foreign, err := listForeign(o.dest)
+	foreign, err := listForeign(real)
 	if err != nil {
 		return fmt.Errorf("output %s: %w", shown, err)
 	}
