@@ -283,13 +283,8 @@ func (a *wideSum) merge(o *wideSum) {
 
 // value is the exact sum rounded once to float64.
 func (a *wideSum) value() float64 {
-	switch {
-	case a.nan || a.inf[0] && a.inf[1]:
-		return math.NaN()
-	case a.inf[0]:
-		return math.Inf(1)
-	case a.inf[1]:
-		return math.Inf(-1)
+	if v, ok := specialSum(a.nan, a.inf); ok {
+		return v
 	}
 	w := a.w
 	neg := w[wideWords-1]>>63 == 1

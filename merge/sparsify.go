@@ -237,15 +237,24 @@ func (a *exactSum) merge(o *exactSum) {
 	a.nan = a.nan || o.nan
 }
 
+// specialSum is the sum of values that held a NaN (nan) or infinities
+// (inf[0] +Inf, inf[1] −Inf), and whether there were any.
+func specialSum(nan bool, inf [2]bool) (float64, bool) {
+	switch {
+	case nan || inf[0] && inf[1]:
+		return math.NaN(), true
+	case inf[0]:
+		return math.Inf(1), true
+	case inf[1]:
+		return math.Inf(-1), true
+	}
+	return 0, false
+}
+
 // value is the exact sum rounded once to float64.
 func (a *exactSum) value() float64 {
-	switch {
-	case a.nan || a.inf[0] && a.inf[1]:
-		return math.NaN()
-	case a.inf[0]:
-		return math.Inf(1)
-	case a.inf[1]:
-		return math.Inf(-1)
+	if v, ok := specialSum(a.nan, a.inf); ok {
+		return v
 	}
 	// 2^-1074 … 2^1024 plus 128 bits of carries fit in 2300 bits.
 	total := new(big.Float).SetPrec(2300)
