@@ -18,15 +18,13 @@ var baseFiles = []string{
 	"tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja",
 }
 
-var torchDType = map[kernels.DType]string{kernels.F32: "float32", kernels.F16: "float16", kernels.BF16: "bfloat16"}
-
 // writeExtras writes config.json (torch_dtype set to the output dtype), the
 // base's tokenizer and generation files, and the caller's files.
 func (r *run) writeExtras(extra map[string][]byte) error {
 	dir := r.p.Base.Dir
 	if cfg := r.p.config; cfg != nil {
 		if dt, ok := r.outDType(); ok {
-			cfg["torch_dtype"] = torchDType[dt]
+			cfg["torch_dtype"] = dt.TorchName()
 		}
 		out, err := json.MarshalIndent(cfg, "", "  ")
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"unsafe"
 
 	"github.com/tiesmm/tiesmm/config"
+	"github.com/tiesmm/tiesmm/internal/units"
 	"github.com/tiesmm/tiesmm/kernels"
 	"github.com/tiesmm/tiesmm/mmapio"
 	topk "github.com/tiesmm/tiesmm/select"
@@ -816,16 +817,16 @@ func (p *Plan) tooSmall(least int64) error {
 	if p.Opts.Threads > 0 {
 		flags = append(flags, fmt.Sprintf("--threads %d", p.Opts.Threads))
 	}
-	have := mmapio.FormatBytes(p.Opts.MaxMemory)
+	have := units.FormatBinary(p.Opts.MaxMemory)
 	if len(flags) == 0 {
-		return fmt.Errorf("--max-memory %s is too small: a merge of %d models needs at least %s", have, len(p.Models), mmapio.FormatBytes(least))
+		return fmt.Errorf("--max-memory %s is too small: a merge of %d models needs at least %s", have, len(p.Models), units.FormatBinary(least))
 	}
 	names := make([]string, len(flags))
 	for i, f := range flags {
 		names[i], _, _ = strings.Cut(f, " ")
 	}
 	return fmt.Errorf("--max-memory %s is too small for %s: this merge needs at least %s; raise --max-memory or leave %s to the plan",
-		have, strings.Join(flags, " and "), mmapio.FormatBytes(least), strings.Join(names, " and "))
+		have, strings.Join(flags, " and "), units.FormatBinary(least), strings.Join(names, " and "))
 }
 
 // inputFileBytes is the size of every input file, or 0 if one cannot be

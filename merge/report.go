@@ -5,8 +5,8 @@ import (
 	"io"
 	"strings"
 
+	"github.com/tiesmm/tiesmm/internal/units"
 	"github.com/tiesmm/tiesmm/kernels"
-	"github.com/tiesmm/tiesmm/mmapio"
 )
 
 // Describe prints the method's details in words.
@@ -77,9 +77,9 @@ func (p *Plan) Describe(w io.Writer) {
 	}
 	fmt.Fprintf(w, "passes:   %s\n", strings.Join(p.Passes(), " → "))
 	fmt.Fprintf(w, "strategy: %s (tensors; --explain lists them)\n", p.strategyCounts())
-	fmt.Fprintf(w, "memory:   blocks of %d elements, %d workers: at most %s resident", p.BlockElems, p.Workers, mmapio.FormatBytes(p.MemoryBound))
+	fmt.Fprintf(w, "memory:   blocks of %d elements, %d workers: at most %s resident", p.BlockElems, p.Workers, units.FormatBinary(p.MemoryBound))
 	if p.Opts.MaxMemory > 0 {
-		fmt.Fprintf(w, " (--max-memory %s)", mmapio.FormatBytes(p.Opts.MaxMemory))
+		fmt.Fprintf(w, " (--max-memory %s)", units.FormatBinary(p.Opts.MaxMemory))
 	}
 	fmt.Fprintf(w, "\nkernels:  %s\n", p.Opts.Kernels.Name)
 }

@@ -273,10 +273,6 @@ func satMul(a, b int64) int64 {
 
 const maxInt64 = 1<<63 - 1
 
-// FormatBytes prints a size in binary units (GiB = 2^30 bytes); it is
-// units.FormatBinary.
-func FormatBytes(n int64) string { return units.FormatBinary(n) }
-
 // createShard makes a shard's .partial file: length prefix, header, data reserved.
 func (o *Output) createShard(s *Shard) error {
 	os_ := &outShard{

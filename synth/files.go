@@ -47,16 +47,6 @@ type synthRecord struct {
 	Seed uint64 `json:"seed"`
 }
 
-func torchDType(dt kernels.DType) string {
-	switch dt {
-	case kernels.BF16:
-		return "bfloat16"
-	case kernels.F16:
-		return "float16"
-	}
-	return "float32"
-}
-
 func configJSON(a Arch, dt kernels.DType, role string, seed uint64) ([]byte, error) {
 	c := llamaConfig{
 		Architectures: []string{"LlamaForCausalLM"},
@@ -74,7 +64,7 @@ func configJSON(a Arch, dt kernels.DType, role string, seed uint64) ([]byte, err
 		PretrainingTP:         1,
 		RMSNormEps:            1e-5,
 		RopeTheta:             10000,
-		TorchDtype:            torchDType(dt),
+		TorchDtype:            dt.TorchName(),
 		TransformersVersion:   "4.44.0",
 		UseCache:              true,
 		VocabSize:             a.Vocab,
