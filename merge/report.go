@@ -62,7 +62,7 @@ func (p *Plan) Describe(w io.Writer) {
 		fmt.Fprintf(w, "model %d:  %s (%d files)\n", i+1, m.Path, len(m.Files))
 	}
 	fmt.Fprintf(w, "tensors:  %d (%d merged, %d copied from the base), %d layers\n", len(p.Jobs), len(p.Jobs)-copied, copied, p.Layers)
-	fmt.Fprintf(w, "inputs:   %s to read; output %s in %d shard(s) at %s\n", gb(p.InputBytes), gb(p.OutputBytes), len(p.Layout.Shards), p.Opts.Out)
+	fmt.Fprintf(w, "inputs:   %s to read; output %s in %d shard(s) at %s\n", units.FormatDecimal(p.InputBytes), units.FormatDecimal(p.OutputBytes), len(p.Layout.Shards), p.Opts.Out)
 	if p.Method.Trim {
 		if p.Method.Scope == ScopeModel {
 			for i, k := range p.Need {
@@ -152,5 +152,3 @@ func (s *Summary) PrintDetails(w io.Writer, p *Plan) {
 		fmt.Fprintf(w, "votes:    %d exact zero sums took the sign %s\n", s.Votes.ZeroSum, sign)
 	}
 }
-
-func gb(b int64) string { return fmt.Sprintf("%.2f GB", float64(b)/1e9) }
