@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/alecthomas/kong"
+
+	"github.com/tiesmm/tiesmm/config"
 )
 
 type completionCmd struct {
@@ -64,7 +66,7 @@ func completionModel(app *kong.Node) []compCmd {
 				}
 			}
 			if f.Name == "method" {
-				cf.enum = strings.Split("ties,task_arithmetic,dare_ties,dare_linear,breadcrumbs,breadcrumbs_ties,della,della_linear,linear,model_stock,multislerp,karcher,nearswap,sce,arcee_fusion,slerp,nuslerp", ",")
+				cf.enum = config.KnownMethods()
 			}
 			c.flags = append(c.flags, cf)
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"github.com/tiesmm/tiesmm/config"
 	"github.com/tiesmm/tiesmm/merge"
 )
 
@@ -48,7 +49,7 @@ func main() {
 			"Sizes take binary units (KiB, MiB, GiB = 2^30 bytes) or decimal ones (KB, MB, GB = 10^9 bytes; "+
 			"mergekit's K, M, B = thousand, million, billion).\n\n"+
 			"Exit codes: 0 done, 1 bad input or failure (nothing written), 2 usage, 130 interrupted."),
-		kong.Vars{"version": version()},
+		kong.Vars{"version": version(), "methods": strings.Join(config.KnownMethods(), ", ")},
 		kong.ExplicitGroups(mergeGroups),
 	)
 	if err != nil {

@@ -25,7 +25,7 @@ type mergeCmd struct {
 	Base  string   `group:"input" help:"Base model (flag form): a directory of safetensors or a .safetensors file." placeholder:"DIR"`
 	Model []string `group:"input" help:"A fine-tuned model (flag form; repeat for each)." placeholder:"DIR"`
 
-	Method    string    `group:"method" help:"Merge method (flag form): ties, task_arithmetic, dare_ties, dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear, linear, model_stock, multislerp, karcher, nearswap, sce, arcee_fusion, slerp, nuslerp." default:"ties"`
+	Method    string    `group:"method" help:"Merge method (flag form): ${methods}." default:"ties"`
 	Preset    string    `group:"method" help:"TIES preset: paper (default in the flag form), mergekit (default for YAML) or peft." enum:",paper,mergekit,peft" default:""`
 	TrimScope string    `group:"method" help:"Trim threshold per model (whole model) or per tensor." enum:",model,tensor" default:""`
 	Density   string    `group:"method" help:"Fraction of each task vector kept by the trim, in (0, 1]."`
