@@ -10,6 +10,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/tiesmm/tiesmm/config"
 	"github.com/tiesmm/tiesmm/kernels"
 )
 
@@ -112,10 +113,6 @@ type Defaults struct {
 	Epsilon float64
 }
 
-var methods = []string{"task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
-	"breadcrumbs_ties", "della", "della_linear", "linear", "model_stock", "multislerp", "karcher",
-	"nearswap", "sce", "arcee_fusion", "slerp", "nuslerp"}
-
 // NewMethod resolves a method name and (for the methods that vote) a preset
 // to its details, with mergekit's defaults, before any explicit override.
 func NewMethod(name, preset string) (Method, Defaults, error) {
@@ -160,7 +157,7 @@ func NewMethod(name, preset string) (Method, Defaults, error) {
 	case "della_linear":
 		m.Drop, m.Rescale, m.Vote = DropDella, RescaleL1, linear
 	default:
-		return Method{}, d, fmt.Errorf("merge method %q is not supported (supported: %s)", name, strings.Join(methods, ", "))
+		return Method{}, d, fmt.Errorf("merge method %q is not supported (supported: %s)", name, strings.Join(config.KnownMethods(), ", "))
 	}
 	if !votes {
 		return m, d, nil
