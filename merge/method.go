@@ -101,6 +101,10 @@ type Method struct {
 	SlerpAxis SlerpAxis
 }
 
+// Votes reports whether the method elects a sign per element and merges
+// only the values that agree with it.
+func (m Method) Votes() bool { return m.Vote.Consensus != kernels.ConsensusNone }
+
 // Sparsifies reports whether task vectors lose elements before the vote.
 func (m Method) Sparsifies() bool { return m.Trim || m.Drop != DropNone }
 
@@ -117,14 +121,14 @@ type Defaults struct {
 // to its details, with mergekit's defaults, before any explicit override.
 func NewMethod(name, preset string) (Method, Defaults, error) {
 	d := Defaults{Density: 1, Lambda: 1, Weight: 1, Gamma: 0.01, Epsilon: 0.15}
-	m := Method{Name: name, Ties: ExactK}
+	// Every method but those that vote sums without electing a sign.
 	linear := kernels.VoteParams{Consensus: kernels.ConsensusNone, Aggregate: kernels.AggregateSum}
+	m := Method{Name: name, Ties: ExactK, Vote: linear}
 	votes := false
 	switch name {
 	case "task_arithmetic":
-		m.Vote = linear
 	case "linear":
-		m.NoBase, m.Vote = true, linear
+		m.NoBase = true
 		m.SetNormalize(true)
 	case "model_stock":
 		m.ModelStock = true
@@ -139,23 +143,23 @@ func NewMethod(name, preset string) (Method, Defaults, error) {
 	case "arcee_fusion":
 		m.OwnPath = PathArceeFusion
 	case "slerp":
-		m.Slerp, m.Vote = SlerpPair, linear
+		m.Slerp = SlerpPair
 	case "nuslerp":
-		m.Slerp, m.Vote = SlerpNu, linear
+		m.Slerp = SlerpNu
 	case "ties":
 		m.Trim, votes = true, true
 	case "dare_ties":
 		m.Drop, m.Rescale, votes = DropRandom, RescaleL1, true
 	case "dare_linear":
-		m.Drop, m.Rescale, m.Vote = DropRandom, RescaleL1, linear
+		m.Drop, m.Rescale = DropRandom, RescaleL1
 	case "breadcrumbs":
-		m.Trim, m.Outliers, m.Vote = true, true, linear
+		m.Trim, m.Outliers = true, true
 	case "breadcrumbs_ties":
 		m.Trim, m.Outliers, votes = true, true, true
 	case "della":
 		m.Drop, m.Rescale, votes = DropDella, RescaleL1, true
 	case "della_linear":
-		m.Drop, m.Rescale, m.Vote = DropDella, RescaleL1, linear
+		m.Drop, m.Rescale = DropDella, RescaleL1
 	default:
 		return Method{}, d, fmt.Errorf("merge method %q is not supported (supported: %s)", name, strings.Join(config.KnownMethods(), ", "))
 	}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -507,7 +508,11 @@ func TestCLIExamples(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			out := filepath.Join("out", name)
-			mustRun(t, dir, "merge", "--quiet", ex, out)
+			stdout := mustRun(t, dir, "merge", ex, out)
+			votes := slices.Contains([]string{"ties", "ties-paper", "dare_ties", "breadcrumbs_ties", "della"}, name)
+			if got := strings.Contains(stdout, "elected a sign"); got != votes {
+				t.Errorf("summary speaks of a sign vote: %v, want %v (the method votes: %v)\n%s", got, votes, votes, stdout)
+			}
 			m, err := mmapio.OpenModel(filepath.Join(dir, out))
 			if err != nil {
 				t.Fatal(err)
