@@ -378,6 +378,13 @@ func (s *slerpTensors) mergeOne(ctx context.Context, r *run, ji int) error {
 	t := j.Params.T
 	m := r.p.Method
 	bs := r.blocks([]int{ji})
+	if len(j.Models) == 0 {
+		// slerp of the base alone: the base passes through.
+		r.traced(ji, "slerp-base")
+		return r.parallel(ctx, bs, func(w *worker, b block) error {
+			return r.writeValues(w, b, r.widenBase(w, b))
+		})
+	}
 	axis := r.p.slerpAxis(ji)
 	if axis == AxisRows {
 		r.traced(ji, "slerp-rows")
