@@ -93,7 +93,7 @@ type Method struct {
 	// Compute is the dtype the arithmetic rounds to: F32 (every operation
 	// in float32, one rounding to the output at the end) or BF16 (each of
 	// mergekit's torch operations rounded to bf16, as under its dtype:
-	// bfloat16; linear and task_arithmetic only, see CheckCompute).
+	// bfloat16; the methods CheckCompute accepts).
 	Compute kernels.DType
 	// Slerp interpolates spherically between two vectors (slerp, nuslerp),
 	// each vector a tensor or, for nuslerp, a row or column (SlerpAxis).
@@ -332,7 +332,8 @@ func (p *Plan) warnNormalizeGuard(add func(code, model, tensor, format string, a
 
 // CheckCompute refuses a compute dtype the method has no path for: the
 // bf16 compute covers the deterministic linear combinations, linear and
-// task_arithmetic (no trim, drop, vote or Model Stock).
+// task_arithmetic (no trim, drop, vote or Model Stock), and the spherical
+// interpolations slerp, nuslerp and multislerp.
 func (m Method) CheckCompute() error {
 	switch m.Compute {
 	case kernels.F32:
@@ -343,13 +344,19 @@ func (m Method) CheckCompute() error {
 	}
 	var why string
 	switch {
+	case m.Slerp != SlerpNone || m.Sphere.Kind == SphereMultislerp:
+		return nil
 	case m.ModelStock:
 		why = "Model Stock's cosines"
+	case m.Sphere.Kind == SphereKarcher:
+		why = "its iterated mean"
+	case m.OwnPath != PathCopy:
+		why = "its own passes"
 	case m.Trim:
 		why = "its trim"
 	case m.Drop != DropNone:
 		why = "its random drop"
-	case m.Vote.Consensus != kernels.ConsensusNone:
+	case m.Votes():
 		why = "its sign vote"
 	case m.Vote.Aggregate == kernels.AggregateMean && !m.Vote.DivideByWeights,
 		m.Vote.Aggregate == kernels.AggregateMax:
@@ -357,7 +364,7 @@ func (m Method) CheckCompute() error {
 	default:
 		return nil
 	}
-	return fmt.Errorf("compute_dtype: bfloat16 covers linear and task_arithmetic only; %s (%s) computes in float32: drop compute_dtype or set it to float32", m.Name, why)
+	return fmt.Errorf("compute_dtype: bfloat16 covers linear, task_arithmetic, slerp, nuslerp and multislerp only; %s (%s) computes in float32: drop compute_dtype or set it to float32", m.Name, why)
 }
 
 // rbf16 rounds to bf16 (nearest even), kept as a float32.

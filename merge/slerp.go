@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/tiesmm/tiesmm/config"
+	"github.com/tiesmm/tiesmm/kernels"
 )
 
 // Spherical interpolation between two vectors: mergekit's slerp (the base
@@ -355,6 +356,9 @@ func (s *slerpTensors) merge(ctx context.Context, r *run, jobs []int) error {
 // and its base: slerp's base and model, or nuslerp's two models (their
 // task vectors with a base; the base then is −0, which adds nothing).
 func (r *run) slerpInputs(w *worker, b block) (base, v0, v1 []float32) {
+	if r.p.Method.Compute == kernels.BF16 {
+		return r.slerpInputsBF16(w, b)
+	}
 	j := &r.p.Jobs[b.job]
 	n := int(b.n)
 	if r.p.Method.Slerp == SlerpPair {
@@ -382,8 +386,17 @@ func (s *slerpTensors) mergeOne(ctx context.Context, r *run, ji int) error {
 		// slerp of the base alone: the base passes through.
 		r.traced(ji, "slerp-base")
 		return r.parallel(ctx, bs, func(w *worker, b block) error {
-			return r.writeValues(w, b, r.widenBase(w, b))
+			base := r.widenBase(w, b)
+			if m.Compute == kernels.BF16 {
+				for e := range base {
+					base[e] = rbf16(base[e])
+				}
+			}
+			return r.writeValues(w, b, base)
 		})
+	}
+	if m.Compute == kernels.BF16 && m.Slerp == SlerpNu {
+		return s.mergeNuBF16(ctx, r, ji, bs)
 	}
 	axis := r.p.slerpAxis(ji)
 	if axis == AxisRows {
@@ -474,6 +487,13 @@ func (s *slerpTensors) mergeOne(ctx context.Context, r *run, ji int) error {
 		if m.Slerp == SlerpPair {
 			// (a0·v0) + a1·v1 rounded by Finish, a1 as its λ.
 			c := s.coef[0]
+			if m.Compute == kernels.BF16 {
+				out := w.tm[:n]
+				for e := range out {
+					out[e] = rbf16(float32(float32(c.a0*v0[e]) + float32(c.a1*v1[e])))
+				}
+				return r.writeValues(w, b, out)
+			}
 			for e := range v0 {
 				v0[e] = float32(c.a0 * v0[e])
 			}
@@ -522,6 +542,9 @@ func (p *Plan) slerpBytes(workers int) int64 {
 		}
 	}
 	coef := int64(unsafe.Sizeof(slerpCoef{}))
+	if p.Method.Compute == kernels.BF16 {
+		coef = int64(unsafe.Sizeof(nuBF16{}))
+	}
 	return int64(workers)*3*(int64(vecs)*wideBytes+sumBytes) + int64(vecs)*coef
 }
 

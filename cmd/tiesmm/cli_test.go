@@ -9,9 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -565,7 +565,7 @@ compute_dtype: bfloat16
 		t.Error("the bf16 compute wrote the float32 compute's tensors")
 	}
 	_, errOut, code := tiesmm(t, dir, "merge", "--base", "demo/base", "--model", "demo/ft1", "--compute-dtype", "bf16", "refused")
-	if code == 0 || !strings.Contains(errOut, "compute_dtype: bfloat16 covers linear and task_arithmetic only") {
+	if code == 0 || !strings.Contains(errOut, "compute_dtype: bfloat16 covers linear, task_arithmetic, slerp, nuslerp and multislerp only") {
 		t.Errorf("ties with --compute-dtype bf16: exit %d, %s", code, errOut)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "refused")); !os.IsNotExist(err) {
