@@ -342,3 +342,21 @@ func TestMultislerpBF16MatchesReference(t *testing.T) {
 		}
 	}
 }
+
+// Golden nuslerp under compute_dtype: bfloat16, worked by hand. Task
+// vectors v0 = [3, 4], v1 = [4, 3] (base 0), w = 1, 1 so t = ½:
+//
+//	n = 5 for both; u0 = [bf(0.6), bf(0.8)] = [0.6015625, 0.80078125],
+//	u1 the same reversed; each product 0.48171997 rounds to 0.482421875,
+//	their sum c = 0.96484375 (a bf16); θ = bf(acos c) = bf(0.26573) =
+//	0.265625; s = bf(sin θ) = bf(0.262512) = 0.26171875; tθ = 0.1328125,
+//	a0 = a1 = bf(sin 0.1328125) = bf(0.132422) = 0.1328125;
+//	a0·3 = 0.3984375 and a1·4 = 0.53125 (both bf16), their sum 0.9296875,
+//	÷ s = 3.55224 → bf16 3.546875. The float32 compute gives 3.5355337.
+func TestGoldenNuslerpBF16(t *testing.T) {
+	m := newMethod(t, "nuslerp", "")
+	m.Compute = kernels.BF16
+	base := []testTensor{vec("a", 0, 0)}
+	got, _ := runGolden(t, m, base, [][]testTensor{{vec("a", 3, 4)}, {vec("a", 4, 3)}}, slerpParams(0.5, 2))
+	checkGolden(t, got, map[string][]float32{"a": {3.546875, 3.546875}})
+}
