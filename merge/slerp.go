@@ -379,46 +379,102 @@ func (r *run) slerpInputs(w *worker, b block) (base, v0, v1 []float32) {
 // mergeOne merges one tensor.
 func (s *slerpTensors) mergeOne(ctx context.Context, r *run, ji int) error {
 	j := &r.p.Jobs[ji]
-	t := j.Params.T
 	m := r.p.Method
 	bs := r.blocks([]int{ji})
-	if len(j.Models) == 0 {
-		// slerp of the base alone: the base passes through.
-		r.traced(ji, "slerp-base")
-		return r.parallel(ctx, bs, func(w *worker, b block) error {
-			base := r.widenBase(w, b)
-			if m.Compute == kernels.BF16 {
-				for e := range base {
-					base[e] = rbf16(base[e])
-				}
-			}
-			return r.writeValues(w, b, base)
-		})
-	}
-	if m.Compute == kernels.BF16 && m.Slerp == SlerpNu {
+	switch {
+	case len(j.Models) == 0:
+		return s.passBase(ctx, r, ji, bs)
+	case m.Compute == kernels.BF16 && m.Slerp == SlerpNu:
 		return s.mergeNuBF16(ctx, r, ji, bs)
+	case r.p.slerpAxis(ji) == AxisRows:
+		return s.mergeRows(ctx, r, ji, bs)
 	}
-	axis := r.p.slerpAxis(ji)
-	if axis == AxisRows {
-		r.traced(ji, "slerp-rows")
-		row := lastAxisLen(*j)
-		return r.parallel(ctx, bs, func(w *worker, b block) error {
-			base, v0, v1 := r.slerpInputs(w, b)
-			var sum [3]wideSum
-			for st := 0; st < len(v0); st += row {
-				a, c := v0[st:st+row], v1[st:st+row]
-				sum = [3]wideSum{}
-				addSums(&sum, a, c)
-				m.slerpCoef(t, sum[0].value(), sum[1].value(), sum[2].value()).combine(w.tm[st:st+row], a, c)
-			}
-			return r.finish(w, b, base, w.tm[:b.n], 1)
-		})
-	}
-	r.traced(ji, "slerp-sums")
 	vecs := 1
-	if axis == AxisColumns {
+	if r.p.slerpAxis(ji) == AxisColumns {
 		vecs = slerpColumns(j)
 	}
+	if err := s.sumVectors(ctx, r, ji, bs, vecs); err != nil {
+		return err
+	}
+	r.traced(ji, "slerp-merge")
+	return r.parallel(ctx, bs, func(w *worker, b block) error {
+		base, v0, v1 := r.slerpInputs(w, b)
+		n := int(b.n)
+		out := w.tm[:n]
+		switch {
+		case m.Slerp == SlerpPair && m.Compute == kernels.BF16:
+			c := s.coef[0]
+			for e := range out {
+				out[e] = rbf16(float32(float32(c.a0*v0[e]) + float32(c.a1*v1[e])))
+			}
+			return r.writeValues(w, b, out)
+		case m.Slerp == SlerpPair:
+			// (a0·v0) + a1·v1 rounded by Finish, a1 as its λ.
+			c := s.coef[0]
+			for e := range v0 {
+				v0[e] = float32(c.a0 * v0[e])
+			}
+			return r.finish(w, b, v0, v1, c.a1)
+		case vecs == 1:
+			s.coef[0].combine(out, v0, v1)
+		default:
+			col := int(b.start % int64(vecs))
+			for e := range out {
+				c := s.coef[col]
+				p0 := float32(c.a0 * v0[e])
+				p1 := float32(c.a1 * v1[e])
+				out[e] = float32(p0+p1) / c.div
+				if col++; col == vecs {
+					col = 0
+				}
+			}
+		}
+		return r.finish(w, b, base, out, 1)
+	})
+}
+
+// passBase writes slerp's base when it is the only input: mergekit returns
+// a lone input as it is (rounded to bf16 under the bf16 compute).
+func (s *slerpTensors) passBase(ctx context.Context, r *run, ji int, bs []block) error {
+	r.traced(ji, "slerp-base")
+	return r.parallel(ctx, bs, func(w *worker, b block) error {
+		base := r.widenBase(w, b)
+		if r.p.Method.Compute == kernels.BF16 {
+			for e := range base {
+				base[e] = rbf16(base[e])
+			}
+		}
+		return r.writeValues(w, b, base)
+	})
+}
+
+// mergeRows merges a tensor whose vectors are its rows, each whole in one
+// block: sums and combination in one pass.
+func (s *slerpTensors) mergeRows(ctx context.Context, r *run, ji int, bs []block) error {
+	j := &r.p.Jobs[ji]
+	m, t := r.p.Method, j.Params.T
+	r.traced(ji, "slerp-rows")
+	row := lastAxisLen(*j)
+	return r.parallel(ctx, bs, func(w *worker, b block) error {
+		base, v0, v1 := r.slerpInputs(w, b)
+		var sum [3]wideSum
+		for st := 0; st < len(v0); st += row {
+			a, c := v0[st:st+row], v1[st:st+row]
+			sum = [3]wideSum{}
+			addSums(&sum, a, c)
+			m.slerpCoef(t, sum[0].value(), sum[1].value(), sum[2].value()).combine(w.tm[st:st+row], a, c)
+		}
+		return r.finish(w, b, base, w.tm[:b.n], 1)
+	})
+}
+
+// sumVectors sums each vector's Σv0², Σv1² and Σv0·v1 over the tensor (one
+// vector: exactSum per worker; columns: wideSum per column and worker) and
+// sets s.coef from them.
+func (s *slerpTensors) sumVectors(ctx context.Context, r *run, ji int, bs []block, vecs int) error {
+	j := &r.p.Jobs[ji]
+	m, t := r.p.Method, j.Params.T
+	r.traced(ji, "slerp-sums")
 	for _, w := range r.ws {
 		if vecs == 1 {
 			s.tensor[w.id] = [3]exactSum{}
@@ -469,53 +525,18 @@ func (s *slerpTensors) mergeOne(ctx context.Context, r *run, ji int) error {
 			}
 		}
 		s.coef[0] = m.slerpCoef(t, sum[0].value(), sum[1].value(), sum[2].value())
-	} else {
-		for v := range vecs {
-			var sum [3]wideSum
-			for _, w := range r.ws {
-				for k := range sum {
-					sum[k].merge(&s.sums[w.id][3*v+k])
-				}
-			}
-			s.coef[v] = m.slerpCoef(t, sum[0].value(), sum[1].value(), sum[2].value())
-		}
+		return nil
 	}
-	r.traced(ji, "slerp-merge")
-	return r.parallel(ctx, bs, func(w *worker, b block) error {
-		base, v0, v1 := r.slerpInputs(w, b)
-		n := int(b.n)
-		if m.Slerp == SlerpPair {
-			// (a0·v0) + a1·v1 rounded by Finish, a1 as its λ.
-			c := s.coef[0]
-			if m.Compute == kernels.BF16 {
-				out := w.tm[:n]
-				for e := range out {
-					out[e] = rbf16(float32(float32(c.a0*v0[e]) + float32(c.a1*v1[e])))
-				}
-				return r.writeValues(w, b, out)
-			}
-			for e := range v0 {
-				v0[e] = float32(c.a0 * v0[e])
-			}
-			return r.finish(w, b, v0, v1, c.a1)
-		}
-		out := w.tm[:n]
-		if vecs == 1 {
-			s.coef[0].combine(out, v0, v1)
-		} else {
-			col := int(b.start % int64(vecs))
-			for e := range out {
-				c := s.coef[col]
-				p0 := float32(c.a0 * v0[e])
-				p1 := float32(c.a1 * v1[e])
-				out[e] = float32(p0+p1) / c.div
-				if col++; col == vecs {
-					col = 0
-				}
+	for v := range vecs {
+		var sum [3]wideSum
+		for _, w := range r.ws {
+			for k := range sum {
+				sum[k].merge(&s.sums[w.id][3*v+k])
 			}
 		}
-		return r.finish(w, b, base, out, 1)
-	})
+		s.coef[v] = m.slerpCoef(t, sum[0].value(), sum[1].value(), sum[2].value())
+	}
+	return nil
 }
 
 // addSums adds Σv0², Σv1² and Σv0·v1 of a vector (or part of one) to s.
