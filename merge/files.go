@@ -172,7 +172,7 @@ func (r *run) jobFiles(ji int) []*mappedFile {
 
 func (r *run) openFiles() {
 	r.files = map[string]*mappedFile{}
-	for _, md := range append([]*mmapio.Model{r.p.Base}, r.p.Models...) {
+	for _, md := range r.p.inputs() {
 		for _, f := range md.Files {
 			if r.files[f] == nil {
 				size, ok := md.FileSizes[f]

@@ -75,6 +75,11 @@ type Plan struct {
 	MemoryBound         int64
 	LowsBytes           int64          // exact-k trims and per-tensor selects: the lists of values in the threshold's bin or band
 	config              map[string]any // the base's config.json, nil if it has none
+	// Frankenmerge: the slices (nil for a merge of whole models), the
+	// output's layers, and the models read besides the base and Models.
+	slices   []Slice
+	layerMap []LayerSource
+	others   []*mmapio.Model
 	// HotBytes: a per-tensor trim keeps a tensor of at most this many input
 	// bytes mapped from its first read to its merge (no second page faults).
 	HotBytes int64
@@ -224,6 +229,31 @@ func shapeString(s []int64) string {
 // reading tensor data, and lays out the output. All problems found are
 // returned together.
 func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
+	return newPlan(opts, m, nil, func(p *Plan, outDT *kernels.DType) []error {
+		p.Layers = opts.Layers
+		if p.Layers == 0 {
+			for _, name := range p.Base.Names {
+				if l, ok := config.LayerIndex(name); ok && l+1 > p.Layers {
+					p.Layers = l + 1
+				}
+			}
+		}
+		var errs []error
+		for _, name := range p.Base.Names {
+			job, jerrs := p.newJob(name, outDT, resolve)
+			errs = append(errs, jerrs...)
+			if len(jerrs) == 0 {
+				p.Jobs = append(p.Jobs, job)
+			}
+		}
+		return errs
+	})
+}
+
+// newPlan is NewPlan with the jobs made by jobs; open, if not nil, opens the
+// models the jobs read besides the base and the models, before the output's
+// destination is checked against every input.
+func newPlan(opts Options, m Method, open func(p *Plan) error, jobs func(p *Plan, outDT *kernels.DType) []error) (*Plan, error) {
 	if len(opts.Models) < 1 && m.Slerp != SlerpPair {
 		return nil, errors.New("nothing to merge: give at least one fine-tuned model besides the base")
 	}
@@ -259,6 +289,11 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	if open != nil {
+		if err := open(p); err != nil {
+			return nil, err
+		}
+	}
 	if err := p.checkOutput(); err != nil {
 		errs = append(errs, err)
 	}
@@ -271,22 +306,7 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 		outDT = &dt
 	}
 
-	p.Layers = opts.Layers
-	if p.Layers == 0 {
-		for _, name := range p.Base.Names {
-			if l, ok := config.LayerIndex(name); ok && l+1 > p.Layers {
-				p.Layers = l + 1
-			}
-		}
-	}
-
-	for _, name := range p.Base.Names {
-		job, jerrs := p.newJob(name, outDT, resolve)
-		errs = append(errs, jerrs...)
-		if len(jerrs) == 0 {
-			p.Jobs = append(p.Jobs, job)
-		}
-	}
+	errs = append(errs, jobs(p, outDT)...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -323,7 +343,7 @@ func (p *Plan) checkOutput() error {
 // never be, hold or lie inside.
 func (p *Plan) inputPaths() []string {
 	var paths []string
-	for _, md := range append([]*mmapio.Model{p.Base}, p.Models...) {
+	for _, md := range p.inputs() {
 		paths = append(paths, md.Path, md.Dir)
 		paths = append(paths, md.Files...)
 		if md.Index != "" {
@@ -366,6 +386,7 @@ func (p *Plan) newJob(name string, outDT *kernels.DType, resolve Resolver) (Job,
 		return job, []error{fmt.Errorf("tensor %q: parameters resolved for %d models, want %d", name, len(tp.Weights), len(p.Models))}
 	}
 	job.Params = tp
+	p.passThrough(&job)
 	return job, p.checkParams(name, tp)
 }
 
@@ -380,22 +401,32 @@ func (p *Plan) jobModels(job *Job) []error {
 			errs = append(errs, fmt.Errorf("%s: tensor %q: missing from model %d, which the base %s has", md.Path, name, i+1, bt.File))
 			continue
 		}
-		dt, ok := floatDType(t.DType)
-		if !ok {
-			errs = append(errs, fmt.Errorf("%s: tensor %q: dtype %s cannot be merged (want F32, F16 or BF16)", t.File, name, t.DType))
-			continue
-		}
-		same := slices.Equal(t.Shape, bt.Shape)
-		longerVocab := vocabTensor(name) && len(t.Shape) == len(bt.Shape) && len(t.Shape) > 0 &&
-			t.Shape[0] >= bt.Shape[0] && slices.Equal(t.Shape[1:], bt.Shape[1:])
-		if !same && !longerVocab {
-			errs = append(errs, fmt.Errorf("tensor %q: shape %s in %s but %s in the base %s", name, shapeString(t.Shape), t.File, shapeString(bt.Shape), bt.File))
+		dt, err := inputDType(name, bt, t)
+		if err != nil {
+			errs = append(errs, err)
 			continue
 		}
 		job.Models = append(job.Models, t)
 		job.ModelDT = append(job.ModelDT, dt)
 	}
 	return errs
+}
+
+// inputDType checks a model's input t of output tensor name against the
+// base's bt: a float dtype, the same shape (an embedding may have more
+// rows).
+func inputDType(name string, bt, t *mmapio.Tensor) (kernels.DType, error) {
+	dt, ok := floatDType(t.DType)
+	if !ok {
+		return 0, fmt.Errorf("%s: tensor %q: dtype %s cannot be merged (want F32, F16 or BF16)", t.File, t.Name, t.DType)
+	}
+	same := slices.Equal(t.Shape, bt.Shape)
+	longerVocab := vocabTensor(name) && len(t.Shape) == len(bt.Shape) && len(t.Shape) > 0 &&
+		t.Shape[0] >= bt.Shape[0] && slices.Equal(t.Shape[1:], bt.Shape[1:])
+	if !same && !longerVocab {
+		return 0, fmt.Errorf("tensor %q: shape %s in %s but %s in the base %s", name, shapeString(t.Shape), t.File, shapeString(bt.Shape), bt.File)
+	}
+	return dt, nil
 }
 
 // checkParams checks a tensor's resolved parameters against the method's
@@ -711,7 +742,7 @@ func (p *Plan) sizeMemory() error {
 			}
 		}
 	}
-	p.fileBytes = inputFileBytes(append([]*mmapio.Model{p.Base}, p.Models...))
+	p.fileBytes = inputFileBytes(p.inputs())
 	maxMem := p.Opts.MaxMemory
 	workers := p.Opts.Threads
 	if workers <= 0 {

@@ -11,6 +11,9 @@ import (
 
 // Describe prints the method's details in words.
 func (m Method) Describe() string {
+	if m.Name == "passthrough" {
+		return "passthrough: x·scale, or x copied as it is"
+	}
 	if m.Slerp != SlerpNone {
 		return m.describeSlerp()
 	}
@@ -62,6 +65,7 @@ func (p *Plan) Describe(w io.Writer) {
 		fmt.Fprintf(w, "model %d:  %s (%d files)\n", i+1, m.Path, len(m.Files))
 	}
 	fmt.Fprintf(w, "tensors:  %d (%d merged, %d copied from the base), %d layers\n", len(p.Jobs), len(p.Jobs)-copied, copied, p.Layers)
+	p.describeLayers(w)
 	fmt.Fprintf(w, "inputs:   %s to read; output %s in %d shard(s) at %s\n", units.FormatDecimal(p.InputBytes), units.FormatDecimal(p.OutputBytes), len(p.Layout.Shards), p.Opts.Out)
 	if p.Method.Trim {
 		if p.Method.Scope == ScopeModel {

@@ -129,6 +129,9 @@ func (p *Plan) findWarnings() {
 		}
 	}
 	for _, md := range p.Models {
+		if p.slices != nil {
+			break // a frankenmerge reads the layers the slices name
+		}
 		var extra []string
 		for _, name := range md.Names {
 			if _, ok := p.Base.Tensors[name]; !ok {
@@ -146,7 +149,9 @@ func (p *Plan) findWarnings() {
 	var copied, merged []string
 	for _, j := range p.Jobs {
 		if j.Copy {
-			copied = append(copied, j.Name)
+			if _, passed := floatDType(j.Base.DType); !passed { // passthrough copies float layers as they are
+				copied = append(copied, j.Name)
+			}
 			continue
 		}
 		merged = append(merged, j.Name)

@@ -240,6 +240,10 @@ func (m *mergeCmd) plan() (*config.Config, *merge.Plan, error) {
 		ShardBytes: int64(m.OutShardSize), MaxMemory: int64(m.MaxMemory), Threads: m.Threads,
 		BlockElems: m.BlockSize, Kernels: ks, TwoPass: m.TwoPass,
 	}
+	if c.Slices != nil && c.LayerRange == nil {
+		plan, err := m.slicePlan(c, opts)
+		return c, plan, err
+	}
 	for _, e := range c.Models {
 		opts.Models = append(opts.Models, e.Path)
 	}
@@ -251,9 +255,36 @@ func (m *mergeCmd) plan() (*config.Config, *merge.Plan, error) {
 		return nil, nil, err
 	}
 	if c.LayerRange != nil && c.LayerRange[1] != plan.Layers {
-		return nil, nil, fmt.Errorf("%s: the slices cover layers [%d, %d) but the models have %d layers; tiesmm merges whole models", c.File, c.LayerRange[0], c.LayerRange[1], plan.Layers)
+		// Slices that stop short of the models' layers: a frankenmerge.
+		plan, err = m.slicePlan(c, opts)
 	}
-	return c, plan, nil
+	return c, plan, err
+}
+
+// slicePlan is the plan of a config's slices: a frankenmerge.
+func (m *mergeCmd) slicePlan(c *config.Config, opts merge.Options) (*merge.Plan, error) {
+	method, resolve, err := merge.SliceRecipe(c)
+	if err != nil {
+		return nil, err
+	}
+	method.Seed = m.Seed
+	method.ApproxTopK = m.TopK == "approx"
+	sl := make([]merge.Slice, len(c.Slices))
+	for k, s := range c.Slices {
+		sl[k].Base, sl[k].Models = c.SliceModels(k)
+		for _, src := range s.Sources {
+			sl[k].Sources = append(sl[k].Sources, merge.SliceSource{Model: src.Path, First: src.Layers[0], End: src.Layers[1]})
+		}
+	}
+	opts.Models = nil
+	for _, j := range sl[0].Models {
+		opts.Models = append(opts.Models, sl[0].Sources[j].Model)
+	}
+	opts.Base = c.BaseModel
+	if opts.Base == "" {
+		opts.Base = sl[0].Sources[0].Model // the first model lays out the output
+	}
+	return merge.NewSlicePlan(opts, method, sl, resolve)
 }
 
 // explain prints each tensor's resolved parameters and its strategy.
@@ -262,7 +293,9 @@ func (m *mergeCmd) explain(c *config.Config, plan *merge.Plan) error {
 	for i, j := range plan.Jobs {
 		names[i] = j.Name
 	}
-	if err := c.Explain(os.Stdout, names, plan.Layers); err != nil {
+	if plan.Frankenmerge() {
+		plan.DescribeLayers(os.Stdout)
+	} else if err := c.Explain(os.Stdout, names, plan.Layers); err != nil {
 		return err
 	}
 	fmt.Fprintln(os.Stdout)
