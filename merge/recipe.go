@@ -26,12 +26,20 @@ func Recipe(c *config.Config) (Method, Resolver, error) {
 	return m, resolve, nil
 }
 
-// SliceRecipe is Recipe for the slices form: the resolver of an output
-// tensor of a slice, whose merged models read the input tensors named in.
-func SliceRecipe(c *config.Config) (Method, SliceResolver, error) {
+// SliceRecipe is Recipe for the slices form: the method, the slices, and
+// the resolver of an output tensor of a slice, whose merged models read the
+// input tensors named in.
+func SliceRecipe(c *config.Config) (Method, []Slice, SliceResolver, error) {
 	m, params, err := recipe(c)
 	if err != nil {
-		return Method{}, nil, err
+		return Method{}, nil, nil, err
+	}
+	sl := make([]Slice, len(c.Slices))
+	for k, s := range c.Slices {
+		sl[k].Base, sl[k].Models = c.SliceModels(k)
+		for _, src := range s.Sources {
+			sl[k].Sources = append(sl[k].Sources, SliceSource{Model: src.Path, First: src.Layers[0], End: src.Layers[1]})
+		}
 	}
 	resolve := func(k int, out string, in []string, t float64) (TensorParams, error) {
 		_, merged := c.SliceModels(k)
@@ -42,7 +50,7 @@ func SliceRecipe(c *config.Config) (Method, SliceResolver, error) {
 			return c.ResolveSlice(k, merged[model], key, out, in[model], t)
 		})
 	}
-	return m, resolve, nil
+	return m, sl, resolve, nil
 }
 
 // paramsOf resolves a tensor's parameters for n models from lookup, which

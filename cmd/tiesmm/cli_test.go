@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -18,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tiesmm/tiesmm/config"
 	"github.com/tiesmm/tiesmm/mmapio"
 )
 
@@ -517,10 +519,14 @@ func TestCLIExamples(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(m.Tensors) != len(base.Tensors) {
-				t.Fatalf("%d tensors, the base has %d", len(m.Tensors), len(base.Tensors))
+			want := base.Tensors
+			if c, err := config.Load(ex); err == nil && c.Slices != nil && c.LayerRange == nil {
+				want = frankenTensors(t, base, c, filepath.Join(dir, out))
 			}
-			for name, bt := range base.Tensors {
+			if len(m.Tensors) != len(want) {
+				t.Fatalf("%d tensors, want %d", len(m.Tensors), len(want))
+			}
+			for name, bt := range want {
 				mt, ok := m.Tensors[name]
 				if !ok || fmt.Sprint(mt.Shape) != fmt.Sprint(bt.Shape) {
 					t.Fatalf("tensor %q missing or of another shape", name)
@@ -570,5 +576,60 @@ compute_dtype: bfloat16
 	}
 	if _, err := os.Stat(filepath.Join(dir, "refused")); !os.IsNotExist(err) {
 		t.Errorf("a refused merge left its output: %v", err)
+	}
+}
+
+// frankenTensors are the tensors a frankenmerge of the demo models writes:
+// the base's outside the layers, and its layer 0's for each of the slices'
+// layers, which the output's config.json must count.
+func frankenTensors(t *testing.T, base *mmapio.Model, c *config.Config, out string) map[string]*mmapio.Tensor {
+	t.Helper()
+	layers := 0
+	for _, s := range c.Slices {
+		layers += s.Len()
+	}
+	b, err := os.ReadFile(filepath.Join(out, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Layers int `json:"num_hidden_layers"`
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil || cfg.Layers != layers {
+		t.Fatalf("config.json: num_hidden_layers %d, want %d (%v)", cfg.Layers, layers, err)
+	}
+	want := map[string]*mmapio.Tensor{}
+	for name, bt := range base.Tensors {
+		prefix, l, suffix, ok := config.SplitLayer(name)
+		switch {
+		case !ok:
+			want[name] = bt
+		case l == 0:
+			for o := range layers {
+				want[fmt.Sprintf("%s%d%s", prefix, o, suffix)] = bt
+			}
+		}
+	}
+	return want
+}
+
+// --dry-run prints a frankenmerge's layer map; a layer range beyond a model's
+// layers is refused naming the model and its layer count.
+func TestCLIFrankenmerge(t *testing.T) {
+	dir := workDir(t)
+	out := mustRun(t, dir, "merge", "--dry-run", filepath.Join(examplesDir(t), "passthrough-frankenmerge.yml"), "out")
+	for _, line := range []string{"layers:   0–1 ← demo/base 0–1\n", "layers:   2 ← demo/ft1 1\n", "layers:   3–4 ← demo/ft2 0–1\n", "5 layers"} {
+		if !strings.Contains(out, line) {
+			t.Errorf("--dry-run lacks %q:\n%s", line, out)
+		}
+	}
+	writeFile(t, filepath.Join(dir, "deep.yml"), `merge_method: passthrough
+slices:
+  - sources: [{model: demo/base, layer_range: [0, 2]}]
+  - sources: [{model: demo/ft1, layer_range: [1, 9]}]
+`)
+	_, errOut, code := tiesmm(t, dir, "merge", "--dry-run", "deep.yml", "out")
+	if code == 0 || !strings.Contains(errOut, "slices[1].sources[0]: layer_range [1, 9] of demo/ft1, which has 2 layers") {
+		t.Errorf("exit %d, stderr %s", code, errOut)
 	}
 }

@@ -263,19 +263,12 @@ func (m *mergeCmd) plan() (*config.Config, *merge.Plan, error) {
 
 // slicePlan is the plan of a config's slices: a frankenmerge.
 func (m *mergeCmd) slicePlan(c *config.Config, opts merge.Options) (*merge.Plan, error) {
-	method, resolve, err := merge.SliceRecipe(c)
+	method, sl, resolve, err := merge.SliceRecipe(c)
 	if err != nil {
 		return nil, err
 	}
 	method.Seed = m.Seed
 	method.ApproxTopK = m.TopK == "approx"
-	sl := make([]merge.Slice, len(c.Slices))
-	for k, s := range c.Slices {
-		sl[k].Base, sl[k].Models = c.SliceModels(k)
-		for _, src := range s.Sources {
-			sl[k].Sources = append(sl[k].Sources, merge.SliceSource{Model: src.Path, First: src.Layers[0], End: src.Layers[1]})
-		}
-	}
 	opts.Models = nil
 	for _, j := range sl[0].Models {
 		opts.Models = append(opts.Models, sl[0].Sources[j].Model)
