@@ -142,6 +142,8 @@ func (r *run) copyJob(ji int) error {
 			if err := r.out.WriteTensor(j.Name, off, data[off:end]); err != nil {
 				return err
 			}
+			// Release what was copied: a passthrough copies whole layers.
+			f.dontNeed(j.Base.Offset+off, end-off)
 			r.prog.Add(end - off)
 		}
 		return nil

@@ -340,6 +340,9 @@ func (p *Plan) sliceConfig() error {
 		p.config[key] = out
 	}
 	p.config["num_hidden_layers"] = len(p.layerMap)
+	if dt, err := kernels.ParseDType(p.Opts.OutDType); p.Opts.OutDType != "" && err == nil {
+		p.config["torch_dtype"] = dt.TorchName() // copied layers too: the dtype asked for
+	}
 	return nil
 }
 
