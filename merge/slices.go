@@ -118,6 +118,20 @@ func (p *Plan) model(path string) *mmapio.Model {
 	return nil
 }
 
+// modelPath names the model of input t, job model i: the plan's model i, or
+// in a frankenmerge the model whose shards hold t.
+func (p *Plan) modelPath(i int, t *mmapio.Tensor) string {
+	if p.slices == nil {
+		return p.Models[i].Path
+	}
+	for _, md := range p.inputs() {
+		if slices.Contains(md.Files, t.File) {
+			return md.Path
+		}
+	}
+	return p.Models[i].Path
+}
+
 // modelLayers is a model's number of layers: one more than its highest.
 func modelLayers(md *mmapio.Model) int {
 	n := 0

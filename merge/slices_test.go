@@ -347,6 +347,20 @@ slices:
 			}
 		}
 	}
+	// A's weight 4·t is 0 at the final norm and head (t = 0): the warning
+	// names A, not the first slice's second model, and counts A's tensors.
+	found := false
+	for _, w := range plan.Warnings {
+		if w.Code == WarnContributesNone {
+			found = true
+			if w.Model != filepath.Join(dir, "A") || !strings.Contains(w.Message, "weight 0 on 2 of 21 merged tensors") {
+				t.Errorf("warning %+v", w)
+			}
+		}
+	}
+	if !found {
+		t.Error("no warning of A's weight 0")
+	}
 	cfg := outConfig(t, plan.Opts.Out)
 	if cfg["num_hidden_layers"] != float64(6) || fmt.Sprint(cfg["layer_types"]) != "[Z-0 Z-1 Z-2 Z-2 Z-3 Z-5]" {
 		t.Errorf("config.json: %v layers, layer_types %v", cfg["num_hidden_layers"], cfg["layer_types"])
