@@ -64,7 +64,11 @@ func (p *Plan) Describe(w io.Writer) {
 	for i, m := range p.Models {
 		fmt.Fprintf(w, "model %d:  %s (%d files)\n", i+1, m.Path, len(m.Files))
 	}
-	fmt.Fprintf(w, "tensors:  %d (%d merged, %d copied from the base), %d layers\n", len(p.Jobs), len(p.Jobs)-copied, copied, p.Layers)
+	from := " from the base"
+	if p.slices != nil {
+		from = "" // from the slices' sources
+	}
+	fmt.Fprintf(w, "tensors:  %d (%d merged, %d copied%s), %d layers\n", len(p.Jobs), len(p.Jobs)-copied, copied, from, p.Layers)
 	p.describeLayers(w)
 	fmt.Fprintf(w, "inputs:   %s to read; output %s in %d shard(s) at %s\n", units.FormatDecimal(p.InputBytes), units.FormatDecimal(p.OutputBytes), len(p.Layout.Shards), p.Opts.Out)
 	if p.Method.Trim {
