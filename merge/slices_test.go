@@ -392,3 +392,53 @@ func TestSlicesErrors(t *testing.T) {
 		t.Errorf("paper preset: %v", err)
 	}
 }
+
+// A slice's base_model replaces the top-level one there: task arithmetic
+// onto Z's layers in the first slice and onto A's in the second, each
+// checked against refMerge.
+func TestSlicesOwnBase(t *testing.T) {
+	dir := t.TempDir()
+	r := rand.New(rand.NewPCG(7, 8))
+	in := map[string]map[string][]float32{
+		"Z": llamaLike(t, filepath.Join(dir, "Z"), r, 2, kernels.F32, false),
+		"A": llamaLike(t, filepath.Join(dir, "A"), r, 4, kernels.F32, false),
+		"B": llamaLike(t, filepath.Join(dir, "B"), r, 4, kernels.BF16, false),
+	}
+	got, _, _ := runSlices(t, dir, `merge_method: task_arithmetic
+base_model: DIR/Z
+slices:
+  - sources:
+      - {model: DIR/Z, layer_range: [0, 2]}
+      - {model: DIR/B, layer_range: [2, 4], parameters: {weight: 0.5}}
+  - sources:
+      - {model: DIR/A, layer_range: [1, 4]}
+      - {model: DIR/B, layer_range: [0, 3], parameters: {weight: 2}}
+    base_model: DIR/A
+`)
+	m := newMethod(t, "task_arithmetic", "")
+	check := func(out, baseModel, baseName, inName string, w float32) {
+		t.Helper()
+		rt := refTensor{name: out, base: in[baseModel][baseName], models: [][]float32{in["B"][inName]}, outDT: kernels.F32,
+			params: TensorParams{Density: []float64{1}, Weights: []float32{w}, Lambda: 1, Gamma: []float64{0}, Epsilon: []float64{0}}}
+		tm, _ := refMerge(m, []refTensor{rt})
+		vals := decode(kernels.F32, got[out])
+		for e := range tm[0] {
+			if want := refFinish(rt.base[e], tm[0][e], 1, kernels.F32); !sameFloat(vals[e], want) {
+				t.Fatalf("%s[%d] = %v, want %v", out, e, vals[e], want)
+			}
+		}
+	}
+	check("model.embed_tokens.weight", "Z", "model.embed_tokens.weight", "model.embed_tokens.weight", 0.5)
+	check("lm_head.weight", "A", "lm_head.weight", "lm_head.weight", 2)
+	for o := range 5 {
+		name := func(l int) string { return fmt.Sprintf("model.layers.%d.mlp.up_proj.weight", l) }
+		if o < 2 {
+			check(name(o), "Z", name(o), name(2+o), 0.5)
+		} else {
+			check(name(o), "A", name(o-1), name(o-2), 2)
+		}
+	}
+	if len(got) != 1+5*3+2 {
+		t.Errorf("%d tensors, want %d", len(got), 1+5*3+2)
+	}
+}

@@ -632,4 +632,15 @@ slices:
 	if code == 0 || !strings.Contains(errOut, "slices[1].sources[0]: layer_range [1, 9] of demo/ft1, which has 2 layers") {
 		t.Errorf("exit %d, stderr %s", code, errOut)
 	}
+	// One slice from layer 0 that stops short of the models' layers: the
+	// models form in its syntax, but a shallower model.
+	writeFile(t, filepath.Join(dir, "short.yml"), `merge_method: ties
+base_model: demo/base
+slices:
+  - sources: [{model: demo/base, layer_range: [0, 1]}, {model: demo/ft1, layer_range: [0, 1]}]
+`)
+	out = mustRun(t, dir, "merge", "--dry-run", "short.yml", "out")
+	if !strings.Contains(out, "1 layers\nlayers:   0 ← demo/ft1 0 (base demo/base 0)\n") {
+		t.Errorf("--dry-run of a short slice:\n%s", out)
+	}
 }
