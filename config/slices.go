@@ -464,9 +464,6 @@ func (c *Config) validateSlices(v *errList) {
 			}
 			c.validateParam(v, allowed, name, p, what+".parameters")
 		}
-		if k == 0 {
-			continue // slices[0]'s sources are c.Models, checked with them
-		}
 		for j, src := range s.Sources {
 			for _, name := range sortedKeys(src.Parameters) {
 				p := src.Parameters[name]

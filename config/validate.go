@@ -245,6 +245,9 @@ func (c *Config) validateParams(v *errList) {
 	for _, name := range sortedKeys(c.Parameters) {
 		c.validateParam(v, allowed, name, c.Parameters[name], "parameters")
 	}
+	if c.Slices != nil {
+		return // the sources' parameters: validateSlices
+	}
 	for i, m := range c.Models {
 		for _, name := range sortedKeys(m.Parameters) {
 			p := m.Parameters[name]
