@@ -241,3 +241,14 @@ slices:
 		})
 	}
 }
+
+// A source's parameter the method does not take is named by its slice and source.
+func TestSlicesSourceParams(t *testing.T) {
+	c := mustParse(t, `merge_method: karcher
+slices:
+  - sources:
+      - {model: a, layer_range: [0, 2]}
+      - {model: b, layer_range: [0, 2], parameters: {weight: 0.4}}
+`)
+	wantErrors(t, c.ValidateWith(nil), 5, "model b (slices[0].sources[1]): weight is not a parameter of karcher")
+}
