@@ -511,7 +511,8 @@ func TestCLIExamples(t *testing.T) {
 			t.Parallel()
 			out := filepath.Join("out", name)
 			stdout := mustRun(t, dir, "merge", ex, out)
-			votes := slices.Contains([]string{"ties", "ties-paper", "dare_ties", "breadcrumbs_ties", "della"}, name)
+			method, _, _ := strings.Cut(name, "-") // a variant's suffix follows a dash
+			votes := slices.Contains([]string{"ties", "dare_ties", "breadcrumbs_ties", "della"}, method)
 			if got := strings.Contains(stdout, "elected a sign"); got != votes {
 				t.Errorf("summary speaks of a sign vote: %v, want %v (the method votes: %v)\n%s", got, votes, votes, stdout)
 			}
