@@ -161,7 +161,7 @@ func (f *mappedFile) close() error {
 func (r *run) jobFiles(ji int) []*mappedFile {
 	j := &r.p.Jobs[ji]
 	fs := make([]*mappedFile, 0, len(j.Models)+1)
-	if !r.p.Method.NoBase {
+	if r.readsBase(j) {
 		fs = append(fs, r.files[j.Base.File])
 	}
 	for _, t := range j.Models {
@@ -208,7 +208,7 @@ func (r *run) prefetchJob(ji int) {
 		off, size int64
 	}
 	var spans []span
-	if !r.p.Method.NoBase {
+	if r.readsBase(j) {
 		spans = append(spans, span{j.Base.File, j.Base.Offset, j.Base.Size})
 	}
 	if !j.Copy {
