@@ -442,3 +442,32 @@ slices:
 		t.Errorf("%d tensors, want %d", len(got), 1+5*3+2)
 	}
 }
+
+// A shard truncated after the plan read its header fails a passthrough's
+// copy with the file and the tensor named.
+func TestFrankenmergeShardChanged(t *testing.T) {
+	dir := t.TempDir()
+	r := rand.New(rand.NewPCG(9, 10))
+	llamaLike(t, filepath.Join(dir, "A"), r, 2, kernels.BF16, false)
+	a := filepath.Join(dir, "A")
+	opts := Options{Base: a, Models: []string{a}, Out: filepath.Join(dir, "out"), Threads: 2}
+	sl := []Slice{{Sources: []SliceSource{{a, 0, 2}}, Base: -1, Models: []int{0}}, {Sources: []SliceSource{{a, 1, 2}}, Base: -1, Models: []int{0}}}
+	one := func(int, string, []string, float64) (TensorParams, error) {
+		return TensorParams{Density: []float64{1}, Weights: []float32{1}, Gamma: []float64{0}, Epsilon: []float64{0}, Lambda: 1}, nil
+	}
+	p, err := NewSlicePlan(opts, newMethod(t, "passthrough", ""), sl, one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(shard(a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(shard(a), st.Size()-4); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Run(context.Background(), p, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), shard(a)) || !strings.Contains(err.Error(), "changed size since its header was read") || !strings.Contains(err.Error(), `tensor "model.embed_tokens.weight"`) {
+		t.Errorf("got %v", err)
+	}
+}
