@@ -1,0 +1,127 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tiesmm/tiesmm/mmapio"
+)
+
+// outVocabSize is the vocab_size of a model's config.json.
+func outVocabSize(t *testing.T, dir string) int64 {
+	t.Helper()
+	var cfg struct {
+		VocabSize int64 `json:"vocab_size"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return cfg.VocabSize
+}
+
+// outTokens is every token of a model's tokenizer.json (model.vocab and
+// added tokens) by id.
+func outTokens(t *testing.T, dir string) map[string]int64 {
+	t.Helper()
+	var tok struct {
+		Added []struct {
+			ID      int64  `json:"id"`
+			Content string `json:"content"`
+		} `json:"added_tokens"`
+		Model struct {
+			Vocab map[string]int64 `json:"vocab"`
+		} `json:"model"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &tok); err != nil {
+		t.Fatal(err)
+	}
+	out := tok.Model.Vocab
+	for _, a := range tok.Added {
+		out[a.Content] = a.ID
+	}
+	return out
+}
+
+// The union example merges the demo's fine-tunes, which added <|tool|> and
+// two tokens each of their own, into a model whose tokenizer holds the
+// base's 259 ids then the five new tokens in config order, with embeddings
+// of 320 rows (264 padded to a multiple of 64); a fine-tune as
+// tokenizer_source gives its own tokenizer, unchanged.
+func TestCLITokenizerUnion(t *testing.T) {
+	dir := workDir(t)
+	mustRun(t, dir, "merge", "--quiet", filepath.Join(examplesDir(t), "tokenizer_union.yml"), "union")
+	toks := outTokens(t, filepath.Join(dir, "union"))
+	for i, tok := range []string{"<|tool|>", "<|ft1_1|>", "<|ft1_2|>", "<|ft2_1|>", "<|ft2_2|>"} {
+		if id, ok := toks[tok]; !ok || id != int64(259+i) {
+			t.Errorf("token %s: id %d (%v), want %d", tok, id, ok, 259+i)
+		}
+	}
+	if len(toks) != 264 {
+		t.Errorf("%d tokens, want 264", len(toks))
+	}
+	if got := outVocabSize(t, filepath.Join(dir, "union")); got != 320 {
+		t.Errorf("vocab_size %d, want 320", got)
+	}
+	m, err := mmapio.OpenModel(filepath.Join(dir, "union"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"model.embed_tokens.weight", "lm_head.weight"} {
+		if got := m.Tensors[name].Shape; got[0] != 320 {
+			t.Errorf("%s: shape %v, want 320 rows", name, got)
+		}
+	}
+
+	writeFile(t, filepath.Join(dir, "ft1.yml"), `merge_method: task_arithmetic
+base_model: demo/base
+models: [{model: demo/ft1}, {model: demo/ft2}]
+tokenizer_source: model:demo/ft1
+`)
+	mustRun(t, dir, "merge", "--quiet", "ft1.yml", "ft1")
+	for _, name := range []string{"tokenizer.json", "tokenizer_config.json"} {
+		got, err := os.ReadFile(filepath.Join(dir, "ft1", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := os.ReadFile(filepath.Join(dir, "demo", "ft1", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("%s is not demo/ft1's", name)
+		}
+	}
+	if got := outVocabSize(t, filepath.Join(dir, "ft1")); got != 262 {
+		t.Errorf("vocab_size %d, want 262 (demo/ft1's tokens)", got)
+	}
+
+	// A model without tokenizer.json cannot take part.
+	if err := os.MkdirAll(filepath.Join(dir, "bare"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"model.safetensors", "config.json"} {
+		if err := os.Symlink(filepath.Join(dir, "demo", "ft2", f), filepath.Join(dir, "bare", f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(dir, "bare.yml"), `merge_method: task_arithmetic
+base_model: demo/base
+models: [{model: demo/ft1}, {model: bare}]
+tokenizer_source: union
+`)
+	_, errOut, code := tiesmm(t, dir, "merge", "bare.yml", "bare-out")
+	if code == 0 || !strings.Contains(errOut, "bare: no tokenizer.json") {
+		t.Errorf("exit %d, want an error naming bare's missing tokenizer.json:\n%s", code, errOut)
+	}
+}
