@@ -30,6 +30,7 @@ type tokenizerFile struct {
 	vocab   []vocabEntry               // model.vocab in id order
 	added   []addedToken               // added_tokens in id order
 	size    int64                      // config.json's vocab_size: the embedding rows
+	bytes   int64                      // tokenizer.json's size
 }
 
 type vocabEntry struct {
@@ -54,7 +55,7 @@ func readTokenizer(dir string) (*tokenizerFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	tf := &tokenizerFile{dir: dir}
+	tf := &tokenizerFile{dir: dir, bytes: int64(len(data))}
 	if err := json.Unmarshal(data, &tf.raw); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -300,9 +301,12 @@ func (vm *vocabMap) fillOf(id int) int32 {
 // realRows is the number of output tokens, padding excluded.
 func (vm *vocabMap) realRows() int64 { return int64(len(vm.tokens)) }
 
-// bytes is the map's memory: the rows of every model and the fills.
+// bytes is the map's memory: the rows of every model and the fills, the
+// output tokens, and the source tokenizer kept to be written (its JSON and
+// its parsed vocabulary).
 func (vm *vocabMap) bytes() int64 {
-	return int64(len(vm.tokens)) * 4 * int64(len(vm.paths)+1)
+	n := int64(len(vm.tokens))
+	return n*4*int64(len(vm.paths)+1) + n*32 + 2*vm.out.bytes + int64(len(vm.out.vocab))*48
 }
 
 // readVocab builds the plan's vocabulary map; the models are the merge's
@@ -576,4 +580,29 @@ func maps(m map[string]json.RawMessage) map[string]json.RawMessage {
 		out[k] = v
 	}
 	return out
+}
+
+// describe says what the vocabulary is and how each model's rows are made:
+// the --dry-run line.
+func (vm *vocabMap) describe(source string) string {
+	var filled [4]int // the only model's, the base's, a mean, zeros
+	for k := range vm.paths {
+		for id, f := range vm.fill {
+			if vm.perm[k][id] >= 0 {
+				continue
+			}
+			switch {
+			case f == fillZero:
+				filled[3]++
+			case f == fillMean:
+				filled[2]++
+			case int(f) == vm.base:
+				filled[1]++
+			default:
+				filled[0]++
+			}
+		}
+	}
+	return fmt.Sprintf("tokenizer_source %s: %d tokens (%d appended), %d embedding rows; rows a model lacks: %d from the only model with the token, %d from the base, %d means, %d zeros",
+		source, len(vm.tokens), len(vm.appended), vm.rows, filled[0], filled[1], filled[2], filled[3])
 }

@@ -60,7 +60,15 @@ func outTokens(t *testing.T, dir string) map[string]int64 {
 // tokenizer_source gives its own tokenizer, unchanged.
 func TestCLITokenizerUnion(t *testing.T) {
 	dir := workDir(t)
-	mustRun(t, dir, "merge", "--quiet", filepath.Join(examplesDir(t), "tokenizer_union.yml"), "union")
+	ex := filepath.Join(examplesDir(t), "tokenizer_union.yml")
+	plan := mustRun(t, dir, "merge", "--dry-run", ex, "union")
+	// Of the 5 tokens added, the base lacks all (<|tool|> is a mean of the
+	// fine-tunes', the others the one fine-tune's) and each fine-tune the
+	// other's 2.
+	if want := "vocab:    tokenizer_source union: 264 tokens (5 appended), 320 embedding rows; rows a model lacks: 8 from the only model with the token, 0 from the base, 1 means, 0 zeros"; !strings.Contains(plan, want) {
+		t.Errorf("--dry-run does not say\n%s\n%s", want, plan)
+	}
+	mustRun(t, dir, "merge", "--quiet", ex, "union")
 	toks := outTokens(t, filepath.Join(dir, "union"))
 	for i, tok := range []string{"<|tool|>", "<|ft1_1|>", "<|ft1_2|>", "<|ft2_1|>", "<|ft2_2|>"} {
 		if id, ok := toks[tok]; !ok || id != int64(259+i) {
