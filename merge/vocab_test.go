@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/tiesmm/tiesmm/kernels"
@@ -499,6 +500,103 @@ func TestEmbeddingCut(t *testing.T) {
 					t.Fatalf("%s, %s inputs, %s, %d threads, block %d: the cut's output differs from the merge of the inputs cut by hand: %s",
 						mc.name, dt, ks.Name, threads, block, diff)
 				}
+			}
+		}
+	}
+}
+
+// A Unigram tokenizer's vocabulary is a list of [piece, score] whose
+// positions are the ids: the union keeps the base's pieces, scores and all,
+// and appends a fine-tune's new piece as an added token.
+func TestVocabUnigram(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, pieces string, size int) string {
+		path := filepath.Join(dir, name)
+		if err := os.MkdirAll(path, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		tok := `{"added_tokens": [], "model": {"type": "Unigram", "unk_id": 0, "vocab": ` + pieces + `}}`
+		for f, data := range map[string]string{"tokenizer.json": tok, "config.json": fmt.Sprintf(`{"vocab_size": %d}`, size)} {
+			if err := os.WriteFile(filepath.Join(path, f), []byte(data), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return path
+	}
+	base := write("base", `[["<unk>", 0], ["▁a", -1.5], ["▁b", -2.5], ["▁past", -3]]`, 3)
+	ft := write("ft", `[["<unk>", 0], ["▁b", -2.5], ["▁a", -1.5], ["▁c", -4]]`, 4)
+	vm, err := newVocabMap(VocabOptions{Source: "union"}, []string{base, ft}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"<unk>", "▁a", "▁b", "▁c"}; !slices.Equal(vm.tokens, want) {
+		t.Fatalf("tokens %q, want %q", vm.tokens, want)
+	}
+	if want := []int32{0, 2, 1, 3}; !slices.Equal(vm.perm[1], want) {
+		t.Errorf("ft's rows %v, want %v", vm.perm[1], want)
+	}
+	b, err := vm.tokenizerJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct {
+		Added []struct {
+			ID      int    `json:"id"`
+			Content string `json:"content"`
+			Special bool   `json:"special"`
+		} `json:"added_tokens"`
+		Model struct {
+			Vocab [][]any `json:"vocab"`
+		} `json:"model"`
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(out.Model.Vocab); got != "[[<unk> 0] [▁a -1.5] [▁b -2.5]]" {
+		t.Errorf("model.vocab %s, want the base's first 3 pieces with their scores", got)
+	}
+	if len(out.Added) != 1 || out.Added[0].ID != 3 || out.Added[0].Content != "▁c" || out.Added[0].Special {
+		t.Errorf("added tokens %+v, want ▁c at 3, not special", out.Added)
+	}
+}
+
+// What a tokenizer_source cannot align is refused before any work, naming
+// the file and the problem.
+func TestVocabErrors(t *testing.T) {
+	dir := t.TempDir()
+	paths, _ := vocabFixture(t, dir, kernels.F32)
+	m := newMethod(t, "task_arithmetic", "")
+	resolve := func(string, int, int) (TensorParams, error) {
+		return TensorParams{Density: []float64{1}, Weights: []float32{1}, Lambda: 1}, nil
+	}
+	plan := func(models []string) error {
+		_, err := NewPlan(Options{Base: paths[0], Models: models, Out: filepath.Join(dir, "out"),
+			Vocab: VocabOptions{Source: "union", BaseModel: paths[0]}}, m, resolve)
+		return err
+	}
+	wide := filepath.Join(dir, "wide")
+	writeModel(t, wide, vocabTensors(rand.New(rand.NewPCG(1, 2)), 9, vocabCols+1, kernels.F32), 0)
+	writeTokenizer(t, wide, vocabModels[1])
+	short := filepath.Join(dir, "short")
+	writeModel(t, short, vocabTensors(rand.New(rand.NewPCG(1, 2)), 8, vocabCols, kernels.F32), 0)
+	writeTokenizer(t, short, vocabModels[1]) // vocab_size 9: token <|x|> at 8 has no row
+	bare := filepath.Join(dir, "bare")
+	writeModel(t, bare, vocabTensors(rand.New(rand.NewPCG(1, 2)), 9, vocabCols, kernels.F32), 0)
+	for _, tc := range []struct {
+		model string
+		want  []string
+	}{
+		{wide, []string{`tensor "model.embed_tokens.weight"`, "4 columns in", "but 3 in the base", "the columns must match"}},
+		{short, []string{`tensor "model.embed_tokens.weight"`, "has 8 rows", `token "<|x|>" id 8`}},
+		{bare, []string{"tokenizer_source", "bare: no tokenizer.json"}},
+	} {
+		err := plan([]string{tc.model})
+		if err == nil {
+			t.Fatalf("%s: no error", tc.model)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error does not say %q:\n%v", filepath.Base(tc.model), w, err)
 			}
 		}
 	}
