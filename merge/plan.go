@@ -707,7 +707,7 @@ func (p *Plan) need(workers, block int, lows int64) (total, mapped int64) {
 		total += model * modelBlockBytes
 	}
 	total += tensor * (tensorBlock + n*tensorBlockTies)
-	total += p.slerpBytes(workers) + p.viewSharedBytes()
+	total += p.slerpBytes(workers) + p.viewSharedBytes(workers, block)
 	heap, perWorker := p.workerBytes(block)
 	mapped = int64(workers) * perWorker
 	if p.fileBytes > 0 {

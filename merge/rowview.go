@@ -47,18 +47,22 @@ func (p *Plan) viewWorkerBytes(b int64) int64 {
 	return 0
 }
 
-// viewSharedBytes is the memory row views share: the vocabulary map and the
-// pad rows' means (a float32 row per model and embedding, with its float64
-// sums while they are computed).
-func (p *Plan) viewSharedBytes() int64 {
-	var total int64
+// viewSharedBytes is the memory row views share: the vocabulary map, the
+// pad rows' means (a float32 row per model and embedding) and, while they
+// are computed, each worker's rows and float64 sums.
+func (p *Plan) viewSharedBytes(workers, block int) int64 {
+	var total, cols int64
 	if p.vocab != nil {
 		total += p.vocab.bytes()
 	}
 	for _, j := range p.Jobs {
 		if j.Rows != nil && j.Rows.padded() {
-			total += int64(len(j.Rows.srcs))*j.Rows.cols*4 + j.Rows.cols*8
+			total += int64(len(j.Rows.srcs)) * j.Rows.cols * 4
+			cols = max(cols, j.Rows.cols)
 		}
+	}
+	if cols > 0 {
+		total += int64(workers) * (3*4*max(cols, int64(p.stride(block))) + 8*cols)
 	}
 	return total
 }
@@ -196,42 +200,76 @@ func (r *run) readSegment(s *rowScratch, v *rowView, k int, row, c0, c1 int64, o
 }
 
 // vocabPads works out, per embedding with pad rows and per model, the mean
-// of its output rows below the padding: a float64 sum in row order rounded
-// once, which the pad rows take.
+// of its output rows below the padding: per column a float64 sum in row
+// order rounded once, which the pad rows take. The sums of each embedding
+// and model are one task, run on as many goroutines as the merge has
+// workers.
 func (r *run) vocabPads(ctx context.Context) error {
 	r.padMeans = make([][][]float32, len(r.p.Jobs))
+	type task struct{ job, model int }
+	var tasks []task
 	for ji, j := range r.p.Jobs {
-		v := j.Rows
-		if v == nil || !v.padded() {
-			continue
-		}
-		cols, rows := v.cols, v.vm.realRows()
-		chunk := max(1, int64(r.stride)/cols)
-		buf := make([]float32, chunk*cols)
-		s := &rowScratch{rowRaw: make([]byte, chunk*cols*4), rowPart: make([]float32, chunk*cols)}
-		sums := make([]float64, cols)
-		r.padMeans[ji] = make([][]float32, len(v.srcs))
-		for k := range v.srcs {
-			clear(sums)
-			for row := int64(0); row < rows; row += chunk {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-				n := min(chunk, rows-row)
-				part := buf[:n*cols]
-				if err := r.readRows(s, inputView{job: ji, model: k}, row*cols, part); err != nil {
-					return fmt.Errorf("pad rows: %w", err)
-				}
-				for i, x := range part {
-					sums[int64(i)%cols] += float64(x)
-				}
+		if v := j.Rows; v != nil && v.padded() {
+			r.padMeans[ji] = make([][]float32, len(v.srcs))
+			for k := range v.srcs {
+				tasks = append(tasks, task{ji, k})
 			}
-			mean := make([]float32, cols)
-			for c, sum := range sums {
-				mean[c] = float32(sum / float64(rows))
-			}
-			r.padMeans[ji][k] = mean
 		}
 	}
-	return nil
+	if len(tasks) == 0 {
+		return nil
+	}
+	next := make(chan task, len(tasks))
+	for _, tk := range tasks {
+		next <- tk
+	}
+	close(next)
+	errs := make(chan error, r.p.Workers)
+	for range r.p.Workers {
+		go func() {
+			var err error
+			for tk := range next {
+				if err == nil {
+					r.padMeans[tk.job][tk.model], err = r.padMean(ctx, tk.job, tk.model)
+				}
+			}
+			errs <- err
+		}()
+	}
+	var first error
+	for range r.p.Workers {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// padMean is model k's mean row of job ji's output rows below the padding.
+func (r *run) padMean(ctx context.Context, ji, k int) ([]float32, error) {
+	v := r.p.Jobs[ji].Rows
+	cols, rows := v.cols, v.vm.realRows()
+	chunk := max(1, int64(r.stride)/cols)
+	buf := make([]float32, chunk*cols)
+	s := &rowScratch{rowRaw: make([]byte, chunk*cols*4), rowPart: make([]float32, chunk*cols)}
+	sums := make([]float64, cols)
+	for row := int64(0); row < rows; row += chunk {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		n := min(chunk, rows-row)
+		if err := r.readRows(s, inputView{job: ji, model: k}, row*cols, buf[:n*cols]); err != nil {
+			return nil, fmt.Errorf("pad rows: %w", err)
+		}
+		for i := range n {
+			for c, x := range buf[i*cols : (i+1)*cols] {
+				sums[c] += float64(x)
+			}
+		}
+	}
+	mean := make([]float32, cols)
+	for c, sum := range sums {
+		mean[c] = float32(sum / float64(rows))
+	}
+	return mean, nil
 }
