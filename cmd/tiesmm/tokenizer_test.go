@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -131,5 +132,56 @@ tokenizer_source: union
 	_, errOut, code := tiesmm(t, dir, "merge", "bare.yml", "bare-out")
 	if code == 0 || !strings.Contains(errOut, "bare: no tokenizer.json") {
 		t.Errorf("exit %d, want an error naming bare's missing tokenizer.json:\n%s", code, errOut)
+	}
+}
+
+// writeBigTokenizer gives a model a tokenizer of n ordinary tokens and the
+// added tokens extra after them.
+func writeBigTokenizer(t *testing.T, dir string, n int, extra ...string) {
+	t.Helper()
+	vocab := make(map[string]int, n)
+	for i := range n {
+		vocab[fmt.Sprintf("t%d", i)] = i
+	}
+	var added []map[string]any
+	for i, s := range extra {
+		added = append(added, map[string]any{"id": n + i, "content": s, "special": true})
+	}
+	b, err := json.Marshal(map[string]any{"added_tokens": added, "model": map[string]any{"type": "BPE", "vocab": vocab, "merges": []string{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "tokenizer.json"), string(b))
+}
+
+// A union of embeddings larger than --max-memory (three models' 32000 × 1024
+// bf16 rows, 393 MB of embeddings, under a 100 MiB bound), padded so that the
+// pad rows' pass runs too, stays within the bound.
+func TestPeakRSSTokenizerUnion(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes and merges 500 MB")
+	}
+	dir := t.TempDir()
+	mustRun(t, dir, "synth", "--params", "80M", "--models", "2", "--embed-rows", "32000", "--embed-cols", "1024", "sets")
+	writeBigTokenizer(t, filepath.Join(dir, "sets", "base"), 31990)
+	writeBigTokenizer(t, filepath.Join(dir, "sets", "ft1"), 31990, "<|tool|>", "<|a|>")
+	writeBigTokenizer(t, filepath.Join(dir, "sets", "ft2"), 31990, "<|tool|>", "<|b|>")
+	writeFile(t, filepath.Join(dir, "union.yml"), `merge_method: ties
+base_model: sets/base
+models:
+  - model: sets/ft1
+    parameters: {weight: 0.5, density: 0.5}
+  - model: sets/ft2
+    parameters: {weight: 0.5, density: 0.5}
+tokenizer: {source: union, pad_to_multiple_of: 1000}
+`)
+	const bound = 100 << 20
+	peak, msg := mergePeak(t, dir, "--max-memory", "100MiB", "union.yml", "out")
+	t.Logf("peak RSS %d MiB, bound %d MiB", peak>>20, bound>>20)
+	if peak > bound {
+		t.Errorf("peak RSS %d MiB over --max-memory %d MiB\n%s", peak>>20, bound>>20, msg)
+	}
+	if got := outVocabSize(t, filepath.Join(dir, "out")); got != 32000 {
+		t.Errorf("vocab_size %d, want 32000 (31993 tokens padded to a multiple of 1000)", got)
 	}
 }
