@@ -51,6 +51,7 @@ const (
 	WarnNarrowerOutDType = "narrower-out-dtype"
 	WarnNormalizeGuard   = "normalize-guard"
 	WarnBaseOnly         = "base-only"
+	WarnVocabOrder       = "vocab-order"
 )
 
 // listed names at most listMax of names, quoted, and says how many more.
@@ -163,6 +164,10 @@ func (p *Plan) findWarnings() {
 	p.warnContributions(add, merged)
 	p.warnOutDType(add)
 	p.warnNormalizeGuard(add)
+	if vm := p.vocab; vm != nil && len(vm.appended) > 1 {
+		first := vm.appended[0].id
+		add(WarnVocabOrder, "", "", "tokenizer_source union: the %d tokens appended take ids %d–%d in config order; mergekit orders them by a set and a hash map, so its ids change from run to run", len(vm.appended), first, first+int64(len(vm.appended))-1)
+	}
 }
 
 // sameShards reports whether a's shards are b's files, by device and inode.

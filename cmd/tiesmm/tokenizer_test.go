@@ -69,7 +69,10 @@ func TestCLITokenizerUnion(t *testing.T) {
 	if want := "vocab:    tokenizer_source union: 264 tokens (5 appended), 320 embedding rows; rows a model lacks: 8 from the only model with the token, 0 from the base, 1 means, 0 zeros"; !strings.Contains(plan, want) {
 		t.Errorf("--dry-run does not say\n%s\n%s", want, plan)
 	}
-	mustRun(t, dir, "merge", "--quiet", ex, "union")
+	_, errOut, code := tiesmm(t, dir, "merge", "--quiet", ex, "union")
+	if want := "warning: tokenizer_source union: the 5 tokens appended take ids 259–263 in config order"; code != 0 || !strings.Contains(errOut, want) {
+		t.Errorf("exit %d, want a warning saying\n%s\n%s", code, want, errOut)
+	}
 	toks := outTokens(t, filepath.Join(dir, "union"))
 	for i, tok := range []string{"<|tool|>", "<|ft1_1|>", "<|ft1_2|>", "<|ft2_1|>", "<|ft2_2|>"} {
 		if id, ok := toks[tok]; !ok || id != int64(259+i) {
@@ -129,7 +132,7 @@ base_model: demo/base
 models: [{model: demo/ft1}, {model: bare}]
 tokenizer_source: union
 `)
-	_, errOut, code := tiesmm(t, dir, "merge", "bare.yml", "bare-out")
+	_, errOut, code = tiesmm(t, dir, "merge", "bare.yml", "bare-out")
 	if code == 0 || !strings.Contains(errOut, "bare: no tokenizer.json") {
 		t.Errorf("exit %d, want an error naming bare's missing tokenizer.json:\n%s", code, errOut)
 	}
