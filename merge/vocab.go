@@ -298,6 +298,12 @@ func (vm *vocabMap) fillOf(id int) int32 {
 	return fillMean
 }
 
+// past reports whether the tokenizer has tokens at or past its vocab_size.
+func (tf *tokenizerFile) past() bool {
+	return slices.ContainsFunc(tf.vocab, func(e vocabEntry) bool { return e.id >= tf.size }) ||
+		slices.ContainsFunc(tf.added, func(a addedToken) bool { return a.id >= tf.size })
+}
+
 // realRows is the number of output tokens, padding excluded.
 func (vm *vocabMap) realRows() int64 { return int64(len(vm.tokens)) }
 
@@ -423,7 +429,7 @@ var tokenizerFiles = []string{
 // tokenizerOutputs are the tokenizer files the output gets, by name: the
 // source model's files as they are, or for base and union the base's
 // tokenizer.json with the output vocabulary (and tokenizer_config.json's
-// added_tokens_decoder to match).
+// added_tokens_decoder to match), unless that is the base's own.
 func (vm *vocabMap) tokenizerOutputs(source string) (map[string][]byte, error) {
 	out := map[string][]byte{}
 	dir := vm.out.dir
@@ -437,8 +443,8 @@ func (vm *vocabMap) tokenizerOutputs(source string) (map[string][]byte, error) {
 		}
 		out[name] = data
 	}
-	if source != "base" && source != "union" {
-		return out, nil
+	if source != "base" && source != "union" || source == "base" && !vm.out.past() {
+		return out, nil // the tokenizer as it is
 	}
 	tok, err := vm.tokenizerJSON()
 	if err != nil {

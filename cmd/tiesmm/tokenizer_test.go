@@ -118,6 +118,29 @@ tokenizer_source: model:demo/ft1
 		t.Errorf("vocab_size %d, want 262 (demo/ft1's tokens)", got)
 	}
 
+	// The base's vocabulary: its tokenizer as it is (no token past its
+	// vocab_size to drop) and one row per token, as mergekit writes it.
+	writeFile(t, filepath.Join(dir, "base.yml"), `merge_method: task_arithmetic
+base_model: demo/base
+models: [{model: demo/ft1}, {model: demo/ft2}]
+tokenizer_source: base
+`)
+	mustRun(t, dir, "merge", "--quiet", "base.yml", "base")
+	got, err := os.ReadFile(filepath.Join(dir, "base", "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(filepath.Join(dir, "demo", "base", "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Errorf("tokenizer.json is not demo/base's")
+	}
+	if got := outVocabSize(t, filepath.Join(dir, "base")); got != 259 {
+		t.Errorf("vocab_size %d, want 259 (demo/base's tokens)", got)
+	}
+
 	// A model without tokenizer.json cannot take part.
 	if err := os.MkdirAll(filepath.Join(dir, "bare"), 0o755); err != nil {
 		t.Fatal(err)
