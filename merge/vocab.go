@@ -205,6 +205,10 @@ func newVocabMap(vo VocabOptions, paths []string, base int) (*vocabMap, error) {
 	}
 	vm.tokens = make([]string, n)
 	for tok, id := range outIDs {
+		if other := vm.tokens[id]; other != "" {
+			a, b := min(tok, other), max(tok, other)
+			return nil, fmt.Errorf("tokenizer_source: %s: tokens %q and %q have the same id %d", vm.out.dir, a, b, id)
+		}
 		vm.tokens[id] = tok
 	}
 	vm.rows = n

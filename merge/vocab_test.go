@@ -558,6 +558,14 @@ func TestVocabUnigram(t *testing.T) {
 	if len(out.Added) != 1 || out.Added[0].ID != 3 || out.Added[0].Content != "▁c" || out.Added[0].Special {
 		t.Errorf("added tokens %+v, want ▁c at 3, not special", out.Added)
 	}
+
+	// Two tokens of one id cannot both have its row.
+	clash := vocabModel{"clash", map[string]int{"a": 0, "b": 1}, map[string]int{"<x>": 1}, 2, 2}
+	writeTokenizer(t, filepath.Join(dir, "clash"), clash)
+	_, err = newVocabMap(VocabOptions{Source: "base"}, []string{filepath.Join(dir, "clash")}, 0)
+	if err == nil || !strings.Contains(err.Error(), `tokens "<x>" and "b" have the same id 1`) {
+		t.Errorf("two tokens of id 1: %v", err)
+	}
 }
 
 // What a tokenizer_source cannot align is refused before any work, naming
