@@ -172,8 +172,8 @@ func (c *Config) ValidateWith(stat func(name string) (fs.FileInfo, error)) error
 	default:
 		v.add(c.lines.computeDType, "compute_dtype %s is not supported (float32, or bfloat16 to round every step as mergekit does with dtype: bfloat16)", c.ComputeDType)
 	}
-	if c.TokenizerSource != "" && c.TokenizerSource != "base" {
-		v.add(c.lines.tokenizer, "tokenizer_source %s is not supported yet (only base: the base model's tokenizer is copied)", c.TokenizerSource)
+	if src := c.TokenizerSource; stat != nil && src != "" && src != "base" && src != "union" {
+		checkPath(v, stat, "tokenizer source", src, c.lines.tokenizer)
 	}
 	if r := c.LayerRange; r != nil && (r[0] != 0 || r[1] <= 0) {
 		v.add(c.lines.models, "layer range [%d, %d]: tiesmm merges whole models, from layer 0", r[0], r[1])

@@ -84,6 +84,7 @@ type worker struct {
 	sideLists      // a sample's |τ| with low bits (sample.go)
 	zeroSumScratch // the zero sums' columns and records (zerosum.go)
 	runCopies      // copies of sampled runs (reads.go)
+	rowScratch     // rows read through a row view (rowview.go)
 }
 
 type run struct {
@@ -121,6 +122,10 @@ type run struct {
 	// driver calls (impl: the solo batch for a solo tensor).
 	paths, impl []tensorStrategy
 	sum         *Summary
+	// views: the inputs read through row views (rowview.go); padMeans, per
+	// job and model, the row its pad rows take.
+	views    map[*mmapio.Tensor]inputView
+	padMeans [][][]float32
 }
 
 // Interrupted is Run's error when its context was canceled (an interrupt):
@@ -169,6 +174,10 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 		}
 	}()
 	r.setup()
+	r.setupViews()
+	if err := r.vocabPads(ctx); err != nil {
+		return nil, err
+	}
 	if p.Method.GlobalMajority {
 		if r.fixFile, err = newRecordFile(r.out.TempDir(), fixupBytes); err != nil {
 			return nil, err

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/tiesmm/tiesmm/kernels"
 	"github.com/tiesmm/tiesmm/mmapio"
@@ -18,13 +19,24 @@ var baseFiles = []string{
 	"tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja",
 }
 
-// writeExtras writes config.json (torch_dtype set to the output dtype), the
-// base's tokenizer and generation files, and the caller's files.
+// writeExtras writes config.json (torch_dtype set to the output dtype, and
+// vocab_size with a tokenizer_source), the tokenizer (the base's, or that of
+// tokenizer_source), the base's generation files, and the caller's files.
 func (r *run) writeExtras(extra map[string][]byte) error {
 	dir := r.p.Base.Dir
+	var tokenizer map[string][]byte
+	if vm := r.p.vocab; vm != nil {
+		var err error
+		if tokenizer, err = vm.tokenizerOutputs(r.p.Opts.Vocab.Source); err != nil {
+			return fmt.Errorf("tokenizer_source: %w", err)
+		}
+	}
 	if cfg := r.p.config; cfg != nil {
 		if dt, ok := r.outDType(); ok {
 			cfg["torch_dtype"] = dt.TorchName()
+		}
+		if vm := r.p.vocab; vm != nil {
+			cfg["vocab_size"] = vm.rows
 		}
 		out, err := json.MarshalIndent(cfg, "", "  ")
 		if err != nil {
@@ -35,6 +47,14 @@ func (r *run) writeExtras(extra map[string][]byte) error {
 		}
 	}
 	for _, name := range baseFiles {
+		if data, ok := tokenizer[name]; ok || (tokenizer != nil && slices.Contains(tokenizerFiles, name)) {
+			if ok {
+				if err := r.out.WriteFile(name, data); err != nil {
+					return err
+				}
+			}
+			continue
+		}
 		src := filepath.Join(dir, name)
 		if _, err := os.Stat(src); err != nil {
 			continue

@@ -32,6 +32,7 @@ type Options struct {
 	Kernels    *kernels.Set
 	Layers     int  // numbered layers, for gradients (0: from the tensor names)
 	TwoPass    bool // the whole-model trim by two full histogram passes, not sample + spill
+	Vocab      VocabOptions
 }
 
 // Job is one output tensor: merged from the inputs, or copied from the base.
@@ -41,7 +42,7 @@ type Job struct {
 	Shape    []int64
 	Base     *mmapio.Tensor
 	BaseDT   kernels.DType
-	Models   []*mmapio.Tensor // read from the start: a longer vocabulary is cut to the base's
+	Models   []*mmapio.Tensor // read from the start, or through Rows
 	ModelDT  []kernels.DType
 	OutDT    kernels.DType
 	OutDType string // the header's name of the output dtype
@@ -49,6 +50,10 @@ type Job struct {
 	Params   TensorParams
 	Need     []uint64 // per model, elements to keep (tensor scope); nil with Trim off
 	NeedTop  []uint64 // per model, the largest elements dropped (breadcrumbs)
+	// Rows: an embedding whose rows are aligned by token or cut to the
+	// inputs' common submatrix (rowview.go); its inputs are then read as
+	// float32 (BaseDT and ModelDT F32).
+	Rows *rowView
 }
 
 // Plan is everything a merge will do, known from headers alone.
@@ -75,6 +80,11 @@ type Plan struct {
 	MemoryBound         int64
 	LowsBytes           int64          // exact-k trims and per-tensor selects: the lists of values in the threshold's bin or band
 	config              map[string]any // the base's config.json, nil if it has none
+	// vocab: the output vocabulary and each model's rows (tokenizer_source);
+	// vocabBase and vocabModels: the index in it of the base and of each model.
+	vocab       *vocabMap
+	vocabBase   int
+	vocabModels []int
 	// HotBytes: a per-tensor trim keeps a tensor of at most this many input
 	// bytes mapped from its first read to its merge (no second page faults).
 	HotBytes int64
@@ -205,8 +215,8 @@ func floatDType(s string) (kernels.DType, bool) {
 // copyable are the dtypes carried over from the base unmerged.
 var copyable = []string{"BOOL", "U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64"}
 
-// vocabTensor reports whether mergekit's vocabulary rule applies: the model
-// may have more rows than the base, and its extra rows are dropped.
+// vocabTensor reports whether a tensor is an embedding or output head,
+// whose rows are tokens (rowview.go).
 func vocabTensor(name string) bool {
 	return strings.Contains(name, "embed_tokens") || strings.Contains(name, "lm_head") ||
 		strings.Contains(name, "wte") || strings.Contains(name, "word_embeddings")
@@ -261,6 +271,11 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 	}
 	if err := p.checkOutput(); err != nil {
 		errs = append(errs, err)
+	}
+	if opts.Vocab.Source != "" {
+		if err := p.readVocab(); err != nil {
+			return nil, err
+		}
 	}
 	var outDT *kernels.DType
 	if opts.OutDType != "" {
@@ -385,15 +400,17 @@ func (p *Plan) jobModels(job *Job) []error {
 			errs = append(errs, fmt.Errorf("%s: tensor %q: dtype %s cannot be merged (want F32, F16 or BF16)", t.File, name, t.DType))
 			continue
 		}
-		same := slices.Equal(t.Shape, bt.Shape)
-		longerVocab := vocabTensor(name) && len(t.Shape) == len(bt.Shape) && len(t.Shape) > 0 &&
-			t.Shape[0] >= bt.Shape[0] && slices.Equal(t.Shape[1:], bt.Shape[1:])
-		if !same && !longerVocab {
+		if !slices.Equal(t.Shape, bt.Shape) && !p.embedding(name, bt) {
 			errs = append(errs, fmt.Errorf("tensor %q: shape %s in %s but %s in the base %s", name, shapeString(t.Shape), t.File, shapeString(bt.Shape), bt.File))
 			continue
 		}
 		job.Models = append(job.Models, t)
 		job.ModelDT = append(job.ModelDT, dt)
+	}
+	if len(errs) == 0 && p.embedding(name, bt) {
+		if err := p.alignRows(job); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errs
 }
@@ -608,7 +625,7 @@ func (p *Plan) workerBytes(block int) (heap, mapped int64) {
 	if m.Drop == DropDella {
 		heap += 8 * b // a row's ranks
 	}
-	heap += p.ownWorkerBytes(b)
+	heap += p.ownWorkerBytes(b) + p.viewWorkerBytes(b)
 	return heap, mapped
 }
 
@@ -690,7 +707,7 @@ func (p *Plan) need(workers, block int, lows int64) (total, mapped int64) {
 		total += model * modelBlockBytes
 	}
 	total += tensor * (tensorBlock + n*tensorBlockTies)
-	total += p.slerpBytes(workers) + p.arceeKLBytes()
+	total += p.slerpBytes(workers) + p.arceeKLBytes() + p.viewSharedBytes(workers, block)
 	heap, perWorker := p.workerBytes(block)
 	mapped = int64(workers) * perWorker
 	if p.fileBytes > 0 {

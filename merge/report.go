@@ -62,6 +62,10 @@ func (p *Plan) Describe(w io.Writer) {
 		fmt.Fprintf(w, "model %d:  %s (%d files)\n", i+1, m.Path, len(m.Files))
 	}
 	fmt.Fprintf(w, "tensors:  %d (%d merged, %d copied from the base), %d layers\n", len(p.Jobs), len(p.Jobs)-copied, copied, p.Layers)
+	if vm := p.vocab; vm != nil {
+		fmt.Fprintf(w, "vocab:    %s", vm.describe(p.Opts.Vocab.Source))
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintf(w, "inputs:   %s to read; output %s in %d shard(s) at %s\n", units.FormatDecimal(p.InputBytes), units.FormatDecimal(p.OutputBytes), len(p.Layout.Shards), p.Opts.Out)
 	if p.Method.Trim {
 		if p.Method.Scope == ScopeModel {

@@ -239,6 +239,7 @@ func (m *mergeCmd) plan() (*config.Config, *merge.Plan, error) {
 		Base: c.BaseModel, Out: out, Force: m.Force, OutDType: c.OutputDType(),
 		ShardBytes: int64(m.OutShardSize), MaxMemory: int64(m.MaxMemory), Threads: m.Threads,
 		BlockElems: m.BlockSize, Kernels: ks, TwoPass: m.TwoPass,
+		Vocab: merge.VocabOptions{Source: c.TokenizerSource, PadTo: c.PadToMultipleOf, BaseModel: c.BaseModel},
 	}
 	for _, e := range c.Models {
 		opts.Models = append(opts.Models, e.Path)
