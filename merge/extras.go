@@ -19,18 +19,43 @@ var baseFiles = []string{
 }
 
 // writeExtras writes config.json (torch_dtype set to the output dtype), the
-// base's tokenizer and generation files, and the caller's files.
+// base's tokenizer and generation files, and the caller's files; for EMR,
+// the base's files go to each task's folder and the caller's to the top.
 func (r *run) writeExtras(extra map[string][]byte) error {
-	dir := r.p.Base.Dir
-	if cfg := r.p.config; cfg != nil {
-		if dt, ok := r.outDType(); ok {
+	dt, one := r.outDType()
+	parts := []int{0}
+	if e := r.p.emr; e != nil {
+		parts = parts[:0]
+		for k := range e.tasks {
+			parts = append(parts, emrFirstTask+k)
+		}
+	}
+	for _, part := range parts {
+		if err := writeBaseFiles(r.out, part, r.p.Base.Dir, r.p.config, dt, one); err != nil {
+			return err
+		}
+	}
+	for name, data := range extra {
+		if err := r.out.WriteFile(name, data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeBaseFiles writes into part of out the base's config (cfg, with
+// torch_dtype set to dt when all merged tensors share it) and its tokenizer
+// and generation files, read from dir.
+func writeBaseFiles(out *mmapio.Output, part int, dir string, cfg map[string]any, dt kernels.DType, one bool) error {
+	if cfg != nil {
+		if one {
 			cfg["torch_dtype"] = dt.TorchName()
 		}
-		out, err := json.MarshalIndent(cfg, "", "  ")
+		data, err := json.MarshalIndent(cfg, "", "  ")
 		if err != nil {
 			return err
 		}
-		if err := r.out.WriteFile("config.json", append(out, '\n')); err != nil {
+		if err := out.WritePartFile(part, "config.json", append(data, '\n')); err != nil {
 			return err
 		}
 	}
@@ -45,12 +70,7 @@ func (r *run) writeExtras(extra map[string][]byte) error {
 		if err != nil {
 			return fmt.Errorf("base model: %w", err)
 		}
-		if err := r.out.WriteFile(name, data); err != nil {
-			return err
-		}
-	}
-	for name, data := range extra {
-		if err := r.out.WriteFile(name, data); err != nil {
+		if err := out.WritePartFile(part, name, data); err != nil {
 			return err
 		}
 	}

@@ -63,6 +63,9 @@ func (p *Plan) Describe(w io.Writer) {
 	}
 	fmt.Fprintf(w, "tensors:  %d (%d merged, %d copied from the base), %d layers\n", len(p.Jobs), len(p.Jobs)-copied, copied, p.Layers)
 	fmt.Fprintf(w, "inputs:   %s to read; output %s in %d shard(s) at %s\n", units.FormatDecimal(p.InputBytes), units.FormatDecimal(p.OutputBytes), len(p.Layout.Shards), p.Opts.Out)
+	if p.emr != nil {
+		p.describeEMR(w)
+	}
 	if p.Method.Trim {
 		if p.Method.Scope == ScopeModel {
 			for i, k := range p.Need {
