@@ -140,7 +140,7 @@ func NewMethod(name, preset string) (Method, Defaults, error) {
 	case "arcee_fusion":
 		m.OwnPath = PathArceeFusion
 	case "emr":
-		m.OwnPath, m.Rescale = PathEMR, RescaleMean
+		m.OwnPath, m.Rescale, m.Vote = PathEMR, RescaleMean, linear
 	case "slerp":
 		m.Slerp, m.Vote = SlerpPair, linear
 	case "nuslerp":
