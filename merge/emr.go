@@ -50,17 +50,18 @@ type emrPlan struct {
 	fingerprint string
 }
 
+// emrBlock is an EMR block for plan blocks of b elements: a mask byte holds
+// 8 elements, so blocks start at multiples of 8.
+func emrBlock(b int) int { return (b + 7) &^ 7 }
+
 // planEMR lays out an EMR merge's output: U, the masks and the tasks to
-// materialise. Mask bytes hold 8 elements, so blocks start at multiples of 8.
+// materialise.
 func (p *Plan) planEMR() error {
 	if p.Method.OwnPath != PathEMR {
 		if p.Opts.Materialize != "" {
 			return fmt.Errorf("--materialize %s: only emr writes tasks", p.Opts.Materialize)
 		}
 		return nil
-	}
-	if p.Opts.BlockElems%8 != 0 {
-		return fmt.Errorf("emr: --block-size %d is not a multiple of 8 (a mask byte holds 8 elements)", p.Opts.BlockElems)
 	}
 	e := &emrPlan{names: emrTaskNames(p.Opts.Models)}
 	n := int64(len(p.Models))
@@ -235,10 +236,10 @@ func newEMRTensors(r *run) *emrTensors {
 func (s *emrTensors) merge(ctx context.Context, r *run, jobs []int) error {
 	return eachJob(jobs, func(ji int) error {
 		j := &r.p.Jobs[ji]
+		r.traced(ji, "emr")
 		if j.Copy {
 			return nil // only the tasks' models hold it, copied from the base
 		}
-		r.traced(ji, "emr")
 		for k := range s.ws {
 			clear(s.ws[k].a)
 			clear(s.ws[k].b)
@@ -458,7 +459,7 @@ func (r *run) finishEMR(ctx context.Context) error {
 		task := &emrTask{k: r.k, tensors: planTaskTensors(p), task: t, tasks: len(p.Models), lambda: lambda[t],
 			unified: func(name string, off int64, b []byte) error { return r.out.ReadPartTensor(emrUnified, name, off, b) },
 			masks:   func(name string, off int64, b []byte) error { return r.out.ReadPartTensor(emrMasks, name, off, b) },
-			out:     r.out, part: emrFirstTask + k, workers: p.Workers, block: p.BlockElems, prog: r.prog}
+			out:     r.out, part: emrFirstTask + k, workers: p.Workers, block: emrBlock(p.BlockElems), prog: r.prog}
 		r.prog.StartPass(phaseTask, k+1, len(e.tasks), p.Layout.TotalSize)
 		err := task.run(ctx)
 		r.prog.EndPass()

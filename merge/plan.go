@@ -574,6 +574,9 @@ func grown(x int64) int64 { return x + x/4 + 16<<10 }
 
 // stride is the workers' block length: the longest block of any job.
 func (p *Plan) stride(block int) int {
+	if p.Method.OwnPath == PathEMR {
+		return emrBlock(block)
+	}
 	s := block
 	if p.Method.wholeRows() || p.Method.SlerpAxis == AxisRows {
 		for ji := range p.Jobs {
