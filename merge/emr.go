@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/tiesmm/tiesmm/config"
 	"github.com/tiesmm/tiesmm/internal/units"
@@ -168,23 +169,40 @@ func parseEMRRescale(p config.Param) (Rescale, error) {
 }
 
 // absSums adds float32 magnitudes exactly: per exponent, the sum of the
-// significands (at most 2^24 each, so 2^39 of them fit). Blocks fold into a
-// wideSum, so a total depends on the values only, not on blocks or threads.
-type absSums [256]uint64
+// significands (below 2^24 each), in four interleaved sets so that
+// consecutive elements do not wait on one counter. A set takes 2^38 values
+// before it could overflow; blocks fold into a wideSum long before, so a
+// total depends on the values only, not on blocks or threads.
+type absSums [4][256]uint64
 
-func (a *absSums) add(v float32) {
-	u := math.Float32bits(v) &^ (1 << 31)
-	m := u & (1<<23 - 1)
-	if e := u >> 23; e != 0 {
-		m |= 1 << 23
+// addBits adds the magnitude of the float32 with bits u.
+func (a *absSums) addBits(set int, u uint32) {
+	u &^= 1 << 31
+	m := u&(1<<23-1) | min(u>>23, 1)<<23 // the implicit bit, unless subnormal
+	a[set&3][u>>23] += uint64(m)
+}
+
+// addAll adds |v| of every value.
+func (a *absSums) addAll(vals []float32) {
+	for e, v := range vals {
+		a.addBits(e, math.Float32bits(v))
 	}
-	a[u>>23] += uint64(m)
+}
+
+// addMasked adds |v| of the values whose bit is set in mask (bit e&7 of
+// byte e>>3); the others add 0.
+func (a *absSums) addMasked(vals []float32, mask []byte) {
+	for e, v := range vals {
+		keep := -uint32(mask[e>>3] >> (e & 7) & 1)
+		a.addBits(e, math.Float32bits(v)&keep)
+	}
 }
 
 // fold adds the sums to s and clears them; a NaN or infinity (exponent
 // 255) makes s non-finite.
 func (a *absSums) fold(s *wideSum) {
-	for e, m := range a {
+	for e := range 256 {
+		m := a[0][e] + a[1][e] + a[2][e] + a[3][e]
 		switch {
 		case m == 0:
 		case e == 255:
@@ -193,7 +211,7 @@ func (a *absSums) fold(s *wideSum) {
 			s.add(math.Ldexp(float64(m), max(e, 1)-150))
 		}
 	}
-	clear(a[:])
+	*a = absSums{}
 }
 
 // emrWorker is a worker's scratch for the EMR pass.
@@ -206,7 +224,7 @@ type emrWorker struct {
 // emrWorkerBytes is a worker's EMR scratch with blocks of b elements and n
 // models, and its share of a task's pass (emrtask.go).
 func emrWorkerBytes(n, b int64) int64 {
-	return 2*n*(int64(len(absSums{}))*8+wideBytes) + n*(b/8+1) + emrTaskWorkerBytes(b)
+	return 2*n*(int64(unsafe.Sizeof(absSums{}))+wideBytes) + n*(b/8+1) + emrTaskWorkerBytes(b)
 }
 
 // emrTensors runs the EMR pass (PathEMR), tensor by tensor, and keeps the
@@ -273,9 +291,8 @@ func (s *emrTensors) block(r *run, w *worker, b block) error {
 	ew := &s.ws[w.id]
 	row := int(maskRowBytes(b.n))
 	mask := ew.mask[:N*row]
-	clear(mask)
 	u := w.tm[:n]
-	emrElect(u, mask, row, w.taus, r.stride, N, ew.blockA, ew.blockB)
+	emrElect(u, w.base[:n], mask, row, w.taus, r.stride, N, ew.blockA, ew.blockB)
 	for t := range N {
 		ew.blockA[t].fold(&ew.a[t])
 		ew.blockB[t].fold(&ew.b[t])
@@ -298,43 +315,59 @@ func (s *emrTensors) block(r *run, w *worker, b block) error {
 }
 
 // emrElect is EMR's election over a block: taus holds N task vectors of
-// len(u) elements, stride apart. Per element, S = Σₜ τₜ in model order;
-// γ = +1 where S > 0, else −1; Mₜ = [τₜ·γ > 0] (bit e&7 of byte e>>3 of row
-// t of mask, rows row bytes apart, cleared by the caller); U = γ·maxₜ Mₜ|τₜ|,
-// +0 where no task agrees. a[t] and b[t] receive |τₜ| and Mₜ·|U|.
-func emrElect(u []float32, mask []byte, row int, taus []float32, stride, N int, a, b []absSums) {
-	for e := range u {
-		sum := taus[e]
-		for t := 1; t < N; t++ {
-			sum += taus[t*stride+e]
-		}
-		pos := sum > 0
-		var top float32
-		agree := false
-		for t := range N {
-			v := taus[t*stride+e]
-			a[t].add(v)
-			if pos && v > 0 || !pos && v < 0 {
-				mask[t*row+e>>3] |= 1 << (e & 7)
-				top = max(top, float32(math.Abs(float64(v))))
-				agree = true
-			}
-		}
-		switch {
-		case !agree:
-			u[e] = 0
-			continue
-		case pos:
-			u[e] = top
-		default:
-			u[e] = -top
-		}
-		for t := range N {
-			if mask[t*row+e>>3]&(1<<(e&7)) != 0 {
-				b[t].add(top)
-			}
+// len(u) elements, stride apart; gamma is scratch of that length. Per
+// element, S = Σₜ τₜ in model order; γ = +1 where S > 0, else −1;
+// Mₜ = [τₜ·γ > 0] (bit e&7 of byte e>>3 of row t of mask, rows row bytes
+// apart); U = γ·maxₜ Mₜ|τₜ|, +0 where no task agrees. a[t] and b[t]
+// receive |τₜ| and Mₜ·|U|.
+func emrElect(u, gamma []float32, mask []byte, row int, taus []float32, stride, N int, a, b []absSums) {
+	n := len(u)
+	copy(gamma, taus[:n])
+	for t := 1; t < N; t++ {
+		for e, v := range taus[t*stride : t*stride+n] {
+			gamma[e] += v
 		}
 	}
+	for e, s := range gamma {
+		// γ = +1 (sign bit clear) where S > 0, else −1.
+		gamma[e] = math.Float32frombits(0x3f800000 | ^positive(s)&(1<<31))
+	}
+	clear(u) // the largest agreeing magnitude, first
+	for t := range N {
+		tau := taus[t*stride : t*stride+n]
+		a[t].addAll(tau)
+		electRow(u, mask[t*row:(t+1)*row], tau, gamma)
+	}
+	for e, top := range u {
+		u[e] = top*gamma[e] + 0 // + 0: −0 becomes +0 where no task agrees
+	}
+	for t := range N {
+		b[t].addMasked(u, mask[t*row:(t+1)*row])
+	}
+}
+
+// electRow sets one task's mask bits where τ·γ > 0 (γ is ±1, so the
+// product is exact and, where positive, |τ|; zeros and NaN never agree) and
+// raises top to that magnitude. Branch-free: agreement is a coin toss.
+func electRow(top []float32, mask []byte, tau, gamma []float32) {
+	for k := range mask {
+		var bits byte
+		end := min(8*k+8, len(tau))
+		for e := 8 * k; e < end; e++ {
+			p := tau[e] * gamma[e]
+			agree := positive(p)
+			bits |= byte(agree&1) << (e & 7)
+			// Non-negative floats order as their bits do.
+			top[e] = math.Float32frombits(max(math.Float32bits(top[e]), math.Float32bits(p)&agree))
+		}
+		mask[k] = bits
+	}
+}
+
+// positive is all ones where x > 0 (not zero, NaN or negative), else 0.
+func positive(x float32) uint32 {
+	b := int64(math.Float32bits(x))
+	return ^uint32(((b - 1) | (0x7f800000 - b)) >> 63)
 }
 
 // emrRescalers are the tasks' λₜ = float32(Aₜ/Bₜ) (0 where Bₜ = 0) and

@@ -558,7 +558,7 @@ func TestEMRAbsSums(t *testing.T) {
 	var s wideSum
 	abs := make([]float64, len(vals))
 	for i, v := range vals {
-		a.add(v)
+		a.addBits(i, math.Float32bits(v))
 		abs[i] = math.Abs(float64(v))
 		if i%100 == 0 {
 			a.fold(&s)
@@ -567,5 +567,22 @@ func TestEMRAbsSums(t *testing.T) {
 	a.fold(&s)
 	if got, want := s.value(), refExactSum(abs); got != want {
 		t.Errorf("sum %v, want %v", got, want)
+	}
+}
+
+// BenchmarkEMRElect is one worker's election over a block of three task
+// vectors whose signs agree about half the time.
+func BenchmarkEMRElect(b *testing.B) {
+	const n, N = 1 << 14, 3
+	r := rand.New(rand.NewPCG(1, 1))
+	taus := make([]float32, N*n)
+	for i := range taus {
+		taus[i] = float32(r.NormFloat64() * 0.01)
+	}
+	u, gamma, mask := make([]float32, n), make([]float32, n), make([]byte, N*n/8)
+	a, s := make([]absSums, N), make([]absSums, N)
+	b.SetBytes(N * n * 2)
+	for b.Loop() {
+		emrElect(u, gamma, mask, n/8, taus, n, N, a, s)
 	}
 }
