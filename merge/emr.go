@@ -182,13 +182,6 @@ func (a *absSums) addBits(set int, u uint32) {
 	a[set&3][u>>23] += uint64(m)
 }
 
-// addAll adds |v| of every value.
-func (a *absSums) addAll(vals []float32) {
-	for e, v := range vals {
-		a.addBits(e, math.Float32bits(v))
-	}
-}
-
 // addMasked adds |v| of the values whose bit is set in mask (bit e&7 of
 // byte e>>3); the others add 0.
 func (a *absSums) addMasked(vals []float32, mask []byte) {
@@ -335,8 +328,7 @@ func emrElect(u, gamma []float32, mask []byte, row int, taus []float32, stride, 
 	clear(u) // the largest agreeing magnitude, first
 	for t := range N {
 		tau := taus[t*stride : t*stride+n]
-		a[t].addAll(tau)
-		electRow(u, mask[t*row:(t+1)*row], tau, gamma)
+		electRow(u, mask[t*row:(t+1)*row], tau, gamma, &a[t])
 	}
 	for e, top := range u {
 		u[e] = top*gamma[e] + 0 // + 0: −0 becomes +0 where no task agrees
@@ -348,12 +340,14 @@ func emrElect(u, gamma []float32, mask []byte, row int, taus []float32, stride, 
 
 // electRow sets one task's mask bits where τ·γ > 0 (γ is ±1, so the
 // product is exact and, where positive, |τ|; zeros and NaN never agree) and
-// raises top to that magnitude. Branch-free: agreement is a coin toss.
-func electRow(top []float32, mask []byte, tau, gamma []float32) {
+// raises top to that magnitude; a receives every |τ|. Branch-free:
+// agreement is a coin toss.
+func electRow(top []float32, mask []byte, tau, gamma []float32, a *absSums) {
 	for k := range mask {
 		var bits byte
 		end := min(8*k+8, len(tau))
 		for e := 8 * k; e < end; e++ {
+			a.addBits(e, math.Float32bits(tau[e]))
 			p := tau[e] * gamma[e]
 			agree := positive(p)
 			bits |= byte(agree&1) << (e & 7)
