@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"sort"
 	"sync"
 	"sync/atomic"
 
@@ -66,18 +67,33 @@ type taskBlock struct {
 	start, n int64
 }
 
-func (a *emrTask) blocks() []taskBlock {
-	var bs []taskBlock
-	for i, t := range a.tensors {
-		size, step := t.base.Elements(), int64(a.block)
-		if t.copy {
-			size, step = t.base.Size, 4*int64(a.block)
-		}
-		for s := int64(0); s < size; s += step {
-			bs = append(bs, taskBlock{tensor: i, start: s, n: min(step, size-s)})
-		}
+// span is tensor i's length and block length: elements, or bytes when
+// copied (as many bytes as a float block's buffer holds).
+func (a *emrTask) span(i int) (size, step int64) {
+	t := &a.tensors[i]
+	if t.copy {
+		return t.base.Size, 4 * int64(a.block)
 	}
-	return bs
+	return t.base.Elements(), int64(a.block)
+}
+
+// blockStarts is, per tensor, the index of its first block; the last
+// entry is the block count. Blocks are found from it, not listed.
+func (a *emrTask) blockStarts() []int64 {
+	starts := make([]int64, len(a.tensors)+1)
+	for i := range a.tensors {
+		size, step := a.span(i)
+		starts[i+1] = starts[i] + (size+step-1)/step
+	}
+	return starts
+}
+
+// blockAt is block k of the pass.
+func (a *emrTask) blockAt(starts []int64, k int64) taskBlock {
+	i := sort.Search(len(a.tensors), func(i int) bool { return starts[i+1] > k })
+	size, step := a.span(i)
+	s := (k - starts[i]) * step
+	return taskBlock{tensor: i, start: s, n: min(step, size-s)}
 }
 
 // taskScratch is one worker's buffers.
@@ -104,7 +120,8 @@ func (a *emrTask) run(ctx context.Context) error {
 			files[t.base.File] = f
 		}
 	}
-	bs := a.blocks()
+	starts := a.blockStarts()
+	count := starts[len(a.tensors)]
 	var next atomic.Int64
 	var failed atomic.Bool
 	errs := make([]error, a.workers)
@@ -118,12 +135,12 @@ func (a *emrTask) run(ctx context.Context) error {
 				base: make([]float32, B), u: make([]float32, B), vals: make([]float32, B), mask: make([]byte, B/8+1)}
 			for !failed.Load() {
 				i := next.Add(1) - 1
-				if i >= int64(len(bs)) {
+				if i >= count {
 					return
 				}
 				err := ctx.Err()
 				if err == nil {
-					err = a.write(sc, files, bs[i])
+					err = a.write(sc, files, a.blockAt(starts, i))
 				}
 				if err != nil {
 					errs[wi] = err
