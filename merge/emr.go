@@ -249,7 +249,8 @@ func (s *emrTensors) merge(ctx context.Context, r *run, jobs []int) error {
 		j := &r.p.Jobs[ji]
 		r.traced(ji, "emr")
 		if j.Copy {
-			return nil // only the tasks' models hold it, copied from the base
+			r.prog.Add(j.Base.Size) // only the tasks' models hold it, copied from the base
+			return nil
 		}
 		for k := range s.ws {
 			clear(s.ws[k].a)
