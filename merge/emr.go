@@ -170,9 +170,10 @@ func parseEMRRescale(p config.Param) (Rescale, error) {
 
 // absSums adds float32 magnitudes exactly: per exponent, the sum of the
 // significands (below 2^24 each), in four interleaved sets so that
-// consecutive elements do not wait on one counter. A set takes 2^38 values
-// before it could overflow; blocks fold into a wideSum long before, so a
-// total depends on the values only, not on blocks or threads.
+// consecutive elements do not wait on one counter. A counter takes 2^40
+// values, more than any tensor has; each worker's fold into a wideSum at
+// the end of a tensor, so a total depends on the values only, not on
+// blocks or threads.
 type absSums [4][256]uint64
 
 // addBits adds the magnitude of the float32 with bits u.
@@ -209,15 +210,14 @@ func (a *absSums) fold(s *wideSum) {
 
 // emrWorker is a worker's scratch for the EMR pass.
 type emrWorker struct {
-	blockA, blockB []absSums // per task: Σ|τₜ| and Σ|Mₜ·U| of the block
-	a, b           []wideSum // per task: those of the tensor
-	mask           []byte    // per task, one row of the block's mask bits
+	a, b []absSums // per task: Σ|τₜ| and Σ|Mₜ·U| of the worker's blocks of a tensor
+	mask []byte    // per task, one row of the block's mask bits
 }
 
 // emrWorkerBytes is a worker's EMR scratch with blocks of b elements and n
 // models, and its share of a task's pass (emrtask.go).
 func emrWorkerBytes(n, b int64) int64 {
-	return 2*n*(int64(unsafe.Sizeof(absSums{}))+wideBytes) + n*(b/8+1) + emrTaskWorkerBytes(b)
+	return 2*n*int64(unsafe.Sizeof(absSums{})) + n*(b/8+1) + emrTaskWorkerBytes(b)
 }
 
 // emrTensors runs the EMR pass (PathEMR), tensor by tensor, and keeps the
@@ -238,8 +238,7 @@ func newEMRTensors(r *run) *emrTensors {
 		tensorA: make([][]float64, len(r.p.Jobs)), tensorB: make([][]float64, len(r.p.Jobs)),
 		modelA: make([]wideSum, n), modelB: make([]wideSum, n)}
 	for k := range s.ws {
-		s.ws[k] = emrWorker{blockA: make([]absSums, n), blockB: make([]absSums, n),
-			a: make([]wideSum, n), b: make([]wideSum, n), mask: make([]byte, n*(r.stride/8+1))}
+		s.ws[k] = emrWorker{a: make([]absSums, n), b: make([]absSums, n), mask: make([]byte, n*(r.stride/8+1))}
 	}
 	return s
 }
@@ -252,10 +251,6 @@ func (s *emrTensors) merge(ctx context.Context, r *run, jobs []int) error {
 			r.prog.Add(j.Base.Size) // only the tasks' models hold it, copied from the base
 			return nil
 		}
-		for k := range s.ws {
-			clear(s.ws[k].a)
-			clear(s.ws[k].b)
-		}
 		err := r.parallel(ctx, r.blocks([]int{ji}), func(w *worker, b block) error { return s.block(r, w, b) })
 		if err != nil {
 			return err
@@ -265,8 +260,8 @@ func (s *emrTensors) merge(ctx context.Context, r *run, jobs []int) error {
 		for t := range n {
 			var a, b wideSum
 			for k := range s.ws {
-				a.merge(&s.ws[k].a[t])
-				b.merge(&s.ws[k].b[t])
+				s.ws[k].a[t].fold(&a)
+				s.ws[k].b[t].fold(&b)
 			}
 			s.tensorA[ji][t], s.tensorB[ji][t] = a.value(), b.value()
 			s.modelA[t].merge(&a)
@@ -286,11 +281,7 @@ func (s *emrTensors) block(r *run, w *worker, b block) error {
 	row := int(maskRowBytes(b.n))
 	mask := ew.mask[:N*row]
 	u := w.tm[:n]
-	emrElect(u, w.base[:n], mask, row, w.taus, r.stride, N, ew.blockA, ew.blockB)
-	for t := range N {
-		ew.blockA[t].fold(&ew.a[t])
-		ew.blockB[t].fold(&ew.b[t])
-	}
+	emrElect(u, w.base[:n], mask, row, w.taus, r.stride, N, ew.a, ew.b)
 	out := w.outb[:4*n]
 	for e, v := range u {
 		binary.LittleEndian.PutUint32(out[4*e:], math.Float32bits(v))
