@@ -1,6 +1,9 @@
 package mmapio
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,5 +85,35 @@ func TestForceEMROutput(t *testing.T) {
 	os.Remove(filepath.Join(dir, "emr.json"))
 	if err := CheckDestination(dir, true, nil); err == nil || !strings.Contains(err.Error(), "unified/") {
 		t.Errorf("folders without emr.json: %v", err)
+	}
+}
+
+// The fingerprint is the SHA-256 of each shard's length prefix and header,
+// shard after shard: computed here from the files' bytes.
+func TestHeaderFingerprint(t *testing.T) {
+	dest := filepath.Join(t.TempDir(), "m")
+	l := smallLayout(t, 20)
+	o, err := CreateOutput(dest, false, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	m, err := OpenModel(dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	for _, s := range l.Shards {
+		b, err := os.ReadFile(filepath.Join(dest, s.FileName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Write(b[:8+binary.LittleEndian.Uint64(b)])
+	}
+	got, err := HeaderFingerprint(m)
+	if want := hex.EncodeToString(h.Sum(nil)); err != nil || got != want {
+		t.Errorf("fingerprint %s (%v), want %s", got, err, want)
 	}
 }
