@@ -108,14 +108,15 @@ func encodeValues(out []byte, dt kernels.DType, vals []float32) {
 }
 
 // ownWorkerBytes is a worker's scratch for the methods with a path of their
-// own, blocks of b elements: sce's histogram, variances and sums of squares,
-// arcee_fusion's three histograms and importances.
+// own, blocks of b elements: sce's histogram, variances (and their float64
+// sums) and sums of squares; arcee_fusion's three histograms, importances
+// and a row's exponentials.
 func (p *Plan) ownWorkerBytes(b int64) int64 {
 	switch p.Method.OwnPath {
 	case PathSCE:
-		return histBytes + 4*b + int64(len(p.Models))*sumBytes
+		return histBytes + 28*b + int64(len(p.Models))*sumBytes
 	case PathArceeFusion:
-		return 3*histBytes + 4*b
+		return 3*histBytes + 4*b + 16*b
 	case PathEMR:
 		return emrWorkerBytes(int64(len(p.Models)), b)
 	}

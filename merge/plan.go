@@ -232,7 +232,7 @@ func shapeString(s []int64) string {
 // reading tensor data, and lays out the output. All problems found are
 // returned together.
 func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
-	if len(opts.Models) < 1 {
+	if len(opts.Models) < 1 && m.Slerp != SlerpPair {
 		return nil, errors.New("nothing to merge: give at least one fine-tuned model besides the base")
 	}
 	if err := checkOwnModels(m, len(opts.Models)); err != nil {
@@ -704,7 +704,7 @@ func (p *Plan) need(workers, block int, lows int64) (total, mapped int64) {
 		total += model * modelBlockBytes
 	}
 	total += tensor * (tensorBlock + n*tensorBlockTies)
-	total += p.slerpBytes(workers)
+	total += p.slerpBytes(workers) + p.arceeKLBytes()
 	heap, perWorker := p.workerBytes(block)
 	mapped = int64(workers) * perWorker
 	if p.fileBytes > 0 {

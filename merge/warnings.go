@@ -50,6 +50,7 @@ const (
 	WarnContributesNone  = "contributes-nothing"
 	WarnNarrowerOutDType = "narrower-out-dtype"
 	WarnNormalizeGuard   = "normalize-guard"
+	WarnBaseOnly         = "base-only"
 )
 
 // listed names at most listMax of names, quoted, and says how many more.
@@ -112,6 +113,9 @@ func (p *Plan) findWarnings() {
 		}
 		add(WarnStrayShard, md.Path, "", "%s in the directory %s ignored (%s): %s",
 			plural(len(names), "*.safetensors file", "*.safetensors files"), is(len(names)), why, listed(names))
+	}
+	if len(p.Models) == 0 {
+		add(WarnBaseOnly, "", "", "%s has no model besides the base: the base passes through unchanged", p.Method.Name)
 	}
 	if !p.Method.NoBase {
 		for _, md := range p.Models {

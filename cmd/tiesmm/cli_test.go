@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -507,7 +508,11 @@ func TestCLIExamples(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			out := filepath.Join("out", name)
-			mustRun(t, dir, "merge", "--quiet", ex, out)
+			stdout := mustRun(t, dir, "merge", ex, out)
+			votes := slices.Contains([]string{"ties", "ties-paper", "dare_ties", "breadcrumbs_ties", "della"}, name)
+			if got := strings.Contains(stdout, "elected a sign"); got != votes {
+				t.Errorf("summary speaks of a sign vote: %v, want %v (the method votes: %v)\n%s", got, votes, votes, stdout)
+			}
 			model := out
 			if name == "emr" { // the unified task vector; each task is a model (emr_test.go)
 				mustRun(t, dir, "emr-apply", "--quiet", out, "--task", "ft2", filepath.Join("out", "emr-ft2"))
@@ -565,7 +570,7 @@ compute_dtype: bfloat16
 		t.Error("the bf16 compute wrote the float32 compute's tensors")
 	}
 	_, errOut, code := tiesmm(t, dir, "merge", "--base", "demo/base", "--model", "demo/ft1", "--compute-dtype", "bf16", "refused")
-	if code == 0 || !strings.Contains(errOut, "compute_dtype: bfloat16 covers linear and task_arithmetic only") {
+	if code == 0 || !strings.Contains(errOut, "compute_dtype: bfloat16 covers linear, task_arithmetic, slerp, nuslerp and multislerp only") {
 		t.Errorf("ties with --compute-dtype bf16: exit %d, %s", code, errOut)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "refused")); !os.IsNotExist(err) {

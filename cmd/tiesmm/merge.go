@@ -40,7 +40,7 @@ type mergeCmd struct {
 	Normalize string    `group:"method" help:"Divide by the agreeing weights (true) or not (false)." enum:",true,false" default:""`
 	TopK      string    `group:"method" name:"topk" help:"Whole-model threshold: exact, or approx (the high-bits histogram only: keeps up to one histogram bin more)." enum:",exact,approx" default:""`
 	TwoPass   bool      `group:"method" name:"two-pass" help:"Find exact thresholds with full histogram passes instead of one sampled pass with a spill."`
-	Compute   string    `group:"method" name:"compute-dtype" help:"Arithmetic: float32 (default: one rounding at the end) or bfloat16 (every step rounded to bf16, as mergekit with dtype: bfloat16; linear and task_arithmetic only)."`
+	Compute   string    `group:"method" name:"compute-dtype" help:"Arithmetic: float32 (default: one rounding at the end) or bfloat16 (every step rounded to bf16, as mergekit with dtype: bfloat16; linear, task_arithmetic, slerp, nuslerp and multislerp)."`
 	T         string    `group:"method" name:"t" help:"slerp: where between the base (0) and the model (1); nearswap: where the model is within t of the base, its value is taken."`
 	SceTopK   string    `group:"method" name:"select-topk" help:"sce: fraction of elements kept, those whose task vectors vary most across models."`
 

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/tiesmm/tiesmm/internal/units"
-	"github.com/tiesmm/tiesmm/kernels"
 	"github.com/tiesmm/tiesmm/merge"
 )
 
@@ -78,7 +77,7 @@ func newJSONSummary(p *merge.Plan, s *merge.Summary) jsonSummary {
 		}
 		r.Models = append(r.Models, m)
 	}
-	if p.Method.Trim || p.Method.Vote.Consensus != kernels.ConsensusNone {
+	if p.Method.Votes() {
 		v := s.Votes
 		r.Votes = &voteReport{Positive: v.Positive, Negative: v.Negative, Conflicts: v.Conflicts, ZeroSums: v.ZeroSum}
 	}
@@ -103,7 +102,11 @@ func printSummary(w io.Writer, p *merge.Plan, s *merge.Summary) {
 	if p.Method.Preset != "" {
 		what += " (" + p.Method.Preset + " preset)"
 	}
-	fmt.Fprintf(w, "Merged %d model(s) into %s with %s in %s.\n", len(p.Opts.Models), p.Opts.Out, what, shortDuration(s.Elapsed))
+	if len(p.Opts.Models) == 0 {
+		fmt.Fprintf(w, "Wrote the base into %s (%s of the base alone) in %s.\n", p.Opts.Out, what, shortDuration(s.Elapsed))
+	} else {
+		fmt.Fprintf(w, "Merged %d model(s) into %s with %s in %s.\n", len(p.Opts.Models), p.Opts.Out, what, shortDuration(s.Elapsed))
+	}
 	fmt.Fprintf(w, "  read     %s at %s/s; wrote %s\n", units.FormatDecimal(s.InputBytes), units.FormatDecimal(int64(float64(s.InputBytes)/max(s.Elapsed.Seconds(), 1e-9))), units.FormatDecimal(s.OutputBytes))
 	bound := fmt.Sprintf("the plan's bound %s", units.FormatBinary(p.MemoryBound))
 	if p.Opts.MaxMemory > 0 {
@@ -124,7 +127,7 @@ func printSummary(w io.Writer, p *merge.Plan, s *merge.Summary) {
 				units.FormatCount(int64(s.Kept[i])), units.FormatCount(int64(p.Merged)), percent(s.Kept[i], uint64(p.Merged)), units.FormatCount(int64(asked[i])))
 		}
 	}
-	if p.Method.Trim || p.Method.Vote.Consensus != kernels.ConsensusNone {
+	if p.Method.Votes() {
 		v := s.Votes
 		elected := uint64(v.Positive + v.Negative)
 		fmt.Fprintf(w, "  signs    %s values elected a sign by vote: %s positive, %s negative\n",
