@@ -451,6 +451,7 @@ func TestEMRApplyErrors(t *testing.T) {
 	wants(apply(ApplyOptions{Task: "nope"}), `no task "nope"`, "ft1", "ft3")
 	wants(apply(ApplyOptions{Task: "3"}), `no task "3"`)
 	wants(apply(ApplyOptions{Dir: base}), "emr.json", "not an EMR merge's output")
+	wants(apply(ApplyOptions{Threads: 64, MaxMemory: 64 << 20}), "too small for 64 worker(s)")
 
 	corrupt := filepath.Join(dir, "corrupt")
 	if err := os.CopyFS(corrupt, os.DirFS(out)); err != nil {

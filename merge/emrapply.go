@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tiesmm/tiesmm/internal/units"
 	"github.com/tiesmm/tiesmm/kernels"
 	"github.com/tiesmm/tiesmm/mmapio"
 )
@@ -26,8 +28,9 @@ type ApplyOptions struct {
 	Force      bool
 	OutDType   string // "" keeps each tensor's base dtype
 	ShardBytes int64
-	Threads    int // 0: one per core
-	BlockElems int // 0: emrApplyBlock; a multiple of 8
+	Threads    int   // 0: one per core, as many as MaxMemory allows
+	BlockElems int   // 0: emrApplyBlock; a multiple of 8
+	MaxMemory  int64 // 0: no bound
 	Kernels    *kernels.Set
 }
 
@@ -104,8 +107,8 @@ func ApplyEMR(ctx context.Context, o ApplyOptions, prog Progress) (_ *ApplySumma
 	if o.BlockElems < 8 || o.BlockElems%8 != 0 {
 		return nil, fmt.Errorf("--block-size %d: want a positive multiple of 8 (a mask byte holds 8 elements)", o.BlockElems)
 	}
-	if o.Threads <= 0 {
-		o.Threads = runtime.GOMAXPROCS(0)
+	if o.Threads, err = applyWorkers(o); err != nil {
+		return nil, err
 	}
 	m, err := ReadEMRManifest(o.Dir)
 	if err != nil {
@@ -169,6 +172,26 @@ func ApplyEMR(ctx context.Context, o ApplyOptions, prog Progress) (_ *ApplySumma
 	}
 	return &ApplySummary{Task: m.Tasks[ti], Index: ti, Base: o.Base, OutputBytes: layout.TotalSize,
 		Elapsed: time.Since(start), PeakRSS: PeakRSS()}, nil
+}
+
+// applyWorkers is the workers emr-apply runs: the ones asked for if their
+// buffers and the fixed overhead fit MaxMemory (else an error), or one per
+// core, fewer if they do not fit.
+func applyWorkers(o ApplyOptions) (int, error) {
+	per := emrTaskWorkerBytes(int64(o.BlockElems))
+	fit := math.MaxInt
+	if o.MaxMemory > 0 {
+		fit = int(max(0, (o.MaxMemory-fixedOverhead)/per))
+	}
+	workers := o.Threads
+	if workers <= 0 {
+		workers = min(runtime.GOMAXPROCS(0), max(fit, 1))
+	}
+	if workers > fit {
+		return 0, fmt.Errorf("--max-memory %s is too small for %d worker(s) with blocks of %d elements: they need at least %s",
+			units.FormatBinary(o.MaxMemory), workers, o.BlockElems, units.FormatBinary(fixedOverhead+int64(workers)*per))
+	}
+	return workers, nil
 }
 
 // openEMRBase opens the base and checks its fingerprint against emr.json's.

@@ -20,6 +20,7 @@ type emrApplyCmd struct {
 	OutShardSize ByteSize `name:"out-shard-size" help:"Largest output shard, at least 1MiB." default:"5GB"`
 	Force        bool     `help:"Replace an existing output directory that holds a model (and nothing else)."`
 	Threads      int      `help:"Workers (default: one per core)."`
+	MaxMemory    ByteSize `name:"max-memory" help:"Bound on resident memory, above 0; fewer workers by default if it is tight." default:"2GiB"`
 	BlockSize    int      `name:"block-size" help:"Elements per block, a multiple of 8 (default: 65536)."`
 	Kernel       string   `help:"Kernel set: auto, avx512, avx2, neon or go." env:"TIESMM_KERNEL" default:"auto"`
 	Quiet        bool     `short:"q" help:"Print nothing but errors."`
@@ -28,6 +29,9 @@ type emrApplyCmd struct {
 func (c *emrApplyCmd) Run(ctx context.Context) error {
 	if c.OutShardSize < minShardSize {
 		return usageError{fmt.Errorf("--out-shard-size %d: want at least %d bytes (1MiB)", c.OutShardSize, minShardSize)}
+	}
+	if c.MaxMemory <= 0 {
+		return usageError{fmt.Errorf("--max-memory %d: want a positive size (examples: 2GiB, 512MiB)", c.MaxMemory)}
 	}
 	if c.BlockSize < 0 || c.BlockSize%8 != 0 {
 		return usageError{fmt.Errorf("--block-size %d: want a positive multiple of 8", c.BlockSize)}
@@ -42,7 +46,7 @@ func (c *emrApplyCmd) Run(ctx context.Context) error {
 	}
 	sum, err := merge.ApplyEMR(ctx, merge.ApplyOptions{
 		Dir: c.Dir, Task: c.Task, Base: c.Base, Out: c.Dest, Force: c.Force, OutDType: c.OutDType,
-		ShardBytes: int64(c.OutShardSize), Threads: c.Threads, BlockElems: c.BlockSize, Kernels: ks,
+		ShardBytes: int64(c.OutShardSize), Threads: c.Threads, BlockElems: c.BlockSize, MaxMemory: int64(c.MaxMemory), Kernels: ks,
 	}, prog)
 	if err != nil {
 		return err
