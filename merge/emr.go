@@ -475,7 +475,7 @@ func (r *run) finishEMR(ctx context.Context) error {
 	}
 	r.sum.EMR = &EMRSummary{Tasks: m.Tasks}
 	for k, t := range e.tasks {
-		task := &emrTask{k: r.k, tensors: planTaskTensors(p), task: t, tasks: len(p.Models), lambda: lambda[t],
+		task := &emrTask{k: r.k, tensors: planTaskTensors(p), task: t, lambda: lambda[t],
 			unified: func(name string, off int64, b []byte) error { return r.out.ReadPartTensor(emrUnified, name, off, b) },
 			masks:   func(name string, off int64, b []byte) error { return r.out.ReadPartTensor(emrMasks, name, off, b) },
 			out:     r.out, part: emrFirstTask + k, workers: p.Workers, block: emrBlock(p.BlockElems), prog: r.prog}

@@ -222,7 +222,7 @@ func emrApplyTask(o ApplyOptions, m *EMRManifest, ti int, base, unified, masks *
 		}
 		outDT = &dt
 	}
-	a := &emrTask{k: o.Kernels, task: ti, tasks: len(m.Tasks), lambda: m.Tasks[ti].Rescaler, workers: o.Threads, block: o.BlockElems}
+	a := &emrTask{k: o.Kernels, task: ti, lambda: m.Tasks[ti].Rescaler, workers: o.Threads, block: o.BlockElems}
 	outs := make([]mmapio.OutTensor, 0, len(base.Names))
 	floats := 0
 	for _, name := range base.Names {

@@ -37,7 +37,7 @@ type emrTaskTensor struct {
 type emrTask struct {
 	k              *kernels.Set
 	tensors        []emrTaskTensor
-	task, tasks    int // t, and N: the masks' rows
+	task           int // t: its row of the masks
 	lambda         float32
 	unified, masks tensorReader
 	out            *mmapio.Output
