@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tiesmm/tiesmm/config"
 	"github.com/tiesmm/tiesmm/kernels"
 	"github.com/tiesmm/tiesmm/mmapio"
 )
@@ -585,5 +586,33 @@ func BenchmarkEMRElect(b *testing.B) {
 	b.SetBytes(N * n * 2)
 	for b.Loop() {
 		emrElect(u, gamma, mask, n/8, taus, n, N, a, s)
+	}
+}
+
+// emr's rescale reads mean (the default) or l1 from YAML; validation
+// refuses the other methods' words for it.
+func TestEMRRecipe(t *testing.T) {
+	for _, tc := range []struct {
+		params string
+		want   Rescale
+		bad    bool
+	}{{"", RescaleMean, false}, {"parameters: {rescale: mean}\n", RescaleMean, false},
+		{"parameters: {rescale: l1}\n", RescaleL1, false}, {"parameters: {rescale: inverse}\n", 0, true},
+		{"parameters: {rescale: true}\n", 0, true}} {
+		c, err := config.Parse([]byte("merge_method: emr\nbase_model: b\nmodels: [{model: a}, {model: c}]\n"+tc.params), "t.yml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		verr := c.ValidateWith(func(string) (os.FileInfo, error) { return os.Stat(".") })
+		if tc.bad {
+			if verr == nil || !strings.Contains(verr.Error(), "rescale of emr must be mean or l1") {
+				t.Errorf("%q: validation %v", tc.params, verr)
+			}
+			continue
+		}
+		m, _, err := Recipe(c)
+		if verr != nil || err != nil || m.OwnPath != PathEMR || m.Rescale != tc.want {
+			t.Errorf("%q: %v, %v: path %v rescale %v, want %v", tc.params, verr, err, m.OwnPath, m.Rescale, tc.want)
+		}
 	}
 }
