@@ -155,7 +155,7 @@ func TestValidatePaths(t *testing.T) {
 }
 
 func TestKnown(t *testing.T) {
-	if got := strings.Join(KnownMethods(), " "); got != "task_arithmetic ties dare_ties dare_linear breadcrumbs breadcrumbs_ties della della_linear linear model_stock multislerp karcher nearswap sce arcee_fusion slerp nuslerp" {
+	if got := strings.Join(KnownMethods(), " "); got != "task_arithmetic ties dare_ties dare_linear breadcrumbs breadcrumbs_ties della della_linear linear model_stock multislerp karcher nearswap sce arcee_fusion slerp nuslerp emr" {
 		t.Errorf("KnownMethods = %s", got)
 	}
 	for _, m := range KnownMethods() {

@@ -33,6 +33,9 @@ type Options struct {
 	Layers     int  // numbered layers, for gradients (0: from the tensor names)
 	TwoPass    bool // the whole-model trim by two full histogram passes, not sample + spill
 	Vocab      VocabOptions
+	// Materialize: emr writes "all" tasks, or the one of this name, as
+	// models too, in the same run.
+	Materialize string
 }
 
 // Job is one output tensor: merged from the inputs, or copied from the base.
@@ -91,6 +94,8 @@ type Plan struct {
 	// fileBytes: the input files' size, the most of them mapped at once
 	// (0: unknown); heapLimit: the Go heap's share of MaxMemory (0: none).
 	fileBytes, heapLimit int64
+	// emr: EMR-Merging's output (emr.go); Layout is then a task's model.
+	emr *emrPlan
 }
 
 // tuning holds the sizes of samples and the limits of the strategies: the
@@ -138,6 +143,9 @@ const (
 // a tensor again while it is hot in the page cache.
 func (p *Plan) Passes() []string {
 	m := p.Method
+	if m.OwnPath == PathEMR {
+		return []string{"emr: elect U and the masks, write them, sum |τ| and |M·U| exactly"}
+	}
 	if p.singlePass() {
 		sample := "one run in " + fmt.Sprint(p.tuning.sampleEvery)
 		if p.tuning.firstSample > 0 {
@@ -322,6 +330,9 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 		}
 	}
 	if p.Layout, err = mmapio.PlanLayout(outs, opts.ShardBytes); err != nil {
+		return nil, err
+	}
+	if err := p.planEMR(); err != nil {
 		return nil, err
 	}
 	if err := p.sizeMemory(); err != nil {
@@ -580,6 +591,9 @@ func grown(x int64) int64 { return x + x/4 + 16<<10 }
 
 // stride is the workers' block length: the longest block of any job.
 func (p *Plan) stride(block int) int {
+	if p.Method.OwnPath == PathEMR {
+		return emrBlock(block)
+	}
 	s := block
 	if p.Method.wholeRows() || p.Method.SlerpAxis == AxisRows {
 		for ji := range p.Jobs {

@@ -14,6 +14,9 @@ func (m Method) Describe() string {
 	if m.Slerp != SlerpNone {
 		return m.describeSlerp()
 	}
+	if m.OwnPath == PathEMR {
+		return "emr: U = γ·max |τ| of the tasks agreeing with γ = sign Σ τ (−1 at 0); a mask and a rescaler per task"
+	}
 	if !m.Trim {
 		if m.Vote.DivideByWeights {
 			return m.Name + ": Σ w·τ / Σ w"
@@ -67,6 +70,9 @@ func (p *Plan) Describe(w io.Writer) {
 		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "inputs:   %s to read; output %s in %d shard(s) at %s\n", units.FormatDecimal(p.InputBytes), units.FormatDecimal(p.OutputBytes), len(p.Layout.Shards), p.Opts.Out)
+	if p.emr != nil {
+		p.describeEMR(w)
+	}
 	if p.Method.Trim {
 		if p.Method.Scope == ScopeModel {
 			for i, k := range p.Need {
