@@ -526,7 +526,7 @@ func TestCLIExamples(t *testing.T) {
 			if len(m.Tensors) != len(base.Tensors) {
 				t.Fatalf("%d tensors, the base has %d", len(m.Tensors), len(base.Tensors))
 			}
-			rows := outVocabSize(t, filepath.Join(dir, out))
+			rows := outVocabSize(t, filepath.Join(dir, model))
 			for name, bt := range base.Tensors {
 				mt, ok := m.Tensors[name]
 				want := slices.Clone(bt.Shape)
