@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -64,12 +65,18 @@ func (p *Plan) planEMR() error {
 		}
 		return nil
 	}
+	if p.vocab != nil {
+		return fmt.Errorf("emr: tokenizer_source %s is not supported: a task is rebuilt on the base's own rows (emr-apply adds the unified vector to the base)", p.Opts.Vocab.Source)
+	}
 	e := &emrPlan{names: emrTaskNames(p.Opts.Models)}
 	n := int64(len(p.Models))
 	var us, ms []mmapio.OutTensor
 	for _, j := range p.Jobs {
 		if j.Copy {
 			continue
+		}
+		if j.Rows != nil || !slices.Equal(j.Shape, j.Base.Shape) {
+			return fmt.Errorf("emr: tensor %q: the models' embeddings differ in size from the base's %s; a task is rebuilt on the base's own rows, so emr needs them all of its size", j.Name, shapeString(j.Base.Shape))
 		}
 		us = append(us, mmapio.OutTensor{Name: j.Name, DType: "F32", Shape: j.Shape})
 		ms = append(ms, mmapio.OutTensor{Name: j.Name, DType: "U8", Shape: []int64{n, maskRowBytes(j.Elements)}})

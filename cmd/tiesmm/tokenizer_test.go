@@ -211,3 +211,21 @@ tokenizer: {source: union, pad_to_multiple_of: 1000}
 		t.Errorf("vocab_size %d, want 32000 (31993 tokens padded to a multiple of 1000)", got)
 	}
 }
+
+// EMR rebuilds a task on the base's own rows, so a tokenizer_source that
+// changes them is refused before anything is written.
+func TestCLIEMRRefusesTokenizerSource(t *testing.T) {
+	dir := workDir(t)
+	writeFile(t, filepath.Join(dir, "emr-union.yml"), `merge_method: emr
+base_model: demo/base
+models: [{model: demo/ft1}, {model: demo/ft2}]
+tokenizer_source: union
+`)
+	_, errOut, code := tiesmm(t, dir, "merge", "emr-union.yml", "out")
+	if want := "emr: tokenizer_source union is not supported: a task is rebuilt on the base's own rows"; code != 1 || !strings.Contains(errOut, want) {
+		t.Errorf("exit %d, want 1 and\n%s\n%s", code, want, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "out")); !os.IsNotExist(err) {
+		t.Errorf("a refused merge left its output: %v", err)
+	}
+}
