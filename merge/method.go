@@ -57,6 +57,7 @@ const (
 	RescaleNone    Rescale = iota
 	RescaleL1              // scale the kept values so the tensor's L1 norm is unchanged (mergekit)
 	RescaleInverse         // divide each kept value by its keep probability (the DARE paper)
+	RescaleMean            // emr: rescalers from per-tensor means of |τ| and |M·U| (emr.go)
 )
 
 // Method is a merge method with every detail resolved.
@@ -142,6 +143,8 @@ func NewMethod(name, preset string) (Method, Defaults, error) {
 		m.OwnPath = PathSCE
 	case "arcee_fusion":
 		m.OwnPath = PathArceeFusion
+	case "emr":
+		m.OwnPath, m.Rescale, m.Vote = PathEMR, RescaleMean, linear
 	case "slerp":
 		m.Slerp = SlerpPair
 	case "nuslerp":

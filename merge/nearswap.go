@@ -88,6 +88,13 @@ func nearSwapValue(base, x, t float32) float32 {
 func (r *run) writeValues(w *worker, b block, vals []float32) error {
 	dt := r.p.Jobs[b.job].OutDT
 	out := w.outb[:len(vals)*dt.Size()]
+	encodeValues(out, dt, vals)
+	return r.write(b, out)
+}
+
+// encodeValues rounds float32 values to dt, little-endian, into out
+// (len(vals)·dt.Size() bytes).
+func encodeValues(out []byte, dt kernels.DType, vals []float32) {
 	for e, v := range vals {
 		switch dt {
 		case kernels.BF16:
@@ -98,7 +105,6 @@ func (r *run) writeValues(w *worker, b block, vals []float32) error {
 			binary.LittleEndian.PutUint32(out[4*e:], math.Float32bits(v))
 		}
 	}
-	return r.write(b, out)
 }
 
 // ownWorkerBytes is a worker's scratch for the methods with a path of their
@@ -111,6 +117,8 @@ func (p *Plan) ownWorkerBytes(b int64) int64 {
 		return histBytes + 28*b + int64(len(p.Models))*sumBytes
 	case PathArceeFusion:
 		return 3*histBytes + 4*b + 16*b
+	case PathEMR:
+		return emrWorkerBytes(int64(len(p.Models)), b)
 	}
 	return 0
 }

@@ -32,6 +32,10 @@ type Options struct {
 	Kernels    *kernels.Set
 	Layers     int  // numbered layers, for gradients (0: from the tensor names)
 	TwoPass    bool // the whole-model trim by two full histogram passes, not sample + spill
+	Vocab      VocabOptions
+	// Materialize: emr writes "all" tasks, or the one of this name, as
+	// models too, in the same run.
+	Materialize string
 }
 
 // Job is one output tensor: merged from the inputs, or copied from the base.
@@ -41,7 +45,7 @@ type Job struct {
 	Shape    []int64
 	Base     *mmapio.Tensor
 	BaseDT   kernels.DType
-	Models   []*mmapio.Tensor // read from the start: a longer vocabulary is cut to the base's
+	Models   []*mmapio.Tensor // read from the start, or through Rows
 	ModelDT  []kernels.DType
 	OutDT    kernels.DType
 	OutDType string // the header's name of the output dtype
@@ -49,6 +53,10 @@ type Job struct {
 	Params   TensorParams
 	Need     []uint64 // per model, elements to keep (tensor scope); nil with Trim off
 	NeedTop  []uint64 // per model, the largest elements dropped (breadcrumbs)
+	// Rows: an embedding whose rows are aligned by token or cut to the
+	// inputs' common submatrix (rowview.go); its inputs are then read as
+	// float32 (BaseDT and ModelDT F32).
+	Rows *rowView
 }
 
 // Plan is everything a merge will do, known from headers alone.
@@ -80,12 +88,19 @@ type Plan struct {
 	slices   []Slice
 	layerMap []LayerSource
 	others   []*mmapio.Model
+	// vocab: the output vocabulary and each model's rows (tokenizer_source);
+	// vocabBase and vocabModels: the index in it of the base and of each model.
+	vocab       *vocabMap
+	vocabBase   int
+	vocabModels []int
 	// HotBytes: a per-tensor trim keeps a tensor of at most this many input
 	// bytes mapped from its first read to its merge (no second page faults).
 	HotBytes int64
 	// fileBytes: the input files' size, the most of them mapped at once
 	// (0: unknown); heapLimit: the Go heap's share of MaxMemory (0: none).
 	fileBytes, heapLimit int64
+	// emr: EMR-Merging's output (emr.go); Layout is then a task's model.
+	emr *emrPlan
 }
 
 // tuning holds the sizes of samples and the limits of the strategies: the
@@ -133,6 +148,9 @@ const (
 // a tensor again while it is hot in the page cache.
 func (p *Plan) Passes() []string {
 	m := p.Method
+	if m.OwnPath == PathEMR {
+		return []string{"emr: elect U and the masks, write them, sum |τ| and |M·U| exactly"}
+	}
 	if p.singlePass() {
 		sample := "one run in " + fmt.Sprint(p.tuning.sampleEvery)
 		if p.tuning.firstSample > 0 {
@@ -210,8 +228,8 @@ func floatDType(s string) (kernels.DType, bool) {
 // copyable are the dtypes carried over from the base unmerged.
 var copyable = []string{"BOOL", "U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64"}
 
-// vocabTensor reports whether mergekit's vocabulary rule applies: the model
-// may have more rows than the base, and its extra rows are dropped.
+// vocabTensor reports whether a tensor is an embedding or output head,
+// whose rows are tokens (rowview.go).
 func vocabTensor(name string) bool {
 	return strings.Contains(name, "embed_tokens") || strings.Contains(name, "lm_head") ||
 		strings.Contains(name, "wte") || strings.Contains(name, "word_embeddings")
@@ -297,6 +315,11 @@ func newPlan(opts Options, m Method, open func(p *Plan) error, jobs func(p *Plan
 	if err := p.checkOutput(); err != nil {
 		errs = append(errs, err)
 	}
+	if opts.Vocab.Source != "" {
+		if err := p.readVocab(); err != nil {
+			return nil, err
+		}
+	}
 	var outDT *kernels.DType
 	if opts.OutDType != "" {
 		dt, err := kernels.ParseDType(opts.OutDType)
@@ -327,6 +350,9 @@ func newPlan(opts Options, m Method, open func(p *Plan) error, jobs func(p *Plan
 		}
 	}
 	if p.Layout, err = mmapio.PlanLayout(outs, opts.ShardBytes); err != nil {
+		return nil, err
+	}
+	if err := p.planEMR(); err != nil {
 		return nil, err
 	}
 	if err := p.sizeMemory(); err != nil {
@@ -401,7 +427,7 @@ func (p *Plan) jobModels(job *Job) []error {
 			errs = append(errs, fmt.Errorf("%s: tensor %q: missing from model %d, which the base %s has", md.Path, name, i+1, bt.File))
 			continue
 		}
-		dt, err := inputDType(name, bt, t)
+		dt, err := p.inputDType(name, bt, t)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -409,21 +435,23 @@ func (p *Plan) jobModels(job *Job) []error {
 		job.Models = append(job.Models, t)
 		job.ModelDT = append(job.ModelDT, dt)
 	}
+	if len(errs) == 0 && p.embedding(name, bt) {
+		if err := p.alignRows(job); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errs
 }
 
 // inputDType checks a model's input t of output tensor name against the
-// base's bt: a float dtype, the same shape (an embedding may have more
-// rows).
-func inputDType(name string, bt, t *mmapio.Tensor) (kernels.DType, error) {
+// base's bt: a float dtype, the same shape (an embedding's may differ:
+// alignRows lays it out).
+func (p *Plan) inputDType(name string, bt, t *mmapio.Tensor) (kernels.DType, error) {
 	dt, ok := floatDType(t.DType)
 	if !ok {
 		return 0, fmt.Errorf("%s: tensor %q: dtype %s cannot be merged (want F32, F16 or BF16)", t.File, t.Name, t.DType)
 	}
-	same := slices.Equal(t.Shape, bt.Shape)
-	longerVocab := vocabTensor(name) && len(t.Shape) == len(bt.Shape) && len(t.Shape) > 0 &&
-		t.Shape[0] >= bt.Shape[0] && slices.Equal(t.Shape[1:], bt.Shape[1:])
-	if !same && !longerVocab {
+	if !slices.Equal(t.Shape, bt.Shape) && !p.embedding(name, bt) {
 		return 0, fmt.Errorf("tensor %q: shape %s in %s but %s in the base %s", name, shapeString(t.Shape), t.File, shapeString(bt.Shape), bt.File)
 	}
 	return dt, nil
@@ -594,6 +622,9 @@ func grown(x int64) int64 { return x + x/4 + 16<<10 }
 
 // stride is the workers' block length: the longest block of any job.
 func (p *Plan) stride(block int) int {
+	if p.Method.OwnPath == PathEMR {
+		return emrBlock(block)
+	}
 	s := block
 	if p.Method.wholeRows() || p.Method.SlerpAxis == AxisRows {
 		for ji := range p.Jobs {
@@ -639,7 +670,7 @@ func (p *Plan) workerBytes(block int) (heap, mapped int64) {
 	if m.Drop == DropDella {
 		heap += 8 * b // a row's ranks
 	}
-	heap += p.ownWorkerBytes(b)
+	heap += p.ownWorkerBytes(b) + p.viewWorkerBytes(b)
 	return heap, mapped
 }
 
@@ -721,7 +752,7 @@ func (p *Plan) need(workers, block int, lows int64) (total, mapped int64) {
 		total += model * modelBlockBytes
 	}
 	total += tensor * (tensorBlock + n*tensorBlockTies)
-	total += p.slerpBytes(workers) + p.arceeKLBytes()
+	total += p.slerpBytes(workers) + p.arceeKLBytes() + p.viewSharedBytes(workers, block)
 	heap, perWorker := p.workerBytes(block)
 	mapped = int64(workers) * perWorker
 	if p.fileBytes > 0 {

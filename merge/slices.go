@@ -53,6 +53,9 @@ type LayerSource struct{ Slice, Index int }
 // output's extra files (config.json), opts.Models are the first slice's
 // merged models (every slice merges as many).
 func NewSlicePlan(opts Options, m Method, sl []Slice, resolve SliceResolver) (*Plan, error) {
+	if opts.Vocab.Source != "" {
+		return nil, fmt.Errorf("tokenizer_source %s with slices of different layer ranges is not supported yet: its rows are aligned per model of a whole-model merge", opts.Vocab.Source)
+	}
 	if m.Trim && m.Scope == ScopeModel || m.GlobalMajority {
 		return nil, errors.New("trim_scope: model (the paper preset) takes one threshold per model over all its layers, which slices of different models do not have: use trim_scope: tensor")
 	}
@@ -118,18 +121,18 @@ func (p *Plan) model(path string) *mmapio.Model {
 	return nil
 }
 
-// modelPath names the model of input t, job model i: the plan's model i, or
-// in a frankenmerge the model whose shards hold t.
-func (p *Plan) modelPath(i int, t *mmapio.Tensor) string {
+// modelPath names the model of input t: path, the plan's model in that
+// place, or in a frankenmerge the model whose shards hold t.
+func (p *Plan) modelPath(t *mmapio.Tensor, path string) string {
 	if p.slices == nil {
-		return p.Models[i].Path
+		return path
 	}
 	for _, md := range p.inputs() {
 		if slices.Contains(md.Files, t.File) {
 			return md.Path
 		}
 	}
-	return p.Models[i].Path
+	return path
 }
 
 // modelLayers is a model's number of layers: one more than its highest.
@@ -288,13 +291,18 @@ func (p *Plan) sliceJob(k int, out string, in []string, t float64, outDT *kernel
 			errs = append(errs, fmt.Errorf("%s: tensor %q (for %q of slices[%d]): missing, though %s has it", md.Path, in[j], out, k, lmd.Path))
 			continue
 		}
-		dt, err := inputDType(out, bt, mt)
+		dt, err := p.inputDType(out, bt, mt)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		job.Models = append(job.Models, mt)
 		job.ModelDT = append(job.ModelDT, dt)
+	}
+	if len(errs) == 0 && p.embedding(out, bt) {
+		if err := p.alignRows(&job); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if len(errs) > 0 {
 		return job, errs
@@ -311,7 +319,7 @@ func (p *Plan) sliceJob(k int, out string, in []string, t float64, outDT *kernel
 // passThrough turns a passthrough job whose output is its one input
 // unchanged (no scale, the same dtype) into a copy of the input's bytes.
 func (p *Plan) passThrough(j *Job) {
-	if p.Method.Name != "passthrough" || len(j.Models) != 1 || j.Params.Weights[0] != 1 || j.OutDT != j.ModelDT[0] {
+	if p.Method.Name != "passthrough" || j.Rows != nil || len(j.Models) != 1 || j.Params.Weights[0] != 1 || j.OutDT != j.ModelDT[0] {
 		return
 	}
 	j.Copy, j.Base, j.BaseDT, j.OutDType = true, j.Models[0], j.ModelDT[0], j.Models[0].DType

@@ -31,6 +31,14 @@ type jsonSummary struct {
 	Reclaimed        []string        `json:"reclaimed"`
 	ReclaimedBytes   int64           `json:"reclaimed_bytes"`
 	Warnings         []merge.Warning `json:"warnings"`
+	EMR              []emrTaskReport `json:"emr_tasks,omitempty"`
+}
+
+// emrTaskReport is one task of an EMR merge and its rescaler.
+type emrTaskReport struct {
+	Name     string  `json:"name"`
+	Model    string  `json:"model"`
+	Rescaler float32 `json:"rescaler"`
 }
 
 type modelReport struct {
@@ -72,6 +80,11 @@ func newJSONSummary(p *merge.Plan, s *merge.Summary) jsonSummary {
 	if p.Method.Votes() {
 		v := s.Votes
 		r.Votes = &voteReport{Positive: v.Positive, Negative: v.Negative, Conflicts: v.Conflicts, ZeroSums: v.ZeroSum}
+	}
+	if s.EMR != nil {
+		for _, t := range s.EMR.Tasks {
+			r.EMR = append(r.EMR, emrTaskReport{Name: t.Name, Model: t.Model, Rescaler: t.Rescaler})
+		}
 	}
 	return r
 }
@@ -121,6 +134,15 @@ func printSummary(w io.Writer, p *merge.Plan, s *merge.Summary) {
 			units.FormatCount(int64(elected)), units.FormatCount(int64(v.Positive)), units.FormatCount(int64(v.Negative)))
 		fmt.Fprintf(w, "           %s (%s) had models pulling both ways: only those agreeing with the vote were merged\n",
 			units.FormatCount(int64(v.Conflicts)), percent(uint64(v.Conflicts), elected))
+	}
+	if s.EMR != nil {
+		for i, t := range s.EMR.Tasks {
+			label := "  tasks   "
+			if i > 0 {
+				label = "          "
+			}
+			fmt.Fprintf(w, "%s %s (%s): rescaler %v\n", label, t.Name, t.Model, t.Rescaler)
+		}
 	}
 	if len(s.Reclaimed) > 0 {
 		names := make([]string, len(s.Reclaimed))
