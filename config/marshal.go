@@ -13,10 +13,8 @@ var paramOrder = []string{"weight", "density", "gamma", "epsilon", "lambda", "no
 	"int8_mask", "filter_wise", "preset", "trim_scope", "consensus", "aggregate"}
 
 // Marshal writes the config as mergekit-format YAML (tiesmm_config.yml /
-// mergekit_config.yml in the output directory): the models form, or, for a config that
-// came with slices, one slice over LayerRange (the base model listed among its sources, as
-// mergekit needs there), or the slices as written. Parse(Marshal(c)) gives c back, lines
-// aside.
+// mergekit_config.yml in the output directory): the models form, or the slices as
+// written. Parse(Marshal(c)) gives c back, lines aside.
 func (c *Config) Marshal() ([]byte, error) {
 	root := &yaml.Node{Kind: yaml.MappingNode}
 	put := func(m *yaml.Node, key string, v *yaml.Node) {
@@ -63,34 +61,22 @@ func (c *Config) Marshal() ([]byte, error) {
 		}
 		return e, nil
 	}
-	list := &yaml.Node{Kind: yaml.SequenceNode}
-	if c.LayerRange != nil && c.BaseModel != "" && c.Method != "linear" {
-		e, err := entry(c.BaseModel, nil, c.LayerRange)
-		if err != nil {
-			return nil, err
-		}
-		list.Content = append(list.Content, e)
-	}
-	for _, m := range c.Models {
-		e, err := entry(m.Path, m.Parameters, c.LayerRange)
-		if err != nil {
-			return nil, err
-		}
-		list.Content = append(list.Content, e)
-	}
-	switch {
-	case c.Slices != nil:
+	if c.Slices != nil {
 		n, err := c.slicesNode(entry, putStr)
 		if err != nil {
 			return nil, err
 		}
 		put(root, "slices", n)
-	case c.LayerRange == nil:
+	} else {
+		list := &yaml.Node{Kind: yaml.SequenceNode}
+		for _, m := range c.Models {
+			e, err := entry(m.Path, m.Parameters, nil)
+			if err != nil {
+				return nil, err
+			}
+			list.Content = append(list.Content, e)
+		}
 		put(root, "models", list)
-	default:
-		slice := &yaml.Node{Kind: yaml.MappingNode}
-		put(slice, "sources", list)
-		put(root, "slices", &yaml.Node{Kind: yaml.SequenceNode, Content: []*yaml.Node{slice}})
 	}
 	top := c.Parameters
 	if c.Slices != nil && c.LayerRange != nil {
