@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/tiesmm/tiesmm/config"
 	"github.com/tiesmm/tiesmm/kernels"
@@ -401,4 +402,39 @@ func layerSpan(first, end int) string {
 		return strconv.Itoa(first)
 	}
 	return fmt.Sprintf("%d–%d", first, end-1)
+}
+
+// ExplainSlices prints, for each output tensor of a frankenmerge, every
+// input it reads (model and tensor) with the weight (passthrough: scale)
+// and, for the methods that sparsify, the density the merge uses, defaults
+// included.
+func (p *Plan) ExplainSlices(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	weight := "weight"
+	if p.Method.Name == "passthrough" {
+		weight = "scale"
+	}
+	head := []string{"tensor", "model", "input", weight}
+	if p.Method.Sparsifies() {
+		head = append(head, "density")
+	}
+	fmt.Fprintln(tw, strings.Join(head, "\t"))
+	for _, j := range p.Jobs {
+		if j.Copy {
+			fmt.Fprintf(tw, "%s\t%s\t%s\tcopied\n", j.Name, p.modelPath(j.Base, p.Base.Path), j.Base.Name)
+			continue
+		}
+		for i, t := range j.Models {
+			name := j.Name
+			if i > 0 {
+				name = ""
+			}
+			row := []string{name, p.modelPath(t, p.Models[i].Path), t.Name, fmt.Sprint(j.Params.Weights[i])}
+			if p.Method.Sparsifies() {
+				row = append(row, fmt.Sprint(j.Params.Density[i]))
+			}
+			fmt.Fprintln(tw, strings.Join(row, "\t"))
+		}
+	}
+	tw.Flush()
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -633,6 +634,14 @@ func TestCLIFrankenmerge(t *testing.T) {
 	for _, line := range []string{"layers:   0–1 ← demo/base 0–1\n", "layers:   2 ← demo/ft1 1\n", "layers:   3–4 ← demo/ft2 0–1\n", "5 layers"} {
 		if !strings.Contains(out, line) {
 			t.Errorf("--dry-run lacks %q:\n%s", line, out)
+		}
+	}
+	// --explain: each output tensor's input and scale.
+	out = mustRun(t, dir, "merge", "--explain", filepath.Join(examplesDir(t), "passthrough-frankenmerge.yml"), "out")
+	for _, re := range []string{`model\.layers\.2\.mlp\.up_proj\.weight +demo/ft1 +model\.layers\.1\.mlp\.up_proj\.weight +copied`,
+		`model\.layers\.3\.self_attn\.o_proj\.weight +demo/ft2 +model\.layers\.0\.self_attn\.o_proj\.weight +0\.5\n`} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("--explain lacks %s:\n%s", re, out)
 		}
 	}
 	writeFile(t, filepath.Join(dir, "deep.yml"), `merge_method: passthrough

@@ -291,6 +291,7 @@ func (m *mergeCmd) explain(c *config.Config, plan *merge.Plan) error {
 	}
 	if plan.Frankenmerge() {
 		plan.DescribeLayers(os.Stdout)
+		plan.ExplainSlices(os.Stdout)
 	} else if err := c.Explain(os.Stdout, names, plan.Layers); err != nil {
 		return err
 	}
