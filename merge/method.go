@@ -80,7 +80,7 @@ type Method struct {
 	// Sphere: multislerp or karcher, from the inputs' Gram matrix (gram.go).
 	Sphere Sphere
 	// OwnPath, if not PathCopy, is the path of a method that neither votes
-	// nor trims: nearswap, sce, arcee_fusion.
+	// nor trims: nearswap, sce, arcee_fusion, pcb.
 	OwnPath Path
 	// Vote carries consensus, aggregate and weighting; its Weights are
 	// filled per tensor.
@@ -99,6 +99,8 @@ type Method struct {
 	// each vector a tensor or, for nuslerp, a row or column (SlerpAxis).
 	Slerp     SlerpKind
 	SlerpAxis SlerpAxis
+	// PCB: PCB-Merging's settings (pcb.go).
+	PCB PCB
 }
 
 // Sparsifies reports whether task vectors lose elements before the vote.
@@ -138,6 +140,8 @@ func NewMethod(name, preset string) (Method, Defaults, error) {
 		m.OwnPath = PathSCE
 	case "arcee_fusion":
 		m.OwnPath = PathArceeFusion
+	case "pcb":
+		m.OwnPath, m.PCB = PathPCB, defaultPCB()
 	case "slerp":
 		m.Slerp, m.Vote = SlerpPair, linear
 	case "nuslerp":

@@ -47,6 +47,9 @@ func checkOwnModels(m Method, n int) error {
 	if (m.OwnPath == PathNearSwap || m.OwnPath == PathArceeFusion) && n != 1 {
 		return fmt.Errorf("%s needs exactly one fine-tuned model besides the base, not %d", m.Name, n)
 	}
+	if m.OwnPath == PathPCB && n < 2 {
+		return fmt.Errorf("pcb needs at least two fine-tuned models besides the base, not %d", n)
+	}
 	return nil
 }
 
@@ -103,13 +106,15 @@ func (r *run) writeValues(w *worker, b block, vals []float32) error {
 
 // ownWorkerBytes is a worker's scratch for the methods with a path of their
 // own, blocks of b elements: sce's histogram, variances and sums of squares,
-// arcee_fusion's three histograms and importances.
+// arcee_fusion's three histograms and importances, pcb's (pcb.go).
 func (p *Plan) ownWorkerBytes(b int64) int64 {
 	switch p.Method.OwnPath {
 	case PathSCE:
 		return histBytes + 4*b + int64(len(p.Models))*sumBytes
 	case PathArceeFusion:
 		return 3*histBytes + 4*b
+	case PathPCB:
+		return pcbWorkerBytes(int64(len(p.Models)), b)
 	}
 	return 0
 }

@@ -51,11 +51,14 @@ const (
 	// product, then the merge (rows: one pass, each block holding whole
 	// rows).
 	PathSlerp
+	// PathPCB: PCB-Merging's selects of clip bounds and drop thresholds
+	// (over the whole model first, or per tensor), then the merge (pcb.go).
+	PathPCB
 	numPaths
 )
 
 var pathNames = [numPaths]string{"copy", "plain", "model-stock", "single-pass", "model-radix", "speculate", "sampled", "radix",
-	"gram", "nearswap", "sce", "arcee-fusion", "slerp"}
+	"gram", "nearswap", "sce", "arcee-fusion", "slerp", "pcb"}
 
 func (p Path) String() string { return pathNames[p] }
 

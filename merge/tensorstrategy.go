@@ -77,6 +77,8 @@ func (r *run) newStrategies() {
 			s = newArceeFusion(len(r.ws))
 		case PathSlerp:
 			s = newSlerpTensors(len(r.ws))
+		case PathPCB:
+			s = newPCB(len(r.ws), len(r.p.Models), r.stride)
 		}
 		built[p] = s
 		return s

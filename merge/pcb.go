@@ -1,0 +1,569 @@
+package merge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/tiesmm/tiesmm/config"
+	topk "github.com/tiesmm/tiesmm/select"
+)
+
+// PCB-Merging (Du et al. 2024, parameter competition balancing): each
+// element of each task vector gets a weight β from its clipped magnitude
+// within its task (intra) and its agreement with the other tasks (inter);
+// each task keeps the elements whose β lies above its order statistic at
+// 1 − ratio, scaled into (0, 1], and the clipped task vectors are averaged
+// with those weights. The clip bounds and the drop threshold are exact
+// order statistics over a group, the whole model or one tensor: radix
+// selects over |τ|, then over β's ordered keys.
+
+// Inter is how PCB-Merging balances each task against the others.
+type Inter uint8
+
+const (
+	InterSum      Inter = iota // tanh(τᵢ·Σⱼ τⱼ)
+	InterNormSum               // tanh(τᵢ·Σⱼ nⱼ), n = sign(τ)·u
+	InterPairwise              // Σⱼ tanh(nᵢ·nⱼ)
+)
+
+var interNames = [...]string{"sum", "normsum", "pairwise"}
+
+func (i Inter) String() string { return interNames[i] }
+
+// PCB is PCB-Merging's settings for the whole merge.
+type PCB struct {
+	Ratio          float64 // fraction of each task's elements kept
+	ClipLo, ClipHi float64 // fractions of the smallest and largest |τ| clipped
+	Scope          Scope   // the group the order statistics run over
+	Inter          Inter
+}
+
+func defaultPCB() PCB { return PCB{Ratio: 0.1, ClipLo: 1e-4, ClipHi: 1e-4, Scope: ScopeModel} }
+
+// indices are the ranks (0-based, ascending) of a group of d elements' clip
+// bounds in the sorted |τ| and of the drop threshold in the sorted β, each
+// computed in float64 and truncated toward zero. The threshold's rank is at
+// most d − 1 (the maximum: nothing kept).
+func (c PCB) indices(d int64) (lo, hi, t int64) {
+	lo = int64(float64(d) * c.ClipLo)
+	hi = int64(float64(d)*(1-c.ClipHi) - 1)
+	t = min(int64(float64(d)*(1-c.Ratio)), d-1)
+	return lo, hi, t
+}
+
+// pcbRecipe reads pcb's whole-merge settings: ratio, clip (one number for
+// lo and hi, or a list of two), scope and inter.
+func pcbRecipe(c *config.Config, m *Method) error {
+	if m.OwnPath != PathPCB {
+		return nil
+	}
+	ps := c.Parameters
+	if p, ok := ps["ratio"]; ok {
+		if p.Kind != config.KindNumber {
+			return fmt.Errorf("%s: ratio: want one number", c.File)
+		}
+		m.PCB.Ratio = p.Num
+	}
+	if p, ok := ps["clip"]; ok {
+		switch {
+		case p.Kind == config.KindNumber:
+			m.PCB.ClipLo, m.PCB.ClipHi = p.Num, p.Num
+		case p.Kind == config.KindGradient && len(p.Gradient) == 2:
+			m.PCB.ClipLo, m.PCB.ClipHi = p.Gradient[0], p.Gradient[1]
+		default:
+			return fmt.Errorf("%s: clip: want one number or a list of two, [lo, hi]", c.File)
+		}
+	}
+	word := func(key string) (string, error) {
+		p, ok := ps[key]
+		if !ok {
+			return "", nil
+		}
+		if p.Kind != config.KindString {
+			return "", fmt.Errorf("%s: %s: want a word, got a %s", c.File, key, p.Kind)
+		}
+		return p.Str, nil
+	}
+	s, err := word("scope")
+	switch {
+	case err != nil:
+		return err
+	case s == "model":
+		m.PCB.Scope = ScopeModel
+	case s == "tensor":
+		m.PCB.Scope = ScopeTensor
+	case s != "":
+		return fmt.Errorf("%s: scope %q: want model or tensor", c.File, s)
+	}
+	if s, err = word("inter"); err != nil {
+		return err
+	}
+	if s != "" {
+		if m.PCB.Inter, err = ParseInter(s); err != nil {
+			return fmt.Errorf("%s: %w", c.File, err)
+		}
+	}
+	return nil
+}
+
+// ParseInter reads pcb's inter setting.
+func ParseInter(s string) (Inter, error) {
+	for i, name := range interNames {
+		if s == name {
+			return Inter(i), nil
+		}
+	}
+	return 0, fmt.Errorf("inter %q: want sum, normsum or pairwise", s)
+}
+
+// checkPCB checks pcb's settings against the groups they apply to: the
+// ratio, and clip ranks with 0 ≤ lo ≤ hi < d in every group.
+func (p *Plan) checkPCB() error {
+	m := p.Method
+	if m.OwnPath != PathPCB {
+		return nil
+	}
+	c := m.PCB
+	if !(c.Ratio > 0 && c.Ratio <= 1) {
+		return fmt.Errorf("pcb: ratio %v outside (0, 1]: the fraction of each task vector kept", c.Ratio)
+	}
+	if !(c.ClipLo >= 0 && c.ClipLo < 1 && c.ClipHi >= 0 && c.ClipHi < 1) {
+		return fmt.Errorf("pcb: clip [%v, %v]: each fraction must lie in [0, 1)", c.ClipLo, c.ClipHi)
+	}
+	check := func(d int64) error {
+		lo, hi, _ := c.indices(d)
+		if 0 <= lo && lo <= hi && hi < d {
+			return nil
+		}
+		return fmt.Errorf("pcb: clip [%v, %v] puts the clip bounds at ranks %d (lo) and %d (hi) of the sorted |τ| of %d elements; want 0 ≤ lo ≤ hi < %d: lower the clip fractions",
+			c.ClipLo, c.ClipHi, lo, hi, d, d)
+	}
+	var errs []error
+	var d int64
+	for _, j := range p.Jobs {
+		if j.Copy || j.Elements == 0 {
+			continue
+		}
+		d += j.Elements
+		if c.Scope == ScopeTensor {
+			if err := check(j.Elements); err != nil {
+				errs = append(errs, fmt.Errorf("tensor %q: %w", j.Name, err))
+			}
+		}
+	}
+	if c.Scope == ScopeModel && d > 0 {
+		if err := check(d); err != nil {
+			errs = append(errs, fmt.Errorf("the whole model (scope model): %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// pcbTask is one task's bounds over its group.
+type pcbTask struct {
+	lo, hi, span float32 // clip bounds of |τ| and hi − lo
+	t, drop      float32 // drop threshold of β, and top − t (its maximum's distance)
+	none         bool    // the maximum is the threshold: the task keeps nothing
+}
+
+// pcbTensors merges tensors with PCB-Merging (PathPCB). In model scope,
+// prepare finds every task's bounds over the whole model (four passes)
+// and each tensor is then merged with them; in tensor scope each tensor
+// runs the four passes over itself, kept mapped if it fits, then its merge.
+type pcbTensors struct {
+	ws    []pcbScratch // per worker
+	model []pcbTask    // model scope: the tasks' bounds
+	// Tensor scope: the tensors that keep no element of any task, those
+	// where some tasks keep nothing, and the warning that counts them (an
+	// index into the summary's warnings, −1 before the first).
+	empty, partial []string
+	warning        int
+}
+
+// pcbScratch is a worker's: per task two histograms (the clip's lo and hi;
+// β's select uses the first), the largest ordered key of β seen, a block's
+// β, and one element's n = sign(τ)·u and pairwise tanh values.
+type pcbScratch struct {
+	hists []topk.Hist
+	top   []uint32
+	beta  []float32
+	n     []float32
+	pair  []float32
+}
+
+func newPCB(workers, models, stride int) *pcbTensors {
+	pc := &pcbTensors{ws: make([]pcbScratch, workers), warning: -1}
+	for k := range pc.ws {
+		pc.ws[k] = pcbScratch{hists: make([]topk.Hist, 2*models), top: make([]uint32, models),
+			beta: make([]float32, models*stride), n: make([]float32, models), pair: make([]float32, models*models)}
+	}
+	return pc
+}
+
+// pcbWorkerBytes is a worker's pcbScratch for n models and blocks of b
+// elements.
+func pcbWorkerBytes(n, b int64) int64 {
+	return 2*n*histBytes + 4*n + 4*n*b + 4*n + 4*n*n
+}
+
+func (pc *pcbTensors) batch() bool { return false }
+
+func (pc *pcbTensors) prepare(ctx context.Context, r *run, jobs []int) error {
+	if r.p.Method.PCB.Scope != ScopeModel {
+		return nil
+	}
+	var d int64
+	for _, ji := range jobs {
+		d += r.p.Jobs[ji].Elements
+		r.traced(ji, "pcb-select")
+	}
+	tasks, err := pc.selectGroup(ctx, r, r.blocks(jobs), d)
+	if err != nil {
+		return fmt.Errorf("pcb: %w", err)
+	}
+	pc.model = tasks
+	for i, t := range tasks {
+		if t.none {
+			r.sum.Warnings = append(r.sum.Warnings, Warning{Code: WarnPCBKeepsNothing, Model: r.p.Opts.Models[i],
+				Message: fmt.Sprintf("pcb: the largest β of model %d is its drop threshold (%v at rank ⌊d·(1 − ratio)⌋ of %d), so it keeps no element: its task vector takes no part", i+1, t.t, d)})
+		}
+	}
+	return nil
+}
+
+func (pc *pcbTensors) merge(ctx context.Context, r *run, jobs []int) error {
+	return eachJob(jobs, func(ji int) error {
+		if r.p.Method.PCB.Scope == ScopeModel {
+			return pc.mergeJob(ctx, r, ji, pc.model)
+		}
+		j := &r.p.Jobs[ji]
+		if r.readBytes(j, j.Elements) <= r.p.HotBytes {
+			r.hot = true
+			defer r.cool(ji)
+		}
+		r.traced(ji, "pcb-select")
+		tasks, err := pc.selectGroup(ctx, r, r.blocks([]int{ji}), j.Elements)
+		if err != nil {
+			return err
+		}
+		pc.count(r, j.Name, tasks)
+		return pc.mergeJob(ctx, r, ji, tasks)
+	})
+}
+
+// count notes a tensor (tensor scope) where tasks keep nothing, in one
+// warning for them all.
+func (pc *pcbTensors) count(r *run, name string, tasks []pcbTask) {
+	none := 0
+	for _, t := range tasks {
+		if t.none {
+			none++
+		}
+	}
+	switch none {
+	case 0:
+		return
+	case len(tasks):
+		pc.empty = append(pc.empty, name)
+	default:
+		pc.partial = append(pc.partial, name)
+	}
+	var msg string
+	if len(pc.empty) > 0 {
+		msg = fmt.Sprintf("pcb: %s keep no element of any model (each task's largest β is its drop threshold, as where d·ratio ≤ 1) and stay the base's: %s",
+			plural(len(pc.empty), "tensor", "tensors"), listed(pc.empty))
+	}
+	if len(pc.partial) > 0 {
+		if msg != "" {
+			msg += "; "
+		} else {
+			msg = "pcb: "
+		}
+		msg += fmt.Sprintf("in %s some models keep no element: %s", plural(len(pc.partial), "tensor", "tensors"), listed(pc.partial))
+	}
+	w := Warning{Code: WarnPCBKeepsNothing, Message: msg}
+	if pc.warning < 0 {
+		pc.warning = len(r.sum.Warnings)
+		r.sum.Warnings = append(r.sum.Warnings, w)
+	} else {
+		r.sum.Warnings[pc.warning] = w
+	}
+}
+
+// pass runs fn over the blocks with every task's τ in w.taus; in model
+// scope it is pass k of the merge's, with progress.
+func (pc *pcbTensors) pass(ctx context.Context, r *run, bs []block, k int, fn func(sc *pcbScratch, w *worker, b block)) error {
+	for i := range pc.ws {
+		for h := range pc.ws[i].hists {
+			pc.ws[i].hists[h].Reset()
+		}
+	}
+	model := r.p.Method.PCB.Scope == ScopeModel
+	if model {
+		r.prog.StartPass(phaseSelect, k, len(r.p.Passes()), r.p.InputBytes)
+		defer r.prog.EndPass()
+	}
+	all := r.allModels()
+	return r.parallel(ctx, bs, func(w *worker, b block) error {
+		r.deltas(w, b, all)
+		fn(&pc.ws[w.id], w, b)
+		if model {
+			r.prog.Add(r.readBytes(&r.p.Jobs[b.job], b.n))
+		}
+		return nil
+	})
+}
+
+// merged adds every worker's histogram h into the first worker's, which it
+// returns.
+func (pc *pcbTensors) merged(h int) *topk.Hist {
+	m := &pc.ws[0].hists[h]
+	for k := 1; k < len(pc.ws); k++ {
+		m.Take(&pc.ws[k].hists[h])
+	}
+	return m
+}
+
+// selectGroup finds every task's bounds over the blocks bs, a group of d
+// elements: the clip bounds by a radix select over |τ| (lo and hi in the
+// same two passes), then the drop threshold by one over β's ordered keys,
+// whose first pass also finds β's maximum.
+func (pc *pcbTensors) selectGroup(ctx context.Context, r *run, bs []block, d int64) ([]pcbTask, error) {
+	n := len(r.p.Models)
+	tasks := make([]pcbTask, n)
+	loRank, hiRank, tRank := r.p.Method.PCB.indices(d)
+	if tRank == d-1 { // the threshold is the maximum for every task
+		for i := range tasks {
+			tasks[i].none = true
+		}
+		return tasks, nil
+	}
+	B := r.stride
+	tau := func(w *worker, i int, b block) []float32 { return w.taus[i*B : i*B+int(b.n)] }
+	// The clip bounds: the (d − rank)-th largest |τ|.
+	kLo, kHi := uint64(d-loRank), uint64(d-hiRank)
+	err := pc.pass(ctx, r, bs, 1, func(sc *pcbScratch, w *worker, b block) {
+		for i := range n {
+			sc.hists[2*i].AddHigh(tau(w, i, b))
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	binLo, aboveLo, binHi, aboveHi := make([]uint32, n), make([]uint64, n), make([]uint32, n), make([]uint64, n)
+	for i := range n {
+		h := pc.merged(2 * i)
+		if binLo[i], aboveLo[i], err = h.Pick(kLo); err == nil {
+			binHi[i], aboveHi[i], err = h.Pick(kHi)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("model %d: clip bounds: %w", i+1, err)
+		}
+	}
+	err = pc.pass(ctx, r, bs, 2, func(sc *pcbScratch, w *worker, b block) {
+		for i := range n {
+			sc.hists[2*i].AddLow(tau(w, i, b), binLo[i])
+			sc.hists[2*i+1].AddLow(tau(w, i, b), binHi[i])
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i := range n {
+		lo, err := topk.Exact(kLo, binLo[i], aboveLo[i], pc.merged(2*i))
+		if err != nil {
+			return nil, fmt.Errorf("model %d: clip lo: %w", i+1, err)
+		}
+		hi, err := topk.Exact(kHi, binHi[i], aboveHi[i], pc.merged(2*i+1))
+		if err != nil {
+			return nil, fmt.Errorf("model %d: clip hi: %w", i+1, err)
+		}
+		t := &tasks[i]
+		t.lo, t.hi = math.Float32frombits(lo.Bits), math.Float32frombits(hi.Bits)
+		t.span = float32(t.hi - t.lo)
+	}
+
+	// β's maximum and its (d − rank)-th largest.
+	inter := r.p.Method.PCB.Inter
+	for k := range pc.ws {
+		clear(pc.ws[k].top)
+	}
+	err = pc.pass(ctx, r, bs, 3, func(sc *pcbScratch, w *worker, b block) {
+		pcbBetas(sc, w.taus, B, int(b.n), tasks, inter)
+		for i := range n {
+			beta := sc.beta[i*B : i*B+int(b.n)]
+			sc.hists[2*i].AddOrderedHigh(beta)
+			for _, v := range beta {
+				sc.top[i] = max(sc.top[i], topk.OrderedKey(v))
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	kT := uint64(d - tRank)
+	binT, aboveT, top := make([]uint32, n), make([]uint64, n), make([]uint32, n)
+	for i := range n {
+		if binT[i], aboveT[i], err = pc.merged(2 * i).Pick(kT); err != nil {
+			return nil, fmt.Errorf("model %d: drop threshold: %w", i+1, err)
+		}
+		for k := range pc.ws {
+			top[i] = max(top[i], pc.ws[k].top[i])
+		}
+	}
+	err = pc.pass(ctx, r, bs, 4, func(sc *pcbScratch, w *worker, b block) {
+		pcbBetas(sc, w.taus, B, int(b.n), tasks, inter)
+		for i := range n {
+			sc.hists[2*i].AddOrderedLow(sc.beta[i*B:i*B+int(b.n)], binT[i])
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i := range n {
+		th, err := topk.Exact(kT, binT[i], aboveT[i], pc.merged(2*i))
+		if err != nil {
+			return nil, fmt.Errorf("model %d: drop threshold: %w", i+1, err)
+		}
+		t := &tasks[i]
+		t.t = topk.OrderedValue(th.Bits)
+		t.drop = float32(topk.OrderedValue(top[i]) - t.t)
+		t.none = th.Bits == top[i]
+	}
+	return tasks, nil
+}
+
+// mergeJob is tensor ji's merge pass with the tasks' bounds.
+func (pc *pcbTensors) mergeJob(ctx context.Context, r *run, ji int, tasks []pcbTask) error {
+	r.hot = r.shared // the merge releases behind itself
+	r.traced(ji, "pcb-merge")
+	j := &r.p.Jobs[ji]
+	keeps := false
+	for _, t := range tasks {
+		keeps = keeps || !t.none
+	}
+	inter := r.p.Method.PCB.Inter
+	all := r.allModels()
+	B := r.stride
+	return r.parallel(ctx, r.blocks([]int{ji}), func(w *worker, b block) error {
+		n := int(b.n)
+		out := w.tm[:n]
+		if !keeps {
+			clear(out)
+			return r.finish(w, b, r.widenBase(w, b), out, j.Params.Lambda)
+		}
+		base := r.deltas(w, b, all)
+		sc := &pc.ws[w.id]
+		pcbBetas(sc, w.taus, B, n, tasks, inter)
+		for e := range out {
+			out[e] = pcbValue(w.taus[e:], sc.beta[e:], B, tasks, j.Params.Weights)
+		}
+		return r.finish(w, b, base, out, j.Params.Lambda)
+	})
+}
+
+// pcbClip is a task's clipped magnitude a = min(max(|τ|, lo), hi) and its
+// place u = (a − lo)/(hi − lo) between the bounds (0 if they are equal).
+func pcbClip(tau float32, t *pcbTask) (a, u float32) {
+	a = min(max(math.Float32frombits(math.Float32bits(tau)&^(1<<31)), t.lo), t.hi)
+	if t.hi == t.lo {
+		return a, 0
+	}
+	return a, float32(a-t.lo) / t.span
+}
+
+// pcbSign is sign(x): 1, −1, 0, or NaN for NaN.
+func pcbSign(x float32) float32 {
+	switch {
+	case x > 0:
+		return 1
+	case x < 0:
+		return -1
+	case x == 0:
+		return 0
+	}
+	return x
+}
+
+// tanh32 and exp32 evaluate in float64 and round once to float32.
+func tanh32(x float32) float32 { return float32(math.Tanh(float64(x))) }
+func exp32(x float32) float32  { return float32(math.Exp(float64(x))) }
+
+// pcbBetas fills sc.beta (task-major, stride B) with every task's β of a
+// block's n elements, from their task vectors (same layout):
+// β = exp(N·u²)·inter, every step rounded to float32, sums in task order.
+func pcbBetas(sc *pcbScratch, taus []float32, B, n int, tasks []pcbTask, inter Inter) {
+	N := len(tasks)
+	fN := float32(N)
+	nv, pair := sc.n, sc.pair
+	for e := range n {
+		for i := range tasks {
+			tau := taus[i*B+e]
+			_, u := pcbClip(tau, &tasks[i])
+			sc.beta[i*B+e] = exp32(float32(fN * float32(u*u)))
+			nv[i] = float32(pcbSign(tau) * u)
+		}
+		var s float32
+		switch inter {
+		case InterSum:
+			s = taus[e]
+			for i := 1; i < N; i++ {
+				s += taus[i*B+e]
+			}
+		case InterNormSum:
+			s = nv[0]
+			for i := 1; i < N; i++ {
+				s += nv[i]
+			}
+		case InterPairwise:
+			for i := range N {
+				for j := i; j < N; j++ {
+					v := tanh32(float32(nv[i] * nv[j]))
+					pair[i*N+j], pair[j*N+i] = v, v
+				}
+			}
+		}
+		for i := range tasks {
+			var in float32
+			if inter == InterPairwise {
+				in = pair[i*N]
+				for j := 1; j < N; j++ {
+					in += pair[i*N+j]
+				}
+			} else {
+				in = tanh32(float32(taus[i*B+e] * s))
+			}
+			sc.beta[i*B+e] = float32(sc.beta[i*B+e] * in)
+		}
+	}
+}
+
+// pcbValue is one element's merged task vector m from its τ and β
+// (taus[i·B], beta[i·B] for task i): s = (max(β, t) − t)/(top − t) per task
+// (0 for a task that keeps nothing), m = Σ (c·wᵢ)·s / max(Σ s, 1e-12) with
+// c = sign(τ)·a. A task with s = 0 adds nothing, not even a NaN of its c.
+func pcbValue(taus, beta []float32, B int, tasks []pcbTask, weights []float32) float32 {
+	var num, den float32
+	first := true
+	for i := range tasks {
+		t := &tasks[i]
+		if t.none {
+			continue
+		}
+		s := float32(max(beta[i*B], t.t)-t.t) / t.drop
+		if s == 0 {
+			continue
+		}
+		tau := taus[i*B]
+		a, _ := pcbClip(tau, t)
+		term := float32(float32(float32(pcbSign(tau)*a)*weights[i]) * s)
+		if first {
+			num, den, first = term, s, false
+		} else {
+			num, den = num+term, den+s
+		}
+	}
+	return num / max(den, float32(1e-12))
+}
