@@ -272,8 +272,12 @@ func (pc *pcbTensors) count(r *run, name string, tasks []pcbTask) {
 	}
 	var msg string
 	if len(pc.empty) > 0 {
-		msg = fmt.Sprintf("pcb: %s keep no element of any model (each task's largest β is its drop threshold, as where d·ratio ≤ 1) and stay the base's: %s",
-			plural(len(pc.empty), "tensor", "tensors"), listed(pc.empty))
+		stays := "stays"
+		if len(pc.empty) > 1 {
+			stays = "stay"
+		}
+		msg = fmt.Sprintf("pcb: %s kept no element of any model (each task's largest β is its drop threshold, as where d·ratio ≤ 1) and %s the base's: %s",
+			plural(len(pc.empty), "tensor", "tensors"), stays, listed(pc.empty))
 	}
 	if len(pc.partial) > 0 {
 		if msg != "" {
@@ -281,7 +285,7 @@ func (pc *pcbTensors) count(r *run, name string, tasks []pcbTask) {
 		} else {
 			msg = "pcb: "
 		}
-		msg += fmt.Sprintf("in %s some models keep no element: %s", plural(len(pc.partial), "tensor", "tensors"), listed(pc.partial))
+		msg += fmt.Sprintf("in %s some models kept no element: %s", plural(len(pc.partial), "tensor", "tensors"), listed(pc.partial))
 	}
 	w := Warning{Code: WarnPCBKeepsNothing, Message: msg}
 	if pc.warning < 0 {
