@@ -184,20 +184,32 @@ type pcbTensors struct {
 
 // pcbScratch is a worker's: per task two histograms (the clip's lo and hi;
 // β's select uses the first), the largest ordered key of β seen, a block's
-// β, and one element's n = sign(τ)·u and pairwise tanh values.
+// β and n = sign(τ)·u, one element's pairwise tanh values; and per
+// task a table of u and intra by the high 16 bits of |τ|, for the |τ| whose
+// low 16 bits are zero (most of a bf16 task vector's: exp is the costly
+// part of β), valid for the clip bounds it was filled with.
 type pcbScratch struct {
-	hists []topk.Hist
-	top   []uint32
-	beta  []float32
-	n     []float32
-	pair  []float32
+	hists  []topk.Hist
+	top    []uint32
+	beta   []float32
+	n      []float32 // task-major, as beta
+	pair   []float32
+	intra  [][]uint64 // per task: u's bits << 32 | intra's, by |τ|'s high bits; 0 where not known yet
+	bounds [][2]uint32
 }
+
+// intraSlots is the size of a task's table of intra values.
+const intraSlots = 1 << 16
 
 func newPCB(workers, models, stride int) *pcbTensors {
 	pc := &pcbTensors{ws: make([]pcbScratch, workers), warning: -1}
 	for k := range pc.ws {
 		pc.ws[k] = pcbScratch{hists: make([]topk.Hist, 2*models), top: make([]uint32, models),
-			beta: make([]float32, models*stride), n: make([]float32, models), pair: make([]float32, models*models)}
+			beta: make([]float32, models*stride), n: make([]float32, models*stride), pair: make([]float32, models*models),
+			intra: make([][]uint64, models), bounds: make([][2]uint32, models)}
+		for i := range models {
+			pc.ws[k].intra[i] = make([]uint64, intraSlots)
+		}
 	}
 	return pc
 }
@@ -205,7 +217,7 @@ func newPCB(workers, models, stride int) *pcbTensors {
 // pcbWorkerBytes is a worker's pcbScratch for n models and blocks of b
 // elements.
 func pcbWorkerBytes(n, b int64) int64 {
-	return 2*n*histBytes + 4*n + 4*n*b + 4*n + 4*n*n
+	return 2*n*histBytes + 4*n + 8*n*b + 4*n*n + n*(8*intraSlots+8)
 }
 
 func (pc *pcbTensors) batch() bool { return false }
@@ -368,8 +380,18 @@ func (pc *pcbTensors) selectGroup(ctx context.Context, r *run, bs []block, d int
 	}
 	err = pc.pass(ctx, r, bs, 2, func(sc *pcbScratch, w *worker, b block) {
 		for i := range n {
-			sc.hists[2*i].AddLow(tau(w, i, b), binLo[i])
-			sc.hists[2*i+1].AddLow(tau(w, i, b), binHi[i])
+			lo, hi := &sc.hists[2*i], &sc.hists[2*i+1]
+			for _, x := range tau(w, i, b) {
+				switch m := math.Float32bits(x) &^ (1 << 31); m >> 16 {
+				case binLo[i]:
+					lo.Inc(m & 0xffff)
+					if binHi[i] == binLo[i] {
+						hi.Inc(m & 0xffff)
+					}
+				case binHi[i]:
+					hi.Inc(m & 0xffff)
+				}
+			}
 		}
 	})
 	if err != nil {
@@ -397,11 +419,7 @@ func (pc *pcbTensors) selectGroup(ctx context.Context, r *run, bs []block, d int
 	err = pc.pass(ctx, r, bs, 3, func(sc *pcbScratch, w *worker, b block) {
 		pcbBetas(sc, w.taus, B, int(b.n), tasks, inter)
 		for i := range n {
-			beta := sc.beta[i*B : i*B+int(b.n)]
-			sc.hists[2*i].AddOrderedHigh(beta)
-			for _, v := range beta {
-				sc.top[i] = max(sc.top[i], topk.OrderedKey(v))
-			}
+			sc.top[i] = max(sc.top[i], sc.hists[2*i].AddOrderedHigh(sc.beta[i*B:i*B+int(b.n)]))
 		}
 	})
 	if err != nil {
@@ -468,14 +486,18 @@ func (pc *pcbTensors) mergeJob(ctx context.Context, r *run, ji int, tasks []pcbT
 	})
 }
 
-// pcbClip is a task's clipped magnitude a = min(max(|τ|, lo), hi) and its
-// place u = (a − lo)/(hi − lo) between the bounds (0 if they are equal).
-func pcbClip(tau float32, t *pcbTask) (a, u float32) {
-	a = min(max(math.Float32frombits(math.Float32bits(tau)&^(1<<31)), t.lo), t.hi)
+// pcbClamp is a task's clipped magnitude a = min(max(|τ|, lo), hi).
+func pcbClamp(tau float32, t *pcbTask) float32 {
+	return min(max(math.Float32frombits(math.Float32bits(tau)&^(1<<31)), t.lo), t.hi)
+}
+
+// pcbPlace is u = (a − lo)/(hi − lo), the place of the clipped magnitude
+// between the bounds (0 if they are equal).
+func pcbPlace(tau float32, t *pcbTask) float32 {
 	if t.hi == t.lo {
-		return a, 0
+		return 0
 	}
-	return a, float32(a-t.lo) / t.span
+	return float32(pcbClamp(tau, t)-t.lo) / t.span
 }
 
 // pcbSign is sign(x): 1, −1, 0, or NaN for NaN.
@@ -491,55 +513,103 @@ func pcbSign(x float32) float32 {
 	return x
 }
 
-// tanh32 and exp32 evaluate in float64 and round once to float32.
-func tanh32(x float32) float32 { return float32(math.Tanh(float64(x))) }
-func exp32(x float32) float32  { return float32(math.Exp(float64(x))) }
+// exp32 and tanh32 evaluate in float64 and round once to float32.
+func exp32(x float32) float32 { return float32(math.Exp(float64(x))) }
+
+// tanh32 skips the evaluation where its rounding is known: for |x| < 2⁻¹³,
+// tanh x lies within x³/3 of x, less than half the float32 spacing below x,
+// so it rounds to x; for |x| ≥ 10, 1 − tanh|x| < 2e⁻²⁰ is below half the
+// spacing below 1, so it rounds to ±1 (TestTanh32 checks both edges).
+func tanh32(x float32) float32 {
+	if math.Abs(float64(x)) < 0x1p-13 {
+		return x
+	}
+	return tanhRounded(x)
+}
+
+func tanhRounded(x float32) float32 {
+	if math.Abs(float64(x)) >= 10 {
+		return float32(math.Copysign(1, float64(x)))
+	}
+	return float32(math.Tanh(float64(x)))
+}
 
 // pcbBetas fills sc.beta (task-major, stride B) with every task's β of a
 // block's n elements, from their task vectors (same layout):
 // β = exp(N·u²)·inter, every step rounded to float32, sums in task order.
+// Task by task first (intra, and n = sign(τ)·u where inter reads it), then
+// element by element across the tasks (inter).
 func pcbBetas(sc *pcbScratch, taus []float32, B, n int, tasks []pcbTask, inter Inter) {
 	N := len(tasks)
-	fN := float32(N)
-	nv, pair := sc.n, sc.pair
-	for e := range n {
-		for i := range tasks {
-			tau := taus[i*B+e]
-			_, u := pcbClip(tau, &tasks[i])
-			sc.beta[i*B+e] = exp32(float32(fN * float32(u*u)))
-			nv[i] = float32(pcbSign(tau) * u)
+	for i := range tasks {
+		var nv []float32 // sum reads τ, not n
+		if inter != InterSum {
+			nv = sc.n[i*B : i*B+n]
 		}
-		var s float32
-		switch inter {
-		case InterSum:
-			s = taus[e]
+		sc.intraOf(i, &tasks[i], N, taus[i*B:i*B+n], sc.beta[i*B:i*B+n], nv)
+	}
+	switch inter {
+	case InterSum, InterNormSum:
+		src := taus // S sums τ (sum) or n (normsum)
+		if inter == InterNormSum {
+			src = sc.n
+		}
+		for e := range n {
+			s := src[e]
 			for i := 1; i < N; i++ {
-				s += taus[i*B+e]
+				s += src[i*B+e]
 			}
-		case InterNormSum:
-			s = nv[0]
-			for i := 1; i < N; i++ {
-				s += nv[i]
+			for i := range N {
+				sc.beta[i*B+e] = float32(sc.beta[i*B+e] * tanh32(float32(taus[i*B+e]*s)))
 			}
-		case InterPairwise:
+		}
+	case InterPairwise:
+		pair := sc.pair
+		for e := range n {
 			for i := range N {
 				for j := i; j < N; j++ {
-					v := tanh32(float32(nv[i] * nv[j]))
+					v := tanh32(float32(sc.n[i*B+e] * sc.n[j*B+e]))
 					pair[i*N+j], pair[j*N+i] = v, v
 				}
 			}
-		}
-		for i := range tasks {
-			var in float32
-			if inter == InterPairwise {
-				in = pair[i*N]
+			for i := range N {
+				in := pair[i*N]
 				for j := 1; j < N; j++ {
 					in += pair[i*N+j]
 				}
-			} else {
-				in = tanh32(float32(taus[i*B+e] * s))
+				sc.beta[i*B+e] = float32(sc.beta[i*B+e] * in)
 			}
-			sc.beta[i*B+e] = float32(sc.beta[i*B+e] * in)
+		}
+	}
+}
+
+// intraOf fills beta with task i's intra = exp(N·(u·u)) of each τ, and nv,
+// if not nil, with sign(τ)·u; u and intra come from the task's table where
+// |τ|'s low 16 bits are zero.
+func (sc *pcbScratch) intraOf(i int, t *pcbTask, N int, tau, beta, nv []float32) {
+	if b := [2]uint32{math.Float32bits(t.lo), math.Float32bits(t.hi)}; sc.bounds[i] != b {
+		clear(sc.intra[i])
+		sc.bounds[i] = b
+	}
+	fN := float32(N)
+	tab := sc.intra[i]
+	for e, x := range tau {
+		var u float32
+		mag := math.Float32bits(x) &^ (1 << 31)
+		switch slot := &tab[mag>>16]; {
+		case mag&0xffff != 0:
+			u = pcbPlace(x, t)
+			beta[e] = exp32(float32(fN * float32(u*u)))
+		case *slot != 0: // intra = exp(…) ≥ 1 or NaN: its bits are never 0
+			u = math.Float32frombits(uint32(*slot >> 32))
+			beta[e] = math.Float32frombits(uint32(*slot))
+		default:
+			u = pcbPlace(x, t)
+			v := exp32(float32(fN * float32(u*u)))
+			beta[e], *slot = v, uint64(math.Float32bits(u))<<32|uint64(math.Float32bits(v))
+		}
+		if nv != nil {
+			nv[e] = float32(pcbSign(x) * u)
 		}
 	}
 }
@@ -561,7 +631,7 @@ func pcbValue(taus, beta []float32, B int, tasks []pcbTask, weights []float32) f
 			continue
 		}
 		tau := taus[i*B]
-		a, _ := pcbClip(tau, t)
+		a := pcbClamp(tau, t)
 		term := float32(float32(float32(pcbSign(tau)*a)*weights[i]) * s)
 		if first {
 			num, den, first = term, s, false

@@ -439,3 +439,27 @@ func TestErrPCB(t *testing.T) {
 		t.Errorf("clip [0.25, 0.25] on tensor a (ranks 1 and 2 of 4) is valid, b's (0 and 0 of 2) too: %v", err)
 	}
 }
+
+// tanh32's shortcuts give float32(math.Tanh(x)): every float32 in the
+// binades next to 2⁻¹³, a sample of the smaller ones, and every float32
+// from 9 to 11.
+func TestTanh32(t *testing.T) {
+	check := func(x float32) {
+		for _, v := range []float32{x, -x} {
+			if got, want := tanh32(v), float32(math.Tanh(float64(v))); math.Float32bits(got) != math.Float32bits(want) {
+				t.Fatalf("tanh32(%g) = %g, want %g", v, got, want)
+			}
+		}
+	}
+	for b := math.Float32bits(0x1p-15); b <= math.Float32bits(0x1p-12); b++ {
+		check(math.Float32frombits(b))
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 1 << 20 {
+		check(math.Float32frombits(r.Uint32N(math.Float32bits(0x1p-15))))
+	}
+	for b := math.Float32bits(9); b <= math.Float32bits(11); b++ {
+		check(math.Float32frombits(b))
+	}
+	check(float32(math.Inf(1)))
+}

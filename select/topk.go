@@ -303,11 +303,15 @@ func OrderedValue(k uint32) float32 {
 	return math.Float32frombits(^k)
 }
 
-// AddOrderedHigh counts each x by the high 16 bits of its ordered key.
-func (h *Hist) AddOrderedHigh(xs []float32) {
+// AddOrderedHigh counts each x by the high 16 bits of its ordered key, and
+// returns the largest key (0 for no x).
+func (h *Hist) AddOrderedHigh(xs []float32) (largest uint32) {
 	for _, x := range xs {
-		h.Inc(OrderedKey(x) >> 16)
+		k := OrderedKey(x)
+		h.Inc(k >> 16)
+		largest = max(largest, k)
 	}
+	return largest
 }
 
 // AddOrderedLow counts, for each x whose ordered key's high 16 bits equal

@@ -284,7 +284,9 @@ func TestOrderedSelect(t *testing.T) {
 	for idx := range sorted {
 		k := uint64(len(xs) - idx) // the idx-th smallest is the k-th largest
 		var high, low Hist
-		high.AddOrderedHigh(xs)
+		if top := high.AddOrderedHigh(xs); top != OrderedKey(sorted[len(sorted)-1]) {
+			t.Fatalf("largest key %#x, want %#x", top, OrderedKey(sorted[len(sorted)-1]))
+		}
 		hi, above, err := high.Pick(k)
 		if err != nil {
 			t.Fatal(err)
