@@ -166,6 +166,9 @@ type pcbTask struct {
 	lo, hi, span float32 // clip bounds of |τ| and hi − lo
 	t, drop      float32 // drop threshold of β, and top − t (its maximum's distance)
 	none         bool    // the maximum is the threshold: the task keeps nothing
+	// below: t is finite and drop not NaN, so β ≤ t gives s = +0, and the
+	// division can be skipped there.
+	below bool
 }
 
 // pcbTensors merges tensors with PCB-Merging (PathPCB). In model scope,
@@ -453,6 +456,7 @@ func (pc *pcbTensors) selectGroup(ctx context.Context, r *run, bs []block, d int
 		t.t = topk.OrderedValue(th.Bits)
 		t.drop = float32(topk.OrderedValue(top[i]) - t.t)
 		t.none = th.Bits == top[i]
+		t.below = !math.IsInf(float64(t.t), 0) && t.t == t.t && t.drop == t.drop
 	}
 	return tasks, nil
 }
@@ -623,7 +627,7 @@ func pcbValue(taus, beta []float32, B int, tasks []pcbTask, weights []float32) f
 	first := true
 	for i := range tasks {
 		t := &tasks[i]
-		if t.none {
+		if t.none || t.below && beta[i*B] <= t.t {
 			continue
 		}
 		s := float32(max(beta[i*B], t.t)-t.t) / t.drop
