@@ -254,6 +254,9 @@ func (pc *pcbTensors) merge(ctx context.Context, r *run, jobs []int) error {
 			return pc.mergeJob(ctx, r, ji, pc.model)
 		}
 		j := &r.p.Jobs[ji]
+		if j.Elements == 0 {
+			return nil // nothing to select or write
+		}
 		if r.readBytes(j, j.Elements) <= r.p.HotBytes {
 			r.hot = true
 			defer r.cool(ji)

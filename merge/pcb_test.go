@@ -335,6 +335,7 @@ func TestGoldenPCBSum(t *testing.T) {
 //	β₂ = [e^0.5·(tanh 0.5 + tanh 0.25), e^1.125·2·tanh 0.5625, e^0.125·2·tanh 0.0625, e²·tanh 1, 0]
 //
 // with the same order, so the same elements are kept (maxima at 0 and 3).
+// The model has one tensor: tensor scope gives the same values.
 func TestGoldenPCBNormSumPairwise(t *testing.T) {
 	base := []testTensor{vec("w", 0, 0, 0, 0, 0)}
 	models := [][]testTensor{{ft(base[0], 4, 3, 1, 0, -4)}, {ft(base[0], 2, 3, 1, -4, 0)}}
@@ -351,18 +352,20 @@ func TestGoldenPCBNormSumPairwise(t *testing.T) {
 			-4,
 		}
 	}
-	c := PCB{Ratio: 0.7, Scope: ScopeModel, Inter: InterNormSum}
-	got, _ := runGolden(t, pcbMethod(t, c), base, models, pcbGoldenParams(1, 1, 1))
-	b1 := [5]float32{float32(e32(2) * th32(6)), float32(e32(1.125) * th32(4.5)), float32(e32(0.125) * th32(0.5)), 0, float32(e32(2) * th32(4))}
-	b2 := [5]float32{float32(e32(0.5) * th32(3)), float32(e32(1.125) * th32(4.5)), float32(e32(0.125) * th32(0.5)), float32(e32(2) * th32(4)), 0}
-	checkGolden(t, got, map[string][]float32{"w": want(b1, b2)})
+	for _, scope := range []Scope{ScopeModel, ScopeTensor} {
+		c := PCB{Ratio: 0.7, Scope: scope, Inter: InterNormSum}
+		got, _ := runGolden(t, pcbMethod(t, c), base, models, pcbGoldenParams(1, 1, 1))
+		b1 := [5]float32{float32(e32(2) * th32(6)), float32(e32(1.125) * th32(4.5)), float32(e32(0.125) * th32(0.5)), 0, float32(e32(2) * th32(4))}
+		b2 := [5]float32{float32(e32(0.5) * th32(3)), float32(e32(1.125) * th32(4.5)), float32(e32(0.125) * th32(0.5)), float32(e32(2) * th32(4)), 0}
+		checkGolden(t, got, map[string][]float32{"w": want(b1, b2)})
 
-	c.Inter = InterPairwise
-	got, _ = runGolden(t, pcbMethod(t, c), base, models, pcbGoldenParams(1, 1, 1))
-	b1 = [5]float32{float32(e32(2) * (th32(1) + th32(0.5))), float32(e32(1.125) * (th32(0.5625) + th32(0.5625))),
-		float32(e32(0.125) * (th32(0.0625) + th32(0.0625))), 0, float32(e32(2) * th32(1))}
-	b2 = [5]float32{float32(e32(0.5) * (th32(0.5) + th32(0.25))), b1[1], b1[2], float32(e32(2) * th32(1)), 0}
-	checkGolden(t, got, map[string][]float32{"w": want(b1, b2)})
+		c.Inter = InterPairwise
+		got, _ = runGolden(t, pcbMethod(t, c), base, models, pcbGoldenParams(1, 1, 1))
+		b1 = [5]float32{float32(e32(2) * (th32(1) + th32(0.5))), float32(e32(1.125) * (th32(0.5625) + th32(0.5625))),
+			float32(e32(0.125) * (th32(0.0625) + th32(0.0625))), 0, float32(e32(2) * th32(1))}
+		b2 = [5]float32{float32(e32(0.5) * (th32(0.5) + th32(0.25))), b1[1], b1[2], float32(e32(2) * th32(1)), 0}
+		checkGolden(t, got, map[string][]float32{"w": want(b1, b2)})
+	}
 }
 
 // Golden: a task with τ ≡ 0 and one with hi = lo, inter sum, N = 3, clip
