@@ -528,7 +528,7 @@ func exp32(x float32) float32 { return float32(math.Exp(float64(x))) }
 // so it rounds to x; for |x| ≥ 10, 1 − tanh|x| < 2e⁻²⁰ is below half the
 // spacing below 1, so it rounds to ±1 (TestTanh32 checks both edges).
 func tanh32(x float32) float32 {
-	if math.Abs(float64(x)) < 0x1p-13 {
+	if math.Float32bits(x)&^(1<<31) < 0x39000000 { // |x| < 2⁻¹³
 		return x
 	}
 	return tanhRounded(x)
