@@ -108,6 +108,13 @@ func pcbRecipe(c *config.Config, m *Method) error {
 	return nil
 }
 
+// describePCB is pcb's line of --dry-run.
+func (m Method) describePCB() string {
+	c := m.PCB
+	return fmt.Sprintf("pcb: per %s, clip |τ| [%v, %v], β = intra · inter %s, keep ratio %v of β; Σ w·c·s / Σ s",
+		c.Scope, c.ClipLo, c.ClipHi, c.Inter, c.Ratio)
+}
+
 // ParseInter reads pcb's inter setting.
 func ParseInter(s string) (Inter, error) {
 	for i, name := range interNames {

@@ -14,6 +14,9 @@ func (m Method) Describe() string {
 	if m.Slerp != SlerpNone {
 		return m.describeSlerp()
 	}
+	if m.OwnPath == PathPCB {
+		return m.describePCB()
+	}
 	if !m.Trim {
 		if m.Vote.DivideByWeights {
 			return m.Name + ": Σ w·τ / Σ w"

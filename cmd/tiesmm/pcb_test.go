@@ -35,6 +35,10 @@ parameters:
 	if string(a["model.safetensors"]) == string(b["model.safetensors"]) {
 		t.Error("pcb's settings left the output as the defaults give it")
 	}
+	dry := mustRun(t, dir, append(append(append([]string{"merge", "--dry-run"}, models...), flags...), "dry")...)
+	if want := "pcb: per tensor, clip |τ| [0.01, 0.001], β = intra · inter pairwise, keep ratio 0.2 of β"; !strings.Contains(dry, want) {
+		t.Errorf("--dry-run does not say %q:\n%s", want, dry)
+	}
 	for _, clip := range []string{"0.1,x", "0.1,0.2,0.3"} {
 		_, stderr, code := tiesmm(t, dir, append(append([]string{"merge"}, models...), "--clip", clip, "bad")...)
 		if code == 0 || !strings.Contains(stderr, "--clip") {
