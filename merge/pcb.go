@@ -393,16 +393,12 @@ func (pc *pcbTensors) selectGroup(ctx context.Context, r *run, bs []block, d int
 	}
 	err = pc.pass(ctx, r, bs, 2, func(sc *pcbScratch, w *worker, b block) {
 		for i := range n {
-			lo, hi := &sc.hists[2*i], &sc.hists[2*i+1]
-			for _, x := range tau(w, i, b) {
-				switch m := math.Float32bits(x) &^ (1 << 31); m >> 16 {
-				case binLo[i]:
-					lo.Inc(m & 0xffff)
-					if binHi[i] == binLo[i] {
-						hi.Inc(m & 0xffff)
-					}
-				case binHi[i]:
-					hi.Inc(m & 0xffff)
+			x := tau(w, i, b)
+			for h, bin := range [2]uint32{binLo[i], binHi[i]} {
+				// The bin's values, located by the kernel's band search.
+				at := w.idx[:r.k.Range(x, bin<<16, bin<<16|0xffff, w.idx)]
+				for _, e := range at {
+					sc.hists[2*i+h].Inc(math.Float32bits(x[e]) & 0xffff)
 				}
 			}
 		}
