@@ -106,15 +106,15 @@ func (r *run) writeValues(w *worker, b block, vals []float32) error {
 
 // ownWorkerBytes is a worker's scratch for the methods with a path of their
 // own, blocks of b elements: sce's histogram, variances and sums of squares,
-// arcee_fusion's three histograms and importances, pcb's (pcb.go).
+// arcee_fusion's three histograms and importances.
 func (p *Plan) ownWorkerBytes(b int64) int64 {
 	switch p.Method.OwnPath {
+	case PathPCB:
+		return pcbWorkerBytes(int64(len(p.Models)), b)
 	case PathSCE:
 		return histBytes + 4*b + int64(len(p.Models))*sumBytes
 	case PathArceeFusion:
 		return 3*histBytes + 4*b
-	case PathPCB:
-		return pcbWorkerBytes(int64(len(p.Models)), b)
 	}
 	return 0
 }

@@ -168,6 +168,10 @@ func (p *Plan) checkPCB() error {
 	return errors.Join(errs...)
 }
 
+// WarnPCBKeepsNothing: a task whose largest β is its drop threshold keeps
+// no element (of the model, or of some tensors in tensor scope).
+const WarnPCBKeepsNothing = "pcb-keeps-nothing"
+
 // pcbTask is one task's bounds over its group.
 type pcbTask struct {
 	lo, hi, span float32 // clip bounds of |τ| and hi − lo

@@ -50,7 +50,6 @@ const (
 	WarnContributesNone  = "contributes-nothing"
 	WarnNarrowerOutDType = "narrower-out-dtype"
 	WarnNormalizeGuard   = "normalize-guard"
-	WarnPCBKeepsNothing  = "pcb-keeps-nothing"
 )
 
 // listed names at most listMax of names, quoted, and says how many more.
