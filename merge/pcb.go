@@ -360,12 +360,9 @@ func (pc *pcbTensors) merged(h int) *topk.Hist {
 }
 
 // selectGroup finds every task's bounds over the blocks bs, a group of d
-// elements: the clip bounds by a radix select over |τ| (lo and hi in the
-// same two passes), then the drop threshold by one over β's ordered keys,
-// whose first pass also finds β's maximum.
+// elements: the clip bounds, then the drop threshold.
 func (pc *pcbTensors) selectGroup(ctx context.Context, r *run, bs []block, d int64) ([]pcbTask, error) {
-	n := len(r.p.Models)
-	tasks := make([]pcbTask, n)
+	tasks := make([]pcbTask, len(r.p.Models))
 	loRank, hiRank, tRank := r.p.Method.PCB.indices(d)
 	if tRank == d-1 { // the threshold is the maximum for every task
 		for i := range tasks {
@@ -373,17 +370,28 @@ func (pc *pcbTensors) selectGroup(ctx context.Context, r *run, bs []block, d int
 		}
 		return tasks, nil
 	}
+	if err := pc.clipBounds(ctx, r, bs, uint64(d-loRank), uint64(d-hiRank), tasks); err != nil {
+		return nil, err
+	}
+	if err := pc.dropThresholds(ctx, r, bs, uint64(d-tRank), tasks); err != nil {
+		return nil, err
+	}
+	return tasks, nil
+}
+
+// clipBounds sets every task's lo and hi, the kLo-th and kHi-th largest
+// |τ| over bs, by a radix select (both in the same two passes).
+func (pc *pcbTensors) clipBounds(ctx context.Context, r *run, bs []block, kLo, kHi uint64, tasks []pcbTask) error {
+	n := len(tasks)
 	B := r.stride
 	tau := func(w *worker, i int, b block) []float32 { return w.taus[i*B : i*B+int(b.n)] }
-	// The clip bounds: the (d − rank)-th largest |τ|.
-	kLo, kHi := uint64(d-loRank), uint64(d-hiRank)
 	err := pc.pass(ctx, r, bs, 1, func(sc *pcbScratch, w *worker, b block) {
 		for i := range n {
 			sc.hists[2*i].AddHigh(tau(w, i, b))
 		}
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	binLo, aboveLo, binHi, aboveHi := make([]uint32, n), make([]uint64, n), make([]uint32, n), make([]uint64, n)
 	for i := range n {
@@ -392,7 +400,7 @@ func (pc *pcbTensors) selectGroup(ctx context.Context, r *run, bs []block, d int
 			binHi[i], aboveHi[i], err = h.Pick(kHi)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("model %d: clip bounds: %w", i+1, err)
+			return fmt.Errorf("model %d: clip bounds: %w", i+1, err)
 		}
 	}
 	err = pc.pass(ctx, r, bs, 2, func(sc *pcbScratch, w *worker, b block) {
@@ -408,41 +416,47 @@ func (pc *pcbTensors) selectGroup(ctx context.Context, r *run, bs []block, d int
 		}
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for i := range n {
 		lo, err := topk.Exact(kLo, binLo[i], aboveLo[i], pc.merged(2*i))
 		if err != nil {
-			return nil, fmt.Errorf("model %d: clip lo: %w", i+1, err)
+			return fmt.Errorf("model %d: clip lo: %w", i+1, err)
 		}
 		hi, err := topk.Exact(kHi, binHi[i], aboveHi[i], pc.merged(2*i+1))
 		if err != nil {
-			return nil, fmt.Errorf("model %d: clip hi: %w", i+1, err)
+			return fmt.Errorf("model %d: clip hi: %w", i+1, err)
 		}
 		t := &tasks[i]
 		t.lo, t.hi = math.Float32frombits(lo.Bits), math.Float32frombits(hi.Bits)
 		t.span = float32(t.hi - t.lo)
 	}
+	return nil
+}
 
-	// β's maximum and its (d − rank)-th largest.
+// dropThresholds sets every task's t, the kT-th largest β over bs, and its
+// distance to β's maximum, by a radix select over β's ordered keys whose
+// first pass also finds the maximum. The tasks' clip bounds are set.
+func (pc *pcbTensors) dropThresholds(ctx context.Context, r *run, bs []block, kT uint64, tasks []pcbTask) error {
+	n := len(tasks)
+	B := r.stride
 	inter := r.p.Method.PCB.Inter
 	for k := range pc.ws {
 		clear(pc.ws[k].top)
 	}
-	err = pc.pass(ctx, r, bs, 3, func(sc *pcbScratch, w *worker, b block) {
+	err := pc.pass(ctx, r, bs, 3, func(sc *pcbScratch, w *worker, b block) {
 		pcbBetas(sc, w.taus, B, int(b.n), tasks, inter)
 		for i := range n {
 			sc.top[i] = max(sc.top[i], sc.hists[2*i].AddOrderedHigh(sc.beta[i*B:i*B+int(b.n)]))
 		}
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	kT := uint64(d - tRank)
 	binT, aboveT, top := make([]uint32, n), make([]uint64, n), make([]uint32, n)
 	for i := range n {
 		if binT[i], aboveT[i], err = pc.merged(2 * i).Pick(kT); err != nil {
-			return nil, fmt.Errorf("model %d: drop threshold: %w", i+1, err)
+			return fmt.Errorf("model %d: drop threshold: %w", i+1, err)
 		}
 		for k := range pc.ws {
 			top[i] = max(top[i], pc.ws[k].top[i])
@@ -455,12 +469,12 @@ func (pc *pcbTensors) selectGroup(ctx context.Context, r *run, bs []block, d int
 		}
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for i := range n {
 		th, err := topk.Exact(kT, binT[i], aboveT[i], pc.merged(2*i))
 		if err != nil {
-			return nil, fmt.Errorf("model %d: drop threshold: %w", i+1, err)
+			return fmt.Errorf("model %d: drop threshold: %w", i+1, err)
 		}
 		t := &tasks[i]
 		t.t = topk.OrderedValue(th.Bits)
@@ -468,7 +482,7 @@ func (pc *pcbTensors) selectGroup(ctx context.Context, r *run, bs []block, d int
 		t.none = th.Bits == top[i]
 		t.below = !math.IsInf(float64(t.t), 0) && t.t == t.t && t.drop == t.drop
 	}
-	return tasks, nil
+	return nil
 }
 
 // mergeJob is tensor ji's merge pass with the tasks' bounds.
