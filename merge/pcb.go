@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"unsafe"
 
 	"github.com/tiesmm/tiesmm/config"
 	topk "github.com/tiesmm/tiesmm/select"
@@ -198,31 +199,39 @@ type pcbTensors struct {
 
 // pcbScratch is a worker's: per task two histograms (the clip's lo and hi;
 // β's select uses the first), the largest ordered key of β seen, a block's
-// β and n = sign(τ)·u, one element's pairwise tanh values; and per
-// task a table of u and intra by the high 16 bits of |τ|, for the |τ| whose
-// low 16 bits are zero (most of a bf16 task vector's: exp is the costly
-// part of β), valid for the clip bounds it was filled with.
+// β, n = sign(τ)·u and (pairwise) tanh(n·n), one element's pairwise tanh
+// values; and per task a table of what depends on |τ| alone (u, intra and
+// tanh(u·u)) by the high 16 bits of |τ|, for the |τ| whose low 16 bits are
+// zero (most of a bf16 task vector's: exp and tanh are the costly part of
+// β), valid for the clip bounds it was filled with.
 type pcbScratch struct {
 	hists  []topk.Hist
 	top    []uint32
 	beta   []float32
 	n      []float32 // task-major, as beta
+	diag   []float32 // task-major, as beta
 	pair   []float32
-	intra  [][]uint64 // per task: u's bits << 32 | intra's, by |τ|'s high bits; 0 where not known yet
+	slots  [][]pcbSlot // per task, by |τ|'s high bits
 	bounds [][2]uint32
 }
 
-// intraSlots is the size of a task's table of intra values.
+// pcbSlot is one |τ|'s u, intra = exp(N·u²) and (pairwise) tanh(u²).
+type pcbSlot struct {
+	u, intra, diag float32
+	known          bool
+}
+
+// intraSlots is the size of a task's table.
 const intraSlots = 1 << 16
 
 func newPCB(workers, models, stride int) *pcbTensors {
 	pc := &pcbTensors{ws: make([]pcbScratch, workers), warning: -1}
 	for k := range pc.ws {
 		pc.ws[k] = pcbScratch{hists: make([]topk.Hist, 2*models), top: make([]uint32, models),
-			beta: make([]float32, models*stride), n: make([]float32, models*stride), pair: make([]float32, models*models),
-			intra: make([][]uint64, models), bounds: make([][2]uint32, models)}
+			beta: make([]float32, models*stride), n: make([]float32, models*stride), diag: make([]float32, models*stride),
+			pair: make([]float32, models*models), slots: make([][]pcbSlot, models), bounds: make([][2]uint32, models)}
 		for i := range models {
-			pc.ws[k].intra[i] = make([]uint64, intraSlots)
+			pc.ws[k].slots[i] = make([]pcbSlot, intraSlots)
 		}
 	}
 	return pc
@@ -231,7 +240,7 @@ func newPCB(workers, models, stride int) *pcbTensors {
 // pcbWorkerBytes is a worker's pcbScratch for n models and blocks of b
 // elements.
 func pcbWorkerBytes(n, b int64) int64 {
-	return 2*n*histBytes + 4*n + 8*n*b + 4*n*n + n*(8*intraSlots+8)
+	return 2*n*histBytes + 4*n + 12*n*b + 4*n*n + n*(int64(unsafe.Sizeof(pcbSlot{}))*intraSlots+8)
 }
 
 func (pc *pcbTensors) batch() bool { return false }
@@ -570,11 +579,14 @@ func tanhRounded(x float32) float32 {
 func pcbBetas(sc *pcbScratch, taus []float32, B, n int, tasks []pcbTask, inter Inter) {
 	N := len(tasks)
 	for i := range tasks {
-		var nv []float32 // sum reads τ, not n
+		var nv, diag []float32 // sum reads τ, not n; pairwise tanh(n·n)
 		if inter != InterSum {
 			nv = sc.n[i*B : i*B+n]
 		}
-		sc.intraOf(i, &tasks[i], N, taus[i*B:i*B+n], sc.beta[i*B:i*B+n], nv)
+		if inter == InterPairwise {
+			diag = sc.diag[i*B : i*B+n]
+		}
+		sc.intraOf(i, &tasks[i], N, taus[i*B:i*B+n], sc.beta[i*B:i*B+n], nv, diag)
 	}
 	switch inter {
 	case InterSum, InterNormSum:
@@ -595,7 +607,8 @@ func pcbBetas(sc *pcbScratch, taus []float32, B, n int, tasks []pcbTask, inter I
 		pair := sc.pair
 		for e := range n {
 			for i := range N {
-				for j := i; j < N; j++ {
+				pair[i*N+i] = sc.diag[i*B+e]
+				for j := i + 1; j < N; j++ {
 					v := tanh32(float32(sc.n[i*B+e] * sc.n[j*B+e]))
 					pair[i*N+j], pair[j*N+i] = v, v
 				}
@@ -611,33 +624,43 @@ func pcbBetas(sc *pcbScratch, taus []float32, B, n int, tasks []pcbTask, inter I
 	}
 }
 
-// intraOf fills beta with task i's intra = exp(N·(u·u)) of each τ, and nv,
-// if not nil, with sign(τ)·u; u and intra come from the task's table where
-// |τ|'s low 16 bits are zero.
-func (sc *pcbScratch) intraOf(i int, t *pcbTask, N int, tau, beta, nv []float32) {
+// intraOf fills beta with task i's intra = exp(N·(u·u)) of each τ, nv, if
+// not nil, with n = sign(τ)·u, and diag, if not nil, with tanh(n·n), which
+// is tanh(u·u): n is ±u or, where τ = 0, u = 0. They come from the task's
+// table where |τ|'s low 16 bits are zero.
+func (sc *pcbScratch) intraOf(i int, t *pcbTask, N int, tau, beta, nv, diag []float32) {
 	if b := [2]uint32{math.Float32bits(t.lo), math.Float32bits(t.hi)}; sc.bounds[i] != b {
-		clear(sc.intra[i])
+		clear(sc.slots[i])
 		sc.bounds[i] = b
 	}
 	fN := float32(N)
-	tab := sc.intra[i]
+	tab := sc.slots[i]
+	of := func(x float32) pcbSlot {
+		u := pcbPlace(x, t)
+		sl := pcbSlot{u: u, intra: exp32(float32(fN * float32(u*u))), known: true}
+		if diag != nil {
+			sl.diag = tanh32(float32(u * u))
+		}
+		return sl
+	}
 	for e, x := range tau {
-		var u float32
+		var sl pcbSlot
 		mag := math.Float32bits(x) &^ (1 << 31)
 		switch slot := &tab[mag>>16]; {
 		case mag&0xffff != 0:
-			u = pcbPlace(x, t)
-			beta[e] = exp32(float32(fN * float32(u*u)))
-		case *slot != 0: // intra = exp(…) ≥ 1 or NaN: its bits are never 0
-			u = math.Float32frombits(uint32(*slot >> 32))
-			beta[e] = math.Float32frombits(uint32(*slot))
+			sl = of(x)
+		case slot.known:
+			sl = *slot
 		default:
-			u = pcbPlace(x, t)
-			v := exp32(float32(fN * float32(u*u)))
-			beta[e], *slot = v, uint64(math.Float32bits(u))<<32|uint64(math.Float32bits(v))
+			sl = of(x)
+			*slot = sl
 		}
+		beta[e] = sl.intra
 		if nv != nil {
-			nv[e] = float32(pcbSign(x) * u)
+			nv[e] = float32(pcbSign(x) * sl.u)
+		}
+		if diag != nil {
+			diag[e] = sl.diag
 		}
 	}
 }
