@@ -93,6 +93,9 @@ func recipe(c *config.Config) (Method, paramsOf, error) {
 	if err := slerpRecipe(c, &m, top); err != nil {
 		return Method{}, nil, err
 	}
+	if err := pcbRecipe(c, &m); err != nil {
+		return Method{}, nil, err
+	}
 	weightKey := "weight"
 	if m.Name == "passthrough" {
 		weightKey = "scale"
