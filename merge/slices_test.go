@@ -386,6 +386,10 @@ func TestSlicesErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not among the slice's sources") {
 		t.Errorf("no base among the sources: %v", err)
 	}
+	_, err = NewSlicePlan(Options{Base: a, Models: []string{b}, Out: opts.Out}, newMethod(t, "emr", ""), []Slice{{Sources: []SliceSource{{a, 0, 3}, {b, 0, 3}}, Base: 0, Models: []int{1}}}, none)
+	if err == nil || !strings.Contains(err.Error(), "emr keeps each fine-tune as a task") {
+		t.Errorf("emr: %v", err)
+	}
 	paper := newMethod(t, "ties", "paper")
 	_, err = NewSlicePlan(Options{Base: a, Models: []string{b}, Out: opts.Out}, paper, []Slice{{Sources: []SliceSource{{a, 0, 3}, {b, 0, 3}}, Base: 0, Models: []int{1}}}, none)
 	if err == nil || !strings.Contains(err.Error(), "trim_scope: model") {
