@@ -58,7 +58,7 @@ func NewSlicePlan(opts Options, m Method, sl []Slice, resolve SliceResolver) (*P
 		return nil, fmt.Errorf("tokenizer_source %s with slices of different layer ranges is not supported yet: its rows are aligned per model of a whole-model merge", opts.Vocab.Source)
 	}
 	if m.OwnPath == PathEMR {
-		return nil, errors.New("emr keeps each fine-tune as a task over all its layers, which slices of different models do not have: use models:")
+		return nil, errors.New("emr keeps each fine-tune as a task over all its layers, which slices of different models do not have: merge whole models with the models form")
 	}
 	if m.Trim && m.Scope == ScopeModel || m.GlobalMajority {
 		return nil, errors.New("trim_scope: model (the paper preset) takes one threshold per model over all its layers, which slices of different models do not have: use trim_scope: tensor")
