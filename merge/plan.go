@@ -78,6 +78,10 @@ type Plan struct {
 	// HotBytes: a per-tensor trim keeps a tensor of at most this many input
 	// bytes mapped from its first read to its merge (no second page faults).
 	HotBytes int64
+	// Adapters: the inputs given as a model plus a LoRA adapter; adapted:
+	// their tensors that read as W + s·(B·A), by the tensor the job holds.
+	Adapters []AdapterUse
+	adapted  map[*mmapio.Tensor]*adapted
 	// fileBytes: the input files' size, the most of them mapped at once
 	// (0: unknown); heapLimit: the Go heap's share of MaxMemory (0: none).
 	fileBytes, heapLimit int64
@@ -239,7 +243,7 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 	p := &Plan{Opts: opts, Method: m, tuning: defaultTuning()}
 	var errs []error
 	var err error
-	if p.Base, err = mmapio.OpenModel(opts.Base); err != nil {
+	if p.Base, err = p.openInput(opts.Base, "", 0); err != nil {
 		return nil, fmt.Errorf("base model: %w", err)
 	}
 	if p.config, err = readConfig(p.Base.Dir); err != nil {
@@ -249,7 +253,7 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 		return nil, fmt.Errorf("base model: %w", err)
 	}
 	for i, path := range opts.Models {
-		md, err := mmapio.OpenModel(path)
+		md, err := p.openInput(path, opts.Base, i+1)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("model %d: %w", i+1, err))
 			continue
@@ -323,7 +327,7 @@ func (p *Plan) checkOutput() error {
 // never be, hold or lie inside.
 func (p *Plan) inputPaths() []string {
 	var paths []string
-	for _, md := range append([]*mmapio.Model{p.Base}, p.Models...) {
+	for _, md := range append(append([]*mmapio.Model{p.Base}, p.Models...), p.adapterFiles()...) {
 		paths = append(paths, md.Path, md.Dir)
 		paths = append(paths, md.Files...)
 		if md.Index != "" {
@@ -350,6 +354,9 @@ func (p *Plan) newJob(name string, outDT *kernels.DType, resolve Resolver) (Job,
 	if outDT != nil {
 		job.OutDT = *outDT
 		job.OutDType = outDT.String()
+	}
+	if p.adapted[bt] != nil {
+		job.BaseDT = kernels.F32 // read as W + s·(B·A); written in W's dtype
 	}
 	if errs := p.jobModels(&job); len(errs) > 0 {
 		return job, errs
@@ -391,6 +398,9 @@ func (p *Plan) jobModels(job *Job) []error {
 		if !same && !longerVocab {
 			errs = append(errs, fmt.Errorf("tensor %q: shape %s in %s but %s in the base %s", name, shapeString(t.Shape), t.File, shapeString(bt.Shape), bt.File))
 			continue
+		}
+		if p.adapted[t] != nil {
+			dt = kernels.F32 // read as W + s·(B·A)
 		}
 		job.Models = append(job.Models, t)
 		job.ModelDT = append(job.ModelDT, dt)
@@ -608,7 +618,7 @@ func (p *Plan) workerBytes(block int) (heap, mapped int64) {
 	if m.Drop == DropDella {
 		heap += 8 * b // a row's ranks
 	}
-	heap += p.ownWorkerBytes(b)
+	heap += p.ownWorkerBytes(b) + p.loraWorkerBytes(b)
 	return heap, mapped
 }
 
@@ -692,7 +702,7 @@ func (p *Plan) need(workers, block int, lows int64) (total, mapped int64) {
 	total += tensor * (tensorBlock + n*tensorBlockTies)
 	total += p.slerpBytes(workers)
 	heap, perWorker := p.workerBytes(block)
-	mapped = int64(workers) * perWorker
+	mapped = int64(workers)*perWorker + p.loraMappedBytes(workers)
 	if p.fileBytes > 0 {
 		mapped = min(mapped, p.fileBytes) // no more than the files hold
 	}
@@ -711,7 +721,7 @@ func (p *Plan) sizeMemory() error {
 			}
 		}
 	}
-	p.fileBytes = inputFileBytes(append([]*mmapio.Model{p.Base}, p.Models...))
+	p.fileBytes = inputFileBytes(append(append([]*mmapio.Model{p.Base}, p.Models...), p.adapterFiles()...))
 	maxMem := p.Opts.MaxMemory
 	workers := p.Opts.Threads
 	if workers <= 0 {

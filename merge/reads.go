@@ -21,6 +21,9 @@ import (
 // interrupting every core. The buffers are used in turn, one per input of a
 // block, so a block's inputs never share one.
 func (r *run) src(w *worker, t *mmapio.Tensor, dt kernels.DType, start, n int64) []byte {
+	if a := r.p.adapted[t]; a != nil {
+		return r.materialise(w, a, start, n)
+	}
 	sz := int64(dt.Size())
 	off := t.Offset + start*sz
 	f := r.files[t.File]
@@ -119,7 +122,10 @@ func (r *run) eachInput(bs []block, f func(file *mappedFile, off, n int64)) {
 			k++
 		}
 		start, n := bs[0].start, bs[k-1].start+bs[k-1].n-bs[0].start
-		r.eachTensor(bs[0].job, func(t *mmapio.Tensor, sz int64) { f(r.files[t.File], t.Offset+start*sz, n*sz) })
+		r.eachTensor(bs[0].job, func(t *mmapio.Tensor, sz int64) {
+			sz = r.storedSize(t, sz)
+			f(r.files[t.File], t.Offset+start*sz, n*sz)
+		})
 		bs = bs[k:]
 	}
 }
