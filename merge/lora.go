@@ -269,10 +269,18 @@ func (r *run) adaptedFiles(ji int, fs []*mappedFile) []*mappedFile {
 	return fs
 }
 
+// storedDT is t's dtype as its file holds it, for a job that reads it as dt.
+func (p *Plan) storedDT(t *mmapio.Tensor, dt kernels.DType) kernels.DType {
+	if a := p.adapted[t]; a != nil {
+		return a.wdt
+	}
+	return dt
+}
+
 // storedSize is the element size of t as its file holds it: an adapted
-// tensor's job reads it as float32, its pages are W's.
-func (r *run) storedSize(t *mmapio.Tensor, sz int64) int64 {
-	if a := r.p.adapted[t]; a != nil {
+// tensor's job reads it as float32 (sz), its pages are W's.
+func (p *Plan) storedSize(t *mmapio.Tensor, sz int64) int64 {
+	if a := p.adapted[t]; a != nil {
 		return int64(a.wdt.Size())
 	}
 	return sz

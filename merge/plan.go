@@ -716,8 +716,8 @@ func (p *Plan) sizeMemory() error {
 	for _, j := range p.Jobs {
 		p.InputBytes += j.Base.Size
 		if !j.Copy {
-			for _, dt := range j.ModelDT {
-				p.InputBytes += j.Elements * int64(dt.Size())
+			for i, t := range j.Models {
+				p.InputBytes += j.Elements * p.storedSize(t, int64(j.ModelDT[i].Size()))
 			}
 		}
 	}

@@ -123,7 +123,7 @@ func (r *run) eachInput(bs []block, f func(file *mappedFile, off, n int64)) {
 		}
 		start, n := bs[0].start, bs[k-1].start+bs[k-1].n-bs[0].start
 		r.eachTensor(bs[0].job, func(t *mmapio.Tensor, sz int64) {
-			sz = r.storedSize(t, sz)
+			sz = r.p.storedSize(t, sz)
 			f(r.files[t.File], t.Offset+start*sz, n*sz)
 		})
 		bs = bs[k:]

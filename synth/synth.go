@@ -44,6 +44,11 @@ type Options struct {
 	// for memory tests); the layers then fill what is left of Params (≥ 1).
 	EmbedRows, EmbedCols int64
 
+	// LoraRank, if not 0: also write lora1, a LoRA adapter of the base of
+	// this rank on every projection (adapter_config.json and
+	// adapter_model.safetensors, as PEFT saves them).
+	LoraRank int
+
 	Force    bool                    // replace existing model directories
 	Workers  int                     // 0: GOMAXPROCS
 	Progress func(done, total int64) // bytes written; called concurrently

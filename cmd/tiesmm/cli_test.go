@@ -85,7 +85,7 @@ func demo(t *testing.T) string {
 		if demoErr != nil {
 			return
 		}
-		cmd := exec.Command(bin, "synth", "--params", "2M", "demo")
+		cmd := exec.Command(bin, "synth", "--params", "2M", "--lora-rank", "8", "demo")
 		cmd.Dir = demoDir
 		if out, err := cmd.CombinedOutput(); err != nil {
 			demoErr = fmt.Errorf("tiesmm synth: %v\n%s", err, out)

@@ -20,6 +20,7 @@ type synthCmd struct {
 	IntBuffer bool     `name:"int-buffer" help:"Add an integer tensor (copied from the base by a merge)."`
 	EmbedRows int64    `name:"embed-rows" help:"Override the vocabulary rows of embed_tokens and lm_head."`
 	EmbedCols int64    `name:"embed-cols" help:"Override the hidden size of the embeddings."`
+	LoraRank  int      `name:"lora-rank" help:"Also write lora1/, a PEFT LoRA adapter of the base with this rank on every projection (use as base+lora1)."`
 	Force     bool     `help:"Replace existing model directories."`
 }
 
@@ -31,7 +32,7 @@ func (s *synthCmd) Run(ctx context.Context) error {
 	sum, err := synth.Generate(s.Dir, synth.Options{
 		Params: n, Models: s.Models, Seed: s.Seed, DType: s.DType, FineTuneDTypes: s.FtDType,
 		ShardBytes: int64(s.ShardSize), IntBuffer: s.IntBuffer, EmbedRows: s.EmbedRows, EmbedCols: s.EmbedCols,
-		Force: s.Force,
+		LoraRank: s.LoraRank, Force: s.Force,
 	})
 	if err != nil {
 		return err
