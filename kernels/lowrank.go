@@ -1,11 +1,16 @@
 package kernels
 
-// LowRankRow sets acc[j] = Σₖ l[k]·r[k·stride+j] for every j, the sum taken
-// in order k = 0, 1, …, len(l)−1 from the first product, each product and
-// each sum rounded to float32 (no fused multiply-add): the element's value
-// does not depend on how the columns are split. r holds len(l) rows of
-// stride values; acc covers the first len(acc) of each.
-func LowRankRow(acc, l, r []float32, stride int) {
+func init() { Generic.LowRank = lowRankGeneric }
+
+// lowRankGeneric is LowRank in Go: four ranks per sweep over acc, each
+// product rounded before it is added, NaNs pinned as the assembly leaves
+// them (mul and add: l·r, then acc + product).
+func lowRankGeneric(acc, l, r []float32, stride int) {
+	lowRankWith(acc, l, r, stride, lowRankStep4Generic)
+}
+
+// lowRankWith runs LowRank with step4 adding four ranks at once.
+func lowRankWith(acc, l, r []float32, stride int, step4 func(acc, a, b, c, d []float32, l *[4]float32)) {
 	n := len(acc)
 	if len(l) == 0 {
 		clear(acc)
@@ -13,27 +18,30 @@ func LowRankRow(acc, l, r []float32, stride int) {
 	}
 	r0 := r[:n]
 	for j := range acc {
-		acc[j] = l[0] * r0[j]
+		acc[j] = mul(l[0], r0[j])
 	}
 	k := 1
 	for ; k+4 <= len(l); k += 4 {
-		l0, l1, l2, l3 := l[k], l[k+1], l[k+2], l[k+3]
-		a := r[k*stride:][:n]
-		b := r[(k+1)*stride:][:n]
-		c := r[(k+2)*stride:][:n]
-		d := r[(k+3)*stride:][:n]
-		for j := range acc {
-			s := acc[j] + float32(l0*a[j])
-			s += float32(l1 * b[j])
-			s += float32(l2 * c[j])
-			acc[j] = s + float32(l3*d[j])
-		}
+		step4(acc, r[k*stride:][:n], r[(k+1)*stride:][:n], r[(k+2)*stride:][:n], r[(k+3)*stride:][:n], (*[4]float32)(l[k:k+4]))
 	}
 	for ; k < len(l); k++ {
 		lk := l[k]
 		a := r[k*stride:][:n]
 		for j := range acc {
-			acc[j] += float32(lk * a[j])
+			acc[j] = add(acc[j], mul(lk, a[j]))
 		}
+	}
+}
+
+// lowRankStep4Generic adds l[0]·a + l[1]·b + l[2]·c + l[3]·d to acc, in
+// that order, element by element; a to d are as long as acc.
+func lowRankStep4Generic(acc, a, b, c, d []float32, l *[4]float32) {
+	l0, l1, l2, l3 := l[0], l[1], l[2], l[3]
+	a, b, c, d = a[:len(acc)], b[:len(acc)], c[:len(acc)], d[:len(acc)]
+	for j := range acc {
+		s := add(acc[j], mul(l0, a[j]))
+		s = add(s, mul(l1, b[j]))
+		s = add(s, mul(l2, c[j]))
+		acc[j] = add(s, mul(l3, d[j]))
 	}
 }

@@ -187,7 +187,7 @@ func (r *run) materialise(w *worker, a *adapted, start, n int64) []byte {
 		for e := lo; e < hi; e += tileCols {
 			m := min(hi-e, tileCols)
 			col := int(e - p*a.cols - c0)
-			kernels.LowRankRow(acc[:m], l, right[col:], span)
+			r.k.LowRank(acc[:m], l, right[col:], span)
 			o := out[e-start : e-start+m]
 			for j := range o {
 				o[j] += float32(s * acc[j])

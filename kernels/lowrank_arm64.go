@@ -1,0 +1,5 @@
+//go:build !noasm && !purego && gc
+
+package kernels
+
+func init() { neonSet.LowRank = lowRankGeneric }
