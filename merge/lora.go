@@ -269,6 +269,21 @@ func (r *run) adaptedFiles(ji int, fs []*mappedFile) []*mappedFile {
 	return fs
 }
 
+// releaseFactors drops the pages of job ji's LoRA factors, as releaseJob
+// drops its tensors': the adapter file stays mapped for other tensors.
+func (r *run) releaseFactors(ji int) {
+	if len(r.p.adapted) == 0 {
+		return
+	}
+	r.eachTensor(ji, func(t *mmapio.Tensor, _ int64) {
+		if a := r.p.adapted[t]; a != nil {
+			for _, f := range []*mmapio.Tensor{a.mod.A, a.mod.B} {
+				r.files[f.File].dontNeed(f.Offset, f.Size)
+			}
+		}
+	})
+}
+
 // storedDT is t's dtype as its file holds it, for a job that reads it as dt.
 func (p *Plan) storedDT(t *mmapio.Tensor, dt kernels.DType) kernels.DType {
 	if a := p.adapted[t]; a != nil {

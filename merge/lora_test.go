@@ -340,3 +340,40 @@ func TestLoraPlainAdapter(t *testing.T) {
 		t.Fatal("a plain adapter folder and BASE+ADAPTER merge differently")
 	}
 }
+
+// The memory bound counts the workers' materialisation scratch and the
+// factors' mapped pages: a merge of BASE+ADAPTER is bounded above the same
+// merge of its float32 model by at least that much.
+func TestLoraMemoryBound(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	s := newLoraSet(r, false, true)
+	dir := t.TempDir()
+	base, adapter, ref := s.write(t, dir)
+	var plans []*Plan
+	for _, model := range []string{base + "+" + adapter, ref} {
+		opts := Options{Base: base, Models: []string{model}, Out: filepath.Join(dir, "out"), Threads: 2, BlockElems: 1000}
+		p, err := NewPlan(opts, newMethod(t, "task_arithmetic", ""), func(string, int, int) (TensorParams, error) {
+			return uniformParams(1, ones(1), 1)(""), nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		plans = append(plans, p)
+	}
+	// One block of W' (1000 floats), the widest module's factor rows and
+	// columns (down_proj, stored [67, 40]: 2·r·(40 + 1000/40 + 2) floats)
+	// and a tile, per worker; the largest module's A and B per worker. The
+	// files' size, which caps the mapped pages counted, is left out: the
+	// float32 model's is larger.
+	rank := int64(s.r)
+	scratch := 4 * (1000 + 2*rank*(40+1000/40+2) + tileCols)
+	factors := int64(s.mods[0].adt.Size()) * rank * (67 + 40)
+	var need [2]int64
+	for i, p := range plans {
+		p.fileBytes = 0
+		need[i], _ = p.need(2, 1000, 0)
+	}
+	if got, want := need[0]-need[1], 2*(scratch+factors); got < want {
+		t.Errorf("the adapter adds %d bytes to the bound, want at least %d", got, want)
+	}
+}
