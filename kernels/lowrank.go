@@ -6,11 +6,6 @@ func init() { Generic.LowRank = lowRankGeneric }
 // product rounded before it is added, NaNs pinned as the assembly leaves
 // them (mul and add: l·r, then acc + product).
 func lowRankGeneric(acc, l, r []float32, stride int) {
-	lowRankWith(acc, l, r, stride, lowRankStep4Generic)
-}
-
-// lowRankWith runs LowRank with step4 adding four ranks at once.
-func lowRankWith(acc, l, r []float32, stride int, step4 func(acc, a, b, c, d []float32, l *[4]float32)) {
 	n := len(acc)
 	if len(l) == 0 {
 		clear(acc)
@@ -22,7 +17,7 @@ func lowRankWith(acc, l, r []float32, stride int, step4 func(acc, a, b, c, d []f
 	}
 	k := 1
 	for ; k+4 <= len(l); k += 4 {
-		step4(acc, r[k*stride:][:n], r[(k+1)*stride:][:n], r[(k+2)*stride:][:n], r[(k+3)*stride:][:n], (*[4]float32)(l[k:k+4]))
+		lowRankStep4(acc, r[k*stride:][:n], r[(k+1)*stride:][:n], r[(k+2)*stride:][:n], r[(k+3)*stride:][:n], (*[4]float32)(l[k:k+4]))
 	}
 	for ; k < len(l); k++ {
 		lk := l[k]
@@ -33,9 +28,9 @@ func lowRankWith(acc, l, r []float32, stride int, step4 func(acc, a, b, c, d []f
 	}
 }
 
-// lowRankStep4Generic adds l[0]·a + l[1]·b + l[2]·c + l[3]·d to acc, in
+// lowRankStep4 adds l[0]·a + l[1]·b + l[2]·c + l[3]·d to acc, in
 // that order, element by element; a to d are as long as acc.
-func lowRankStep4Generic(acc, a, b, c, d []float32, l *[4]float32) {
+func lowRankStep4(acc, a, b, c, d []float32, l *[4]float32) {
 	l0, l1, l2, l3 := l[0], l[1], l[2], l[3]
 	a, b, c, d = a[:len(acc)], b[:len(acc)], c[:len(acc)], d[:len(acc)]
 	for j := range acc {

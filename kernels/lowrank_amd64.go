@@ -7,19 +7,26 @@ func init() {
 	avx2Set.LowRank = lowRankAVX2
 }
 
-// lowRankAVX2 is LowRank with the four-rank sweep in AVX2, 8 lanes; the
-// last len%8 columns go through the Go step.
+// lowRankAVX2 is LowRank with AVX2: strips of 32 (then 8) columns whose
+// sums stay in registers over the whole rank; the last len%8 columns go
+// through the Go loop.
 func lowRankAVX2(acc, l, r []float32, stride int) {
-	lowRankWith(acc, l, r, stride, func(acc, a, b, c, d []float32, l *[4]float32) {
-		n := len(acc) &^ 7
-		if n > 0 {
-			lowRankStep4AVX2(acc[:n], a[:n], b[:n], c[:n], d[:n], l)
-		}
-		lowRankStep4Generic(acc[n:], a[n:], b[n:], c[n:], d[n:], l)
-	})
+	if len(l) == 0 {
+		clear(acc)
+		return
+	}
+	n := len(acc) &^ 7
+	if n > 0 {
+		_ = r[(len(l)-1)*stride+n-1]
+		lowRankColsAVX2(acc[:n], l, &r[0], stride)
+	}
+	if n < len(acc) {
+		lowRankGeneric(acc[n:], l, r[n:], stride)
+	}
 }
 
-// lowRankStep4AVX2 is lowRankStep4Generic for len(acc) a multiple of 8.
+// lowRankColsAVX2 is LowRank for len(acc) a multiple of 8 and len(l) ≥ 1,
+// r pointing at row 0 of len(l) rows of stride values.
 //
 //go:noescape
-func lowRankStep4AVX2(acc, a, b, c, d []float32, l *[4]float32)
+func lowRankColsAVX2(acc, l []float32, r *float32, stride int)

@@ -2,39 +2,81 @@
 
 #include "textflag.h"
 
-// func lowRankStep4AVX2(acc, a, b, c, d []float32, l *[4]float32)
-// acc[j] = (((acc[j] + l0·a[j]) + l1·b[j]) + l2·c[j]) + l3·d[j], each
-// product and sum rounded (VMULPS, VADDPS: no FMA), 8 lanes at a time.
-TEXT ·lowRankStep4AVX2(SB), NOSPLIT, $0-128
+// func lowRankColsAVX2(acc, l []float32, r *float32, stride int)
+// Per strip of 32 columns (then 8): four (one) sums in registers start
+// from l[0]·row 0, then add l[k]·row k for k = 1 … len(l)−1, each product
+// and sum rounded (VMULPS, VADDPS: no FMA; l, then the sum, as the first
+// operand, as Go's mul and add pin NaNs).
+TEXT ·lowRankColsAVX2(SB), NOSPLIT, $0-64
 	MOVQ acc_base+0(FP), DI
 	MOVQ acc_len+8(FP), CX
-	MOVQ a_base+24(FP), R8
-	MOVQ b_base+48(FP), R9
-	MOVQ c_base+72(FP), R10
-	MOVQ d_base+96(FP), R11
-	MOVQ l+120(FP), AX
-	VBROADCASTSS 0(AX), Y0
-	VBROADCASTSS 4(AX), Y1
-	VBROADCASTSS 8(AX), Y2
-	VBROADCASTSS 12(AX), Y3
-	XORQ SI, SI
-	SHRQ $3, CX
-	JZ   done
+	MOVQ l_base+24(FP), SI
+	MOVQ l_len+32(FP), DX
+	MOVQ r+48(FP), R8
+	MOVQ stride+56(FP), R9
+	SHLQ $2, R9
 
-loop:
-	VMOVUPS (DI)(SI*4), Y4
-	VMULPS  (R8)(SI*4), Y0, Y5
-	VADDPS  Y5, Y4, Y4
-	VMULPS  (R9)(SI*4), Y1, Y5
-	VADDPS  Y5, Y4, Y4
-	VMULPS  (R10)(SI*4), Y2, Y5
-	VADDPS  Y5, Y4, Y4
-	VMULPS  (R11)(SI*4), Y3, Y5
-	VADDPS  Y5, Y4, Y4
-	VMOVUPS Y4, (DI)(SI*4)
-	ADDQ    $8, SI
-	DECQ    CX
-	JNZ     loop
+strip32:
+	CMPQ CX, $32
+	JLT  strip8
+	VBROADCASTSS (SI), Y8
+	VMULPS       (R8), Y8, Y0
+	VMULPS       32(R8), Y8, Y1
+	VMULPS       64(R8), Y8, Y2
+	VMULPS       96(R8), Y8, Y3
+	MOVQ         R8, R10
+	MOVQ         $1, R11
+
+rank32:
+	CMPQ         R11, DX
+	JGE          store32
+	ADDQ         R9, R10
+	VBROADCASTSS (SI)(R11*4), Y8
+	VMULPS       (R10), Y8, Y4
+	VADDPS       Y4, Y0, Y0
+	VMULPS       32(R10), Y8, Y5
+	VADDPS       Y5, Y1, Y1
+	VMULPS       64(R10), Y8, Y6
+	VADDPS       Y6, Y2, Y2
+	VMULPS       96(R10), Y8, Y7
+	VADDPS       Y7, Y3, Y3
+	INCQ         R11
+	JMP          rank32
+
+store32:
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, 64(DI)
+	VMOVUPS Y3, 96(DI)
+	ADDQ    $128, DI
+	ADDQ    $128, R8
+	SUBQ    $32, CX
+	JMP     strip32
+
+strip8:
+	CMPQ         CX, $8
+	JLT          done
+	VBROADCASTSS (SI), Y8
+	VMULPS       (R8), Y8, Y0
+	MOVQ         R8, R10
+	MOVQ         $1, R11
+
+rank8:
+	CMPQ         R11, DX
+	JGE          store8
+	ADDQ         R9, R10
+	VBROADCASTSS (SI)(R11*4), Y8
+	VMULPS       (R10), Y8, Y4
+	VADDPS       Y4, Y0, Y0
+	INCQ         R11
+	JMP          rank8
+
+store8:
+	VMOVUPS Y0, (DI)
+	ADDQ    $32, DI
+	ADDQ    $32, R8
+	SUBQ    $8, CX
+	JMP     strip8
 
 done:
 	VZEROUPPER

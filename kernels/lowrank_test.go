@@ -45,7 +45,7 @@ func TestLowRankMatchesReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, s := range Available() {
 		for trial := range 400 {
-			n, rank := rng.IntN(70), rng.IntN(11)
+			n, rank := rng.IntN(150), rng.IntN(11)
 			stride := n + rng.IntN(5)
 			l := make([]float32, rank)
 			r := make([]float32, rank*stride+1)
