@@ -82,9 +82,10 @@ func (p *Plan) openInput(ref, mergeBase string, input int) (*mmapio.Model, error
 	return md, nil
 }
 
-// plainAdapterBase finds the model an adapter folder given alone adapts.
+// plainAdapterBase finds the model an adapter folder given alone adapts:
+// the merge's base, unless that is an adapter folder too.
 func plainAdapterBase(dir, mergeBase string) (adapterDir, base string, err error) {
-	if mergeBase != "" {
+	if mergeBase != "" && !lora.IsAdapter(mergeBase) {
 		if _, a, ok := config.SplitModelRef(mergeBase); ok {
 			return "", "", fmt.Errorf("adapter %s: the base model %s is itself adapted (by %s): give this model as BASE+ADAPTER", dir, mergeBase, a)
 		}

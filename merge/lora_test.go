@@ -343,6 +343,26 @@ func TestLoraPlainAdapter(t *testing.T) {
 	if !bytes.Equal(outs[0], outs[1]) {
 		t.Fatal("a plain adapter folder and BASE+ADAPTER merge differently")
 	}
+	// Without a merge base (linear), the folder its config names.
+	cfg := filepath.Join(adapter, "adapter_config.json")
+	raw, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw = bytes.Replace(raw, []byte(`{`), []byte(fmt.Sprintf(`{"base_model_name_or_path": %q, `, base)), 1)
+	if err := os.WriteFile(cfg, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{Base: adapter, Models: []string{adapter}, Out: filepath.Join(dir, "linear")}
+	p, err := NewPlan(opts, newMethod(t, "linear", ""), func(string, int, int) (TensorParams, error) {
+		return uniformParams(1, ones(1), 1)(""), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Base.Path != base || p.Models[0].Path != base || len(p.Adapters) != 2 {
+		t.Errorf("base %s, model %s, %d adapters; want %s adapted twice", p.Base.Path, p.Models[0].Path, len(p.Adapters), base)
+	}
 }
 
 // The memory bound counts the workers' materialisation scratch and the
