@@ -81,3 +81,80 @@ store8:
 done:
 	VZEROUPPER
 	RET
+
+// func lowRankColsAVX512(acc, l []float32, r *float32, stride int)
+// lowRankColsAVX2 in ZMM registers: strips of 64 columns (then 16).
+TEXT ·lowRankColsAVX512(SB), NOSPLIT, $0-64
+	MOVQ acc_base+0(FP), DI
+	MOVQ acc_len+8(FP), CX
+	MOVQ l_base+24(FP), SI
+	MOVQ l_len+32(FP), DX
+	MOVQ r+48(FP), R8
+	MOVQ stride+56(FP), R9
+	SHLQ $2, R9
+
+strip64:
+	CMPQ         CX, $64
+	JLT          strip16
+	VBROADCASTSS (SI), Z8
+	VMULPS       (R8), Z8, Z0
+	VMULPS       64(R8), Z8, Z1
+	VMULPS       128(R8), Z8, Z2
+	VMULPS       192(R8), Z8, Z3
+	MOVQ         R8, R10
+	MOVQ         $1, R11
+
+rank64:
+	CMPQ         R11, DX
+	JGE          store64
+	ADDQ         R9, R10
+	VBROADCASTSS (SI)(R11*4), Z8
+	VMULPS       (R10), Z8, Z4
+	VADDPS       Z4, Z0, Z0
+	VMULPS       64(R10), Z8, Z5
+	VADDPS       Z5, Z1, Z1
+	VMULPS       128(R10), Z8, Z6
+	VADDPS       Z6, Z2, Z2
+	VMULPS       192(R10), Z8, Z7
+	VADDPS       Z7, Z3, Z3
+	INCQ         R11
+	JMP          rank64
+
+store64:
+	VMOVUPS Z0, (DI)
+	VMOVUPS Z1, 64(DI)
+	VMOVUPS Z2, 128(DI)
+	VMOVUPS Z3, 192(DI)
+	ADDQ    $256, DI
+	ADDQ    $256, R8
+	SUBQ    $64, CX
+	JMP     strip64
+
+strip16:
+	CMPQ         CX, $16
+	JLT          done512
+	VBROADCASTSS (SI), Z8
+	VMULPS       (R8), Z8, Z0
+	MOVQ         R8, R10
+	MOVQ         $1, R11
+
+rank16:
+	CMPQ         R11, DX
+	JGE          store16
+	ADDQ         R9, R10
+	VBROADCASTSS (SI)(R11*4), Z8
+	VMULPS       (R10), Z8, Z4
+	VADDPS       Z4, Z0, Z0
+	INCQ         R11
+	JMP          rank16
+
+store16:
+	VMOVUPS Z0, (DI)
+	ADDQ    $64, DI
+	ADDQ    $64, R8
+	SUBQ    $16, CX
+	JMP     strip16
+
+done512:
+	VZEROUPPER
+	RET
