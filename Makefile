@@ -4,7 +4,7 @@ BIN     := bin/tiesmm
 DEMO    := demo
 QEMU    ?= qemu-aarch64-static
 
-.PHONY: build demo lint test test-race fuzz-short test-amd64-levels test-arm64 asm-check vet fuzz bench bench-quick bench-report clean
+.PHONY: build demo lint test test-race fuzz-short test-amd64-levels test-arm64 asm-check vet fuzz bench bench-quick bench-methods bench-report clean
 
 build:
 	$(GO) build -ldflags "-X main.commit=$$(git rev-parse HEAD 2>/dev/null)$$(git diff --quiet HEAD 2>/dev/null || echo -dirty)" -o $(BIN) ./cmd/tiesmm
@@ -86,6 +86,9 @@ clean:
 
 bench-quick: build
 	BENCH_QUICK=1 ./bench/run.sh
+
+bench-methods: build
+	./bench/methods.sh
 
 bench-report:
 	/usr/bin/python3 bench/report.py

@@ -32,15 +32,21 @@ import (
 // but linear, an entry naming the base model is dropped (mergekit ignores it too: the base
 // contributes no task vector); for linear it is kept as an ordinary model.
 type Config struct {
-	File            string // the YAML file, for messages ("" for a config built by hand)
-	Method          string // merge_method
-	BaseModel       string // base_model, "" if absent
-	Models          []ModelEntry
-	Parameters      Params // top-level parameters
-	DType           string // dtype, canonical ("float32", "float16", "bfloat16") when known
-	OutDType        string // out_dtype, canonical when known
-	ComputeDType    string // compute_dtype (tiesmm's), canonical when known: "", float32 or bfloat16
-	TokenizerSource string // "" or "base"; anything else fails Validate
+	File         string // the YAML file, for messages ("" for a config built by hand)
+	Method       string // merge_method
+	BaseModel    string // base_model, "" if absent
+	Models       []ModelEntry
+	Parameters   Params // top-level parameters
+	DType        string // dtype, canonical ("float32", "float16", "bfloat16") when known
+	OutDType     string // out_dtype, canonical when known
+	ComputeDType string // compute_dtype (tiesmm's), canonical when known: "", float32 or bfloat16
+	// TokenizerSource is tokenizer_source (or the tokenizer: block's source): "", "base",
+	// "union" or a model path ("model:PATH" is read as PATH).
+	TokenizerSource string
+	// PadToMultipleOf is the tokenizer: block's pad_to_multiple_of (0: none).
+	PadToMultipleOf int
+	// TokenizerBlock: the config used the tokenizer: block rather than tokenizer_source.
+	TokenizerBlock bool
 	// LayerRange is set when the config used the `slices:` form: the layers [0, end) the
 	// slices covered, in order. tiesmm merges whole models, so the engine must check that
 	// end equals the models' number of layers.
@@ -50,7 +56,7 @@ type Config struct {
 }
 
 type lines struct {
-	method, base, models, params, dtype, outDType, computeDType, tokenizer int
+	method, base, models, params, dtype, outDType, computeDType, tokenizer, padTo int
 }
 
 // ModelEntry is one model to merge: a local path and its own parameters.

@@ -91,12 +91,22 @@ func (c *Config) Marshal() ([]byte, error) {
 		}
 		put(root, "parameters", n)
 	}
-	for _, kv := range [][2]string{{"dtype", c.DType}, {"out_dtype", c.OutDType}, {"compute_dtype", c.ComputeDType}, {"tokenizer_source", c.TokenizerSource}} {
+	for _, kv := range [][2]string{{"dtype", c.DType}, {"out_dtype", c.OutDType}, {"compute_dtype", c.ComputeDType}, {"tokenizer_source", c.tokenizerSourceKey()}} {
 		if kv[1] != "" {
 			if err := putStr(root, kv[0], kv[1]); err != nil {
 				return nil, err
 			}
 		}
+	}
+	if c.TokenizerBlock {
+		block := &yaml.Node{Kind: yaml.MappingNode}
+		if err := putStr(block, "source", c.TokenizerSource); err != nil {
+			return nil, err
+		}
+		if c.PadToMultipleOf > 0 {
+			put(block, "pad_to_multiple_of", &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!int", Value: fmt.Sprint(c.PadToMultipleOf)})
+		}
+		put(root, "tokenizer", block)
 	}
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
@@ -197,4 +207,13 @@ func paramNode(p Param, filters bool) (*yaml.Node, error) {
 		return s, nil
 	}
 	return nil, fmt.Errorf("no value")
+}
+
+// tokenizerSourceKey is the tokenizer_source to write: none when the tokenizer: block
+// holds it.
+func (c *Config) tokenizerSourceKey() string {
+	if c.TokenizerBlock {
+		return ""
+	}
+	return c.TokenizerSource
 }

@@ -70,8 +70,10 @@ func TestExamples(t *testing.T) {
 			t.Errorf("%s: %v", f, err)
 		}
 		methods[c.Method] = true
-		// A file is named after its method, a variant with a suffix after a dash.
-		if want, _, _ := strings.Cut(strings.TrimSuffix(filepath.Base(f), ".yml"), "-"); want != c.Method {
+		// A file is named after its method, a variant with a suffix after a dash;
+		// tokenizer_*.yml show a tokenizer_source with any method.
+		name := strings.TrimSuffix(filepath.Base(f), ".yml")
+		if want, _, _ := strings.Cut(name, "-"); want != c.Method && !strings.HasPrefix(name, "tokenizer_") {
 			t.Errorf("%s holds merge_method %s", f, c.Method)
 		}
 		roundTrip(t, c)

@@ -21,19 +21,20 @@ import (
 const maxNodes = 1 << 20
 
 var (
-	topKeys    = []string{"merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype", "compute_dtype", "tokenizer_source"}
-	modelKeys  = []string{"model", "parameters"}
-	refKeys    = []string{"model", "lora", "override_architecture"}
-	pathKeys   = []string{"path", "revision"}
-	sliceKeys  = []string{"sources", "base_model", "parameters", "residual_weight"}
-	sourceKeys = []string{"model", "layer_range", "parameters"}
-	filterKeys = []string{"filter", "value"}
+	topKeys       = []string{"merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype", "compute_dtype", "tokenizer_source", "tokenizer"}
+	tokenizerKeys = []string{"source", "pad_to_multiple_of", "tokens"}
+	modelKeys     = []string{"model", "parameters"}
+	refKeys       = []string{"model", "lora", "override_architecture"}
+	pathKeys      = []string{"path", "revision"}
+	sliceKeys     = []string{"sources", "base_model", "parameters", "residual_weight"}
+	sourceKeys    = []string{"model", "layer_range", "parameters"}
+	filterKeys    = []string{"filter", "value"}
 
 	// mergekit keys tiesmm knows but does not implement: an error that says so beats
 	// "unknown key".
 	unsupportedKeys = map[string]string{
 		"modules":               "modules: is not supported by tiesmm; use models: (or slices:)",
-		"tokenizer":             "tokenizer: is not supported yet; tiesmm copies the base model's tokenizer (tokenizer_source: base)",
+		"tokens":                "tokens: (per-token embedding overrides) is not supported: every token's row follows tokenizer_source's rules",
 		"chat_template":         "chat_template is not supported yet; tiesmm copies the base model's tokenizer files as they are",
 		"override_architecture": "override_architecture is not supported: tiesmm merges tensors by name and needs no architecture",
 		"revision":              "revision is for Hugging Face Hub models; tiesmm reads local paths only: download the revision first (huggingface-cli download ORG/NAME --revision REV --local-dir DIR) and use DIR",
@@ -256,7 +257,7 @@ func (p *parser) str(n *yaml.Node, what string) (string, bool) {
 func (p *parser) config(root *yaml.Node) *Config {
 	c := &Config{}
 	var modelsNode, slicesNode *yaml.Node
-	var modelsLine, slicesLine int
+	var modelsLine, slicesLine, sourceLine, blockLine int
 	for _, f := range p.fields(root, "config", topKeys) {
 		switch f.key {
 		case "merge_method":
@@ -291,14 +292,15 @@ func (p *parser) config(root *yaml.Node) *Config {
 			s, _ := p.str(f.val, "compute_dtype")
 			c.ComputeDType = canonicalDType(s)
 		case "tokenizer_source":
-			c.lines.tokenizer = f.line
-			if n := p.deref(f.val); n != nil && n.Kind == yaml.MappingNode {
-				// mergekit accepts a model reference here; say what we support instead.
-				p.add(f.line, "tokenizer_source: a model reference is not supported yet (only base)")
-			} else {
-				c.TokenizerSource, _ = p.str(f.val, "tokenizer_source")
-			}
+			c.lines.tokenizer, sourceLine = f.line, f.line
+			c.TokenizerSource = p.tokenizerSource(f.val, "tokenizer_source")
+		case "tokenizer":
+			c.lines.tokenizer, blockLine = f.line, f.line
+			p.tokenizerBlock(f.val, c)
 		}
+	}
+	if sourceLine > 0 && blockLine > 0 {
+		p.add(max(sourceLine, blockLine), "use either tokenizer_source (line %d) or the tokenizer: block (line %d), not both", sourceLine, blockLine)
 	}
 	if c.Method == "" && c.lines.method == 0 {
 		p.add(0, "merge_method is missing (e.g. merge_method: ties)")
@@ -628,3 +630,65 @@ func canonicalDType(s string) string {
 
 // finite reports whether v is a finite number.
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+
+// tokenizerSource reads a tokenizer source: base, union, a model path or model:PATH, or
+// mergekit's model reference map.
+func (p *parser) tokenizerSource(n *yaml.Node, what string) string {
+	if n = p.deref(n); n == nil || isNull(n) {
+		return ""
+	}
+	if n.Kind == yaml.MappingNode {
+		s, _ := p.modelRef(n, what)
+		return s
+	}
+	s, ok := p.str(n, what)
+	if !ok {
+		return ""
+	}
+	if rest, isModel := strings.CutPrefix(s, "model:"); isModel {
+		if strings.TrimSpace(rest) == "" {
+			p.add(n.Line, "%s: %s names no model", what, s)
+			return ""
+		}
+		return rest
+	}
+	if strings.TrimSpace(s) == "" {
+		p.add(n.Line, "%s is empty (base, union or a model path)", what)
+	}
+	return s
+}
+
+// tokenizerBlock reads mergekit's tokenizer: {source, pad_to_multiple_of}.
+func (p *parser) tokenizerBlock(n *yaml.Node, c *Config) {
+	if n = p.deref(n); n == nil || isNull(n) {
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		p.add(n.Line, "tokenizer must be a map (source: union, pad_to_multiple_of: 64), not a %s", kindName(n))
+		return
+	}
+	c.TokenizerBlock = true
+	for _, f := range p.fields(n, "tokenizer", tokenizerKeys) {
+		switch f.key {
+		case "source":
+			c.TokenizerSource = p.tokenizerSource(f.val, "tokenizer.source")
+		case "pad_to_multiple_of":
+			c.lines.padTo = f.line
+			m := p.deref(f.val)
+			if m == nil {
+				continue
+			}
+			v, ok := p.number(m)
+			if !ok || v != math.Trunc(v) || v < 1 || v > 1<<20 {
+				p.add(f.line, "tokenizer.pad_to_multiple_of must be a whole number from 1 to %d", 1<<20)
+				continue
+			}
+			c.PadToMultipleOf = int(v)
+		case "tokens":
+			p.add(f.line, "tokenizer: %s", unsupportedKeys["tokens"])
+		}
+	}
+	if c.TokenizerSource == "" {
+		p.add(n.Line, "tokenizer: source is missing (base, union or a model path)")
+	}
+}

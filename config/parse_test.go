@@ -121,8 +121,16 @@ func TestParseErrorsLocated(t *testing.T) {
 		{"comment only", "# nothing\n", []any{0, "empty config"}},
 		{"scalar root", "ties\n", []any{1, "must be a map"}},
 		{"two docs", "merge_method: ties\nmodels: [{model: m}]\n---\nx: 1\n", []any{3, "second YAML document"}},
-		{"tokenizer map", "merge_method: ties\nmodels: [{model: m}]\ntokenizer_source: {model: x}\n",
-			[]any{3, "model reference is not supported yet"}},
+		{"tokenizer tokens", "merge_method: ties\nmodels: [{model: m}]\ntokenizer:\n  source: union\n  tokens: {x: {}}\n",
+			[]any{5, "tokens: (per-token embedding overrides) is not supported"}},
+		{"tokenizer twice", "merge_method: ties\nmodels: [{model: m}]\ntokenizer_source: base\ntokenizer: {source: union}\n",
+			[]any{4, "use either tokenizer_source (line 3) or the tokenizer: block (line 4)"}},
+		{"tokenizer padding", "merge_method: ties\nmodels: [{model: m}]\ntokenizer: {source: union, pad_to_multiple_of: 0.5}\n",
+			[]any{3, "pad_to_multiple_of must be a whole number"}},
+		{"tokenizer no source", "merge_method: ties\nmodels: [{model: m}]\ntokenizer: {pad_to_multiple_of: 8}\n",
+			[]any{3, "tokenizer: source is missing"}},
+		{"tokenizer empty model", "merge_method: ties\nmodels: [{model: m}]\ntokenizer_source: 'model:'\n",
+			[]any{3, "names no model"}},
 		{"many at once", "merge_method: ties\nbase_modle: b\nmodels:\n  - model: m\n    parameters:\n      weight: [a]\n  - modl: n\n",
 			[]any{2, "did you mean base_model?", 6, "element 0 is a string", 7, "did you mean model?", 7, "model is missing"}},
 	}
@@ -187,6 +195,36 @@ func TestParseComputeDType(t *testing.T) {
 		}
 		if !strings.Contains(string(out), "compute_dtype: "+want+"\n") {
 			t.Errorf("%s: marshalled without compute_dtype: %s", in, out)
+		}
+	}
+}
+
+// Every spelling of a tokenizer source reads the same way.
+func TestParseTokenizerSource(t *testing.T) {
+	for _, tc := range []struct {
+		src, want string
+		pad       int
+		block     bool
+	}{
+		{"tokenizer_source: union\n", "union", 0, false},
+		{"tokenizer_source: base\n", "base", 0, false},
+		{"tokenizer_source: model:some/ft\n", "some/ft", 0, false},
+		{"tokenizer_source: {model: some/ft}\n", "some/ft", 0, false},
+		{"tokenizer_source: some/ft\n", "some/ft", 0, false},
+		{"tokenizer: {source: union, pad_to_multiple_of: 64}\n", "union", 64, true},
+		{"tokenizer:\n  source: model:x\n", "x", 0, true},
+	} {
+		c := mustParse(t, "merge_method: ties\nbase_model: b\nmodels: [{model: a}]\n"+tc.src)
+		if c.TokenizerSource != tc.want || c.PadToMultipleOf != tc.pad || c.TokenizerBlock != tc.block {
+			t.Errorf("%q: source %q, pad %d, block %v; want %q, %d, %v", tc.src, c.TokenizerSource, c.PadToMultipleOf, c.TokenizerBlock, tc.want, tc.pad, tc.block)
+		}
+		out, err := c.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		back := mustParse(t, string(out))
+		if back.TokenizerSource != c.TokenizerSource || back.PadToMultipleOf != c.PadToMultipleOf || back.TokenizerBlock != c.TokenizerBlock {
+			t.Errorf("%q: marshalled as\n%s\nreads back as %q, %d, %v", tc.src, out, back.TokenizerSource, back.PadToMultipleOf, back.TokenizerBlock)
 		}
 	}
 }

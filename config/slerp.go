@@ -1,14 +1,14 @@
 package config
 
 // validateSlerp checks slerp's and nuslerp's models and required
-// parameters: slerp interpolates from the base to exactly one other model
-// by the global t; nuslerp between exactly two models (besides the base,
+// parameters: slerp interpolates from the base to one other model by the
+// global t (with none, the base passes through, as in mergekit); nuslerp between exactly two models (besides the base,
 // if any) by their weights.
 func (c *Config) validateSlerp(v *errList) {
 	n := len(c.Models)
 	if c.Method == "slerp" {
-		if n != 1 {
-			v.add(c.lines.models, "slerp needs exactly one model besides the base model (it interpolates from the base, t = 0, to that model, t = 1), got %d", n)
+		if n > 1 {
+			v.add(c.lines.models, "slerp needs one model besides the base model (it interpolates from the base, t = 0, to that model, t = 1), got %d", n)
 		}
 		if _, ok := c.Parameters["t"]; !ok {
 			v.add(c.lines.method, "slerp needs the parameter t under the top-level parameters: (0: the base, 1: the model)")

@@ -5,6 +5,7 @@ import "testing"
 func TestValidateSlerp(t *testing.T) {
 	for _, src := range []string{
 		"merge_method: slerp\nbase_model: b\nmodels: [{model: b}, {model: a}]\nparameters: {t: [0, 0.5, 1]}\n",
+		"merge_method: slerp\nbase_model: b\nmodels: [{model: b}]\nparameters: {t: 0.5}\n",
 		"merge_method: slerp\nbase_model: b\nmodels: [{model: a}]\nparameters:\n  t:\n    - filter: mlp\n      value: 0.3\n    - value: 1.2\n",
 		"merge_method: nuslerp\nbase_model: b\nmodels: [{model: a, parameters: {weight: 1}}, {model: c, parameters: {weight: 2}}]\n",
 		"merge_method: nuslerp\nmodels: [{model: a}, {model: c}]\nparameters: {weight: 1, nuslerp_flatten: false, nuslerp_row_wise: true}\n",
@@ -20,7 +21,7 @@ func TestValidateSlerp(t *testing.T) {
 		{"slerp without t", "merge_method: slerp\nbase_model: b\nmodels: [{model: a}]\n",
 			[]any{1, "slerp needs the parameter t"}},
 		{"slerp two models", "merge_method: slerp\nbase_model: b\nmodels: [{model: a}, {model: c}]\nparameters: {t: 0.5}\n",
-			[]any{3, "slerp needs exactly one model besides the base model (it interpolates from the base, t = 0, to that model, t = 1), got 2"}},
+			[]any{3, "slerp needs one model besides the base model (it interpolates from the base, t = 0, to that model, t = 1), got 2"}},
 		{"slerp no base", "merge_method: slerp\nmodels: [{model: a}]\nparameters: {t: 0.5}\n",
 			[]any{1, "slerp needs base_model"}},
 		{"t per model", "merge_method: slerp\nbase_model: b\nmodels:\n  - model: a\n    parameters: {t: 0.5}\nparameters: {t: 0.5}\n",

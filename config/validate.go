@@ -89,7 +89,7 @@ var specs = map[string]paramSpec{
 var (
 	methodOrder = []string{"task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
 		"breadcrumbs_ties", "della", "della_linear", "linear", "model_stock", "multislerp", "karcher",
-		"nearswap", "sce", "arcee_fusion", "slerp", "nuslerp"}
+		"nearswap", "sce", "arcee_fusion", "slerp", "nuslerp", "emr"}
 	tiesSwitches = []string{"preset", "consensus", "aggregate"}
 	methodParams = map[string][]string{
 		"task_arithmetic":  {"weight", "lambda", "normalize", "int8_mask"},
@@ -109,6 +109,7 @@ var (
 		"arcee_fusion":     {"int8_mask"},
 		"slerp":            {"t"},
 		"nuslerp":          {"weight", "nuslerp_flatten", "nuslerp_row_wise"},
+		"emr":              {"rescale", "int8_mask"},
 	}
 	// mergekit methods tiesmm does not implement, to say so instead of "unknown".
 	mergekitOnly = []string{"passthrough",
@@ -172,8 +173,8 @@ func (c *Config) ValidateWith(stat func(name string) (fs.FileInfo, error)) error
 	default:
 		v.add(c.lines.computeDType, "compute_dtype %s is not supported (float32, or bfloat16 to round every step as mergekit does with dtype: bfloat16)", c.ComputeDType)
 	}
-	if c.TokenizerSource != "" && c.TokenizerSource != "base" {
-		v.add(c.lines.tokenizer, "tokenizer_source %s is not supported yet (only base: the base model's tokenizer is copied)", c.TokenizerSource)
+	if src := c.TokenizerSource; stat != nil && src != "" && src != "base" && src != "union" {
+		checkPath(v, stat, "tokenizer source", src, c.lines.tokenizer)
 	}
 	if r := c.LayerRange; r != nil && (r[0] != 0 || r[1] <= 0) {
 		v.add(c.lines.models, "layer range [%d, %d]: tiesmm merges whole models, from layer 0", r[0], r[1])
@@ -270,6 +271,12 @@ func (c *Config) validateParam(v *errList, allowed []string, name string, p Para
 	}
 	if perModel && spec.scope == scopeTop {
 		v.add(p.Line, "%s: %s is a tiesmm setting for the whole merge: set it under the top-level parameters:", where, name)
+		return
+	}
+	if name == "rescale" && c.Method == "emr" {
+		if p.Kind != KindString || p.Str != "mean" && p.Str != "l1" {
+			v.add(p.Line, "%s: rescale of emr must be mean or l1, not %s", where, p.describe())
+		}
 		return
 	}
 	switch spec.typ {

@@ -80,8 +80,6 @@ func TestValidateErrors(t *testing.T) {
 			[]any{1, "passthrough is a mergekit method tiesmm does not implement"}},
 		{"method typo", "merge_method: dare-ties\nbase_model: b\nmodels: [{model: a}]\n",
 			[]any{1, "unknown merge_method dare-ties; did you mean dare_ties?"}},
-		{"tokenizer", "merge_method: ties\nbase_model: b\nmodels: [{model: a}]\ntokenizer_source: union\n",
-			[]any{4, "tokenizer_source union is not supported yet"}},
 		{"dtype", "merge_method: ties\nbase_model: b\nmodels: [{model: a}]\ndtype: int8\nout_dtype: float8\n",
 			[]any{4, "dtype int8 is not supported", 5, "out_dtype float8 is not supported"}},
 		{"compute_dtype", "merge_method: task_arithmetic\nbase_model: b\nmodels: [{model: a}]\ncompute_dtype: float16\n",
@@ -157,7 +155,7 @@ func TestValidatePaths(t *testing.T) {
 }
 
 func TestKnown(t *testing.T) {
-	if got := strings.Join(KnownMethods(), " "); got != "task_arithmetic ties dare_ties dare_linear breadcrumbs breadcrumbs_ties della della_linear linear model_stock multislerp karcher nearswap sce arcee_fusion slerp nuslerp" {
+	if got := strings.Join(KnownMethods(), " "); got != "task_arithmetic ties dare_ties dare_linear breadcrumbs breadcrumbs_ties della della_linear linear model_stock multislerp karcher nearswap sce arcee_fusion slerp nuslerp emr" {
 		t.Errorf("KnownMethods = %s", got)
 	}
 	for _, m := range KnownMethods() {

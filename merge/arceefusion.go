@@ -14,16 +14,34 @@ import (
 
 // arceeFusion merges tensors with arcee_fusion (PathArceeFusion): two
 // histogram passes for the quartiles of the importances, then the merge.
-// The importances are computed again in each pass, never stored whole. It
-// owns each worker's histograms and importances.
+// The importances are computed again in each pass, never stored whole; the
+// rows' KL divergences, one number per row, are computed in the first pass
+// and kept for the others. It owns each worker's histograms and importances.
 type arceeFusion struct {
 	perTensor
 	ws []arceeScratch
+	kl []float32 // the tensor's rows' KL divergences; NaN until computed
+}
+
+// arceeKLBytes is the memory of the rows' KL divergences of the tensor
+// with the most rows.
+func (p *Plan) arceeKLBytes() int64 {
+	if p.Method.OwnPath != PathArceeFusion {
+		return 0
+	}
+	var rows int64
+	for _, j := range p.Jobs {
+		if !j.Copy {
+			rows = max(rows, j.Elements/int64(lastAxisLen(j)))
+		}
+	}
+	return 4 * rows
 }
 
 type arceeScratch struct {
 	hists [3]*topk.Hist // per quartile (the first also for the high pass)
 	imp   []float32     // a block's importances
+	exps  []float64     // a row's exponentials, for rowKL
 }
 
 func newArceeFusion(workers int) *arceeFusion {
@@ -45,10 +63,19 @@ func (a *arceeFusion) mergeOne(ctx context.Context, r *run, ji int) error {
 		return nil
 	}
 	bs := r.blocks([]int{ji})
+	rows := int(j.Elements / int64(lastAxisLen(*j)))
+	if cap(a.kl) < rows {
+		a.kl = make([]float32, rows)
+	}
+	a.kl = a.kl[:rows]
+	for i := range a.kl {
+		a.kl[i] = float32(math.NaN())
+	}
 	for i := range a.ws {
 		sc := &a.ws[i]
 		if sc.imp == nil {
 			sc.imp = make([]float32, r.stride)
+			sc.exps = make([]float64, 2*r.stride)
 			for q := range sc.hists {
 				sc.hists[q] = new(topk.Hist)
 			}
@@ -140,31 +167,42 @@ func (a *arceeFusion) importances(r *run, w *worker, b block) (base, x, imp []fl
 	imp = a.ws[w.id].imp[:b.n]
 	row := lastAxisLen(*j)
 	for s := 0; s < len(x); s += row {
-		kl := rowKL(x[s:s+row], base[s:s+row])
+		// Each row lies in one block, so one worker writes its entry.
+		kl := &a.kl[(b.start+int64(s))/int64(row)]
+		if *kl != *kl {
+			*kl = rowKL(x[s:s+row], base[s:s+row], a.ws[w.id].exps)
+		}
 		for e := s; e < s+row; e++ {
 			d := float32(math.Abs(float64(x[e] - base[e])))
-			imp[e] = float32(d * kl)
+			imp[e] = float32(d * *kl)
 		}
 	}
 	return base, x, imp
 }
 
 // rowKL is Σ p·log(p/q) with p = softmax(x) + 1e−8 and q = softmax(base) +
-// 1e−8, in float64, rounded once to float32.
-func rowKL(x, base []float32) float32 {
+// 1e−8, in float64, rounded once to float32. exps is scratch for the
+// row's exponentials, two per element.
+func rowKL(x, base []float32, exps []float64) float32 {
 	mx, mb := math.Inf(-1), math.Inf(-1)
 	for e := range x {
 		mx, mb = max(mx, float64(x[e])), max(mb, float64(base[e]))
 	}
+	if len(exps) < 2*len(x) {
+		exps = make([]float64, 2*len(x))
+	}
+	ex, eb := exps[:len(x)], exps[len(x):2*len(x)]
 	var zx, zb float64
 	for e := range x {
-		zx += math.Exp(float64(x[e]) - mx)
-		zb += math.Exp(float64(base[e]) - mb)
+		ex[e] = math.Exp(float64(x[e]) - mx)
+		eb[e] = math.Exp(float64(base[e]) - mb)
+		zx += ex[e]
+		zb += eb[e]
 	}
 	var kl float64
 	for e := range x {
-		p := math.Exp(float64(x[e])-mx)/zx + 1e-8
-		q := math.Exp(float64(base[e])-mb)/zb + 1e-8
+		p := ex[e]/zx + 1e-8
+		q := eb[e]/zb + 1e-8
 		kl += float64(p * math.Log(p/q))
 	}
 	return float32(kl)

@@ -14,7 +14,8 @@ import (
 )
 
 // Progress hears about the passes of a merge; Add is called from every worker.
-// A pass's phase is one short word: select (thresholds) or merge.
+// A pass's phase is one short word: select (thresholds), merge, or task
+// (an EMR task's model).
 type Progress interface {
 	StartPass(phase string, index, count int, totalBytes int64)
 	Add(bytes int64)
@@ -29,6 +30,7 @@ func (noProgress) StartPass(string, int, int, int64) {}
 const (
 	phaseSelect = "select"
 	phaseMerge  = "merge"
+	phaseTask   = "task"
 )
 
 func (noProgress) Add(int64) {}
@@ -58,6 +60,7 @@ type Summary struct {
 	Reclaimed      []string
 	ReclaimedBytes int64
 	Warnings       []Warning // the plan's, then those found while merging
+	EMR            *EMRSummary
 }
 
 // trim is one model's trim of one tensor: keep |τ| patterns ≥ bits, and at
@@ -84,6 +87,7 @@ type worker struct {
 	sideLists                  // a sample's |τ| with low bits (sample.go)
 	zeroSumScratch             // the zero sums' columns and records (zerosum.go)
 	runCopies                  // copies of sampled runs (reads.go)
+	rowScratch                 // rows read through a row view (rowview.go)
 	lora           loraScratch // materialised blocks of adapted inputs (lora.go)
 }
 
@@ -122,6 +126,10 @@ type run struct {
 	// driver calls (impl: the solo batch for a solo tensor).
 	paths, impl []tensorStrategy
 	sum         *Summary
+	// views: the inputs read through row views (rowview.go); padMeans, per
+	// job and model, the row its pad rows take.
+	views    map[*mmapio.Tensor]inputView
+	padMeans [][][]float32
 }
 
 // Interrupted is Run's error when its context was canceled (an interrupt):
@@ -158,7 +166,7 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 	defer r.closeFiles()
 	// The destination is checked again: the file system may have changed
 	// since the plan was made.
-	if r.out, err = mmapio.CreateOutput(p.Opts.Out, p.Opts.Force, p.Layout, p.inputPaths()...); err != nil {
+	if r.out, err = mmapio.CreateOutputParts(p.Opts.Out, p.Opts.Force, p.outputParts(), p.inputPaths()...); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -170,6 +178,10 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 		}
 	}()
 	r.setup()
+	r.setupViews()
+	if err := r.vocabPads(ctx); err != nil {
+		return nil, err
+	}
 	if p.Method.GlobalMajority {
 		if r.fixFile, err = newRecordFile(r.out.TempDir(), fixupBytes); err != nil {
 			return nil, err
@@ -213,6 +225,11 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 	}
 	if r.fixFile != nil {
 		r.fixFile.close() // before Commit moves the temporary directory into place
+	}
+	if p.emr != nil {
+		if err := r.finishEMR(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if err := r.writeExtras(extraFiles); err != nil {
 		return nil, err

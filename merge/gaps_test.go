@@ -246,22 +246,24 @@ func TestGoldenComputeBF16(t *testing.T) {
 	}
 }
 
-// The bf16 compute covers linear and task_arithmetic; every other method is
-// refused before a plan is made, naming what keeps it in float32.
+// The bf16 compute covers linear, task_arithmetic, slerp, nuslerp and
+// multislerp; every other method is refused before a plan is made, naming
+// what keeps it in float32.
 func TestComputeBF16Refused(t *testing.T) {
 	for _, c := range []struct{ name, preset, why string }{
 		{"ties", "mergekit", "trim"}, {"ties", "paper", "trim"}, {"dare_linear", "", "random drop"},
 		{"dare_ties", "mergekit", "random drop"}, {"breadcrumbs", "", "trim"}, {"della", "mergekit", "random drop"},
-		{"della_linear", "", "random drop"}, {"model_stock", "", "Model Stock"},
+		{"della_linear", "", "random drop"}, {"model_stock", "", "Model Stock"}, {"karcher", "", "iterated mean"},
+		{"sce", "", "own passes"}, {"nearswap", "", "own passes"}, {"arcee_fusion", "", "own passes"},
 	} {
 		m := newMethod(t, c.name, c.preset)
 		m.Compute = kernels.BF16
 		err := m.CheckCompute()
-		if err == nil || !strings.Contains(err.Error(), c.why) || !strings.Contains(err.Error(), "linear and task_arithmetic only") {
+		if err == nil || !strings.Contains(err.Error(), c.why) || !strings.Contains(err.Error(), "covers linear, task_arithmetic, slerp, nuslerp and multislerp only") {
 			t.Errorf("%s %s: %v, want refused for its %s", c.name, c.preset, err, c.why)
 		}
 	}
-	for _, name := range []string{"linear", "task_arithmetic"} {
+	for _, name := range []string{"linear", "task_arithmetic", "slerp", "nuslerp", "multislerp"} {
 		m := newMethod(t, name, "")
 		m.Compute = kernels.BF16
 		if err := m.CheckCompute(); err != nil {

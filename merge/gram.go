@@ -6,6 +6,7 @@ import (
 	"math"
 
 	"github.com/tiesmm/tiesmm/config"
+	"github.com/tiesmm/tiesmm/kernels"
 )
 
 // The methods on the unit sphere (multislerp, karcher) merged from the
@@ -181,6 +182,9 @@ func (s *gramTensor) mergeOne(ctx context.Context, r *run, ji int) error {
 	bs := r.blocks([]int{ji})
 	sp := r.p.Method.Sphere
 	hasBase := !r.p.Method.NoBase
+	if r.p.Method.Compute == kernels.BF16 {
+		return s.mergeMultislerpBF16(ctx, r, ji, bs, hasBase)
+	}
 	var beta []float64
 	if n == 1 { // one input is returned unchanged
 		beta, hasBase = []float64{1}, false

@@ -57,6 +57,7 @@ const (
 	RescaleNone    Rescale = iota
 	RescaleL1              // scale the kept values so the tensor's L1 norm is unchanged (mergekit)
 	RescaleInverse         // divide each kept value by its keep probability (the DARE paper)
+	RescaleMean            // emr: rescalers from per-tensor means of |τ| and |M·U| (emr.go)
 )
 
 // Method is a merge method with every detail resolved.
@@ -93,13 +94,17 @@ type Method struct {
 	// Compute is the dtype the arithmetic rounds to: F32 (every operation
 	// in float32, one rounding to the output at the end) or BF16 (each of
 	// mergekit's torch operations rounded to bf16, as under its dtype:
-	// bfloat16; linear and task_arithmetic only, see CheckCompute).
+	// bfloat16; the methods CheckCompute accepts).
 	Compute kernels.DType
 	// Slerp interpolates spherically between two vectors (slerp, nuslerp),
 	// each vector a tensor or, for nuslerp, a row or column (SlerpAxis).
 	Slerp     SlerpKind
 	SlerpAxis SlerpAxis
 }
+
+// Votes reports whether the method elects a sign per element and merges
+// only the values that agree with it.
+func (m Method) Votes() bool { return m.Vote.Consensus != kernels.ConsensusNone }
 
 // Sparsifies reports whether task vectors lose elements before the vote.
 func (m Method) Sparsifies() bool { return m.Trim || m.Drop != DropNone }
@@ -117,14 +122,14 @@ type Defaults struct {
 // to its details, with mergekit's defaults, before any explicit override.
 func NewMethod(name, preset string) (Method, Defaults, error) {
 	d := Defaults{Density: 1, Lambda: 1, Weight: 1, Gamma: 0.01, Epsilon: 0.15}
-	m := Method{Name: name, Ties: ExactK}
+	// Every method but those that vote sums without electing a sign.
 	linear := kernels.VoteParams{Consensus: kernels.ConsensusNone, Aggregate: kernels.AggregateSum}
+	m := Method{Name: name, Ties: ExactK, Vote: linear}
 	votes := false
 	switch name {
 	case "task_arithmetic":
-		m.Vote = linear
 	case "linear":
-		m.NoBase, m.Vote = true, linear
+		m.NoBase = true
 		m.SetNormalize(true)
 	case "model_stock":
 		m.ModelStock = true
@@ -138,24 +143,26 @@ func NewMethod(name, preset string) (Method, Defaults, error) {
 		m.OwnPath = PathSCE
 	case "arcee_fusion":
 		m.OwnPath = PathArceeFusion
+	case "emr":
+		m.OwnPath, m.Rescale, m.Vote = PathEMR, RescaleMean, linear
 	case "slerp":
-		m.Slerp, m.Vote = SlerpPair, linear
+		m.Slerp = SlerpPair
 	case "nuslerp":
-		m.Slerp, m.Vote = SlerpNu, linear
+		m.Slerp = SlerpNu
 	case "ties":
 		m.Trim, votes = true, true
 	case "dare_ties":
 		m.Drop, m.Rescale, votes = DropRandom, RescaleL1, true
 	case "dare_linear":
-		m.Drop, m.Rescale, m.Vote = DropRandom, RescaleL1, linear
+		m.Drop, m.Rescale = DropRandom, RescaleL1
 	case "breadcrumbs":
-		m.Trim, m.Outliers, m.Vote = true, true, linear
+		m.Trim, m.Outliers = true, true
 	case "breadcrumbs_ties":
 		m.Trim, m.Outliers, votes = true, true, true
 	case "della":
 		m.Drop, m.Rescale, votes = DropDella, RescaleL1, true
 	case "della_linear":
-		m.Drop, m.Rescale, m.Vote = DropDella, RescaleL1, linear
+		m.Drop, m.Rescale = DropDella, RescaleL1
 	default:
 		return Method{}, d, fmt.Errorf("merge method %q is not supported (supported: %s)", name, strings.Join(config.KnownMethods(), ", "))
 	}
@@ -328,7 +335,8 @@ func (p *Plan) warnNormalizeGuard(add func(code, model, tensor, format string, a
 
 // CheckCompute refuses a compute dtype the method has no path for: the
 // bf16 compute covers the deterministic linear combinations, linear and
-// task_arithmetic (no trim, drop, vote or Model Stock).
+// task_arithmetic (no trim, drop, vote or Model Stock), and the spherical
+// interpolations slerp, nuslerp and multislerp.
 func (m Method) CheckCompute() error {
 	switch m.Compute {
 	case kernels.F32:
@@ -339,13 +347,19 @@ func (m Method) CheckCompute() error {
 	}
 	var why string
 	switch {
+	case m.Slerp != SlerpNone || m.Sphere.Kind == SphereMultislerp:
+		return nil
 	case m.ModelStock:
 		why = "Model Stock's cosines"
+	case m.Sphere.Kind == SphereKarcher:
+		why = "its iterated mean"
+	case m.OwnPath != PathCopy:
+		why = "its own passes"
 	case m.Trim:
 		why = "its trim"
 	case m.Drop != DropNone:
 		why = "its random drop"
-	case m.Vote.Consensus != kernels.ConsensusNone:
+	case m.Votes():
 		why = "its sign vote"
 	case m.Vote.Aggregate == kernels.AggregateMean && !m.Vote.DivideByWeights,
 		m.Vote.Aggregate == kernels.AggregateMax:
@@ -353,7 +367,7 @@ func (m Method) CheckCompute() error {
 	default:
 		return nil
 	}
-	return fmt.Errorf("compute_dtype: bfloat16 covers linear and task_arithmetic only; %s (%s) computes in float32: drop compute_dtype or set it to float32", m.Name, why)
+	return fmt.Errorf("compute_dtype: bfloat16 covers linear, task_arithmetic, slerp, nuslerp and multislerp only; %s (%s) computes in float32: drop compute_dtype or set it to float32", m.Name, why)
 }
 
 // rbf16 rounds to bf16 (nearest even), kept as a float32.

@@ -88,6 +88,13 @@ func nearSwapValue(base, x, t float32) float32 {
 func (r *run) writeValues(w *worker, b block, vals []float32) error {
 	dt := r.p.Jobs[b.job].OutDT
 	out := w.outb[:len(vals)*dt.Size()]
+	encodeValues(out, dt, vals)
+	return r.write(b, out)
+}
+
+// encodeValues rounds float32 values to dt, little-endian, into out
+// (len(vals)·dt.Size() bytes).
+func encodeValues(out []byte, dt kernels.DType, vals []float32) {
 	for e, v := range vals {
 		switch dt {
 		case kernels.BF16:
@@ -98,18 +105,20 @@ func (r *run) writeValues(w *worker, b block, vals []float32) error {
 			binary.LittleEndian.PutUint32(out[4*e:], math.Float32bits(v))
 		}
 	}
-	return r.write(b, out)
 }
 
 // ownWorkerBytes is a worker's scratch for the methods with a path of their
-// own, blocks of b elements: sce's histogram, variances and sums of squares,
-// arcee_fusion's three histograms and importances.
+// own, blocks of b elements: sce's histogram, variances (and their float64
+// sums) and sums of squares; arcee_fusion's three histograms, importances
+// and a row's exponentials.
 func (p *Plan) ownWorkerBytes(b int64) int64 {
 	switch p.Method.OwnPath {
 	case PathSCE:
-		return histBytes + 4*b + int64(len(p.Models))*sumBytes
+		return histBytes + 28*b + int64(len(p.Models))*sumBytes
 	case PathArceeFusion:
-		return 3*histBytes + 4*b
+		return 3*histBytes + 4*b + 16*b
+	case PathEMR:
+		return emrWorkerBytes(int64(len(p.Models)), b)
 	}
 	return 0
 }

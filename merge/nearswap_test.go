@@ -36,6 +36,10 @@ var ownMethodCases = []methodCase{
 		tp := ownParamsFor(n, math.NaN(), 1)
 		return func(string) TensorParams { return tp }
 	}},
+	{"emr", method("emr", "", nil), func(r *rand.Rand, n int) func(string) TensorParams {
+		tp := ownParamsFor(n, math.NaN(), 1)
+		return func(string) TensorParams { return tp }
+	}},
 }
 
 // ownModels is the number of models a test of method name merges: one for

@@ -32,6 +32,10 @@ type Options struct {
 	Kernels    *kernels.Set
 	Layers     int  // numbered layers, for gradients (0: from the tensor names)
 	TwoPass    bool // the whole-model trim by two full histogram passes, not sample + spill
+	Vocab      VocabOptions
+	// Materialize: emr writes "all" tasks, or the one of this name, as
+	// models too, in the same run.
+	Materialize string
 }
 
 // Job is one output tensor: merged from the inputs, or copied from the base.
@@ -41,7 +45,7 @@ type Job struct {
 	Shape    []int64
 	Base     *mmapio.Tensor
 	BaseDT   kernels.DType
-	Models   []*mmapio.Tensor // read from the start: a longer vocabulary is cut to the base's
+	Models   []*mmapio.Tensor // read from the start, or through Rows
 	ModelDT  []kernels.DType
 	OutDT    kernels.DType
 	OutDType string // the header's name of the output dtype
@@ -49,6 +53,10 @@ type Job struct {
 	Params   TensorParams
 	Need     []uint64 // per model, elements to keep (tensor scope); nil with Trim off
 	NeedTop  []uint64 // per model, the largest elements dropped (breadcrumbs)
+	// Rows: an embedding whose rows are aligned by token or cut to the
+	// inputs' common submatrix (rowview.go); its inputs are then read as
+	// float32 (BaseDT and ModelDT F32).
+	Rows *rowView
 }
 
 // Plan is everything a merge will do, known from headers alone.
@@ -75,6 +83,11 @@ type Plan struct {
 	MemoryBound         int64
 	LowsBytes           int64          // exact-k trims and per-tensor selects: the lists of values in the threshold's bin or band
 	config              map[string]any // the base's config.json, nil if it has none
+	// vocab: the output vocabulary and each model's rows (tokenizer_source);
+	// vocabBase and vocabModels: the index in it of the base and of each model.
+	vocab       *vocabMap
+	vocabBase   int
+	vocabModels []int
 	// HotBytes: a per-tensor trim keeps a tensor of at most this many input
 	// bytes mapped from its first read to its merge (no second page faults).
 	HotBytes int64
@@ -85,6 +98,8 @@ type Plan struct {
 	// fileBytes: the input files' size, the most of them mapped at once
 	// (0: unknown); heapLimit: the Go heap's share of MaxMemory (0: none).
 	fileBytes, heapLimit int64
+	// emr: EMR-Merging's output (emr.go); Layout is then a task's model.
+	emr *emrPlan
 }
 
 // tuning holds the sizes of samples and the limits of the strategies: the
@@ -132,6 +147,9 @@ const (
 // a tensor again while it is hot in the page cache.
 func (p *Plan) Passes() []string {
 	m := p.Method
+	if m.OwnPath == PathEMR {
+		return []string{"emr: elect U and the masks, write them, sum |τ| and |M·U| exactly"}
+	}
 	if p.singlePass() {
 		sample := "one run in " + fmt.Sprint(p.tuning.sampleEvery)
 		if p.tuning.firstSample > 0 {
@@ -209,8 +227,8 @@ func floatDType(s string) (kernels.DType, bool) {
 // copyable are the dtypes carried over from the base unmerged.
 var copyable = []string{"BOOL", "U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64"}
 
-// vocabTensor reports whether mergekit's vocabulary rule applies: the model
-// may have more rows than the base, and its extra rows are dropped.
+// vocabTensor reports whether a tensor is an embedding or output head,
+// whose rows are tokens (rowview.go).
 func vocabTensor(name string) bool {
 	return strings.Contains(name, "embed_tokens") || strings.Contains(name, "lm_head") ||
 		strings.Contains(name, "wte") || strings.Contains(name, "word_embeddings")
@@ -228,7 +246,7 @@ func shapeString(s []int64) string {
 // reading tensor data, and lays out the output. All problems found are
 // returned together.
 func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
-	if len(opts.Models) < 1 {
+	if len(opts.Models) < 1 && m.Slerp != SlerpPair {
 		return nil, errors.New("nothing to merge: give at least one fine-tuned model besides the base")
 	}
 	if err := checkOwnModels(m, len(opts.Models)); err != nil {
@@ -265,6 +283,11 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 	}
 	if err := p.checkOutput(); err != nil {
 		errs = append(errs, err)
+	}
+	if opts.Vocab.Source != "" {
+		if err := p.readVocab(); err != nil {
+			return nil, err
+		}
 	}
 	var outDT *kernels.DType
 	if opts.OutDType != "" {
@@ -311,6 +334,9 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 		}
 	}
 	if p.Layout, err = mmapio.PlanLayout(outs, opts.ShardBytes); err != nil {
+		return nil, err
+	}
+	if err := p.planEMR(); err != nil {
 		return nil, err
 	}
 	if err := p.sizeMemory(); err != nil {
@@ -392,10 +418,7 @@ func (p *Plan) jobModels(job *Job) []error {
 			errs = append(errs, fmt.Errorf("%s: tensor %q: dtype %s cannot be merged (want F32, F16 or BF16)", t.File, name, t.DType))
 			continue
 		}
-		same := slices.Equal(t.Shape, bt.Shape)
-		longerVocab := vocabTensor(name) && len(t.Shape) == len(bt.Shape) && len(t.Shape) > 0 &&
-			t.Shape[0] >= bt.Shape[0] && slices.Equal(t.Shape[1:], bt.Shape[1:])
-		if !same && !longerVocab {
+		if !slices.Equal(t.Shape, bt.Shape) && !p.embedding(name, bt) {
 			errs = append(errs, fmt.Errorf("tensor %q: shape %s in %s but %s in the base %s", name, shapeString(t.Shape), t.File, shapeString(bt.Shape), bt.File))
 			continue
 		}
@@ -404,6 +427,11 @@ func (p *Plan) jobModels(job *Job) []error {
 		}
 		job.Models = append(job.Models, t)
 		job.ModelDT = append(job.ModelDT, dt)
+	}
+	if len(errs) == 0 && p.embedding(name, bt) {
+		if err := p.alignRows(job); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errs
 }
@@ -573,6 +601,9 @@ func grown(x int64) int64 { return x + x/4 + 16<<10 }
 
 // stride is the workers' block length: the longest block of any job.
 func (p *Plan) stride(block int) int {
+	if p.Method.OwnPath == PathEMR {
+		return emrBlock(block)
+	}
 	s := block
 	if p.Method.wholeRows() || p.Method.SlerpAxis == AxisRows {
 		for ji := range p.Jobs {
@@ -618,7 +649,7 @@ func (p *Plan) workerBytes(block int) (heap, mapped int64) {
 	if m.Drop == DropDella {
 		heap += 8 * b // a row's ranks
 	}
-	heap += p.ownWorkerBytes(b) + p.loraWorkerBytes(b)
+	heap += p.ownWorkerBytes(b) + p.viewWorkerBytes(b) + p.loraWorkerBytes(b)
 	return heap, mapped
 }
 
@@ -700,7 +731,7 @@ func (p *Plan) need(workers, block int, lows int64) (total, mapped int64) {
 		total += model * modelBlockBytes
 	}
 	total += tensor * (tensorBlock + n*tensorBlockTies)
-	total += p.slerpBytes(workers)
+	total += p.slerpBytes(workers) + p.arceeKLBytes() + p.viewSharedBytes(workers, block)
 	heap, perWorker := p.workerBytes(block)
 	mapped = int64(workers)*perWorker + p.loraMappedBytes(workers)
 	if p.fileBytes > 0 {

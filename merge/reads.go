@@ -21,6 +21,9 @@ import (
 // interrupting every core. The buffers are used in turn, one per input of a
 // block, so a block's inputs never share one.
 func (r *run) src(w *worker, t *mmapio.Tensor, dt kernels.DType, start, n int64) []byte {
+	if iv, ok := r.views[t]; ok {
+		return r.viewSrc(w, iv, start, n)
+	}
 	if a := r.p.adapted[t]; a != nil {
 		return r.materialise(w, a, start, n)
 	}
@@ -101,10 +104,13 @@ func (r *run) release(bs []block) {
 	r.eachInput(bs, func(f *mappedFile, off, n int64) { f.dontNeed(off-pad, n+pad) })
 }
 
-// eachTensor calls f with job ji's input tensors (the base's unless the
-// method has none, then each model's) and their stored element sizes.
+// eachTensor calls f with job ji's mapped input tensors (the base's unless
+// the method has none, then each model's) and their stored element sizes.
 func (r *run) eachTensor(ji int, f func(t *mmapio.Tensor, sz int64)) {
 	j := &r.p.Jobs[ji]
+	if j.Rows != nil {
+		return // read with pread (rowview.go): no mapped pages
+	}
 	if !r.p.Method.NoBase {
 		f(j.Base, int64(j.BaseDT.Size()))
 	}

@@ -129,7 +129,11 @@ func readTopLevel(c *config.Config, m *Method, top func(string) (config.Param, b
 			return err
 		}
 	}
-	if p, ok := top("rescale"); ok {
+	if p, ok := top("rescale"); ok && m.OwnPath == PathEMR {
+		if m.Rescale, err = parseEMRRescale(p); err != nil {
+			return fmt.Errorf("%s: %w", c.File, err)
+		}
+	} else if ok {
 		word := p.Str
 		if p.Kind == config.KindBool {
 			word = fmt.Sprint(p.Bool)

@@ -14,6 +14,9 @@ func (m Method) Describe() string {
 	if m.Slerp != SlerpNone {
 		return m.describeSlerp()
 	}
+	if m.OwnPath == PathEMR {
+		return "emr: U = γ·max |τ| of the tasks agreeing with γ = sign Σ τ (−1 at 0); a mask and a rescaler per task"
+	}
 	if !m.Trim {
 		if m.Vote.DivideByWeights {
 			return m.Name + ": Σ w·τ / Σ w"
@@ -62,7 +65,14 @@ func (p *Plan) Describe(w io.Writer) {
 		fmt.Fprintf(w, "model %d:  %s (%d files)%s\n", i+1, m.Path, len(m.Files), p.adapterNote(i+1))
 	}
 	fmt.Fprintf(w, "tensors:  %d (%d merged, %d copied from the base), %d layers\n", len(p.Jobs), len(p.Jobs)-copied, copied, p.Layers)
+	if vm := p.vocab; vm != nil {
+		fmt.Fprintf(w, "vocab:    %s", vm.describe(p.Opts.Vocab.Source))
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintf(w, "inputs:   %s to read; output %s in %d shard(s) at %s\n", units.FormatDecimal(p.InputBytes), units.FormatDecimal(p.OutputBytes), len(p.Layout.Shards), p.Opts.Out)
+	if p.emr != nil {
+		p.describeEMR(w)
+	}
 	if p.Method.Trim {
 		if p.Method.Scope == ScopeModel {
 			for i, k := range p.Need {

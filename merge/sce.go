@@ -24,6 +24,7 @@ type sceTensors struct {
 type sceScratch struct {
 	hist    *topk.Hist // allocated by the first select
 	vars    []float32  // a block's variances
+	wide    []float64  // a block's means, squares and deviations, for vars
 	sums    []exactSum // per model: Σ τ² of the kept elements
 	nonzero uint64
 }
@@ -58,6 +59,7 @@ func (s *sceTensors) mergeOne(ctx context.Context, r *run, ji int) error {
 	for i := range s.ws {
 		if s.ws[i].vars == nil {
 			s.ws[i].vars = make([]float32, r.stride)
+			s.ws[i].wide = make([]float64, 3*r.stride)
 		}
 	}
 	mask := sceMask{all: true}
@@ -145,33 +147,40 @@ func sceValue(base float32, taus []float32, stride int, weights []float32) float
 	return base + num/max(den, float32(1e-6))
 }
 
-// sceVariance is the population variance of element e's task vectors
-// across the n models, in float64 (the two-pass form, corrected for the
-// rounding of the mean), rounded once to float32; never negative.
-func sceVariance(taus []float32, stride, n int) float32 {
-	var s float64
-	for k := range n {
-		s += float64(taus[k*stride])
-	}
-	mean := s / float64(n)
-	var q, c float64
-	for k := range n {
-		d := float64(taus[k*stride]) - mean
-		q += float64(d * d)
-		c += d
-	}
-	v := float32((q - float64(c*c)/float64(n)) / float64(n))
-	if v <= 0 {
-		return 0 // also −0 and a rounding below 0
-	}
-	return v
-}
-
-// variances fills the worker's variances of block b from w.taus.
+// variances fills the worker's variances of block b from w.taus: per
+// element, the population variance of its task vectors across the n
+// models in float64 (the two-pass form, corrected for the rounding of the
+// mean), rounded once to float32; never negative. The models are added in
+// order, one model across the block at a time.
 func (s *sceTensors) variances(r *run, w *worker, b block, n int) []float32 {
-	v := s.ws[w.id].vars[:b.n]
+	sc := &s.ws[w.id]
+	size := int(b.n)
+	v := sc.vars[:size]
+	mean, q, c := sc.wide[:size], sc.wide[size:2*size], sc.wide[2*size:3*size]
+	clear(mean)
+	for k := range n {
+		for e, t := range w.taus[k*r.stride : k*r.stride+size] {
+			mean[e] += float64(t)
+		}
+	}
+	clear(q)
+	clear(c)
+	for e := range mean {
+		mean[e] /= float64(n)
+	}
+	for k := range n {
+		for e, t := range w.taus[k*r.stride : k*r.stride+size] {
+			d := float64(t) - mean[e]
+			q[e] += float64(d * d)
+			c[e] += d
+		}
+	}
 	for e := range v {
-		v[e] = sceVariance(w.taus[e:], r.stride, n)
+		x := float32((q[e] - float64(c[e]*c[e])/float64(n)) / float64(n))
+		if x <= 0 {
+			x = 0 // also −0 and a rounding below 0
+		}
+		v[e] = x
 	}
 	return v
 }

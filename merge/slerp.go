@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/tiesmm/tiesmm/config"
+	"github.com/tiesmm/tiesmm/kernels"
 )
 
 // Spherical interpolation between two vectors: mergekit's slerp (the base
@@ -181,9 +182,9 @@ func nuCoef(t, ss0, ss1, dot float64) slerpCoef {
 
 func abs32(x float32) float32 { return math.Float32frombits(math.Float32bits(x) &^ (1 << 31)) }
 
-// coef is the method's combination for sums of one vector.
-func (m Method) slerpCoef(t float64, s *[3]wideSum) slerpCoef {
-	ss0, ss1, dot := s[0].value(), s[1].value(), s[2].value()
+// slerpCoef is the method's combination for one vector's exact sums Σv0²,
+// Σv1² and Σv0·v1.
+func (m Method) slerpCoef(t, ss0, ss1, dot float64) slerpCoef {
 	if m.Slerp == SlerpPair {
 		return pairCoef(t, ss0, ss1, dot)
 	}
@@ -338,12 +339,13 @@ func lowZero(ws []uint64) bool {
 // pass. It owns each worker's sums.
 type slerpTensors struct {
 	perTensor
-	sums [][]wideSum // per worker: Σv0², Σv1², Σv0·v1 of each vector
-	coef []slerpCoef // the vectors of the tensor being merged
+	sums   [][]wideSum   // per worker: Σv0², Σv1², Σv0·v1 of each column
+	tensor [][3]exactSum // per worker: the same of a tensor that is one vector
+	coef   []slerpCoef   // the vectors of the tensor being merged
 }
 
 func newSlerpTensors(workers int) *slerpTensors {
-	return &slerpTensors{sums: make([][]wideSum, workers)}
+	return &slerpTensors{sums: make([][]wideSum, workers), tensor: make([][3]exactSum, workers)}
 }
 
 func (s *slerpTensors) merge(ctx context.Context, r *run, jobs []int) error {
@@ -354,6 +356,9 @@ func (s *slerpTensors) merge(ctx context.Context, r *run, jobs []int) error {
 // and its base: slerp's base and model, or nuslerp's two models (their
 // task vectors with a base; the base then is −0, which adds nothing).
 func (r *run) slerpInputs(w *worker, b block) (base, v0, v1 []float32) {
+	if r.p.Method.Compute == kernels.BF16 {
+		return r.slerpInputsBF16(w, b)
+	}
 	j := &r.p.Jobs[b.job]
 	n := int(b.n)
 	if r.p.Method.Slerp == SlerpPair {
@@ -374,31 +379,107 @@ func (r *run) slerpInputs(w *worker, b block) (base, v0, v1 []float32) {
 // mergeOne merges one tensor.
 func (s *slerpTensors) mergeOne(ctx context.Context, r *run, ji int) error {
 	j := &r.p.Jobs[ji]
-	t := j.Params.T
 	m := r.p.Method
 	bs := r.blocks([]int{ji})
-	axis := r.p.slerpAxis(ji)
-	if axis == AxisRows {
-		r.traced(ji, "slerp-rows")
-		row := lastAxisLen(*j)
-		return r.parallel(ctx, bs, func(w *worker, b block) error {
-			base, v0, v1 := r.slerpInputs(w, b)
-			var sum [3]wideSum
-			for st := 0; st < len(v0); st += row {
-				a, c := v0[st:st+row], v1[st:st+row]
-				sum = [3]wideSum{}
-				addSums(&sum, a, c)
-				m.slerpCoef(t, &sum).combine(w.tm[st:st+row], a, c)
-			}
-			return r.finish(w, b, base, w.tm[:b.n], 1)
-		})
+	switch {
+	case len(j.Models) == 0:
+		return s.passBase(ctx, r, ji, bs)
+	case m.Compute == kernels.BF16 && m.Slerp == SlerpNu:
+		return s.mergeNuBF16(ctx, r, ji, bs)
+	case r.p.slerpAxis(ji) == AxisRows:
+		return s.mergeRows(ctx, r, ji, bs)
 	}
-	r.traced(ji, "slerp-sums")
 	vecs := 1
-	if axis == AxisColumns {
+	if r.p.slerpAxis(ji) == AxisColumns {
 		vecs = slerpColumns(j)
 	}
+	if err := s.sumVectors(ctx, r, ji, bs, vecs); err != nil {
+		return err
+	}
+	r.traced(ji, "slerp-merge")
+	return r.parallel(ctx, bs, func(w *worker, b block) error {
+		base, v0, v1 := r.slerpInputs(w, b)
+		n := int(b.n)
+		out := w.tm[:n]
+		switch {
+		case m.Slerp == SlerpPair && m.Compute == kernels.BF16:
+			c := s.coef[0]
+			for e := range out {
+				out[e] = rbf16(float32(float32(c.a0*v0[e]) + float32(c.a1*v1[e])))
+			}
+			return r.writeValues(w, b, out)
+		case m.Slerp == SlerpPair:
+			// (a0·v0) + a1·v1 rounded by Finish, a1 as its λ.
+			c := s.coef[0]
+			for e := range v0 {
+				v0[e] = float32(c.a0 * v0[e])
+			}
+			return r.finish(w, b, v0, v1, c.a1)
+		case vecs == 1:
+			s.coef[0].combine(out, v0, v1)
+		default:
+			col := int(b.start % int64(vecs))
+			for e := range out {
+				c := s.coef[col]
+				p0 := float32(c.a0 * v0[e])
+				p1 := float32(c.a1 * v1[e])
+				out[e] = float32(p0+p1) / c.div
+				if col++; col == vecs {
+					col = 0
+				}
+			}
+		}
+		return r.finish(w, b, base, out, 1)
+	})
+}
+
+// passBase writes slerp's base when it is the only input: mergekit returns
+// a lone input as it is (rounded to bf16 under the bf16 compute).
+func (s *slerpTensors) passBase(ctx context.Context, r *run, ji int, bs []block) error {
+	r.traced(ji, "slerp-base")
+	return r.parallel(ctx, bs, func(w *worker, b block) error {
+		base := r.widenBase(w, b)
+		if r.p.Method.Compute == kernels.BF16 {
+			for e := range base {
+				base[e] = rbf16(base[e])
+			}
+		}
+		return r.writeValues(w, b, base)
+	})
+}
+
+// mergeRows merges a tensor whose vectors are its rows, each whole in one
+// block: sums and combination in one pass.
+func (s *slerpTensors) mergeRows(ctx context.Context, r *run, ji int, bs []block) error {
+	j := &r.p.Jobs[ji]
+	m, t := r.p.Method, j.Params.T
+	r.traced(ji, "slerp-rows")
+	row := lastAxisLen(*j)
+	return r.parallel(ctx, bs, func(w *worker, b block) error {
+		base, v0, v1 := r.slerpInputs(w, b)
+		var sum [3]wideSum
+		for st := 0; st < len(v0); st += row {
+			a, c := v0[st:st+row], v1[st:st+row]
+			sum = [3]wideSum{}
+			addSums(&sum, a, c)
+			m.slerpCoef(t, sum[0].value(), sum[1].value(), sum[2].value()).combine(w.tm[st:st+row], a, c)
+		}
+		return r.finish(w, b, base, w.tm[:b.n], 1)
+	})
+}
+
+// sumVectors sums each vector's Σv0², Σv1² and Σv0·v1 over the tensor (one
+// vector: exactSum per worker; columns: wideSum per column and worker) and
+// sets s.coef from them.
+func (s *slerpTensors) sumVectors(ctx context.Context, r *run, ji int, bs []block, vecs int) error {
+	j := &r.p.Jobs[ji]
+	m, t := r.p.Method, j.Params.T
+	r.traced(ji, "slerp-sums")
 	for _, w := range r.ws {
+		if vecs == 1 {
+			s.tensor[w.id] = [3]exactSum{}
+			continue
+		}
 		if len(s.sums[w.id]) < 3*vecs {
 			s.sums[w.id] = make([]wideSum, 3*vecs)
 		}
@@ -406,11 +487,17 @@ func (s *slerpTensors) mergeOne(ctx context.Context, r *run, ji int) error {
 	}
 	err := r.parallel(ctx, bs, func(w *worker, b block) error {
 		_, v0, v1 := r.slerpInputs(w, b)
-		sums := s.sums[w.id]
 		if vecs == 1 {
-			addSums((*[3]wideSum)(sums[:3]), v0, v1)
+			sum := &s.tensor[w.id]
+			for e := range v0 {
+				a, c := float64(v0[e]), float64(v1[e])
+				sum[0].add(a * a)
+				sum[1].add(c * c)
+				sum[2].add(a * c)
+			}
 			return nil
 		}
+		sums := s.sums[w.id]
 		col := int(b.start % int64(vecs))
 		for e := range v0 {
 			a, c := float64(v0[e]), float64(v1[e])
@@ -430,6 +517,16 @@ func (s *slerpTensors) mergeOne(ctx context.Context, r *run, ji int) error {
 		s.coef = make([]slerpCoef, vecs)
 	}
 	s.coef = s.coef[:vecs]
+	if vecs == 1 {
+		var sum [3]exactSum
+		for _, w := range r.ws {
+			for k := range sum {
+				sum[k].merge(&s.tensor[w.id][k])
+			}
+		}
+		s.coef[0] = m.slerpCoef(t, sum[0].value(), sum[1].value(), sum[2].value())
+		return nil
+	}
 	for v := range vecs {
 		var sum [3]wideSum
 		for _, w := range r.ws {
@@ -437,37 +534,9 @@ func (s *slerpTensors) mergeOne(ctx context.Context, r *run, ji int) error {
 				sum[k].merge(&s.sums[w.id][3*v+k])
 			}
 		}
-		s.coef[v] = m.slerpCoef(t, &sum)
+		s.coef[v] = m.slerpCoef(t, sum[0].value(), sum[1].value(), sum[2].value())
 	}
-	r.traced(ji, "slerp-merge")
-	return r.parallel(ctx, bs, func(w *worker, b block) error {
-		base, v0, v1 := r.slerpInputs(w, b)
-		n := int(b.n)
-		if m.Slerp == SlerpPair {
-			// (a0·v0) + a1·v1 rounded by Finish, a1 as its λ.
-			c := s.coef[0]
-			for e := range v0 {
-				v0[e] = float32(c.a0 * v0[e])
-			}
-			return r.finish(w, b, v0, v1, c.a1)
-		}
-		out := w.tm[:n]
-		if vecs == 1 {
-			s.coef[0].combine(out, v0, v1)
-		} else {
-			col := int(b.start % int64(vecs))
-			for e := range out {
-				c := s.coef[col]
-				p0 := float32(c.a0 * v0[e])
-				p1 := float32(c.a1 * v1[e])
-				out[e] = float32(p0+p1) / c.div
-				if col++; col == vecs {
-					col = 0
-				}
-			}
-		}
-		return r.finish(w, b, base, out, 1)
-	})
+	return nil
 }
 
 // addSums adds Σv0², Σv1² and Σv0·v1 of a vector (or part of one) to s.
@@ -480,9 +549,9 @@ func addSums(s *[3]wideSum, v0, v1 []float32) {
 	}
 }
 
-// slerpBytes is the memory of slerp's sums: per worker, three per vector
-// (one vector, or a tensor's columns), and the combinations of a tensor's
-// columns, shared.
+// slerpBytes is the memory of slerp's sums: per worker, three for a tensor
+// that is one vector and three per column of a tensor's columns, and the
+// combinations of the columns, shared.
 func (p *Plan) slerpBytes(workers int) int64 {
 	if p.Method.Slerp == SlerpNone {
 		return 0
@@ -494,7 +563,10 @@ func (p *Plan) slerpBytes(workers int) int64 {
 		}
 	}
 	coef := int64(unsafe.Sizeof(slerpCoef{}))
-	return int64(workers)*3*int64(vecs)*wideBytes + int64(vecs)*coef
+	if p.Method.Compute == kernels.BF16 {
+		coef = int64(unsafe.Sizeof(nuBF16{}))
+	}
+	return int64(workers)*3*(int64(vecs)*wideBytes+sumBytes) + int64(vecs)*coef
 }
 
 // slerpSums reports whether some tensor takes a pass for its sums before

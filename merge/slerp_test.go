@@ -106,6 +106,25 @@ func TestGoldenSlerp(t *testing.T) {
 	}
 }
 
+// TestSlerpBaseAlone: slerp with no model besides the base passes the base
+// through, bit for bit: −0, NaN and subnormals included, and warns.
+func TestSlerpBaseAlone(t *testing.T) {
+	m := newMethod(t, "slerp", "")
+	nan := float32(math.NaN())
+	sub := math.Float32frombits(1)
+	negZero := float32(math.Copysign(0, -1))
+	base := []testTensor{vec("a", negZero, 1.5, nan, sub, -sub, float32(math.Inf(-1)))}
+	got, sum := runGolden(t, m, base, nil, slerpParams(0.5, 0))
+	for e, v := range base[0].vals {
+		if math.Float32bits(got["a"][e]) != math.Float32bits(v) {
+			t.Errorf("a[%d] = %v (%#x), want the base's %v (%#x)", e, got["a"][e], math.Float32bits(got["a"][e]), v, math.Float32bits(v))
+		}
+	}
+	if len(sum.Warnings) != 1 || sum.Warnings[0].Code != WarnBaseOnly {
+		t.Errorf("warnings %v, want one %s", sum.Warnings, WarnBaseOnly)
+	}
+}
+
 // Golden nuslerp values (SEMANTICS-mk2 §2), with a base: the vectors are
 // the task vectors, and the result is added to the base.
 //

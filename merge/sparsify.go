@@ -18,6 +18,9 @@ func (r *run) blockSize(ji int) int { return r.p.jobBlock(ji, r.p.BlockElems) }
 
 // jobBlock is job ji's block length for plan blocks of b elements.
 func (p *Plan) jobBlock(ji, b int) int {
+	if p.Method.OwnPath == PathEMR {
+		return emrBlock(b)
+	}
 	if !p.Method.wholeRows() && p.slerpAxis(ji) != AxisRows {
 		return b
 	}

@@ -51,11 +51,14 @@ const (
 	// product, then the merge (rows: one pass, each block holding whole
 	// rows).
 	PathSlerp
+	// PathEMR: EMR-Merging's pass, which writes the unified task vector and
+	// the masks (emr.go); integer tensors wait for the tasks' models.
+	PathEMR
 	numPaths
 )
 
 var pathNames = [numPaths]string{"copy", "plain", "model-stock", "single-pass", "model-radix", "speculate", "sampled", "radix",
-	"gram", "nearswap", "sce", "arcee-fusion", "slerp"}
+	"gram", "nearswap", "sce", "arcee-fusion", "slerp", "emr"}
 
 func (p Path) String() string { return pathNames[p] }
 
@@ -92,6 +95,9 @@ func (s Strategy) String() string {
 func (p *Plan) Strategy(ji int) Strategy {
 	j := &p.Jobs[ji]
 	m := p.Method
+	if m.OwnPath == PathEMR {
+		return Strategy{Path: PathEMR}
+	}
 	if j.Copy {
 		return Strategy{Path: PathCopy}
 	}

@@ -43,6 +43,7 @@ func traceMatches(s Strategy, steps []string) bool {
 		PathSCE:         "sce",
 		PathArceeFusion: "arcee-fusion",
 		PathSlerp:       "slerp-(sums slerp-merge|rows)",
+		PathEMR:         "emr",
 	}[s.Path]
 	return regexp.MustCompile("^" + pattern + "$").MatchString(strings.Join(steps, " "))
 }

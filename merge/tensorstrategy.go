@@ -77,6 +77,8 @@ func (r *run) newStrategies() {
 			s = newArceeFusion(len(r.ws))
 		case PathSlerp:
 			s = newSlerpTensors(len(r.ws))
+		case PathEMR:
+			s = newEMRTensors(r)
 		}
 		built[p] = s
 		return s

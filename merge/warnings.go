@@ -50,6 +50,8 @@ const (
 	WarnContributesNone  = "contributes-nothing"
 	WarnNarrowerOutDType = "narrower-out-dtype"
 	WarnNormalizeGuard   = "normalize-guard"
+	WarnBaseOnly         = "base-only"
+	WarnVocabOrder       = "vocab-order"
 )
 
 // listed names at most listMax of names, quoted, and says how many more.
@@ -113,6 +115,9 @@ func (p *Plan) findWarnings() {
 		add(WarnStrayShard, md.Path, "", "%s in the directory %s ignored (%s): %s",
 			plural(len(names), "*.safetensors file", "*.safetensors files"), is(len(names)), why, listed(names))
 	}
+	if len(p.Models) == 0 {
+		add(WarnBaseOnly, "", "", "%s has no model besides the base: the base passes through unchanged", p.Method.Name)
+	}
 	if !p.Method.NoBase {
 		for i, md := range p.Models {
 			if sameShards(md, p.Base) && p.adapterNote(i+1) == "" && p.adapterNote(0) == "" {
@@ -146,21 +151,7 @@ func (p *Plan) findWarnings() {
 			continue
 		}
 		merged = append(merged, j.Name)
-		if len(j.Base.Shape) == 0 {
-			continue
-		}
-		base := j.Base.Shape[0]
-		for i, t := range j.Models {
-			if len(t.Shape) == 0 || t.Shape[0] == base {
-				continue
-			}
-			added := t.Shape[0] - base
-			rows := fmt.Sprintf("rows %d–%d (%d added tokens) are", base, t.Shape[0]-1, added)
-			if added == 1 {
-				rows = fmt.Sprintf("row %d (1 added token) is", base)
-			}
-			add(WarnVocabCut, p.Models[i].Path, j.Name, "%s dropped: the base has %d; to keep them, extend the base's embeddings first (tokenizer_source: union is not supported yet)", rows, base)
-		}
+		p.warnCut(add, j)
 	}
 	const unread = "copied from the base unmerged (the fine-tunes' values are not read)"
 	switch len(copied) {
@@ -173,6 +164,10 @@ func (p *Plan) findWarnings() {
 	p.warnContributions(add, merged)
 	p.warnOutDType(add)
 	p.warnNormalizeGuard(add)
+	if vm := p.vocab; vm != nil && len(vm.appended) > 1 {
+		first := vm.appended[0].id
+		add(WarnVocabOrder, "", "", "tokenizer_source union: the %d tokens appended take ids %d–%d in config order; mergekit orders them by a set and a hash map, so its ids change from run to run", len(vm.appended), first, first+int64(len(vm.appended))-1)
+	}
 }
 
 // sameShards reports whether a's shards are b's files, by device and inode.
@@ -269,4 +264,36 @@ func (p *Plan) warnOutDType(add func(code, model, tensor, format string, args ..
 	}
 	add(WarnNarrowerOutDType, "", only(tensors), "out dtype %s is narrower than the %s inputs of %s: %s",
 		out, strings.Join(wider, " and "), plural(len(tensors), "merged tensor", "merged tensors"), what)
+}
+
+// warnCut names the rows and columns of an embedding that a merge without a
+// tokenizer_source drops: every input is cut to the common submatrix.
+func (p *Plan) warnCut(add func(code, model, tensor, format string, args ...any), j Job) {
+	if p.vocab != nil || len(j.Shape) != 2 || !p.embedding(j.Name, j.Base) {
+		return
+	}
+	rows, cols := j.Shape[0], j.Shape[1]
+	paths := append([]string{p.Base.Path}, make([]string, len(p.Models))...)
+	for i, md := range p.Models {
+		paths[i+1] = md.Path
+	}
+	for i, t := range append([]*mmapio.Tensor{j.Base}, j.Models...) {
+		if len(t.Shape) != 2 {
+			continue
+		}
+		var parts []string
+		switch added := t.Shape[0] - rows; {
+		case added == 1:
+			parts = append(parts, fmt.Sprintf("row %d (1 added token) is", rows))
+		case added > 1:
+			parts = append(parts, fmt.Sprintf("rows %d–%d (%d added tokens) are", rows, t.Shape[0]-1, added))
+		}
+		if extra := t.Shape[1] - cols; extra > 0 {
+			parts = append(parts, fmt.Sprintf("columns %d–%d are", cols, t.Shape[1]-1))
+		}
+		if len(parts) == 0 {
+			continue
+		}
+		add(WarnVocabCut, paths[i], j.Name, "%s dropped: every input is cut to the %d×%d all of them have; tokenizer_source: union would keep every model's tokens, aligned by token", strings.Join(parts, " and "), rows, cols)
+	}
 }

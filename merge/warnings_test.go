@@ -108,7 +108,7 @@ func TestWarnVocabCut(t *testing.T) {
 	writeModel(t, ft1, embeddings(38, 1), 0) // 6 added tokens
 	writeModel(t, ft2, embeddings(32, 2), 0)
 	p := f.warnPlan(t, base, []string{ft1, ft2}, newMethod(t, "ties", "mergekit"), nil, "")
-	says := []string{"rows 32–37 (6 added tokens)", "dropped", "the base has 32", "tokenizer_source: union is not supported yet", "extend the base's embeddings"}
+	says := []string{"rows 32–37 (6 added tokens)", "dropped", "cut to the 32×2 all of them have", "tokenizer_source: union would keep"}
 	wantWarnings(t, p.Warnings,
 		want{WarnVocabCut, ft1, "model.embed_tokens.weight", says},
 		want{WarnVocabCut, ft1, "lm_head.weight", says})

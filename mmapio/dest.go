@@ -207,27 +207,48 @@ var modelFileNames = []string{
 // isModelFile reports whether a directory entry is one a merge writes: what
 // --force may replace.
 func isModelFile(e fs.DirEntry) bool {
-	if !e.Type().IsRegular() {
-		return false
-	}
-	name := e.Name()
-	return slices.Contains(modelFileNames, name) ||
+	return e.Type().IsRegular() && isModelFileName(e.Name())
+}
+
+func isModelFileName(name string) bool {
+	return slices.Contains(modelFileNames, name) || name == EMRManifestName ||
 		strings.HasSuffix(name, ".safetensors") || strings.HasSuffix(name, ".safetensors.index.json")
 }
 
-// listForeign returns the entries of dir that no merge writes.
+// EMRManifestName is the file that marks an EMR-Merging output, whose model
+// folders (EMRFolder) --force may replace along with it.
+const EMRManifestName = "emr.json"
+
+// EMRFolder reports whether name is a folder of an EMR-Merging output: the
+// unified task vector, the masks, or a task's model (task-NAME).
+func EMRFolder(name string) bool {
+	return name == "unified" || name == "masks" || strings.HasPrefix(name, "task-") && len(name) > len("task-")
+}
+
+// listForeign returns the entries of dir that no merge writes. In an EMR
+// output (one holding emr.json), its folders may hold model files.
 func listForeign(dir string) ([]string, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
+	emr := slices.ContainsFunc(entries, func(e fs.DirEntry) bool { return e.Name() == EMRManifestName && e.Type().IsRegular() })
 	var foreign []string
 	for _, e := range entries {
-		if !isModelFile(e) {
-			name := e.Name()
-			if e.IsDir() {
-				name += "/"
+		name := e.Name()
+		switch {
+		case isModelFile(e):
+		case emr && e.IsDir() && EMRFolder(name):
+			inner, err := listForeign(filepath.Join(dir, name))
+			if err != nil {
+				return nil, err
 			}
+			for _, f := range inner {
+				foreign = append(foreign, name+"/"+f)
+			}
+		case e.IsDir():
+			foreign = append(foreign, name+"/")
+		default:
 			foreign = append(foreign, name)
 		}
 	}

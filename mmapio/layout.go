@@ -26,8 +26,9 @@ type PlacedTensor struct {
 type Shard struct {
 	FileName  string
 	Tensors   []PlacedTensor
-	HeaderLen int64 // JSON bytes after the 8-byte length prefix, padded to a multiple of 8
-	Size      int64 // 8 + HeaderLen + data
+	HeaderLen int64       // JSON bytes after the 8-byte length prefix, padded to a multiple of 8
+	Size      int64       // 8 + HeaderLen + data
+	Metadata  [][2]string // __metadata__ entries after "format"
 }
 
 // Layout is the whole output model.
@@ -91,6 +92,16 @@ func PlanLayout(tensors []OutTensor, maxShardBytes int64) (*Layout, error) {
 	return l, nil
 }
 
+// SetMetadata adds entries to every shard's __metadata__, after "format".
+func (l *Layout) SetMetadata(kv [][2]string) {
+	for i := range l.Shards {
+		s := &l.Shards[i]
+		s.Metadata = kv
+		s.HeaderLen = int64(len(s.Header()))
+		s.Size = 8 + s.HeaderLen + s.DataSize()
+	}
+}
+
 // DataSize is the bytes of tensor data in the shard.
 func (s *Shard) DataSize() int64 {
 	if len(s.Tensors) == 0 {
@@ -105,7 +116,7 @@ func (s *Shard) DataSize() int64 {
 func (s *Shard) Header() []byte {
 	var b bytes.Buffer
 	b.WriteString(`{"__metadata__":{`)
-	for i, kv := range outMetadata {
+	for i, kv := range append(outMetadata[:len(outMetadata):len(outMetadata)], s.Metadata...) {
 		if i > 0 {
 			b.WriteByte(',')
 		}

@@ -31,9 +31,9 @@ type Output struct {
 	parent string
 	tmp    string
 	force  bool
-	layout *Layout
+	parts  []OutPart
 	shards []*outShard
-	places map[string]place
+	places map[partTensor]place
 
 	lock *os.File // holds the flock on tmp that marks the merge as live
 	// Partial folders of merges no longer running, removed on creation.
@@ -63,12 +63,19 @@ const (
 )
 
 type outShard struct {
+	part      int // index in parts
 	shard     *Shard
 	f         *os.File
 	partial   string // path while building
 	final     string // path inside tmp after the first step of Commit
 	shown     string // dest/FileName, for messages
 	dataStart int64
+}
+
+// partTensor names a tensor of one part: parts may hold tensors of the same name.
+type partTensor struct {
+	part int
+	name string
 }
 
 type place struct {
@@ -89,7 +96,21 @@ func CreateOutput(dest string, force bool, layout *Layout, inputs ...string) (*O
 	if layout == nil || len(layout.Shards) == 0 {
 		return nil, fmt.Errorf("output %s: empty layout", dest)
 	}
-	o := &Output{force: force, layout: layout, places: map[string]place{}}
+	return CreateOutputParts(dest, force, []OutPart{{Layout: layout}}, inputs...)
+}
+
+// OutPart is one model folder of an output: Dir is its subfolder ("" for the
+// output folder itself), Layout its shards (nil: side files only).
+type OutPart struct {
+	Dir    string
+	Layout *Layout
+}
+
+// CreateOutputParts is CreateOutput for an output made of several model
+// folders, built, checked and committed as one: each part gets its shards
+// (and its index when sharded) in its own subfolder.
+func CreateOutputParts(dest string, force bool, parts []OutPart, inputs ...string) (*Output, error) {
+	o := &Output{force: force, parts: parts, places: map[partTensor]place{}}
 	var err error
 	if o.dest, err = resolveDest(dest); err != nil { // build beside the real directory, on its file system
 		return nil, err
@@ -111,17 +132,15 @@ func CreateOutput(dest string, force bool, layout *Layout, inputs ...string) (*O
 	if o.reclaimed, o.reclaimedBytes, err = removeStale(o.parent, base); err != nil {
 		return nil, fmt.Errorf("output %s: %w", dest, err)
 	}
-	if err := checkSpace(o.parent, layout); err != nil {
+	if err := checkSpace(o.parent, parts); err != nil {
 		return nil, err
 	}
 	if o.tmp, o.lock, err = makeLockedTemp(o.parent, "."+base+partialInfix); err != nil {
 		return nil, fmt.Errorf("output %s: %w", dest, err)
 	}
-	for i := range layout.Shards {
-		if err := o.createShard(&layout.Shards[i]); err != nil {
-			o.Abort()
-			return nil, err
-		}
+	if err := o.createParts(); err != nil {
+		o.Abort()
+		return nil, err
 	}
 	o.flush, o.flushDone = make(chan struct{}, 1), make(chan struct{})
 	go o.flusher()
@@ -200,13 +219,58 @@ func isEmptyDir(dir string) (bool, error) {
 	return false, err
 }
 
-// checkLayout accepts a layout PlanLayout could have made: dense shards, headers of
-// the recorded length, unique names.
+// createParts makes each part's subfolder and shard files.
+func (o *Output) createParts() error {
+	for pi, part := range o.parts {
+		if part.Dir != "" {
+			if err := os.Mkdir(filepath.Join(o.tmp, part.Dir), 0o755); err != nil {
+				return fmt.Errorf("output %s: %w", o.dest, err)
+			}
+		}
+		if part.Layout == nil {
+			continue
+		}
+		for i := range part.Layout.Shards {
+			if err := o.createShard(pi, &part.Layout.Shards[i]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkLayout checks every part: a plain, unique folder name, and a layout
+// PlanLayout could have made.
 func (o *Output) checkLayout() error {
+	dirs := map[string]bool{}
+	for pi, part := range o.parts {
+		if dirs[part.Dir] || part.Dir != "" && (part.Dir != filepath.Base(part.Dir) || part.Dir == "." || part.Dir == ".." || isModelFileName(part.Dir)) {
+			return fmt.Errorf("part %d: bad folder name %q", pi, part.Dir)
+		}
+		dirs[part.Dir] = true
+		if part.Layout == nil {
+			continue
+		}
+		if err := o.checkPartLayout(pi, part.Layout); err != nil {
+			if part.Dir != "" {
+				return fmt.Errorf("%s: %w", part.Dir, err)
+			}
+			return err
+		}
+	}
+	if len(o.parts) == 0 {
+		return errors.New("no parts")
+	}
+	return nil
+}
+
+// checkPartLayout accepts a layout PlanLayout could have made: dense shards, headers of
+// the recorded length, unique names.
+func (o *Output) checkPartLayout(pi int, layout *Layout) error {
 	files := map[string]bool{}
 	var total int64
-	for i := range o.layout.Shards {
-		s := &o.layout.Shards[i]
+	for i := range layout.Shards {
+		s := &layout.Shards[i]
 		if s.FileName == "" || s.FileName != filepath.Base(s.FileName) || files[s.FileName] || s.FileName == IndexName {
 			return fmt.Errorf("shard %d: bad file name %q", i, s.FileName)
 		}
@@ -220,10 +284,10 @@ func (o *Output) checkLayout() error {
 			if t.Begin != pos || t.End-t.Begin != size {
 				return fmt.Errorf("%s: tensor %q: data_offsets [%d, %d] are not dense (expected [%d, %d])", s.FileName, t.Name, t.Begin, t.End, pos, pos+size)
 			}
-			if _, dup := o.places[t.Name]; dup {
+			if _, dup := o.places[partTensor{pi, t.Name}]; dup {
 				return fmt.Errorf("%s: tensor %q: placed twice", s.FileName, t.Name)
 			}
-			o.places[t.Name] = place{}
+			o.places[partTensor{pi, t.Name}] = place{}
 			pos = t.End
 			total += size
 		}
@@ -231,17 +295,22 @@ func (o *Output) checkLayout() error {
 			return fmt.Errorf("%s: header length %d / size %d do not match its tensors (%d / %d)", s.FileName, s.HeaderLen, s.Size, hl, 8+hl+pos)
 		}
 	}
-	if total != o.layout.TotalSize {
-		return fmt.Errorf("total size %d does not match the tensors (%d bytes)", o.layout.TotalSize, total)
+	if total != layout.TotalSize {
+		return fmt.Errorf("total size %d does not match the tensors (%d bytes)", layout.TotalSize, total)
 	}
 	return nil
 }
 
 // checkSpace fails early when the file system of dir cannot hold the layout.
-func checkSpace(dir string, l *Layout) error {
+func checkSpace(dir string, parts []OutPart) error {
 	var need int64 = spaceMargin
-	for _, s := range l.Shards {
-		need = satAdd(need, s.Size)
+	for _, part := range parts {
+		if part.Layout == nil {
+			continue
+		}
+		for _, s := range part.Layout.Shards {
+			need = satAdd(need, s.Size)
+		}
 	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {
@@ -274,12 +343,14 @@ func satMul(a, b int64) int64 {
 const maxInt64 = 1<<63 - 1
 
 // createShard makes a shard's .partial file: length prefix, header, data reserved.
-func (o *Output) createShard(s *Shard) error {
+func (o *Output) createShard(pi int, s *Shard) error {
+	dir := o.parts[pi].Dir
 	os_ := &outShard{
+		part:      pi,
 		shard:     s,
-		partial:   filepath.Join(o.tmp, s.FileName+".partial"),
-		final:     filepath.Join(o.tmp, s.FileName),
-		shown:     filepath.Join(o.dest, s.FileName),
+		partial:   filepath.Join(o.tmp, dir, s.FileName+".partial"),
+		final:     filepath.Join(o.tmp, dir, s.FileName),
+		shown:     filepath.Join(o.dest, dir, s.FileName),
 		dataStart: 8 + s.HeaderLen,
 	}
 	f, err := os.OpenFile(os_.partial, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
@@ -298,7 +369,7 @@ func (o *Output) createShard(s *Shard) error {
 		return fmt.Errorf("%s: reserving %s for the shard: %w", os_.shown, units.FormatBinary(s.Size), err)
 	}
 	for _, t := range s.Tensors {
-		o.places[t.Name] = place{s: os_, begin: os_.dataStart + t.Begin, end: os_.dataStart + t.End}
+		o.places[partTensor{pi, t.Name}] = place{s: os_, begin: os_.dataStart + t.Begin, end: os_.dataStart + t.End}
 	}
 	return nil
 }
@@ -310,10 +381,10 @@ func (o *Output) Dest() string { return o.dest }
 func (o *Output) TempDir() string { return o.tmp }
 
 // locate checks a tensor access and returns its file and absolute offset.
-func (o *Output) locate(op, name string, off int64, n int) (place, int64, error) {
-	pl, ok := o.places[name]
+func (o *Output) locate(op string, part int, name string, off int64, n int) (place, int64, error) {
+	pl, ok := o.places[partTensor{part, name}]
 	if !ok || pl.s == nil {
-		return pl, 0, fmt.Errorf("output %s: tensor %q: not in the output layout", o.dest, name)
+		return pl, 0, fmt.Errorf("output %s: tensor %q: not in the output layout", o.partDir(part), name)
 	}
 	if o.state != building {
 		return pl, 0, fmt.Errorf("%s: tensor %q: %s after the output was committed or aborted", pl.s.shown, name, op)
@@ -325,12 +396,25 @@ func (o *Output) locate(op, name string, off int64, n int) (place, int64, error)
 	return pl, pl.begin + off, nil
 }
 
+// partDir is the folder part pi appears at, for messages.
+func (o *Output) partDir(pi int) string {
+	if pi < 0 || pi >= len(o.parts) {
+		return fmt.Sprintf("%s (part %d)", o.dest, pi)
+	}
+	return filepath.Join(o.dest, o.parts[pi].Dir)
+}
+
 // WriteTensor writes p at byte offset off of tensor name (pwrite; safe for concurrent
 // use on disjoint ranges).
 func (o *Output) WriteTensor(name string, off int64, p []byte) error {
+	return o.WritePartTensor(0, name, off, p)
+}
+
+// WritePartTensor is WriteTensor for a tensor of part pi.
+func (o *Output) WritePartTensor(pi int, name string, off int64, p []byte) error {
 	o.mu.RLock()
 	defer o.mu.RUnlock()
-	pl, at, err := o.locate("write", name, off, len(p))
+	pl, at, err := o.locate("write", pi, name, off, len(p))
 	if err != nil {
 		return err
 	}
@@ -348,9 +432,14 @@ func (o *Output) WriteTensor(name string, off int64, p []byte) error {
 
 // ReadTensor reads back len(p) bytes at byte offset off of tensor name (pread).
 func (o *Output) ReadTensor(name string, off int64, p []byte) error {
+	return o.ReadPartTensor(0, name, off, p)
+}
+
+// ReadPartTensor is ReadTensor for a tensor of part pi.
+func (o *Output) ReadPartTensor(pi int, name string, off int64, p []byte) error {
 	o.mu.RLock()
 	defer o.mu.RUnlock()
-	pl, at, err := o.locate("read", name, off, len(p))
+	pl, at, err := o.locate("read", pi, name, off, len(p))
 	if err != nil {
 		return err
 	}
@@ -361,16 +450,25 @@ func (o *Output) ReadTensor(name string, off int64, p []byte) error {
 }
 
 // checkName accepts a plain file name that is not one of the model's own files.
-func (o *Output) checkName(name string) error {
+func (o *Output) checkName(pi int, name string) error {
+	if pi < 0 || pi >= len(o.parts) {
+		return fmt.Errorf("output %s: no part %d", o.dest, pi)
+	}
+	dir := o.partDir(pi)
 	if name == "" || name == "." || name == ".." || name != filepath.Base(name) || strings.ContainsRune(name, '\\') {
-		return fmt.Errorf("output %s: %q is not a plain file name", o.dest, name)
+		return fmt.Errorf("output %s: %q is not a plain file name", dir, name)
 	}
 	if name == IndexName || strings.HasSuffix(name, ".partial") {
-		return fmt.Errorf("output %s: %q is reserved for the model's own files", o.dest, name)
+		return fmt.Errorf("output %s: %q is reserved for the model's own files", dir, name)
+	}
+	for _, part := range o.parts {
+		if pi == 0 && name == part.Dir {
+			return fmt.Errorf("output %s: %q is one of the output's folders", dir, name)
+		}
 	}
 	for _, s := range o.shards {
-		if name == s.shard.FileName {
-			return fmt.Errorf("output %s: %q is one of the output's shards", o.dest, name)
+		if s.part == pi && name == s.shard.FileName {
+			return fmt.Errorf("output %s: %q is one of the output's shards", dir, name)
 		}
 	}
 	return nil
@@ -378,15 +476,20 @@ func (o *Output) checkName(name string) error {
 
 // WriteFile writes a side file (config.json, tokenizer files...) into the output.
 func (o *Output) WriteFile(name string, data []byte) error {
+	return o.WritePartFile(0, name, data)
+}
+
+// WritePartFile is WriteFile into part pi's folder.
+func (o *Output) WritePartFile(pi int, name string, data []byte) error {
 	o.mu.RLock()
 	defer o.mu.RUnlock()
-	if err := o.checkName(name); err != nil {
+	if err := o.checkName(pi, name); err != nil {
 		return err
 	}
 	if o.state != building {
-		return fmt.Errorf("output %s: %s: written after the output was committed or aborted", o.dest, name)
+		return fmt.Errorf("output %s: %s: written after the output was committed or aborted", o.partDir(pi), name)
 	}
-	return writeSynced(filepath.Join(o.tmp, name), func(w io.Writer) error {
+	return writeSynced(filepath.Join(o.tmp, o.parts[pi].Dir, name), func(w io.Writer) error {
 		_, err := w.Write(data)
 		return err
 	})
@@ -432,9 +535,17 @@ func (o *Output) Commit() error {
 			return fmt.Errorf("%s: %w", s.shown, err)
 		}
 	}
-	if len(o.shards) > 1 {
-		if err := o.writeIndex(); err != nil {
-			return err
+	for pi, part := range o.parts {
+		if part.Layout != nil && len(part.Layout.Shards) > 1 {
+			if err := o.writeIndex(pi); err != nil {
+				return err
+			}
+		}
+		if part.Dir == "" {
+			continue
+		}
+		if err := syncDir(filepath.Join(o.tmp, part.Dir)); err != nil {
+			return fmt.Errorf("output %s: %w", o.dest, err)
 		}
 	}
 	if err := syncDir(o.tmp); err != nil {
@@ -451,9 +562,12 @@ func (o *Output) Commit() error {
 	return nil
 }
 
-func (o *Output) writeIndex() error {
+func (o *Output) writeIndex(pi int) error {
 	wm := map[string]string{}
 	for _, s := range o.shards {
+		if s.part != pi {
+			continue
+		}
 		for _, t := range s.shard.Tensors {
 			wm[t.Name] = s.shard.FileName
 		}
@@ -461,13 +575,13 @@ func (o *Output) writeIndex() error {
 	idx := struct {
 		Metadata  map[string]int64  `json:"metadata"`
 		WeightMap map[string]string `json:"weight_map"`
-	}{map[string]int64{"total_size": o.layout.TotalSize}, wm}
+	}{map[string]int64{"total_size": o.parts[pi].Layout.TotalSize}, wm}
 	data, err := json.MarshalIndent(idx, "", "  ") // maps marshal with sorted keys, as HF writes them
 	if err != nil {
-		return fmt.Errorf("output %s: index: %w", o.dest, err)
+		return fmt.Errorf("output %s: index: %w", o.partDir(pi), err)
 	}
 	data = append(data, '\n')
-	return writeSynced(filepath.Join(o.tmp, IndexName), func(w io.Writer) error {
+	return writeSynced(filepath.Join(o.tmp, o.parts[pi].Dir, IndexName), func(w io.Writer) error {
 		_, err := w.Write(data)
 		return err
 	})

@@ -430,7 +430,7 @@ func TestAbortAndCrash(t *testing.T) {
 	})
 	for i, s := range []string{"model-00001-of-00002.safetensors.partial", "model-00002-of-00002.safetensors.partial"} {
 		st, err := os.Stat(filepath.Join(o.TempDir(), s))
-		if err != nil || st.Size() != o.layout.Shards[i].Size || o.layout.Shards[i].Size != 8+o.layout.Shards[i].HeaderLen+[]int64{16, 8}[i] {
+		if err != nil || st.Size() != o.parts[0].Layout.Shards[i].Size || o.parts[0].Layout.Shards[i].Size != 8+o.parts[0].Layout.Shards[i].HeaderLen+[]int64{16, 8}[i] {
 			t.Fatalf("%s: reserved %v, %v", s, st, err)
 		}
 	}

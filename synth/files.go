@@ -140,7 +140,9 @@ type addedToken struct {
 	Special    bool   `json:"special"`
 }
 
-func tokenizerJSON() ([]byte, error) {
+// tokenizerJSON is the tokenizer of the 259 ids, plus the special tokens
+// extra after them.
+func tokenizerJSON(extra []string) ([]byte, error) {
 	special := []string{"<unk>", "<s>", "</s>"}
 	vocab := map[string]int{}
 	var added []addedToken
@@ -150,6 +152,9 @@ func tokenizerJSON() ([]byte, error) {
 	}
 	for b, r := range byteLevelAlphabet() {
 		vocab[string(r)] = len(special) + b
+	}
+	for i, s := range extra {
+		added = append(added, addedToken{ID: baseTokens + i, Content: s, Special: true})
 	}
 	byteLevel := map[string]any{"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}
 	return marshal(map[string]any{
@@ -170,13 +175,30 @@ func tokenizerJSON() ([]byte, error) {
 	})
 }
 
-// sideFiles returns the small files of one model directory.
-func sideFiles(a Arch, dt kernels.DType, role string, seed uint64) (map[string][]byte, error) {
+// baseTokens is the number of ids of the tiny tokenizer.
+const baseTokens = 259
+
+// addedTokens are the special tokens fine-tune role adds when each adds n:
+// "<|tool|>", which every fine-tune adds, then n − 1 of its own.
+func addedTokens(role string, n int) []string {
+	if n <= 0 || role == "base" {
+		return nil
+	}
+	toks := []string{"<|tool|>"}
+	for i := 1; i < n; i++ {
+		toks = append(toks, fmt.Sprintf("<|%s_%d|>", role, i))
+	}
+	return toks
+}
+
+// sideFiles returns the small files of one model directory; a fine-tune's
+// tokenizer adds the tokens extra.
+func sideFiles(a Arch, dt kernels.DType, role string, seed uint64, extra []string) (map[string][]byte, error) {
 	cfg, err := configJSON(a, dt, role, seed)
 	if err != nil {
 		return nil, err
 	}
-	tok, err := tokenizerJSON()
+	tok, err := tokenizerJSON(extra)
 	if err != nil {
 		return nil, err
 	}

@@ -19,6 +19,9 @@ func Generate(dir string, o Options) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.AddedTokens < 0 || baseTokens+int64(o.AddedTokens) > a.Vocab {
+		return nil, fmt.Errorf("synth: %d added tokens do not fit the %d embedding rows past the tokenizer's %d ids", o.AddedTokens, a.Vocab, baseTokens)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("synth: %w", err)
 	}
@@ -55,7 +58,7 @@ func Generate(dir string, o Options) (*Summary, error) {
 		}
 		outs = append(outs, out)
 		writers = append(writers, out)
-		files, err := sideFiles(a, m.dt, m.role, o.Seed)
+		files, err := sideFiles(a, m.dt, m.role, o.Seed, addedTokens(m.role, o.AddedTokens))
 		if err != nil {
 			return abort(err)
 		}

@@ -316,6 +316,45 @@ func TestGenerateEmbedOverride(t *testing.T) {
 	}
 }
 
+// TestGenerateAddedTokens: each fine-tune's tokenizer adds <|tool|> then
+// tokens of its own after the 259 ids; the base's adds none; more than the
+// embedding rows hold is refused.
+func TestGenerateAddedTokens(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Generate(dir, Options{Params: 10_000, Models: 2, EmbedRows: 262, EmbedCols: 96, AddedTokens: 3}); err != nil {
+		t.Fatal(err)
+	}
+	for role, want := range map[string]string{"base": "", "ft1": "<|tool|> <|ft1_1|> <|ft1_2|>", "ft2": "<|tool|> <|ft2_1|> <|ft2_2|>"} {
+		b, err := os.ReadFile(filepath.Join(dir, role, "tokenizer.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tok struct {
+			Added []struct {
+				ID      int    `json:"id"`
+				Content string `json:"content"`
+			} `json:"added_tokens"`
+		}
+		if err := json.Unmarshal(b, &tok); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, a := range tok.Added[3:] {
+			if a.ID != 259+len(got) {
+				t.Errorf("%s: %s at id %d, want %d", role, a.Content, a.ID, 259+len(got))
+			}
+			got = append(got, a.Content)
+		}
+		if strings.Join(got, " ") != want {
+			t.Errorf("%s: added %q, want %q", role, got, want)
+		}
+	}
+	_, err := Generate(t.TempDir(), Options{Params: 10_000, Models: 1, EmbedRows: 262, EmbedCols: 96, AddedTokens: 4})
+	if err == nil || !strings.Contains(err.Error(), "4 added tokens do not fit the 262 embedding rows") {
+		t.Errorf("4 added tokens in 262 rows: %v", err)
+	}
+}
+
 // TestGenerateThreads: GOMAXPROCS 1 and many give the same files.
 func TestGenerateThreads(t *testing.T) {
 	o := Options{Params: 1_000_000, Models: 1, Seed: 3, IntBuffer: true}

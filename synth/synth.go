@@ -44,6 +44,11 @@ type Options struct {
 	// for memory tests); the layers then fill what is left of Params (≥ 1).
 	EmbedRows, EmbedCols int64
 
+	// AddedTokens: each fine-tune's tokenizer adds this many special tokens
+	// after the base's 259 ids (rows the embeddings already have): one all
+	// fine-tunes share, then tokens of its own.
+	AddedTokens int
+
 	// LoraRank, if not 0: also write lora1, a LoRA adapter of the base of
 	// this rank on every projection (adapter_config.json and
 	// adapter_model.safetensors, as PEFT saves them).

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -77,7 +78,9 @@ var (
 )
 
 // demo returns a directory holding demo/base and demo/ft1..3 (tiesmm synth,
-// 2M parameters), shared by the tests; they write their outputs elsewhere.
+// 2M parameters, each fine-tune's tokenizer adding 3 tokens) and demo/lora1 (a
+// rank-8 LoRA adapter of the base), shared by the tests; they write their
+// outputs elsewhere.
 func demo(t *testing.T) string {
 	t.Helper()
 	demoOnce.Do(func() {
@@ -85,7 +88,7 @@ func demo(t *testing.T) string {
 		if demoErr != nil {
 			return
 		}
-		cmd := exec.Command(bin, "synth", "--params", "2M", "--lora-rank", "8", "demo")
+		cmd := exec.Command(bin, "synth", "--params", "2M", "--added-tokens", "3", "--lora-rank", "8", "demo")
 		cmd.Dir = demoDir
 		if out, err := cmd.CombinedOutput(); err != nil {
 			demoErr = fmt.Errorf("tiesmm synth: %v\n%s", err, out)
@@ -507,17 +510,31 @@ func TestCLIExamples(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			out := filepath.Join("out", name)
-			mustRun(t, dir, "merge", "--quiet", ex, out)
-			m, err := mmapio.OpenModel(filepath.Join(dir, out))
+			stdout := mustRun(t, dir, "merge", ex, out)
+			votes := slices.Contains([]string{"ties", "ties-paper", "ties-lora", "dare_ties", "breadcrumbs_ties", "della"}, name)
+			if got := strings.Contains(stdout, "elected a sign"); got != votes {
+				t.Errorf("summary speaks of a sign vote: %v, want %v (the method votes: %v)\n%s", got, votes, votes, stdout)
+			}
+			model := out
+			if name == "emr" { // the unified task vector; each task is a model (emr_test.go)
+				mustRun(t, dir, "emr-apply", "--quiet", out, "--task", "ft2", filepath.Join("out", "emr-ft2"))
+				model = filepath.Join("out", "emr-ft2")
+			}
+			m, err := mmapio.OpenModel(filepath.Join(dir, model))
 			if err != nil {
 				t.Fatal(err)
 			}
 			if len(m.Tensors) != len(base.Tensors) {
 				t.Fatalf("%d tensors, the base has %d", len(m.Tensors), len(base.Tensors))
 			}
+			rows := outVocabSize(t, filepath.Join(dir, model))
 			for name, bt := range base.Tensors {
 				mt, ok := m.Tensors[name]
-				if !ok || fmt.Sprint(mt.Shape) != fmt.Sprint(bt.Shape) {
+				want := slices.Clone(bt.Shape)
+				if strings.Contains(name, "embed_tokens") || strings.Contains(name, "lm_head") {
+					want[0] = rows // the tokenizer_source's vocabulary, or the base's
+				}
+				if !ok || !slices.Equal(mt.Shape, want) {
 					t.Fatalf("tensor %q missing or of another shape", name)
 				}
 			}
@@ -560,7 +577,7 @@ compute_dtype: bfloat16
 		t.Error("the bf16 compute wrote the float32 compute's tensors")
 	}
 	_, errOut, code := tiesmm(t, dir, "merge", "--base", "demo/base", "--model", "demo/ft1", "--compute-dtype", "bf16", "refused")
-	if code == 0 || !strings.Contains(errOut, "compute_dtype: bfloat16 covers linear and task_arithmetic only") {
+	if code == 0 || !strings.Contains(errOut, "compute_dtype: bfloat16 covers linear, task_arithmetic, slerp, nuslerp and multislerp only") {
 		t.Errorf("ties with --compute-dtype bf16: exit %d, %s", code, errOut)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "refused")); !os.IsNotExist(err) {

@@ -291,7 +291,7 @@ func writeMergeReport(ctx context.Context, path string, p *merge.Plan, sum *merg
 	if asked := sum.AskedFor(p); asked != nil {
 		f.Kept, f.Asked = sum.Kept, asked
 	}
-	if p.Method.Trim || p.Method.Vote.Consensus != kernels.ConsensusNone {
+	if p.Method.Votes() {
 		v := sum.Votes
 		f.Votes = &v
 	}

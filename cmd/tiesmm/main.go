@@ -22,6 +22,7 @@ import (
 type cli struct {
 	Merge      mergeCmd      `cmd:"" help:"Merge fine-tunes of a base model (a mergekit YAML config, or flags)."`
 	Inspect    inspectCmd    `cmd:"" help:"Measure the interference between fine-tunes before merging them: sign conflicts, trimmed mass, overlap, cosine."`
+	EMRApply   emrApplyCmd   `cmd:"" name:"emr-apply" help:"Write one task's model from an EMR merge's output (merge --method emr)."`
 	Synth      synthCmd      `cmd:"" help:"Write seeded synthetic checkpoints (a base and fine-tunes) for demos, tests and benchmarks."`
 	Bench      benchCmd      `cmd:"" help:"Measure the merge kernels this CPU can run."`
 	CPU        cpuCmd        `cmd:"" name:"cpu" help:"Print the CPU's features, caches and the kernels chosen."`

@@ -87,6 +87,7 @@ func TestPeakRSSProperty(t *testing.T) {
 		{"--method", "breadcrumbs", "--density", "0.3"},
 		{"--method", "della", "--density", "0.5"},
 		{"--method", "model_stock"},
+		{"--method", "emr", "--materialize", "all"},
 	}
 	blocks := []int{0, 1, 2, 3, 5, 7, 33, 127, 1000, 4096, 65536}
 	bounds := []int64{64 << 20, 96 << 20, 160 << 20, 256 << 20, 512 << 20}

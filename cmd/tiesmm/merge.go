@@ -33,20 +33,21 @@ type mergeCmd struct {
 	Lambda    string    `group:"method" help:"Scale of the merged task vector."`
 	Gamma     string    `group:"method" help:"Breadcrumbs: fraction of the largest |τ| dropped."`
 	Epsilon   string    `group:"method" help:"DELLA: half-width of the keep-probability range."`
-	Rescale   string    `group:"method" help:"DARE/DELLA: make up for dropped values by L1 norm (true, l1), by 1/p (inverse), or not (false)." enum:",true,false,l1,inverse" default:""`
+	Rescale   string    `group:"method" help:"DARE/DELLA: make up for dropped values by L1 norm (true, l1), by 1/p (inverse), or not (false); emr: rescalers from per-tensor means (mean) or whole-model sums (l1)." enum:",true,false,l1,inverse,mean" default:""`
 	Seed      uint64    `group:"method" help:"Seed of the random methods (DARE, DELLA): same seed, same bytes." default:"0"`
 	Consensus string    `group:"method" help:"Sign election: sum of values or count of signs." enum:",sum,count" default:""`
 	Aggregate string    `group:"method" help:"How agreeing values combine." enum:",mean,sum,max" default:""`
 	Normalize string    `group:"method" help:"Divide by the agreeing weights (true) or not (false)." enum:",true,false" default:""`
 	TopK      string    `group:"method" name:"topk" help:"Whole-model threshold: exact, or approx (the high-bits histogram only: keeps up to one histogram bin more)." enum:",exact,approx" default:""`
 	TwoPass   bool      `group:"method" name:"two-pass" help:"Find exact thresholds with full histogram passes instead of one sampled pass with a spill."`
-	Compute   string    `group:"method" name:"compute-dtype" help:"Arithmetic: float32 (default: one rounding at the end) or bfloat16 (every step rounded to bf16, as mergekit with dtype: bfloat16; linear and task_arithmetic only)."`
+	Compute   string    `group:"method" name:"compute-dtype" help:"Arithmetic: float32 (default: one rounding at the end) or bfloat16 (every step rounded to bf16, as mergekit with dtype: bfloat16; linear, task_arithmetic, slerp, nuslerp and multislerp)."`
 	T         string    `group:"method" name:"t" help:"slerp: where between the base (0) and the model (1); nearswap: where the model is within t of the base, its value is taken."`
 	SceTopK   string    `group:"method" name:"select-topk" help:"sce: fraction of elements kept, those whose task vectors vary most across models."`
 
 	OutDType     string   `group:"output" name:"out-dtype" help:"Output dtype: bfloat16 (bf16), float16 (fp16, half) or float32 (fp32); torch.* names too (default: the base's)."`
 	OutShardSize ByteSize `group:"output" name:"out-shard-size" help:"Largest output shard, at least 1MiB; a tensor larger than this gets a shard of its own." default:"5GB"`
 	Force        bool     `group:"output" help:"Replace an existing output directory that holds a model (and nothing else)."`
+	Materialize  string   `group:"output" help:"emr: also write task NAME's model (or all of them) as OUT/task-NAME, in the same run." placeholder:"all|NAME"`
 
 	MaxMemory ByteSize `group:"resources" name:"max-memory" help:"Bound on the process's resident memory, above 0; block size and workers follow from it." default:"2GiB"`
 	Threads   int      `group:"resources" help:"Workers (default: one per core)."`
@@ -190,6 +191,7 @@ func (m *mergeCmd) Run(ctx context.Context, k *kong.Context) error {
 	if err != nil {
 		return err
 	}
+	merge.PrintWarnings(os.Stderr, sum.Warnings[len(plan.Warnings):]) // found while merging
 	if m.Report != "" {
 		if err := writeMergeReport(ctx, m.Report, plan, sum, m.Quiet); err != nil {
 			return err
@@ -238,7 +240,8 @@ func (m *mergeCmd) plan() (*config.Config, *merge.Plan, error) {
 	opts := merge.Options{
 		Base: c.BaseModel, Out: out, Force: m.Force, OutDType: c.OutputDType(),
 		ShardBytes: int64(m.OutShardSize), MaxMemory: int64(m.MaxMemory), Threads: m.Threads,
-		BlockElems: m.BlockSize, Kernels: ks, TwoPass: m.TwoPass,
+		BlockElems: m.BlockSize, Kernels: ks, TwoPass: m.TwoPass, Materialize: m.Materialize,
+		Vocab: merge.VocabOptions{Source: c.TokenizerSource, PadTo: c.PadToMultipleOf, BaseModel: c.BaseModel},
 	}
 	for _, e := range c.Models {
 		opts.Models = append(opts.Models, e.Path)

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/tiesmm/tiesmm/internal/units"
-	"github.com/tiesmm/tiesmm/kernels"
 	"github.com/tiesmm/tiesmm/merge"
 )
 
@@ -32,6 +31,14 @@ type jsonSummary struct {
 	Reclaimed        []string        `json:"reclaimed"`
 	ReclaimedBytes   int64           `json:"reclaimed_bytes"`
 	Warnings         []merge.Warning `json:"warnings"`
+	EMR              []emrTaskReport `json:"emr_tasks,omitempty"`
+}
+
+// emrTaskReport is one task of an EMR merge and its rescaler.
+type emrTaskReport struct {
+	Name     string  `json:"name"`
+	Model    string  `json:"model"`
+	Rescaler float32 `json:"rescaler"`
 }
 
 type modelReport struct {
@@ -70,9 +77,14 @@ func newJSONSummary(p *merge.Plan, s *merge.Summary) jsonSummary {
 		}
 		r.Models = append(r.Models, m)
 	}
-	if p.Method.Trim || p.Method.Vote.Consensus != kernels.ConsensusNone {
+	if p.Method.Votes() {
 		v := s.Votes
 		r.Votes = &voteReport{Positive: v.Positive, Negative: v.Negative, Conflicts: v.Conflicts, ZeroSums: v.ZeroSum}
+	}
+	if s.EMR != nil {
+		for _, t := range s.EMR.Tasks {
+			r.EMR = append(r.EMR, emrTaskReport{Name: t.Name, Model: t.Model, Rescaler: t.Rescaler})
+		}
 	}
 	return r
 }
@@ -90,7 +102,11 @@ func printSummary(w io.Writer, p *merge.Plan, s *merge.Summary) {
 	if p.Method.Preset != "" {
 		what += " (" + p.Method.Preset + " preset)"
 	}
-	fmt.Fprintf(w, "Merged %d model(s) into %s with %s in %s.\n", len(p.Opts.Models), p.Opts.Out, what, shortDuration(s.Elapsed))
+	if len(p.Opts.Models) == 0 {
+		fmt.Fprintf(w, "Wrote the base into %s (%s of the base alone) in %s.\n", p.Opts.Out, what, shortDuration(s.Elapsed))
+	} else {
+		fmt.Fprintf(w, "Merged %d model(s) into %s with %s in %s.\n", len(p.Opts.Models), p.Opts.Out, what, shortDuration(s.Elapsed))
+	}
 	fmt.Fprintf(w, "  read     %s at %s/s; wrote %s\n", units.FormatDecimal(s.InputBytes), units.FormatDecimal(int64(float64(s.InputBytes)/max(s.Elapsed.Seconds(), 1e-9))), units.FormatDecimal(s.OutputBytes))
 	bound := fmt.Sprintf("the plan's bound %s", units.FormatBinary(p.MemoryBound))
 	if p.Opts.MaxMemory > 0 {
@@ -111,13 +127,22 @@ func printSummary(w io.Writer, p *merge.Plan, s *merge.Summary) {
 				units.FormatCount(int64(s.Kept[i])), units.FormatCount(int64(p.Merged)), percent(s.Kept[i], uint64(p.Merged)), units.FormatCount(int64(asked[i])))
 		}
 	}
-	if p.Method.Trim || p.Method.Vote.Consensus != kernels.ConsensusNone {
+	if p.Method.Votes() {
 		v := s.Votes
 		elected := uint64(v.Positive + v.Negative)
 		fmt.Fprintf(w, "  signs    %s values elected a sign by vote: %s positive, %s negative\n",
 			units.FormatCount(int64(elected)), units.FormatCount(int64(v.Positive)), units.FormatCount(int64(v.Negative)))
 		fmt.Fprintf(w, "           %s (%s) had models pulling both ways: only those agreeing with the vote were merged\n",
 			units.FormatCount(int64(v.Conflicts)), percent(uint64(v.Conflicts), elected))
+	}
+	if s.EMR != nil {
+		for i, t := range s.EMR.Tasks {
+			label := "  tasks   "
+			if i > 0 {
+				label = "          "
+			}
+			fmt.Fprintf(w, "%s %s (%s): rescaler %v\n", label, t.Name, t.Model, t.Rescaler)
+		}
 	}
 	if len(s.Reclaimed) > 0 {
 		names := make([]string, len(s.Reclaimed))

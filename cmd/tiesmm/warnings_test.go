@@ -50,7 +50,7 @@ func TestCLIWarnVocabCut(t *testing.T) {
 		t.Fatalf("%d warnings, want 2 (embed_tokens and lm_head):\n%s", len(lines), errOut)
 	}
 	for i, name := range []string{"model.embed_tokens.weight", "lm_head.weight"} {
-		want := `warning: in/ft1: tensor "` + name + `": rows 32–37 (6 added tokens) are dropped: the base has 32`
+		want := `warning: in/ft1: tensor "` + name + `": rows 32–37 (6 added tokens) are dropped: every input is cut to the 32×`
 		if !strings.HasPrefix(lines[i], want) || !strings.Contains(lines[i], "tokenizer_source") {
 			t.Errorf("warning %d:\n%s\nwant it to start with\n%s", i, lines[i], want)
 		}
