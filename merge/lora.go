@@ -2,6 +2,7 @@ package merge
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -268,6 +269,24 @@ func (r *run) adaptedFiles(ji int, fs []*mappedFile) []*mappedFile {
 		}
 	}
 	return fs
+}
+
+// checkAdaptedRows refuses an adapted tensor whose rows a row view
+// realigns (a tokenizer_source, or embeddings of different sizes cut to
+// the common ones): the view reads rows as stored, without the adapter.
+func (p *Plan) checkAdaptedRows() error {
+	var errs []error
+	for _, j := range p.Jobs {
+		if j.Rows == nil {
+			continue
+		}
+		for _, t := range append([]*mmapio.Tensor{j.Base}, j.Models...) {
+			if a := p.adapted[t]; a != nil {
+				errs = append(errs, fmt.Errorf("%s: tensor %q: adapted by this LoRA adapter, but its rows are realigned (a tokenizer_source, or embeddings of different sizes): not supported", a.mod.A.File, j.Name))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // releaseFactors drops the pages of job ji's LoRA factors, as releaseJob

@@ -401,3 +401,28 @@ func TestLoraMemoryBound(t *testing.T) {
 		t.Errorf("the adapter adds %d bytes to the bound, want at least %d", got, want)
 	}
 }
+
+// An adapted output head whose rows the merge realigns (cut to another
+// model's narrower head) is refused before any work.
+func TestLoraRealignedRows(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	dir := t.TempDir()
+	head := func(rows, cols int) testTensor {
+		return testTensor{name: "lm_head.weight", shape: []int64{int64(rows), int64(cols)}, dt: kernels.F32, vals: randomVals(r, rows*cols, kernels.F32, 1)}
+	}
+	base, ft := filepath.Join(dir, "base"), filepath.Join(dir, "ft")
+	writeModel(t, base, []testTensor{head(10, 8)}, 0)
+	writeModel(t, ft, []testTensor{head(12, 6)}, 0)
+	adapter := filepath.Join(dir, "adapter")
+	writeAdapter(t, adapter, `{"r": 2, "lora_alpha": 4, "target_modules": ["lm_head"]}`, []testTensor{
+		{name: "base_model.model.lm_head.lora_A.weight", shape: []int64{2, 8}, dt: kernels.F32, vals: randomVals(r, 16, kernels.F32, 1)},
+		{name: "base_model.model.lm_head.lora_B.weight", shape: []int64{10, 2}, dt: kernels.F32, vals: randomVals(r, 20, kernels.F32, 1)},
+	})
+	opts := Options{Base: base, Models: []string{base + "+" + adapter, ft}, Out: filepath.Join(dir, "out")}
+	_, err := NewPlan(opts, newMethod(t, "task_arithmetic", ""), func(string, int, int) (TensorParams, error) {
+		return uniformParams(1, ones(2), 1)(""), nil
+	})
+	if err == nil || !strings.Contains(err.Error(), `tensor "lm_head.weight": adapted by this LoRA adapter, but its rows are realigned`) {
+		t.Fatalf("error %v, want the realigned rows refused", err)
+	}
+}

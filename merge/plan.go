@@ -317,6 +317,9 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	if err := p.checkAdaptedRows(); err != nil {
+		return nil, err
+	}
 	if err := p.sizeTrim(); err != nil {
 		return nil, err
 	}
