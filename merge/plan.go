@@ -270,16 +270,8 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 	if err := checkExtras(p.Base.Dir); err != nil {
 		return nil, fmt.Errorf("base model: %w", err)
 	}
-	for i, path := range opts.Models {
-		md, err := p.openInput(path, opts.Base, i+1)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("model %d: %w", i+1, err))
-			continue
-		}
-		p.Models = append(p.Models, md)
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	if err := p.openModels(); err != nil {
+		return nil, err
 	}
 	if err := p.checkOutput(); err != nil {
 		errs = append(errs, err)
@@ -314,10 +306,8 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 			p.Jobs = append(p.Jobs, job)
 		}
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	if err := p.checkAdaptedRows(); err != nil {
+	errs = append(errs, p.checkAdaptedRows())
+	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	if err := p.sizeTrim(); err != nil {
@@ -346,6 +336,21 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// openModels opens every model (a model, BASE+ADAPTER or an adapter
+// folder), reporting every one that fails.
+func (p *Plan) openModels() error {
+	var errs []error
+	for i, path := range p.Opts.Models {
+		md, err := p.openInput(path, p.Opts.Base, i+1)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("model %d: %w", i+1, err))
+			continue
+		}
+		p.Models = append(p.Models, md)
+	}
+	return errors.Join(errs...)
 }
 
 func (p *Plan) checkOutput() error {
