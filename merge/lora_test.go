@@ -199,10 +199,10 @@ func TestLoraMatchesReference(t *testing.T) {
 // Every method merges BASE+ADAPTER as it merges a model holding W + s·B·A
 // as float32: the same bytes, whatever the workers, blocks and kernels.
 func TestLoraMergesAsItsModel(t *testing.T) {
-	for _, name := range []string{"ties", "ties-paper", "task_arithmetic", "dare_ties", "slerp", "karcher", "sce"} {
+	for _, name := range []string{"ties", "ties-paper", "task_arithmetic", "dare_ties", "della", "breadcrumbs", "linear", "slerp", "karcher", "multislerp", "sce", "nearswap", "arcee_fusion"} {
 		t.Run(name, func(t *testing.T) {
 			method, preset, _ := strings.Cut(name, "-")
-			if strings.HasSuffix(name, "ties") {
+			if strings.HasSuffix(name, "ties") || name == "della" {
 				preset = "mergekit"
 			}
 			m := newMethod(t, method, preset)
