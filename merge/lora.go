@@ -31,12 +31,12 @@ type AdapterUse struct {
 // adapted is one input's tensor with a LoRA module applied: the tensor the
 // job reads (W as stored) and what turns it into W'.
 type adapted struct {
-	input      int // 0: the base, i: model i (its scratch buffer)
-	w          *mmapio.Tensor
-	wdt        kernels.DType
-	mod        *lora.Module
-	adt, bdt   kernels.DType
-	rows, cols int64 // of W as stored
+	input    int // 0: the base, i: model i (its scratch buffer)
+	w        *mmapio.Tensor
+	wdt      kernels.DType
+	mod      *lora.Module
+	adt, bdt kernels.DType
+	cols     int64 // W's columns as stored
 }
 
 // tileCols is how many columns of a row a worker sums at once: the row's
@@ -77,7 +77,7 @@ func (p *Plan) openInput(ref, mergeBase string, input int) (*mmapio.Model, error
 		wdt, _ := floatDType(t.DType)
 		adt, _ := floatDType(m.A.DType)
 		bdt, _ := floatDType(m.B.DType)
-		p.adapted[t] = &adapted{input: input, w: t, wdt: wdt, mod: m, adt: adt, bdt: bdt, rows: t.Shape[0], cols: t.Shape[1]}
+		p.adapted[t] = &adapted{input: input, w: t, wdt: wdt, mod: m, adt: adt, bdt: bdt, cols: t.Shape[1]}
 	}
 	p.Adapters = append(p.Adapters, AdapterUse{Input: input, Model: md.Path, Adapter: ad, Tensors: len(ad.Modules)})
 	return md, nil
