@@ -43,7 +43,11 @@ func (c *Config) Explain(w io.Writer, tensors []string, layers int) error {
 	}
 	for _, k := range switches {
 		v, _ := c.Parameters[k].Eval("", 0)
-		head += "  " + k + ": " + cell(v, true)
+		val := cell(v, true)
+		if p := c.Parameters[k]; p.Kind == KindGradient {
+			val = fmt.Sprint(p.Gradient) // a list setting (pcb's clip), not a gradient
+		}
+		head += "  " + k + ": " + val
 	}
 	if _, err := fmt.Fprintln(w, head); err != nil {
 		return err

@@ -89,7 +89,7 @@ var specs = map[string]paramSpec{
 var (
 	methodOrder = []string{"task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
 		"breadcrumbs_ties", "della", "della_linear", "linear", "model_stock", "multislerp", "karcher",
-		"nearswap", "sce", "arcee_fusion", "slerp", "nuslerp", "emr"}
+		"nearswap", "sce", "arcee_fusion", "slerp", "nuslerp", "emr", "pcb"}
 	tiesSwitches = []string{"preset", "consensus", "aggregate"}
 	methodParams = map[string][]string{
 		"task_arithmetic":  {"weight", "lambda", "normalize", "int8_mask"},
@@ -110,6 +110,7 @@ var (
 		"slerp":            {"t"},
 		"nuslerp":          {"weight", "nuslerp_flatten", "nuslerp_row_wise"},
 		"emr":              {"rescale", "int8_mask"},
+		"pcb":              {"weight", "ratio", "clip", "lambda", "scope", "inter"},
 	}
 	// mergekit methods tiesmm does not implement, to say so instead of "unknown".
 	mergekitOnly = []string{"passthrough",
@@ -158,6 +159,9 @@ func (c *Config) ValidateWith(stat func(name string) (fs.FileInfo, error)) error
 		}
 		if c.Method == "multislerp" {
 			c.validateMultislerp(v)
+		}
+		if c.Method == "pcb" {
+			c.validatePCB(v)
 		}
 	}
 	for _, d := range []struct {
@@ -220,6 +224,8 @@ func (c *Config) validateMethod(v *errList) bool {
 		v.add(c.lines.models, "%s needs at least one model besides the base model", c.Method)
 	case c.Method == "model_stock" && n < 2:
 		v.add(c.lines.models, "model_stock needs at least two models besides the base model (it measures the angle between their task vectors)")
+	case c.Method == "pcb" && n < 2:
+		v.add(c.lines.models, "pcb needs at least two models besides the base model (it balances each task against the others), got %d", n)
 	case (c.Method == "nearswap" || c.Method == "arcee_fusion") && n != 1:
 		v.add(c.lines.models, "%s needs exactly one model besides the base model, not %d (it compares the two)", c.Method, n)
 	}

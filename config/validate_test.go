@@ -155,12 +155,12 @@ func TestValidatePaths(t *testing.T) {
 }
 
 func TestKnown(t *testing.T) {
-	if got := strings.Join(KnownMethods(), " "); got != "task_arithmetic ties dare_ties dare_linear breadcrumbs breadcrumbs_ties della della_linear linear model_stock multislerp karcher nearswap sce arcee_fusion slerp nuslerp emr" {
+	if got := strings.Join(KnownMethods(), " "); got != "task_arithmetic ties dare_ties dare_linear breadcrumbs breadcrumbs_ties della della_linear linear model_stock multislerp karcher nearswap sce arcee_fusion slerp nuslerp emr pcb" {
 		t.Errorf("KnownMethods = %s", got)
 	}
 	for _, m := range KnownMethods() {
 		ps := KnownParams(m)
-		if !contains(ps, "int8_mask") && m != "slerp" && m != "nuslerp" {
+		if !contains(ps, "int8_mask") && m != "slerp" && m != "nuslerp" && m != "pcb" {
 			t.Errorf("%s does not accept int8_mask", m)
 		}
 		for _, p := range ps {

@@ -211,7 +211,7 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 		}
 		sum.Votes.Add(w.votes)
 	}
-	sum.Warnings = slices.Clone(p.Warnings)
+	sum.Warnings = append(slices.Clone(p.Warnings), sum.Warnings...) // the plan's, then the merge's
 	if p.Method.GlobalMajority {
 		sum.Majority = 1
 		// The paper: sign(Σ elected signs); a zero total leaves the sign 0,

@@ -81,7 +81,7 @@ type Method struct {
 	// Sphere: multislerp or karcher, from the inputs' Gram matrix (gram.go).
 	Sphere Sphere
 	// OwnPath, if not PathCopy, is the path of a method that neither votes
-	// nor trims: nearswap, sce, arcee_fusion.
+	// nor trims: nearswap, sce, arcee_fusion, pcb.
 	OwnPath Path
 	// Vote carries consensus, aggregate and weighting; its Weights are
 	// filled per tensor.
@@ -100,6 +100,8 @@ type Method struct {
 	// each vector a tensor or, for nuslerp, a row or column (SlerpAxis).
 	Slerp     SlerpKind
 	SlerpAxis SlerpAxis
+	// PCB: PCB-Merging's settings (pcb.go).
+	PCB PCB
 }
 
 // Votes reports whether the method elects a sign per element and merges
@@ -145,6 +147,8 @@ func NewMethod(name, preset string) (Method, Defaults, error) {
 		m.OwnPath = PathArceeFusion
 	case "emr":
 		m.OwnPath, m.Rescale, m.Vote = PathEMR, RescaleMean, linear
+	case "pcb":
+		m.OwnPath, m.PCB = PathPCB, defaultPCB()
 	case "slerp":
 		m.Slerp = SlerpPair
 	case "nuslerp":

@@ -47,6 +47,9 @@ func checkOwnModels(m Method, n int) error {
 	if (m.OwnPath == PathNearSwap || m.OwnPath == PathArceeFusion) && n != 1 {
 		return fmt.Errorf("%s needs exactly one fine-tuned model besides the base, not %d", m.Name, n)
 	}
+	if m.OwnPath == PathPCB && n < 2 {
+		return fmt.Errorf("pcb needs at least two fine-tuned models besides the base, not %d", n)
+	}
 	return nil
 }
 
@@ -113,6 +116,8 @@ func encodeValues(out []byte, dt kernels.DType, vals []float32) {
 // and a row's exponentials.
 func (p *Plan) ownWorkerBytes(b int64) int64 {
 	switch p.Method.OwnPath {
+	case PathPCB:
+		return pcbWorkerBytes(int64(len(p.Models)), b)
 	case PathSCE:
 		return histBytes + 28*b + int64(len(p.Models))*sumBytes
 	case PathArceeFusion:

@@ -40,6 +40,15 @@ var ownMethodCases = []methodCase{
 		tp := ownParamsFor(n, math.NaN(), 1)
 		return func(string) TensorParams { return tp }
 	}},
+	{"pcb", method("pcb", "", nil), func(r *rand.Rand, n int) func(string) TensorParams {
+		tp := ownParamsFor(n, math.NaN(), 1)
+		return func(string) TensorParams { return tp }
+	}},
+	{"pcb-tensor", method("pcb", "", func(m *Method) { m.PCB.Scope, m.PCB.Inter = ScopeTensor, InterPairwise }),
+		func(r *rand.Rand, n int) func(string) TensorParams {
+			tp := ownParamsFor(n, math.NaN(), 1)
+			return func(string) TensorParams { return tp }
+		}},
 }
 
 // ownModels is the number of models a test of method name merges: one for

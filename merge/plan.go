@@ -165,6 +165,9 @@ func (p *Plan) Passes() []string {
 			ps = append(ps, passLow)
 		}
 	}
+	if m.OwnPath == PathPCB && m.PCB.Scope == ScopeModel {
+		ps = append(ps, passHigh, passLow, "select: β high-bits histogram and maximum", "select: β low-bits histogram")
+	}
 	var per []string
 	if m.Trim && p.trims() && m.Scope == ScopeTensor {
 		per = append(per, "|τ| select (a sample, then one pass, or none where the sample puts each threshold on a tie group; radix histograms for small tensors)")
@@ -183,6 +186,9 @@ func (p *Plan) Passes() []string {
 	}
 	if m.OwnPath == PathArceeFusion {
 		per = append(per, "importance quartiles (radix histograms)")
+	}
+	if m.OwnPath == PathPCB && m.PCB.Scope == ScopeTensor {
+		per = append(per, "|τ| clip bounds and β drop thresholds (radix histograms)")
 	}
 	if m.Slerp != SlerpNone && p.slerpSums() {
 		per = append(per, "norms and dot products")
@@ -311,6 +317,9 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 		return nil, err
 	}
 	if err := p.sizeTrim(); err != nil {
+		return nil, err
+	}
+	if err := p.checkPCB(); err != nil {
 		return nil, err
 	}
 	if p.coarseInputs() {
@@ -685,7 +694,7 @@ func (p *Plan) blocksAtOnce(block, workers int) (model, tensor int64) {
 	for _, c := range solo[max(0, len(solo)-workers):] {
 		side += c
 	}
-	if !(m.Trim && m.Scope == ScopeModel) {
+	if !(m.Trim && m.Scope == ScopeModel) && !(m.OwnPath == PathPCB && m.PCB.Scope == ScopeModel) {
 		model = 0
 	}
 	return model, max(tensor, side)
@@ -809,7 +818,7 @@ func (p *Plan) sizeMemory() error {
 	p.BlockElems, p.Workers, p.LowsBytes = block, workers, lows
 	var mapped int64
 	p.MemoryBound, mapped = p.need(workers, block, lows)
-	if m := p.Method; m.Trim && m.Scope == ScopeTensor {
+	if m := p.Method; m.Trim && m.Scope == ScopeTensor || m.OwnPath == PathPCB && m.PCB.Scope == ScopeTensor {
 		p.HotBytes = maxHotBytes
 		if maxMem > 0 {
 			p.HotBytes = max(0, min(maxHotBytes, maxMem/4, maxMem-p.MemoryBound))

@@ -46,6 +46,9 @@ func Recipe(c *config.Config) (Method, Resolver, error) {
 	if err := slerpRecipe(c, &m, top); err != nil {
 		return Method{}, nil, err
 	}
+	if err := pcbRecipe(c, &m); err != nil {
+		return Method{}, nil, err
+	}
 	n := len(c.Models)
 	resolve := func(tensor string, layer, layers int) (TensorParams, error) {
 		tp := TensorParams{Density: make([]float64, n), Weights: make([]float32, n), Weights64: make([]float64, n),

@@ -17,6 +17,9 @@ func (m Method) Describe() string {
 	if m.OwnPath == PathEMR {
 		return "emr: U = γ·max |τ| of the tasks agreeing with γ = sign Σ τ (−1 at 0); a mask and a rescaler per task"
 	}
+	if m.OwnPath == PathPCB {
+		return m.describePCB()
+	}
 	if !m.Trim {
 		if m.Vote.DivideByWeights {
 			return m.Name + ": Σ w·τ / Σ w"

@@ -54,11 +54,14 @@ const (
 	// PathEMR: EMR-Merging's pass, which writes the unified task vector and
 	// the masks (emr.go); integer tensors wait for the tasks' models.
 	PathEMR
+	// PathPCB: PCB-Merging's selects of clip bounds and drop thresholds
+	// (over the whole model first, or per tensor), then the merge (pcb.go).
+	PathPCB
 	numPaths
 )
 
 var pathNames = [numPaths]string{"copy", "plain", "model-stock", "single-pass", "model-radix", "speculate", "sampled", "radix",
-	"gram", "nearswap", "sce", "arcee-fusion", "slerp", "emr"}
+	"gram", "nearswap", "sce", "arcee-fusion", "slerp", "emr", "pcb"}
 
 func (p Path) String() string { return pathNames[p] }
 

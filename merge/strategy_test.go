@@ -44,6 +44,7 @@ func traceMatches(s Strategy, steps []string) bool {
 		PathArceeFusion: "arcee-fusion",
 		PathSlerp:       "slerp-(sums slerp-merge|rows)",
 		PathEMR:         "emr",
+		PathPCB:         "pcb-select pcb-merge",
 	}[s.Path]
 	return regexp.MustCompile("^" + pattern + "$").MatchString(strings.Join(steps, " "))
 }

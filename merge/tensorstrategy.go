@@ -79,6 +79,8 @@ func (r *run) newStrategies() {
 			s = newSlerpTensors(len(r.ws))
 		case PathEMR:
 			s = newEMRTensors(r)
+		case PathPCB:
+			s = newPCB(len(r.ws), len(r.p.Models), r.stride)
 		}
 		built[p] = s
 		return s

@@ -271,3 +271,55 @@ func Exact(k uint64, hi uint32, aboveHi uint64, low *Hist) (Threshold, error) {
 func Approx(hi uint32, aboveHi uint64, high *Hist) Threshold {
 	return Threshold{Bits: hi << 16, Greater: aboveHi, Equal: high.Count(hi)}
 }
+
+// Order statistics of signed values (PCB-Merging's β) use the same
+// histograms on ordered keys: 32-bit patterns that order like the values.
+
+// canonicalNaN is the key of every NaN, whatever its sign and payload:
+// above +Inf, as a sort places NaN last.
+const canonicalNaN = math.MaxUint32
+
+// OrderedKey maps x to a key that orders like x: negative patterns have
+// every bit flipped, positive ones the sign bit set. −0 takes +0's key (the
+// two are equal), and every NaN takes one key above +Inf.
+func OrderedKey(x float32) uint32 {
+	b := math.Float32bits(x)
+	switch {
+	case x != x:
+		return canonicalNaN
+	case b == 1<<31: // −0
+		return 1 << 31
+	case b&(1<<31) != 0:
+		return ^b
+	}
+	return b | 1<<31
+}
+
+// OrderedValue is the value of an ordered key (a NaN for canonicalNaN).
+func OrderedValue(k uint32) float32 {
+	if k&(1<<31) != 0 {
+		return math.Float32frombits(k &^ (1 << 31))
+	}
+	return math.Float32frombits(^k)
+}
+
+// AddOrderedHigh counts each x by the high 16 bits of its ordered key, and
+// returns the largest key (0 for no x).
+func (h *Hist) AddOrderedHigh(xs []float32) (largest uint32) {
+	for _, x := range xs {
+		k := OrderedKey(x)
+		h.Inc(k >> 16)
+		largest = max(largest, k)
+	}
+	return largest
+}
+
+// AddOrderedLow counts, for each x whose ordered key's high 16 bits equal
+// hi, the key's low 16 bits.
+func (h *Hist) AddOrderedLow(xs []float32, hi uint32) {
+	for _, x := range xs {
+		if k := OrderedKey(x); k>>16 == hi {
+			h.Inc(k & 0xffff)
+		}
+	}
+}

@@ -242,3 +242,62 @@ func TestAddHighCountsEveryBin(t *testing.T) {
 		}
 	}
 }
+
+// Ordered keys sort like the values (−0 with +0, NaN last), round-trip, and
+// the two-pass select over them finds every rank's value exactly.
+func TestOrderedSelect(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	xs := []float32{0, float32(math.Copysign(0, -1)), float32(math.Inf(1)), float32(math.Inf(-1)), 0x1p-149, -0x1p-149,
+		float32(math.NaN()), -float32(math.NaN()), 1, -1, 1, 0.5}
+	for range 500 {
+		xs = append(xs, float32(r.NormFloat64()*math.Pow(10, float64(r.IntN(6)-3))))
+	}
+	for _, x := range xs {
+		if x == x && OrderedValue(OrderedKey(x)) != x {
+			t.Fatalf("%v: round trip gives %v", x, OrderedValue(OrderedKey(x)))
+		}
+	}
+	if OrderedKey(float32(math.Copysign(0, -1))) != OrderedKey(0) || OrderedKey(float32(math.NaN())) != OrderedKey(-float32(math.NaN())) {
+		t.Fatal("−0 or a negative NaN has a key of its own")
+	}
+	if v := OrderedValue(OrderedKey(float32(math.NaN()))); v == v {
+		t.Fatalf("the NaN key's value is %v", v)
+	}
+	sorted := slices.Clone(xs)
+	slices.SortFunc(sorted, func(a, b float32) int {
+		switch ka, kb := OrderedKey(a), OrderedKey(b); {
+		case ka < kb:
+			return -1
+		case ka > kb:
+			return 1
+		}
+		return 0
+	})
+	for i := 1; i < len(sorted); i++ {
+		if a, b := sorted[i-1], sorted[i]; a == a && b == b && a > b {
+			t.Fatalf("keys order %v before %v", a, b)
+		}
+	}
+	if last := sorted[len(sorted)-1]; last == last {
+		t.Fatalf("largest key %v, want NaN", last)
+	}
+	for idx := range sorted {
+		k := uint64(len(xs) - idx) // the idx-th smallest is the k-th largest
+		var high, low Hist
+		if top := high.AddOrderedHigh(xs); top != OrderedKey(sorted[len(sorted)-1]) {
+			t.Fatalf("largest key %#x, want %#x", top, OrderedKey(sorted[len(sorted)-1]))
+		}
+		hi, above, err := high.Pick(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		low.AddOrderedLow(xs, hi)
+		th, err := Exact(k, hi, above, &low)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if th.Bits != OrderedKey(sorted[idx]) {
+			t.Fatalf("rank %d: key %#x, want %#x (%v)", idx, th.Bits, OrderedKey(sorted[idx]), sorted[idx])
+		}
+	}
+}

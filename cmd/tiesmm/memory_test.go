@@ -19,7 +19,8 @@ import (
 
 // TestPeakRSSUnderMaxMemory merges inputs four times larger than
 // --max-memory and holds the process's peak resident set to the bound,
-// for the whole-model (single pass, spill) and the per-tensor presets.
+// for the whole-model (single pass, spill) and the per-tensor presets, and
+// for pcb in both scopes.
 func TestPeakRSSUnderMaxMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes and merges 400 MB")
@@ -27,10 +28,14 @@ func TestPeakRSSUnderMaxMemory(t *testing.T) {
 	dir := t.TempDir()
 	mustRun(t, dir, "synth", "--params", "50M", "--models", "3", "--seed", "3", "sets")
 	const bound = 100 << 20 // inputs: 4 × 100 MB
-	for _, preset := range []string{"paper", "mergekit"} {
+	for _, preset := range []string{"paper", "mergekit", "pcb-model", "pcb-tensor"} {
 		out := filepath.Join(dir, "out-"+preset)
-		peak, msg := mergePeak(t, dir, "--preset", preset, "--density", "0.2", "--max-memory", "100MiB",
-			"--base", "sets/base", "--model", "sets/ft1", "--model", "sets/ft2", "--model", "sets/ft3", out)
+		method := []string{"--preset", preset, "--density", "0.2"}
+		if scope, ok := strings.CutPrefix(preset, "pcb-"); ok {
+			method = []string{"--method", "pcb", "--scope", scope}
+		}
+		peak, msg := mergePeak(t, dir, append(method, "--max-memory", "100MiB",
+			"--base", "sets/base", "--model", "sets/ft1", "--model", "sets/ft2", "--model", "sets/ft3", out)...)
 		t.Logf("%s: peak RSS %d MiB, bound %d MiB", preset, peak>>20, bound>>20)
 		if peak > bound {
 			t.Errorf("%s: peak RSS %d MiB over --max-memory %d MiB\n%s", preset, peak>>20, bound>>20, msg)
@@ -88,6 +93,8 @@ func TestPeakRSSProperty(t *testing.T) {
 		{"--method", "della", "--density", "0.5"},
 		{"--method", "model_stock"},
 		{"--method", "emr", "--materialize", "all"},
+		{"--method", "pcb"},
+		{"--method", "pcb", "--scope", "tensor", "--inter", "pairwise"},
 	}
 	blocks := []int{0, 1, 2, 3, 5, 7, 33, 127, 1000, 4096, 65536}
 	bounds := []int64{64 << 20, 96 << 20, 160 << 20, 256 << 20, 512 << 20}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/alecthomas/kong"
@@ -43,6 +44,10 @@ type mergeCmd struct {
 	Compute   string    `group:"method" name:"compute-dtype" help:"Arithmetic: float32 (default: one rounding at the end) or bfloat16 (every step rounded to bf16, as mergekit with dtype: bfloat16; linear, task_arithmetic, slerp, nuslerp and multislerp)."`
 	T         string    `group:"method" name:"t" help:"slerp: where between the base (0) and the model (1); nearswap: where the model is within t of the base, its value is taken."`
 	SceTopK   string    `group:"method" name:"select-topk" help:"sce: fraction of elements kept, those whose task vectors vary most across models."`
+	Ratio     string    `group:"method" help:"pcb: fraction of each task vector kept, in (0, 1]."`
+	Clip      string    `group:"method" help:"pcb: fractions of the smallest and largest |τ| clipped: LO,HI, or one number for both." placeholder:"LO,HI"`
+	Inter     string    `group:"method" help:"pcb: balance across tasks: sum, normsum or pairwise." enum:",sum,normsum,pairwise" default:""`
+	Scope     string    `group:"method" help:"pcb: clip bounds and drop threshold over the whole model or per tensor." enum:",model,tensor" default:""`
 
 	OutDType     string   `group:"output" name:"out-dtype" help:"Output dtype: bfloat16 (bf16), float16 (fp16, half) or float32 (fp32); torch.* names too (default: the base's)."`
 	OutShardSize ByteSize `group:"output" name:"out-shard-size" help:"Largest output shard, at least 1MiB; a tensor larger than this gets a shard of its own." default:"5GB"`
@@ -111,13 +116,14 @@ func (m *mergeCmd) override(c *config.Config) error {
 	if c.Parameters == nil {
 		c.Parameters = config.Params{}
 	}
-	for key, v := range map[string]string{"preset": m.Preset, "trim_scope": m.TrimScope, "consensus": m.Consensus, "aggregate": m.Aggregate} {
+	for key, v := range map[string]string{"preset": m.Preset, "trim_scope": m.TrimScope, "consensus": m.Consensus, "aggregate": m.Aggregate,
+		"inter": m.Inter, "scope": m.Scope} {
 		if v != "" {
 			c.Parameters[key] = config.StringParam(v)
 		}
 	}
 	for key, v := range map[string]string{"density": m.Density, "lambda": m.Lambda, "gamma": m.Gamma, "epsilon": m.Epsilon,
-		"t": m.T, "select_topk": m.SceTopK} {
+		"t": m.T, "select_topk": m.SceTopK, "ratio": m.Ratio} {
 		if v == "" {
 			continue
 		}
@@ -126,6 +132,24 @@ func (m *mergeCmd) override(c *config.Config) error {
 			return usageError{fmt.Errorf("--%s %q: not a number", key, v)}
 		}
 		c.Parameters[key] = config.NumberParam(f)
+	}
+	if m.Clip != "" {
+		var clip []float64
+		for _, s := range strings.Split(m.Clip, ",") {
+			f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+			if err != nil {
+				return usageError{fmt.Errorf("--clip %q: not a number or two numbers LO,HI", m.Clip)}
+			}
+			clip = append(clip, f)
+		}
+		switch len(clip) {
+		case 1:
+			c.Parameters["clip"] = config.NumberParam(clip[0])
+		case 2:
+			c.Parameters["clip"] = config.GradientParam(clip...)
+		default:
+			return usageError{fmt.Errorf("--clip %q: want one number or two, LO,HI", m.Clip)}
+		}
 	}
 	switch m.Rescale {
 	case "":
