@@ -199,7 +199,7 @@ func TestLoraMatchesReference(t *testing.T) {
 // Every method merges BASE+ADAPTER as it merges a model holding W + s·B·A
 // as float32: the same bytes, whatever the workers, blocks and kernels.
 func TestLoraMergesAsItsModel(t *testing.T) {
-	for _, name := range []string{"ties", "ties-paper", "task_arithmetic", "dare_ties", "della", "breadcrumbs", "linear", "slerp", "karcher", "multislerp", "sce", "nearswap", "arcee_fusion"} {
+	for _, name := range []string{"ties", "ties-paper", "task_arithmetic", "dare_ties", "della", "breadcrumbs", "linear", "slerp", "karcher", "multislerp", "sce", "nearswap", "arcee_fusion", "pcb", "model_stock", "nuslerp"} {
 		t.Run(name, func(t *testing.T) {
 			method, preset, _ := strings.Cut(name, "-")
 			if strings.HasSuffix(name, "ties") || name == "della" {
@@ -212,7 +212,11 @@ func TestLoraMergesAsItsModel(t *testing.T) {
 				s := newLoraSet(r, trial == 1, trial == 2)
 				dir := t.TempDir()
 				base, adapter, ref := s.write(t, dir)
-				params := uniformParams(0.5, []float32{0.7}, 1)
+				weights := []float32{0.7}
+				if name == "pcb" || name == "model_stock" || name == "nuslerp" { // two fine-tunes: the float32 model joins
+					weights = append(weights, 0.4)
+				}
+				params := uniformParams(0.5, weights, 1)
 				resolve := func(name string, _, _ int) (TensorParams, error) {
 					tp := params(name)
 					tp.T = 0.3
@@ -220,7 +224,8 @@ func TestLoraMergesAsItsModel(t *testing.T) {
 				}
 				var outs [][]byte
 				for i, model := range []string{base + "+" + adapter, ref} {
-					opts := Options{Base: base, Models: []string{model}, Out: filepath.Join(dir, fmt.Sprint("out", i)),
+					models := []string{model, ref}[:len(weights)]
+					opts := Options{Base: base, Models: models, Out: filepath.Join(dir, fmt.Sprint("out", i)),
 						Kernels: ks[r.IntN(len(ks))], Threads: 1 + r.IntN(3), BlockElems: []int{7, 64, 1000, 0}[r.IntN(4)]}
 					p, err := NewPlan(opts, m, resolve)
 					if err != nil {
