@@ -63,9 +63,9 @@ func (p *Plan) Describe(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "method:   %s\n", p.Method.Describe())
-	fmt.Fprintf(w, "base:     %s (%d files)\n", p.Base.Path, len(p.Base.Files))
+	fmt.Fprintf(w, "base:     %s (%d files)%s\n", p.Base.Path, len(p.Base.Files), p.adapterNote(0))
 	for i, m := range p.Models {
-		fmt.Fprintf(w, "model %d:  %s (%d files)\n", i+1, m.Path, len(m.Files))
+		fmt.Fprintf(w, "model %d:  %s (%d files)%s\n", i+1, m.Path, len(m.Files), p.adapterNote(i+1))
 	}
 	fmt.Fprintf(w, "tensors:  %d (%d merged, %d copied from the base), %d layers\n", len(p.Jobs), len(p.Jobs)-copied, copied, p.Layers)
 	if vm := p.vocab; vm != nil {

@@ -78,8 +78,9 @@ var (
 )
 
 // demo returns a directory holding demo/base and demo/ft1..3 (tiesmm synth,
-// 2M parameters, each fine-tune's tokenizer adding 3 tokens), shared by the
-// tests; they write their outputs elsewhere.
+// 2M parameters, each fine-tune's tokenizer adding 3 tokens) and demo/lora1 (a
+// rank-8 LoRA adapter of the base), shared by the tests; they write their
+// outputs elsewhere.
 func demo(t *testing.T) string {
 	t.Helper()
 	demoOnce.Do(func() {
@@ -87,7 +88,7 @@ func demo(t *testing.T) string {
 		if demoErr != nil {
 			return
 		}
-		cmd := exec.Command(bin, "synth", "--params", "2M", "--added-tokens", "3", "demo")
+		cmd := exec.Command(bin, "synth", "--params", "2M", "--added-tokens", "3", "--lora-rank", "8", "demo")
 		cmd.Dir = demoDir
 		if out, err := cmd.CombinedOutput(); err != nil {
 			demoErr = fmt.Errorf("tiesmm synth: %v\n%s", err, out)
@@ -510,7 +511,7 @@ func TestCLIExamples(t *testing.T) {
 			t.Parallel()
 			out := filepath.Join("out", name)
 			stdout := mustRun(t, dir, "merge", ex, out)
-			votes := slices.Contains([]string{"ties", "ties-paper", "dare_ties", "breadcrumbs_ties", "della"}, name)
+			votes := slices.Contains([]string{"ties", "ties-paper", "ties-lora", "dare_ties", "breadcrumbs_ties", "della"}, name)
 			if got := strings.Contains(stdout, "elected a sign"); got != votes {
 				t.Errorf("summary speaks of a sign vote: %v, want %v (the method votes: %v)\n%s", got, votes, votes, stdout)
 			}
