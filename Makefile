@@ -10,7 +10,7 @@ build:
 	$(GO) build -ldflags "-X main.commit=$$(git rev-parse HEAD 2>/dev/null)$$(git diff --quiet HEAD 2>/dev/null || echo -dirty)" -o $(BIN) ./cmd/tiesmm
 
 demo: build
-	./$(BIN) synth --params 50M --models 3 --seed 1 --force $(DEMO)
+	./$(BIN) synth --params 50M --models 3 --seed 1 --lora-rank 16 --force $(DEMO)
 	./$(BIN) merge --dry-run --force --base $(DEMO)/base --model $(DEMO)/ft1 --model $(DEMO)/ft2 --model $(DEMO)/ft3 --density 0.2 $(DEMO)/merged
 	./$(BIN) merge --force --base $(DEMO)/base --model $(DEMO)/ft1 --model $(DEMO)/ft2 --model $(DEMO)/ft3 --density 0.2 $(DEMO)/merged
 	./$(BIN) merge --force examples/ties.yml $(DEMO)/merged-mergekit

@@ -18,8 +18,10 @@ package config
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/tiesmm/tiesmm/mmapio"
 )
@@ -189,6 +191,20 @@ func (c *Config) OutputDType() string {
 		return c.OutDType
 	}
 	return c.DType
+}
+
+// SplitModelRef splits mergekit's model reference BASE+ADAPTER (a model and
+// a PEFT LoRA adapter folder). A path that exists as written is a path even
+// if it holds a "+".
+func SplitModelRef(ref string) (model, adapter string, ok bool) {
+	if _, err := os.Stat(ref); err == nil {
+		return ref, "", false
+	}
+	model, adapter, ok = strings.Cut(ref, "+")
+	if !ok || model == "" || adapter == "" {
+		return ref, "", false
+	}
+	return model, adapter, true
 }
 
 // samePath reports whether two model paths name the same local path.

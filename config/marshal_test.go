@@ -48,7 +48,7 @@ func roundTrip(t *testing.T, c *Config) []byte {
 
 func demoStat(name string) (fs.FileInfo, error) {
 	switch name {
-	case "demo/base", "demo/ft1", "demo/ft2", "demo/ft3":
+	case "demo/base", "demo/ft1", "demo/ft2", "demo/ft3", "demo/lora1":
 		return fakeInfo{name}, nil
 	}
 	return nil, &fs.PathError{Op: "stat", Path: name, Err: fs.ErrNotExist}

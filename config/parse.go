@@ -36,7 +36,6 @@ var (
 		"modules":               "modules: is not supported by tiesmm; use models: (or slices:)",
 		"tokens":                "tokens: (per-token embedding overrides) is not supported: every token's row follows tokenizer_source's rules",
 		"chat_template":         "chat_template is not supported yet; tiesmm copies the base model's tokenizer files as they are",
-		"lora":                  "LoRA references are not supported yet: merge the adapter into its model first and give that directory",
 		"override_architecture": "override_architecture is not supported: tiesmm merges tensors by name and needs no architecture",
 		"revision":              "revision is for Hugging Face Hub models; tiesmm reads local paths only: download the revision first (huggingface-cli download ORG/NAME --revision REV --local-dir DIR) and use DIR",
 		"residual_weight":       "residual_weight is not supported",
@@ -352,7 +351,7 @@ func (p *parser) modelRef(n *yaml.Node, what string) (string, bool) {
 		p.add(n.Line, "%s has no value", what)
 		return "", false
 	}
-	var path string
+	var path, adapter string
 	var ok bool
 	switch n.Kind {
 	case yaml.MappingNode:
@@ -378,13 +377,18 @@ func (p *parser) modelRef(n *yaml.Node, what string) (string, bool) {
 				} else {
 					path, ok = p.str(f.val, what+".model")
 				}
-			default: // lora, override_architecture
+			case "lora":
+				adapter, _ = p.loraRef(f.val, what+".lora")
+			default: // override_architecture
 				p.add(f.line, "%s: %s", what, unsupportedKeys[f.key])
 			}
 		}
 		if !hasModel {
 			p.add(n.Line, "%s: model is missing (model: PATH)", what)
 			return "", false
+		}
+		if ok && adapter != "" {
+			path += "+" + adapter
 		}
 	default:
 		path, ok = p.str(n, what)
@@ -394,6 +398,22 @@ func (p *parser) modelRef(n *yaml.Node, what string) (string, bool) {
 		return "", false
 	}
 	return path, ok
+}
+
+// loraRef reads a model reference's lora: a path, or {path: string}.
+func (p *parser) loraRef(n *yaml.Node, what string) (string, bool) {
+	if n = p.deref(n); n != nil && n.Kind == yaml.MappingNode {
+		path, ok := "", false
+		for _, g := range p.fields(n, what, pathKeys) {
+			if g.key == "path" {
+				path, ok = p.str(g.val, what+".path")
+			} else {
+				p.add(g.line, "%s: %s", what, unsupportedKeys["revision"])
+			}
+		}
+		return path, ok
+	}
+	return p.str(n, what)
 }
 
 func (p *parser) models(n *yaml.Node) []ModelEntry {

@@ -456,6 +456,11 @@ func breakpoints(a, b []float64) []float64 {
 var hubName = regexp.MustCompile(`^([A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)(@[A-Za-z0-9._/-]+)?$`)
 
 func checkPath(v *errList, stat func(string) (fs.FileInfo, error), what, path string, line int) {
+	if model, adapter, ok := SplitModelRef(path); ok {
+		checkPath(v, stat, what, model, line)
+		checkPath(v, stat, what+" adapter", adapter, line)
+		return
+	}
 	_, err := stat(path)
 	if err == nil {
 		return

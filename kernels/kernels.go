@@ -197,6 +197,13 @@ type Set struct {
 	// there are (more than len(list) when they do not fit). The radix
 	// select takes a bin's low-bit histogram from such a list.
 	LowBits func(tau []float32, list []uint32) (count int)
+
+	// LowRank sets acc[j] = Σₖ l[k]·r[k·stride+j] for j < len(acc): the
+	// columns of one row of a low-rank product (a LoRA delta). The sum runs
+	// over k = 0, 1, …, len(l)−1 from the first product, every product and
+	// sum rounded to float32, so a value does not depend on how the
+	// columns are split into calls.
+	LowRank func(acc, l, r []float32, stride int)
 }
 
 // TiesBlock is one block of a fused TIES merge (Set.Ties). The block has

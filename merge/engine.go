@@ -83,11 +83,12 @@ type worker struct {
 	votes          kernels.VoteStats
 	// The scratch the strategies share, declared with its code; a
 	// strategy's own is in its type, per worker.
-	selectScratch  // the selects' histograms and lists (select.go)
-	sideLists      // a sample's |τ| with low bits (sample.go)
-	zeroSumScratch // the zero sums' columns and records (zerosum.go)
-	runCopies      // copies of sampled runs (reads.go)
-	rowScratch     // rows read through a row view (rowview.go)
+	selectScratch              // the selects' histograms and lists (select.go)
+	sideLists                  // a sample's |τ| with low bits (sample.go)
+	zeroSumScratch             // the zero sums' columns and records (zerosum.go)
+	runCopies                  // copies of sampled runs (reads.go)
+	rowScratch                 // rows read through a row view (rowview.go)
+	lora           loraScratch // materialised blocks of adapted inputs (lora.go)
 }
 
 type run struct {

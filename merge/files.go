@@ -167,12 +167,12 @@ func (r *run) jobFiles(ji int) []*mappedFile {
 	for _, t := range j.Models {
 		fs = append(fs, r.files[t.File])
 	}
-	return fs
+	return r.adaptedFiles(ji, fs)
 }
 
 func (r *run) openFiles() {
 	r.files = map[string]*mappedFile{}
-	for _, md := range r.p.inputs() {
+	for _, md := range append(r.p.inputs(), r.p.adapterFiles()...) {
 		for _, f := range md.Files {
 			if r.files[f] == nil {
 				size, ok := md.FileSizes[f]

@@ -96,6 +96,10 @@ type Plan struct {
 	// HotBytes: a per-tensor trim keeps a tensor of at most this many input
 	// bytes mapped from its first read to its merge (no second page faults).
 	HotBytes int64
+	// Adapters: the inputs given as a model plus a LoRA adapter; adapted:
+	// their tensors that read as W + s·(B·A), by the tensor the job holds.
+	Adapters []AdapterUse
+	adapted  map[*mmapio.Tensor]*adapted
 	// fileBytes: the input files' size, the most of them mapped at once
 	// (0: unknown); heapLimit: the Go heap's share of MaxMemory (0: none).
 	fileBytes, heapLimit int64
@@ -293,7 +297,7 @@ func newPlan(opts Options, m Method, open func(p *Plan) error, jobs func(p *Plan
 	p := &Plan{Opts: opts, Method: m, tuning: defaultTuning()}
 	var errs []error
 	var err error
-	if p.Base, err = mmapio.OpenModel(opts.Base); err != nil {
+	if p.Base, err = p.openInput(opts.Base, "", 0); err != nil {
 		return nil, fmt.Errorf("base model: %w", err)
 	}
 	if p.config, err = readConfig(p.Base.Dir); err != nil {
@@ -302,16 +306,8 @@ func newPlan(opts Options, m Method, open func(p *Plan) error, jobs func(p *Plan
 	if err := checkExtras(p.Base.Dir); err != nil {
 		return nil, fmt.Errorf("base model: %w", err)
 	}
-	for i, path := range opts.Models {
-		md, err := mmapio.OpenModel(path)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("model %d: %w", i+1, err))
-			continue
-		}
-		p.Models = append(p.Models, md)
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	if err := p.openModels(); err != nil {
+		return nil, err
 	}
 	if open != nil {
 		if err := open(p); err != nil {
@@ -336,8 +332,9 @@ func newPlan(opts Options, m Method, open func(p *Plan) error, jobs func(p *Plan
 	}
 
 	errs = append(errs, jobs(p, outDT)...)
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	errs = append(errs, p.checkAdaptedRows())
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	if err := p.sizeTrim(); err != nil {
 		return nil, err
@@ -370,6 +367,21 @@ func newPlan(opts Options, m Method, open func(p *Plan) error, jobs func(p *Plan
 	return p, nil
 }
 
+// openModels opens every model (a model, BASE+ADAPTER or an adapter
+// folder), reporting every one that fails.
+func (p *Plan) openModels() error {
+	var errs []error
+	for i, path := range p.Opts.Models {
+		md, err := p.openInput(path, p.Opts.Base, i+1)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("model %d: %w", i+1, err))
+			continue
+		}
+		p.Models = append(p.Models, md)
+	}
+	return errors.Join(errs...)
+}
+
 func (p *Plan) checkOutput() error {
 	return mmapio.CheckDestination(p.Opts.Out, p.Opts.Force, p.inputPaths())
 }
@@ -378,7 +390,7 @@ func (p *Plan) checkOutput() error {
 // never be, hold or lie inside.
 func (p *Plan) inputPaths() []string {
 	var paths []string
-	for _, md := range p.inputs() {
+	for _, md := range append(p.inputs(), p.adapterFiles()...) {
 		paths = append(paths, md.Path, md.Dir)
 		paths = append(paths, md.Files...)
 		if md.Index != "" {
@@ -405,6 +417,9 @@ func (p *Plan) newJob(name string, outDT *kernels.DType, resolve Resolver) (Job,
 	if outDT != nil {
 		job.OutDT = *outDT
 		job.OutDType = outDT.String()
+	}
+	if p.adapted[bt] != nil {
+		job.BaseDT = kernels.F32 // read as W + s·(B·A); written in W's dtype
 	}
 	if errs := p.jobModels(&job); len(errs) > 0 {
 		return job, errs
@@ -440,6 +455,9 @@ func (p *Plan) jobModels(job *Job) []error {
 		if err != nil {
 			errs = append(errs, err)
 			continue
+		}
+		if p.adapted[t] != nil {
+			dt = kernels.F32 // read as W + s·(B·A)
 		}
 		job.Models = append(job.Models, t)
 		job.ModelDT = append(job.ModelDT, dt)
@@ -679,7 +697,7 @@ func (p *Plan) workerBytes(block int) (heap, mapped int64) {
 	if m.Drop == DropDella {
 		heap += 8 * b // a row's ranks
 	}
-	heap += p.ownWorkerBytes(b) + p.viewWorkerBytes(b)
+	heap += p.ownWorkerBytes(b) + p.viewWorkerBytes(b) + p.loraWorkerBytes(b)
 	return heap, mapped
 }
 
@@ -763,7 +781,7 @@ func (p *Plan) need(workers, block int, lows int64) (total, mapped int64) {
 	total += tensor * (tensorBlock + n*tensorBlockTies)
 	total += p.slerpBytes(workers) + p.arceeKLBytes() + p.viewSharedBytes(workers, block)
 	heap, perWorker := p.workerBytes(block)
-	mapped = int64(workers) * perWorker
+	mapped = int64(workers)*perWorker + p.loraMappedBytes(workers)
 	if p.fileBytes > 0 {
 		mapped = min(mapped, p.fileBytes) // no more than the files hold
 	}
@@ -777,12 +795,12 @@ func (p *Plan) sizeMemory() error {
 	for _, j := range p.Jobs {
 		p.InputBytes += j.Base.Size
 		if !j.Copy {
-			for _, dt := range j.ModelDT {
-				p.InputBytes += j.Elements * int64(dt.Size())
+			for i, t := range j.Models {
+				p.InputBytes += j.Elements * p.storedSize(t, int64(j.ModelDT[i].Size()))
 			}
 		}
 	}
-	p.fileBytes = inputFileBytes(p.inputs())
+	p.fileBytes = inputFileBytes(append(p.inputs(), p.adapterFiles()...))
 	maxMem := p.Opts.MaxMemory
 	workers := p.Opts.Threads
 	if workers <= 0 {

@@ -24,6 +24,9 @@ func (r *run) src(w *worker, t *mmapio.Tensor, dt kernels.DType, start, n int64)
 	if iv, ok := r.views[t]; ok {
 		return r.viewSrc(w, iv, start, n)
 	}
+	if a := r.p.adapted[t]; a != nil {
+		return r.materialise(w, a, start, n)
+	}
 	sz := int64(dt.Size())
 	off := t.Offset + start*sz
 	f := r.files[t.File]
@@ -129,7 +132,10 @@ func (r *run) eachInput(bs []block, f func(file *mappedFile, off, n int64)) {
 			k++
 		}
 		start, n := bs[0].start, bs[k-1].start+bs[k-1].n-bs[0].start
-		r.eachTensor(bs[0].job, func(t *mmapio.Tensor, sz int64) { f(r.files[t.File], t.Offset+start*sz, n*sz) })
+		r.eachTensor(bs[0].job, func(t *mmapio.Tensor, sz int64) {
+			sz = r.p.storedSize(t, sz)
+			f(r.files[t.File], t.Offset+start*sz, n*sz)
+		})
 		bs = bs[k:]
 	}
 }

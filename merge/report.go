@@ -66,9 +66,9 @@ func (p *Plan) Describe(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "method:   %s\n", p.Method.Describe())
-	fmt.Fprintf(w, "base:     %s (%d files)\n", p.Base.Path, len(p.Base.Files))
+	fmt.Fprintf(w, "base:     %s (%d files)%s\n", p.Base.Path, len(p.Base.Files), p.adapterNote(0))
 	for i, m := range p.Models {
-		fmt.Fprintf(w, "model %d:  %s (%d files)\n", i+1, m.Path, len(m.Files))
+		fmt.Fprintf(w, "model %d:  %s (%d files)%s\n", i+1, m.Path, len(m.Files), p.adapterNote(i+1))
 	}
 	from := " from the base"
 	if p.slices != nil {

@@ -73,6 +73,9 @@ func NewSlicePlan(opts Options, m Method, sl []Slice, resolve SliceResolver) (*P
 	}
 	open := func(p *Plan) error {
 		p.slices = sl
+		if len(p.Adapters) > 0 {
+			return errors.New("LoRA adapters as inputs of slices are not supported yet: merge the adapter into its base first")
+		}
 		have := map[string]bool{}
 		for _, md := range p.inputs() {
 			have[filepath.Clean(md.Path)] = true
@@ -81,6 +84,9 @@ func NewSlicePlan(opts Options, m Method, sl []Slice, resolve SliceResolver) (*P
 			for _, src := range s.Sources {
 				if have[filepath.Clean(src.Model)] {
 					continue
+				}
+				if _, _, ok := config.SplitModelRef(src.Model); ok {
+					return fmt.Errorf("model %s: LoRA adapters as inputs of slices are not supported yet: merge the adapter into its base first", src.Model)
 				}
 				md, err := mmapio.OpenModel(src.Model)
 				if err != nil {

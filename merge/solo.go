@@ -98,4 +98,5 @@ func (*soloTensors) merge(ctx context.Context, r *run, jobs []int) error {
 // stay mapped for the other workers' tensors.
 func (r *run) releaseJob(ji int) {
 	r.eachTensor(ji, func(t *mmapio.Tensor, sz int64) { r.files[t.File].dontNeed(t.Offset, t.Size) })
+	r.releaseFactors(ji)
 }

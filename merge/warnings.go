@@ -119,8 +119,8 @@ func (p *Plan) findWarnings() {
 		add(WarnBaseOnly, "", "", "%s has no model besides the base: the base passes through unchanged", p.Method.Name)
 	}
 	if !p.Method.NoBase {
-		for _, md := range p.Models {
-			if sameShards(md, p.Base) {
+		for i, md := range p.Models {
+			if sameShards(md, p.Base) && p.adapterNote(i+1) == "" && p.adapterNote(0) == "" {
 				names := make([]string, len(p.Base.Files))
 				for i, f := range p.Base.Files {
 					names[i] = filepath.Base(f)
@@ -255,8 +255,12 @@ func (p *Plan) warnOutDType(add func(code, model, tensor, format string, args ..
 		}
 		out = j.OutDT
 		lossy := false
-		for _, dt := range append([]kernels.DType{j.BaseDT}, j.ModelDT...) {
-			if dt != j.OutDT {
+		for i, t := range append([]*mmapio.Tensor{j.Base}, j.Models...) {
+			dt := j.BaseDT
+			if i > 0 {
+				dt = j.ModelDT[i-1]
+			}
+			if dt = p.storedDT(t, dt); dt != j.OutDT {
 				lossy = true
 				if !slices.Contains(wider, dt.String()) {
 					wider = append(wider, dt.String())

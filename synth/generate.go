@@ -79,6 +79,14 @@ func Generate(dir string, o Options) (*Summary, error) {
 			return abort(fmt.Errorf("synth: %s: %w", sum.Models[i].Path, err))
 		}
 	}
+	if o.LoraRank > 0 {
+		ls, err := writeLora(dir, ts, o.LoraRank, o.Seed, o.Force)
+		if err != nil {
+			return nil, err
+		}
+		sum.Models = append(sum.Models, ls)
+		sum.Bytes += ls.Bytes
+	}
 	sum.Elapsed = time.Since(start)
 	return sum, nil
 }

@@ -49,6 +49,11 @@ type Options struct {
 	// fine-tunes share, then tokens of its own.
 	AddedTokens int
 
+	// LoraRank, if not 0: also write lora1, a LoRA adapter of the base of
+	// this rank on every projection (adapter_config.json and
+	// adapter_model.safetensors, as PEFT saves them).
+	LoraRank int
+
 	Force    bool                    // replace existing model directories
 	Workers  int                     // 0: GOMAXPROCS
 	Progress func(done, total int64) // bytes written; called concurrently

@@ -81,8 +81,9 @@ var (
 )
 
 // demo returns a directory holding demo/base and demo/ft1..3 (tiesmm synth,
-// 2M parameters, each fine-tune's tokenizer adding 3 tokens), shared by the
-// tests; they write their outputs elsewhere.
+// 2M parameters, each fine-tune's tokenizer adding 3 tokens) and demo/lora1 (a
+// rank-8 LoRA adapter of the base), shared by the tests; they write their
+// outputs elsewhere.
 func demo(t *testing.T) string {
 	t.Helper()
 	demoOnce.Do(func() {
@@ -90,7 +91,7 @@ func demo(t *testing.T) string {
 		if demoErr != nil {
 			return
 		}
-		cmd := exec.Command(bin, "synth", "--params", "2M", "--added-tokens", "3", "demo")
+		cmd := exec.Command(bin, "synth", "--params", "2M", "--added-tokens", "3", "--lora-rank", "8", "demo")
 		cmd.Dir = demoDir
 		if out, err := cmd.CombinedOutput(); err != nil {
 			demoErr = fmt.Errorf("tiesmm synth: %v\n%s", err, out)

@@ -23,8 +23,8 @@ type mergeCmd struct {
 	Second string   `arg:"" optional:"" name:"out" help:"The output directory, after a config file."`
 	args   []string // the positional arguments given, empty ones included
 
-	Base  string   `group:"input" help:"Base model (flag form): a directory of safetensors or a .safetensors file." placeholder:"DIR"`
-	Model []string `group:"input" help:"A fine-tuned model (flag form; repeat for each)." placeholder:"DIR"`
+	Base  string   `group:"input" help:"Base model (flag form): a directory of safetensors, a .safetensors file, or BASE+ADAPTER (a PEFT LoRA adapter folder)." placeholder:"DIR"`
+	Model []string `group:"input" help:"A fine-tuned model (flag form; repeat for each), as --base, or a LoRA adapter folder alone (it adapts the base)." placeholder:"DIR"`
 
 	Method    string    `group:"method" help:"Merge method (flag form): ${methods}." default:"ties"`
 	Preset    string    `group:"method" help:"TIES preset: paper (default in the flag form), mergekit (default for YAML) or peft." enum:",paper,mergekit,peft" default:""`

@@ -21,6 +21,7 @@ type synthCmd struct {
 	EmbedRows   int64    `name:"embed-rows" help:"Override the vocabulary rows of embed_tokens and lm_head."`
 	EmbedCols   int64    `name:"embed-cols" help:"Override the hidden size of the embeddings."`
 	AddedTokens int      `name:"added-tokens" help:"Special tokens each fine-tune's tokenizer adds (<|tool|>, shared, then its own)."`
+	LoraRank    int      `name:"lora-rank" help:"Also write lora1/, a PEFT LoRA adapter of the base with this rank on every projection (use as base+lora1)."`
 	Force       bool     `help:"Replace existing model directories."`
 }
 
@@ -32,8 +33,8 @@ func (s *synthCmd) Run(ctx context.Context) error {
 	sum, err := synth.Generate(s.Dir, synth.Options{
 		Params: n, Models: s.Models, Seed: s.Seed, DType: s.DType, FineTuneDTypes: s.FtDType,
 		ShardBytes: int64(s.ShardSize), IntBuffer: s.IntBuffer, EmbedRows: s.EmbedRows, EmbedCols: s.EmbedCols,
-		AddedTokens: s.AddedTokens,
-		Force:       s.Force,
+		AddedTokens: s.AddedTokens, LoraRank: s.LoraRank,
+		Force: s.Force,
 	})
 	if err != nil {
 		return err
