@@ -51,6 +51,13 @@ type Config struct {
 	// slices covered, in order. tiesmm merges whole models, so the engine must check that
 	// end equals the models' number of layers.
 	LayerRange *[2]int
+	// Slices is the slices form as written (nil with models:): output layers taken from
+	// layer ranges of the models, slice after slice.
+	Slices []Slice
+
+	// topParams are the top-level parameters as written, before a slice's were laid over
+	// them for the models form (what Marshal writes beside the slices).
+	topParams Params
 
 	lines lines // YAML lines of the top-level keys, 0 when unknown
 }

@@ -13,9 +13,8 @@ var paramOrder = []string{"weight", "density", "gamma", "epsilon", "lambda", "no
 	"int8_mask", "filter_wise", "preset", "trim_scope", "consensus", "aggregate"}
 
 // Marshal writes the config as mergekit-format YAML (tiesmm_config.yml /
-// mergekit_config.yml in the output directory): the models form, or, for a config that
-// came with slices, one slice over LayerRange (the base model listed among its sources, as
-// mergekit needs there). Parse(Marshal(c)) gives c back, lines aside.
+// mergekit_config.yml in the output directory): the models form, or the slices as
+// written. Parse(Marshal(c)) gives c back, lines aside.
 func (c *Config) Marshal() ([]byte, error) {
 	root := &yaml.Node{Kind: yaml.MappingNode}
 	put := func(m *yaml.Node, key string, v *yaml.Node) {
@@ -62,30 +61,29 @@ func (c *Config) Marshal() ([]byte, error) {
 		}
 		return e, nil
 	}
-	list := &yaml.Node{Kind: yaml.SequenceNode}
-	if c.LayerRange != nil && c.BaseModel != "" && c.Method != "linear" {
-		e, err := entry(c.BaseModel, nil, c.LayerRange)
+	if c.Slices != nil {
+		n, err := c.slicesNode(entry, putStr)
 		if err != nil {
 			return nil, err
 		}
-		list.Content = append(list.Content, e)
-	}
-	for _, m := range c.Models {
-		e, err := entry(m.Path, m.Parameters, c.LayerRange)
-		if err != nil {
-			return nil, err
-		}
-		list.Content = append(list.Content, e)
-	}
-	if c.LayerRange == nil {
-		put(root, "models", list)
+		put(root, "slices", n)
 	} else {
-		slice := &yaml.Node{Kind: yaml.MappingNode}
-		put(slice, "sources", list)
-		put(root, "slices", &yaml.Node{Kind: yaml.SequenceNode, Content: []*yaml.Node{slice}})
+		list := &yaml.Node{Kind: yaml.SequenceNode}
+		for _, m := range c.Models {
+			e, err := entry(m.Path, m.Parameters, nil)
+			if err != nil {
+				return nil, err
+			}
+			list.Content = append(list.Content, e)
+		}
+		put(root, "models", list)
 	}
-	if len(c.Parameters) > 0 {
-		n, err := paramsNode(c.Parameters)
+	top := c.Parameters
+	if c.Slices != nil && c.LayerRange != nil {
+		top = c.topParams
+	}
+	if len(top) > 0 {
+		n, err := paramsNode(top)
 		if err != nil {
 			return nil, err
 		}
@@ -207,6 +205,37 @@ func paramNode(p Param, filters bool) (*yaml.Node, error) {
 		return s, nil
 	}
 	return nil, fmt.Errorf("no value")
+}
+
+// slicesNode writes the slices as written.
+func (c *Config) slicesNode(entry func(string, Params, *[2]int) (*yaml.Node, error), putStr func(*yaml.Node, string, string) error) (*yaml.Node, error) {
+	out := &yaml.Node{Kind: yaml.SequenceNode}
+	for _, s := range c.Slices {
+		n := &yaml.Node{Kind: yaml.MappingNode}
+		srcs := &yaml.Node{Kind: yaml.SequenceNode}
+		for _, src := range s.Sources {
+			e, err := entry(src.Path, src.Parameters, &src.Layers)
+			if err != nil {
+				return nil, err
+			}
+			srcs.Content = append(srcs.Content, e)
+		}
+		n.Content = append(n.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "sources"}, srcs)
+		if s.BaseModel != "" {
+			if err := putStr(n, "base_model", s.BaseModel); err != nil {
+				return nil, err
+			}
+		}
+		if len(s.Parameters) > 0 {
+			ps, err := paramsNode(s.Parameters)
+			if err != nil {
+				return nil, err
+			}
+			n.Content = append(n.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "parameters"}, ps)
+		}
+		out.Content = append(out.Content, n)
+	}
+	return out, nil
 }
 
 // tokenizerSourceKey is the tokenizer_source to write: none when the tokenizer: block

@@ -164,7 +164,7 @@ tokenizer_source: base
 		t.Errorf("Marshal =\n%s\nwant\n%s", out, want)
 	}
 
-	// A slices config comes back as one slice, the base among the sources.
+	// A slices config comes back as written.
 	c = mustParse(t, `
 merge_method: ties
 base_model: b
@@ -173,7 +173,7 @@ slices:
   - sources: [{model: a, layer_range: [4, 8], parameters: {weight: 1}}]
 `)
 	out = roundTrip(t, c)
-	if !strings.Contains(string(out), "slices:\n  - sources:\n      - model: b\n        layer_range: [0, 8]\n      - model: a\n        layer_range: [0, 8]\n") {
+	if !strings.Contains(string(out), "slices:\n  - sources:\n      - model: a\n        layer_range: [0, 4]\n        parameters:\n          weight: 1\n  - sources:\n      - model: a\n        layer_range: [4, 8]\n") {
 		t.Errorf("slices Marshal:\n%s", out)
 	}
 	// Hand-built configs with unset values refuse to marshal.

@@ -152,6 +152,13 @@ var layerContainers = map[string]bool{"layers": true, "h": true, "blocks": true,
 // "model.layers.3.mlp.up_proj.weight" (also ".h.N.", ".blocks.N.", ".layer.N.",
 // ".block.N."). false for tensors outside the numbered layers.
 func LayerIndex(tensor string) (int, bool) {
+	_, n, _, ok := SplitLayer(tensor)
+	return n, ok
+}
+
+// SplitLayer splits a tensor name at its block number, as LayerIndex finds it:
+// "model.layers.", 3, ".mlp.up_proj.weight" for "model.layers.3.mlp.up_proj.weight".
+func SplitLayer(tensor string) (prefix string, layer int, suffix string, ok bool) {
 	segs := strings.Split(tensor, ".")
 	for i := 0; i+1 < len(segs); i++ {
 		if !layerContainers[segs[i]] || !allDigits(segs[i+1]) {
@@ -159,11 +166,13 @@ func LayerIndex(tensor string) (int, bool) {
 		}
 		n, err := strconv.Atoi(segs[i+1])
 		if err != nil {
-			return 0, false
+			return "", 0, "", false
 		}
-		return n, true
+		prefix = strings.Join(segs[:i+1], ".") + "."
+		suffix = strings.TrimPrefix(tensor, prefix+segs[i+1])
+		return prefix, n, suffix, true
 	}
-	return 0, false
+	return "", 0, "", false
 }
 
 func allDigits(s string) bool {

@@ -4,19 +4,16 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
-	"sort"
-	"strings"
 
 	yaml "go.yaml.in/yaml/v3"
 )
 
-// mergekit's slices form lists, per output slice, the layer range each model contributes.
-// tiesmm merges whole models layer for layer, so it accepts the slices form only when it
-// says exactly that: every source of a slice spans the same layers, the slices cover the
-// layers in order from 0 without gaps, and (with more than one slice) they all merge the
-// same models with the same parameters and no gradients (mergekit restarts a gradient at
-// every slice). Such a config is normalised into the models form, and LayerRange records
-// the layers covered.
+// mergekit's slices form lists, per output slice, the layer range each model contributes:
+// Config.Slices keeps it as written. A config whose slices merge whole models layer for
+// layer (every source of a slice spans the same layers, the slices cover the layers in
+// order from 0, and with more than one slice they all merge the same models with the same
+// parameters and no gradients) is also put in the models form, with LayerRange recording
+// the layers covered; the merge takes that form when the range covers the models.
 
 type rawSource struct {
 	path   string
@@ -154,105 +151,117 @@ func (p *parser) layerRange(n *yaml.Node, what string) ([2]int, bool) {
 func (p *parser) normalizeSlices(slices []rawSlice, c *Config) {
 	before := len(p.errs)
 	for k, s := range slices {
-		if s.base == "" {
-			continue
-		}
-		if c.BaseModel == "" {
-			c.BaseModel, c.lines.base = s.base, s.baseLine
-		} else if !samePath(s.base, c.BaseModel) {
-			p.add(s.baseLine, "slices[%d]: base_model %s differs from base_model %s (line %d): tiesmm merges onto one base model",
-				k, s.base, c.BaseModel, c.lines.base)
-		}
-	}
-	many := len(slices) > 1
-	if many && hasGradient(c.Parameters) {
-		p.add(c.lines.params, "parameters: gradients with more than one slice are not supported (mergekit restarts a gradient at every slice): use one slice covering every layer")
-	}
-	end := 0
-	first := slices[0]
-	for k, s := range slices {
-		lr := s.sources[0].lr
-		for j, src := range s.sources[1:] {
-			if src.lr != lr {
-				p.add(src.lrLine, "slices[%d].sources[%d] (%s) has layer_range [%d, %d] but sources[0] (%s) has [%d, %d]: tiesmm merges layer i of every model with layer i of the others, so all sources of a slice must span the same layers",
-					k, j+1, src.path, src.lr[0], src.lr[1], s.sources[0].path, lr[0], lr[1])
-			}
-		}
-		if lr[0] != end {
-			if k == 0 {
-				p.add(s.sources[0].lrLine, "slices[0] starts at layer %d: tiesmm merges whole models, so the slices must start at layer 0 and cover the layers in order", lr[0])
-			} else {
-				p.add(s.sources[0].lrLine, "slices[%d] starts at layer %d but slices[%d] ends at layer %d: tiesmm merges whole models, so the slices must cover the layers in order, without gaps or overlaps",
-					k, lr[0], k-1, end)
-			}
-		}
-		end = lr[1]
-		if many {
-			p.sameAsFirst(k, s, first)
-		}
+		p.checkSlice(k, s)
 	}
 	if len(p.errs) > before {
 		return
+	}
+	for _, s := range slices {
+		out := Slice{BaseModel: s.base, BaseLine: s.baseLine, Parameters: s.params, Line: s.line}
+		for _, src := range s.sources {
+			out.Sources = append(out.Sources, Source{Path: src.path, Layers: src.lr, Parameters: src.params, Line: src.line})
+		}
+		c.Slices = append(c.Slices, out)
+	}
+	if c.BaseModel == "" {
+		// The first slice's base lays out the output and gives config.json.
+		for _, s := range slices {
+			if s.base != "" {
+				c.BaseModel, c.lines.base = s.base, s.baseLine
+				break
+			}
+		}
+	}
+	first := slices[0]
+	for _, src := range first.sources {
+		c.Models = append(c.Models, ModelEntry{Path: src.path, Parameters: src.params, Line: src.line})
+	}
+	if !wholeModels(slices, c.BaseModel, c.Parameters) {
+		return
+	}
+	// The slices say what the models form says: merge it as that form.
+	c.topParams = c.Parameters
+	c.Parameters = Params{}
+	for key, v := range c.topParams {
+		c.Parameters[key] = v
 	}
 	for key, v := range first.params {
 		if lo, ok := c.Parameters[key]; ok {
 			v = overlay(v, lo)
 		}
-		if c.Parameters == nil {
-			c.Parameters = Params{}
-		}
 		c.Parameters[key] = v
 	}
-	for _, src := range first.sources {
-		c.Models = append(c.Models, ModelEntry{Path: src.path, Parameters: src.params, Line: src.line})
-	}
-	c.LayerRange = &[2]int{0, end}
+	c.LayerRange = &[2]int{0, slices[len(slices)-1].sources[0].lr[1]}
 }
 
-// sameAsFirst checks that slice k merges the same models with the same parameters as the
-// first slice, and uses no gradient, so that one parameter set per model describes it.
-func (p *parser) sameAsFirst(k int, s, first rawSlice) {
-	const why = "tiesmm applies one parameter set per model over all layers: use one slice covering every layer, with gradients or filters for what varies"
-	if hasGradient(s.params) {
-		p.add(s.line, "slices[%d].parameters: gradients with more than one slice are not supported (mergekit restarts a gradient at every slice): %s", k, why)
-	} else if k > 0 && !equalParams(s.params, first.params) {
-		p.add(s.line, "slices[%d].parameters differ from slices[0]'s: %s", k, why)
+// checkSlice reports what makes slice k unusable: sources of different spans, a model
+// twice among its sources.
+func (p *parser) checkSlice(k int, s rawSlice) {
+	lr := s.sources[0].lr
+	seen := map[string]int{}
+	for j, src := range s.sources {
+		if j > 0 && src.lr[1]-src.lr[0] != lr[1]-lr[0] {
+			p.add(src.lrLine, "slices[%d].sources[%d] (%s) has layer_range [%d, %d] (%d layers) but sources[0] (%s) has [%d, %d] (%d layers): the sources of a slice are merged layer for layer, so they must span as many layers",
+				k, j, src.path, src.lr[0], src.lr[1], src.lr[1]-src.lr[0], s.sources[0].path, lr[0], lr[1], lr[1]-lr[0])
+		}
+		key := filepath.Clean(src.path)
+		if first, dup := seen[key]; dup {
+			p.add(src.line, "slices[%d].sources[%d]: model %s is already sources[%d] of this slice (mergekit would keep one of them silently)", k, j, src.path, first)
+			continue
+		}
+		seen[key] = j
+	}
+}
+
+// wholeModels reports whether the slices merge whole models layer for layer as the models
+// form does: every source of a slice spans the same layers, the slices cover the layers in
+// order from 0, and they all merge the same models with the same parameters, without
+// gradients (mergekit restarts a gradient at every slice) unless there is one slice.
+func wholeModels(slices []rawSlice, base string, top Params) bool {
+	many := len(slices) > 1
+	if many && hasGradient(top) {
+		return false
+	}
+	end := 0
+	first := slices[0]
+	for _, s := range slices {
+		if s.base != "" && !samePath(s.base, base) {
+			return false
+		}
+		lr := s.sources[0].lr
+		for _, src := range s.sources {
+			if src.lr != lr {
+				return false
+			}
+		}
+		if lr[0] != end {
+			return false
+		}
+		end = lr[1]
+		if many && !sameAsFirst(s, first) {
+			return false
+		}
+	}
+	return true
+}
+
+// sameAsFirst reports whether slice s merges the same models with the same parameters as
+// the first slice, and uses no gradient, so that one parameter set per model describes it.
+func sameAsFirst(s, first rawSlice) bool {
+	if hasGradient(s.params) || !equalParams(s.params, first.params) || len(s.sources) != len(first.sources) {
+		return false
 	}
 	want := map[string]Params{}
 	for _, src := range first.sources {
 		want[filepath.Clean(src.path)] = src.params
 	}
-	got := map[string]bool{}
-	for j, src := range s.sources {
-		key := filepath.Clean(src.path)
-		got[key] = true
-		wp, ok := want[key]
-		if hasGradient(src.params) {
-			p.add(src.line, "slices[%d].sources[%d] (%s): gradients with more than one slice are not supported (mergekit restarts a gradient at every slice): %s", k, j, src.path, why)
-			continue
-		}
-		if k == 0 {
-			continue
-		}
-		if !ok {
-			p.add(src.line, "slices[%d] merges %s, which slices[0] does not: tiesmm merges the same models in every layer", k, src.path)
-		} else if !equalParams(src.params, wp) {
-			p.add(src.line, "slices[%d].sources[%d] (%s): parameters differ from those in slices[0]: %s", k, j, src.path, why)
+	for _, src := range s.sources {
+		wp, ok := want[filepath.Clean(src.path)]
+		if !ok || hasGradient(src.params) || !equalParams(src.params, wp) {
+			return false
 		}
 	}
-	if k == 0 {
-		return
-	}
-	var missing []string
-	for _, src := range first.sources {
-		if !got[filepath.Clean(src.path)] {
-			missing = append(missing, src.path)
-		}
-	}
-	if len(missing) > 0 {
-		sort.Strings(missing)
-		p.add(s.line, "slices[%d] does not merge %s, which slices[0] does: tiesmm merges the same models in every layer", k, strings.Join(missing, ", "))
-	}
+	return true
 }
 
 // overlay puts setting hi (a slice's) over lo (the top level's). A filter list that
@@ -334,4 +343,135 @@ func equalParams(a, b Params) bool {
 		}
 	}
 	return true
+}
+
+// Slice is one output slice: its layers are, in order, the layers of each source's range,
+// merged layer for layer.
+type Slice struct {
+	Sources    []Source
+	BaseModel  string // the slice's own base_model, "" to use the top-level one
+	BaseLine   int
+	Parameters Params // the slice's parameters: over the top level's, under the sources'
+	Line       int
+}
+
+// Source is one model of a slice and the layers [first, end) it contributes.
+type Source struct {
+	Path       string
+	Layers     [2]int
+	Parameters Params
+	Line       int
+}
+
+// Len is the number of output layers of the slice.
+func (s Slice) Len() int { return s.Sources[0].Layers[1] - s.Sources[0].Layers[0] }
+
+// SliceBase is the base model of slice k: its own, else the top-level one ("" for none).
+func (c *Config) SliceBase(k int) string {
+	if b := c.Slices[k].BaseModel; b != "" {
+		return b
+	}
+	return c.BaseModel
+}
+
+// SliceModels splits slice k's sources into its base (an index into Sources, −1 when the
+// slice has no base or the base is not among them) and the models merged, in config order.
+// As in the models form, the base is one of the models merged for linear and karcher only;
+// for the others it is θ₀.
+func (c *Config) SliceModels(k int) (base int, merged []int) {
+	base = -1
+	b := c.SliceBase(k)
+	for j, src := range c.Slices[k].Sources {
+		if samePath(src.Path, b) {
+			base = j
+			if c.Method != "linear" && c.Method != "karcher" {
+				continue
+			}
+		}
+		merged = append(merged, j)
+	}
+	return base, merged
+}
+
+// ResolveSlice gives what the YAML sets key to for source j of slice k (−1: the slice and
+// the top level only), on output tensor out, read from the source's tensor in, at gradient
+// position t of the slice. The source's parameters are matched against the input name, the
+// slice's and the top level's against the output name; a level that sets nothing, or whose
+// filters match nothing, falls through to the next.
+func (c *Config) ResolveSlice(k, j int, key, out, in string, t float64) (Param, bool) {
+	s := c.Slices[k]
+	if j >= 0 {
+		if p, ok := s.Sources[j].Parameters[key]; ok {
+			if v, ok := p.Eval(in, t); ok {
+				return v, true
+			}
+		}
+	}
+	if p, ok := s.Parameters[key]; ok {
+		if v, ok := p.Eval(out, t); ok {
+			return v, true
+		}
+	}
+	if p, ok := c.Parameters[key]; ok {
+		return p.Eval(out, t)
+	}
+	return Param{}, false
+}
+
+// SlicePosition is the gradient position of layer i of a slice of n layers: i/(n−1), and 1
+// for a slice of one layer, as mergekit has it.
+func SlicePosition(i, n int) float64 {
+	if n <= 1 {
+		return 1
+	}
+	return float64(i) / float64(n-1)
+}
+
+// sliceParamKeys are the parameters a slice's parameters may set besides the per-model
+// ones: those the merge resolves per tensor. The method's switches stay top-level.
+var sliceParamKeys = []string{"lambda", "t", "select_topk"}
+
+// validateSlices checks what the models form's checks (done on the first slice) do not
+// cover: every slice merges as many models, has the base it needs among its sources, and
+// sets parameters the method knows where they may be set.
+func (c *Config) validateSlices(v *errList) {
+	allowed := methodParams[c.Method]
+	_, first := c.SliceModels(0)
+	for k, s := range c.Slices {
+		what := fmt.Sprintf("slices[%d]", k)
+		base, merged := c.SliceModels(k)
+		switch b := c.SliceBase(k); {
+		case c.Method == "passthrough" && len(s.Sources) != 1:
+			v.add(s.Line, "%s has %d sources: passthrough takes exactly one model per output layer", what, len(s.Sources))
+		case c.Method == "passthrough" && b != "":
+			v.add(s.Line, "%s: passthrough has no base_model (it copies one model's layers)", what)
+		case b != "" && base < 0 && c.Method != "linear" && c.Method != "karcher" && c.LayerRange == nil:
+			v.add(s.Line, "%s: base_model %s is not among the slice's sources, so its layers are unknown: add it with the layer_range to use", what, b)
+		case k > 0 && len(merged) != len(first):
+			v.add(s.Line, "%s merges %d models but slices[0] merges %d: tiesmm merges as many models in every slice", what, len(merged), len(first))
+		}
+		if (c.SliceBase(k) == "") != (c.SliceBase(0) == "") {
+			v.add(s.Line, "%s and slices[0] differ in having a base_model", what)
+		}
+		for _, name := range sortedKeys(s.Parameters) {
+			p := s.Parameters[name]
+			if p.Line == 0 {
+				p.Line = s.Line
+			}
+			if spec, ok := specs[name]; ok && spec.scope != scopeTensor && !contains(sliceParamKeys, name) {
+				v.add(p.Line, "%s.parameters: %s applies to the whole merge: set it under the top-level parameters:", what, name)
+				continue
+			}
+			c.validateParam(v, allowed, name, p, what+".parameters")
+		}
+		for j, src := range s.Sources {
+			for _, name := range sortedKeys(src.Parameters) {
+				p := src.Parameters[name]
+				if p.Line == 0 {
+					p.Line = src.Line
+				}
+				c.validateParam(v, allowed, name, p, fmt.Sprintf("model %s (%s.sources[%d])", src.Path, what, j))
+			}
+		}
+	}
 }

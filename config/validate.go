@@ -82,6 +82,7 @@ var specs = map[string]paramSpec{
 	"tol":               {scope: scopeGlobal, typ: typeNumber, check: nonNegative},
 	"t":                 {scope: scopeGlobal, typ: typeNumber, check: finiteCheck},
 	"select_topk":       {scope: scopeGlobal, typ: typeNumber, check: finiteCheck},
+	"scale":             {scope: scopeTensor, typ: typeNumber, check: finiteCheck},
 }
 
 // The methods tiesmm implements, in the order they are listed, with their parameters
@@ -89,7 +90,7 @@ var specs = map[string]paramSpec{
 var (
 	methodOrder = []string{"task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
 		"breadcrumbs_ties", "della", "della_linear", "linear", "model_stock", "multislerp", "karcher",
-		"nearswap", "sce", "arcee_fusion", "slerp", "nuslerp", "emr", "pcb"}
+		"nearswap", "sce", "arcee_fusion", "slerp", "nuslerp", "passthrough", "emr", "pcb"}
 	tiesSwitches = []string{"preset", "consensus", "aggregate"}
 	methodParams = map[string][]string{
 		"task_arithmetic":  {"weight", "lambda", "normalize", "int8_mask"},
@@ -109,12 +110,12 @@ var (
 		"arcee_fusion":     {"int8_mask"},
 		"slerp":            {"t"},
 		"nuslerp":          {"weight", "nuslerp_flatten", "nuslerp_row_wise"},
+		"passthrough":      {"scale"},
 		"emr":              {"rescale", "int8_mask"},
 		"pcb":              {"weight", "ratio", "clip", "lambda", "scope", "inter"},
 	}
 	// mergekit methods tiesmm does not implement, to say so instead of "unknown".
-	mergekitOnly = []string{"passthrough",
-		"ranked_ties", "core_space", "ram", "cabs", "lrp"}
+	mergekitOnly = []string{"ranked_ties", "core_space", "ram", "cabs", "lrp"}
 )
 
 // KnownMethods lists the merge methods tiesmm implements.
@@ -137,9 +138,9 @@ func TopLevelOnly(name string) bool {
 }
 
 // NeedsBase reports whether method needs base_model (all but linear,
-// multislerp, karcher and nuslerp).
+// multislerp, karcher, nuslerp and passthrough).
 func NeedsBase(method string) bool {
-	return method != "linear" && method != "multislerp" && method != "karcher" && method != "nuslerp"
+	return method != "linear" && method != "multislerp" && method != "karcher" && method != "nuslerp" && method != "passthrough"
 }
 
 // Validate checks the config against method and parameter rules and the file system, and
@@ -159,6 +160,9 @@ func (c *Config) ValidateWith(stat func(name string) (fs.FileInfo, error)) error
 		}
 		if c.Method == "multislerp" {
 			c.validateMultislerp(v)
+		}
+		if c.Slices != nil {
+			c.validateSlices(v)
 		}
 		if c.Method == "pcb" {
 			c.validatePCB(v)
@@ -190,6 +194,11 @@ func (c *Config) ValidateWith(stat func(name string) (fs.FileInfo, error)) error
 		for _, m := range c.Models {
 			checkPath(v, stat, "model", m.Path, m.Line)
 		}
+		for _, s := range c.Slices[min(1, len(c.Slices)):] { // slices[0]'s are c.Models
+			for _, src := range s.Sources {
+				checkPath(v, stat, "model", src.Path, src.Line)
+			}
+		}
 	}
 	return v.err()
 }
@@ -216,6 +225,9 @@ func (c *Config) validateMethod(v *errList) bool {
 	}
 	n := len(c.Models)
 	switch {
+	case c.Method == "passthrough" && c.Slices == nil && (n != 1 || c.BaseModel != ""):
+		v.add(c.lines.models, "passthrough takes exactly one model per output tensor: with models:, one model and no base_model (use slices: to stack layers of several)")
+	case c.Method == "passthrough":
 	case c.Method == "slerp" || c.Method == "nuslerp":
 		c.validateSlerp(v)
 	case n == 0 && !NeedsBase(c.Method):
@@ -239,6 +251,9 @@ func (c *Config) validateParams(v *errList) {
 	allowed := methodParams[c.Method]
 	for _, name := range sortedKeys(c.Parameters) {
 		c.validateParam(v, allowed, name, c.Parameters[name], "parameters")
+	}
+	if c.Slices != nil {
+		return // the sources' parameters: validateSlices
 	}
 	for i, m := range c.Models {
 		for _, name := range sortedKeys(m.Parameters) {
@@ -270,7 +285,7 @@ func (c *Config) validateParam(v *errList, allowed []string, name string, p Para
 		}
 		return
 	}
-	perModel := where != "parameters"
+	perModel := !strings.HasSuffix(where, "parameters") // not the top level's or a slice's
 	if perModel && spec.scope == scopeGlobal {
 		v.add(p.Line, "%s: %s is a global parameter (mergekit ignores it per model): set it under the top-level parameters:", where, name)
 		return

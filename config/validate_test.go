@@ -76,8 +76,8 @@ func TestValidateErrors(t *testing.T) {
 			[]any{3, "ties needs at least one model besides the base model"}},
 		{"model_stock one", "merge_method: model_stock\nbase_model: b\nmodels: [{model: b}, {model: a}]\n",
 			[]any{3, "model_stock needs at least two models"}},
-		{"mergekit method", "merge_method: passthrough\nbase_model: b\nmodels: [{model: a}]\n",
-			[]any{1, "passthrough is a mergekit method tiesmm does not implement"}},
+		{"mergekit method", "merge_method: ranked_ties\nbase_model: b\nmodels: [{model: a}]\n",
+			[]any{1, "ranked_ties is a mergekit method tiesmm does not implement"}},
 		{"method typo", "merge_method: dare-ties\nbase_model: b\nmodels: [{model: a}]\n",
 			[]any{1, "unknown merge_method dare-ties; did you mean dare_ties?"}},
 		{"dtype", "merge_method: ties\nbase_model: b\nmodels: [{model: a}]\ndtype: int8\nout_dtype: float8\n",
@@ -155,12 +155,12 @@ func TestValidatePaths(t *testing.T) {
 }
 
 func TestKnown(t *testing.T) {
-	if got := strings.Join(KnownMethods(), " "); got != "task_arithmetic ties dare_ties dare_linear breadcrumbs breadcrumbs_ties della della_linear linear model_stock multislerp karcher nearswap sce arcee_fusion slerp nuslerp emr pcb" {
+	if got := strings.Join(KnownMethods(), " "); got != "task_arithmetic ties dare_ties dare_linear breadcrumbs breadcrumbs_ties della della_linear linear model_stock multislerp karcher nearswap sce arcee_fusion slerp nuslerp passthrough emr pcb" {
 		t.Errorf("KnownMethods = %s", got)
 	}
 	for _, m := range KnownMethods() {
 		ps := KnownParams(m)
-		if !contains(ps, "int8_mask") && m != "slerp" && m != "nuslerp" && m != "pcb" {
+		if !contains(ps, "int8_mask") && m != "slerp" && m != "nuslerp" && m != "passthrough" && m != "pcb" {
 			t.Errorf("%s does not accept int8_mask", m)
 		}
 		for _, p := range ps {
@@ -168,11 +168,11 @@ func TestKnown(t *testing.T) {
 				t.Errorf("%s: parameter %s has no spec", m, p)
 			}
 		}
-		if NeedsBase(m) != (m != "linear" && m != "multislerp" && m != "karcher" && m != "nuslerp") {
+		if NeedsBase(m) != (m != "linear" && m != "multislerp" && m != "karcher" && m != "nuslerp" && m != "passthrough") {
 			t.Errorf("NeedsBase(%s)", m)
 		}
 	}
-	if KnownParams("passthrough") != nil || !TopLevelOnly("lambda") || !TopLevelOnly("preset") || TopLevelOnly("weight") {
+	if KnownParams("ranked_ties") != nil || !TopLevelOnly("lambda") || !TopLevelOnly("preset") || TopLevelOnly("weight") {
 		t.Errorf("KnownParams / TopLevelOnly")
 	}
 }

@@ -161,7 +161,7 @@ func (f *mappedFile) close() error {
 func (r *run) jobFiles(ji int) []*mappedFile {
 	j := &r.p.Jobs[ji]
 	fs := make([]*mappedFile, 0, len(j.Models)+1)
-	if !r.p.Method.NoBase {
+	if r.readsBase(j) {
 		fs = append(fs, r.files[j.Base.File])
 	}
 	for _, t := range j.Models {
@@ -172,7 +172,7 @@ func (r *run) jobFiles(ji int) []*mappedFile {
 
 func (r *run) openFiles() {
 	r.files = map[string]*mappedFile{}
-	for _, md := range append(append([]*mmapio.Model{r.p.Base}, r.p.Models...), r.p.adapterFiles()...) {
+	for _, md := range append(r.p.inputs(), r.p.adapterFiles()...) {
 		for _, f := range md.Files {
 			if r.files[f] == nil {
 				size, ok := md.FileSizes[f]
@@ -208,7 +208,7 @@ func (r *run) prefetchJob(ji int) {
 		off, size int64
 	}
 	var spans []span
-	if !r.p.Method.NoBase {
+	if r.readsBase(j) {
 		spans = append(spans, span{j.Base.File, j.Base.Offset, j.Base.Size})
 	}
 	if !j.Copy {

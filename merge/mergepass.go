@@ -123,7 +123,32 @@ func (r *run) cool(ji int) {
 // byte (PathCopy).
 type copyTensor struct{ perTensor }
 
-func (copyTensor) merge(_ context.Context, r *run, jobs []int) error { return eachJob(jobs, r.copyJob) }
+func (copyTensor) merge(ctx context.Context, r *run, jobs []int) error {
+	return eachJob(jobs, func(ji int) error {
+		if _, ok := floatDType(r.p.Jobs[ji].Base.DType); ok {
+			return r.copyBlocks(ctx, ji)
+		}
+		return r.copyJob(ji)
+	})
+}
+
+// copyBlocks copies a float tensor that is not merged (a passthrough's
+// layer) block by block on every worker, its bytes straight from the
+// mapping to the output.
+func (r *run) copyBlocks(ctx context.Context, ji int) error {
+	r.traced(ji, "copy")
+	j := &r.p.Jobs[ji]
+	sz := int64(j.BaseDT.Size())
+	return r.parallel(ctx, r.blocks([]int{ji}), func(w *worker, b block) error {
+		err := r.out.WriteTensor(j.Name, b.start*sz, r.src(w, j.Base, j.BaseDT, b.start, b.n))
+		if errors.Is(err, syscall.EFAULT) {
+			// The write read the mapping in the kernel, which faulted.
+			return &InputError{File: j.Base.File, Tensor: j.Name, Err: fmt.Errorf("%w (copying it out: %v)", mmapio.ErrFault, err)}
+		}
+		r.prog.Add(b.n * sz)
+		return err
+	})
+}
 
 func (r *run) copyJob(ji int) error {
 	r.traced(ji, "copy")

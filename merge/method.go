@@ -153,6 +153,9 @@ func NewMethod(name, preset string) (Method, Defaults, error) {
 		m.Slerp = SlerpPair
 	case "nuslerp":
 		m.Slerp = SlerpNu
+	case "passthrough":
+		// One model: x·scale, or x itself, copied (Plan.passThrough).
+		m.NoBase = true
 	case "ties":
 		m.Trim, votes = true, true
 	case "dare_ties":
@@ -271,6 +274,11 @@ type TensorParams struct {
 
 // Resolver gives the parameters of one tensor (layer < 0 outside numbered layers).
 type Resolver func(tensor string, layer, layers int) (TensorParams, error)
+
+// SliceResolver gives the parameters of output tensor out of slice k, at
+// gradient position t of the slice, its merged models reading the input
+// tensors named in (one per model).
+type SliceResolver func(k int, out string, in []string, t float64) (TensorParams, error)
 
 // normalizeGuard is mergekit's floor on the divisor of the linear-combination
 // methods: with normalize on, a sum of weights smaller in magnitude than this

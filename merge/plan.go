@@ -83,6 +83,11 @@ type Plan struct {
 	MemoryBound         int64
 	LowsBytes           int64          // exact-k trims and per-tensor selects: the lists of values in the threshold's bin or band
 	config              map[string]any // the base's config.json, nil if it has none
+	// Frankenmerge: the slices (nil for a merge of whole models), the
+	// output's layers, and the models read besides the base and Models.
+	slices   []Slice
+	layerMap []LayerSource
+	others   []*mmapio.Model
 	// vocab: the output vocabulary and each model's rows (tokenizer_source);
 	// vocabBase and vocabModels: the index in it of the base and of each model.
 	vocab       *vocabMap
@@ -252,6 +257,31 @@ func shapeString(s []int64) string {
 // reading tensor data, and lays out the output. All problems found are
 // returned together.
 func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
+	return newPlan(opts, m, nil, func(p *Plan, outDT *kernels.DType) []error {
+		p.Layers = opts.Layers
+		if p.Layers == 0 {
+			for _, name := range p.Base.Names {
+				if l, ok := config.LayerIndex(name); ok && l+1 > p.Layers {
+					p.Layers = l + 1
+				}
+			}
+		}
+		var errs []error
+		for _, name := range p.Base.Names {
+			job, jerrs := p.newJob(name, outDT, resolve)
+			errs = append(errs, jerrs...)
+			if len(jerrs) == 0 {
+				p.Jobs = append(p.Jobs, job)
+			}
+		}
+		return errs
+	})
+}
+
+// newPlan is NewPlan with the jobs made by jobs; open, if not nil, opens the
+// models the jobs read besides the base and the models, before the output's
+// destination is checked against every input.
+func newPlan(opts Options, m Method, open func(p *Plan) error, jobs func(p *Plan, outDT *kernels.DType) []error) (*Plan, error) {
 	if len(opts.Models) < 1 && m.Slerp != SlerpPair {
 		return nil, errors.New("nothing to merge: give at least one fine-tuned model besides the base")
 	}
@@ -279,6 +309,11 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 	if err := p.openModels(); err != nil {
 		return nil, err
 	}
+	if open != nil {
+		if err := open(p); err != nil {
+			return nil, err
+		}
+	}
 	if err := p.checkOutput(); err != nil {
 		errs = append(errs, err)
 	}
@@ -296,22 +331,7 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 		outDT = &dt
 	}
 
-	p.Layers = opts.Layers
-	if p.Layers == 0 {
-		for _, name := range p.Base.Names {
-			if l, ok := config.LayerIndex(name); ok && l+1 > p.Layers {
-				p.Layers = l + 1
-			}
-		}
-	}
-
-	for _, name := range p.Base.Names {
-		job, jerrs := p.newJob(name, outDT, resolve)
-		errs = append(errs, jerrs...)
-		if len(jerrs) == 0 {
-			p.Jobs = append(p.Jobs, job)
-		}
-	}
+	errs = append(errs, jobs(p, outDT)...)
 	errs = append(errs, p.checkAdaptedRows())
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -370,7 +390,7 @@ func (p *Plan) checkOutput() error {
 // never be, hold or lie inside.
 func (p *Plan) inputPaths() []string {
 	var paths []string
-	for _, md := range append(append([]*mmapio.Model{p.Base}, p.Models...), p.adapterFiles()...) {
+	for _, md := range append(p.inputs(), p.adapterFiles()...) {
 		paths = append(paths, md.Path, md.Dir)
 		paths = append(paths, md.Files...)
 		if md.Index != "" {
@@ -416,6 +436,7 @@ func (p *Plan) newJob(name string, outDT *kernels.DType, resolve Resolver) (Job,
 		return job, []error{fmt.Errorf("tensor %q: parameters resolved for %d models, want %d", name, len(tp.Weights), len(p.Models))}
 	}
 	job.Params = tp
+	p.passThrough(&job)
 	return job, p.checkParams(name, tp)
 }
 
@@ -430,13 +451,9 @@ func (p *Plan) jobModels(job *Job) []error {
 			errs = append(errs, fmt.Errorf("%s: tensor %q: missing from model %d, which the base %s has", md.Path, name, i+1, bt.File))
 			continue
 		}
-		dt, ok := floatDType(t.DType)
-		if !ok {
-			errs = append(errs, fmt.Errorf("%s: tensor %q: dtype %s cannot be merged (want F32, F16 or BF16)", t.File, name, t.DType))
-			continue
-		}
-		if !slices.Equal(t.Shape, bt.Shape) && !p.embedding(name, bt) {
-			errs = append(errs, fmt.Errorf("tensor %q: shape %s in %s but %s in the base %s", name, shapeString(t.Shape), t.File, shapeString(bt.Shape), bt.File))
+		dt, err := p.inputDType(name, bt, t)
+		if err != nil {
+			errs = append(errs, err)
 			continue
 		}
 		if p.adapted[t] != nil {
@@ -451,6 +468,20 @@ func (p *Plan) jobModels(job *Job) []error {
 		}
 	}
 	return errs
+}
+
+// inputDType checks a model's input t of output tensor name against the
+// base's bt: a float dtype, the same shape (an embedding's may differ:
+// alignRows lays it out).
+func (p *Plan) inputDType(name string, bt, t *mmapio.Tensor) (kernels.DType, error) {
+	dt, ok := floatDType(t.DType)
+	if !ok {
+		return 0, fmt.Errorf("%s: tensor %q: dtype %s cannot be merged (want F32, F16 or BF16)", t.File, t.Name, t.DType)
+	}
+	if !slices.Equal(t.Shape, bt.Shape) && !p.embedding(name, bt) {
+		return 0, fmt.Errorf("tensor %q: shape %s in %s but %s in the base %s", name, shapeString(t.Shape), t.File, shapeString(bt.Shape), bt.File)
+	}
+	return dt, nil
 }
 
 // checkParams checks a tensor's resolved parameters against the method's
@@ -769,7 +800,7 @@ func (p *Plan) sizeMemory() error {
 			}
 		}
 	}
-	p.fileBytes = inputFileBytes(append(append([]*mmapio.Model{p.Base}, p.Models...), p.adapterFiles()...))
+	p.fileBytes = inputFileBytes(append(p.inputs(), p.adapterFiles()...))
 	maxMem := p.Opts.MaxMemory
 	workers := p.Opts.Threads
 	if workers <= 0 {

@@ -104,6 +104,10 @@ func (r *run) release(bs []block) {
 	r.eachInput(bs, func(f *mappedFile, off, n int64) { f.dontNeed(off-pad, n+pad) })
 }
 
+// readsBase reports whether job j reads its base tensor: unless the method
+// has no base, and always for a copy (a passthrough copies its one model).
+func (r *run) readsBase(j *Job) bool { return !r.p.Method.NoBase || j.Copy }
+
 // eachTensor calls f with job ji's mapped input tensors (the base's unless
 // the method has none, then each model's) and their stored element sizes.
 func (r *run) eachTensor(ji int, f func(t *mmapio.Tensor, sz int64)) {
@@ -111,7 +115,7 @@ func (r *run) eachTensor(ji int, f func(t *mmapio.Tensor, sz int64)) {
 	if j.Rows != nil {
 		return // read with pread (rowview.go): no mapped pages
 	}
-	if !r.p.Method.NoBase {
+	if r.readsBase(j) {
 		f(j.Base, int64(j.BaseDT.Size()))
 	}
 	for i, t := range j.Models {

@@ -13,6 +13,53 @@ import (
 // parameter and defaults to mergekit (a mergekit config gives mergekit's
 // result); each detail parameter then overrides the preset.
 func Recipe(c *config.Config) (Method, Resolver, error) {
+	m, params, err := recipe(c)
+	if err != nil {
+		return Method{}, nil, err
+	}
+	n := len(c.Models)
+	resolve := func(tensor string, layer, layers int) (TensorParams, error) {
+		return params(n, func(model int, key string) (config.Param, bool) {
+			return c.Resolve(model, key, tensor, layer, layers)
+		})
+	}
+	return m, resolve, nil
+}
+
+// SliceRecipe is Recipe for the slices form: the method, the slices, and
+// the resolver of an output tensor of a slice, whose merged models read the
+// input tensors named in.
+func SliceRecipe(c *config.Config) (Method, []Slice, SliceResolver, error) {
+	m, params, err := recipe(c)
+	if err != nil {
+		return Method{}, nil, nil, err
+	}
+	sl := make([]Slice, len(c.Slices))
+	for k, s := range c.Slices {
+		sl[k].Base, sl[k].Models = c.SliceModels(k)
+		for _, src := range s.Sources {
+			sl[k].Sources = append(sl[k].Sources, SliceSource{Model: src.Path, First: src.Layers[0], End: src.Layers[1]})
+		}
+	}
+	resolve := func(k int, out string, in []string, t float64) (TensorParams, error) {
+		_, merged := c.SliceModels(k)
+		return params(len(merged), func(model int, key string) (config.Param, bool) {
+			if model < 0 {
+				return c.ResolveSlice(k, -1, key, out, "", t)
+			}
+			return c.ResolveSlice(k, merged[model], key, out, in[model], t)
+		})
+	}
+	return m, sl, resolve, nil
+}
+
+// paramsOf resolves a tensor's parameters for n models from lookup, which
+// gives what the YAML sets a key to for a model (−1: the global setting).
+type paramsOf func(n int, lookup func(model int, key string) (config.Param, bool)) (TensorParams, error)
+
+// recipe reads the method from a config, and how a tensor's parameters
+// follow from what the YAML sets.
+func recipe(c *config.Config) (Method, paramsOf, error) {
 	top := func(key string) (config.Param, bool) { return c.Resolve(-1, key, "", -1, 0) }
 	str := func(key, def string) (string, error) {
 		p, ok := top(key)
@@ -49,12 +96,15 @@ func Recipe(c *config.Config) (Method, Resolver, error) {
 	if err := pcbRecipe(c, &m); err != nil {
 		return Method{}, nil, err
 	}
-	n := len(c.Models)
-	resolve := func(tensor string, layer, layers int) (TensorParams, error) {
+	weightKey := "weight"
+	if m.Name == "passthrough" {
+		weightKey = "scale"
+	}
+	params := func(n int, lookup func(model int, key string) (config.Param, bool)) (TensorParams, error) {
 		tp := TensorParams{Density: make([]float64, n), Weights: make([]float32, n), Weights64: make([]float64, n),
 			Gamma: make([]float64, n), Epsilon: make([]float64, n)}
 		num := func(model int, key string, def float64) (float64, error) {
-			p, ok := c.Resolve(model, key, tensor, layer, layers)
+			p, ok := lookup(model, key)
 			if !ok {
 				return def, nil
 			}
@@ -71,7 +121,7 @@ func Recipe(c *config.Config) (Method, Resolver, error) {
 			if err != nil {
 				return tp, fmt.Errorf("model %d: %w", i+1, err)
 			}
-			w, err := num(i, "weight", def.Weight)
+			w, err := num(i, weightKey, def.Weight)
 			if err != nil {
 				return tp, fmt.Errorf("model %d: %w", i+1, err)
 			}
@@ -98,7 +148,7 @@ func Recipe(c *config.Config) (Method, Resolver, error) {
 		}
 		return tp, err
 	}
-	return m, resolve, nil
+	return m, params, nil
 }
 
 // readTopLevel applies the top-level parameters that shape the method:

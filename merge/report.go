@@ -11,6 +11,9 @@ import (
 
 // Describe prints the method's details in words.
 func (m Method) Describe() string {
+	if m.Name == "passthrough" {
+		return "passthrough: x·scale, or x copied as it is"
+	}
 	if m.Slerp != SlerpNone {
 		return m.describeSlerp()
 	}
@@ -67,7 +70,12 @@ func (p *Plan) Describe(w io.Writer) {
 	for i, m := range p.Models {
 		fmt.Fprintf(w, "model %d:  %s (%d files)%s\n", i+1, m.Path, len(m.Files), p.adapterNote(i+1))
 	}
-	fmt.Fprintf(w, "tensors:  %d (%d merged, %d copied from the base), %d layers\n", len(p.Jobs), len(p.Jobs)-copied, copied, p.Layers)
+	from := " from the base"
+	if p.slices != nil {
+		from = "" // from the slices' sources
+	}
+	fmt.Fprintf(w, "tensors:  %d (%d merged, %d copied%s), %d layers\n", len(p.Jobs), len(p.Jobs)-copied, copied, from, p.Layers)
+	p.describeLayers(w)
 	if vm := p.vocab; vm != nil {
 		fmt.Fprintf(w, "vocab:    %s", vm.describe(p.Opts.Vocab.Source))
 		fmt.Fprintln(w)

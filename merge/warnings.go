@@ -130,6 +130,9 @@ func (p *Plan) findWarnings() {
 		}
 	}
 	for _, md := range p.Models {
+		if p.slices != nil {
+			break // a frankenmerge reads the layers the slices name
+		}
 		var extra []string
 		for _, name := range md.Names {
 			if _, ok := p.Base.Tensors[name]; !ok {
@@ -144,13 +147,14 @@ func (p *Plan) findWarnings() {
 			add(WarnTensorIgnored, md.Path, "", "%d tensors not in the base are ignored: %s", len(extra), listed(extra))
 		}
 	}
-	var copied, merged []string
+	var copied []string
 	for _, j := range p.Jobs {
 		if j.Copy {
-			copied = append(copied, j.Name)
+			if _, passed := floatDType(j.Base.DType); !passed { // passthrough copies float layers as they are
+				copied = append(copied, j.Name)
+			}
 			continue
 		}
-		merged = append(merged, j.Name)
 		p.warnCut(add, j)
 	}
 	const unread = "copied from the base unmerged (the fine-tunes' values are not read)"
@@ -161,7 +165,7 @@ func (p *Plan) findWarnings() {
 	default:
 		add(WarnCopiedFromBase, p.Base.Path, "", "%d non-float tensors are %s: %s", len(copied), unread, listed(copied))
 	}
-	p.warnContributions(add, merged)
+	p.warnContributions(add)
 	p.warnOutDType(add)
 	p.warnNormalizeGuard(add)
 	if vm := p.vocab; vm != nil && len(vm.appended) > 1 {
@@ -196,29 +200,42 @@ func sameShards(a, b *mmapio.Model) bool {
 
 // warnContributions: a model whose trim keeps nothing, or whose weight is 0,
 // adds nothing to the merge (or to some tensors).
-func (p *Plan) warnContributions(add func(code, model, tensor, format string, args ...any), merged []string) {
+func (p *Plan) warnContributions(add func(code, model, tensor, format string, args ...any)) {
+	keepsNone := map[string]bool{}
 	for i, md := range p.Models {
 		if p.Method.Trim && p.Method.Scope == ScopeModel && p.Need[i] == 0 {
 			add(WarnContributesNone, md.Path, "", "density %v keeps no element of %d (k = ⌊n·density⌋ = 0): the model contributes nothing", p.Density[i], p.Merged)
+			keepsNone[md.Path] = true
+		}
+	}
+	if p.Method.ModelStock { // Model Stock takes no weights
+		return
+	}
+	// Per model (a frankenmerge's models each take part in some tensors):
+	// the tensors it is merged into, and those where its weight is 0.
+	zero, takes := map[string][]string{}, map[string]int{}
+	for _, j := range p.Jobs {
+		if j.Copy {
 			continue
 		}
-		if p.Method.ModelStock { // Model Stock takes no weights
-			continue
-		}
-		var zero []string
-		for _, j := range p.Jobs {
-			if !j.Copy && j.Params.Weights[i] == 0 {
-				zero = append(zero, j.Name)
+		for i, t := range j.Models {
+			path := p.modelPath(t, p.Models[i].Path)
+			takes[path]++
+			if j.Params.Weights[i] == 0 {
+				zero[path] = append(zero[path], j.Name)
 			}
 		}
+	}
+	for _, md := range p.inputs() {
+		zero := zero[md.Path]
 		switch {
-		case len(zero) == 0:
-		case len(zero) == len(merged):
+		case len(zero) == 0 || keepsNone[md.Path]:
+		case len(zero) == takes[md.Path]:
 			add(WarnContributesNone, md.Path, only(zero), "weight 0 on every merged tensor (%d): the model contributes nothing", len(zero))
 		case len(zero) == 1:
-			add(WarnContributesNone, md.Path, zero[0], "weight 0 (on 1 of %d merged tensors): the model contributes nothing to it", len(merged))
+			add(WarnContributesNone, md.Path, zero[0], "weight 0 (on 1 of %d merged tensors): the model contributes nothing to it", takes[md.Path])
 		default:
-			add(WarnContributesNone, md.Path, "", "weight 0 on %d of %d merged tensors, to which the model contributes nothing: %s", len(zero), len(merged), listed(zero))
+			add(WarnContributesNone, md.Path, "", "weight 0 on %d of %d merged tensors, to which the model contributes nothing: %s", len(zero), takes[md.Path], listed(zero))
 		}
 	}
 }
@@ -278,6 +295,7 @@ func (p *Plan) warnCut(add func(code, model, tensor, format string, args ...any)
 		paths[i+1] = md.Path
 	}
 	for i, t := range append([]*mmapio.Tensor{j.Base}, j.Models...) {
+		paths[i] = p.modelPath(t, paths[i])
 		if len(t.Shape) != 2 {
 			continue
 		}

@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -18,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tiesmm/tiesmm/config"
 	"github.com/tiesmm/tiesmm/mmapio"
 )
 
@@ -511,7 +514,8 @@ func TestCLIExamples(t *testing.T) {
 			t.Parallel()
 			out := filepath.Join("out", name)
 			stdout := mustRun(t, dir, "merge", ex, out)
-			votes := slices.Contains([]string{"ties", "ties-paper", "ties-lora", "dare_ties", "breadcrumbs_ties", "della"}, name)
+			method, _, _ := strings.Cut(name, "-") // a variant's suffix follows a dash
+			votes := slices.Contains([]string{"ties", "dare_ties", "breadcrumbs_ties", "della"}, method)
 			if got := strings.Contains(stdout, "elected a sign"); got != votes {
 				t.Errorf("summary speaks of a sign vote: %v, want %v (the method votes: %v)\n%s", got, votes, votes, stdout)
 			}
@@ -524,11 +528,15 @@ func TestCLIExamples(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(m.Tensors) != len(base.Tensors) {
-				t.Fatalf("%d tensors, the base has %d", len(m.Tensors), len(base.Tensors))
+			tensors := base.Tensors
+			if c, err := config.Load(ex); err == nil && c.Slices != nil && c.LayerRange == nil {
+				tensors = frankenTensors(t, base, c, filepath.Join(dir, out))
 			}
 			rows := outVocabSize(t, filepath.Join(dir, model))
-			for name, bt := range base.Tensors {
+			if len(m.Tensors) != len(tensors) {
+				t.Fatalf("%d tensors, want %d", len(m.Tensors), len(tensors))
+			}
+			for name, bt := range tensors {
 				mt, ok := m.Tensors[name]
 				want := slices.Clone(bt.Shape)
 				if strings.Contains(name, "embed_tokens") || strings.Contains(name, "lm_head") {
@@ -582,5 +590,79 @@ compute_dtype: bfloat16
 	}
 	if _, err := os.Stat(filepath.Join(dir, "refused")); !os.IsNotExist(err) {
 		t.Errorf("a refused merge left its output: %v", err)
+	}
+}
+
+// frankenTensors are the tensors a frankenmerge of the demo models writes:
+// the base's outside the layers, and its layer 0's for each of the slices'
+// layers, which the output's config.json must count.
+func frankenTensors(t *testing.T, base *mmapio.Model, c *config.Config, out string) map[string]*mmapio.Tensor {
+	t.Helper()
+	layers := 0
+	for _, s := range c.Slices {
+		layers += s.Len()
+	}
+	b, err := os.ReadFile(filepath.Join(out, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Layers int `json:"num_hidden_layers"`
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil || cfg.Layers != layers {
+		t.Fatalf("config.json: num_hidden_layers %d, want %d (%v)", cfg.Layers, layers, err)
+	}
+	want := map[string]*mmapio.Tensor{}
+	for name, bt := range base.Tensors {
+		prefix, l, suffix, ok := config.SplitLayer(name)
+		switch {
+		case !ok:
+			want[name] = bt
+		case l == 0:
+			for o := range layers {
+				want[fmt.Sprintf("%s%d%s", prefix, o, suffix)] = bt
+			}
+		}
+	}
+	return want
+}
+
+// --dry-run prints a frankenmerge's layer map; a layer range beyond a model's
+// layers is refused naming the model and its layer count.
+func TestCLIFrankenmerge(t *testing.T) {
+	dir := workDir(t)
+	out := mustRun(t, dir, "merge", "--dry-run", filepath.Join(examplesDir(t), "passthrough-frankenmerge.yml"), "out")
+	for _, line := range []string{"layers:   0–1 ← demo/base 0–1\n", "layers:   2 ← demo/ft1 1\n", "layers:   3–4 ← demo/ft2 0–1\n", "5 layers"} {
+		if !strings.Contains(out, line) {
+			t.Errorf("--dry-run lacks %q:\n%s", line, out)
+		}
+	}
+	// --explain: each output tensor's input and scale.
+	out = mustRun(t, dir, "merge", "--explain", filepath.Join(examplesDir(t), "passthrough-frankenmerge.yml"), "out")
+	for _, re := range []string{`model\.layers\.2\.mlp\.up_proj\.weight +demo/ft1 +model\.layers\.1\.mlp\.up_proj\.weight +copied`,
+		`model\.layers\.3\.self_attn\.o_proj\.weight +demo/ft2 +model\.layers\.0\.self_attn\.o_proj\.weight +0\.5\n`} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("--explain lacks %s:\n%s", re, out)
+		}
+	}
+	writeFile(t, filepath.Join(dir, "deep.yml"), `merge_method: passthrough
+slices:
+  - sources: [{model: demo/base, layer_range: [0, 2]}]
+  - sources: [{model: demo/ft1, layer_range: [1, 9]}]
+`)
+	_, errOut, code := tiesmm(t, dir, "merge", "--dry-run", "deep.yml", "out")
+	if code == 0 || !strings.Contains(errOut, "slices[1].sources[0]: layer_range [1, 9] of demo/ft1, which has 2 layers") {
+		t.Errorf("exit %d, stderr %s", code, errOut)
+	}
+	// One slice from layer 0 that stops short of the models' layers: the
+	// models form in its syntax, but a shallower model.
+	writeFile(t, filepath.Join(dir, "short.yml"), `merge_method: ties
+base_model: demo/base
+slices:
+  - sources: [{model: demo/base, layer_range: [0, 1]}, {model: demo/ft1, layer_range: [0, 1]}]
+`)
+	out = mustRun(t, dir, "merge", "--dry-run", "short.yml", "out")
+	if !strings.Contains(out, "1 layers\nlayers:   0 ← demo/ft1 0 (base demo/base 0)\n") {
+		t.Errorf("--dry-run of a short slice:\n%s", out)
 	}
 }

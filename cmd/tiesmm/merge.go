@@ -267,6 +267,10 @@ func (m *mergeCmd) plan() (*config.Config, *merge.Plan, error) {
 		BlockElems: m.BlockSize, Kernels: ks, TwoPass: m.TwoPass, Materialize: m.Materialize,
 		Vocab: merge.VocabOptions{Source: c.TokenizerSource, PadTo: c.PadToMultipleOf, BaseModel: c.BaseModel},
 	}
+	if c.Slices != nil && c.LayerRange == nil {
+		plan, err := m.slicePlan(c, opts)
+		return c, plan, err
+	}
 	for _, e := range c.Models {
 		opts.Models = append(opts.Models, e.Path)
 	}
@@ -278,9 +282,29 @@ func (m *mergeCmd) plan() (*config.Config, *merge.Plan, error) {
 		return nil, nil, err
 	}
 	if c.LayerRange != nil && c.LayerRange[1] != plan.Layers {
-		return nil, nil, fmt.Errorf("%s: the slices cover layers [%d, %d) but the models have %d layers; tiesmm merges whole models", c.File, c.LayerRange[0], c.LayerRange[1], plan.Layers)
+		// Slices that stop short of the models' layers: a frankenmerge.
+		plan, err = m.slicePlan(c, opts)
 	}
-	return c, plan, nil
+	return c, plan, err
+}
+
+// slicePlan is the plan of a config's slices: a frankenmerge.
+func (m *mergeCmd) slicePlan(c *config.Config, opts merge.Options) (*merge.Plan, error) {
+	method, sl, resolve, err := merge.SliceRecipe(c)
+	if err != nil {
+		return nil, err
+	}
+	method.Seed = m.Seed
+	method.ApproxTopK = m.TopK == "approx"
+	opts.Models = nil
+	for _, j := range sl[0].Models {
+		opts.Models = append(opts.Models, sl[0].Sources[j].Model)
+	}
+	opts.Base = c.BaseModel
+	if opts.Base == "" {
+		opts.Base = sl[0].Sources[0].Model // the first model lays out the output
+	}
+	return merge.NewSlicePlan(opts, method, sl, resolve)
 }
 
 // explain prints each tensor's resolved parameters and its strategy.
@@ -289,7 +313,10 @@ func (m *mergeCmd) explain(c *config.Config, plan *merge.Plan) error {
 	for i, j := range plan.Jobs {
 		names[i] = j.Name
 	}
-	if err := c.Explain(os.Stdout, names, plan.Layers); err != nil {
+	if plan.Frankenmerge() {
+		plan.DescribeLayers(os.Stdout)
+		plan.ExplainSlices(os.Stdout)
+	} else if err := c.Explain(os.Stdout, names, plan.Layers); err != nil {
 		return err
 	}
 	fmt.Fprintln(os.Stdout)
