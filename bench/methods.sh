@@ -46,7 +46,7 @@ config() {
 		} >"$f"
 		[[ $m == linear ]] && echo "$DIR/ft1 $DIR/ft2 $DIR/ft3" || echo "$DIR/base $DIR/ft1 $DIR/ft2 $DIR/ft3"
 		;;
-	model_stock | karcher | sce)
+	model_stock | karcher | sce | emr | pcb)
 		{
 			echo "merge_method: $m"
 			echo "base_model: $DIR/base"
@@ -91,7 +91,7 @@ config() {
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END{print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-ALL="ties task_arithmetic linear model_stock slerp nuslerp multislerp karcher sce nearswap arcee_fusion nuslerp-bf16 multislerp-bf16"
+ALL="ties task_arithmetic linear model_stock slerp nuslerp multislerp karcher sce nearswap arcee_fusion nuslerp-bf16 multislerp-bf16 emr pcb"
 METHODS=${METHODS_ONLY:-$ALL}
 table=$OUT/methods.md
 {
@@ -108,17 +108,17 @@ for m in $METHODS; do
 		t0=$(now)
 		cat "${files[@]}" >/dev/null
 		t1=$(now)
-		"$BIN" merge --quiet --force "$WORK/$m.yml" "$WORK/out" >/dev/null
+		"$BIN" merge --quiet --force "$WORK/$m.yml" "$WORK/out-$m" >/dev/null
 		t2=$(now)
 		floors+=("$(echo "$t1 - $t0" | bc -l)")
 		merges+=("$(echo "$t2 - $t1" | bc -l)")
 	done
 	floor=$(printf '%s\n' "${floors[@]}" | median)
 	merge=$(printf '%s\n' "${merges[@]}" | median)
-	peak=$("$BIN" merge --quiet --force --json --max-memory "$MAXMEM" "$WORK/$m.yml" "$WORK/out" |
+	peak=$("$BIN" merge --quiet --force --json --max-memory "$MAXMEM" "$WORK/$m.yml" "$WORK/out-$m" |
 		/usr/bin/python3 -c 'import json,sys; print("%.1f MiB" % (json.load(sys.stdin)["peak_rss_bytes"]/2**20))')
 	printf '| %s | %.2f | %.2f | %.2f | %.2f | %s |\n' "$m" "$(echo "$bytes / 1000000000" | bc -l)" "$floor" "$merge" \
 		"$(echo "$merge / $floor" | bc -l)" "$peak" | tee -a "$table"
+	rm -rf "$WORK/out-$m"
 done
-rm -rf "$WORK/out"
 echo "written to $table"
