@@ -1,0 +1,7 @@
+//go:build !noasm && !purego && gc
+
+package kernels
+
+func init() {
+	neonSet.EMRElect = emrElectGeneric
+}
