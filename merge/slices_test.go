@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -725,4 +726,136 @@ func sliceResolver(t *testing.T, dir, src string) SliceResolver {
 		t.Fatal(err)
 	}
 	return resolve
+}
+
+// Every method the slices take, over slices that merge different numbers
+// of models, each slice's layers read from the same layers of its sources:
+// slice k's output tensors are then those of a merge of whole models (the
+// models form) of slice k's models, byte for byte. The embeddings are the
+// first slice's merge's, the final norm and lm_head the last one's.
+func TestSlicesCountsMethods(t *testing.T) {
+	dir := t.TempDir()
+	r := rand.New(rand.NewPCG(13, 14))
+	for _, name := range []string{"Z", "A", "B", "C"} {
+		dt := kernels.F32
+		if name == "A" {
+			dt = kernels.BF16
+		}
+		llamaLike(t, filepath.Join(dir, name), r, 6, dt, false)
+	}
+	three := [][]string{{"A", "B", "C"}, {"B"}, {"C", "A"}}
+	two := [][]string{{"A", "B", "C"}, {"B", "C"}, {"C", "A"}}
+	for _, tc := range []struct {
+		head   string     // merge_method and the top level's settings
+		models [][]string // per slice, the models merged besides Z
+		params map[string]string
+		noBase bool // Z is one of the models (listed last), not θ₀
+	}{
+		{head: "merge_method: linear\n", models: three, params: map[string]string{"A": "{weight: 0.5}", "B": "{weight: 2}"}, noBase: true},
+		{head: "merge_method: karcher\n", models: three, noBase: true},
+		{head: "merge_method: multislerp\nbase_model: DIR/Z\n", models: three, params: map[string]string{"A": "{weight: 0.5}", "B": "{weight: 2}", "C": "{weight: 1}"}},
+		{head: "merge_method: sce\nbase_model: DIR/Z\nparameters: {select_topk: 0.5}\n", models: three},
+		{head: "merge_method: model_stock\nbase_model: DIR/Z\n", models: two},
+		{head: "merge_method: pcb\nbase_model: DIR/Z\nparameters: {scope: tensor}\n", models: two},
+		{head: "merge_method: dare_linear\nbase_model: DIR/Z\nparameters: {density: 0.7, weight: 0.6}\n", models: three},
+		{head: "merge_method: della_linear\nbase_model: DIR/Z\nparameters: {density: 0.6, weight: 0.6}\n", models: three},
+		{head: "merge_method: breadcrumbs\nbase_model: DIR/Z\nparameters: {density: 0.6, gamma: 0.05}\n", models: three},
+		{head: "merge_method: ties\nbase_model: DIR/Z\nparameters: {density: 0.5, weight: 0.7}\n", models: three, params: map[string]string{"B": "{weight: 2, density: 0.8}"}},
+		{head: "merge_method: slerp\nbase_model: DIR/Z\nparameters: {t: 0.3}\n", models: [][]string{{"A"}, {}, {"C"}}},
+	} {
+		method, _, _ := strings.Cut(strings.TrimPrefix(tc.head, "merge_method: "), "\n")
+		t.Run(method, func(t *testing.T) {
+			sub := t.TempDir()
+			for _, name := range []string{"Z", "A", "B", "C"} {
+				if err := os.Symlink(filepath.Join(dir, name), filepath.Join(sub, name)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			source := func(name string, lr [2]int) string {
+				s := fmt.Sprintf("      - {model: DIR/%s, layer_range: [%d, %d]", name, lr[0], lr[1])
+				if p, ok := tc.params[name]; ok {
+					s += ", parameters: " + p
+				}
+				return s + "}\n"
+			}
+			// Z comes last: karcher's models form appends its base.
+			withZ := func(k int) []string { return append(slices.Clone(tc.models[k]), "Z") }
+			src := tc.head + "slices:\n"
+			for k := range tc.models {
+				src += "  - sources:\n"
+				for _, name := range withZ(k) {
+					src += source(name, [2]int{2 * k, 2*k + 2})
+				}
+			}
+			got, _, _ := runSlices(t, sub, src)
+			want := map[string][]byte{}
+			for k := range tc.models {
+				models := "models:\n"
+				for _, name := range withZ(k) {
+					if name == "Z" && !tc.noBase {
+						continue
+					}
+					models += "  - {model: DIR/" + name
+					if p, ok := tc.params[name]; ok {
+						models += ", parameters: " + p
+					}
+					models += "}\n"
+				}
+				if len(tc.models[k]) == 0 {
+					models = "models: []\n"
+				}
+				data := mergeModelsForm(t, sub, tc.head+models, fmt.Sprint("whole", k))
+				for name, b := range data {
+					l, layered := config.LayerIndex(name)
+					switch {
+					case layered && l/2 == k,
+						!layered && k == 0 && strings.Contains(name, "embed"),
+						!layered && k == len(tc.models)-1 && !strings.Contains(name, "embed"):
+						want[name] = b
+					}
+				}
+			}
+			if len(got) != len(want) {
+				t.Fatalf("%d tensors, want %d", len(got), len(want))
+			}
+			for name, b := range want {
+				if !bytes.Equal(got[name], b) {
+					t.Errorf("%s differs from the merge of whole models", name)
+				}
+			}
+		})
+	}
+}
+
+// mergeModelsForm merges the config src (the models form; paths relative to
+// dir) into dir/out and returns its tensors' bytes.
+func mergeModelsForm(t *testing.T, dir, src, out string) map[string][]byte {
+	t.Helper()
+	c, err := config.Parse([]byte(strings.ReplaceAll(src, "DIR", dir)), "m.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ValidateWith(nil); err != nil {
+		t.Fatal(err)
+	}
+	m, resolve, err := Recipe(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{Base: c.BaseModel, Out: filepath.Join(dir, out), Threads: 2, OutDType: c.OutputDType()}
+	for _, e := range c.Models {
+		opts.Models = append(opts.Models, e.Path)
+	}
+	if opts.Base == "" {
+		opts.Base = opts.Models[0]
+	}
+	p, err := NewPlan(opts, m, resolve)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(context.Background(), p, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, data := readModel(t, opts.Out)
+	return data
 }
