@@ -287,7 +287,7 @@ type emrTensors struct {
 
 func newEMRTensors(r *run) *emrTensors {
 	n := len(r.p.Models)
-	s := &emrTensors{models: r.allModels(), ws: make([]emrWorker, len(r.ws)),
+	s := &emrTensors{models: indices(n), ws: make([]emrWorker, len(r.ws)),
 		tensorA: make([][]float64, len(r.p.Jobs)), tensorB: make([][]float64, len(r.p.Jobs)),
 		modelA: make([]wideSum, n), modelB: make([]wideSum, n)}
 	for k := range s.ws {
