@@ -108,7 +108,7 @@ for m in $METHODS; do
 	for d in "${dirs[@]}"; do files+=("$d"/*.safetensors); done
 	bytes=$(cat "${files[@]}" | wc -c)
 	"$BIN" merge --quiet --force "$WORK/$m.yml" "$WORK/out-$m" >/dev/null
-	outbytes=$(find "$WORK/out-$m" -name '*.safetensors' -printf '%s\n' | awk '{s+=$1} END{print s}')
+	outbytes=$(find "$WORK/out-$m" -name '*.safetensors' -printf '%s\n' | awk '{s+=$1} END{printf "%d", s}')
 	floors=() writes=() merges=()
 	for _ in $(seq "$REPS"); do
 		t0=$(now)
