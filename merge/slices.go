@@ -67,7 +67,7 @@ func NewSlicePlan(opts Options, m Method, sl []Slice, resolve SliceResolver) (*P
 	if m.OwnPath == PathPCB && m.PCB.Scope == ScopeModel {
 		for k, s := range sl {
 			if len(s.Models) != len(sl[0].Models) {
-				return nil, fmt.Errorf("pcb with scope: model ranks each task over every layer it merges, but slices[%d] merges %d models and slices[0] %d, so the tasks differ from slice to slice: use scope: tensor", k, len(s.Models), len(sl[0].Models))
+				return nil, fmt.Errorf("pcb with scope: model ranks each task over every layer it merges, but slices[%d] merges %d model(s) and slices[0] %d, so the tasks differ from slice to slice: use scope: tensor", k, len(s.Models), len(sl[0].Models))
 			}
 		}
 	}

@@ -391,6 +391,18 @@ func TestSlicesErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "emr keeps each fine-tune as a task") {
 		t.Errorf("emr: %v", err)
 	}
+	// pcb's default scope ranks each task over every layer it merges: the
+	// slices must then merge as many models; nearswap takes one per slice.
+	three := []Slice{{Sources: []SliceSource{{a, 0, 3}, {b, 0, 3}, {b, 0, 3}}, Base: 0, Models: []int{1, 2}},
+		{Sources: []SliceSource{{a, 0, 3}, {b, 0, 3}}, Base: 0, Models: []int{1}}}
+	_, err = NewSlicePlan(Options{Base: a, Out: opts.Out}, newMethod(t, "pcb", ""), three, none)
+	if err == nil || !strings.Contains(err.Error(), "pcb with scope: model ranks each task over every layer it merges, but slices[1] merges 1 model(s) and slices[0] 2") {
+		t.Errorf("pcb, scope model: %v", err)
+	}
+	_, err = NewSlicePlan(Options{Base: a, Out: opts.Out}, newMethod(t, "nearswap", ""), three, none)
+	if err == nil || !strings.Contains(err.Error(), "slices[0]: nearswap needs exactly one fine-tuned model besides the base, not 2") {
+		t.Errorf("nearswap with two models in a slice: %v", err)
+	}
 	paper := newMethod(t, "ties", "paper")
 	_, err = NewSlicePlan(Options{Base: a, Models: []string{b}, Out: opts.Out}, paper, []Slice{{Sources: []SliceSource{{a, 0, 3}, {b, 0, 3}}, Base: 0, Models: []int{1}}}, none)
 	if err == nil || !strings.Contains(err.Error(), "trim_scope: model") {
