@@ -70,7 +70,7 @@ test-arm64:
 	GOARCH=arm64 $(GO) test -count=1 -exec '$(QEMU) -cpu cortex-a72' ./kernels/
 
 FUZZTIME ?= 60s
-KERNEL_FUZZ = FuzzWiden FuzzDeltaTrim FuzzFinish FuzzVote FuzzRange FuzzTies FuzzDeltaRange FuzzNorms FuzzDot FuzzTrimWords FuzzLowBits
+KERNEL_FUZZ = FuzzWiden FuzzDeltaTrim FuzzFinish FuzzVote FuzzRange FuzzTies FuzzDeltaRange FuzzNorms FuzzDot FuzzTrimWords FuzzLowBits FuzzEMRElect
 
 # Parsers, then every kernel against the Go reference (FUZZTIME each).
 fuzz:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Every merge method against the read floor of its own inputs, in the same run, on a
-# cached synthetic set (base + 3 fine-tunes); then each under a memory bound, with its
-# peak RSS. Prints a Markdown table and writes it to bench/out/methods.md.
+# Every merge method against the floors of its own inputs and output, in the same run,
+# on a cached synthetic set (base + 3 fine-tunes): the read floor (cat of the files the
+# method reads, warm) and the write floor (dd O_DIRECT of the bytes it writes); the
+# disk floor is the slower of the two. Then each under a memory bound, with its peak
+# RSS. Prints a Markdown table and writes it to bench/out/methods.md.
 #
 #   bench/methods.sh [DIR]     DIR holds base/ ft1/ ft2/ ft3/ (default: made by synth)
 #
@@ -42,7 +44,9 @@ config() {
 			echo "merge_method: $m"
 			[[ $m == linear ]] || echo "base_model: $DIR/base"
 			echo "models:"
-			for i in 1 2 3; do echo "  - {model: $DIR/ft$i, parameters: {weight: 1, density: 0.2}}"; done
+			density=", density: 0.2"
+			[[ $m == task_arithmetic || $m == linear ]] && density=
+			for i in 1 2 3; do echo "  - {model: $DIR/ft$i, parameters: {weight: 1$density}}"; done
 		} >"$f"
 		[[ $m == linear ]] && echo "$DIR/ft1 $DIR/ft2 $DIR/ft3" || echo "$DIR/base $DIR/ft1 $DIR/ft2 $DIR/ft3"
 		;;
@@ -95,30 +99,39 @@ ALL="ties task_arithmetic linear model_stock slerp nuslerp multislerp karcher sc
 METHODS=${METHODS_ONLY:-$ALL}
 table=$OUT/methods.md
 {
-	echo "| method | input GB | read floor s | merge s | ÷ floor | peak RSS under $MAXMEM |"
-	echo "|---|---|---|---|---|---|"
+	echo "| method | input GB | output GB | read floor s | write floor s | merge s | ÷ read floor | ÷ disk floor | peak RSS under $MAXMEM |"
+	echo "|---|---|---|---|---|---|---|---|---|"
 } >"$table"
 for m in $METHODS; do
 	read -r -a dirs <<<"$(config "$m")"
 	files=()
 	for d in "${dirs[@]}"; do files+=("$d"/*.safetensors); done
 	bytes=$(cat "${files[@]}" | wc -c)
-	floors=() merges=()
+	"$BIN" merge --quiet --force "$WORK/$m.yml" "$WORK/out-$m" >/dev/null
+	outbytes=$(find "$WORK/out-$m" -name '*.safetensors' -printf '%s\n' | awk '{s+=$1} END{print s}')
+	floors=() writes=() merges=()
 	for _ in $(seq "$REPS"); do
 		t0=$(now)
 		cat "${files[@]}" >/dev/null
 		t1=$(now)
-		"$BIN" merge --quiet --force "$WORK/$m.yml" "$WORK/out-$m" >/dev/null
+		dd if=/dev/zero of="$WORK/write-floor" bs=8M count=$(((outbytes + 8388607) / 8388608)) oflag=direct status=none
 		t2=$(now)
+		rm -f "$WORK/write-floor"
+		"$BIN" merge --quiet --force "$WORK/$m.yml" "$WORK/out-$m" >/dev/null
+		t3=$(now)
 		floors+=("$(echo "$t1 - $t0" | bc -l)")
-		merges+=("$(echo "$t2 - $t1" | bc -l)")
+		writes+=("$(echo "$t2 - $t1" | bc -l)")
+		merges+=("$(echo "$t3 - $t2" | bc -l)")
 	done
 	floor=$(printf '%s\n' "${floors[@]}" | median)
+	write=$(printf '%s\n' "${writes[@]}" | median)
 	merge=$(printf '%s\n' "${merges[@]}" | median)
+	disk=$(echo "if ($floor > $write) $floor else $write" | bc -l)
 	peak=$("$BIN" merge --quiet --force --json --max-memory "$MAXMEM" "$WORK/$m.yml" "$WORK/out-$m" |
 		/usr/bin/python3 -c 'import json,sys; print("%.1f MiB" % (json.load(sys.stdin)["peak_rss_bytes"]/2**20))')
-	printf '| %s | %.2f | %.2f | %.2f | %.2f | %s |\n' "$m" "$(echo "$bytes / 1000000000" | bc -l)" "$floor" "$merge" \
-		"$(echo "$merge / $floor" | bc -l)" "$peak" | tee -a "$table"
+	printf '| %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %s |\n' "$m" "$(echo "$bytes / 1000000000" | bc -l)" \
+		"$(echo "$outbytes / 1000000000" | bc -l)" "$floor" "$write" "$merge" \
+		"$(echo "$merge / $floor" | bc -l)" "$(echo "$merge / $disk" | bc -l)" "$peak" | tee -a "$table"
 	rm -rf "$WORK/out-$m"
 done
 echo "written to $table"

@@ -431,12 +431,29 @@ func SlicePosition(i, n int) float64 {
 // ones: those the merge resolves per tensor. The method's switches stay top-level.
 var sliceParamKeys = []string{"lambda", "t", "select_topk"}
 
+// countProblem says why method cannot merge n models besides the base in one slice, or
+// "" if it can. Each slice merges its own models, as many as it lists.
+func countProblem(method string, n int) string {
+	switch {
+	case method == "slerp" && n > 1:
+		return "slerp interpolates from the base to one model"
+	case method == "nuslerp" && n != 2:
+		return "nuslerp interpolates between exactly two models"
+	case (method == "model_stock" || method == "pcb") && n < 2:
+		return method + " needs at least two (it compares their task vectors)"
+	case (method == "nearswap" || method == "arcee_fusion") && n != 1:
+		return method + " needs exactly one (it compares it with the base)"
+	case n == 0 && method != "slerp":
+		return "there is nothing to merge"
+	}
+	return ""
+}
+
 // validateSlices checks what the models form's checks (done on the first slice) do not
-// cover: every slice merges as many models, has the base it needs among its sources, and
-// sets parameters the method knows where they may be set.
+// cover: every slice merges a number of models its method takes, has the base it needs
+// among its sources, and sets parameters the method knows where they may be set.
 func (c *Config) validateSlices(v *errList) {
 	allowed := methodParams[c.Method]
-	_, first := c.SliceModels(0)
 	for k, s := range c.Slices {
 		what := fmt.Sprintf("slices[%d]", k)
 		base, merged := c.SliceModels(k)
@@ -447,8 +464,10 @@ func (c *Config) validateSlices(v *errList) {
 			v.add(s.Line, "%s: passthrough has no base_model (it copies one model's layers)", what)
 		case b != "" && base < 0 && c.Method != "linear" && c.Method != "karcher" && c.LayerRange == nil:
 			v.add(s.Line, "%s: base_model %s is not among the slice's sources, so its layers are unknown: add it with the layer_range to use", what, b)
-		case k > 0 && len(merged) != len(first):
-			v.add(s.Line, "%s merges %d models but slices[0] merges %d: tiesmm merges as many models in every slice", what, len(merged), len(first))
+		case k > 0 && c.Method != "passthrough":
+			if why := countProblem(c.Method, len(merged)); why != "" {
+				v.add(s.Line, "%s merges %d model(s) besides its base: %s", what, len(merged), why)
+			}
 		}
 		if (c.SliceBase(k) == "") != (c.SliceBase(0) == "") {
 			v.add(s.Line, "%s and slices[0] differ in having a base_model", what)

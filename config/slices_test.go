@@ -226,7 +226,26 @@ slices:
 slices:
   - sources: [{model: a, layer_range: [0, 8]}]
   - sources: [{model: a, layer_range: [8, 16]}, {model: b, layer_range: [0, 8]}]
-`, []any{4, "slices[1] merges 2 models but slices[0] merges 1"}},
+`, nil},
+		{"a count nearswap cannot take", `merge_method: nearswap
+base_model: base
+parameters: {t: 0.5}
+slices:
+  - sources: [{model: base, layer_range: [0, 8]}, {model: a, layer_range: [0, 8]}]
+  - sources: [{model: base, layer_range: [8, 16]}, {model: a, layer_range: [8, 16]}, {model: b, layer_range: [8, 16]}]
+`, []any{6, "slices[1] merges 2 model(s) besides its base: nearswap needs exactly one"}},
+		{"nuslerp with one model in a slice", `merge_method: nuslerp
+parameters: {weight: 1}
+slices:
+  - sources: [{model: a, layer_range: [0, 8]}, {model: b, layer_range: [0, 8]}]
+  - sources: [{model: a, layer_range: [8, 16]}]
+`, []any{5, "slices[1] merges 1 model(s) besides its base: nuslerp interpolates between exactly two"}},
+		{"a slice of the base alone", `merge_method: ties
+base_model: base
+slices:
+  - sources: [{model: base, layer_range: [0, 8]}, {model: a, layer_range: [0, 8]}]
+  - sources: [{model: base, layer_range: [8, 16]}]
+`, []any{5, "slices[1] merges 0 model(s) besides its base: there is nothing to merge"}},
 		{"slice parameters", `merge_method: ties
 base_model: base
 slices:

@@ -321,6 +321,11 @@ func trimWordsAVX512(tau *float32, chunks int, gt uint32, kept *uint64, sign *ui
 //go:noescape
 func lowBitsAVX512(tau *float32, n int, list *uint32, room int) (done, count int)
 
+// emrElectAVX512 runs EMRElect over whole chunks (NaN sums as they come); stride and row in elements and bytes as the block's, sums chunk-major.
+//
+//go:noescape
+func emrElectAVX512(u *float32, taus *float32, stride int, tasks int, mask *byte, row int, asum *float64, bsum *float64, amin *uint32, bmin *uint32, chunks int, scratch *float32)
+
 // widenBF16AVX2 widens n (a multiple of 8) bf16 values at src into dst.
 //
 //go:noescape
@@ -630,6 +635,11 @@ func trimWordsAVX2(tau *float32, chunks int, gt uint32, kept *uint64, sign *uint
 //
 //go:noescape
 func lowBitsAVX2(tau *float32, n int, list *uint32, room int) (done, count int)
+
+// emrElectAVX2 runs EMRElect over whole chunks (NaN sums as they come); stride and row in elements and bytes as the block's, sums chunk-major.
+//
+//go:noescape
+func emrElectAVX2(u *float32, taus *float32, stride int, tasks int, mask *byte, row int, asum *float64, bsum *float64, amin *uint32, bmin *uint32, chunks int, scratch *float32)
 
 // The aggregates the vote kernels are specialised on: Aggregate, with a
 // mean divided by non-unit weights apart.

@@ -117,6 +117,12 @@ func trimWordsNEON(tau *float32, chunks int, gt uint32, kept *uint64, sign *uint
 //go:noescape
 func lowBitsNEON(tau *float32, n int, list *uint32, room int) (done, count int)
 
+// emrElectNEON runs EMRElect over whole chunks (NaN sums as they come);
+// stride and row in elements and bytes as the block's, sums chunk-major.
+//
+//go:noescape
+func emrElectNEON(u *float32, taus *float32, stride int, tasks int, mask *byte, row int, asum *float64, bsum *float64, amin *uint32, bmin *uint32, chunks int, scratch *float32)
+
 // neonTiesArgs is the fused NEON kernels' parameter block.
 type neonTiesArgs struct {
 	dst    *byte

@@ -266,3 +266,24 @@ func FuzzLowBits(f *testing.F) {
 		checkLowBits(t, asmSets(t), "fuzz", tau, int(w%300))
 	})
 }
+
+func FuzzEMRElect(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte, k uint8, _ uint32) {
+		N := 1 + int(k%5)
+		vals := floatsOf(data)
+		if len(vals) == 0 {
+			return
+		}
+		// Tiled past a chunk, so that the assembly sees the values too.
+		n := len(vals)/N + EMRChunk + int(k/5)
+		taus := make([]float32, N*n+guard)
+		for i := range taus {
+			taus[i] = vals[i%len(vals)]
+		}
+		c := emrCase{n: n, N: N, stride: n, row: (n + 7) / 8, taus: taus}
+		for _, s := range asmSets(t) {
+			emrCompare(t, s, c, "fuzz")
+		}
+	})
+}

@@ -22,6 +22,7 @@ var Generic = &Set{
 	Dot:        dotGeneric,
 	TrimWords:  trimWordsGeneric,
 	LowBits:    lowBitsGeneric,
+	EMRElect:   emrElectGeneric,
 }
 
 func init() { Generic.Ties = stagedTies(Generic) }
@@ -258,4 +259,63 @@ func b2i(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+func emrElectGeneric(b *EMRBlock) { emrElectChunks(b, 0) }
+
+// emrElectChunks runs EMRElect's reference from chunk c0 on.
+func emrElectChunks(b *EMRBlock, c0 int) {
+	n, N := len(b.U), b.Tasks
+	nc := EMRChunks(n)
+	_, _, _, _ = b.ASum[:N*nc], b.BSum[:N*nc], b.AMin[:N*nc], b.BMin[:N*nc]
+	_ = b.Taus[(N-1)*b.Stride : (N-1)*b.Stride+n]
+	_ = b.Mask[(N-1)*b.Row : (N-1)*b.Row+(n+7)/8]
+	var neg [EMRChunk]uint32 // γ's sign bit
+	for c := c0; c < nc; c++ {
+		lo, hi := c*EMRChunk, min(n, c*EMRChunk+EMRChunk)
+		top := b.U[lo:hi]
+		for e := lo; e < hi; e++ {
+			s := b.Taus[e]
+			for t := 1; t < N; t++ {
+				s += b.Taus[t*b.Stride+e]
+			}
+			neg[e-lo] = ^positive(s) & (1 << 31)
+			top[e-lo] = 0
+		}
+		for t := range N {
+			tau := b.Taus[t*b.Stride+lo : t*b.Stride+hi]
+			mask := b.Mask[t*b.Row+lo/8 : t*b.Row+(hi+7)/8]
+			clear(mask)
+			var s [16]float64
+			m1 := ^uint32(0)
+			for x, v := range tau {
+				u := math.Float32bits(v)
+				p := u ^ neg[x]
+				agree := positive(math.Float32frombits(p))
+				mask[x>>3] |= byte(agree&1) << (x & 7)
+				// Non-negative floats order as their bits do.
+				top[x] = math.Float32frombits(max(math.Float32bits(top[x]), p&agree))
+				a := u &^ (1 << 31)
+				s[x&15] += float64(math.Float32frombits(a))
+				m1 = min(m1, a-1)
+			}
+			b.ASum[c*N+t], b.AMin[c*N+t] = emrSum16(&s), m1
+		}
+		for t := range N {
+			mask := b.Mask[t*b.Row+lo/8 : t*b.Row+(hi+7)/8]
+			var s [16]float64
+			m1 := ^uint32(0)
+			for x, v := range top {
+				keep := -uint32(mask[x>>3] >> (x & 7) & 1)
+				a := math.Float32bits(v) & keep
+				s[x&15] += float64(math.Float32frombits(a))
+				m1 = min(m1, a-1)
+			}
+			b.BSum[c*N+t], b.BMin[c*N+t] = emrSum16(&s), m1
+		}
+		for x, v := range top {
+			u := math.Float32bits(v)
+			top[x] = math.Float32frombits(u | neg[x]&-((u|-u)>>31)) // γ's sign unless U = +0
+		}
+	}
 }

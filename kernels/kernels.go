@@ -204,6 +204,11 @@ type Set struct {
 	// sum rounded to float32, so a value does not depend on how the
 	// columns are split into calls.
 	LowRank func(acc, l, r []float32, stride int)
+
+	// EMRElect is EMR-Merging's election over one block: the unified task
+	// vector, the tasks' masks and the chunk sums the rescalers need
+	// (emr.go).
+	EMRElect func(b *EMRBlock)
 }
 
 // TiesBlock is one block of a fused TIES merge (Set.Ties). The block has

@@ -17,7 +17,7 @@ import (
 var neonWordOps = []string{
 	"FADD", "FSUB", "FMUL", "FDIV", "FABS", "FNEG",
 	"FCMGT", "FCMLT", "FCMEQ", "FCMGE", "CMHS", "CMHI", "UCVTF",
-	"FCVTL", "FCVTL2", "FCVTN", "FCVTN2", "FADDP", "CMGT", "CMLT",
+	"FCVTL", "FCVTL2", "FCVTN", "FCVTN2", "FADDP", "CMGT", "CMLT", "UMAX", "UMIN", "UMINV",
 }
 
 // TestNEONWords decodes every WORD in the arm64 assembly and checks that it

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tiesmm/tiesmm/config"
 	"github.com/tiesmm/tiesmm/internal/units"
+	"github.com/tiesmm/tiesmm/kernels"
 	"github.com/tiesmm/tiesmm/mmapio"
 )
 
@@ -178,9 +179,8 @@ func parseEMRRescale(p config.Param) (Rescale, error) {
 // absSums adds float32 magnitudes exactly: per exponent, the sum of the
 // significands (below 2^24 each), in four interleaved sets so that
 // consecutive elements do not wait on one counter. A counter takes 2^40
-// values, more than any tensor has; each worker's fold into a wideSum at
-// the end of a tensor, so a total depends on the values only, not on
-// blocks or threads.
+// values, more than any tensor has. It takes the chunks whose float64 sum
+// the kernel cannot show exact (emrSum).
 type absSums [4][256]uint64
 
 // addBits adds the magnitude of the float32 with bits u.
@@ -191,10 +191,13 @@ func (a *absSums) addBits(set int, u uint32) {
 }
 
 // addMasked adds |v| of the values whose bit is set in mask (bit e&7 of
-// byte e>>3); the others add 0.
+// byte e>>3), or of every value if mask is nil.
 func (a *absSums) addMasked(vals []float32, mask []byte) {
 	for e, v := range vals {
-		keep := -uint32(mask[e>>3] >> (e & 7) & 1)
+		keep := ^uint32(0)
+		if mask != nil {
+			keep = -uint32(mask[e>>3] >> (e & 7) & 1)
+		}
 		a.addBits(e, math.Float32bits(v)&keep)
 	}
 }
@@ -209,22 +212,65 @@ func (a *absSums) fold(s *wideSum) {
 		case e == 255:
 			s.nan = true
 		default:
-			s.add(math.Ldexp(float64(m), max(e, 1)-150))
+			// In two parts, each exact in a float64.
+			s.add(math.Ldexp(float64(m>>32), max(e, 1)-150+32))
+			s.add(math.Ldexp(float64(m&(1<<32-1)), max(e, 1)-150))
 		}
 	}
 	*a = absSums{}
 }
 
+// emrSum adds one task's chunk sums (kernels.EMRBlock) exactly, whatever
+// their order: a run of chunk sums whose float64 total kernels.EMRExact
+// shows exact, flushed into a wideSum when the next would not be; a chunk
+// whose own sum it cannot show exact is added again, value by value, in
+// an absSums. So a total depends on the values only, not on blocks, threads
+// or the kernel set.
+type emrSum struct {
+	run  float64
+	low  uint32 // ^ the run's least magnitude bits minus one: 0 when empty
+	wide wideSum
+	hist absSums
+}
+
+// add adds one chunk's sum and least magnitude bits minus one; vals (with
+// mask, or all of them if nil) are the chunk's values.
+func (s *emrSum) add(sum float64, min1 uint32, vals []float32, mask []byte) {
+	if !kernels.EMRExact(sum, min1) {
+		s.hist.addMasked(vals, mask)
+		return
+	}
+	m := min(^s.low, min1)
+	if r := s.run + sum; kernels.EMRExact(r, m) {
+		s.run, s.low = r, ^m
+		return
+	}
+	s.wide.add(s.run)
+	s.run, s.low = sum, ^min1
+}
+
+// fold adds the sums to w and clears them.
+func (s *emrSum) fold(w *wideSum) {
+	s.wide.add(s.run)
+	s.hist.fold(&s.wide)
+	w.merge(&s.wide)
+	*s = emrSum{}
+}
+
 // emrWorker is a worker's scratch for the EMR pass.
 type emrWorker struct {
-	a, b []absSums // per task: Σ|τₜ| and Σ|Mₜ·U| of the worker's blocks of a tensor
-	mask []byte    // per task, one row of the block's mask bits
+	a, b []emrSum // per task: Σ|τₜ| and Σ|Mₜ·U| of the worker's blocks of a tensor
+	mask []byte   // per task, one row of the block's mask bits
+	blk  kernels.EMRBlock
+	sums []float64 // per task and chunk: the kernel's ASum, then BSum
+	mins []uint32  // and AMin, BMin
 }
 
 // emrWorkerBytes is a worker's EMR scratch with blocks of b elements and n
 // models, and its share of a task's pass (emrtask.go).
 func emrWorkerBytes(n, b int64) int64 {
-	return 2*n*int64(unsafe.Sizeof(absSums{})) + n*(b/8+1) + emrTaskWorkerBytes(b)
+	chunks := (b + kernels.EMRChunk - 1) / kernels.EMRChunk
+	return 2*n*int64(unsafe.Sizeof(emrSum{})) + n*(b/8+1) + 2*n*chunks*12 + 4*kernels.EMRChunk + emrTaskWorkerBytes(b)
 }
 
 // emrTensors runs the EMR pass (PathEMR), tensor by tensor, and keeps the
@@ -241,11 +287,14 @@ type emrTensors struct {
 
 func newEMRTensors(r *run) *emrTensors {
 	n := len(r.p.Models)
-	s := &emrTensors{models: r.allModels(), ws: make([]emrWorker, len(r.ws)),
+	s := &emrTensors{models: indices(n), ws: make([]emrWorker, len(r.ws)),
 		tensorA: make([][]float64, len(r.p.Jobs)), tensorB: make([][]float64, len(r.p.Jobs)),
 		modelA: make([]wideSum, n), modelB: make([]wideSum, n)}
 	for k := range s.ws {
-		s.ws[k] = emrWorker{a: make([]absSums, n), b: make([]absSums, n), mask: make([]byte, n*(r.stride/8+1))}
+		chunks := kernels.EMRChunks(r.stride)
+		s.ws[k] = emrWorker{a: make([]emrSum, n), b: make([]emrSum, n), mask: make([]byte, n*(r.stride/8+1)),
+			sums: make([]float64, 2*n*chunks), mins: make([]uint32, 2*n*chunks)}
+		s.ws[k].blk.Scratch = make([]float32, kernels.EMRChunk)
 	}
 	return s
 }
@@ -288,7 +337,20 @@ func (s *emrTensors) block(r *run, w *worker, b block) error {
 	row := int(maskRowBytes(b.n))
 	mask := ew.mask[:N*row]
 	u := w.tm[:n]
-	emrElect(u, w.base[:n], mask, row, w.taus, r.stride, N, ew.a, ew.b)
+	nc := kernels.EMRChunks(n)
+	k := &ew.blk
+	k.U, k.Taus, k.Stride, k.Tasks, k.Mask, k.Row = u, w.taus, r.stride, N, mask, row
+	k.ASum, k.BSum = ew.sums[:N*nc], ew.sums[N*nc:2*N*nc]
+	k.AMin, k.BMin = ew.mins[:N*nc], ew.mins[N*nc:2*N*nc]
+	r.k.EMRElect(k)
+	for t := range N {
+		tau, m := w.taus[t*r.stride:t*r.stride+n], mask[t*row:(t+1)*row]
+		for c := range nc {
+			lo, hi, i := c*kernels.EMRChunk, min(n, (c+1)*kernels.EMRChunk), c*N+t
+			ew.a[t].add(k.ASum[i], k.AMin[i], tau[lo:hi], nil)
+			ew.b[t].add(k.BSum[i], k.BMin[i], u[lo:hi], m[lo/8:(hi+7)/8])
+		}
+	}
 	out := w.outb[:4*n]
 	for e, v := range u {
 		binary.LittleEndian.PutUint32(out[4*e:], math.Float32bits(v))
@@ -304,63 +366,6 @@ func (s *emrTensors) block(r *run, w *worker, b block) error {
 	}
 	r.prog.Add(r.readBytes(j, b.n))
 	return nil
-}
-
-// emrElect is EMR's election over a block: taus holds N task vectors of
-// len(u) elements, stride apart; gamma is scratch of that length. Per
-// element, S = Σₜ τₜ in model order; γ = +1 where S > 0, else −1;
-// Mₜ = [τₜ·γ > 0] (bit e&7 of byte e>>3 of row t of mask, rows row bytes
-// apart); U = γ·maxₜ Mₜ|τₜ|, +0 where no task agrees. a[t] and b[t]
-// receive |τₜ| and Mₜ·|U|.
-func emrElect(u, gamma []float32, mask []byte, row int, taus []float32, stride, N int, a, b []absSums) {
-	n := len(u)
-	copy(gamma, taus[:n])
-	for t := 1; t < N; t++ {
-		for e, v := range taus[t*stride : t*stride+n] {
-			gamma[e] += v
-		}
-	}
-	for e, s := range gamma {
-		// γ = +1 (sign bit clear) where S > 0, else −1.
-		gamma[e] = math.Float32frombits(0x3f800000 | ^positive(s)&(1<<31))
-	}
-	clear(u) // the largest agreeing magnitude, first
-	for t := range N {
-		tau := taus[t*stride : t*stride+n]
-		electRow(u, mask[t*row:(t+1)*row], tau, gamma, &a[t])
-	}
-	for e, top := range u {
-		u[e] = top*gamma[e] + 0 // + 0: −0 becomes +0 where no task agrees
-	}
-	for t := range N {
-		b[t].addMasked(u, mask[t*row:(t+1)*row])
-	}
-}
-
-// electRow sets one task's mask bits where τ·γ > 0 (γ is ±1, so the
-// product is exact and, where positive, |τ|; zeros and NaN never agree) and
-// raises top to that magnitude; a receives every |τ|. Branch-free:
-// agreement is a coin toss.
-func electRow(top []float32, mask []byte, tau, gamma []float32, a *absSums) {
-	for k := range mask {
-		var bits byte
-		end := min(8*k+8, len(tau))
-		for e := 8 * k; e < end; e++ {
-			a.addBits(e, math.Float32bits(tau[e]))
-			p := tau[e] * gamma[e]
-			agree := positive(p)
-			bits |= byte(agree&1) << (e & 7)
-			// Non-negative floats order as their bits do.
-			top[e] = math.Float32frombits(max(math.Float32bits(top[e]), math.Float32bits(p)&agree))
-		}
-		mask[k] = bits
-	}
-}
-
-// positive is all ones where x > 0 (not zero, NaN or negative), else 0.
-func positive(x float32) uint32 {
-	b := int64(math.Float32bits(x))
-	return ^uint32(((b - 1) | (0x7f800000 - b)) >> 63)
 }
 
 // emrRescalers are the tasks' λₜ = float32(Aₜ/Bₜ) (0 where Bₜ = 0) and

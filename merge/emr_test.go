@@ -573,7 +573,8 @@ func TestEMRAbsSums(t *testing.T) {
 }
 
 // BenchmarkEMRElect is one worker's election over a block of three task
-// vectors whose signs agree about half the time.
+// vectors whose signs agree about half the time, with the exact sums, per
+// kernel set.
 func BenchmarkEMRElect(b *testing.B) {
 	const n, N = 1 << 14, 3
 	r := rand.New(rand.NewPCG(1, 1))
@@ -581,11 +582,25 @@ func BenchmarkEMRElect(b *testing.B) {
 	for i := range taus {
 		taus[i] = float32(r.NormFloat64() * 0.01)
 	}
-	u, gamma, mask := make([]float32, n), make([]float32, n), make([]byte, N*n/8)
-	a, s := make([]absSums, N), make([]absSums, N)
-	b.SetBytes(N * n * 2)
-	for b.Loop() {
-		emrElect(u, gamma, mask, n/8, taus, n, N, a, s)
+	for _, k := range kernels.Available() {
+		b.Run(k.Name, func(b *testing.B) {
+			nc := kernels.EMRChunks(n)
+			blk := kernels.EMRBlock{U: make([]float32, n), Taus: taus, Stride: n, Tasks: N, Mask: make([]byte, N*n/8), Row: n / 8,
+				ASum: make([]float64, N*nc), BSum: make([]float64, N*nc), AMin: make([]uint32, N*nc), BMin: make([]uint32, N*nc),
+				Scratch: make([]float32, kernels.EMRChunk)}
+			a, s := make([]emrSum, N), make([]emrSum, N)
+			b.SetBytes(N * n * 4)
+			for b.Loop() {
+				k.EMRElect(&blk)
+				for t := range N {
+					for c := range nc {
+						lo, hi, i := c*kernels.EMRChunk, min(n, (c+1)*kernels.EMRChunk), c*N+t
+						a[t].add(blk.ASum[i], blk.AMin[i], taus[t*n+lo:t*n+hi], nil)
+						s[t].add(blk.BSum[i], blk.BMin[i], blk.U[lo:hi], blk.Mask[t*n/8+lo/8:t*n/8+(hi+7)/8])
+					}
+				}
+			}
+		})
 	}
 }
 
@@ -613,6 +628,71 @@ func TestEMRRecipe(t *testing.T) {
 		m, _, err := Recipe(c)
 		if verr != nil || err != nil || m.OwnPath != PathEMR || m.Rescale != tc.want {
 			t.Errorf("%q: %v, %v: path %v rescale %v, want %v", tc.params, verr, err, m.OwnPath, m.Rescale, tc.want)
+		}
+	}
+}
+
+// emrSum gives the sums absSums gives value by value, whatever the chunks'
+// exactness, the order of the chunks or the kernel set.
+func TestEMRSumExact(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 3))
+	for trial := range 40 {
+		n, N := 1+r.IntN(3000), 1+r.IntN(4)
+		spread := []int{0, 8, 30, 90}[trial%4] // exponents apart: 0 all chunks exact, 90 many not
+		taus := make([]float32, N*n)
+		for i := range taus {
+			switch r.IntN(40) {
+			case 0:
+				taus[i] = 0
+			case 1:
+				taus[i] = math.Float32frombits(uint32(r.IntN(1 << 23))) // subnormal
+			default:
+				taus[i] = float32(math.Ldexp(r.NormFloat64(), r.IntN(spread+1)-spread/2-10))
+			}
+		}
+		if trial == 39 {
+			taus[r.IntN(len(taus))] = float32(math.Inf(1))
+		}
+		nc := kernels.EMRChunks(n)
+		var want [2][]float64
+		for si, k := range kernels.Available() {
+			blk := kernels.EMRBlock{U: make([]float32, n), Taus: taus, Stride: n, Tasks: N, Mask: make([]byte, N*((n+7)/8)), Row: (n + 7) / 8,
+				ASum: make([]float64, N*nc), BSum: make([]float64, N*nc), AMin: make([]uint32, N*nc), BMin: make([]uint32, N*nc)}
+			k.EMRElect(&blk)
+			var got [2][]float64
+			for task := range N {
+				var a, b emrSum
+				var ha, hb absSums
+				for _, c := range r.Perm(nc) {
+					lo, hi, i := c*kernels.EMRChunk, min(n, (c+1)*kernels.EMRChunk), c*N+task
+					m := blk.Mask[task*blk.Row+lo/8 : task*blk.Row+(hi+7)/8]
+					a.add(blk.ASum[i], blk.AMin[i], taus[task*n+lo:task*n+hi], nil)
+					b.add(blk.BSum[i], blk.BMin[i], blk.U[lo:hi], m)
+					ha.addMasked(taus[task*n+lo:task*n+hi], nil)
+					hb.addMasked(blk.U[lo:hi], m)
+				}
+				var wa, wb, xa, xb wideSum
+				a.fold(&wa)
+				b.fold(&wb)
+				ha.fold(&xa)
+				hb.fold(&xb)
+				for _, p := range [][2]float64{{wa.value(), xa.value()}, {wb.value(), xb.value()}} {
+					if math.Float64bits(p[0]) != math.Float64bits(p[1]) {
+						t.Fatalf("trial %d %s task %d: %v, value by value %v", trial, k.Name, task, p[0], p[1])
+					}
+				}
+				got[0], got[1] = append(got[0], wa.value()), append(got[1], wb.value())
+			}
+			if si == 0 {
+				want = got
+			}
+			for i := range want {
+				for j := range want[i] {
+					if math.Float64bits(got[i][j]) != math.Float64bits(want[i][j]) {
+						t.Fatalf("trial %d %s: sum %d/%d %v, %s gave %v", trial, k.Name, i, j, got[i][j], kernels.Available()[0].Name, want[i][j])
+					}
+				}
+			}
 		}
 	}
 }

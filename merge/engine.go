@@ -75,12 +75,21 @@ type worker struct {
 	id             int // index in the run's workers: a strategy's per-worker scratch
 	base, tm, taus []float32
 	outb           []byte
-	kept           []uint64
+	kept           []uint64   // per model of the plan's Models
 	sums           []exactSum // L1 norms or dot products of one tensor
 	idx            []int32    // Range's indices, one block long
 	fused          kernels.TiesBlock
 	equal          []int // per model: the fused kernel's count at the threshold
 	votes          kernels.VoteStats
+	// wide holds taus, fused's per-model slices and equal for the plan's
+	// widest job; fit cuts them to the models of the job at hand.
+	wide struct {
+		taus   []float32
+		models [][]byte
+		thr    []uint32
+		kept   []int
+		equal  []int
+	}
 	// The scratch the strategies share, declared with its code; a
 	// strategy's own is in its type, per worker.
 	selectScratch              // the selects' histograms and lists (select.go)
@@ -244,7 +253,7 @@ func Run(ctx context.Context, p *Plan, prog Progress, extraFiles map[string][]by
 
 func (r *run) setup() {
 	p := r.p
-	n := len(p.Models)
+	n := p.width()
 	r.stride = p.BlockElems
 	r.tensorSigmas = tensorBandSigmas
 	r.strategy = p.Strategies()
@@ -256,12 +265,14 @@ func (r *run) setup() {
 	for i := range r.ws {
 		w := &worker{
 			id:   i,
-			base: make([]float32, B), tm: make([]float32, B), taus: make([]float32, n*B),
-			outb: make([]byte, 4*B), kept: make([]uint64, n), idx: make([]int32, B),
+			base: make([]float32, B), tm: make([]float32, B),
+			outb: make([]byte, 4*B), kept: make([]uint64, len(p.Models)), idx: make([]int32, B),
 		}
-		w.fused.Models, w.fused.Thr, w.fused.Kept = make([][]byte, n), make([]uint32, n), make([]int, n)
+		w.wide.taus = make([]float32, n*B)
+		w.wide.models, w.wide.thr, w.wide.kept = make([][]byte, n), make([]uint32, n), make([]int, n)
+		w.wide.equal = make([]int, n)
+		w.fit(n, B)
 		w.fused.Scratch = make([]float32, kernels.TiesScratch(n, B))
-		w.equal = make([]int, n)
 		if p.Method.GlobalMajority {
 			w.zeroSumScratch = newZeroSumScratch(n, B)
 		}
@@ -277,14 +288,24 @@ func (r *run) setup() {
 	r.stock = make([]float32, len(p.Jobs))
 	r.votes = make([]kernels.VoteParams, len(p.Jobs))
 	for ji := range p.Jobs {
-		r.trims[ji] = make([]trim, n)
-		r.tops[ji] = make([]trim, n)
-		r.scale[ji] = make([]float32, n)
-		for i := range n {
+		nj := len(p.Jobs[ji].Models)
+		r.trims[ji] = make([]trim, nj)
+		r.tops[ji] = make([]trim, nj)
+		r.scale[ji] = make([]float32, nj)
+		for i := range nj {
 			r.scale[ji][i] = 1
 		}
 		r.votes[ji] = p.jobVote(ji)
 	}
+}
+
+// fit cuts the worker's per-model scratch to n models, in blocks of stride
+// elements: a frankenmerge's jobs merge different numbers of models, and the
+// kernels take the model count from these lengths.
+func (w *worker) fit(n, stride int) {
+	w.taus = w.wide.taus[:n*stride]
+	w.fused.Models, w.fused.Thr, w.fused.Kept = w.wide.models[:n], w.wide.thr[:n], w.wide.kept[:n]
+	w.equal = w.wide.equal[:n]
 }
 
 // traced tells the plan's trace, if any, that job ji took a step.
@@ -294,9 +315,12 @@ func (r *run) traced(ji int, step string) {
 	}
 }
 
-// allModels lists every model's index.
-func (r *run) allModels() []int {
-	ms := make([]int, len(r.p.Models))
+// allModels lists the index of every model of job ji.
+func (r *run) allModels(ji int) []int { return indices(len(r.p.Jobs[ji].Models)) }
+
+// indices lists 0 … n−1.
+func indices(n int) []int {
+	ms := make([]int, n)
 	for i := range ms {
 		ms[i] = i
 	}

@@ -161,7 +161,7 @@ func (s *gramTensor) merge(ctx context.Context, r *run, jobs []int) error {
 func (r *run) sphereInputs(w *worker, b block, hasBase bool) []float32 {
 	j := &r.p.Jobs[b.job]
 	if hasBase {
-		return r.deltas(w, b, r.allModels())
+		return r.deltas(w, b, nil)
 	}
 	base := w.base[:b.n]
 	negZero := float32(math.Copysign(0, -1))

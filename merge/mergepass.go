@@ -201,7 +201,7 @@ func (r *run) mergeBlock(w *worker, b block) error {
 			}
 		}
 		if p.Method.Sparsifies() {
-			w.kept[i] += uint64(kept)
+			w.kept[j.slot(i)] += uint64(kept)
 		}
 	}
 	return r.voteAndFinish(w, b, base)
@@ -267,7 +267,7 @@ func (r *run) mergeBlockFused(w *worker, b block, equal []int) error {
 	w.votes.Add(st)
 	if p.Method.Sparsifies() {
 		for i, k := range fb.Kept {
-			w.kept[i] += uint64(k)
+			w.kept[j.slot(i)] += uint64(k)
 		}
 	}
 	if p.Method.GlobalMajority && st.ZeroSum > 0 {
@@ -286,14 +286,24 @@ func (r *run) mergeBlockFused(w *worker, b block, equal []int) error {
 	return r.write(b, fb.Dst)
 }
 
-// deltas fills w.taus with the untrimmed task vectors of the models selected.
+// deltas fills w.taus with the untrimmed task vectors of the models selected
+// (nil: every model of the block's job).
 func (r *run) deltas(w *worker, b block, models []int) []float32 {
 	j := &r.p.Jobs[b.job]
 	B := r.stride
 	base := r.widenBase(w, b)
-	for _, i := range models {
+	delta := func(i int) {
 		t, dt := j.Models[i], j.ModelDT[i]
 		r.k.DeltaTrim(w.taus[i*B:i*B+int(b.n)], r.src(w, t, dt, b.start, b.n), dt, base, 0)
+	}
+	if models == nil {
+		for i := range j.Models {
+			delta(i)
+		}
+		return base
+	}
+	for _, i := range models {
+		delta(i)
 	}
 	return base
 }

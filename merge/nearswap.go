@@ -117,13 +117,13 @@ func encodeValues(out []byte, dt kernels.DType, vals []float32) {
 func (p *Plan) ownWorkerBytes(b int64) int64 {
 	switch p.Method.OwnPath {
 	case PathPCB:
-		return pcbWorkerBytes(int64(len(p.Models)), b)
+		return pcbWorkerBytes(int64(p.width()), b)
 	case PathSCE:
-		return histBytes + 28*b + int64(len(p.Models))*sumBytes
+		return histBytes + 28*b + int64(p.width())*sumBytes
 	case PathArceeFusion:
 		return 3*histBytes + 4*b + 16*b
 	case PathEMR:
-		return emrWorkerBytes(int64(len(p.Models)), b)
+		return emrWorkerBytes(int64(p.width()), b)
 	}
 	return 0
 }

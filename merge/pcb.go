@@ -246,7 +246,7 @@ func pcbWorkerBytes(n, b int64) int64 {
 func (pc *pcbTensors) batch() bool { return false }
 
 func (pc *pcbTensors) prepare(ctx context.Context, r *run, jobs []int) error {
-	if r.p.Method.PCB.Scope != ScopeModel {
+	if r.p.Method.PCB.Scope != ScopeModel || len(jobs) == 0 {
 		return nil
 	}
 	var d int64
@@ -261,7 +261,7 @@ func (pc *pcbTensors) prepare(ctx context.Context, r *run, jobs []int) error {
 	pc.model = tasks
 	for i, t := range tasks {
 		if t.none {
-			r.sum.Warnings = append(r.sum.Warnings, Warning{Code: WarnPCBKeepsNothing, Model: r.p.Opts.Models[i],
+			r.sum.Warnings = append(r.sum.Warnings, Warning{Code: WarnPCBKeepsNothing, Model: r.p.Models[r.p.Jobs[jobs[0]].slot(i)].Path,
 				Message: fmt.Sprintf("pcb: the largest β of model %d is its drop threshold (%v at rank ⌊d·(1 − ratio)⌋ of %d), so it keeps no element: its task vector takes no part", i+1, t.t, d)})
 		}
 	}
@@ -347,9 +347,8 @@ func (pc *pcbTensors) pass(ctx context.Context, r *run, bs []block, k int, fn fu
 		r.prog.StartPass(phaseSelect, k, len(r.p.Passes()), r.p.InputBytes)
 		defer r.prog.EndPass()
 	}
-	all := r.allModels()
 	return r.parallel(ctx, bs, func(w *worker, b block) error {
-		r.deltas(w, b, all)
+		r.deltas(w, b, nil)
 		fn(&pc.ws[w.id], w, b)
 		if model {
 			r.prog.Add(r.readBytes(&r.p.Jobs[b.job], b.n))
@@ -371,7 +370,11 @@ func (pc *pcbTensors) merged(h int) *topk.Hist {
 // selectGroup finds every task's bounds over the blocks bs, a group of d
 // elements: the clip bounds, then the drop threshold.
 func (pc *pcbTensors) selectGroup(ctx context.Context, r *run, bs []block, d int64) ([]pcbTask, error) {
-	tasks := make([]pcbTask, len(r.p.Models))
+	n := r.p.width()
+	if len(bs) > 0 {
+		n = len(r.p.Jobs[bs[0].job].Models) // a group's jobs merge as many models
+	}
+	tasks := make([]pcbTask, n)
 	loRank, hiRank, tRank := r.p.Method.PCB.indices(d)
 	if tRank == d-1 { // the threshold is the maximum for every task
 		for i := range tasks {
@@ -504,7 +507,7 @@ func (pc *pcbTensors) mergeJob(ctx context.Context, r *run, ji int, tasks []pcbT
 		keeps = keeps || !t.none
 	}
 	inter := r.p.Method.PCB.Inter
-	all := r.allModels()
+	all := r.allModels(ji)
 	B := r.stride
 	return r.parallel(ctx, r.blocks([]int{ji}), func(w *worker, b block) error {
 		n := int(b.n)

@@ -53,6 +53,9 @@ type Job struct {
 	Params   TensorParams
 	Need     []uint64 // per model, elements to keep (tensor scope); nil with Trim off
 	NeedTop  []uint64 // per model, the largest elements dropped (breadcrumbs)
+	// Slots: per input of Models, its index in the plan's Models (nil: the
+	// same index). A frankenmerge's slices merge models of their own.
+	Slots []int
 	// Rows: an embedding whose rows are aligned by token or cut to the
 	// inputs' common submatrix (rowview.go); its inputs are then read as
 	// float32 (BaseDT and ModelDT F32).
@@ -257,6 +260,11 @@ func shapeString(s []int64) string {
 // reading tensor data, and lays out the output. All problems found are
 // returned together.
 func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
+	if len(opts.Models) > 0 {
+		if err := checkOwnModels(m, len(opts.Models)); err != nil {
+			return nil, err
+		}
+	}
 	return newPlan(opts, m, nil, func(p *Plan, outDT *kernels.DType) []error {
 		p.Layers = opts.Layers
 		if p.Layers == 0 {
@@ -284,9 +292,6 @@ func NewPlan(opts Options, m Method, resolve Resolver) (*Plan, error) {
 func newPlan(opts Options, m Method, open func(p *Plan) error, jobs func(p *Plan, outDT *kernels.DType) []error) (*Plan, error) {
 	if len(opts.Models) < 1 && m.Slerp != SlerpPair {
 		return nil, errors.New("nothing to merge: give at least one fine-tuned model besides the base")
-	}
-	if err := checkOwnModels(m, len(opts.Models)); err != nil {
-		return nil, err
 	}
 	if opts.Kernels == nil {
 		opts.Kernels = kernels.Generic
@@ -365,6 +370,27 @@ func newPlan(opts Options, m Method, open func(p *Plan) error, jobs func(p *Plan
 		return nil, err
 	}
 	return p, nil
+}
+
+// slot is the index in the plan's Models of the job's input i.
+func (j *Job) slot(i int) int {
+	if j.Slots == nil {
+		return i
+	}
+	return j.Slots[i]
+}
+
+// width is the most models one job merges: the workers' scratch holds as
+// many. A frankenmerge's slices may each merge fewer than the plan's Models.
+func (p *Plan) width() int {
+	if p.slices == nil {
+		return len(p.Models)
+	}
+	n := 0
+	for _, s := range p.slices {
+		n = max(n, len(s.Models))
+	}
+	return n
 }
 
 // openModels opens every model (a model, BASE+ADAPTER or an adapter
@@ -582,9 +608,9 @@ func (p *Plan) sizeTrim() error {
 		if j.Copy {
 			continue
 		}
-		j.Need = make([]uint64, n)
+		j.Need = make([]uint64, len(j.Models))
 		if p.Method.Outliers {
-			j.NeedTop = make([]uint64, n)
+			j.NeedTop = make([]uint64, len(j.Models))
 		}
 		for i, d := range j.Params.Density {
 			j.Need[i] = p.keep(d, j.Elements)
@@ -602,6 +628,21 @@ func (p *Plan) sizeTrim() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// MergedOf is Merged for model i of Models: in a frankenmerge, the elements
+// of the slices that merge the model.
+func (p *Plan) MergedOf(i int) int64 {
+	if p.slices == nil || !p.Method.Trim {
+		return p.Merged
+	}
+	var n int64
+	for _, j := range p.Jobs {
+		if !j.Copy && slices.Contains(j.Slots, i) {
+			n += j.Elements
+		}
+	}
+	return n
 }
 
 // keep is the k of the tie rule; a k of n or more means no trim.
@@ -664,7 +705,7 @@ func (p *Plan) stride(block int) int {
 // workerBytes is one worker's memory: heap, and input pages mapped.
 func (p *Plan) workerBytes(block int) (heap, mapped int64) {
 	m := p.Method
-	n := int64(len(p.Models))
+	n := int64(p.width())
 	b := int64(p.stride(block))
 	// τ per model, base, merged, out bytes, Range's indices, the fused
 	// kernel's staged form, the copies of sampled runs, goroutine stacks
@@ -757,7 +798,7 @@ func (p *Plan) lowsFor(maxMem int64) int64 {
 // given and lists of lows bytes: everything but the hot tensor (HotBytes).
 // mapped is its part of input pages mapped.
 func (p *Plan) need(workers, block int, lows int64) (total, mapped int64) {
-	n := int64(len(p.Models))
+	n := int64(p.width())
 	m := p.Method
 	total = fixedOverhead
 	if m.Trim {
@@ -810,7 +851,7 @@ func (p *Plan) sizeMemory() error {
 	blocks := []int{block}
 	if block <= 0 {
 		// τ of every model plus base and result should sit in L2.
-		block = kernels.L2Bytes() / (4 * (len(p.Models) + 3))
+		block = kernels.L2Bytes() / (4 * (p.width() + 3))
 		block = max(4096, min(65536, 1<<(bits.Len(uint(block))-1)))
 		// If that does not fit: smaller blocks, then larger ones (the
 		// structures kept per block may outweigh the workers' blocks).

@@ -64,6 +64,7 @@ func (r *run) guarded(w *worker, b block, fn func(w *worker, b block) error) err
 				err = me.err
 			}
 		}()
+		w.fit(len(r.p.Jobs[b.job].Models), r.stride)
 		return fn(w, b)
 	})
 	if fe := (*mmapio.FaultError)(nil); errors.As(err, &fe) {

@@ -90,9 +90,9 @@ func (p *Plan) Describe(w io.Writer) {
 				fmt.Fprintf(w, "trim:     model %d keeps %s of %d elements (density %v)\n", i+1, keptWords(k, p.Merged, p.Method.Ties), p.Merged, p.Density[i])
 			}
 		} else {
-			asked, total := p.askedPerTensor()
+			asked, _ := p.askedPerTensor()
 			for i := range p.Models {
-				fmt.Fprintf(w, "trim:     model %d keeps %d of %d elements, tensor by tensor\n", i+1, asked[i], total)
+				fmt.Fprintf(w, "trim:     model %d keeps %d of %d elements, tensor by tensor\n", i+1, asked[i], p.MergedOf(i))
 			}
 		}
 	}
@@ -124,9 +124,10 @@ func (p *Plan) askedPerTensor() (asked []uint64, total int64) {
 		}
 		total += j.Elements
 		for i, k := range j.Need {
-			asked[i] += min(k, uint64(j.Elements))
+			s := j.slot(i)
+			asked[s] += min(k, uint64(j.Elements))
 			if j.NeedTop != nil { // breadcrumbs: the top is dropped too
-				asked[i] -= j.NeedTop[i]
+				asked[s] -= j.NeedTop[i]
 			}
 		}
 	}

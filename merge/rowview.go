@@ -41,7 +41,7 @@ type rowScratch struct {
 func (p *Plan) viewWorkerBytes(b int64) int64 {
 	for _, j := range p.Jobs {
 		if j.Rows != nil {
-			return int64(len(p.Models)+1)*b*4 + b*4 + b*4
+			return int64(p.width()+1)*b*4 + b*4 + b*4
 		}
 	}
 	return 0
@@ -101,7 +101,7 @@ func (p *Plan) viewModel(v *rowView, i int) int {
 // [start, start+n) of its output rows, as float32.
 func (r *run) viewSrc(w *worker, iv inputView, start, n int64) []byte {
 	if w.rowOut == nil {
-		w.rowOut = make([][]float32, len(r.p.Models)+1)
+		w.rowOut = make([][]float32, r.p.width()+1)
 		for i := range w.rowOut {
 			w.rowOut[i] = make([]float32, r.stride)
 		}

@@ -67,7 +67,7 @@ type scope struct {
 }
 
 func (r *run) newScope(jobs []int, need []uint64) *scope {
-	sc := &scope{jobs: jobs, sigmas: bandSigmas, every: r.p.tuning.sampleEvery, sampleMin: r.p.tuning.sampleMin, firstSample: r.p.tuning.firstSample, need: need, bands: make([]band, len(r.p.Models)), trims: make([]bool, len(r.p.Models))}
+	sc := &scope{jobs: jobs, sigmas: bandSigmas, every: r.p.tuning.sampleEvery, sampleMin: r.p.tuning.sampleMin, firstSample: r.p.tuning.firstSample, need: need, bands: make([]band, r.p.width()), trims: make([]bool, r.p.width())}
 	for _, ji := range jobs {
 		sc.total += r.p.Jobs[ji].Elements
 	}
@@ -167,7 +167,7 @@ func (r *run) sampleBandsFrom(ctx context.Context, sc *scope, sample []block) (i
 	// Ranks in the sample, from the top, that bracket the threshold: its
 	// expected rank ± bandSigmas standard deviations of a binomial count,
 	// plus a little for the runs being contiguous.
-	nm := len(r.p.Models)
+	nm := r.p.width()
 	type edge struct {
 		rank  uint64
 		hi    uint32
@@ -240,7 +240,7 @@ func (r *run) sampleBandsFrom(ctx context.Context, sc *scope, sample []block) (i
 // sides gathers the workers' lists of the last histHighSide pass, per
 // model; nil if one overflowed (the low histograms then take passes).
 func (r *run) sides(models []int) [][]uint32 {
-	all := make([][]uint32, len(r.p.Models))
+	all := make([][]uint32, r.p.width())
 	for _, w := range r.ws {
 		if w.sideFull {
 			return nil

@@ -139,7 +139,7 @@ func (r *run) resetHists(ws []*worker, models []int) {
 // by the kernel, and only those strictly inside listed. The threshold is
 // then an edge, or one of the few inside.
 func (r *run) edgedModels(sc *scope) []bool {
-	edged := make([]bool, len(r.p.Models))
+	edged := make([]bool, r.p.width())
 	for _, i := range sc.models {
 		bd := sc.bands[i]
 		estimate := float64(bd.pop) * float64(sc.total) / float64(max(1, sc.sampleSize))
@@ -153,7 +153,7 @@ func (r *run) edgedModels(sc *scope) []bool {
 // A band of one value (a tie group: common in bf16 task vectors) needs only
 // counts, which are then also the ties of each block.
 func (s *sampledSelect) countBands(ctx context.Context, r *run, bp *bandPick) error {
-	nm := len(r.p.Models)
+	nm := r.p.width()
 	if slices.Contains(bp.edged, true) {
 		bp.edges = newBlockCounts(len(bp.bs), 2*nm)
 	}
@@ -222,7 +222,7 @@ func (s *sampledSelect) countBand(r *run, w *worker, bp *bandPick, seq, i int, s
 
 // totalBands adds up the workers' counts into bp and zeroes them.
 func (s *sampledSelect) totalBands(r *run, bp *bandPick) {
-	nm := len(r.p.Models)
+	nm := r.p.width()
 	bp.above, bp.inside = make([]uint64, nm), make([]uint64, nm)
 	bp.atHi, bp.atLo = make([]uint64, nm), make([]uint64, nm)
 	for _, w := range r.ws {
@@ -289,7 +289,7 @@ func (bp *bandPick) edgeTies(i, edge int) {
 // histograms and counts its own lists, on its own core; the first worker's
 // histograms take the sums.
 func (r *run) wideThresholds(bp *bandPick, wide []int, th []topk.Threshold) error {
-	nm := len(r.p.Models)
+	nm := r.p.width()
 	first := r.ws[0]
 	hiBin, aboveHi := make([]uint32, nm), make([]uint64, nm)
 	for _, i := range wide {

@@ -55,7 +55,7 @@ func (s *sceTensors) mergeOne(ctx context.Context, r *run, ji int) error {
 	j := &r.p.Jobs[ji]
 	n := len(j.Models)
 	bs := r.blocks([]int{ji})
-	models := r.allModels()
+	models := r.allModels(ji)
 	for i := range s.ws {
 		if s.ws[i].vars == nil {
 			s.ws[i].vars = make([]float32, r.stride)
@@ -218,7 +218,7 @@ func (s *sceTensors) applyMask(r *run, w *worker, b block, mask *sceMask) {
 func (s *sceTensors) selectVariance(ctx context.Context, r *run, ji int, bs []block) (_ sceMask, ok bool, _ error) {
 	j := &r.p.Jobs[ji]
 	n := len(j.Models)
-	models := r.allModels()
+	models := r.allModels(ji)
 	for i := range s.ws {
 		if s.ws[i].hist == nil {
 			s.ws[i].hist = new(topk.Hist)

@@ -43,7 +43,7 @@ func (r *run) histPass(ctx context.Context, bs []block, models []int, hi []uint3
 	if mode == histHighSide {
 		for _, w := range r.ws {
 			if w.side == nil {
-				w.side = make([][]uint32, len(r.p.Models))
+				w.side = make([][]uint32, r.p.width())
 				for i := range w.side {
 					w.side[i] = make([]uint32, 0, r.p.tuning.sideEntries)
 				}
@@ -76,7 +76,7 @@ func (r *run) histPass(ctx context.Context, bs []block, models []int, hi []uint3
 		}
 		return nil
 	})
-	merged := make([]*topk.Hist, len(r.p.Models))
+	merged := make([]*topk.Hist, r.p.width())
 	for _, i := range models {
 		merged[i] = &first.hists[i]
 		for _, w := range r.ws[1:] {
@@ -92,13 +92,13 @@ func (r *run) radixPick(ctx context.Context, bs []block, models []int, need []ui
 	if r.p.Method.Scope == ScopeTensor {
 		r.traced(bs[0].job, "radix")
 	}
-	th := make([]topk.Threshold, len(r.p.Models))
+	th := make([]topk.Threshold, r.p.width())
 	high, err := r.histPass(ctx, bs, models, nil, histHigh)
 	if err != nil {
 		return nil, blockCounts{}, err
 	}
-	hi := make([]uint32, len(r.p.Models))
-	above := make([]uint64, len(r.p.Models))
+	hi := make([]uint32, r.p.width())
+	above := make([]uint64, r.p.width())
 	for _, i := range models {
 		if hi[i], above[i], err = high[i].Pick(need[i]); err != nil {
 			return nil, blockCounts{}, fmt.Errorf("model %d: %w", i+1, err)
@@ -240,7 +240,7 @@ func (r *run) splitTies(ctx context.Context, dst [][]trim, bs []block, models []
 	if counts.v != nil {
 		goto share
 	}
-	counts = newBlockCounts(len(bs), len(r.p.Models))
+	counts = newBlockCounts(len(bs), r.p.width())
 	if r.countCollected(counts, split, th) {
 		goto share
 	}

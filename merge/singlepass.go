@@ -46,7 +46,7 @@ type singlePass struct {
 }
 
 func newSinglePass(r *run) *singlePass {
-	nm := len(r.p.Models)
+	nm := r.p.width()
 	s := &singlePass{bands: make([]bandState, len(r.ws))}
 	for k := range s.bands {
 		s.bands[k] = bandState{above: make([]uint64, nm), inside: make([]uint64, nm), atHi: make([]uint64, nm), mark: make([]bool, r.stride)}
@@ -174,7 +174,7 @@ func (s *singlePass) fusedBands(r *run, w *worker, b block) bool {
 // the sample's bands missed a threshold.
 func (s *singlePass) settle(ctx context.Context, r *run) (bool, error) {
 	p, sc := r.p, s.scope
-	nm := len(p.Models)
+	nm := p.width()
 	above, inside, atHi := make([]uint64, nm), make([]uint64, nm), make([]uint64, nm)
 	for _, w := range r.ws {
 		bs := &s.bands[w.id]
@@ -270,7 +270,7 @@ func (s *singlePass) settle(ctx context.Context, r *run) (bool, error) {
 
 // settleGroup merges up to one stride of spilled records of one block.
 func (s *singlePass) settleGroup(r *run, w *worker, recs []byte, thr []uint32) error {
-	nm := len(r.p.Models)
+	nm := r.p.width()
 	sc := s.scope
 	m := len(recs) / s.spill.rec
 	ji := int(binary.LittleEndian.Uint32(recs))
@@ -341,7 +341,7 @@ func (r *run) restore(s snapshot) error {
 // merge merges the whole model (jobs: every tensor merged) in one pass.
 func (s *singlePass) merge(ctx context.Context, r *run, jobs []int) error {
 	var err error
-	if s.spill, err = newSpill(r.spillDir(), len(r.p.Models)); err != nil {
+	if s.spill, err = newSpill(r.spillDir(), r.p.width()); err != nil {
 		return err
 	}
 	defer s.spill.close()

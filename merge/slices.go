@@ -51,8 +51,9 @@ func (s Slice) lead() int {
 type LayerSource struct{ Slice, Index int }
 
 // NewSlicePlan is NewPlan for a frankenmerge: opts.Base lays out the
-// output's extra files (config.json), opts.Models are the first slice's
-// merged models (every slice merges as many).
+// output's extra files (config.json). Each slice merges its own models, as
+// many as it lists; the plan's Models (opts.Models is set to them) are every
+// model a slice merges, each once, in the order they first appear.
 func NewSlicePlan(opts Options, m Method, sl []Slice, resolve SliceResolver) (*Plan, error) {
 	if opts.Vocab.Source != "" {
 		return nil, fmt.Errorf("tokenizer_source %s with slices of different layer ranges is not supported yet: its rows are aligned per model of a whole-model merge", opts.Vocab.Source)
@@ -63,14 +64,22 @@ func NewSlicePlan(opts Options, m Method, sl []Slice, resolve SliceResolver) (*P
 	if m.Trim && m.Scope == ScopeModel || m.GlobalMajority {
 		return nil, errors.New("trim_scope: model (the paper preset) takes one threshold per model over all its layers, which slices of different models do not have: use trim_scope: tensor")
 	}
+	if m.OwnPath == PathPCB && m.PCB.Scope == ScopeModel {
+		for k, s := range sl {
+			if len(s.Models) != len(sl[0].Models) {
+				return nil, fmt.Errorf("pcb with scope: model ranks each task over every layer it merges, but slices[%d] merges %d models and slices[0] %d, so the tasks differ from slice to slice: use scope: tensor", k, len(s.Models), len(sl[0].Models))
+			}
+		}
+	}
 	for k, s := range sl {
 		if !m.NoBase && s.Base < 0 {
 			return nil, fmt.Errorf("slices[%d]: %s merges onto a base model, which is not among the slice's sources: add it with the layer_range to use", k, m.Name)
 		}
-		if len(s.Models) != len(opts.Models) {
-			return nil, fmt.Errorf("slices[%d] merges %d models but slices[0] merges %d", k, len(s.Models), len(opts.Models))
+		if err := checkOwnModels(m, len(s.Models)); err != nil {
+			return nil, fmt.Errorf("slices[%d]: %w", k, err)
 		}
 	}
+	opts.Models = mergedModels(sl)
 	open := func(p *Plan) error {
 		p.slices = sl
 		if len(p.Adapters) > 0 {
@@ -108,6 +117,26 @@ func NewSlicePlan(opts Options, m Method, sl []Slice, resolve SliceResolver) (*P
 		return nil, err
 	}
 	return p, nil
+}
+
+// mergedModels lists every model the slices merge, each once, in the order
+// they first appear.
+func mergedModels(sl []Slice) []string {
+	var out []string
+	for _, s := range sl {
+		for _, j := range s.Models {
+			path := s.Sources[j].Model
+			if !slices.ContainsFunc(out, func(o string) bool { return filepath.Clean(o) == filepath.Clean(path) }) {
+				out = append(out, path)
+			}
+		}
+	}
+	return out
+}
+
+// slotOf is the index in the plan's Models of the model at path.
+func (p *Plan) slotOf(path string) int {
+	return slices.IndexFunc(p.Models, func(md *mmapio.Model) bool { return filepath.Clean(md.Path) == filepath.Clean(path) })
 }
 
 // inputs are every model the plan reads, each once.
@@ -308,6 +337,7 @@ func (p *Plan) sliceJob(k int, out string, in []string, t float64, outDT *kernel
 		}
 		job.Models = append(job.Models, mt)
 		job.ModelDT = append(job.ModelDT, dt)
+		job.Slots = append(job.Slots, p.slotOf(s.Sources[j].Model))
 	}
 	if len(errs) == 0 && p.embedding(out, bt) {
 		if err := p.alignRows(&job); err != nil {
@@ -333,7 +363,7 @@ func (p *Plan) passThrough(j *Job) {
 		return
 	}
 	j.Copy, j.Base, j.BaseDT, j.OutDType = true, j.Models[0], j.ModelDT[0], j.Models[0].DType
-	j.Models, j.ModelDT = nil, nil
+	j.Models, j.ModelDT, j.Slots = nil, nil, nil
 }
 
 // sliceConfig rewrites config.json for the output's layers:
@@ -438,7 +468,7 @@ func (p *Plan) ExplainSlices(w io.Writer) {
 			if i > 0 {
 				name = ""
 			}
-			row := []string{name, p.modelPath(t, p.Models[i].Path), t.Name, fmt.Sprint(j.Params.Weights[i])}
+			row := []string{name, p.modelPath(t, p.Models[j.slot(i)].Path), t.Name, fmt.Sprint(j.Params.Weights[i])}
 			if p.Method.Sparsifies() {
 				row = append(row, fmt.Sprint(j.Params.Density[i]))
 			}

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -474,4 +475,387 @@ func TestFrankenmergeShardChanged(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), shard(a)) || !strings.Contains(err.Error(), "changed size since its header was read") || !strings.Contains(err.Error(), `tensor "model.embed_tokens.weight"`) {
 		t.Errorf("got %v", err)
 	}
+}
+
+// A frankenmerge whose slices merge 3, 1 and 2 models onto the base Z's
+// layers: A, B and C in the first slice (A's weight a gradient), B alone in
+// the second, C and A in the third, whose C lacks lm_head (its embeddings
+// stand in). Every output tensor is held to refMerge with the models and
+// parameters of its own slice, for several methods; the elements each model
+// kept are summed per model across the slices, whatever its place in them.
+func TestSlicesCounts(t *testing.T) {
+	dir := t.TempDir()
+	r := rand.New(rand.NewPCG(11, 12))
+	in := map[string]map[string][]float32{
+		"Z": llamaLike(t, filepath.Join(dir, "Z"), r, 6, kernels.F32, false),
+		"A": llamaLike(t, filepath.Join(dir, "A"), r, 6, kernels.BF16, false),
+		"B": llamaLike(t, filepath.Join(dir, "B"), r, 6, kernels.F32, false),
+		"C": llamaLike(t, filepath.Join(dir, "C"), r, 5, kernels.F32, true),
+	}
+	type source struct {
+		model string
+		first int
+	}
+	// Per slice: Z's first layer, the slice's length, its merged models.
+	layout := []struct {
+		base, n int
+		models  []source
+	}{
+		{0, 3, []source{{"A", 0}, {"B", 3}, {"C", 1}}},
+		{2, 2, []source{{"B", 1}}},
+		{5, 1, []source{{"C", 4}, {"A", 4}}},
+	}
+	shape := map[string][]int64{"embed_tokens": {6, 4}, "lm_head": {6, 4}, "q_proj": {4, 4}, "up_proj": {300, 4}, "norm": {4}, "layernorm": {4}}
+	shapeOf := func(name string) []int64 {
+		for _, key := range []string{"embed_tokens", "lm_head", "q_proj", "up_proj", "layernorm", "norm"} {
+			if strings.Contains(name, key) {
+				return shape[key]
+			}
+		}
+		t.Fatalf("no shape for %s", name)
+		return nil
+	}
+	for _, tc := range []struct {
+		method, preset string
+		sparse         bool // takes density: 0.8 at the top level, 0.5 in the first slice
+	}{
+		{"ties", "mergekit", true},
+		{"task_arithmetic", "", false},
+		{"dare_ties", "mergekit", true},
+		{"breadcrumbs_ties", "mergekit", true},
+		{"della", "mergekit", true},
+	} {
+		t.Run(tc.method, func(t *testing.T) {
+			top, first := "", ""
+			if tc.sparse {
+				top, first = "  density: 0.8\n", "    parameters: {density: 0.5}\n"
+			}
+			sub := t.TempDir()
+			for name := range in {
+				if err := os.Symlink(filepath.Join(dir, name), filepath.Join(sub, name)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			src := "merge_method: " + tc.method + `
+base_model: DIR/Z
+parameters:
+  weight: 0.9
+` + top + `slices:
+  - sources:
+      - {model: DIR/Z, layer_range: [0, 3]}
+      - {model: DIR/A, layer_range: [0, 3], parameters: {weight: [0.5, 1]}}
+      - {model: DIR/B, layer_range: [3, 6]}
+      - {model: DIR/C, layer_range: [1, 4]}
+` + first + `  - sources:
+      - {model: DIR/Z, layer_range: [2, 4]}
+      - {model: DIR/B, layer_range: [1, 3], parameters: {weight: 2}}
+  - sources:
+      - {model: DIR/Z, layer_range: [5, 6]}
+      - {model: DIR/C, layer_range: [4, 5]}
+      - {model: DIR/A, layer_range: [4, 5], parameters: {weight: 1.5}}
+`
+			got, dtypes, plan := runSlices(t, sub, src)
+			m, def, err := NewMethod(tc.method, tc.preset)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// params are the parameters of slice k's models at position t.
+			params := func(k int, t float64) TensorParams {
+				tp := TensorParams{Lambda: float32(def.Lambda)}
+				for _, s := range layout[k].models {
+					d, w := def.Density, 0.9
+					if tc.sparse && k == 0 {
+						d = 0.5
+					} else if tc.sparse {
+						d = 0.8
+					}
+					switch {
+					case k == 0 && s.model == "A":
+						w = (1-t)*0.5 + t*1
+					case k == 1:
+						w = 2
+					case k == 2 && s.model == "A":
+						w = 1.5
+					}
+					tp.Density = append(tp.Density, d)
+					tp.Weights = append(tp.Weights, float32(w))
+					tp.Weights64 = append(tp.Weights64, w)
+					tp.Gamma = append(tp.Gamma, def.Gamma)
+					tp.Epsilon = append(tp.Epsilon, def.Epsilon)
+				}
+				return tp
+			}
+			kept := map[string]uint64{}
+			check := func(out string, k int, at float64, baseName string, names []string) {
+				t.Helper()
+				rt := refTensor{name: out, shape: shapeOf(out), base: in["Z"][baseName], params: params(k, at), outDT: kernels.F32}
+				for i, s := range layout[k].models {
+					x, ok := in[s.model][names[i]]
+					if !ok {
+						t.Fatalf("%s: %s has no %s", out, s.model, names[i])
+					}
+					rt.models = append(rt.models, x)
+				}
+				res, ks := refMerge(m, []refTensor{rt})
+				for i, s := range layout[k].models {
+					if ks != nil {
+						kept[s.model] += ks[i]
+					}
+				}
+				if dtypes[out] != "F32" {
+					t.Fatalf("%s: dtype %s, want Z's F32", out, dtypes[out])
+				}
+				vals := decode(kernels.F32, got[out])
+				if len(vals) != len(res[0]) {
+					t.Fatalf("%s: %d values, want %d", out, len(vals), len(res[0]))
+				}
+				for e := range res[0] {
+					if w := refFinish(rt.base[e], res[0][e], rt.params.Lambda, kernels.F32); !sameFloat(vals[e], w) {
+						t.Fatalf("%s[%d] = %v, want %v (slice %d, %d models)", out, e, vals[e], w, k, len(rt.models))
+					}
+				}
+			}
+			same := func(k int, name string) []string {
+				names := make([]string, len(layout[k].models))
+				for i := range names {
+					names[i] = name
+				}
+				return names
+			}
+			checked := 0
+			check("model.embed_tokens.weight", 0, 0, "model.embed_tokens.weight", same(0, "model.embed_tokens.weight"))
+			check("model.norm.weight", 2, 0, "model.norm.weight", same(2, "model.norm.weight"))
+			check("lm_head.weight", 2, 0, "lm_head.weight", []string{"model.embed_tokens.weight", "lm_head.weight"})
+			checked += 3
+			o := 0
+			for k, s := range layout {
+				for i := range s.n {
+					at := config.SlicePosition(i, s.n)
+					for _, suffix := range []string{"self_attn.q_proj.weight", "mlp.up_proj.weight", "input_layernorm.weight"} {
+						names := make([]string, len(s.models))
+						for j, src := range s.models {
+							names[j] = fmt.Sprintf("model.layers.%d.%s", src.first+i, suffix)
+						}
+						check(fmt.Sprintf("model.layers.%d.%s", o, suffix), k, at, fmt.Sprintf("model.layers.%d.%s", s.base+i, suffix), names)
+						checked++
+					}
+					o++
+				}
+			}
+			if len(got) != checked {
+				t.Fatalf("output has %d tensors, want %d", len(got), checked)
+			}
+			// The plan's models are the three merged, each once; each job
+			// merges its slice's.
+			var paths []string
+			for _, md := range plan.Models {
+				paths = append(paths, filepath.Base(md.Path))
+			}
+			if fmt.Sprint(paths) != "[A B C]" {
+				t.Errorf("plan models %v, want [A B C]", paths)
+			}
+			for _, j := range plan.Jobs {
+				if strings.HasPrefix(j.Name, "model.layers.3.") && len(j.Models) != 1 {
+					t.Errorf("%s merges %d models, want 1", j.Name, len(j.Models))
+				}
+			}
+			var lm strings.Builder
+			plan.DescribeLayers(&lm)
+			for _, line := range []string{"0–2 ← " + sub + "/A 0–2, " + sub + "/B 3–5, " + sub + "/C 1–3 (base " + sub + "/Z 0–2)\n",
+				"3–4 ← " + sub + "/B 1–2 (base " + sub + "/Z 2–3)\n", "5 ← " + sub + "/C 4, " + sub + "/A 4 (base " + sub + "/Z 5)\n"} {
+				if !strings.Contains(lm.String(), line) {
+					t.Errorf("layer map %q lacks %q", lm.String(), line)
+				}
+			}
+			if !tc.sparse {
+				return
+			}
+			// What each model kept, summed over the slices that merge it;
+			// with every tensor's select sampled (the one-pass merge, or the
+			// sampled select), split over the workers or each on one, the
+			// output is the same.
+			for ri, solo := range []bool{false, true} {
+				opts := plan.Opts
+				opts.Out, opts.Threads, opts.BlockElems = filepath.Join(sub, fmt.Sprint("kept", ri)), 3, 64
+				p, err := NewSlicePlan(opts, plan.Method, plan.slices, sliceResolver(t, sub, src))
+				if err != nil {
+					t.Fatal(err)
+				}
+				p.tuning.tensorSampled, p.tuning.tensorSampleMin, p.tuning.sampleChunk, p.tuning.tensorSampleEvery = 1, 16, 16, 3
+				if !solo {
+					p.tuning.soloBytes = 0
+				}
+				sampled := 0
+				for _, st := range p.Strategies() {
+					if st.Path == PathSampled || st.Path == PathSpeculate {
+						sampled++
+					}
+				}
+				if m.Trim && sampled == 0 {
+					t.Errorf("no tensor's select is sampled")
+				}
+				sum, err := Run(context.Background(), p, nil, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i, md := range p.Models {
+					if w := kept[filepath.Base(md.Path)]; sum.Kept[i] != w {
+						t.Errorf("solo %v: %s kept %d elements, want %d", solo, md.Path, sum.Kept[i], w)
+					}
+				}
+				_, data := readModel(t, opts.Out)
+				for name, b := range got {
+					if !bytes.Equal(data[name], b) {
+						t.Errorf("solo %v, sampled selects: %s differs", solo, name)
+					}
+				}
+			}
+		})
+	}
+}
+
+// sliceResolver is the resolver of the config src (paths relative to dir).
+func sliceResolver(t *testing.T, dir, src string) SliceResolver {
+	t.Helper()
+	c, err := config.Parse([]byte(strings.ReplaceAll(src, "DIR", dir)), "s.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, resolve, err := SliceRecipe(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resolve
+}
+
+// Every method the slices take, over slices that merge different numbers
+// of models, each slice's layers read from the same layers of its sources:
+// slice k's output tensors are then those of a merge of whole models (the
+// models form) of slice k's models, byte for byte. The embeddings are the
+// first slice's merge's, the final norm and lm_head the last one's.
+func TestSlicesCountsMethods(t *testing.T) {
+	dir := t.TempDir()
+	r := rand.New(rand.NewPCG(13, 14))
+	for _, name := range []string{"Z", "A", "B", "C"} {
+		dt := kernels.F32
+		if name == "A" {
+			dt = kernels.BF16
+		}
+		llamaLike(t, filepath.Join(dir, name), r, 6, dt, false)
+	}
+	three := [][]string{{"A", "B", "C"}, {"B"}, {"C", "A"}}
+	two := [][]string{{"A", "B", "C"}, {"B", "C"}, {"C", "A"}}
+	for _, tc := range []struct {
+		head   string     // merge_method and the top level's settings
+		models [][]string // per slice, the models merged besides Z
+		params map[string]string
+		noBase bool // Z is one of the models (listed last), not θ₀
+	}{
+		{head: "merge_method: linear\n", models: three, params: map[string]string{"A": "{weight: 0.5}", "B": "{weight: 2}"}, noBase: true},
+		{head: "merge_method: karcher\n", models: three, noBase: true},
+		{head: "merge_method: multislerp\nbase_model: DIR/Z\n", models: three, params: map[string]string{"A": "{weight: 0.5}", "B": "{weight: 2}", "C": "{weight: 1}"}},
+		{head: "merge_method: sce\nbase_model: DIR/Z\nparameters: {select_topk: 0.5}\n", models: three},
+		{head: "merge_method: model_stock\nbase_model: DIR/Z\n", models: two},
+		{head: "merge_method: pcb\nbase_model: DIR/Z\nparameters: {scope: tensor}\n", models: two},
+		{head: "merge_method: dare_linear\nbase_model: DIR/Z\nparameters: {density: 0.7, weight: 0.6}\n", models: three},
+		{head: "merge_method: della_linear\nbase_model: DIR/Z\nparameters: {density: 0.6, weight: 0.6}\n", models: three},
+		{head: "merge_method: breadcrumbs\nbase_model: DIR/Z\nparameters: {density: 0.6, gamma: 0.05}\n", models: three},
+		{head: "merge_method: ties\nbase_model: DIR/Z\nparameters: {density: 0.5, weight: 0.7}\n", models: three, params: map[string]string{"B": "{weight: 2, density: 0.8}"}},
+		{head: "merge_method: slerp\nbase_model: DIR/Z\nparameters: {t: 0.3}\n", models: [][]string{{"A"}, {}, {"C"}}},
+	} {
+		method, _, _ := strings.Cut(strings.TrimPrefix(tc.head, "merge_method: "), "\n")
+		t.Run(method, func(t *testing.T) {
+			sub := t.TempDir()
+			for _, name := range []string{"Z", "A", "B", "C"} {
+				if err := os.Symlink(filepath.Join(dir, name), filepath.Join(sub, name)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			source := func(name string, lr [2]int) string {
+				s := fmt.Sprintf("      - {model: DIR/%s, layer_range: [%d, %d]", name, lr[0], lr[1])
+				if p, ok := tc.params[name]; ok {
+					s += ", parameters: " + p
+				}
+				return s + "}\n"
+			}
+			// Z comes last: karcher's models form appends its base.
+			withZ := func(k int) []string { return append(slices.Clone(tc.models[k]), "Z") }
+			src := tc.head + "slices:\n"
+			for k := range tc.models {
+				src += "  - sources:\n"
+				for _, name := range withZ(k) {
+					src += source(name, [2]int{2 * k, 2*k + 2})
+				}
+			}
+			got, _, _ := runSlices(t, sub, src)
+			want := map[string][]byte{}
+			for k := range tc.models {
+				models := "models:\n"
+				for _, name := range withZ(k) {
+					if name == "Z" && !tc.noBase {
+						continue
+					}
+					models += "  - {model: DIR/" + name
+					if p, ok := tc.params[name]; ok {
+						models += ", parameters: " + p
+					}
+					models += "}\n"
+				}
+				if len(tc.models[k]) == 0 {
+					models = "models: []\n"
+				}
+				data := mergeModelsForm(t, sub, tc.head+models, fmt.Sprint("whole", k))
+				for name, b := range data {
+					l, layered := config.LayerIndex(name)
+					switch {
+					case layered && l/2 == k,
+						!layered && k == 0 && strings.Contains(name, "embed"),
+						!layered && k == len(tc.models)-1 && !strings.Contains(name, "embed"):
+						want[name] = b
+					}
+				}
+			}
+			if len(got) != len(want) {
+				t.Fatalf("%d tensors, want %d", len(got), len(want))
+			}
+			for name, b := range want {
+				if !bytes.Equal(got[name], b) {
+					t.Errorf("%s differs from the merge of whole models", name)
+				}
+			}
+		})
+	}
+}
+
+// mergeModelsForm merges the config src (the models form; paths relative to
+// dir) into dir/out and returns its tensors' bytes.
+func mergeModelsForm(t *testing.T, dir, src, out string) map[string][]byte {
+	t.Helper()
+	c, err := config.Parse([]byte(strings.ReplaceAll(src, "DIR", dir)), "m.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ValidateWith(nil); err != nil {
+		t.Fatal(err)
+	}
+	m, resolve, err := Recipe(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{Base: c.BaseModel, Out: filepath.Join(dir, out), Threads: 2, OutDType: c.OutputDType()}
+	for _, e := range c.Models {
+		opts.Models = append(opts.Models, e.Path)
+	}
+	if opts.Base == "" {
+		opts.Base = opts.Models[0]
+	}
+	p, err := NewPlan(opts, m, resolve)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(context.Background(), p, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, data := readModel(t, opts.Out)
+	return data
 }

@@ -286,14 +286,14 @@ func (a *exactSum) value() float64 {
 // at 1 when either is below 1e-7).
 func (r *run) l1Pass(ctx context.Context, ji int) error {
 	r.traced(ji, "l1")
-	n := len(r.p.Models)
+	n := len(r.p.Jobs[ji].Models)
 	for _, w := range r.ws {
 		if w.sums == nil {
-			w.sums = make([]exactSum, 2*n)
+			w.sums = make([]exactSum, 2*r.p.width())
 		}
 		clear(w.sums)
 	}
-	models := r.allModels()
+	models := r.allModels(ji)
 	err := r.parallel(ctx, r.blocks([]int{ji}), func(w *worker, b block) error {
 		base := r.deltas(w, b, models)
 		for i := range n {
@@ -344,7 +344,7 @@ func (s *modelStock) merge(ctx context.Context, r *run, jobs []int) error {
 // the mean pairwise cosine c of the task vectors, then t·mean(θᵢ) + (1−t)·θ₀.
 func (s *modelStock) mergeOne(ctx context.Context, r *run, ji int) error {
 	r.traced(ji, "model-stock")
-	n := len(r.p.Models)
+	n := len(r.p.Jobs[ji].Models)
 	pairs := n * (n + 1) / 2 // dot products i ≤ k, norms included
 	for _, w := range r.ws {
 		if len(s.sums[w.id]) < pairs {
@@ -354,7 +354,7 @@ func (s *modelStock) mergeOne(ctx context.Context, r *run, ji int) error {
 	}
 	j := &r.p.Jobs[ji]
 	bs := r.blocks([]int{ji})
-	models := r.allModels()
+	models := r.allModels(ji)
 	err := r.parallel(ctx, bs, func(w *worker, b block) error {
 		r.deltas(w, b, models)
 		sums := s.sums[w.id]

@@ -68,7 +68,7 @@ func (s *speculate) onePass(ctx context.Context, r *run, ji int) (_ *scope, done
 		r.ws[0].hists[i].Reset() // the others were emptied by Take
 	}
 	bs := r.blocks([]int{ji})
-	nm := len(r.p.Models)
+	nm := len(j.Models)
 	cut := make([]int, nm) // per model: the first block none of whose ties are kept
 	for i := range cut {
 		cut[i] = len(bs)
@@ -191,7 +191,7 @@ func (s *speculate) estimateCuts(ctx context.Context, r *run, sc *scope, cut []i
 // threshold is not its band's value after all.
 func (s *speculate) settleCuts(ctx context.Context, r *run, sc *scope, bs []block, cut []int, recs blockRecords) (again []block, ok bool, _ error) {
 	ji := sc.jobs[0]
-	nm := len(r.p.Models)
+	nm := len(r.p.Jobs[ji].Models)
 	redo := make([]bool, len(bs))
 	ties := make([][]int64, nm)
 	left := make([]int64, nm) // ties still to keep past the estimated cut
@@ -282,7 +282,7 @@ func (s *speculate) settleCuts(ctx context.Context, r *run, sc *scope, bs []bloc
 // and at it: counts.at(k)[2*i] and counts.at(k)[2*i+1].
 func (s *speculate) countAtBands(ctx context.Context, r *run, sc *scope, bs []block, models []int) (blockCounts, error) {
 	j := &r.p.Jobs[sc.jobs[0]]
-	counts := newBlockCounts(len(bs), 2*len(r.p.Models))
+	counts := newBlockCounts(len(bs), 2*len(j.Models))
 	err := r.parallel(ctx, bs, func(w *worker, b block) error {
 		base := r.widenBase(w, b)
 		c := counts.at(b.seq - bs[0].seq)
@@ -303,7 +303,7 @@ func (*speculate) takeBack(r *run, recs blockRecords, bs []block) {
 	for _, b := range bs {
 		w.votes = subVotes(w.votes, recs.votes[b.index])
 		for i, k := range recs.kept.at(b.index) {
-			w.kept[i] -= uint64(k)
+			w.kept[r.p.Jobs[b.job].slot(i)] -= uint64(k)
 		}
 	}
 }

@@ -64,7 +64,7 @@ func (r *run) newStrategies() {
 		case PathSpeculate:
 			s = &speculate{sampled: impl(PathSampled).(*sampledSelect)}
 		case PathSampled:
-			s = newSampledSelect(len(r.ws), len(r.p.Models))
+			s = newSampledSelect(len(r.ws), r.p.width())
 		case PathRadix:
 			s = radixSelect{}
 		case PathGram:
@@ -72,7 +72,7 @@ func (r *run) newStrategies() {
 		case PathNearSwap:
 			s = nearSwap{}
 		case PathSCE:
-			s = newSCE(len(r.ws), len(r.p.Models))
+			s = newSCE(len(r.ws), r.p.width())
 		case PathArceeFusion:
 			s = newArceeFusion(len(r.ws))
 		case PathSlerp:
@@ -80,7 +80,7 @@ func (r *run) newStrategies() {
 		case PathEMR:
 			s = newEMRTensors(r)
 		case PathPCB:
-			s = newPCB(len(r.ws), len(r.p.Models), r.stride)
+			s = newPCB(len(r.ws), r.p.width(), r.stride)
 		}
 		built[p] = s
 		return s

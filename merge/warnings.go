@@ -219,7 +219,7 @@ func (p *Plan) warnContributions(add func(code, model, tensor, format string, ar
 			continue
 		}
 		for i, t := range j.Models {
-			path := p.modelPath(t, p.Models[i].Path)
+			path := p.modelPath(t, p.Models[j.slot(i)].Path)
 			takes[path]++
 			if j.Params.Weights[i] == 0 {
 				zero[path] = append(zero[path], j.Name)

@@ -51,7 +51,7 @@ func (r *run) recordZeroSums(w *worker, ji, n int, pos func(e int) int64, vp *ke
 // worker's block (w.taus, w.base), all at once: the negated columns are
 // gathered, voted and finished in one call each.
 func (r *run) recordZeros(w *worker, ji int, zs []int32, pos func(e int) int64, vp *kernels.VoteParams, lambda float32) error {
-	B, nm, m := r.stride, len(r.p.Models), len(zs)
+	B, nm, m := r.stride, r.p.width(), len(zs)
 	if m == 0 {
 		return nil
 	}

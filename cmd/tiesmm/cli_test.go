@@ -666,3 +666,119 @@ slices:
 		t.Errorf("--dry-run of a short slice:\n%s", out)
 	}
 }
+
+// Slices that merge three, one and two fine-tunes (examples/ties-slices-counts.yml):
+// --dry-run and --explain show each slice's own models; each slice's layers
+// are, byte for byte, those of a merge of whole models of the slice's
+// models with its parameters; the summary counts each model's values over
+// the tensors it is merged into.
+func TestCLIFrankenmergeCounts(t *testing.T) {
+	dir := workDir(t)
+	ex := filepath.Join(examplesDir(t), "ties-slices-counts.yml")
+	out := mustRun(t, dir, "merge", "--dry-run", ex, "out")
+	for _, line := range []string{"model 3:  demo/ft3", "4 layers\n", "layers:   0–1 ← demo/ft1 0–1, demo/ft2 0–1, demo/ft3 0–1 (base demo/base 0–1)\n",
+		"layers:   2 ← demo/ft1 1 (base demo/base 1)\n", "layers:   3 ← demo/ft2 1, demo/ft3 1 (base demo/base 1)\n"} {
+		if !strings.Contains(out, line) {
+			t.Errorf("--dry-run lacks %q:\n%s", line, out)
+		}
+	}
+	out = mustRun(t, dir, "merge", "--explain", ex, "out")
+	for _, re := range []string{`\nmodel\.layers\.2\.mlp\.up_proj\.weight +demo/ft1 +model\.layers\.1\.mlp\.up_proj\.weight +1 +0\.7\nmodel\.layers\.2\.`,
+		`\nmodel\.layers\.3\.mlp\.up_proj\.weight +demo/ft2 +model\.layers\.1\.mlp\.up_proj\.weight +0\.8 +0\.5\n +demo/ft3 +model\.layers\.1\.mlp\.up_proj\.weight +0\.8 +0\.5\nmodel\.layers\.3\.`} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("--explain lacks %s:\n%s", re, out)
+		}
+	}
+	var sum jsonSummary
+	if err := json.Unmarshal([]byte(mustRun(t, dir, "merge", "--quiet", "--json", ex, "out")), &sum); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, models, params string }{
+		{"three", "[{model: demo/ft1}, {model: demo/ft2}, {model: demo/ft3}]", "{density: 0.7, weight: 0.8}"},
+		{"one", "[{model: demo/ft1}]", "{density: 0.7, weight: 1}"},
+		{"two", "[{model: demo/ft2}, {model: demo/ft3}]", "{density: 0.5, weight: 0.8}"},
+	} {
+		writeFile(t, filepath.Join(dir, tc.name+".yml"), "merge_method: ties\nbase_model: demo/base\nmodels: "+tc.models+"\nparameters: "+tc.params+"\n")
+		mustRun(t, dir, "merge", "--quiet", tc.name+".yml", tc.name)
+	}
+	got := tensorBytes(t, filepath.Join(dir, "out"))
+	want := map[string][]byte{}
+	for _, tc := range []struct {
+		from  string
+		layer map[int]int // the output's layer of each layer read
+		ends  string      // the tensors outside the layers it gives: "embed" or the others
+	}{{"three", map[int]int{0: 0, 1: 1}, "embed"}, {"one", map[int]int{1: 2}, ""}, {"two", map[int]int{1: 3}, "rest"}} {
+		for name, b := range tensorBytes(t, filepath.Join(dir, tc.from)) {
+			prefix, l, suffix, ok := config.SplitLayer(name)
+			switch {
+			case ok:
+				if o, in := tc.layer[l]; in {
+					want[fmt.Sprintf("%s%d%s", prefix, o, suffix)] = b
+				}
+			case strings.Contains(name, "embed") == (tc.ends == "embed") && tc.ends != "":
+				want[name] = b
+			}
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d tensors, want %d", len(got), len(want))
+	}
+	values := map[string]int64{}
+	for name, b := range want {
+		if !bytes.Equal(got[name], b) {
+			t.Errorf("%s differs from its slice's merge of whole models", name)
+		}
+		n := int64(len(b) / 2) // bf16
+		_, l, _, ok := config.SplitLayer(name)
+		switch {
+		case ok && l < 2:
+			values["demo/ft1"] += n
+			values["demo/ft2"] += n
+			values["demo/ft3"] += n
+		case ok && l == 2:
+			values["demo/ft1"] += n
+		case ok:
+			values["demo/ft2"] += n
+			values["demo/ft3"] += n
+		case strings.Contains(name, "embed"):
+			values["demo/ft1"] += n
+			values["demo/ft2"] += n
+			values["demo/ft3"] += n
+		default:
+			values["demo/ft2"] += n
+			values["demo/ft3"] += n
+		}
+	}
+	if len(sum.Models) != 3 {
+		t.Fatalf("summary of %d models, want 3", len(sum.Models))
+	}
+	for _, m := range sum.Models {
+		if m.Values != values[m.Path] || m.Kept == nil || *m.Kept == 0 || *m.Kept > uint64(m.Values) {
+			t.Errorf("%s: %d values (kept %v), want %d", m.Path, m.Values, m.Kept, values[m.Path])
+		}
+	}
+}
+
+// tensorBytes reads every tensor of the model at dir.
+func tensorBytes(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
+	m, err := mmapio.OpenModel(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := map[string][]byte{}
+	for name, tt := range m.Tensors {
+		f, err := os.Open(tt.File)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, tt.Size)
+		_, err = f.ReadAt(b, tt.Offset)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data[name] = b
+	}
+	return data
+}

@@ -71,7 +71,7 @@ func newJSONSummary(p *merge.Plan, s *merge.Summary) jsonSummary {
 	}
 	asked := s.AskedFor(p)
 	for i, path := range p.Opts.Models {
-		m := modelReport{Path: path, Values: p.Merged}
+		m := modelReport{Path: path, Values: p.MergedOf(i)}
 		if asked != nil && i < len(s.Kept) {
 			m.Kept, m.Asked = &s.Kept[i], &asked[i]
 		}
@@ -124,7 +124,7 @@ func printSummary(w io.Writer, p *merge.Plan, s *merge.Summary) {
 				label = "          "
 			}
 			fmt.Fprintf(w, "%s %-*s  %s of %s values (%s; asked for %s)\n", label, width, m,
-				units.FormatCount(int64(s.Kept[i])), units.FormatCount(int64(p.Merged)), percent(s.Kept[i], uint64(p.Merged)), units.FormatCount(int64(asked[i])))
+				units.FormatCount(int64(s.Kept[i])), units.FormatCount(p.MergedOf(i)), percent(s.Kept[i], uint64(p.MergedOf(i))), units.FormatCount(int64(asked[i])))
 		}
 	}
 	if p.Method.Votes() {

@@ -219,6 +219,7 @@ func gen512(a *asm) {
 	}
 	fused512All(a)
 	newStatsGen(a, true).all()
+	emrGen(a, true)
 }
 
 // tailMask512 sets K7 to the low CX bits (CX < 16).
@@ -796,6 +797,7 @@ func gen2(a *asm) {
 	}
 	fused2All(a)
 	newStatsGen(a, false).all()
+	emrGen(a, false)
 }
 
 // broadcast512 fills Zz with the 32-bit value src (an immediate "$…" or a

@@ -44,6 +44,7 @@ var neonDocs = map[string]string{
 	"norms":     "%s runs Norms over whole chunks: sums to l1 and sq (NaNs as they\ncome), words ORed into pos and neg.",
 	"dot":       "%s runs Dot over whole chunks (NaNs as they come).",
 	"trimWords": "%s runs TrimWords over whole chunks (NaN sums as they come).",
+	"emrElect":  "%s runs EMRElect over whole chunks (NaN sums as they come);\nstride and row in elements and bytes as the block's, sums chunk-major.",
 	"lowBits":   "%s runs LowBits over n (a multiple of 16) values while 16 more\nfit in room; done is where it stopped.",
 }
 
@@ -975,6 +976,7 @@ func genNEON(dir string) {
 		genTies(dt)
 	}
 	genStatsNEON()
+	genEMRNEON()
 	write(filepath.Join(dir, "neon_arm64.s"), out.Bytes())
 	write(filepath.Join(dir, "asm_arm64.go"), neonGo())
 }
