@@ -728,7 +728,7 @@ func (vm *vocabMap) describe(source string) string {
 	s := fmt.Sprintf("tokenizer_source %s: %d tokens (%d appended), %d embedding rows; rows a model lacks: %d from the only model with the token, %d from the base, %d means, %d zeros",
 		source, len(vm.tokens), len(vm.appended), vm.rows, filled[0], filled[1], filled[2], filled[3])
 	if len(vm.set) > 0 {
-		s += fmt.Sprintf(", %d set by tokens: (%d tokens)", filled[4], len(vm.set))
+		s += fmt.Sprintf("; tokens: %d overrides (%d forced) set %d rows", len(vm.set), len(vm.forced), filled[4])
 	}
 	return s
 }
