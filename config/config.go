@@ -47,6 +47,9 @@ type Config struct {
 	PadToMultipleOf int
 	// TokenizerBlock: the config used the tokenizer: block rather than tokenizer_source.
 	TokenizerBlock bool
+	// Tokens are the tokenizer: block's per-token embedding overrides (tokens:), in
+	// YAML order.
+	Tokens []TokenOverride
 	// LayerRange is set when the config used the `slices:` form: the layers [0, end) the
 	// slices covered, in order. tiesmm merges whole models, so the engine must check that
 	// end equals the models' number of layers.
@@ -64,6 +67,33 @@ type Config struct {
 
 type lines struct {
 	method, base, models, params, dtype, outDType, computeDType, tokenizer, padTo int
+}
+
+// TokenSource says where a TokenOverride's row comes from.
+type TokenSource int
+
+const (
+	TokenFromModel  TokenSource = iota // source: MODEL, that model's row of the token itself
+	TokenZero                          // source: {kind: zero}
+	TokenModelToken                    // source: {kind: model_token, model, token | token_id}
+)
+
+// TokenOverride is one entry of the tokenizer: block's tokens: map: the row an
+// output token takes in place of tokenizer_source's rules, in every model that
+// lacks the token, or in every model when Force is set.
+type TokenOverride struct {
+	Token  string
+	Source TokenSource
+	// Model: the model of the merge the row comes from (TokenFromModel,
+	// TokenModelToken), a path as the config writes it.
+	Model string
+	// FromToken, or with ByID the row FromID: TokenModelToken's row of Model,
+	// the token looked up in the model's own tokenizer.
+	FromToken string
+	FromID    int64
+	ByID      bool
+	Force     bool
+	Line      int // YAML line of the entry, 0 when unknown
 }
 
 // ModelEntry is one model to merge: a local path and its own parameters.

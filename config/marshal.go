@@ -104,6 +104,13 @@ func (c *Config) Marshal() ([]byte, error) {
 		if c.PadToMultipleOf > 0 {
 			put(block, "pad_to_multiple_of", &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!int", Value: fmt.Sprint(c.PadToMultipleOf)})
 		}
+		if len(c.Tokens) > 0 {
+			n, err := tokensNode(c.Tokens)
+			if err != nil {
+				return nil, err
+			}
+			put(block, "tokens", n)
+		}
 		put(root, "tokenizer", block)
 	}
 	var buf bytes.Buffer
@@ -116,6 +123,64 @@ func (c *Config) Marshal() ([]byte, error) {
 		return nil, fmt.Errorf("config: marshal: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// tokensNode writes the tokenizer: block's tokens: map, in its order.
+func tokensNode(tokens []TokenOverride) (*yaml.Node, error) {
+	m := &yaml.Node{Kind: yaml.MappingNode}
+	for _, o := range tokens {
+		var pairs []any // key, value, ...
+		switch o.Source {
+		case TokenFromModel:
+			pairs = []any{"source", o.Model}
+		case TokenZero:
+			pairs = []any{"source", []any{"kind", "zero"}}
+		case TokenModelToken:
+			src := []any{"kind", "model_token", "model", o.Model, "token", o.FromToken}
+			if o.ByID {
+				src[4], src[5] = "token_id", o.FromID
+			}
+			pairs = []any{"source", src}
+		}
+		if o.Force {
+			pairs = append(pairs, "force", true)
+		}
+		key, err := scalar(o.Token)
+		if err != nil {
+			return nil, err
+		}
+		entry, err := mapNode(pairs)
+		if err != nil {
+			return nil, fmt.Errorf("tokens: %q: %w", o.Token, err)
+		}
+		m.Content = append(m.Content, key, entry)
+	}
+	return m, nil
+}
+
+// mapNode is a YAML map of the key, value pairs kv, in order; a value that
+// is itself a []any is a map of its own (written in flow style).
+func mapNode(kv []any) (*yaml.Node, error) {
+	m := &yaml.Node{Kind: yaml.MappingNode}
+	for i := 0; i+1 < len(kv); i += 2 {
+		k, err := scalar(kv[i])
+		if err != nil {
+			return nil, err
+		}
+		var v *yaml.Node
+		if sub, ok := kv[i+1].([]any); ok {
+			if v, err = mapNode(sub); err == nil {
+				v.Style = yaml.FlowStyle
+			}
+		} else {
+			v, err = scalar(kv[i+1])
+		}
+		if err != nil {
+			return nil, err
+		}
+		m.Content = append(m.Content, k, v)
+	}
+	return m, nil
 }
 
 func scalar(v any) (*yaml.Node, error) {

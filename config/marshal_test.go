@@ -15,11 +15,29 @@ func equalConfig(a, b *Config) bool {
 		a.TokenizerSource != b.TokenizerSource || len(a.Models) != len(b.Models) || !equalParams(a.Parameters, b.Parameters) {
 		return false
 	}
+	if !equalTokens(a.Tokens, b.Tokens) {
+		return false
+	}
 	if (a.LayerRange == nil) != (b.LayerRange == nil) || (a.LayerRange != nil && *a.LayerRange != *b.LayerRange) {
 		return false
 	}
 	for i := range a.Models {
 		if a.Models[i].Path != b.Models[i].Path || !equalParams(a.Models[i].Parameters, b.Models[i].Parameters) {
+			return false
+		}
+	}
+	return true
+}
+
+// equalTokens compares token overrides, lines aside.
+func equalTokens(a, b []TokenOverride) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		x.Line, y.Line = 0, 0
+		if x != y {
 			return false
 		}
 	}

@@ -29,12 +29,14 @@ var (
 	sliceKeys     = []string{"sources", "base_model", "parameters", "residual_weight"}
 	sourceKeys    = []string{"model", "layer_range", "parameters"}
 	filterKeys    = []string{"filter", "value"}
+	tokenKeys     = []string{"source", "force"}
+	embedKeys     = []string{"kind", "model", "token", "token_id"}
 
 	// mergekit keys tiesmm knows but does not implement: an error that says so beats
 	// "unknown key".
 	unsupportedKeys = map[string]string{
 		"modules":               "modules: is not supported by tiesmm; use models: (or slices:)",
-		"tokens":                "tokens: (per-token embedding overrides) is not supported: every token's row follows tokenizer_source's rules",
+		"tokens":                "tokens: (per-token embedding overrides) belongs in the tokenizer: block (tokenizer: {source: union, tokens: {TOKEN: {source: MODEL}}})",
 		"chat_template":         "chat_template is not supported yet; tiesmm copies the base model's tokenizer files as they are",
 		"override_architecture": "override_architecture is not supported: tiesmm merges tensors by name and needs no architecture",
 		"revision":              "revision is for Hugging Face Hub models; tiesmm reads local paths only: download the revision first (huggingface-cli download ORG/NAME --revision REV --local-dir DIR) and use DIR",
@@ -658,7 +660,7 @@ func (p *parser) tokenizerSource(n *yaml.Node, what string) string {
 	return s
 }
 
-// tokenizerBlock reads mergekit's tokenizer: {source, pad_to_multiple_of}.
+// tokenizerBlock reads mergekit's tokenizer: {source, pad_to_multiple_of, tokens}.
 func (p *parser) tokenizerBlock(n *yaml.Node, c *Config) {
 	if n = p.deref(n); n == nil || isNull(n) {
 		return
@@ -685,10 +687,181 @@ func (p *parser) tokenizerBlock(n *yaml.Node, c *Config) {
 			}
 			c.PadToMultipleOf = int(v)
 		case "tokens":
-			p.add(f.line, "tokenizer: %s", unsupportedKeys["tokens"])
+			c.Tokens = p.tokens(f.val)
 		}
 	}
 	if c.TokenizerSource == "" {
 		p.add(n.Line, "tokenizer: source is missing (base, union or a model path)")
 	}
+}
+
+// tokens reads the tokenizer: block's tokens: a map of output token to
+// {source, force}.
+func (p *parser) tokens(n *yaml.Node) []TokenOverride {
+	if n = p.deref(n); n == nil || isNull(n) {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		p.add(n.Line, "tokenizer.tokens must be a map of token to {source: ..., force: ...}, not a %s", kindName(n))
+		return nil
+	}
+	var out []TokenOverride
+	for _, f := range p.fields(n, "tokenizer.tokens", nil) {
+		what := fmt.Sprintf("tokenizer.tokens[%q]", f.key)
+		if f.key == "" {
+			p.add(f.line, "%s: the token is empty", what)
+			continue
+		}
+		if o, ok := p.tokenOverride(f, what); ok {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+const tokenSourceForms = "source: MODEL, source: {kind: zero} or source: {kind: model_token, model: MODEL, token: TOKEN | token_id: ID}"
+
+// tokenOverride reads one entry of tokens:.
+func (p *parser) tokenOverride(f field, what string) (TokenOverride, bool) {
+	o := TokenOverride{Token: f.key, Line: f.line}
+	n := p.deref(f.val)
+	if n == nil {
+		return o, false
+	}
+	if isNull(n) {
+		p.add(f.line, "%s has no source (%s)", what, tokenSourceForms)
+		return o, false
+	}
+	if n.Kind != yaml.MappingNode {
+		p.add(n.Line, "%s must be a map ({source: ..., force: ...}), not a %s", what, kindName(n))
+		return o, false
+	}
+	ok, hasSource := true, false
+	for _, g := range p.fields(n, what, tokenKeys) {
+		switch g.key {
+		case "source":
+			hasSource = true
+			ok = p.tokenSource(g, what+".source", &o) && ok
+		case "force":
+			v := p.deref(g.val)
+			if v == nil {
+				return o, false
+			}
+			pv, vok := p.scalar(v, what+".force")
+			if vok && pv.Kind != KindBool {
+				p.add(g.line, "%s.force must be true or false, not the %s %s", what, kindName(v), v.Value)
+				vok = false
+			}
+			o.Force, ok = pv.Bool, ok && vok
+		}
+	}
+	if !hasSource {
+		p.add(n.Line, "%s has no source (%s)", what, tokenSourceForms)
+		return o, false
+	}
+	return o, ok
+}
+
+// tokenSource reads a token's source: a model reference, or a map of kind
+// zero or model_token.
+func (p *parser) tokenSource(f field, what string, o *TokenOverride) bool {
+	n := p.deref(f.val)
+	if n == nil {
+		return false
+	}
+	if isNull(n) {
+		p.add(f.line, "%s has no value (%s)", what, tokenSourceForms)
+		return false
+	}
+	if n.Kind != yaml.MappingNode || !hasKey(n, "kind") {
+		var ok bool
+		o.Source = TokenFromModel
+		o.Model, ok = p.modelRef(n, what)
+		return ok
+	}
+	var kind, token string
+	var kindLine, tokenLine, idLine int
+	var idNode *yaml.Node
+	hasModel, ok := false, true
+	for _, g := range p.fields(n, what, embedKeys) {
+		switch g.key {
+		case "kind":
+			kindLine = g.line
+			s, sok := p.str(g.val, what+".kind")
+			kind, ok = s, ok && sok
+		case "model":
+			hasModel = true
+			m, mok := p.modelRef(g.val, what+".model")
+			o.Model, ok = m, ok && mok
+		case "token":
+			tokenLine = g.line
+			s, sok := p.str(g.val, what+".token")
+			token, ok = s, ok && sok
+		case "token_id":
+			idLine, idNode = g.line, p.deref(g.val)
+		}
+	}
+	switch kind {
+	case "zero":
+		o.Source = TokenZero
+		for _, k := range []struct {
+			name string
+			set  bool
+		}{{"model", hasModel}, {"token", tokenLine > 0}, {"token_id", idLine > 0}} {
+			if k.set {
+				p.add(n.Line, "%s: {kind: zero} takes no %s", what, k.name)
+				ok = false
+			}
+		}
+		return ok
+	case "model_token":
+		o.Source = TokenModelToken
+	case "":
+		if kindLine > 0 && ok {
+			p.add(kindLine, "%s.kind is empty (zero or model_token)", what)
+		}
+		return false
+	default:
+		p.add(kindLine, "%s: unknown kind %s (zero or model_token)", what, kind)
+		return false
+	}
+	if !hasModel {
+		p.add(n.Line, "%s: {kind: model_token} needs model: (a model of the merge)", what)
+		ok = false
+	}
+	switch {
+	case tokenLine > 0 && idLine > 0:
+		p.add(max(tokenLine, idLine), "%s: give token or token_id, not both", what)
+		return false
+	case tokenLine > 0:
+		o.FromToken = token
+		if ok && token == "" {
+			p.add(tokenLine, "%s.token is empty", what)
+			return false
+		}
+	case idLine > 0:
+		if idNode == nil {
+			return false
+		}
+		v, isNum := p.number(idNode)
+		if !isNum || v != math.Trunc(v) || v < 0 || v >= 1<<53 {
+			p.add(idLine, "%s.token_id must be a whole number from 0 (a row of the model's embedding), not %s", what, idNode.Value)
+			return false
+		}
+		o.FromID, o.ByID = int64(v), true
+	default:
+		p.add(n.Line, "%s: {kind: model_token} needs token: TOKEN or token_id: ID", what)
+		return false
+	}
+	return ok
+}
+
+// hasKey reports whether mapping n has key as one of its own keys.
+func hasKey(n *yaml.Node, key string) bool {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k := n.Content[i]; k.Kind == yaml.ScalarNode && k.Value == key {
+			return true
+		}
+	}
+	return false
 }

@@ -1,6 +1,9 @@
 package config
 
 import (
+	"encoding/json"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -121,8 +124,42 @@ func TestParseErrorsLocated(t *testing.T) {
 		{"comment only", "# nothing\n", []any{0, "empty config"}},
 		{"scalar root", "ties\n", []any{1, "must be a map"}},
 		{"two docs", "merge_method: ties\nmodels: [{model: m}]\n---\nx: 1\n", []any{3, "second YAML document"}},
-		{"tokenizer tokens", "merge_method: ties\nmodels: [{model: m}]\ntokenizer:\n  source: union\n  tokens: {x: {}}\n",
-			[]any{5, "tokens: (per-token embedding overrides) is not supported"}},
+		{"tokens no source", "merge_method: ties\nmodels: [{model: m}]\ntokenizer:\n  source: union\n  tokens:\n    x: {}\n",
+			[]any{6, `tokenizer.tokens["x"] has no source (source: MODEL, source: {kind: zero}`}},
+		{"tokens null entry", "merge_method: ties\nmodels: [{model: m}]\ntokenizer:\n  source: union\n  tokens:\n    x:\n",
+			[]any{6, `tokenizer.tokens["x"] has no source`}},
+		{"tokens null source", "merge_method: ties\nmodels: [{model: m}]\ntokenizer:\n  source: union\n  tokens:\n    x: {source: null, force: true}\n",
+			[]any{6, `tokenizer.tokens["x"].source has no value`}},
+		{"tokens entry not a map", "merge_method: ties\nmodels: [{model: m}]\ntokenizer:\n  source: union\n  tokens:\n    x: m\n",
+			[]any{6, `tokenizer.tokens["x"] must be a map ({source: ..., force: ...}), not a string`}},
+		{"tokens not a map", "merge_method: ties\nmodels: [{model: m}]\ntokenizer: {source: union, tokens: [x]}\n",
+			[]any{3, "tokenizer.tokens must be a map of token to {source: ..., force: ...}, not a list"}},
+		{"tokens typo", "merge_method: ties\nmodels: [{model: m}]\ntokenizer:\n  source: union\n  tokens:\n    x: {source: m, forse: true}\n",
+			[]any{6, `tokenizer.tokens["x"]: unknown key forse; did you mean force?`}},
+		{"tokens force", "merge_method: ties\nmodels: [{model: m}]\ntokenizer:\n  source: union\n  tokens:\n    x: {source: m, force: 1}\n",
+			[]any{6, `tokenizer.tokens["x"].force must be true or false, not the number 1`}},
+		{"tokens unknown kind", "merge_method: ties\nmodels: [{model: m}]\ntokenizer:\n  source: union\n  tokens:\n    x: {source: {kind: mean}}\n",
+			[]any{6, `tokenizer.tokens["x"].source: unknown kind mean (zero or model_token)`}},
+		{"tokens zero with model", "merge_method: ties\nmodels: [{model: m}]\ntokenizer:\n  source: union\n  tokens:\n    x: {source: {kind: zero, model: m}}\n",
+			[]any{6, `tokenizer.tokens["x"].source: {kind: zero} takes no model`}},
+		{"tokens model_token no token", "merge_method: ties\nmodels: [{model: m}]\ntokenizer:\n  source: union\n  tokens:\n    x: {source: {kind: model_token, model: m}}\n",
+			[]any{6, `{kind: model_token} needs token: TOKEN or token_id: ID`}},
+		{"tokens model_token no model", "merge_method: ties\nmodels: [{model: m}]\ntokenizer:\n  source: union\n  tokens:\n    x: {source: {kind: model_token, token: y}}\n",
+			[]any{6, `{kind: model_token} needs model: (a model of the merge)`}},
+		{"tokens model_token both", "merge_method: ties\nmodels: [{model: m}]\ntokenizer:\n  source: union\n  tokens:\n    x:\n      source:\n        kind: model_token\n        model: m\n        token: y\n        token_id: 2\n",
+			[]any{11, `tokenizer.tokens["x"].source: give token or token_id, not both`}},
+		{"tokens negative id", "merge_method: ties\nmodels: [{model: m}]\ntokenizer:\n  source: union\n  tokens:\n    x:\n      source: {kind: model_token, model: m,\n        token_id: -1}\n",
+			[]any{8, `tokenizer.tokens["x"].source.token_id must be a whole number from 0`}},
+		{"tokens fractional id", "merge_method: ties\nmodels: [{model: m}]\ntokenizer:\n  source: union\n  tokens:\n    x: {source: {kind: model_token, model: m, token_id: 1.5}}\n",
+			[]any{6, `token_id must be a whole number from 0 (a row of the model's embedding), not 1.5`}},
+		{"tokens empty token", "merge_method: ties\nmodels: [{model: m}]\ntokenizer:\n  source: union\n  tokens:\n    \"\": {source: m}\n",
+			[]any{6, `tokenizer.tokens[""]: the token is empty`}},
+		{"tokens twice", "merge_method: ties\nmodels: [{model: m}]\ntokenizer:\n  source: union\n  tokens:\n    x: {source: m}\n    x: {source: {kind: zero}}\n",
+			[]any{7, "duplicate key x (first at line 6)"}},
+		{"tokens in tokenizer_source", "merge_method: ties\nmodels: [{model: m}]\ntokenizer_source: {model: m, tokens: {x: {source: m}}}\n",
+			[]any{3, "tokens: (per-token embedding overrides) belongs in the tokenizer: block"}},
+		{"tokens at the top", "merge_method: ties\nmodels: [{model: m}]\ntokenizer_source: union\ntokens: {x: {source: m}}\n",
+			[]any{4, "tokens: (per-token embedding overrides) belongs in the tokenizer: block"}},
 		{"tokenizer twice", "merge_method: ties\nmodels: [{model: m}]\ntokenizer_source: base\ntokenizer: {source: union}\n",
 			[]any{4, "use either tokenizer_source (line 3) or the tokenizer: block (line 4)"}},
 		{"tokenizer padding", "merge_method: ties\nmodels: [{model: m}]\ntokenizer: {source: union, pad_to_multiple_of: 0.5}\n",
@@ -226,5 +263,89 @@ func TestParseTokenizerSource(t *testing.T) {
 		if back.TokenizerSource != c.TokenizerSource || back.PadToMultipleOf != c.PadToMultipleOf || back.TokenizerBlock != c.TokenizerBlock {
 			t.Errorf("%q: marshalled as\n%s\nreads back as %q, %d, %v", tc.src, out, back.TokenizerSource, back.PadToMultipleOf, back.TokenizerBlock)
 		}
+	}
+}
+
+// Every form of a tokens: entry reads as written, in order, and Marshal
+// writes it back; the legacy tokenizer_source takes no tokens.
+func TestParseTokens(t *testing.T) {
+	c := mustParse(t, `merge_method: ties
+base_model: demo/base
+models: [{model: demo/ft1}, {model: demo/ft2}]
+tokenizer:
+  source: union
+  tokens:
+    <|im_start|>:
+      source: demo/ft1
+    <|im_end|>:
+      source: {kind: model_token, model: demo/ft2, token: "</s>"}
+      force: true
+    <|unused|>:
+      source: {kind: zero}
+      force: no
+    by_id:
+      source:
+        kind: model_token
+        model: {model: demo/base}
+        token_id: 2
+    "yes":
+      source: {model: demo/ft2}
+      force: yes
+`)
+	want := []TokenOverride{
+		{Token: "<|im_start|>", Source: TokenFromModel, Model: "demo/ft1", Line: 7},
+		{Token: "<|im_end|>", Source: TokenModelToken, Model: "demo/ft2", FromToken: "</s>", Force: true, Line: 9},
+		{Token: "<|unused|>", Source: TokenZero, Line: 12},
+		{Token: "by_id", Source: TokenModelToken, Model: "demo/base", FromID: 2, ByID: true, Line: 15},
+		{Token: "yes", Source: TokenFromModel, Model: "demo/ft2", Force: true, Line: 20},
+	}
+	if !slices.Equal(c.Tokens, want) {
+		t.Errorf("tokens\n%+v\nwant\n%+v", c.Tokens, want)
+	}
+	if err := c.ValidateWith(nil); err != nil {
+		t.Error(err)
+	}
+	out := roundTrip(t, c)
+	if !strings.Contains(string(out), "tokens:") {
+		t.Errorf("marshalled without tokens:\n%s", out)
+	}
+
+	// Tokens YAML would read otherwise survive the round trip.
+	var odd strings.Builder
+	odd.WriteString("merge_method: ties\nbase_model: b\nmodels: [{model: a}]\ntokenizer:\n  source: base\n  tokens:\n")
+	for i, tok := range []string{"<<", "yes", "null", "~", "1", "0x10", " a", "a: b", "#x", "\t", "\u0120the", "[x]", "{y}", "- z", "'q'", "\"r\""} {
+		quoted, _ := json.Marshal(tok)
+		fmt.Fprintf(&odd, "    %s: {source: {kind: model_token, model: a, token: %s}, force: %v}\n", quoted, quoted, i%2 == 0)
+	}
+	c = mustParse(t, odd.String())
+	if len(c.Tokens) != 16 || c.Tokens[0].Token != "<<" || c.Tokens[0].FromToken != "<<" || c.Tokens[10].Token != "\u0120the" {
+		t.Errorf("odd tokens read as %+v", c.Tokens)
+	}
+	roundTrip(t, c)
+}
+
+// A model tokens: names must be a model of the merge, matched by path.
+func TestValidateTokens(t *testing.T) {
+	for _, tc := range []struct {
+		model string
+		ok    bool
+	}{
+		{"b", true}, {"./b", true}, {"a", true}, {"a/", true}, {"c", false},
+	} {
+		for _, src := range []string{tc.model, "{kind: model_token, model: " + tc.model + ", token_id: 0}"} {
+			c := mustParse(t, "merge_method: ties\nbase_model: b\nmodels: [{model: a}]\ntokenizer:\n  source: union\n  tokens:\n    x: {source: "+src+"}\n    z: {source: {kind: zero}}\n")
+			err := c.ValidateWith(nil)
+			if tc.ok {
+				if err != nil {
+					t.Errorf("%s: %v", src, err)
+				}
+				continue
+			}
+			wantErrors(t, err, 7, `tokenizer.tokens["x"]: c is not a model of the merge`)
+		}
+	}
+	c := mustParse(t, "merge_method: passthrough\nslices:\n  - sources: [{model: s1, layer_range: [0, 2]}]\n  - sources: [{model: s2, layer_range: [2, 4]}]\ntokenizer: {source: base, tokens: {x: {source: s2}}}\n")
+	if err := c.ValidateWith(nil); err != nil {
+		t.Errorf("a slice's model: %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -184,6 +185,7 @@ func (c *Config) ValidateWith(stat func(name string) (fs.FileInfo, error)) error
 	if src := c.TokenizerSource; stat != nil && src != "" && src != "base" && src != "union" {
 		checkPath(v, stat, "tokenizer source", src, c.lines.tokenizer)
 	}
+	c.validateTokens(v)
 	if r := c.LayerRange; r != nil && (r[0] != 0 || r[1] <= 0) {
 		v.add(c.lines.models, "layer range [%d, %d]: tiesmm merges whole models, from layer 0", r[0], r[1])
 	}
@@ -454,6 +456,38 @@ func breakpoints(a, b []float64) []float64 {
 
 // hubName matches Hugging Face Hub repository ids, org/name, optionally @revision.
 var hubName = regexp.MustCompile(`^([A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)(@[A-Za-z0-9._/-]+)?$`)
+
+// validateTokens checks that every model tokens: names is a model of the merge,
+// matched by path as tokenizer_source's models are.
+func (c *Config) validateTokens(v *errList) {
+	for _, o := range c.Tokens {
+		if o.Source == TokenZero || slices.ContainsFunc(c.modelPaths(), func(p string) bool { return samePath(p, o.Model) }) {
+			continue
+		}
+		v.add(o.Line, "tokenizer.tokens[%q]: %s is not a model of the merge (the base_model or a model of models: or slices:)", o.Token, o.Model)
+	}
+}
+
+// modelPaths are the paths of every model the config reads: the base_model,
+// then the models (or the slices' sources), each once, in order.
+func (c *Config) modelPaths() []string {
+	var out []string
+	add := func(p string) {
+		if p != "" && !slices.ContainsFunc(out, func(q string) bool { return samePath(p, q) }) {
+			out = append(out, p)
+		}
+	}
+	add(c.BaseModel)
+	for _, m := range c.Models {
+		add(m.Path)
+	}
+	for _, s := range c.Slices {
+		for _, src := range s.Sources {
+			add(src.Path)
+		}
+	}
+	return out
+}
 
 func checkPath(v *errList, stat func(string) (fs.FileInfo, error), what, path string, line int) {
 	if model, adapter, ok := SplitModelRef(path); ok {

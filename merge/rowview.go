@@ -146,10 +146,10 @@ func (r *run) readRow(s *rowScratch, iv inputView, row, c0, c1 int64, out []floa
 		copy(out, r.padMeans[iv.job][iv.model][c0:c1])
 		return 1, nil
 	}
-	if own := vm.perm[iv.model][row]; own >= 0 {
+	if own := vm.own(iv.model, row); own >= 0 {
 		n := int64(1)
 		if c0 == 0 && c1 == v.cols && v.cols == v.srcs[iv.model].Shape[1] {
-			for (row+n+1)*v.cols <= end && row+n < vm.realRows() && vm.perm[iv.model][row+n] == own+int32(n) {
+			for (row+n+1)*v.cols <= end && row+n < vm.realRows() && vm.own(iv.model, row+n) == own+int32(n) {
 				n++
 			}
 		}
@@ -158,6 +158,9 @@ func (r *run) readRow(s *rowScratch, iv inputView, row, c0, c1 int64, out []floa
 	switch f := vm.fill[row]; f {
 	case fillZero:
 		clear(out)
+	case fillRow:
+		fr := vm.fixed[int(row)]
+		return 1, r.readSegment(s, v, int(fr.model), fr.row, c0, c1, out)
 	case fillMean:
 		count := float32(0)
 		clear(out)

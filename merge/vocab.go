@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/tiesmm/tiesmm/config"
 	"github.com/tiesmm/tiesmm/kernels"
 	"github.com/tiesmm/tiesmm/mmapio"
 )
@@ -19,6 +20,9 @@ type VocabOptions struct {
 	Source    string // "" (none), "base", "union" or a model path
 	PadTo     int    // pad_to_multiple_of; 0 or 1: no padding
 	BaseModel string // the config's base_model ("" when it has none)
+	// Tokens are the tokenizer: block's per-token overrides; their models
+	// are matched to the merge's by path.
+	Tokens []config.TokenOverride
 }
 
 // A tokenizer's vocabulary as tokenizer.json and config.json give it.
@@ -161,17 +165,34 @@ type vocabMap struct {
 	// ordinary tokens (fields nil) or added tokens (their entry).
 	appended []addedToken
 	stripped bool // the source's tokens at or past its vocab_size are dropped
+	// Per output id, from tokens: overrides: the row a fillRow token takes,
+	// and whether every model takes its fill (force), its own row or not.
+	fixed  map[int]modelRow
+	forced map[int]bool
+	// set holds the output ids an override applies to; unused lists the
+	// tokens overridden that the output vocabulary does not have.
+	set    map[int]bool
+	unused []string
+}
+
+// modelRow is a stored row of model model (an index into vocabMap.paths).
+type modelRow struct {
+	model int32
+	row   int64
 }
 
 const (
 	fillZero = -1 // no model has the token: zeros
 	fillMean = -2 // several models have it, the base not: their float32 mean
+	fillRow  = -3 // a tokens: override's model_token: vocabMap.fixed's row
 )
 
 // newVocabMap reads every model's tokenizer and builds the output vocabulary
-// and the rows of each model: vo.Source's rules, in config order.
-// paths are the models' folders, base the base_model's index (-1: none).
-func newVocabMap(vo VocabOptions, paths []string, base int) (*vocabMap, error) {
+// and the rows of each model: vo.Source's rules, in config order, then
+// vo.Tokens' overrides. paths are the models' folders, base the base_model's
+// index (-1: none), modelOf the index into paths of a model as the config
+// names it (-1: not a model of the merge).
+func newVocabMap(vo VocabOptions, paths []string, base int, modelOf func(string) int) (*vocabMap, error) {
 	vm := &vocabMap{paths: paths, base: base}
 	toks := make([]*tokenizerFile, len(paths))
 	for i, path := range paths {
@@ -231,7 +252,82 @@ func newVocabMap(vo VocabOptions, paths []string, base int) (*vocabMap, error) {
 	for id := range vm.tokens {
 		vm.fill[id] = vm.fillOf(id)
 	}
+	if err := vm.override(vo.Tokens, toks, outIDs, modelOf); err != nil {
+		return nil, err
+	}
 	return vm, nil
+}
+
+// override applies the tokens: overrides: a token listed takes the row its
+// source gives in place of fillOf's, in the models that lack it, or in
+// every model with force.
+func (vm *vocabMap) override(tokens []config.TokenOverride, toks []*tokenizerFile, outIDs map[string]int64, modelOf func(string) int) error {
+	for _, o := range tokens {
+		what := fmt.Sprintf("tokenizer.tokens[%q]", o.Token)
+		id64, ok := outIDs[o.Token]
+		if !ok {
+			vm.unused = append(vm.unused, o.Token)
+			continue
+		}
+		id := int(id64)
+		k := -1
+		if o.Source != config.TokenZero {
+			if k = modelOf(o.Model); k < 0 {
+				return fmt.Errorf("%s: %s is not a model of the merge", what, o.Model)
+			}
+		}
+		switch o.Source {
+		case config.TokenZero:
+			vm.fill[id] = fillZero
+		case config.TokenFromModel:
+			if vm.perm[k][id] < 0 {
+				return fmt.Errorf("%s: source %s does not have the token (below its vocab_size): use {kind: model_token, model: %s, token: ...} to take another token's row", what, o.Model, o.Model)
+			}
+			vm.fill[id] = int32(k)
+		case config.TokenModelToken:
+			row := o.FromID
+			if !o.ByID {
+				r, ok := toks[k].ids(false)[o.FromToken]
+				if !ok {
+					return fmt.Errorf("%s: token %q is not in %s's tokenizer", what, o.FromToken, toks[k].dir)
+				}
+				row = r
+			}
+			if vm.fixed == nil {
+				vm.fixed = map[int]modelRow{}
+			}
+			vm.fill[id], vm.fixed[id] = fillRow, modelRow{int32(k), row}
+		}
+		if o.Force {
+			if vm.forced == nil {
+				vm.forced = map[int]bool{}
+			}
+			vm.forced[id] = true
+		}
+		if vm.set == nil {
+			vm.set = map[int]bool{}
+		}
+		vm.set[id] = true
+	}
+	return nil
+}
+
+// fixedIDs are the output ids of model_token overrides, in order.
+func (vm *vocabMap) fixedIDs() []int {
+	ids := make([]int, 0, len(vm.fixed))
+	for id := range vm.fixed {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// own is model k's own row of output id, -1 where it takes the fill.
+func (vm *vocabMap) own(k int, id int64) int32 {
+	if vm.forced != nil && vm.forced[int(id)] {
+		return -1
+	}
+	return vm.perm[k][id]
 }
 
 // union appends to ids, from max id + 1: every model's ordinary tokens the
@@ -312,11 +408,11 @@ func (tf *tokenizerFile) past() bool {
 func (vm *vocabMap) realRows() int64 { return int64(len(vm.tokens)) }
 
 // bytes is the map's memory: the rows of every model and the fills, the
-// output tokens, and the source tokenizer kept to be written (its JSON and
-// its parsed vocabulary).
+// output tokens, the source tokenizer kept to be written (its JSON and its
+// parsed vocabulary), and the tokens: overrides' entries.
 func (vm *vocabMap) bytes() int64 {
 	n := int64(len(vm.tokens))
-	return n*4*int64(len(vm.paths)+1) + n*32 + 2*vm.out.bytes + int64(len(vm.out.vocab))*48
+	return n*4*int64(len(vm.paths)+1) + n*32 + 2*vm.out.bytes + int64(len(vm.out.vocab))*48 + int64(len(vm.set))*3*64
 }
 
 // readVocab builds the plan's vocabulary map; the models are the merge's
@@ -342,7 +438,15 @@ func (p *Plan) readVocab() error {
 	if p.Opts.Vocab.BaseModel != "" {
 		base = p.vocabBase
 	}
-	vm, err := newVocabMap(p.Opts.Vocab, dirs, base)
+	modelOf := func(path string) int {
+		for _, md := range append([]*mmapio.Model{p.Base}, p.Models...) {
+			if filepath.Clean(md.Path) == filepath.Clean(path) || filepath.Clean(md.Dir) == filepath.Clean(path) {
+				return index[filepath.Clean(md.Dir)]
+			}
+		}
+		return -1
+	}
+	vm, err := newVocabMap(p.Opts.Vocab, dirs, base, modelOf)
 	if err != nil {
 		return err
 	}
@@ -388,6 +492,12 @@ func (p *Plan) alignRows(job *Job) error {
 				if int64(row) >= t.Shape[0] {
 					return fmt.Errorf("tensor %q: %s has %d rows, but its tokenizer gives token %q id %d below config.json's vocab_size", job.Name, t.File, t.Shape[0], p.vocab.tokens[id], row)
 				}
+			}
+		}
+		for _, id := range p.vocab.fixedIDs() {
+			if fr := p.vocab.fixed[id]; fr.row >= v.srcs[fr.model].Shape[0] {
+				t := v.srcs[fr.model]
+				return fmt.Errorf("tensor %q: tokenizer.tokens[%q]: row %d of %s, which has %d rows", job.Name, p.vocab.tokens[id], fr.row, t.File, t.Shape[0])
 			}
 		}
 		rows = p.vocab.rows
@@ -595,13 +705,15 @@ func maps(m map[string]json.RawMessage) map[string]json.RawMessage {
 // describe says what the vocabulary is and how each model's rows are made:
 // the --dry-run line.
 func (vm *vocabMap) describe(source string) string {
-	var filled [4]int // the only model's, the base's, a mean, zeros
+	var filled [5]int // the only model's, the base's, a mean, zeros, a tokens: override
 	for k := range vm.paths {
 		for id, f := range vm.fill {
-			if vm.perm[k][id] >= 0 {
+			if vm.own(k, int64(id)) >= 0 {
 				continue
 			}
 			switch {
+			case vm.set[id]:
+				filled[4]++
 			case f == fillZero:
 				filled[3]++
 			case f == fillMean:
@@ -613,6 +725,10 @@ func (vm *vocabMap) describe(source string) string {
 			}
 		}
 	}
-	return fmt.Sprintf("tokenizer_source %s: %d tokens (%d appended), %d embedding rows; rows a model lacks: %d from the only model with the token, %d from the base, %d means, %d zeros",
+	s := fmt.Sprintf("tokenizer_source %s: %d tokens (%d appended), %d embedding rows; rows a model lacks: %d from the only model with the token, %d from the base, %d means, %d zeros",
 		source, len(vm.tokens), len(vm.appended), vm.rows, filled[0], filled[1], filled[2], filled[3])
+	if len(vm.set) > 0 {
+		s += fmt.Sprintf("; tokens: %d overrides (%d forced) set %d rows", len(vm.set), len(vm.forced), filled[4])
+	}
+	return s
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tiesmm/tiesmm/config"
 	"github.com/tiesmm/tiesmm/kernels"
 )
 
@@ -105,11 +106,22 @@ func tokensOf(m vocabModel) map[string]int {
 // refRows is the plain reference of a tokenizer_source's rows: each model's
 // embedding rows for the output tokens (by output id, "" for none), then
 // pad rows of its mean, with the fill rules in order (the only model, the
-// base, the float32 mean, zeros); base is the base model's index.
-func refRows(out []string, rows int, models []vocabModel, embeds [][]float32, base int) [][]float32 {
+// base, the float32 mean, zeros); base is the base model's index. A token
+// over lists (its Model a model's name) takes, in the models that lack it
+// or in all with Force, the row its source gives: the model's own row of
+// it, zeros, or the model's row of another token (in its whole tokenizer)
+// or of a row index.
+func refRows(out []string, rows int, models []vocabModel, embeds [][]float32, base int, over []config.TokenOverride) [][]float32 {
 	has := make([]map[string]int, len(models))
 	for k, m := range models {
 		has[k] = tokensOf(m)
+	}
+	overs := map[string]config.TokenOverride{}
+	for _, o := range over {
+		overs[o.Token] = o
+	}
+	index := func(name string) int {
+		return slices.IndexFunc(models, func(m vocabModel) bool { return m.name == name })
 	}
 	res := make([][]float32, len(models))
 	for k := range models {
@@ -119,6 +131,27 @@ func refRows(out []string, rows int, models []vocabModel, embeds [][]float32, ba
 			row := func(m int) []float32 {
 				i := has[m][tok]
 				return embeds[m][i*vocabCols : (i+1)*vocabCols]
+			}
+			if o, ok := overs[tok]; ok && tok != "" {
+				if _, own := has[k][tok]; own && !o.Force {
+					copy(dst, row(k))
+					continue
+				}
+				m := index(o.Model)
+				switch o.Source {
+				case config.TokenFromModel:
+					copy(dst, row(m))
+				case config.TokenModelToken:
+					i := int(o.FromID)
+					if !o.ByID {
+						var ok bool
+						if i, ok = models[m].vocab[o.FromToken]; !ok {
+							i = models[m].added[o.FromToken]
+						}
+					}
+					copy(dst, embeds[m][i*vocabCols:(i+1)*vocabCols])
+				}
+				continue
 			}
 			if _, ok := has[k][tok]; ok && tok != "" {
 				copy(dst, row(k))
@@ -160,21 +193,50 @@ func refRows(out []string, rows int, models []vocabModel, embeds [][]float32, ba
 	return res
 }
 
-// vocabCase is one tokenizer_source with its output tokens worked by hand.
+// vocabCase is one tokenizer_source with its output tokens worked by hand,
+// and tokens: overrides (their models by name).
 type vocabCase struct {
 	source string
 	pad    int
 	tokens []string // by output id
 	rows   int
+	over   []config.TokenOverride
+	unused int // overrides of tokens the output lacks
 }
+
+var unionTokens = []string{"a", "b", "c", "d", "e", "f", "<s>", "g", "h", "<|x|>", "<|y|>"}
 
 var vocabCases = []vocabCase{
 	// The stripped base ("zz" is past its vocab_size), then the ordinary
 	// tokens of ft1 ("g") and ft2 ("h"), then the added ones.
-	{"union", 4, []string{"a", "b", "c", "d", "e", "f", "<s>", "g", "h", "<|x|>", "<|y|>"}, 12},
-	{"union", 0, []string{"a", "b", "c", "d", "e", "f", "<s>", "g", "h", "<|x|>", "<|y|>"}, 11},
-	{"base", 0, []string{"a", "b", "c", "d", "e", "f", "<s>"}, 7},
-	{"tok", 8, []string{"a", "b", "c", "<|x|>", "q"}, 8},
+	{"union", 4, unionTokens, 12, nil, 0},
+	{"union", 0, unionTokens, 11, nil, 0},
+	{"base", 0, unionTokens[:7], 7, nil, 0},
+	{"tok", 8, []string{"a", "b", "c", "<|x|>", "q"}, 8, nil, 0},
+	// Overrides: forced or not, zeros, a model's own row, another token's
+	// row by token and by row index; "nope" and the base's "zz" (past its
+	// vocab_size) are not in the output.
+	{"union", 4, unionTokens, 12, []config.TokenOverride{
+		{Token: "<s>", Source: config.TokenFromModel, Model: "ft2", Force: true},
+		{Token: "g", Source: config.TokenModelToken, Model: "ft2", FromToken: "<|y|>"},
+		{Token: "<|x|>", Source: config.TokenZero},
+		{Token: "a", Source: config.TokenModelToken, Model: "ft1", FromID: 8, ByID: true, Force: true},
+		{Token: "h", Source: config.TokenFromModel, Model: "ft2"},
+		{Token: "nope", Source: config.TokenZero},
+		{Token: "zz", Source: config.TokenFromModel, Model: "base"},
+		{Token: "<|y|>", Source: config.TokenZero, Force: true},
+	}, 2},
+	{"base", 0, unionTokens[:7], 7, []config.TokenOverride{
+		{Token: "c", Source: config.TokenZero},
+		{Token: "f", Source: config.TokenFromModel, Model: "ft1"},
+		{Token: "b", Source: config.TokenModelToken, Model: "ft2", FromToken: "<|y|>", Force: true},
+		{Token: "e", Source: config.TokenModelToken, Model: "base", FromToken: "<s>"},
+	}, 0},
+	{"tok", 0, []string{"a", "b", "c", "<|x|>", "q"}, 5, []config.TokenOverride{
+		{Token: "q", Source: config.TokenModelToken, Model: "base", FromID: 6, ByID: true},
+		{Token: "<|x|>", Source: config.TokenFromModel, Model: "ft1", Force: true},
+		{Token: "a", Source: config.TokenModelToken, Model: "ft1", FromToken: "a", Force: true},
+	}, 0},
 }
 
 // vocabFixture writes the three models with their tokenizers.
@@ -196,7 +258,14 @@ func (c vocabCase) options(dir string, paths []string) VocabOptions {
 	if src == "tok" {
 		src = filepath.Join(dir, "tok")
 	}
-	return VocabOptions{Source: src, PadTo: c.pad, BaseModel: paths[0]}
+	var over []config.TokenOverride
+	for _, o := range c.over {
+		if o.Source != config.TokenZero {
+			o.Model = filepath.Join(dir, o.Model)
+		}
+		over = append(over, o)
+	}
+	return VocabOptions{Source: src, PadTo: c.pad, BaseModel: paths[0], Tokens: over}
 }
 
 // Each model's rows, read alone (linear with a weight of 1 on it and 0 on
@@ -213,7 +282,7 @@ func TestVocabRows(t *testing.T) {
 		for _, ts := range sets {
 			embeds = append(embeds, ts[0].vals)
 		}
-		want := refRows(c.tokens, c.rows, vocabModels, embeds, 0)
+		want := refRows(c.tokens, c.rows, vocabModels, embeds, 0, c.over)
 		for k := range vocabModels {
 			for _, ks := range kernels.Available() {
 				for threads := 1; threads <= 3; threads++ {
@@ -226,6 +295,15 @@ func TestVocabRows(t *testing.T) {
 					p, err := NewPlan(opts, m, func(string, int, int) (TensorParams, error) { return tp, nil })
 					if err != nil {
 						t.Fatal(err)
+					}
+					unused := 0
+					for _, w := range p.Warnings {
+						if w.Code == WarnTokenUnused {
+							unused = strings.Count(w.Message, `"`) / 2
+						}
+					}
+					if unused != c.unused {
+						t.Errorf("case %d: %d tokens warned of as unused, want %d: %v", ci, unused, c.unused, p.Warnings)
 					}
 					if _, err := Run(context.Background(), p, nil, nil); err != nil {
 						t.Fatal(err)
@@ -343,7 +421,7 @@ func TestVocabUnionMethods(t *testing.T) {
 		{"nearswap", 1, ownParamsFor(1, 0.5, 1)},
 	}
 	// The union of the base and ft1 alone, for the methods of one model.
-	pair := vocabCase{"union", 4, []string{"a", "b", "c", "d", "e", "f", "<s>", "g", "<|x|>"}, 12}
+	pair := vocabCase{"union", 4, []string{"a", "b", "c", "d", "e", "f", "<s>", "g", "<|x|>"}, 12, nil, 0}
 	for _, dt := range []kernels.DType{kernels.F32, kernels.BF16} {
 		dir := t.TempDir()
 		paths, sets := vocabFixture(t, dir, dt)
@@ -357,7 +435,7 @@ func TestVocabUnionMethods(t *testing.T) {
 			for _, ts := range sets[:n] {
 				embeds, heads = append(embeds, ts[0].vals), append(heads, ts[1].vals)
 			}
-			wantE, wantH := refRows(c.tokens, c.rows, vocabModels[:n], embeds, 0), refRows(c.tokens, c.rows, vocabModels[:n], heads, 0)
+			wantE, wantH := refRows(c.tokens, c.rows, vocabModels[:n], embeds, 0, nil), refRows(c.tokens, c.rows, vocabModels[:n], heads, 0, nil)
 			var refPaths []string
 			for k, ts := range sets[:n] {
 				ref := slices.Clone(ts)
@@ -525,7 +603,7 @@ func TestVocabUnigram(t *testing.T) {
 	}
 	base := write("base", `[["<unk>", 0], ["▁a", -1.5], ["▁b", -2.5], ["▁past", -3]]`, 3)
 	ft := write("ft", `[["<unk>", 0], ["▁b", -2.5], ["▁a", -1.5], ["▁c", -4]]`, 4)
-	vm, err := newVocabMap(VocabOptions{Source: "union"}, []string{base, ft}, 0)
+	vm, err := newVocabMap(VocabOptions{Source: "union"}, []string{base, ft}, 0, func(string) int { return -1 })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -562,7 +640,7 @@ func TestVocabUnigram(t *testing.T) {
 	// Two tokens of one id cannot both have its row.
 	clash := vocabModel{"clash", map[string]int{"a": 0, "b": 1}, map[string]int{"<x>": 1}, 2, 2}
 	writeTokenizer(t, filepath.Join(dir, "clash"), clash)
-	_, err = newVocabMap(VocabOptions{Source: "base"}, []string{filepath.Join(dir, "clash")}, 0)
+	_, err = newVocabMap(VocabOptions{Source: "base"}, []string{filepath.Join(dir, "clash")}, 0, func(string) int { return -1 })
 	if err == nil || !strings.Contains(err.Error(), `tokens "<x>" and "b" have the same id 1`) {
 		t.Errorf("two tokens of id 1: %v", err)
 	}
@@ -606,6 +684,46 @@ func TestVocabErrors(t *testing.T) {
 			if !strings.Contains(err.Error(), w) {
 				t.Errorf("%s: error does not say %q:\n%v", filepath.Base(tc.model), w, err)
 			}
+		}
+	}
+}
+
+// A tokens: override that cannot give a row is refused at plan time, naming
+// the token and the problem.
+func TestVocabTokenErrors(t *testing.T) {
+	dir := t.TempDir()
+	paths, _ := vocabFixture(t, dir, kernels.F32)
+	m := newMethod(t, "task_arithmetic", "")
+	resolve := func(string, int, int) (TensorParams, error) {
+		return TensorParams{Density: []float64{1, 1}, Weights: []float32{1, 1}, Lambda: 1}, nil
+	}
+	for _, tc := range []struct {
+		o    config.TokenOverride
+		want []string
+	}{
+		{config.TokenOverride{Token: "h", Source: config.TokenFromModel, Model: paths[0]},
+			[]string{`tokenizer.tokens["h"]`, "base does not have the token"}},
+		{config.TokenOverride{Token: "a", Source: config.TokenModelToken, Model: paths[1], FromToken: "nope"},
+			[]string{`tokenizer.tokens["a"]`, `token "nope" is not in`, "ft1's tokenizer"}},
+		{config.TokenOverride{Token: "a", Source: config.TokenModelToken, Model: paths[0], FromID: 7, ByID: true},
+			[]string{`tensor "model.embed_tokens.weight"`, `tokenizer.tokens["a"]: row 7 of`, "which has 7 rows"}},
+		{config.TokenOverride{Token: "a", Source: config.TokenModelToken, Model: paths[0], FromToken: "zz"},
+			[]string{`tokenizer.tokens["a"]: row 7 of`, "which has 7 rows"}},
+		{config.TokenOverride{Token: "a", Source: config.TokenFromModel, Model: filepath.Join(dir, "tok")},
+			[]string{`tokenizer.tokens["a"]`, "tok is not a model of the merge"}},
+	} {
+		_, err := NewPlan(Options{Base: paths[0], Models: paths[1:], Out: filepath.Join(dir, "out"),
+			Vocab: VocabOptions{Source: "union", BaseModel: paths[0], Tokens: []config.TokenOverride{tc.o}}}, m, resolve)
+		if err == nil {
+			t.Fatalf("%+v: no error", tc.o)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%+v: error does not say %q:\n%v", tc.o, w, err)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(dir, "out")); !os.IsNotExist(err) {
+			t.Errorf("%+v: output made: %v", tc.o, err)
 		}
 	}
 }

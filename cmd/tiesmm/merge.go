@@ -265,7 +265,7 @@ func (m *mergeCmd) plan() (*config.Config, *merge.Plan, error) {
 		Base: c.BaseModel, Out: out, Force: m.Force, OutDType: c.OutputDType(),
 		ShardBytes: int64(m.OutShardSize), MaxMemory: int64(m.MaxMemory), Threads: m.Threads,
 		BlockElems: m.BlockSize, Kernels: ks, TwoPass: m.TwoPass, Materialize: m.Materialize,
-		Vocab: merge.VocabOptions{Source: c.TokenizerSource, PadTo: c.PadToMultipleOf, BaseModel: c.BaseModel},
+		Vocab: merge.VocabOptions{Source: c.TokenizerSource, PadTo: c.PadToMultipleOf, BaseModel: c.BaseModel, Tokens: c.Tokens},
 	}
 	if c.Slices != nil && c.LayerRange == nil {
 		plan, err := m.slicePlan(c, opts)

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -227,5 +228,71 @@ tokenizer_source: union
 	}
 	if _, err := os.Stat(filepath.Join(dir, "out")); !os.IsNotExist(err) {
 		t.Errorf("a refused merge left its output: %v", err)
+	}
+}
+
+// The tokens: example overrides three rows of the union: --dry-run counts
+// them; <|ft2_1|>, forced to the base's </s> in every model, merges to that
+// row as it is; <|ft1_2|>, zeros in the base and ft2, to half ft1's row.
+// The resolved config keeps the overrides. Overrides that cannot give a row
+// stop the merge before anything is written.
+func TestCLITokenizerTokens(t *testing.T) {
+	dir := workDir(t)
+	ex := filepath.Join(examplesDir(t), "tokenizer_tokens.yml")
+	plan := mustRun(t, dir, "merge", "--dry-run", ex, "out")
+	// <|tool|>: the base's row; <|ft2_1|>: all 3 forced; <|ft1_2|>: the base's and ft2's.
+	if want := "rows a model lacks: 4 from the only model with the token, 0 from the base, 0 means, 0 zeros; tokens: 3 overrides (1 forced) set 6 rows"; !strings.Contains(plan, want) {
+		t.Errorf("--dry-run does not say\n%s\n%s", want, plan)
+	}
+	mustRun(t, dir, "merge", "--quiet", ex, "out")
+	toks := outTokens(t, filepath.Join(dir, "out"))
+	baseToks := outTokens(t, filepath.Join(dir, "demo", "base"))
+	ft1Toks := outTokens(t, filepath.Join(dir, "demo", "ft1"))
+	for _, name := range []string{"model.embed_tokens.weight", "lm_head.weight"} {
+		out := tensorValues(t, filepath.Join(dir, "out"), "", name)
+		base := tensorValues(t, filepath.Join(dir, "demo", "base"), "", name)
+		ft1 := tensorValues(t, filepath.Join(dir, "demo", "ft1"), "", name)
+		cols := int64(len(base)) / outVocabSize(t, filepath.Join(dir, "demo", "base"))
+		row := func(vals []float32, id int64) []float32 { return vals[id*cols : (id+1)*cols] }
+		got, want := row(out, toks["<|ft2_1|>"]), row(base, baseToks["</s>"])
+		for c := range got {
+			if math.Float32bits(got[c]) != math.Float32bits(want[c]) {
+				t.Fatalf("%s: <|ft2_1|> col %d = %v, want the base's </s> %v", name, c, got[c], want[c])
+			}
+		}
+		got, want = row(out, toks["<|ft1_2|>"]), row(ft1, ft1Toks["<|ft1_2|>"])
+		for c := range got {
+			if got[c] != want[c]/2 {
+				t.Fatalf("%s: <|ft1_2|> col %d = %v, want half ft1's %v", name, c, got[c], want[c])
+			}
+		}
+	}
+	resolved, err := os.ReadFile(filepath.Join(dir, "out", "tiesmm_config.yml"))
+	if err != nil || !strings.Contains(string(resolved), "force: true") || !strings.Contains(string(resolved), "model_token") {
+		t.Errorf("the resolved config lost the overrides (%v):\n%s", err, resolved)
+	}
+
+	for _, tc := range []struct{ tokens, want string }{
+		{`"<|tool|>": {source: demo/ft3}`, `tokenizer.tokens["<|tool|>"]: demo/ft3 is not a model of the merge`},
+		{`"<|tool|>": {source: demo/base}`, `tokenizer.tokens["<|tool|>"]: source demo/base does not have the token`},
+		{`"<|tool|>": {source: {kind: model_token, model: demo/ft2, token: "<|ft1_1|>"}}`, `tokenizer.tokens["<|tool|>"]: token "<|ft1_1|>" is not in`},
+		{`"<|tool|>": {source: {kind: model_token, model: demo/ft2, token_id: 100000}}`, `tokenizer.tokens["<|tool|>"]: row 100000 of`},
+		{`"<|tool|>": {force: true}`, `tokenizer.tokens["<|tool|>"] has no source`},
+	} {
+		writeFile(t, filepath.Join(dir, "bad.yml"), "merge_method: task_arithmetic\nbase_model: demo/base\nmodels: [{model: demo/ft1}, {model: demo/ft2}]\ntokenizer:\n  source: union\n  tokens:\n    "+tc.tokens+"\n")
+		_, errOut, code := tiesmm(t, dir, "merge", "bad.yml", "bad-out")
+		if code == 0 || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%s: exit %d, want an error saying\n%s\n%s", tc.tokens, code, tc.want, errOut)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "bad-out")); !os.IsNotExist(err) {
+			t.Errorf("%s: a refused merge left its output: %v", tc.tokens, err)
+		}
+	}
+
+	// A token the output lacks is warned of, not silently dropped.
+	writeFile(t, filepath.Join(dir, "unused.yml"), "merge_method: task_arithmetic\nbase_model: demo/base\nmodels: [{model: demo/ft1}]\ntokenizer:\n  source: base\n  tokens:\n    \"<|none|>\": {source: {kind: zero}}\n")
+	_, errOut, code := tiesmm(t, dir, "merge", "--quiet", "unused.yml", "unused")
+	if want := `warning: tokenizer.tokens: 1 token is not in the output vocabulary, so the override is not used`; code != 0 || !strings.Contains(errOut, want) || !strings.Contains(errOut, `"<|none|>"`) {
+		t.Errorf("exit %d, want a warning saying\n%s\n%s", code, want, errOut)
 	}
 }
