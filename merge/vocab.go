@@ -169,10 +169,10 @@ type vocabMap struct {
 	// and whether every model takes its fill (force), its own row or not.
 	fixed  map[int]modelRow
 	forced map[int]bool
-	// set holds the output ids an override applies to; unused lists the
-	// tokens overridden that the output vocabulary does not have.
+	// set holds the output ids an override applies to; listed counts the
+	// tokens appended because tokens: lists them (the last of appended).
 	set    map[int]bool
-	unused []string
+	listed int
 }
 
 // modelRow is a stored row of model model (an index into vocabMap.paths).
@@ -220,6 +220,7 @@ func newVocabMap(vo VocabOptions, paths []string, base int, modelOf func(string)
 	if vo.Source == "union" {
 		vm.union(toks, first, outIDs)
 	}
+	vm.appendListed(vo.Tokens, outIDs)
 	var n int64
 	for _, id := range outIDs {
 		n = max(n, id+1)
@@ -258,18 +259,31 @@ func newVocabMap(vo VocabOptions, paths []string, base int, modelOf func(string)
 	return vm, nil
 }
 
+// appendListed appends to ids, from max id + 1, the tokens tokens: lists
+// that the output lacks, in the order listed, as plain added tokens:
+// mergekit adds every listed token to its output tokenizer.
+func (vm *vocabMap) appendListed(tokens []config.TokenOverride, ids map[string]int64) {
+	next := int64(0)
+	for _, id := range ids {
+		next = max(next, id+1)
+	}
+	for _, o := range tokens {
+		if _, ok := ids[o.Token]; !ok {
+			ids[o.Token] = next
+			vm.appended = append(vm.appended, addedToken{id: next, content: o.Token})
+			vm.listed++
+			next++
+		}
+	}
+}
+
 // override applies the tokens: overrides: a token listed takes the row its
 // source gives in place of fillOf's, in the models that lack it, or in
 // every model with force.
 func (vm *vocabMap) override(tokens []config.TokenOverride, toks []*tokenizerFile, outIDs map[string]int64, modelOf func(string) int) error {
 	for _, o := range tokens {
 		what := fmt.Sprintf("tokenizer.tokens[%q]", o.Token)
-		id64, ok := outIDs[o.Token]
-		if !ok {
-			vm.unused = append(vm.unused, o.Token)
-			continue
-		}
-		id := int(id64)
+		id := int(outIDs[o.Token]) // appendListed added the ones missing
 		k := -1
 		if o.Source != config.TokenZero {
 			if k = modelOf(o.Model); k < 0 {
@@ -311,6 +325,10 @@ func (vm *vocabMap) override(tokens []config.TokenOverride, toks []*tokenizerFil
 	}
 	return nil
 }
+
+// keeps reports whether the output tokenizer keeps the source's token id:
+// base and union drop the ids at or past its vocab_size.
+func (vm *vocabMap) keeps(id int64) bool { return !vm.stripped || id < vm.out.size }
 
 // fixedIDs are the output ids of model_token overrides, in order.
 func (vm *vocabMap) fixedIDs() []int {
@@ -557,7 +575,8 @@ func (vm *vocabMap) tokenizerOutputs(source string) (map[string][]byte, error) {
 		}
 		out[name] = data
 	}
-	if source != "base" && source != "union" || source == "base" && !vm.out.past() {
+	model := source != "base" && source != "union"
+	if len(vm.appended) == 0 && (model || source == "base" && !vm.out.past()) {
 		return out, nil // the tokenizer as it is
 	}
 	tok, err := vm.tokenizerJSON()
@@ -585,14 +604,14 @@ func (vm *vocabMap) tokenizerJSON() ([]byte, error) {
 	if tf.unigram {
 		var pieces [][2]json.RawMessage
 		for _, e := range tf.vocab {
-			if e.id < tf.size {
+			if vm.keeps(e.id) {
 				tok, _ := json.Marshal(e.token)
 				pieces = append(pieces, [2]json.RawMessage{tok, e.score})
 			}
 		}
 		vocab, err = json.Marshal(pieces)
 	} else {
-		vocab, err = orderedVocab(tf)
+		vocab, err = orderedVocab(tf, vm.keeps)
 	}
 	if err != nil {
 		return nil, err
@@ -604,7 +623,7 @@ func (vm *vocabMap) tokenizerJSON() ([]byte, error) {
 	}
 	var added []map[string]json.RawMessage
 	for _, a := range tf.added {
-		if a.id < tf.size {
+		if vm.keeps(a.id) {
 			added = append(added, a.fields)
 		}
 	}
@@ -634,13 +653,13 @@ func appendedEntry(a addedToken) map[string]json.RawMessage {
 	return e
 }
 
-// orderedVocab writes a token → id map in id order.
-func orderedVocab(tf *tokenizerFile) ([]byte, error) {
+// orderedVocab writes a token → id map in id order, the ids keep keeps.
+func orderedVocab(tf *tokenizerFile, keep func(id int64) bool) ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteByte('{')
 	first := true
 	for _, e := range tf.vocab {
-		if e.id >= tf.size {
+		if !keep(e.id) {
 			continue
 		}
 		if !first {
@@ -676,7 +695,7 @@ func (vm *vocabMap) tokenizerConfig(data []byte) ([]byte, error) {
 	out := map[string]map[string]json.RawMessage{}
 	for id, e := range entries {
 		var n int64
-		if _, err := fmt.Sscan(id, &n); err == nil && n < vm.out.size {
+		if _, err := fmt.Sscan(id, &n); err == nil && vm.keeps(n) {
 			out[id] = e
 		}
 	}

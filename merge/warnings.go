@@ -52,7 +52,6 @@ const (
 	WarnNormalizeGuard   = "normalize-guard"
 	WarnBaseOnly         = "base-only"
 	WarnVocabOrder       = "vocab-order"
-	WarnTokenUnused      = "token-unused"
 )
 
 // listed names at most listMax of names, quoted, and says how many more.
@@ -169,13 +168,10 @@ func (p *Plan) findWarnings() {
 	p.warnContributions(add)
 	p.warnOutDType(add)
 	p.warnNormalizeGuard(add)
-	if vm := p.vocab; vm != nil && len(vm.unused) > 0 {
-		add(WarnTokenUnused, "", "", "tokenizer.tokens: %s not in the output vocabulary, so the override is not used (tiesmm does not add tokens; mergekit appends them as plain added tokens): %s",
-			plural(len(vm.unused), "token is", "tokens are"), listed(vm.unused))
-	}
-	if vm := p.vocab; vm != nil && len(vm.appended) > 1 {
+	if vm := p.vocab; vm != nil && len(vm.appended)-vm.listed > 1 {
+		n := len(vm.appended) - vm.listed
 		first := vm.appended[0].id
-		add(WarnVocabOrder, "", "", "tokenizer_source union: the %d tokens appended take ids %d–%d in config order; mergekit orders them by a set and a hash map, so its ids change from run to run", len(vm.appended), first, first+int64(len(vm.appended))-1)
+		add(WarnVocabOrder, "", "", "tokenizer_source union: the %d tokens appended take ids %d–%d in config order; mergekit orders them by a set and a hash map, so its ids change from run to run", n, first, first+int64(n)-1)
 	}
 }
 

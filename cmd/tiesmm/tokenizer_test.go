@@ -289,10 +289,22 @@ func TestCLITokenizerTokens(t *testing.T) {
 		}
 	}
 
-	// A token the output lacks is warned of, not silently dropped.
-	writeFile(t, filepath.Join(dir, "unused.yml"), "merge_method: task_arithmetic\nbase_model: demo/base\nmodels: [{model: demo/ft1}]\ntokenizer:\n  source: base\n  tokens:\n    \"<|none|>\": {source: {kind: zero}}\n")
-	_, errOut, code := tiesmm(t, dir, "merge", "--quiet", "unused.yml", "unused")
-	if want := `warning: tokenizer.tokens: 1 token is not in the output vocabulary, so the override is not used`; code != 0 || !strings.Contains(errOut, want) || !strings.Contains(errOut, `"<|none|>"`) {
-		t.Errorf("exit %d, want a warning saying\n%s\n%s", code, want, errOut)
+	// A token listed that the output lacks is appended to it, as mergekit's
+	// add_tokens does, with the row its source gives.
+	writeFile(t, filepath.Join(dir, "appended.yml"), "merge_method: task_arithmetic\nbase_model: demo/base\nmodels: [{model: demo/ft1}]\ntokenizer:\n  source: base\n  tokens:\n    \"<|none|>\": {source: {kind: zero}}\n")
+	mustRun(t, dir, "merge", "--quiet", "appended.yml", "appended")
+	baseRows := int64(len(outTokens(t, filepath.Join(dir, "demo", "base"))))
+	if got := outVocabSize(t, filepath.Join(dir, "appended")); got != baseRows+1 {
+		t.Errorf("vocab_size %d, want the base's %d tokens and one appended", got, baseRows)
+	}
+	if id, ok := outTokens(t, filepath.Join(dir, "appended"))["<|none|>"]; !ok || id != baseRows {
+		t.Errorf("<|none|> has id %d (%v), want %d", id, ok, baseRows)
+	}
+	emb := tensorValues(t, filepath.Join(dir, "appended"), "", "model.embed_tokens.weight")
+	cols := int64(len(emb)) / (baseRows + 1)
+	for c, v := range emb[baseRows*cols:] {
+		if math.Float32bits(v) != 0 {
+			t.Fatalf("<|none|> col %d = %v, want +0", c, v)
+		}
 	}
 }
