@@ -779,35 +779,14 @@ func (p *parser) tokenSource(f field, what string, o *TokenOverride) bool {
 		o.Model, ok = p.modelRef(n, what)
 		return ok
 	}
-	var kind, token string
-	var kindLine, tokenLine, idLine int
-	var idNode *yaml.Node
-	hasModel, ok := false, true
-	for _, g := range p.fields(n, what, embedKeys) {
-		switch g.key {
-		case "kind":
-			kindLine = g.line
-			s, sok := p.str(g.val, what+".kind")
-			kind, ok = s, ok && sok
-		case "model":
-			hasModel = true
-			m, mok := p.modelRef(g.val, what+".model")
-			o.Model, ok = m, ok && mok
-		case "token":
-			tokenLine = g.line
-			s, sok := p.str(g.val, what+".token")
-			token, ok = s, ok && sok
-		case "token_id":
-			idLine, idNode = g.line, p.deref(g.val)
-		}
-	}
-	switch kind {
+	es, ok := p.embedSource(n, what, o)
+	switch es.kind {
 	case "zero":
 		o.Source = TokenZero
 		for _, k := range []struct {
 			name string
 			set  bool
-		}{{"model", hasModel}, {"token", tokenLine > 0}, {"token_id", idLine > 0}} {
+		}{{"model", es.hasModel}, {"token", es.tokenLine > 0}, {"token_id", es.idLine > 0}} {
 			if k.set {
 				p.add(n.Line, "%s: {kind: zero} takes no %s", what, k.name)
 				ok = false
@@ -816,36 +795,76 @@ func (p *parser) tokenSource(f field, what string, o *TokenOverride) bool {
 		return ok
 	case "model_token":
 		o.Source = TokenModelToken
+		return p.modelToken(n, what, es, o) && ok
 	case "":
-		if kindLine > 0 && ok {
-			p.add(kindLine, "%s.kind is empty (zero or model_token)", what)
+		if es.kindLine > 0 && ok {
+			p.add(es.kindLine, "%s.kind is empty (zero or model_token)", what)
 		}
 		return false
 	default:
-		p.add(kindLine, "%s: unknown kind %s (zero or model_token)", what, kind)
+		p.add(es.kindLine, "%s: unknown kind %s (zero or model_token)", what, es.kind)
 		return false
 	}
-	if !hasModel {
+}
+
+// embedFields are the keys of a {kind: ...} token source as written.
+type embedFields struct {
+	kind, token                 string
+	kindLine, tokenLine, idLine int
+	idNode                      *yaml.Node
+	hasModel                    bool
+}
+
+// embedSource reads a {kind: ...} token source's keys; the model goes to o.
+func (p *parser) embedSource(n *yaml.Node, what string, o *TokenOverride) (embedFields, bool) {
+	var es embedFields
+	ok := true
+	for _, g := range p.fields(n, what, embedKeys) {
+		switch g.key {
+		case "kind":
+			es.kindLine = g.line
+			s, sok := p.str(g.val, what+".kind")
+			es.kind, ok = s, ok && sok
+		case "model":
+			es.hasModel = true
+			m, mok := p.modelRef(g.val, what+".model")
+			o.Model, ok = m, ok && mok
+		case "token":
+			es.tokenLine = g.line
+			s, sok := p.str(g.val, what+".token")
+			es.token, ok = s, ok && sok
+		case "token_id":
+			es.idLine, es.idNode = g.line, p.deref(g.val)
+		}
+	}
+	return es, ok
+}
+
+// modelToken checks a {kind: model_token} source: a model, and a token or a
+// row index but not both.
+func (p *parser) modelToken(n *yaml.Node, what string, es embedFields, o *TokenOverride) bool {
+	ok := true
+	if !es.hasModel {
 		p.add(n.Line, "%s: {kind: model_token} needs model: (a model of the merge)", what)
 		ok = false
 	}
 	switch {
-	case tokenLine > 0 && idLine > 0:
-		p.add(max(tokenLine, idLine), "%s: give token or token_id, not both", what)
+	case es.tokenLine > 0 && es.idLine > 0:
+		p.add(max(es.tokenLine, es.idLine), "%s: give token or token_id, not both", what)
 		return false
-	case tokenLine > 0:
-		o.FromToken = token
-		if ok && token == "" {
-			p.add(tokenLine, "%s.token is empty", what)
+	case es.tokenLine > 0:
+		o.FromToken = es.token
+		if ok && es.token == "" {
+			p.add(es.tokenLine, "%s.token is empty", what)
 			return false
 		}
-	case idLine > 0:
-		if idNode == nil {
+	case es.idLine > 0:
+		if es.idNode == nil {
 			return false
 		}
-		v, isNum := p.number(idNode)
+		v, isNum := p.number(es.idNode)
 		if !isNum || v != math.Trunc(v) || v < 0 || v >= 1<<53 {
-			p.add(idLine, "%s.token_id must be a whole number from 0 (a row of the model's embedding), not %s", what, idNode.Value)
+			p.add(es.idLine, "%s.token_id must be a whole number from 0 (a row of the model's embedding), not %s", what, es.idNode.Value)
 			return false
 		}
 		o.FromID, o.ByID = int64(v), true
