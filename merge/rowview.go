@@ -159,7 +159,7 @@ func (r *run) readRow(s *rowScratch, iv inputView, row, c0, c1 int64, out []floa
 	case fillZero:
 		clear(out)
 	case fillRow:
-		fr := vm.fixed[int(row)]
+		fr := vm.over[int(row)].from
 		return 1, r.readSegment(s, v, int(fr.model), fr.row, c0, c1, out)
 	case fillMean:
 		count := float32(0)

@@ -165,14 +165,19 @@ type vocabMap struct {
 	// ordinary tokens (fields nil) or added tokens (their entry).
 	appended []addedToken
 	stripped bool // the source's tokens at or past its vocab_size are dropped
-	// Per output id, from tokens: overrides: the row a fillRow token takes,
-	// and whether every model takes its fill (force), its own row or not.
-	fixed  map[int]modelRow
-	forced map[int]bool
-	// set holds the output ids an override applies to; listed counts the
-	// tokens appended because tokens: lists them (the last of appended).
-	set    map[int]bool
+	// over holds, per output id a tokens: override applies to, what it
+	// sets; listed counts the tokens appended because tokens: lists them
+	// (the last of appended).
+	over   map[int]tokenRule
 	listed int
+}
+
+// tokenRule is what a tokens: override sets for an output id: whether every
+// model takes its fill (force) or only those lacking the token, and for a
+// fillRow token the stored row the fill reads.
+type tokenRule struct {
+	force bool
+	from  modelRow
 }
 
 // modelRow is a stored row of model model (an index into vocabMap.paths).
@@ -184,7 +189,7 @@ type modelRow struct {
 const (
 	fillZero = -1 // no model has the token: zeros
 	fillMean = -2 // several models have it, the base not: their float32 mean
-	fillRow  = -3 // a tokens: override's model_token: vocabMap.fixed's row
+	fillRow  = -3 // a tokens: override's model_token: its tokenRule's row
 )
 
 // newVocabMap reads every model's tokenizer and builds the output vocabulary
@@ -283,6 +288,7 @@ func (vm *vocabMap) appendListed(tokens []config.TokenOverride, ids map[string]i
 func (vm *vocabMap) override(tokens []config.TokenOverride, toks []*tokenizerFile, outIDs map[string]int64, modelOf func(string) int) error {
 	for _, o := range tokens {
 		what := fmt.Sprintf("tokenizer.tokens[%q]", o.Token)
+		rule := tokenRule{force: o.Force}
 		id := int(outIDs[o.Token]) // appendListed added the ones missing
 		k := -1
 		if o.Source != config.TokenZero {
@@ -307,21 +313,12 @@ func (vm *vocabMap) override(tokens []config.TokenOverride, toks []*tokenizerFil
 				}
 				row = r
 			}
-			if vm.fixed == nil {
-				vm.fixed = map[int]modelRow{}
-			}
-			vm.fill[id], vm.fixed[id] = fillRow, modelRow{int32(k), row}
+			vm.fill[id], rule.from = fillRow, modelRow{int32(k), row}
 		}
-		if o.Force {
-			if vm.forced == nil {
-				vm.forced = map[int]bool{}
-			}
-			vm.forced[id] = true
+		if vm.over == nil {
+			vm.over = map[int]tokenRule{}
 		}
-		if vm.set == nil {
-			vm.set = map[int]bool{}
-		}
-		vm.set[id] = true
+		vm.over[id] = rule
 	}
 	return nil
 }
@@ -330,10 +327,10 @@ func (vm *vocabMap) override(tokens []config.TokenOverride, toks []*tokenizerFil
 // base and union drop the ids at or past its vocab_size.
 func (vm *vocabMap) keeps(id int64) bool { return !vm.stripped || id < vm.out.size }
 
-// fixedIDs are the output ids of model_token overrides, in order.
-func (vm *vocabMap) fixedIDs() []int {
-	ids := make([]int, 0, len(vm.fixed))
-	for id := range vm.fixed {
+// overIDs are the output ids tokens: overrides apply to, in order.
+func (vm *vocabMap) overIDs() []int {
+	ids := make([]int, 0, len(vm.over))
+	for id := range vm.over {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
@@ -342,7 +339,7 @@ func (vm *vocabMap) fixedIDs() []int {
 
 // own is model k's own row of output id, -1 where it takes the fill.
 func (vm *vocabMap) own(k int, id int64) int32 {
-	if vm.forced != nil && vm.forced[int(id)] {
+	if vm.over[int(id)].force {
 		return -1
 	}
 	return vm.perm[k][id]
@@ -430,7 +427,7 @@ func (vm *vocabMap) realRows() int64 { return int64(len(vm.tokens)) }
 // parsed vocabulary), and the tokens: overrides' entries.
 func (vm *vocabMap) bytes() int64 {
 	n := int64(len(vm.tokens))
-	return n*4*int64(len(vm.paths)+1) + n*32 + 2*vm.out.bytes + int64(len(vm.out.vocab))*48 + int64(len(vm.set))*3*64
+	return n*4*int64(len(vm.paths)+1) + n*32 + 2*vm.out.bytes + int64(len(vm.out.vocab))*48 + int64(len(vm.over))*3*64
 }
 
 // readVocab builds the plan's vocabulary map; the models are the merge's
@@ -512,8 +509,8 @@ func (p *Plan) alignRows(job *Job) error {
 				}
 			}
 		}
-		for _, id := range p.vocab.fixedIDs() {
-			if fr := p.vocab.fixed[id]; fr.row >= v.srcs[fr.model].Shape[0] {
+		for _, id := range p.vocab.overIDs() {
+			if fr := p.vocab.over[id].from; p.vocab.fill[id] == fillRow && fr.row >= v.srcs[fr.model].Shape[0] {
 				t := v.srcs[fr.model]
 				return fmt.Errorf("tensor %q: tokenizer.tokens[%q]: row %d of %s, which has %d rows", job.Name, p.vocab.tokens[id], fr.row, t.File, t.Shape[0])
 			}
@@ -730,9 +727,11 @@ func (vm *vocabMap) describe(source string) string {
 			if vm.own(k, int64(id)) >= 0 {
 				continue
 			}
-			switch {
-			case vm.set[id]:
+			if _, ok := vm.over[id]; ok {
 				filled[4]++
+				continue
+			}
+			switch {
 			case f == fillZero:
 				filled[3]++
 			case f == fillMean:
@@ -746,8 +745,14 @@ func (vm *vocabMap) describe(source string) string {
 	}
 	s := fmt.Sprintf("tokenizer_source %s: %d tokens (%d appended), %d embedding rows; rows a model lacks: %d from the only model with the token, %d from the base, %d means, %d zeros",
 		source, len(vm.tokens), len(vm.appended), vm.rows, filled[0], filled[1], filled[2], filled[3])
-	if len(vm.set) > 0 {
-		s += fmt.Sprintf("; tokens: %d overrides (%d forced) set %d rows", len(vm.set), len(vm.forced), filled[4])
+	if len(vm.over) > 0 {
+		forced := 0
+		for _, rule := range vm.over {
+			if rule.force {
+				forced++
+			}
+		}
+		s += fmt.Sprintf("; tokens: %d overrides (%d forced) set %d rows", len(vm.over), forced, filled[4])
 	}
 	return s
 }
