@@ -460,8 +460,9 @@ var hubName = regexp.MustCompile(`^([A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-
 // validateTokens checks that every model tokens: names is a model of the merge,
 // matched by path as tokenizer_source's models are.
 func (c *Config) validateTokens(v *errList) {
+	paths := c.modelPaths()
 	for _, o := range c.Tokens {
-		if o.Source == TokenZero || slices.ContainsFunc(c.modelPaths(), func(p string) bool { return samePath(p, o.Model) }) {
+		if o.Source == TokenZero || slices.ContainsFunc(paths, func(p string) bool { return samePath(p, o.Model) }) {
 			continue
 		}
 		v.add(o.Line, "tokenizer.tokens[%q]: %s is not a model of the merge (the base_model or a model of models: or slices:)", o.Token, o.Model)
